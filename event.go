@@ -1,0 +1,276 @@
+package outbox
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Status is where an event stands in its life: pending → processing → completed, or
+// processing → failed → (retry) processing → …, until it completes or is given up.
+type Status string
+
+const (
+	// StatusPending: written, never attempted (or released unattempted). Always due.
+	StatusPending Status = "pending"
+	// StatusProcessing: claimed by a processor, which holds a lease on it.
+	StatusProcessing Status = "processing"
+	// StatusCompleted: delivered. Kept until the retention period has passed.
+	StatusCompleted Status = "completed"
+	// StatusFailed: the last attempt failed. With a NextAttemptAt it will be retried then;
+	// without one it has been given up and waits for an operator.
+	StatusFailed Status = "failed"
+)
+
+// Valid reports whether s is one of the four statuses.
+func (s Status) Valid() bool {
+	switch s {
+	case StatusPending, StatusProcessing, StatusCompleted, StatusFailed:
+		return true
+	}
+	return false
+}
+
+// ParseStatus returns the Status named by s, or an error naming the valid ones.
+func ParseStatus(s string) (Status, error) {
+	if st := Status(s); st.Valid() {
+		return st, nil
+	}
+	return "", fmt.Errorf("%w: unknown status %q (want pending, processing, completed or failed)", ErrInvalid, s)
+}
+
+// The FitIQ event types from the seed design. The library accepts any non-empty type.
+const (
+	TypeProgressEntry     = "progressEntry"
+	TypePhysicalAttribute = "physicalAttribute"
+	TypeActivitySnapshot  = "activitySnapshot"
+	TypeProfileMetadata   = "profileMetadata"
+	TypeProfilePhysical   = "profilePhysical"
+)
+
+// Limits on what an event may carry; Validate enforces them.
+const (
+	// DefaultMaxPayloadBytes is the payload limit stores use unless configured otherwise.
+	DefaultMaxPayloadBytes = 1 << 20
+	// MaxFieldLength bounds type, entity ID, user ID and ordering key.
+	MaxFieldLength = 255
+)
+
+// Event is one change to announce: the row written beside the data it describes, and
+// the record of every attempt to deliver it.
+type Event struct {
+	// ID is a UUIDv7 (time-ordered), assigned on enqueue when empty.
+	ID string `json:"id"`
+	// Seq is the store's insertion sequence: it, not a timestamp, orders events of one key.
+	Seq int64 `json:"seq"`
+	// Type names what happened ("progressEntry"); handlers are chosen by it. Required.
+	Type string `json:"type"`
+	// EntityID identifies the changed entity; receivers deduplicate on it. Required.
+	EntityID string `json:"entity_id"`
+	// UserID scopes the event to a user; a processor may serve one user or all.
+	UserID string `json:"user_id,omitempty"`
+	// Status is set by the store; enqueue always writes StatusPending.
+	Status Status `json:"status"`
+	// Attempts counts delivery attempts started (a claim is an attempt).
+	Attempts int `json:"attempts"`
+	// MaxAttempts overrides the processor's RetryPolicy.MaxAttempts for this event when > 0.
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// Priority orders claims among due events: higher first. The seed uses 10 for
+	// user-initiated saves and 0 for background sync.
+	Priority int `json:"priority"`
+	// IsNewRecord tells a create (true) from an update (false).
+	IsNewRecord bool `json:"is_new_record"`
+	// Metadata is free-form context for debugging ("source", "app_version", …).
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// Payload is optional JSON carried to the handler as is.
+	Payload json.RawMessage `json:"payload,omitempty"`
+	// OrderingKey, when set, makes events with the same key deliver one at a time in Seq
+	// order. FitIQ uses the entity ID, so that an update never overtakes its create.
+	OrderingKey string `json:"ordering_key,omitempty"`
+
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	LastAttemptAt time.Time `json:"last_attempt_at,omitzero"`
+	// NextAttemptAt is when a failed event is due again; zero on a failed event means
+	// it has been given up.
+	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
+	CompletedAt   time.Time `json:"completed_at,omitzero"`
+
+	// LastError is the error of the most recent failed attempt.
+	LastError string `json:"last_error,omitempty"`
+	// Errors is the history of failed attempts, oldest first.
+	Errors []AttemptError `json:"errors,omitempty"`
+
+	// LeaseOwner and LeaseExpiresAt are set while a processor holds the event. A
+	// processing event whose lease has expired is claimable again.
+	LeaseOwner     string    `json:"lease_owner,omitempty"`
+	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
+}
+
+// AttemptError records one failed attempt.
+type AttemptError struct {
+	Attempt int       `json:"attempt"`
+	At      time.Time `json:"at"`
+	Error   string    `json:"error"`
+}
+
+// NewEvent returns a pending event of the given type for an entity and user, ready to
+// be enqueued. Fields such as Priority, Metadata and OrderingKey may be set before that.
+func NewEvent(eventType, entityID, userID string) *Event {
+	return &Event{Type: eventType, EntityID: entityID, UserID: userID}
+}
+
+// GivenUp reports whether the event failed for good: no further attempt is scheduled.
+func (e *Event) GivenUp() bool {
+	return e.Status == StatusFailed && e.NextAttemptAt.IsZero()
+}
+
+// EffectiveMaxAttempts is e.MaxAttempts, or def when the event does not set its own.
+func (e *Event) EffectiveMaxAttempts(def int) int {
+	if e.MaxAttempts > 0 {
+		return e.MaxAttempts
+	}
+	return def
+}
+
+// CanRetry reports whether the event may be attempted again: it is not completed and
+// has attempts left (under its own MaxAttempts, or DefaultMaxAttempts).
+func (e *Event) CanRetry() bool {
+	return e.Status != StatusCompleted && e.Attempts < e.EffectiveMaxAttempts(DefaultMaxAttempts)
+}
+
+// IsStale reports whether the event has been due for longer than staleAfter: it is
+// pending, or failed with a retry time, and that time (for a pending event, when it
+// became pending) is before now-staleAfter.
+func (e *Event) IsStale(now time.Time, staleAfter time.Duration) bool {
+	waiting := e.Status == StatusPending || (e.Status == StatusFailed && !e.GivenUp())
+	return waiting && e.NextAttemptAt.Before(now.Add(-staleAfter))
+}
+
+// ShouldProcess reports whether a processor may claim the event at now: it is pending,
+// due for a retry, or held under a lease that has expired.
+func (e *Event) ShouldProcess(now time.Time) bool {
+	switch e.Status {
+	case StatusPending:
+		return true
+	case StatusFailed:
+		return !e.GivenUp() && !e.NextAttemptAt.After(now)
+	case StatusProcessing:
+		return !e.LeaseExpiresAt.After(now)
+	}
+	return false
+}
+
+// MarkProcessing records a claim by owner until leaseUntil, counting an attempt.
+func (e *Event) MarkProcessing(owner string, now, leaseUntil time.Time) {
+	e.Status = StatusProcessing
+	e.Attempts++
+	e.LastAttemptAt = now
+	e.LeaseOwner, e.LeaseExpiresAt = owner, leaseUntil
+	e.UpdatedAt = now
+}
+
+// MarkCompleted records a successful delivery.
+func (e *Event) MarkCompleted(now time.Time) {
+	e.Status = StatusCompleted
+	e.CompletedAt = now
+	e.NextAttemptAt = time.Time{}
+	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
+	e.UpdatedAt = now
+}
+
+// MarkFailed records a failed attempt. A zero next gives the event up; otherwise it is
+// retried at next.
+func (e *Event) MarkFailed(now time.Time, err string, next time.Time) {
+	e.Status = StatusFailed
+	e.LastError = err
+	e.Errors = append(e.Errors, AttemptError{Attempt: e.Attempts, At: now, Error: err})
+	e.NextAttemptAt = next
+	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
+	e.UpdatedAt = now
+}
+
+// ResetForRetry puts a failed (or completed) event back to pending with a fresh attempt
+// budget, keeping its error history. This is what an operator's retry does.
+func (e *Event) ResetForRetry(now time.Time) {
+	e.Status = StatusPending
+	e.Attempts = 0
+	e.NextAttemptAt = now
+	e.CompletedAt = time.Time{}
+	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
+	e.UpdatedAt = now
+}
+
+// Validate checks what a caller supplies, with an error that names the offending field.
+// maxPayloadBytes <= 0 means DefaultMaxPayloadBytes.
+func (e *Event) Validate(maxPayloadBytes int) error {
+	if maxPayloadBytes <= 0 {
+		maxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	for _, f := range []struct{ name, value string }{
+		{"Type", e.Type}, {"EntityID", e.EntityID},
+	} {
+		if f.value == "" {
+			return fieldError(f.name, "must not be empty")
+		}
+	}
+	for _, f := range []struct{ name, value string }{
+		{"Type", e.Type}, {"EntityID", e.EntityID}, {"UserID", e.UserID}, {"OrderingKey", e.OrderingKey},
+	} {
+		if len(f.value) > MaxFieldLength {
+			return fieldError(f.name, fmt.Sprintf("is %d bytes, over the limit of %d", len(f.value), MaxFieldLength))
+		}
+	}
+	if e.ID != "" {
+		if _, err := uuid.Parse(e.ID); err != nil {
+			return fieldError("ID", fmt.Sprintf("%q is not a UUID", e.ID))
+		}
+	}
+	if e.Status != "" && !e.Status.Valid() {
+		return fieldError("Status", fmt.Sprintf("unknown status %q", e.Status))
+	}
+	if e.MaxAttempts < 0 {
+		return fieldError("MaxAttempts", fmt.Sprintf("must not be negative, got %d", e.MaxAttempts))
+	}
+	if len(e.Payload) > maxPayloadBytes {
+		return fieldError("Payload", fmt.Sprintf("is %d bytes, over the limit of %d", len(e.Payload), maxPayloadBytes))
+	}
+	if len(e.Payload) > 0 && !json.Valid(e.Payload) {
+		return fieldError("Payload", "is not valid JSON")
+	}
+	return nil
+}
+
+// Prepare validates a new event and fills what every store sets on insert: ID (when
+// empty), pending status, zero attempts, timestamps. Store implementations call it
+// before writing; applications need not.
+func (e *Event) Prepare(now time.Time, maxPayloadBytes int) error {
+	if err := e.Validate(maxPayloadBytes); err != nil {
+		return err
+	}
+	if e.ID == "" {
+		id, err := uuid.NewV7()
+		if err != nil {
+			return fmt.Errorf("outbox: generate event ID: %w", err)
+		}
+		e.ID = id.String()
+	}
+	now = Timestamp(now)
+	e.Status = StatusPending
+	e.Attempts = 0
+	e.CreatedAt, e.UpdatedAt, e.NextAttemptAt = now, now, now
+	e.LastAttemptAt, e.CompletedAt, e.LeaseExpiresAt = time.Time{}, time.Time{}, time.Time{}
+	e.LastError, e.Errors, e.LeaseOwner = "", nil, ""
+	return nil
+}
+
+// Timestamp truncates t to the microsecond precision every store keeps, in UTC, so that
+// what is read back equals what was written.
+func Timestamp(t time.Time) time.Time {
+	if t.IsZero() {
+		return t
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}

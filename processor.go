@@ -1,0 +1,607 @@
+package outbox
+
+import (
+	"cmp"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"runtime/debug"
+	"sync"
+	"time"
+)
+
+// Config tunes a Processor. Zero fields take the seed's defaults; a value that cannot
+// work (a negative batch size, say) makes NewProcessor fail with an error naming it.
+type Config struct {
+	// UserID scopes the processor to one user's events (the seed's
+	// startProcessing(forUserID:), as on a phone). Empty serves all users, as a relay does.
+	UserID string
+	// BatchSize is how many events one cycle claims. Defaults to 10.
+	BatchSize int
+	// PollInterval is how long an idle processor waits before looking for due events
+	// again (the seed's processingInterval). Triggers and store notifications cut it
+	// short, so it bounds latency only when neither arrives. Defaults to 2s.
+	PollInterval time.Duration
+	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to 3.
+	MaxConcurrent int
+	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
+	Retry RetryPolicy
+	// LeaseDuration is how long a claim holds an event before another processor may
+	// take it over. The processor renews its leases while it works, so this bounds how
+	// long events of a crashed processor wait, not how long a delivery may take.
+	// Defaults to 30s.
+	LeaseDuration time.Duration
+	// HandlerTimeout bounds one delivery; a delivery that overruns fails and is retried.
+	// Defaults to 30s; negative means no timeout.
+	HandlerTimeout time.Duration
+	// CleanupInterval is how often completed events older than Retention are deleted.
+	// Defaults to 1h; negative disables cleanup.
+	CleanupInterval time.Duration
+	// Retention is how long completed events are kept. Defaults to 7 days.
+	Retention time.Duration
+	// StaleAfter is how long an event may stay due before it counts as stale. Defaults to 5m.
+	StaleAfter time.Duration
+	// Health holds the alert thresholds Health applies. Defaults to the seed's rules.
+	Health HealthRules
+	// SkipGivenUp lets events proceed past a given-up earlier event of their ordering
+	// key. By default they wait, reported as blocked, until an operator retries or
+	// deletes the given-up one. Defaults to false.
+	SkipGivenUp bool
+	// Owner names this processor in leases. Defaults to host-pid-random.
+	Owner string
+	// Clock supplies the time. Defaults to SystemClock.
+	Clock Clock
+	// Logger receives the processor's log lines. Defaults to slog.Default().
+	Logger *slog.Logger
+	// Observer, when set, is told about every claim and delivery (for metrics).
+	Observer Observer
+}
+
+// Observer is told what a processor does, for metrics. Its methods are called from
+// the processor's goroutines and must not block.
+type Observer interface {
+	// ObserveClaim reports a claim that returned n events and took d.
+	ObserveClaim(n int, d time.Duration)
+	// ObserveDelivery reports one delivery attempt of e, its outcome, and how long the
+	// handler took.
+	ObserveDelivery(e Event, o Outcome, d time.Duration)
+}
+
+func (c Config) withDefaults() Config {
+	c.BatchSize = cmp.Or(c.BatchSize, 10)
+	c.PollInterval = cmp.Or(c.PollInterval, 2*time.Second)
+	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, 3)
+	c.Retry = c.Retry.withDefaults()
+	c.LeaseDuration = cmp.Or(c.LeaseDuration, 30*time.Second)
+	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, 30*time.Second)
+	c.CleanupInterval = cmp.Or(c.CleanupInterval, time.Hour)
+	c.Retention = cmp.Or(c.Retention, 7*24*time.Hour)
+	c.StaleAfter = cmp.Or(c.StaleAfter, 5*time.Minute)
+	c.Health = c.Health.withDefaults()
+	if c.Owner == "" {
+		c.Owner = defaultOwner()
+	}
+	if c.Clock == nil {
+		c.Clock = SystemClock
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	positive := []struct {
+		name  string
+		value time.Duration
+	}{
+		{"Config.PollInterval", c.PollInterval},
+		{"Config.LeaseDuration", c.LeaseDuration},
+		{"Config.Retention", c.Retention},
+		{"Config.StaleAfter", c.StaleAfter},
+	}
+	for _, f := range positive {
+		if f.value < 0 {
+			return fieldError(f.name, fmt.Sprintf("must be positive, got %s", f.value))
+		}
+	}
+	if c.BatchSize < 0 {
+		return fieldError("Config.BatchSize", fmt.Sprintf("must be positive, got %d", c.BatchSize))
+	}
+	if c.MaxConcurrent < 0 {
+		return fieldError("Config.MaxConcurrent", fmt.Sprintf("must be positive, got %d", c.MaxConcurrent))
+	}
+	return c.Retry.validate()
+}
+
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", cmp.Or(host, "host"), os.Getpid(), hex.EncodeToString(b[:]))
+}
+
+// Processor claims due events from a Store in batches, delivers them through a Handler
+// a few at a time, and records each outcome: completed, retried later with backoff, or
+// given up. Run it in the background with Start and Stop, or drive it step by step with
+// ProcessBatch and Drain.
+type Processor struct {
+	store   Store
+	handler Handler
+	cfg     Config
+	log     *slog.Logger
+
+	trigger chan struct{}
+
+	mu      sync.Mutex
+	running *run
+}
+
+// run is one Start…Stop lifetime.
+type run struct {
+	soft       chan struct{}      // closed by Stop: claim nothing more, start no delivery
+	hard       context.Context    // cancelled when draining must end: in-flight deliveries abort
+	cancelHard context.CancelFunc //
+	done       chan struct{}      // closed when every goroutine of the run has returned
+}
+
+// NewProcessor returns a processor for store that delivers through handler. It fails
+// when cfg holds a value that cannot work, naming the field.
+func NewProcessor(store Store, handler Handler, cfg Config) (*Processor, error) {
+	if store == nil {
+		return nil, fieldError("store", "must not be nil")
+	}
+	if handler == nil {
+		return nil, fieldError("handler", "must not be nil")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	return &Processor{
+		store:   store,
+		handler: handler,
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "outbox.processor", "owner", cfg.Owner),
+		trigger: make(chan struct{}, 1),
+	}, nil
+}
+
+// Config returns the processor's configuration with defaults filled in.
+func (p *Processor) Config() Config { return p.cfg }
+
+// Start runs the processor in the background until Stop is called. Cancelling ctx
+// stops it too, without draining: in-flight deliveries see their context cancelled
+// and their events are released. Starting a running processor is an error.
+func (p *Processor) Start(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running != nil {
+		return errors.New("outbox: processor already started")
+	}
+	r := &run{soft: make(chan struct{}), done: make(chan struct{})}
+	r.hard, r.cancelHard = context.WithCancel(ctx)
+	p.running = r
+
+	var wake <-chan struct{}
+	cancelWake := func() {}
+	if n, ok := p.store.(Notifier); ok {
+		wake, cancelWake = n.Subscribe(p.cfg.UserID)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { p.loop(r, wake) })
+	if p.cfg.CleanupInterval > 0 {
+		wg.Go(func() { p.cleanupLoop(r) })
+	}
+	go func() {
+		wg.Wait()
+		cancelWake()
+		r.cancelHard()
+		close(r.done)
+	}()
+	p.log.Info("processor started", "user_id", p.cfg.UserID, "batch_size", p.cfg.BatchSize,
+		"max_concurrent", p.cfg.MaxConcurrent, "poll_interval", p.cfg.PollInterval)
+	return nil
+}
+
+// Stop stops claiming, lets in-flight deliveries finish and records their outcomes,
+// releases claimed events it had not started, and returns once every goroutine has
+// exited. If ctx ends first, in-flight deliveries are cancelled (their events are
+// released, to be delivered again) and Stop returns ctx's error after they return.
+// Stopping a processor that is not running returns ErrClosed.
+func (p *Processor) Stop(ctx context.Context) error {
+	p.mu.Lock()
+	r := p.running
+	p.mu.Unlock()
+	if r == nil {
+		return ErrClosed
+	}
+	close(r.soft)
+	var err error
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		r.cancelHard()
+		<-r.done
+	}
+	p.mu.Lock()
+	p.running = nil
+	p.mu.Unlock()
+	p.log.Info("processor stopped")
+	return err
+}
+
+// Trigger asks for a cycle now instead of at the next poll (the seed's
+// triggerProcessing(forUserID:)). A trigger for a user the processor does not serve is
+// ignored; an empty userID always triggers. It never blocks.
+func (p *Processor) Trigger(userID string) {
+	if p.cfg.UserID != "" && userID != "" && userID != p.cfg.UserID {
+		return
+	}
+	select {
+	case p.trigger <- struct{}{}:
+	default:
+	}
+}
+
+func (p *Processor) loop(r *run, wake <-chan struct{}) {
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	errDelay := time.Duration(0)
+	for {
+		select {
+		case <-r.soft:
+			return
+		case <-r.hard.Done():
+			return
+		default:
+		}
+		n, err := p.processBatch(r.hard, r.soft)
+		wait := p.cfg.PollInterval
+		switch {
+		case err != nil && r.hard.Err() == nil:
+			// The store is failing (database down, connection cut): back off, but not past the poll interval.
+			errDelay = min(max(2*errDelay, 50*time.Millisecond), p.cfg.PollInterval)
+			wait = errDelay
+			p.log.Error("processing cycle failed", "err", err, "retry_in", wait)
+		case n >= p.cfg.BatchSize:
+			errDelay = 0
+			continue // a full batch: more are probably due
+		default:
+			errDelay = 0
+		}
+		timer.Reset(wait)
+		select {
+		case <-r.soft:
+			return
+		case <-r.hard.Done():
+			return
+		case <-timer.C:
+		case <-p.trigger:
+		case <-wake:
+		}
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+	}
+}
+
+func (p *Processor) cleanupLoop(r *run) {
+	ticker := time.NewTicker(p.cfg.CleanupInterval)
+	defer ticker.Stop()
+	for {
+		if _, err := p.Cleanup(r.hard); err != nil && r.hard.Err() == nil {
+			p.log.Error("cleanup failed", "err", err)
+		}
+		select {
+		case <-r.soft:
+			return
+		case <-r.hard.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// Cleanup deletes completed events older than the retention period, in batches, and
+// returns how many it deleted. The running processor calls it every CleanupInterval.
+func (p *Processor) Cleanup(ctx context.Context) (int, error) {
+	const batch = 1000
+	before := p.cfg.Clock.Now().Add(-p.cfg.Retention)
+	total := 0
+	for {
+		n, err := p.store.DeleteCompleted(ctx, before, batch)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("outbox: cleanup: %w", err)
+		}
+		if n < batch {
+			if total > 0 {
+				p.log.Info("cleaned up completed events", "deleted", total, "completed_before", before)
+			}
+			return total, nil
+		}
+	}
+}
+
+// ProcessBatch claims one batch of due events, delivers them, records the outcomes,
+// and returns how many events it claimed. It is what the background loop runs each
+// cycle; tests and command-line tools call it directly. Cancelling ctx aborts
+// deliveries in flight (their events are released).
+func (p *Processor) ProcessBatch(ctx context.Context) (int, error) {
+	return p.processBatch(ctx, nil)
+}
+
+// Drain runs ProcessBatch until no event is due, and returns how many it claimed in all.
+// Events waiting out a retry delay are not due; Drain does not wait for them.
+func (p *Processor) Drain(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := p.ProcessBatch(ctx)
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int, error) {
+	now := p.cfg.Clock.Now()
+	started := time.Now()
+	events, err := p.store.Claim(ctx, ClaimParams{
+		Owner:              p.cfg.Owner,
+		Now:                now,
+		LeaseUntil:         now.Add(p.cfg.LeaseDuration),
+		Limit:              p.cfg.BatchSize,
+		UserID:             p.cfg.UserID,
+		DefaultMaxAttempts: p.cfg.Retry.MaxAttempts,
+		SkipGivenUp:        p.cfg.SkipGivenUp,
+	})
+	if p.cfg.Observer != nil && err == nil {
+		p.cfg.Observer.ObserveClaim(len(events), time.Since(started))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("outbox: claim: %w", err)
+	}
+	if len(events) == 0 {
+		return 0, nil
+	}
+	p.log.Debug("batch claimed", "events", len(events))
+
+	stopHeartbeat := p.keepLeases(ctx, events)
+	outcomes := p.deliver(ctx, soft, events)
+	stopHeartbeat()
+
+	if err := p.settle(ctx, outcomes); err != nil {
+		return len(events), err
+	}
+	return len(events), nil
+}
+
+// keepLeases renews the batch's leases every third of the lease duration until the
+// returned function is called, so that a slow batch is not taken over by another
+// processor while this one is alive.
+func (p *Processor) keepLeases(ctx context.Context, events []Event) (stop func()) {
+	ids := make([]string, len(events))
+	for i := range events {
+		ids[i] = events[i].ID
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		ticker := time.NewTicker(p.cfg.LeaseDuration / 3)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			until := p.cfg.Clock.Now().Add(p.cfg.LeaseDuration)
+			lost, err := p.store.ExtendLease(ctx, p.cfg.Owner, ids, until)
+			if err != nil {
+				p.log.Warn("lease renewal failed", "err", err, "events", len(ids))
+				continue
+			}
+			if len(lost) > 0 {
+				p.log.Warn("leases lost to another processor; their outcomes will not be recorded here", "event_ids", lost)
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// deliver runs the handler over a claimed batch, at most MaxConcurrent at a time, and
+// returns one outcome per event. After soft closes, events not yet started are released.
+func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []Event) []Outcome {
+	outcomes := make([]Outcome, len(events))
+	if bh, ok := p.handler.(BatchHandler); ok && !stopping(soft) {
+		p.deliverBatch(ctx, bh, events, outcomes)
+		return outcomes
+	}
+	sem := make(chan struct{}, p.cfg.MaxConcurrent)
+	var wg sync.WaitGroup
+	for i := range events {
+		e := events[i]
+		if stopping(soft) || ctx.Err() != nil {
+			outcomes[i] = Outcome{ID: e.ID, Result: Released}
+			continue
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-soft: // nil when not running under Start: never ready
+			outcomes[i] = Outcome{ID: e.ID, Result: Released}
+			continue
+		case <-ctx.Done():
+			outcomes[i] = Outcome{ID: e.ID, Result: Released}
+			continue
+		}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			p.log.Debug("processing event", "event_id", e.ID, "type", e.Type, "attempt", e.Attempts)
+			started := time.Now()
+			err := p.call(ctx, e)
+			outcomes[i] = p.outcome(ctx, e, err, time.Since(started))
+		})
+	}
+	wg.Wait()
+	return outcomes
+}
+
+func (p *Processor) deliverBatch(ctx context.Context, bh BatchHandler, events []Event, outcomes []Outcome) {
+	hctx, cancel := p.handlerContext(ctx)
+	defer cancel()
+	started := time.Now()
+	errs := func() (errs []error) {
+		defer func() {
+			if r := recover(); r != nil {
+				errs = make([]error, len(events))
+				for i := range errs {
+					errs[i] = fmt.Errorf("handler panicked: %v", r)
+				}
+				p.log.Error("batch handler panicked", "panic", r, "stack", string(debug.Stack()))
+			}
+		}()
+		return bh.HandleBatch(hctx, events)
+	}()
+	took := time.Since(started)
+	if len(errs) != len(events) {
+		err := fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(events))
+		errs = make([]error, len(events))
+		for i := range errs {
+			errs[i] = err
+		}
+	}
+	for i, e := range events {
+		outcomes[i] = p.outcome(ctx, e, errs[i], took)
+	}
+}
+
+func (p *Processor) handlerContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if p.cfg.HandlerTimeout > 0 {
+		return context.WithTimeout(ctx, p.cfg.HandlerTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// call runs the handler for one event with the handler timeout, turning a panic into
+// an error so that one bad event cannot take the processor down.
+func (p *Processor) call(ctx context.Context, e Event) (err error) {
+	hctx, cancel := p.handlerContext(ctx)
+	defer cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+			p.log.Error("handler panicked", "event_id", e.ID, "type", e.Type, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	err = p.handler.Handle(hctx, e)
+	if err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("handler timed out after %s: %w", p.cfg.HandlerTimeout, err)
+	}
+	return err
+}
+
+// outcome turns a handler's result into what the store records, and logs it as the
+// seed's console does.
+func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.Duration) Outcome {
+	o := Outcome{ID: e.ID}
+	now := p.cfg.Clock.Now()
+	log := p.log.With("event_id", e.ID, "type", e.Type, "attempt", e.Attempts)
+	switch {
+	case err == nil:
+		o.Result = Delivered
+		log.Debug("event delivered", "took", took)
+	case ctx.Err() != nil:
+		// We were told to stop mid-delivery: the attempt may or may not have landed.
+		// Release the event so that it is delivered again, without spending an attempt.
+		o.Result = Released
+		log.Info("delivery interrupted by shutdown; event released", "err", err)
+	default:
+		o.Result = Failed
+		o.Error = err.Error()
+		maxAttempts := e.EffectiveMaxAttempts(p.cfg.Retry.MaxAttempts)
+		switch {
+		case IsPermanent(err):
+			log.Error("event given up: permanent error", "err", err)
+		case e.Attempts >= maxAttempts:
+			log.Error("event given up: no attempts left", "err", err, "max_attempts", maxAttempts)
+		default:
+			o.NextAttemptAt = p.cfg.Retry.NextAttemptAt(now, e.Attempts)
+			if after, ok := RetryAfterDelay(err); ok && now.Add(after).After(o.NextAttemptAt) {
+				o.NextAttemptAt = now.Add(after)
+			}
+			log.Warn("delivery failed, will retry", "err", err, "retry_delay", o.NextAttemptAt.Sub(now).Round(time.Millisecond))
+		}
+	}
+	if p.cfg.Observer != nil {
+		p.cfg.Observer.ObserveDelivery(e, o, took)
+	}
+	return o
+}
+
+// settle records outcomes, retrying while the store fails: a delivered event that is
+// not recorded as such would be delivered again once its lease expires.
+func (p *Processor) settle(ctx context.Context, outcomes []Outcome) error {
+	// Outcomes are recorded even when ctx is cancelled (the deliveries happened);
+	// the deadline keeps a dead database from holding Stop forever.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.LeaseDuration)
+	defer cancel()
+	delay := 20 * time.Millisecond
+	for {
+		err := p.store.Settle(sctx, p.cfg.Owner, p.cfg.Clock.Now(), outcomes)
+		if err == nil {
+			return nil
+		}
+		p.log.Warn("recording outcomes failed; retrying", "err", err, "events", len(outcomes))
+		select {
+		case <-sctx.Done():
+			return fmt.Errorf("outbox: record outcomes of %d events (they will be delivered again after their leases expire): %w", len(outcomes), err)
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+func stopping(soft <-chan struct{}) bool {
+	select {
+	case <-soft:
+		return true
+	default:
+		return false
+	}
+}
+
+// Stats returns the statistics of the events this processor serves.
+func (p *Processor) Stats(ctx context.Context) (Stats, error) {
+	return p.store.Stats(ctx, StatsQuery{UserID: p.cfg.UserID, Now: p.cfg.Clock.Now(), StaleAfter: p.cfg.StaleAfter})
+}
+
+// StaleEvents returns the events (of this processor's user, if it serves one) that
+// have been due for longer than StaleAfter, oldest first, up to limit (0 means 100).
+func (p *Processor) StaleEvents(ctx context.Context, limit int) ([]Event, error) {
+	return p.store.List(ctx, Filter{
+		UserID:    p.cfg.UserID,
+		DueBefore: p.cfg.Clock.Now().Add(-p.cfg.StaleAfter),
+		Limit:     limit,
+	})
+}
+
+// Health checks the statistics against the configured alert rules.
+func (p *Processor) Health(ctx context.Context) (Health, error) {
+	s, err := p.Stats(ctx)
+	if err != nil {
+		return Health{}, err
+	}
+	return CheckHealth(s, p.cfg.Health), nil
+}

@@ -1,0 +1,76 @@
+package outbox
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"time"
+)
+
+// DefaultMaxAttempts is the seed's attempt budget: after the fifth failed attempt an
+// event is given up.
+const DefaultMaxAttempts = 5
+
+// DefaultRetryDelays is the seed's backoff: the delay after the 1st, 2nd, … failed
+// attempt. The last one repeats for attempts beyond the list.
+var DefaultRetryDelays = []time.Duration{
+	1 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute,
+}
+
+// RetryPolicy decides when a failed event is attempted again, and when it is given up.
+type RetryPolicy struct {
+	// Delays is the wait after the 1st, 2nd, … failed attempt; the last repeats.
+	// Defaults to DefaultRetryDelays (1s, 5s, 30s, 2m, 10m).
+	Delays []time.Duration
+	// MaxAttempts is the attempt budget of events that do not set their own. Defaults to 5.
+	MaxAttempts int
+	// Jitter spreads each delay uniformly by ±Jitter×delay, so that events failed
+	// together do not return together. Defaults to 0.1; negative disables jitter.
+	Jitter float64
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if len(p.Delays) == 0 {
+		p.Delays = DefaultRetryDelays
+	}
+	if p.MaxAttempts == 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.Jitter == 0 {
+		p.Jitter = 0.1
+	}
+	return p
+}
+
+func (p RetryPolicy) validate() error {
+	for i, d := range p.Delays {
+		if d < 0 {
+			return fieldError(fmt.Sprintf("Config.Retry.Delays[%d]", i), fmt.Sprintf("must not be negative, got %s", d))
+		}
+	}
+	if p.MaxAttempts < 0 {
+		return fieldError("Config.Retry.MaxAttempts", fmt.Sprintf("must be positive, got %d", p.MaxAttempts))
+	}
+	if p.Jitter >= 1 {
+		return fieldError("Config.Retry.Jitter", fmt.Sprintf("must be below 1, got %g", p.Jitter))
+	}
+	return nil
+}
+
+// Delay is the backoff after the given number of failed attempts (1-based), without jitter.
+func (p RetryPolicy) Delay(attempts int) time.Duration {
+	p = p.withDefaults()
+	i := min(max(attempts, 1), len(p.Delays)) - 1
+	return p.Delays[i]
+}
+
+// NextAttemptAt is when an event that has failed its attempts-th attempt at now is
+// due again, jitter included. It is a pure function of its inputs and the random source.
+func (p RetryPolicy) NextAttemptAt(now time.Time, attempts int) time.Time {
+	p = p.withDefaults()
+	d := p.Delay(attempts)
+	if p.Jitter > 0 && d > 0 {
+		spread := float64(d) * p.Jitter
+		d += time.Duration((rand.Float64()*2 - 1) * spread)
+	}
+	return now.Add(d)
+}

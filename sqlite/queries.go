@@ -1,0 +1,154 @@
+package sqlite
+
+// The store's SQL, in plain sight. Parameters are named (:now, :owner, …); lists of
+// IDs travel as one JSON array read with json_each, so one prepared statement serves
+// any batch size. Times are Unix microseconds.
+
+const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_attempts, priority,
+	is_new_record, metadata, payload, ordering_key, created_at, updated_at, last_attempt_at,
+	next_attempt_at, completed_at, last_error, errors, lease_owner, lease_expires_at`
+
+const insertEvent = `
+INSERT INTO outbox_events (id, type, entity_id, user_id, status, attempts, max_attempts, priority,
+	is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
+VALUES (:id, :type, :entity_id, :user_id, 'pending', 0, :max_attempts, :priority,
+	:is_new_record, :metadata, :payload, :ordering_key, :now, :now, :now)`
+
+// expireLeases turns events whose lease ran out (their processor died mid-delivery)
+// back into due retries, or gives them up when they have no attempts left, recording
+// the lost attempt in their history.
+const expireLeases = `
+UPDATE outbox_events
+SET status           = 'failed',
+    next_attempt_at  = CASE WHEN attempts >= (CASE WHEN max_attempts > 0 THEN max_attempts ELSE :default_max END)
+                            THEN NULL ELSE :now END,
+    last_error       = 'lease of ' || lease_owner || ' expired before it recorded an outcome',
+    errors           = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
+                           'attempt', attempts, 'at', :now,
+                           'error', 'lease of ' || lease_owner || ' expired before it recorded an outcome')),
+    lease_owner      = NULL,
+    lease_expires_at = NULL,
+    updated_at       = :now
+WHERE status = 'processing' AND lease_expires_at <= :now`
+
+// claim leases the due heads: pending events in priority order, then retries that are
+// due. An event with an ordering key qualifies only when no earlier event of its key is
+// unfinished (:skip_given_up lets given-up ones be passed over).
+const claim = `
+UPDATE outbox_events
+SET status           = 'processing',
+    attempts         = attempts + 1,
+    last_attempt_at  = :now,
+    lease_owner      = :owner,
+    lease_expires_at = :lease_until,
+    updated_at       = :now
+WHERE seq IN (
+    SELECT seq FROM (
+        SELECT seq, priority FROM (
+            SELECT e.seq, e.priority FROM outbox_events e
+            WHERE e.status = 'pending'
+              AND (:user_id = '' OR e.user_id = :user_id)
+              AND ` + isHead + `
+            ORDER BY e.priority DESC, e.seq
+            LIMIT :limit)
+        UNION ALL
+        SELECT seq, priority FROM (
+            SELECT e.seq, e.priority FROM outbox_events e
+            WHERE e.status = 'failed' AND e.next_attempt_at <= :now
+              AND (:user_id = '' OR e.user_id = :user_id)
+              AND ` + isHead + `
+            ORDER BY e.priority DESC, e.seq
+            LIMIT :limit))
+    ORDER BY priority DESC, seq
+    LIMIT :limit)
+RETURNING ` + eventColumns
+
+const isHead = `(e.ordering_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM outbox_events h
+                WHERE h.ordering_key = e.ordering_key AND h.seq < e.seq AND h.status <> 'completed'
+                  AND NOT (:skip_given_up AND h.status = 'failed' AND h.next_attempt_at IS NULL)))`
+
+const extendLease = `
+UPDATE outbox_events SET lease_expires_at = :until
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner
+RETURNING id`
+
+const completeEvents = `
+UPDATE outbox_events
+SET status = 'completed', completed_at = :now, next_attempt_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
+
+// failEvent records a failed attempt; a NULL :next_attempt_at gives the event up.
+const failEvent = `
+UPDATE outbox_events
+SET status = 'failed', next_attempt_at = :next_attempt_at, last_error = :error,
+    errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object('attempt', attempts, 'at', :now, 'error', :error)),
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND status = 'processing' AND lease_owner = :owner`
+
+// releaseEvents undoes claims whose delivery never started: the attempt is not counted
+// and the event is due as before.
+const releaseEvents = `
+UPDATE outbox_events
+SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
+    attempts = attempts - 1,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
+
+const getEvent = `SELECT ` + eventColumns + ` FROM outbox_events WHERE id = :id`
+
+// filterWhere is shared by List and Retry; unset filters match everything.
+const filterWhere = `
+    (:all_ids OR id IN (SELECT value FROM json_each(:ids)))
+AND (:status = '' OR status = :status)
+AND (NOT :given_up OR (status = 'failed' AND next_attempt_at IS NULL))
+AND (:due_before IS NULL OR (status IN ('pending', 'failed') AND next_attempt_at < :due_before))
+AND (:type = '' OR type = :type)
+AND (:user_id = '' OR user_id = :user_id)
+AND seq > :after_seq`
+
+const listEvents = `SELECT ` + eventColumns + ` FROM outbox_events WHERE ` + filterWhere + `
+ORDER BY seq LIMIT :limit`
+
+const retryEvents = `
+UPDATE outbox_events
+SET status = 'pending', attempts = 0, next_attempt_at = :now, completed_at = NULL,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE ` + filterWhere + `
+  AND status <> 'completed'
+  AND NOT (status = 'processing' AND lease_expires_at > :now)`
+
+const updateEvent = `
+UPDATE outbox_events
+SET status = :status, attempts = :attempts, max_attempts = :max_attempts, priority = :priority,
+    metadata = :metadata, next_attempt_at = :next_attempt_at, completed_at = :completed_at,
+    last_error = :last_error, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id = :id AND NOT (status = 'processing' AND lease_expires_at > :now)`
+
+const deleteEvents = `DELETE FROM outbox_events WHERE id IN (SELECT value FROM json_each(:ids))`
+
+const deleteCompleted = `
+DELETE FROM outbox_events WHERE seq IN (
+    SELECT seq FROM outbox_events
+    WHERE status = 'completed' AND completed_at < :before
+    ORDER BY completed_at LIMIT :limit)`
+
+const countByTypeAndStatus = `
+SELECT type, status, next_attempt_at IS NULL, count(*) FROM outbox_events
+WHERE (:user_id = '' OR user_id = :user_id)
+GROUP BY type, status, next_attempt_at IS NULL`
+
+// countWaiting counts the stale events and finds the oldest waiting one.
+const countWaiting = `
+SELECT coalesce(sum(next_attempt_at < :stale_before), 0), min(created_at) FROM outbox_events
+WHERE status IN ('pending', 'failed') AND next_attempt_at IS NOT NULL
+  AND (:user_id = '' OR user_id = :user_id)`
+
+// countBlocked counts waiting events behind a given-up event of the same ordering key.
+const countBlocked = `
+SELECT count(DISTINCT e.seq) FROM outbox_events g
+JOIN outbox_events e ON e.ordering_key = g.ordering_key AND e.seq > g.seq
+WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NOT NULL
+  AND e.status IN ('pending', 'failed') AND e.next_attempt_at IS NOT NULL
+  AND (:user_id = '' OR e.user_id = :user_id)`

@@ -1,0 +1,553 @@
+// Package sqlite is the outbox Store on SQLite: one file, one process, as on a phone.
+// It works on any database/sql SQLite driver (Open uses the pure-Go modernc.org/sqlite),
+// shares the application's *sql.DB so that data and events commit together, and wakes
+// processors in the same process as soon as events commit.
+package sqlite
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+// Config tunes a Store.
+type Config struct {
+	// MaxPayloadBytes is the largest payload Enqueue accepts. Defaults to 1 MiB.
+	MaxPayloadBytes int
+	// Logger receives the store's log lines. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Store is an outbox.Store on a SQLite database.
+type Store struct {
+	db  *sql.DB
+	cfg Config
+	log *slog.Logger
+
+	mu      sync.Mutex
+	subs    map[*subscription]struct{}
+	ownTxes map[*sql.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
+}
+
+type subscription struct {
+	userID string
+	wake   chan struct{}
+}
+
+var (
+	_ outbox.Store    = (*Store)(nil)
+	_ outbox.Notifier = (*Store)(nil)
+)
+
+// New returns a Store on db, which must have been migrated (see Migrate). db should be
+// opened with Open, or with the settings it applies: WAL, a busy timeout, and
+// immediate write transactions.
+func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
+	if db == nil {
+		return nil, fmt.Errorf("%w: sqlite.New: db must not be nil", outbox.ErrInvalid)
+	}
+	if cfg.MaxPayloadBytes < 0 {
+		return nil, &outbox.FieldError{Field: "sqlite.Config.MaxPayloadBytes", Problem: fmt.Sprintf("must not be negative, got %d", cfg.MaxPayloadBytes)}
+	}
+	cfg.MaxPayloadBytes = cmp.Or(cfg.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := checkSchema(ctx, db); err != nil {
+		return nil, err
+	}
+	return &Store{
+		db:      db,
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "outbox.sqlite"),
+		subs:    map[*subscription]struct{}{},
+		ownTxes: map[*sql.Tx]map[string]struct{}{},
+	}, nil
+}
+
+// DB returns the database the store works on.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// Subscribe implements outbox.Notifier: the channel receives a value after a commit
+// that enqueued events for userID (or for anyone, when userID is empty).
+func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
+	sub := &subscription{userID: userID, wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.subs[sub] = struct{}{}
+	s.mu.Unlock()
+	return sub.wake, func() {
+		s.mu.Lock()
+		delete(s.subs, sub)
+		s.mu.Unlock()
+	}
+}
+
+func (s *Store) notify(users map[string]struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for sub := range s.subs {
+		if _, ok := users[sub.userID]; ok || sub.userID == "" {
+			select {
+			case sub.wake <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
+// when fn returns an error or panics. This is the seed's modelContext.transaction: write
+// your data and EnqueueTx its events inside fn, and both land or neither does. After
+// the commit, processors of this store wake at once.
+func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: begin: %w", err)
+	}
+	s.mu.Lock()
+	s.ownTxes[tx] = nil
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		users := s.ownTxes[tx]
+		delete(s.ownTxes, tx)
+		s.mu.Unlock()
+		if p := recover(); p != nil {
+			_ = tx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
+				err = errors.Join(err, fmt.Errorf("outbox/sqlite: rollback: %w", rbErr))
+			}
+			return
+		}
+		if err = tx.Commit(); err != nil {
+			err = fmt.Errorf("outbox/sqlite: commit: %w", err)
+			return
+		}
+		if users != nil {
+			s.notify(users)
+		}
+	}()
+	return fn(tx)
+}
+
+// EnqueueTx writes events in the caller's transaction and never commits it: roll the
+// transaction back and the events are gone with the data. Each event is validated
+// first, and nothing is written when any is invalid. It fills ID, Seq, Status and the
+// times of each event.
+func (s *Store) EnqueueTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Event) error {
+	if tx == nil {
+		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
+	}
+	return s.enqueue(ctx, tx, time.Now(), events, true)
+}
+
+// Enqueue implements outbox.Store: it writes events in a transaction of its own.
+func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
+	return s.Transact(ctx, func(tx *sql.Tx) error { return s.enqueue(ctx, tx, now, events, true) })
+}
+
+func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events []*outbox.Event, announce bool) error {
+	for i, e := range events {
+		if e == nil {
+			return fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
+		}
+		if err := e.Prepare(now, s.cfg.MaxPayloadBytes); err != nil {
+			if len(events) > 1 {
+				return fmt.Errorf("event %d: %w", i, err)
+			}
+			return err
+		}
+	}
+	users := make(map[string]struct{}, 1)
+	for _, e := range events {
+		var metadata any
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return fmt.Errorf("outbox/sqlite: encode metadata: %w", err)
+			}
+			metadata = string(b)
+		}
+		var seq int64
+		err := tx.QueryRowContext(ctx, insertEvent+" RETURNING seq",
+			sql.Named("id", e.ID),
+			sql.Named("type", e.Type),
+			sql.Named("entity_id", e.EntityID),
+			sql.Named("user_id", e.UserID),
+			sql.Named("max_attempts", e.MaxAttempts),
+			sql.Named("priority", e.Priority),
+			sql.Named("is_new_record", e.IsNewRecord),
+			sql.Named("metadata", metadata),
+			sql.Named("payload", nullString(string(e.Payload))),
+			sql.Named("ordering_key", nullString(e.OrderingKey)),
+			sql.Named("now", micros(e.CreatedAt)),
+		).Scan(&seq)
+		if err != nil {
+			return fmt.Errorf("outbox/sqlite: insert event %s: %w", e.ID, err)
+		}
+		e.Seq = seq
+		users[e.UserID] = struct{}{}
+		s.log.Debug("event created", "event_id", e.ID, "type", e.Type, "entity_id", e.EntityID, "user_id", e.UserID)
+	}
+	if !announce || len(events) == 0 {
+		return nil
+	}
+	s.mu.Lock()
+	own, isOwn := s.ownTxes[tx]
+	if isOwn {
+		if own == nil {
+			own = map[string]struct{}{}
+			s.ownTxes[tx] = own
+		}
+		for u := range users {
+			own[u] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	if !isOwn {
+		// The caller commits: we cannot see when. Wake processors now; their claim
+		// waits on SQLite's write lock, which the caller holds until commit or rollback.
+		s.notify(users)
+	}
+	return nil
+}
+
+// Claim implements outbox.Store.
+func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event, error) {
+	if p.Limit <= 0 {
+		return nil, nil
+	}
+	var events []outbox.Event
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		now := micros(p.Now)
+		if _, err := tx.ExecContext(ctx, expireLeases,
+			sql.Named("now", now), sql.Named("default_max", cmp.Or(p.DefaultMaxAttempts, outbox.DefaultMaxAttempts)),
+		); err != nil {
+			return fmt.Errorf("expire leases: %w", err)
+		}
+		rows, err := tx.QueryContext(ctx, claim,
+			sql.Named("now", now),
+			sql.Named("owner", p.Owner),
+			sql.Named("lease_until", micros(p.LeaseUntil)),
+			sql.Named("limit", p.Limit),
+			sql.Named("user_id", p.UserID),
+			sql.Named("skip_given_up", p.SkipGivenUp),
+		)
+		if err != nil {
+			return fmt.Errorf("claim: %w", err)
+		}
+		events, err = scanEvents(rows)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: %w", err)
+	}
+	// RETURNING does not keep the subquery's order.
+	slices.SortFunc(events, func(a, b outbox.Event) int {
+		return cmp.Or(cmp.Compare(b.Priority, a.Priority), cmp.Compare(a.Seq, b.Seq))
+	})
+	return events, nil
+}
+
+// ExtendLease implements outbox.Store.
+func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, until time.Time) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	held := make(map[string]bool, len(ids))
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, extendLease,
+			sql.Named("until", micros(until)), sql.Named("ids", jsonIDs(ids)), sql.Named("owner", owner))
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			held[id] = true
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: extend lease: %w", err)
+	}
+	var lost []string
+	for _, id := range ids {
+		if !held[id] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
+}
+
+// Settle implements outbox.Store.
+func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcomes []outbox.Outcome) error {
+	var delivered, released []string
+	var failed []outbox.Outcome
+	for _, o := range outcomes {
+		switch o.Result {
+		case outbox.Delivered:
+			delivered = append(delivered, o.ID)
+		case outbox.Released:
+			released = append(released, o.ID)
+		case outbox.Failed:
+			failed = append(failed, o)
+		default:
+			return fmt.Errorf("%w: outcome for %s has no result", outbox.ErrInvalid, o.ID)
+		}
+	}
+	at := micros(now)
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		if len(delivered) > 0 {
+			if _, err := tx.ExecContext(ctx, completeEvents,
+				sql.Named("now", at), sql.Named("ids", jsonIDs(delivered)), sql.Named("owner", owner)); err != nil {
+				return fmt.Errorf("complete: %w", err)
+			}
+		}
+		for _, o := range failed {
+			if _, err := tx.ExecContext(ctx, failEvent,
+				sql.Named("now", at), sql.Named("id", o.ID), sql.Named("owner", owner),
+				sql.Named("error", o.Error), sql.Named("next_attempt_at", nullMicros(o.NextAttemptAt))); err != nil {
+				return fmt.Errorf("fail %s: %w", o.ID, err)
+			}
+		}
+		if len(released) > 0 {
+			if _, err := tx.ExecContext(ctx, releaseEvents,
+				sql.Named("now", at), sql.Named("ids", jsonIDs(released)), sql.Named("owner", owner)); err != nil {
+				return fmt.Errorf("release: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: settle: %w", err)
+	}
+	if len(released) > 0 {
+		s.notify(map[string]struct{}{}) // released events are due: wake all-user processors
+	}
+	return nil
+}
+
+// Get implements outbox.Store.
+func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
+	rows, err := s.db.QueryContext(ctx, getEvent, sql.Named("id", id))
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("outbox/sqlite: get %s: %w", id, err)
+	}
+	events, err := scanEvents(rows)
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("outbox/sqlite: get %s: %w", id, err)
+	}
+	if len(events) == 0 {
+		return outbox.Event{}, fmt.Errorf("%w: %s", outbox.ErrNotFound, id)
+	}
+	return events[0], nil
+}
+
+// List implements outbox.Store.
+func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, error) {
+	if err := validateFilter(f); err != nil {
+		return nil, err
+	}
+	args := append(filterArgs(f), sql.Named("limit", cmp.Or(f.Limit, 100)))
+	rows, err := s.db.QueryContext(ctx, listEvents, args...)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: list: %w", err)
+	}
+	events, err := scanEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: list: %w", err)
+	}
+	return events, nil
+}
+
+// Update implements outbox.Store.
+func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) error {
+	if e == nil {
+		return fmt.Errorf("%w: Update: event must not be nil", outbox.ErrInvalid)
+	}
+	if !e.Status.Valid() || e.Status == outbox.StatusProcessing {
+		return &outbox.FieldError{Field: "Status", Problem: fmt.Sprintf("%q cannot be written by Update (want pending, completed or failed)", e.Status)}
+	}
+	if e.Attempts < 0 || e.MaxAttempts < 0 {
+		return &outbox.FieldError{Field: "Attempts", Problem: "must not be negative"}
+	}
+	var metadata any
+	if len(e.Metadata) > 0 {
+		b, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return fmt.Errorf("outbox/sqlite: encode metadata: %w", err)
+		}
+		metadata = string(b)
+	}
+	now = outbox.Timestamp(now)
+	var n int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, updateEvent,
+			sql.Named("id", e.ID), sql.Named("now", micros(now)),
+			sql.Named("status", string(e.Status)), sql.Named("attempts", e.Attempts),
+			sql.Named("max_attempts", e.MaxAttempts), sql.Named("priority", e.Priority),
+			sql.Named("metadata", metadata), sql.Named("next_attempt_at", nullMicros(e.NextAttemptAt)),
+			sql.Named("completed_at", nullMicros(e.CompletedAt)), sql.Named("last_error", nullString(e.LastError)))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: update %s: %w", e.ID, err)
+	}
+	if n == 0 {
+		if _, err := s.Get(ctx, e.ID); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s", outbox.ErrLeased, e.ID)
+	}
+	e.UpdatedAt = now
+	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
+	return nil
+}
+
+// Retry implements outbox.Store.
+func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int, error) {
+	if err := validateFilter(f); err != nil {
+		return 0, err
+	}
+	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
+		f.Status = outbox.StatusFailed
+	}
+	args := append(filterArgs(f), sql.Named("now", micros(now)))
+	var n int64
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, retryEvents, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: retry: %w", err)
+	}
+	if n > 0 {
+		s.notify(map[string]struct{}{f.UserID: {}})
+	}
+	return int(n), nil
+}
+
+// Delete implements outbox.Store.
+func (s *Store) Delete(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	res, err := s.db.ExecContext(ctx, deleteEvents, sql.Named("ids", jsonIDs(ids)))
+	if err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: delete: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// DeleteCompleted implements outbox.Store.
+func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: DeleteCompleted: limit must be positive, got %d", outbox.ErrInvalid, limit)
+	}
+	res, err := s.db.ExecContext(ctx, deleteCompleted, sql.Named("before", micros(before)), sql.Named("limit", limit))
+	if err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: delete completed: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
+}
+
+// Stats implements outbox.Store.
+func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
+	var st outbox.Stats
+	user := sql.Named("user_id", q.UserID)
+	rows, err := s.db.QueryContext(ctx, countByTypeAndStatus, user)
+	if err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var (
+			typ, status string
+			givenUp     bool
+			n           int
+		)
+		if err := rows.Scan(&typ, &status, &givenUp, &n); err != nil {
+			return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+		}
+		st.Add(typ, outbox.Status(status), givenUp, n)
+	}
+	if err := rows.Err(); err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, countWaiting, user,
+		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
+	).Scan(&st.Stale, &oldest); err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	if oldest.Valid {
+		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest.Int64)), 0)
+	}
+	if err := s.db.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	return st, nil
+}
+
+// inTx runs fn in a write transaction of the store's own.
+func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+func validateFilter(f outbox.Filter) error {
+	if f.Status != "" && !f.Status.Valid() {
+		_, err := outbox.ParseStatus(string(f.Status))
+		return err
+	}
+	if f.Limit < 0 {
+		return &outbox.FieldError{Field: "Filter.Limit", Problem: fmt.Sprintf("must not be negative, got %d", f.Limit)}
+	}
+	return nil
+}
+
+func filterArgs(f outbox.Filter) []any {
+	return []any{
+		sql.Named("all_ids", len(f.IDs) == 0),
+		sql.Named("ids", jsonIDs(f.IDs)),
+		sql.Named("status", string(f.Status)),
+		sql.Named("given_up", f.GivenUp),
+		sql.Named("due_before", nullMicros(f.DueBefore)),
+		sql.Named("type", f.Type),
+		sql.Named("user_id", f.UserID),
+		sql.Named("after_seq", f.AfterSeq),
+	}
+}

@@ -1,0 +1,189 @@
+package outbox
+
+import (
+	"context"
+	"time"
+)
+
+// Store is the port a Processor and an operator work through. The sqlite and postgres
+// packages implement it; outboxtest checks that an implementation behaves.
+//
+// Enqueueing inside the caller's own transaction is not part of the port, because the
+// transaction type is the store's: see sqlite.Store.EnqueueTx and postgres.Store.EnqueueTx.
+// Every method that changes events takes the time to record as an argument, so that
+// callers (and tests) decide what "now" is.
+type Store interface {
+	// Enqueue writes events in a transaction of its own: all or none. It fills each
+	// event's ID, Seq, Status and times.
+	Enqueue(ctx context.Context, now time.Time, events ...*Event) error
+
+	// Claim leases up to p.Limit due events to p.Owner and returns them in the order
+	// they should be delivered. See ClaimParams for what "due" means.
+	Claim(ctx context.Context, p ClaimParams) ([]Event, error)
+	// ExtendLease moves the lease expiry of events owner still holds to until.
+	// It returns the IDs whose lease was lost (taken by another owner, or settled).
+	ExtendLease(ctx context.Context, owner string, ids []string, until time.Time) (lost []string, err error)
+	// Settle records the outcome of deliveries owner attempted, in one transaction.
+	// An outcome for an event owner no longer holds is skipped.
+	Settle(ctx context.Context, owner string, now time.Time, outcomes []Outcome) error
+
+	// Get returns one event, or ErrNotFound.
+	Get(ctx context.Context, id string) (Event, error)
+	// List returns events matching f, oldest (lowest Seq) first.
+	List(ctx context.Context, f Filter) ([]Event, error)
+	// Update writes the mutable fields of e (status, attempts, max attempts, priority,
+	// metadata, next attempt, completion, last error) back, as the seed's updateEvent
+	// does after ResetForRetry. It returns ErrLeased when a processor holds the event
+	// and ErrNotFound when it does not exist.
+	Update(ctx context.Context, now time.Time, e *Event) error
+	// Retry puts the events matching f that are not completed and not held under a live
+	// lease back to pending with a fresh attempt budget (an operator's "retry").
+	// f.Status defaults to failed. It returns how many it reset.
+	Retry(ctx context.Context, now time.Time, f Filter) (int, error)
+	// Delete removes events by ID, whatever their status (an operator's "discard").
+	Delete(ctx context.Context, ids ...string) (int, error)
+	// DeleteCompleted removes up to limit events completed before the given time and
+	// returns how many it removed; callers loop until it returns fewer than limit.
+	DeleteCompleted(ctx context.Context, before time.Time, limit int) (int, error)
+
+	// Stats counts events, overall or for one user, from indexed queries.
+	Stats(ctx context.Context, q StatsQuery) (Stats, error)
+}
+
+// Notifier is implemented by stores that can announce committed events, so that a
+// processor wakes at once instead of at its next poll. The channel receives a value
+// (coalesced: one pending wake-up at most) whenever events for userID, or for any
+// user when userID is empty, may have been enqueued. cancel releases the subscription.
+type Notifier interface {
+	Subscribe(userID string) (wake <-chan struct{}, cancel func())
+}
+
+// ClaimParams selects and leases due events. An event is due when it is pending, failed
+// with NextAttemptAt <= Now, or processing under a lease that expired at or before Now.
+// An event with an OrderingKey is claimed only when every earlier (lower Seq) event of
+// its key is completed, so at most one event of a key is ever in flight.
+type ClaimParams struct {
+	Owner      string    // lease owner: a processor's unique name
+	Now        time.Time // the time of the claim
+	LeaseUntil time.Time // lease expiry written on claimed events
+	Limit      int       // at most this many events
+	UserID     string    // when set, only this user's events
+	// DefaultMaxAttempts applies to events without their own MaxAttempts: an event found
+	// under an expired lease with no attempts left is given up instead of claimed.
+	DefaultMaxAttempts int
+	// SkipGivenUp lets events of a key proceed past a given-up earlier event of the same
+	// key; by default they wait (and are reported as blocked) until an operator acts.
+	SkipGivenUp bool
+}
+
+// Result is what became of one delivery attempt.
+type Result int
+
+const (
+	// Delivered: the event is completed.
+	Delivered Result = iota + 1
+	// Failed: the attempt failed. With a NextAttemptAt the event is retried then;
+	// with a zero NextAttemptAt it is given up.
+	Failed
+	// Released: the attempt never started (the processor was stopping). The event goes
+	// back as it was, due at once, and the attempt does not count.
+	Released
+)
+
+// Outcome is the result of one claimed event, for Store.Settle.
+type Outcome struct {
+	ID            string
+	Result        Result
+	Error         string    // for Failed
+	NextAttemptAt time.Time // for Failed; zero gives the event up
+}
+
+// Filter selects events for List and Retry. Zero fields do not filter.
+type Filter struct {
+	IDs    []string
+	Status Status
+	// GivenUp narrows to failed events with no next attempt (implies Status failed).
+	GivenUp bool
+	// DueBefore narrows to pending or retrying events due before this time: the stale ones,
+	// when it is now minus the stale threshold.
+	DueBefore time.Time
+	Type      string
+	UserID    string
+	AfterSeq  int64 // for paging: only events with a larger Seq
+	Limit     int   // at most this many (List defaults to 100)
+}
+
+// StatsQuery scopes Stats.
+type StatsQuery struct {
+	UserID     string        // empty: all users
+	Now        time.Time     // reference time for ages and staleness
+	StaleAfter time.Duration // events due longer than this are stale
+}
+
+// Stats is a summary of the outbox, as the seed's getStatistics returns.
+type Stats struct {
+	Total      int `json:"total"`
+	Pending    int `json:"pending"`
+	Processing int `json:"processing"`
+	Completed  int `json:"completed"`
+	// Failed counts failed events that will be retried.
+	Failed int `json:"failed"`
+	// GivenUp counts failed events with no further attempt.
+	GivenUp int `json:"given_up"`
+	// Stale counts events that have been due for longer than the stale threshold.
+	Stale int `json:"stale"`
+	// Blocked counts events waiting behind a given-up event of the same ordering key.
+	Blocked int `json:"blocked"`
+	// OldestPendingAge is how long the oldest pending or retrying event has been waiting
+	// since it was created; zero when none is.
+	OldestPendingAge time.Duration `json:"oldest_pending_age"`
+	// ByType counts events by type and status.
+	ByType map[string]TypeCounts `json:"by_type,omitempty"`
+}
+
+// TypeCounts is Stats for one event type.
+type TypeCounts struct {
+	Pending    int `json:"pending"`
+	Processing int `json:"processing"`
+	Completed  int `json:"completed"`
+	Failed     int `json:"failed"`
+	GivenUp    int `json:"given_up"`
+}
+
+// SuccessRate is the share of settled events (completed, retrying or given up) that
+// completed, from 0 to 1; 1 when none has settled yet.
+func (s Stats) SuccessRate() float64 {
+	settled := s.Completed + s.Failed + s.GivenUp
+	if settled == 0 {
+		return 1
+	}
+	return float64(s.Completed) / float64(settled)
+}
+
+// Add counts n events of a type and state into s; stores use it to build Stats from
+// grouped counts. givenUp applies to StatusFailed.
+func (s *Stats) Add(eventType string, status Status, givenUp bool, n int) {
+	if s.ByType == nil {
+		s.ByType = map[string]TypeCounts{}
+	}
+	tc := s.ByType[eventType]
+	switch {
+	case status == StatusPending:
+		s.Pending += n
+		tc.Pending += n
+	case status == StatusProcessing:
+		s.Processing += n
+		tc.Processing += n
+	case status == StatusCompleted:
+		s.Completed += n
+		tc.Completed += n
+	case status == StatusFailed && givenUp:
+		s.GivenUp += n
+		tc.GivenUp += n
+	case status == StatusFailed:
+		s.Failed += n
+		tc.Failed += n
+	}
+	s.Total += n
+	s.ByType[eventType] = tc
+}
