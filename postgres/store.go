@@ -79,6 +79,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// Config returns the store's configuration, defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
 // Pool returns the pool the store works on.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
@@ -312,11 +315,31 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 // a race for an ordering key to another relay (the database refuses a second event of
 // the key in flight) is run again, and then sees the winner's claim.
 func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event, error) {
+	query, args, err := s.claimStatement(p)
+	if err != nil || query == "" {
+		return nil, err
+	}
+	const maxTries = 10
+	for try := 1; ; try++ {
+		events, err := s.claim(ctx, s.pool, query, args)
+		if err == nil {
+			return events, nil
+		}
+		if try < maxTries && s.isClaimConflict(err) && ctx.Err() == nil {
+			s.claimConflicts.Add(1)
+			s.log.Debug("claim raced another relay for an ordering key; claiming again", "err", err)
+			continue
+		}
+		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)
+	}
+}
+
+func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, error) {
 	if p.Limit <= 0 {
-		return nil, nil
+		return "", nil, nil
 	}
 	if p.Owner == "" {
-		return nil, &outbox.FieldError{Field: "ClaimParams.Owner", Problem: "must not be empty"}
+		return "", nil, &outbox.FieldError{Field: "ClaimParams.Owner", Problem: "must not be empty"}
 	}
 	now := outbox.Timestamp(p.Now)
 	args := pgx.NamedArgs{
@@ -325,33 +348,27 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 		"owner":         p.Owner,
 		"lease_until":   ts(p.LeaseUntil),
 		"limit":         p.Limit,
-		"default_max":   max(p.DefaultMaxAttempts, 0),
+		"default_max":   p.DefaultMaxAttempts,
 		"skip_given_up": p.SkipGivenUp,
 	}
 	if p.DefaultMaxAttempts <= 0 {
 		args["default_max"] = outbox.DefaultMaxAttempts
 	}
-	query := s.q.claimAll
 	if p.UserID != "" {
-		query, args["user_id"] = s.q.claimUser, p.UserID
+		args["user_id"] = p.UserID
+		return s.q.claimUser, args, nil
 	}
-	const maxTries = 10
-	for try := 1; ; try++ {
-		rows, err := s.pool.Query(ctx, query, args)
-		var events []outbox.Event
-		if err == nil {
-			events, err = scanEvents(rows)
-		}
-		if err == nil {
-			return events, nil
-		}
-		if try < maxTries && s.isClaimConflict(err) && ctx.Err() == nil {
-			s.claimConflicts.Add(1)
-			s.log.Debug("claim raced another relay; claiming again", "err", err)
-			continue
-		}
-		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)
+	return s.q.claimAll, args, nil
+}
+
+func (s *Store) claim(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, query string, args pgx.NamedArgs) ([]outbox.Event, error) {
+	rows, err := q.Query(ctx, query, args)
+	if err != nil {
+		return nil, err
 	}
+	return scanEvents(rows)
 }
 
 // ExtendLease implements outbox.Store.
