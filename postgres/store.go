@@ -472,8 +472,12 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 	if f.Limit == 0 {
 		args["limit"] = 100
 	}
+	query := s.q.listEvents
+	if !f.DueBefore.IsZero() || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
+		query = s.q.listActive
+	}
 	// Planned for these arguments: unset filters fold away (see filterWhere).
-	rows, err := s.pool.Query(ctx, s.q.listEvents, pgx.QueryExecModeExec, args)
+	rows, err := s.pool.Query(ctx, query, pgx.QueryExecModeExec, args)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: list: %w", err)
 	}
