@@ -41,7 +41,7 @@ type Config struct {
 	// NotifyDebounce is the least time between two wake-ups fanned out from
 	// notifications. The first notification after a quiet spell wakes processors at
 	// once; those arriving within NotifyDebounce of it are gathered into one wake-up.
-	// Defaults to 5ms.
+	// Defaults to 1ms.
 	NotifyDebounce time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.
@@ -68,7 +68,7 @@ func (c Config) withDefaults() Config {
 	c.Table = cmp.Or(c.Table, defaultTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
 	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
-	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, 5*time.Millisecond)
+	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, time.Millisecond)
 	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
