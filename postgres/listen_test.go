@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/goleak"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
@@ -235,3 +236,44 @@ func TestNotificationsAreDebounced(t *testing.T) {
 }
 
 var _ = outboxtest.T0
+
+// With DisableNotify a store's commits send nothing: listeners learn of them by polling.
+func TestDisableNotifySendsNoNotification(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	writer := otherProcess(t, s)
+	cfg := s.Config()
+	cfg.DisableNotify, cfg.DisableListen = true, true
+	silent, err := postgres.New(context.Background(), s.Pool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(silent.Close)
+	wake := listening(t, s, writer, "quiet-user")
+	if err := silent.Enqueue(context.Background(), time.Now(), outbox.NewEvent("t", "e", "quiet-user")); err != nil {
+		t.Fatal(err)
+	}
+	settleNotifications(t, s, writer)
+	notWoken(t, wake, "an enqueue by a store with DisableNotify")
+}
+
+// Close stops the LISTEN connection and every goroutine the store started.
+func TestCloseStopsTheListener(t *testing.T) {
+	pool := newPool(t, 2, "")
+	s := newStore(t, pool, postgres.Config{})
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, cancel := s.Subscribe("")
+	defer cancel()
+	waitUntil(t, s.Listening)
+	pid := s.ListenerPID()
+	s.Close()
+	s.Close() // idempotent
+	if s.Listening() {
+		t.Fatal("listening after Close")
+	}
+	// The server ends the backend once it reads the connection's Terminate message.
+	waitUntil(t, func() bool {
+		var alive bool
+		err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)`, int32(pid)).Scan(&alive)
+		return err == nil && !alive
+	})
+}
