@@ -28,6 +28,13 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to 3.
 	MaxConcurrent int
+	// BatchesInFlight is how many batches a running processor works on at once: each
+	// is claimed, delivered and recorded in turn by its own loop, and a loop that finds
+	// a full batch wakes an idle one, so that under a backlog the next claim overlaps
+	// the last batch's deliveries and outcomes (on a database store: its round trips).
+	// Deliveries at once are then up to BatchesInFlight × MaxConcurrent. ProcessBatch
+	// and Drain are not affected. Defaults to 1.
+	BatchesInFlight int
 	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
 	Retry RetryPolicy
 	// LeaseDuration is how long a claim holds an event before another processor may
@@ -75,6 +82,7 @@ func (c Config) withDefaults() Config {
 	c.BatchSize = cmp.Or(c.BatchSize, 10)
 	c.PollInterval = cmp.Or(c.PollInterval, 2*time.Second)
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, 3)
+	c.BatchesInFlight = cmp.Or(c.BatchesInFlight, 1)
 	c.Retry = c.Retry.withDefaults()
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, 30*time.Second)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, 30*time.Second)
@@ -114,6 +122,9 @@ func (c Config) validate() error {
 	}
 	if c.MaxConcurrent < 0 {
 		return fieldError("Config.MaxConcurrent", fmt.Sprintf("must be positive, got %d", c.MaxConcurrent))
+	}
+	if c.BatchesInFlight < 0 {
+		return fieldError("Config.BatchesInFlight", fmt.Sprintf("must be positive, got %d", c.BatchesInFlight))
 	}
 	return c.Retry.validate()
 }
@@ -193,7 +204,9 @@ func (p *Processor) Start(ctx context.Context) error {
 		wake, cancelWake = n.Subscribe(p.cfg.UserID)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.loop(r, wake) })
+	for range p.cfg.BatchesInFlight {
+		wg.Go(func() { p.loop(r, wake) })
+	}
 	if p.cfg.CleanupInterval > 0 {
 		wg.Go(func() { p.cleanupLoop(r) })
 	}
@@ -271,6 +284,9 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 			p.log.Error("processing cycle failed", "err", err, "retry_in", wait)
 		case n >= p.cfg.BatchSize:
 			errDelay = 0
+			if p.cfg.BatchesInFlight > 1 {
+				p.Trigger("") // more are probably due: an idle sibling loop claims the next batch meanwhile
+			}
 			continue // a full batch: more are probably due
 		default:
 			errDelay = 0

@@ -129,3 +129,52 @@ func TestTriggerRunsACycleNow(t *testing.T) {
 		t.Fatalf("delivered %s", d.ID)
 	}
 }
+
+// With BatchesInFlight 2 a running processor works on two batches at once: here two
+// batches of one event each, whose deliveries can only finish together.
+func TestBatchesInFlightOverlap(t *testing.T) {
+	store := newStore(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if err := store.Enqueue(ctx, time.Now(), outbox.NewEvent("t", id, "u")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	started := make(chan string, 2)
+	together := make(chan struct{})
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		started <- e.EntityID
+		select {
+		case <-together:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	p, err := outbox.NewProcessor(store, h, outbox.Config{
+		BatchSize: 1, BatchesInFlight: 2, PollInterval: time.Hour, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the second batch's delivery did not start while the first one's was in flight")
+		}
+	}
+	close(together)
+	if err := p.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := p.Stats(ctx); err != nil || st.Completed != 2 {
+		t.Fatalf("stats %+v, %v: want both completed", st, err)
+	}
+	if _, err := outbox.NewProcessor(store, h, outbox.Config{BatchesInFlight: -1}); !errors.Is(err, outbox.ErrInvalid) {
+		t.Fatalf("BatchesInFlight -1: %v, want ErrInvalid", err)
+	}
+}
