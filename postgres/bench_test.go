@@ -231,3 +231,56 @@ func BenchmarkCommitToDelivery(b *testing.B) {
 	b.ReportMetric(pct(0.99), "p99-ms")
 	b.ReportMetric(pct(1), "max-ms")
 }
+
+// BenchmarkDrainRunning is BenchmarkDrain with the processor running in the
+// background (Start), as a relay runs it, with one or more batches in flight.
+func BenchmarkDrainRunning(b *testing.B) {
+	for _, batch := range []int{100, 1000} {
+		for _, inFlight := range []int{1, 2, 4} {
+			b.Run(fmt.Sprintf("batch=%d/in_flight=%d", batch, inFlight), func(b *testing.B) {
+				pool := newPool(b, 8, "")
+				s := newStore(b, pool, postgres.Config{})
+				enqueueN(b, s, b.N, "e")
+				cs := &countingStore{Store: s, want: int64(b.N), done: make(chan struct{})}
+				p, err := outbox.NewProcessor(cs, noop{}, outbox.Config{
+					BatchSize: batch, MaxConcurrent: batch, BatchesInFlight: inFlight, Logger: outboxtest.Discard})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				b.ResetTimer()
+				if err := p.Start(ctx); err != nil {
+					b.Fatal(err)
+				}
+				select {
+				case <-cs.done:
+				case <-time.After(5 * time.Minute):
+					b.Fatalf("%d of %d settled", cs.settled.Load(), b.N)
+				}
+				b.StopTimer()
+				if err := p.Stop(ctx); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}
+
+// countingStore closes done once want events have been recorded as delivered.
+type countingStore struct {
+	*postgres.Store
+	settled atomic.Int64
+	want    int64
+	done    chan struct{}
+}
+
+func (s *countingStore) Settle(ctx context.Context, owner string, now time.Time, o []outbox.Outcome) error {
+	if err := s.Store.Settle(ctx, owner, now, o); err != nil {
+		return err
+	}
+	if s.settled.Add(int64(len(o))) == s.want {
+		close(s.done)
+	}
+	return nil
+}
