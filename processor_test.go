@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -436,4 +439,64 @@ func TestCleanupDeletesCompletedPastRetention(t *testing.T) {
 	if left, _ := store.List(context.Background(), outbox.Filter{}); len(left) != 1 || left[0].ID != fresh[0].ID {
 		t.Fatalf("left %d events, want only the pending one", len(left))
 	}
+}
+
+func TestLogsTellTheSeedsStory(t *testing.T) {
+	var buf strings.Builder
+	var mu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := sqlite.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.New(ctx, db, sqlite.Config{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock := outboxtest.NewClock(t0)
+	ok, flaky, doomed := outbox.NewEvent("t", "ok", "u"), outbox.NewEvent("t", "flaky", "u"), outbox.NewEvent("t", "doomed", "u")
+	if err := store.Enqueue(ctx, t0, ok, flaky, doomed); err != nil {
+		t.Fatal(err)
+	}
+	h := outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		switch e.EntityID {
+		case "flaky":
+			return errors.New("network error")
+		case "doomed":
+			return outbox.Permanent(errors.New("400"))
+		}
+		return nil
+	})
+	p := newProcessor(t, store, h, outbox.Config{Clock: clock, Logger: logger, Retry: outbox.RetryPolicy{Jitter: -1}})
+	p.ProcessBatch(ctx)
+	mu.Lock()
+	log := buf.String()
+	mu.Unlock()
+	for _, want := range []string{
+		`msg="event created"`, `msg="batch claimed"`, `events=3`, `msg="processing event"`,
+		`msg="event delivered"`, `msg="delivery failed, will retry"`, `retry_delay=1s`, `msg="event given up: permanent error"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %s", want)
+		}
+	}
+	if t.Failed() {
+		t.Log(log)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -159,10 +159,11 @@ SELECT (SELECT count(*) FROM outbox_events
           AND (:user_id = '' OR user_id = :user_id))`
 
 // oldestWaiting finds when the oldest pending or retrying event was created: the
-// lowest seq is the oldest.
+// lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
+// order, through every completed event, instead of reading the pending index.)
 const oldestWaiting = `
 SELECT min(created_at) FROM outbox_events WHERE seq IN (
-    SELECT min(seq) FROM outbox_events WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
+    SELECT min(+seq) FROM outbox_events WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
     UNION ALL
     SELECT min(seq) FROM outbox_events
     WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at IS NOT NULL
