@@ -500,3 +500,37 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+func TestCancellingStartsContextStopsTheProcessor(t *testing.T) {
+	store := newStore(t)
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	h, got := delivered()
+	p := newProcessor(t, store, h, outbox.Config{PollInterval: time.Hour})
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	// Once the run has wound down, the processor can be started again.
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Start(context.Background()) != nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the processor still counts as running 10s after its context was cancelled")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	e := enqueue(t, store, time.Now(), 1)[0]
+	if d := waitFor(t, got); d.ID != e.ID {
+		t.Fatalf("delivered %s", d.ID)
+	}
+	if err := p.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Concurrent Stops do not panic.
+	p.Start(context.Background())
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() { p.Stop(context.Background()) })
+	}
+	wg.Wait()
+}

@@ -98,11 +98,13 @@ func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
 	}
 }
 
+// notify wakes the subscribers of the given users and those of all users; nil users
+// wakes every subscriber.
 func (s *Store) notify(users map[string]struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sub := range s.subs {
-		if _, ok := users[sub.userID]; ok || sub.userID == "" {
+		if _, ok := users[sub.userID]; ok || sub.userID == "" || users == nil {
 			select {
 			case sub.wake <- struct{}{}:
 			default:
@@ -352,7 +354,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		return fmt.Errorf("outbox/sqlite: settle: %w", err)
 	}
 	if len(released) > 0 {
-		s.notify(map[string]struct{}{}) // released events are due: wake all-user processors
+		s.notify(nil) // released events are due again, whoever they belong to
 	}
 	return nil
 }
@@ -459,8 +461,10 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 	if err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: retry: %w", err)
 	}
-	if n > 0 {
+	if n > 0 && f.UserID != "" {
 		s.notify(map[string]struct{}{f.UserID: {}})
+	} else if n > 0 {
+		s.notify(nil)
 	}
 	return int(n), nil
 }
