@@ -284,11 +284,12 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
-	store, err := d.open(ctx, false)
+	opened, err := d.open(ctx, false)
 	if err != nil {
 		return err
 	}
-	defer store.close()
+	defer opened.close()
+	store := opened.Store // the store itself, so that the processor finds its Notifier
 	handler, closeSink, err := rc.newSink(log)
 	if err != nil {
 		return err

@@ -86,17 +86,19 @@ func (s *syncBuffer) String() string {
 
 // outcomes is a test observer: it counts outcomes and signals when n are in.
 type outcomes struct {
-	mu    sync.Mutex
-	count map[outbox.Result]int
-	n     int
-	all   chan struct{}
+	mu        sync.Mutex
+	count     map[outbox.Result]int
+	n         int
+	all       chan struct{}
+	claimed   chan struct{} // closed at the first claim
+	claimOnce sync.Once
 }
 
 func newOutcomes(n int) *outcomes {
-	return &outcomes{count: map[outbox.Result]int{}, n: n, all: make(chan struct{})}
+	return &outcomes{count: map[outbox.Result]int{}, n: n, all: make(chan struct{}), claimed: make(chan struct{})}
 }
 
-func (o *outcomes) ObserveClaim(int, time.Duration) {}
+func (o *outcomes) ObserveClaim(int, time.Duration) { o.claimOnce.Do(func() { close(o.claimed) }) }
 
 func (o *outcomes) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
 	o.mu.Lock()
@@ -343,4 +345,29 @@ func TestBinaryExitsCleanlyOnSIGTERM(t *testing.T) {
 		t.Fatalf("relay after SIGTERM: %v\n%s", err, text)
 	}
 	_ = os.Remove(bin)
+}
+
+// On PostgreSQL a commit anywhere wakes the relay (LISTEN/NOTIFY): with an hour's poll
+// interval, an event enqueued after the start is delivered at once.
+func TestRelayWokenByNotify(t *testing.T) {
+	b, ok := postgresBackend(t)
+	if !ok {
+		t.Skip("OUTBOX_POSTGRES_DSN is not set: skipping the relay's NOTIFY wake-up on PostgreSQL")
+	}
+	store := migrated(t, b)
+	sink := newAcceptAll(t)
+	obs := newOutcomes(1)
+	d := startRelay(t, Env{observer: obs}, "--dsn", b.dsn, "--sink", sink.srv.URL, "--poll-interval", "1h")
+	waitClosed(t, obs.claimed, "the relay's first (empty) cycle") // from now on it waits an hour, or for a wake-up
+	e := outbox.NewEvent(outbox.TypeProgressEntry, "entry-1", "alice")
+	if err := store.Enqueue(context.Background(), time.Now(), e); err != nil {
+		t.Fatal(err)
+	}
+	waitClosed(t, obs.all, "the delivery a NOTIFY should have triggered")
+	if r := d.stop(t); r.code != 0 {
+		t.Fatalf("relay: %v", r)
+	}
+	if sink.count() != 1 {
+		t.Fatalf("sink received %d events", sink.count())
+	}
 }
