@@ -1,6 +1,6 @@
 // Package metrics exports what an outbox processor does as Prometheus metrics. A
 // Metrics is an outbox.Observer (set it as Config.Observer) for the counters and
-// histograms, and refreshes its gauges from Store.Stats (Run, or Refresh).
+// histograms, and refreshes its gauges from Store.Stats (Refresh, then Run).
 //
 //	outbox_events_delivered_total{type}          deliveries that completed an event
 //	outbox_events_failed_total{type}             failed attempts that will be retried
@@ -160,20 +160,21 @@ func (m *Metrics) Refresh(ctx context.Context, store outbox.Store) error {
 	return nil
 }
 
-// Run refreshes the gauges now and then every interval until ctx ends. Stats queries
-// are indexed counts, but a scrape should not cost the database a query each, so the
-// gauges are refreshed on their own schedule rather than on scrape.
+// Run refreshes the gauges every interval until ctx ends (call Refresh first for
+// values from the start). Stats queries are indexed counts, but a scrape should not
+// cost the database a query each, so the gauges are refreshed on their own schedule
+// rather than on scrape.
 func (m *Metrics) Run(ctx context.Context, store outbox.Store, interval time.Duration) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
-		if err := m.Refresh(ctx, store); err != nil && ctx.Err() == nil {
-			m.cfg.Logger.Warn("refreshing outbox gauges failed", "err", err)
-		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
+		}
+		if err := m.Refresh(ctx, store); err != nil && ctx.Err() == nil {
+			m.cfg.Logger.Warn("refreshing outbox gauges failed", "err", err)
 		}
 	}
 }

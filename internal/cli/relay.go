@@ -338,6 +338,9 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
+		if err := m.Refresh(ctx, store); err != nil {
+			log.Warn("refreshing outbox gauges failed", "err", err)
+		}
 		wg.Go(func() { m.Run(runCtx, store, o.metricsInterval) })
 		log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 		if env.onListen != nil {

@@ -280,7 +280,8 @@ func TestMetricsAfterRelay(t *testing.T) {
 	if value("outbox_claim_duration_seconds", nil) < 5 { // 34 events in batches of 7, then idle polls
 		t.Errorf("claim duration histogram has too few samples")
 	}
-	// The gauges exist from the refresh at start (pending then: all 34).
+	// The gauges hold the refresh made at start, before any delivery (pending: all 34);
+	// the next is an hour away.
 	if g := value("outbox_events", map[string]string{"status": "pending"}); g != 34 {
 		t.Errorf("pending gauge at start = %v, want 34", g)
 	}
