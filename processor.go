@@ -154,6 +154,7 @@ type Processor struct {
 
 // run is one Start…Stop lifetime.
 type run struct {
+	stopOnce   sync.Once          //
 	soft       chan struct{}      // closed by Stop: claim nothing more, start no delivery
 	hard       context.Context    // cancelled when draining must end: in-flight deliveries abort
 	cancelHard context.CancelFunc //
@@ -187,7 +188,8 @@ func (p *Processor) Config() Config { return p.cfg }
 
 // Start runs the processor in the background until Stop is called. Cancelling ctx
 // stops it too, without draining: in-flight deliveries see their context cancelled
-// and their events are released. Starting a running processor is an error.
+// and their events are released. Starting a running processor is an error; a stopped
+// one may be started again.
 func (p *Processor) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -214,6 +216,12 @@ func (p *Processor) Start(ctx context.Context) error {
 		wg.Wait()
 		cancelWake()
 		r.cancelHard()
+		// The run is over, whether Stop ended it or its ctx did: the processor may start again.
+		p.mu.Lock()
+		if p.running == r {
+			p.running = nil
+		}
+		p.mu.Unlock()
 		close(r.done)
 	}()
 	p.log.Info("processor started", "user_id", p.cfg.UserID, "batch_size", p.cfg.BatchSize,
@@ -233,7 +241,7 @@ func (p *Processor) Stop(ctx context.Context) error {
 	if r == nil {
 		return ErrClosed
 	}
-	close(r.soft)
+	r.stopOnce.Do(func() { close(r.soft) })
 	var err error
 	select {
 	case <-r.done:
@@ -242,9 +250,6 @@ func (p *Processor) Stop(ctx context.Context) error {
 		r.cancelHard()
 		<-r.done
 	}
-	p.mu.Lock()
-	p.running = nil
-	p.mu.Unlock()
 	p.log.Info("processor stopped")
 	return err
 }
