@@ -136,7 +136,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	users, err := s.insert(ctx, time.Now(), events, queryPgx(ctx, tx))
+	users, err := s.insert(time.Now(), events, queryPgx(ctx, tx))
 	if err != nil || len(users) == 0 {
 		return err
 	}
@@ -160,14 +160,14 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(ctx, time.Now(), events, querySQL(ctx, tx))
+	_, err := s.insert(time.Now(), events, querySQL(ctx, tx))
 	return err
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
 // transaction.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
-	users, err := s.insert(ctx, now, events, queryPgx(ctx, s.pool))
+	users, err := s.insert(now, events, queryPgx(ctx, s.pool))
 	if err != nil {
 		return err
 	}
@@ -228,7 +228,7 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 	}
 }
 
-func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Event, run runInsert) (map[string]struct{}, error) {
+func (s *Store) insert(now time.Time, events []*outbox.Event, run runInsert) (map[string]struct{}, error) {
 	for i, e := range events {
 		if e == nil {
 			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
