@@ -17,6 +17,9 @@ const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_a
 // ones of a transaction into one and delivers them when the transaction commits.
 const notifyUsers = `CROSS JOIN LATERAL pg_notify(@channel, r.user_id)`
 
+// notifyAfterCommit is the NOTIFY the store sends after its own commits, one per user.
+const notifyAfterCommit = `SELECT pg_notify(@channel, u) FROM unnest(@users::text[]) AS u`
+
 // insertEvent writes one event. Metadata and payload travel as text and are cast here,
 // so that what the caller wrote is what the column holds.
 const insertEvent = `
@@ -265,15 +268,17 @@ WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NO
 
 // queries are the statements of one Store, rendered for its table and settings.
 type queries struct {
-	insertEvent, insertEvents   string
-	claimAll, claimUser         string
-	extendLease, settleEvents   string
-	getEvent, retryEvents       string
-	listEvents, listActive      string
-	updateEvent, deleteEvents   string
-	deleteCompleted             string
-	countActive, countCompleted string
-	countWaiting, countBlocked  string
+	insertEvent, insertEvents     string // with NOTIFY, unless disabled
+	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
+	notifyUsers                   string
+	claimAll, claimUser           string
+	extendLease, settleEvents     string
+	getEvent, retryEvents         string
+	listEvents, listActive        string
+	updateEvent, deleteEvents     string
+	deleteCompleted               string
+	countActive, countCompleted   string
+	countWaiting, countBlocked    string
 }
 
 func newQueries(n names, notify bool) queries {
@@ -284,23 +289,27 @@ func newQueries(n names, notify bool) queries {
 		}
 		return strings.NewReplacer("{{table}}", n.Table, "{{and_user}}", userFilter, "{{notify}}", notifyClause).Replace(sql)
 	}
+	quiet := strings.NewReplacer("{{table}}", n.Table, "{{notify}}", "")
 	return queries{
-		insertEvent:     render(insertEvent, ""),
-		insertEvents:    render(insertEvents, ""),
-		claimAll:        render(claimEvents, ""),
-		claimUser:       render(claimEvents, "AND e.user_id = @user_id"),
-		extendLease:     render(extendLease, ""),
-		settleEvents:    render(settleEvents, ""),
-		getEvent:        render(getEvent, ""),
-		listEvents:      render(listEvents, ""),
-		listActive:      render(listActive, ""),
-		retryEvents:     render(retryEvents, ""),
-		updateEvent:     render(updateEvent, ""),
-		deleteEvents:    render(deleteEvents, ""),
-		deleteCompleted: render(deleteCompleted, ""),
-		countActive:     render(countActive, ""),
-		countCompleted:  render(countCompleted, ""),
-		countWaiting:    render(countWaiting, ""),
-		countBlocked:    render(countBlocked, ""),
+		insertEvent:      render(insertEvent, ""),
+		insertEvents:     render(insertEvents, ""),
+		insertQuiet:      quiet.Replace(insertEvent),
+		insertBatchQuiet: quiet.Replace(insertEvents),
+		notifyUsers:      notifyAfterCommit,
+		claimAll:         render(claimEvents, ""),
+		claimUser:        render(claimEvents, "AND e.user_id = @user_id"),
+		extendLease:      render(extendLease, ""),
+		settleEvents:     render(settleEvents, ""),
+		getEvent:         render(getEvent, ""),
+		listEvents:       render(listEvents, ""),
+		listActive:       render(listActive, ""),
+		retryEvents:      render(retryEvents, ""),
+		updateEvent:      render(updateEvent, ""),
+		deleteEvents:     render(deleteEvents, ""),
+		deleteCompleted:  render(deleteCompleted, ""),
+		countActive:      render(countActive, ""),
+		countCompleted:   render(countCompleted, ""),
+		countWaiting:     render(countWaiting, ""),
+		countBlocked:     render(countBlocked, ""),
 	}
 }

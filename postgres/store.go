@@ -120,7 +120,7 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 			return
 		}
 		if users != nil {
-			s.announce(users)
+			s.committed(users)
 		}
 	}()
 	return fn(tx)
@@ -130,24 +130,27 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // transaction back and the events are gone with the data. Every event is validated
 // first, and nothing is written when any is invalid; a batch is one INSERT. The
 // NOTIFY that wakes relays is sent in the same transaction, so PostgreSQL delivers it
-// when (and only if) the transaction commits. It fills ID, Seq, Status and the times
-// of each event.
+// when (and only if) the transaction commits. (In a transaction of Transact, the store
+// sends it itself once the commit succeeded, gathered with those of other commits.)
+// It fills ID, Seq, Status and the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	users, err := s.insert(time.Now(), events, queryPgx(ctx, tx))
-	if err != nil || len(users) == 0 {
+	s.mu.Lock()
+	_, own := s.ownTxes[tx]
+	s.mu.Unlock()
+	users, err := s.insert(time.Now(), events, !own, queryPgx(ctx, tx))
+	if err != nil || !own {
 		return err
 	}
 	s.mu.Lock()
-	if own, ok := s.ownTxes[tx]; ok {
-		if own == nil {
-			own = map[string]struct{}{}
-			s.ownTxes[tx] = own
+	if _, ok := s.ownTxes[tx]; ok { // still running
+		if s.ownTxes[tx] == nil {
+			s.ownTxes[tx] = map[string]struct{}{}
 		}
 		for u := range users {
-			own[u] = struct{}{}
+			s.ownTxes[tx][u] = struct{}{}
 		}
 	}
 	s.mu.Unlock()
@@ -160,18 +163,18 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(time.Now(), events, querySQL(ctx, tx))
+	_, err := s.insert(time.Now(), events, true, querySQL(ctx, tx))
 	return err
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
-// transaction.
+// transaction, and then notifies relays.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
-	users, err := s.insert(now, events, queryPgx(ctx, s.pool))
+	users, err := s.insert(now, events, false, queryPgx(ctx, s.pool))
 	if err != nil {
 		return err
 	}
-	s.announce(users)
+	s.committed(users)
 	return nil
 }
 
@@ -228,7 +231,9 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 	}
 }
 
-func (s *Store) insert(now time.Time, events []*outbox.Event, run runInsert) (map[string]struct{}, error) {
+// insert writes events with run; notify sends the NOTIFY in the same statement (unless
+// Config.DisableNotify).
+func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
 	for i, e := range events {
 		if e == nil {
 			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
@@ -272,6 +277,9 @@ func (s *Store) insert(now time.Time, events []*outbox.Event, run runInsert) (ma
 	if len(events) == 1 {
 		e := events[0]
 		query = s.q.insertEvent
+		if !notify {
+			query = s.q.insertQuiet
+		}
 		args = pgx.NamedArgs{
 			"id": ids[0], "type": e.Type, "entity_id": e.EntityID, "user_id": e.UserID,
 			"max_attempts": e.MaxAttempts, "priority": e.Priority, "is_new_record": e.IsNewRecord,
@@ -291,13 +299,16 @@ func (s *Store) insert(now time.Time, events []*outbox.Event, run runInsert) (ma
 			payloads[i], keys[i] = nullString(string(e.Payload)), nullString(e.OrderingKey)
 		}
 		query = s.q.insertEvents
+		if !notify {
+			query = s.q.insertBatchQuiet
+		}
 		args = pgx.NamedArgs{
 			"ids": ids, "types": types, "entity_ids": entities, "user_ids": userIDs,
 			"max_attempts": maxAttempts, "priorities": priorities, "is_new_records": isNew,
 			"metadata": metadata, "payloads": payloads, "ordering_keys": keys, "now": created,
 		}
 	}
-	if !s.cfg.DisableNotify {
+	if notify && !s.cfg.DisableNotify {
 		args["channel"] = s.cfg.Channel
 	}
 	seqs, err := run(query, args)
