@@ -85,8 +85,9 @@ func (s *Store) Config() Config { return s.cfg }
 // Pool returns the pool the store works on.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close stops the store's LISTEN connection and waits for its goroutines. Subscribers
-// are then woken only by this store's own commits. The pool is left open.
+// Close sends the NOTIFYs still gathered from the store's own commits, stops its LISTEN
+// connection and waits for its goroutines. Subscribers are then woken only by this
+// store's own commits. The pool is left open; Close it after the store.
 func (s *Store) Close() { s.listener.close() }
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
