@@ -241,8 +241,8 @@ func (d *DB) Insert(ctx context.Context, userID string, r fitiq.RemoteRecord) (s
 	return stored, false, err
 }
 
-// Update stores r over userID's existing record of that kind and client ID, unless the
-// stored version is newer (a replayed older delivery). It returns the record as now
+// Update stores r over userID's existing record of that kind and client ID when r's
+// version is newer than the stored one; a replay (same or older version) changes nothing. It returns the record as now
 // stored and applied whether r was written; fitiq.ErrNotFound when there is no record.
 func (d *DB) Update(ctx context.Context, userID string, r fitiq.RemoteRecord) (stored fitiq.RemoteRecord, applied bool, err error) {
 	stored, err = scanRecord(d.db.QueryRowContext(ctx, updateRecord, userID, string(r.Kind), r.ID, r.Version, r.Type,

@@ -21,12 +21,12 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
 ON CONFLICT (user_id, kind, client_id) DO NOTHING
 RETURNING backend_id`
 
-// updateRecord writes a version no older than the stored one; a replayed older delivery
-// matches no row and leaves the newer data in place.
+// updateRecord writes a version newer than the stored one; a replayed delivery (the
+// same version again, or an older one) matches no row and leaves the stored data as is.
 const updateRecord = `
 UPDATE records
 SET version = $4, type = $5, occurred_at = $6, data = $7, updated_at = $8
-WHERE user_id = $1 AND kind = $2 AND client_id = $3 AND version <= $4
+WHERE user_id = $1 AND kind = $2 AND client_id = $3 AND version < $4
 RETURNING ` + recordColumns
 
 const selectRecord = `SELECT ` + recordColumns + ` FROM records WHERE user_id = $1 AND kind = $2 AND client_id = $3`

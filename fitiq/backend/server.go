@@ -7,7 +7,7 @@
 //     stores one row; the second answer is 409 Conflict with the stored record.
 //   - Ordered updates: an update of an entity the backend has not seen created is
 //     refused with 425 Too Early and a Retry-After (see Server.update for why), and an
-//     update older than the stored version never overwrites a newer one.
+//     update not newer than the stored version (a replay) changes nothing.
 //   - Isolation: a request is served only under the path of the user its token
 //     belongs to (401 without a valid token, 403 under another user's path), and every
 //     query is scoped to that user, so another user's data is never served.
@@ -24,6 +24,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -350,7 +351,7 @@ func (s *Server) update(c *call) {
 		s.fail(c, err)
 		return
 	case !applied:
-		s.stats.stale.Add(1) // an older version replayed: the newer one stays
+		s.stats.stale.Add(1) // a replay of this version or an older one: the stored one stays
 	default:
 		s.stats.updated.Add(1)
 	}
@@ -395,12 +396,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, fitiq.ErrorBody{Error: msg})
 }
 
-// Serve runs the API on addr until ctx ends, then shuts down gracefully.
-func (s *Server) Serve(ctx context.Context, addr string) error {
-	hs := &http.Server{Addr: addr, Handler: s, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+// Serve runs the API on ln until ctx ends, then shuts down gracefully: requests in
+// flight are answered before it returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	errc := make(chan error, 1)
-	go func() { errc <- hs.ListenAndServe() }()
+	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
 		return err
@@ -408,5 +410,7 @@ func (s *Server) Serve(ctx context.Context, addr string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	return hs.Shutdown(sctx)
+	err := hs.Shutdown(sctx)
+	<-errc
+	return err
 }
