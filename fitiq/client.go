@@ -97,9 +97,14 @@ func (c *Client) History(ctx context.Context, userID string, k Kind, q HistoryQu
 // do sends one request and decodes a 2xx answer into out. Any other answer is an
 // *APIError; a failure to connect or read is returned as is (wrapped).
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) error {
+	// path is escaped (a user ID may hold any character); keep it so in the URL.
 	u := *c.base
-	u.Path += path
-	u.RawPath = ""
+	u.RawPath = c.base.EscapedPath() + path
+	unescaped, err := url.PathUnescape(u.RawPath)
+	if err != nil {
+		return fmt.Errorf("fitiq: %s %s: %w", method, path, err)
+	}
+	u.Path = unescaped
 	if len(query) > 0 {
 		u.RawQuery = query.Encode()
 	}

@@ -2,6 +2,7 @@ package fitiq_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -100,10 +101,14 @@ func TestOfflineThenBackOnline(t *testing.T) {
 	seen := make(outcomes, 1024)
 	// Short delays and a budget no outage in this test can exhaust: the test observes
 	// state (every event failed; every event delivered), never the passing of time.
+	// One batch holds every event: each cycle attempts them all, however slow the
+	// machine (under -race, say) makes a cycle compared with the retry delays.
 	p := newProcessor(t, app, network.URL(), outbox.Config{
-		PollInterval: 20 * time.Millisecond,
-		Retry:        outbox.RetryPolicy{Delays: []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond}, MaxAttempts: 1_000_000},
-		Observer:     seen,
+		BatchSize:     200,
+		MaxConcurrent: 10,
+		PollInterval:  20 * time.Millisecond,
+		Retry:         outbox.RetryPolicy{Delays: []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond}, MaxAttempts: 1_000_000},
+		Observer:      seen,
 	})
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)
@@ -277,4 +282,34 @@ func TestCreateThenUpdateWithFirstDeliveryFailing(t *testing.T) {
 			}
 		})
 	}
+}
+
+// User IDs are opaque: one with a space and a slash reaches its own data, and only it.
+func TestUserIDsWithAnyCharacter(t *testing.T) {
+	ctx := context.Background()
+	r := newRemote(t)
+	const odd = "ana maria/2"
+	if err := r.server.DB().AddToken(ctx, odd, "odd-user-token-0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := fitiq.NewClient(fitiq.ClientConfig{BaseURL: r.url + "/", Token: "odd-user-token-0123456789"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &fitiq.ProgressEntry{Record: fitiq.Record{ID: "0194b7c2-0000-7000-8000-000000000001", Version: 1}, Type: fitiq.ProgressWeight, Quantity: 61, Date: time.Now().UTC().Truncate(time.Microsecond)}
+	if _, err := c.Create(ctx, odd, e); err != nil {
+		t.Fatal(err)
+	}
+	page, err := c.History(ctx, odd, fitiq.KindProgressEntry, fitiq.HistoryQuery{})
+	if err != nil || page.Total != 1 {
+		t.Fatalf("history of %q: %+v, %v", odd, page, err)
+	}
+	if _, err := c.History(ctx, "ana maria", fitiq.KindProgressEntry, fitiq.HistoryQuery{}); !isStatus(err, 403) {
+		t.Fatalf("another user's path: %v, want 403", err)
+	}
+}
+
+func isStatus(err error, status int) bool {
+	var apiErr *fitiq.APIError
+	return errors.As(err, &apiErr) && apiErr.Status == status
 }

@@ -148,6 +148,8 @@ func (s *syncFlags) config(userID string) (outbox.Config, error) {
 // counter is an outbox.Observer counting delivery outcomes.
 type counter struct {
 	attempts, delivered, retrying, givenUp atomic.Int64
+	// onDelivered, when set, is called after each delivery.
+	onDelivered func()
 }
 
 func (*counter) ObserveClaim(int, time.Duration) {}
@@ -156,6 +158,9 @@ func (c *counter) ObserveDelivery(_ outbox.Event, o outbox.Outcome, _ time.Durat
 	switch {
 	case o.Result == outbox.Delivered:
 		c.delivered.Add(1)
+		if c.onDelivered != nil {
+			c.onDelivered()
+		}
 	case o.Result == outbox.Failed && o.NextAttemptAt.IsZero():
 		c.givenUp.Add(1)
 	case o.Result == outbox.Failed:
@@ -214,6 +219,9 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if err != nil {
 		return usageError(errOut, "sync", "%v", err)
 	}
+	// A delivery may free the next event of its entry (an update waiting behind its
+	// create): ask for another cycle at once rather than at the next poll.
+	seen.onDelivered = func() { p.Trigger(cf.user) }
 	if err := p.Start(ctx); err != nil {
 		return failed(errOut, "sync", err)
 	}
@@ -455,6 +463,9 @@ func rowOf(e fitiq.Entity) historyRow {
 	switch v := e.(type) {
 	case *fitiq.ProgressEntry:
 		r.what = fmt.Sprintf("%s %g %s", v.Type, v.Quantity, fitiq.ProgressTypes[v.Type].Unit)
+		if v.Type == fitiq.ProgressSteps {
+			r.what = fmt.Sprintf("%g steps", v.Quantity)
+		}
 	case *fitiq.PhysicalAttribute:
 		r.what = fmt.Sprintf("%s %g %s", v.Attribute, v.Value, fitiq.AttributeTypes[v.Attribute].Unit)
 	case *fitiq.ActivitySnapshot:

@@ -141,6 +141,10 @@ type demo struct {
 	user, token string
 	logged      atomic.Int64 // entities created so far
 	updates     int
+
+	// beforeCheck, when set, runs between the sync and the check: tests use it to lose
+	// something on purpose and see the check catch it.
+	beforeCheck func(*demo)
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -163,6 +167,9 @@ func (d *demo) run(ctx context.Context) int {
 	_ = d.processor.Stop(sctx)
 	cancel()
 	d.network.SetOffline(false)
+	if d.beforeCheck != nil {
+		d.beforeCheck(d)
+	}
 
 	r, err := d.check(context.WithoutCancel(ctx))
 	if err != nil {
