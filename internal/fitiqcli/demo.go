@@ -139,6 +139,7 @@ type demo struct {
 	seen       *counter
 
 	user, token string
+	apiURL      string
 	logged      atomic.Int64 // entities created so far
 	updates     int
 
@@ -216,6 +217,7 @@ func (d *demo) setup(ctx context.Context) error {
 	d.stopServer, d.serverDone = cancel, make(chan error, 1)
 	go func() { d.serverDone <- d.server.Serve(sctx, ln) }()
 	apiURL := "http://" + ln.Addr().String()
+	d.apiURL = apiURL
 
 	// The faulty network between the client and the API.
 	f := d.cfg.faults
@@ -271,10 +273,10 @@ func (d *demo) setup(ctx context.Context) error {
 func (d *demo) intro() {
 	c := d.cfg
 	d.say("FitIQ demo — the seed's outbox, end to end, on this machine")
-	d.say("  backend  %s (the remote API; its own SQLite database)", d.network.URL())
-	d.say("  network  a loopback proxy in front of it: of every 100 requests about %.0f dropped before", c.faults*20)
-	d.say("           the API, %.0f dropped after it (answer lost), %.0f failed with 503/429, %.0f delayed;", c.faults*20, c.faults*23, c.faults*37)
-	d.say("           and fully offline for %s, %s in (seed %d)", c.offline, c.offlineAt.Round(time.Millisecond), c.seed)
+	d.say("  backend  %s (the remote API; its own SQLite database)", d.apiURL)
+	d.say("  network  %s, a proxy in front of it that, of every 100 requests,", d.network.URL())
+	d.say("           drops about %.0f before the API and %.0f after it (answer lost), fails %.0f (503/429)", c.faults*20, c.faults*20, c.faults*23)
+	d.say("           and delays %.0f; and goes fully offline for %s, %s in (seed %d)", c.faults*37, c.offline, c.offlineAt.Round(time.Millisecond), c.seed)
 	d.say("  client   a SQLite file with the app's tables and the outbox; user %s", d.user)
 	d.say("  retries  shortened for the demo: %s, then every %s, up to %d attempts", formatDurations(demoDelays), demoDelays[len(demoDelays)-1], demoMaxAttempts)
 	d.say("           (the seed's 1s, 5s, 30s, 2m, 10m would turn a few seconds offline into minutes)")
