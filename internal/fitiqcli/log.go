@@ -117,6 +117,24 @@ func runLog(ctx context.Context, args []string, out, errOut io.Writer) int {
 	defer c.closer()
 	app := c.app
 	rec := fitiq.Record{ID: id}
+	if id != "" {
+		// --id corrects an existing entry; an unknown ID is a typo, not a new entry.
+		k := fitiq.KindProgressEntry
+		switch {
+		case isAttribute:
+			k = fitiq.KindPhysicalAttribute
+		case what == "activity":
+			k = fitiq.KindActivitySnapshot
+		case what == "profile":
+			k = fitiq.KindProfileMetadata
+		case what == "physical":
+			k = fitiq.KindProfilePhysical
+		}
+		e, err := app.Local().Get(ctx, k, id)
+		if err != nil || e.Base().UserID != cf.user {
+			return usageError(errOut, "log", "--id: no %s %q of user %s on this device", k, id, cf.user)
+		}
+	}
 	var saved fitiq.Entity
 	switch {
 	case isProgress:
