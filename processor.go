@@ -287,12 +287,14 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 			errDelay = min(max(2*errDelay, 50*time.Millisecond), p.cfg.PollInterval)
 			wait = errDelay
 			p.log.Error("processing cycle failed", "err", err, "retry_in", wait)
-		case n >= p.cfg.BatchSize:
+		case n > 0:
+			// Look again at once: more may be due, and completing the head of an ordering
+			// key has just made the next event of that key claimable.
 			errDelay = 0
-			if p.cfg.BatchesInFlight > 1 {
-				p.Trigger("") // more are probably due: an idle sibling loop claims the next batch meanwhile
+			if n >= p.cfg.BatchSize && p.cfg.BatchesInFlight > 1 {
+				p.Trigger("") // a full batch: more are probably due, so an idle sibling loop claims the next one meanwhile
 			}
-			continue // a full batch: more are probably due
+			continue
 		default:
 			errDelay = 0
 		}

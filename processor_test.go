@@ -535,6 +535,56 @@ func TestCancellingStartsContextStopsTheProcessor(t *testing.T) {
 	wg.Wait()
 }
 
+func TestTheNextEventOfAKeyDoesNotWaitForThePoll(t *testing.T) {
+	store := newStore(t)
+	h, got := delivered()
+	p := newProcessor(t, store, h, outbox.Config{PollInterval: time.Hour})
+	create, update := outbox.NewEvent("t", "entry", "u"), outbox.NewEvent("t", "entry", "u")
+	create.OrderingKey, update.OrderingKey = "entry", "entry"
+	if err := store.Enqueue(context.Background(), time.Now(), create, update); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(context.Background())
+	// With an hour between polls, the update arrives only if completing the create
+	// led straight to another cycle.
+	if first, second := waitFor(t, got), waitFor(t, got); first.ID != create.ID || second.ID != update.ID {
+		t.Fatalf("delivered %s then %s, want the create then the update", first.EntityID, second.EntityID)
+	}
+}
+
+func TestAnOlderRetryGoesBeforeANewerEvent(t *testing.T) {
+	store := newStore(t)
+	clock := outboxtest.NewClock(t0)
+	var order []string
+	fails := 1
+	h := outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		order = append(order, e.EntityID)
+		if e.EntityID == "old" && fails > 0 {
+			fails--
+			return errors.New("503")
+		}
+		return nil
+	})
+	p := newProcessor(t, store, h, outbox.Config{Clock: clock, BatchSize: 1, Retry: outbox.RetryPolicy{Jitter: -1}})
+	old := outbox.NewEvent("t", "old", "u")
+	if err := store.Enqueue(context.Background(), t0, old); err != nil {
+		t.Fatal(err)
+	}
+	p.ProcessBatch(context.Background()) // old fails, due again at +1s
+	if err := store.Enqueue(context.Background(), t0, outbox.NewEvent("t", "new", "u")); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Second)
+	p.ProcessBatch(context.Background())
+	p.ProcessBatch(context.Background())
+	if strings.Join(order, ",") != "old,old,new" {
+		t.Fatalf("delivery order %v: the due retry of the older event should go first", order)
+	}
+}
+
 // With BatchesInFlight 2 a running processor works on two batches at once: here two
 // batches of one event each, whose deliveries can only finish together.
 func TestBatchesInFlightOverlap(t *testing.T) {

@@ -35,9 +35,11 @@ SET status           = 'failed',
     updated_at       = :now
 WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now`
 
-// claim leases the due heads: pending events in priority order, then retries that are
-// due. An event with an ordering key qualifies only when no earlier event of its key is
-// unfinished (:skip_given_up lets given-up ones be passed over).
+// claim leases the due heads in (priority desc, seq) order, whether never attempted
+// (pending) or retries whose time has come: an older retry goes before a newer event of
+// the same priority. Each half of the union is limited on its own index first. An event
+// with an ordering key qualifies only when no earlier event of its key is unfinished
+// (:skip_given_up lets given-up ones be passed over).
 const claim = `
 UPDATE outbox_events
 SET status           = 'processing',
