@@ -609,10 +609,16 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 // counts; see countActive and its neighbours.
 func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
 	var st outbox.Stats
+	// One snapshot for all the counts, so that they add up while relays are working.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	defer tx.Rollback(ctx)
 	user := pgx.NamedArgs{"user_id": q.UserID}
 	// Planned for these arguments: the user filter folds away when unset.
 	mode := pgx.QueryExecModeExec
-	rows, err := s.pool.Query(ctx, s.q.countActive, mode, user)
+	rows, err := tx.Query(ctx, s.q.countActive, mode, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
@@ -627,7 +633,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
-	rows, err = s.pool.Query(ctx, s.q.countCompleted, mode, user)
+	rows, err = tx.Query(ctx, s.q.countCompleted, mode, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
@@ -638,7 +644,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
+	if err := tx.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
 		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)),
 	}).Scan(&st.Stale, &oldest); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
@@ -646,7 +652,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if oldest != nil {
 		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
 	}
-	if err := s.pool.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
+	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	return st, nil

@@ -498,8 +498,15 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 // Stats implements outbox.Store.
 func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
 	var st outbox.Stats
+	// One snapshot for all the counts (a read transaction: it takes no write lock), so
+	// that they add up while a processor is working.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	defer tx.Rollback()
 	user := sql.Named("user_id", q.UserID)
-	rows, err := s.db.QueryContext(ctx, countByTypeAndStatus, user)
+	rows, err := tx.QueryContext(ctx, countByTypeAndStatus, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
@@ -518,19 +525,19 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	if err := s.db.QueryRowContext(ctx, countStale, user,
+	if err := tx.QueryRowContext(ctx, countStale, user,
 		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
 	).Scan(&st.Stale); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	var oldest sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
+	if err := tx.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	if oldest.Valid {
 		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest.Int64)), 0)
 	}
-	if err := s.db.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
+	if err := tx.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	return st, nil
