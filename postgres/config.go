@@ -1,0 +1,135 @@
+package postgres
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fitiq/outbox"
+)
+
+// Config tunes a Store (and tells Migrate where the outbox lives). Zero fields take
+// their defaults; a value that cannot work makes New or Migrate fail with an error
+// naming the field.
+type Config struct {
+	// Schema holds the outbox table. Migrate creates it when it does not exist.
+	// Defaults to "public".
+	Schema string
+	// Table names the outbox table; its indexes and its migrations bookkeeping table
+	// ("<Table>_schema_migrations") are named after it. Defaults to "outbox_events".
+	Table string
+	// MaxPayloadBytes is the largest payload an enqueue accepts. Defaults to
+	// outbox.DefaultMaxPayloadBytes (1 MiB).
+	MaxPayloadBytes int
+
+	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
+	// unstarted events) sends a notification on it whose payload is the event's user
+	// ID, delivered when the transaction commits. Defaults to "<Schema>.<Table>".
+	Channel string
+	// DisableNotify stops the store from sending notifications. Relays then find new
+	// events at their next poll. Defaults to false.
+	DisableNotify bool
+	// DisableListen stops the store from holding a LISTEN connection: processors are
+	// woken by this store's own commits and otherwise poll every PollInterval. Set it
+	// where notifications never arrive, such as behind a transaction-mode connection
+	// pooler. Defaults to false.
+	DisableListen bool
+	// NotifyDebounce is the least time between two wake-ups fanned out from
+	// notifications. The first notification after a quiet spell wakes processors at
+	// once; those arriving within NotifyDebounce of it are gathered into one wake-up.
+	// Defaults to 5ms.
+	NotifyDebounce time.Duration
+	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
+	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.
+	// Defaults to 5s.
+	ReconnectMaxDelay time.Duration
+
+	// Logger receives the store's log lines. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+const (
+	defaultSchema = "public"
+	defaultTable  = "outbox_events"
+	// maxIdentifier is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
+	maxIdentifier = 63
+	// maxTable leaves room for the longest name derived from the table's.
+	maxTable = maxIdentifier - len("_schema_migrations")
+)
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func (c Config) withDefaults() Config {
+	c.Schema = cmp.Or(c.Schema, defaultSchema)
+	c.Table = cmp.Or(c.Table, defaultTable)
+	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
+	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
+	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, 5*time.Millisecond)
+	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// validate checks a Config whose defaults are filled.
+func (c Config) validate() error {
+	for _, f := range []struct {
+		name, value string
+		max         int
+	}{
+		{"Schema", c.Schema, maxIdentifier},
+		{"Table", c.Table, maxTable},
+	} {
+		if !identifier.MatchString(f.value) {
+			return configError(f.name, fmt.Sprintf("must be a plain SQL identifier (letters, digits and underscores, not starting with a digit), got %q", f.value))
+		}
+		if len(f.value) > f.max {
+			return configError(f.name, fmt.Sprintf("is %d bytes, over the limit of %d", len(f.value), f.max))
+		}
+	}
+	if len(c.Channel) > maxIdentifier {
+		return configError("Channel", fmt.Sprintf("is %d bytes, over PostgreSQL's limit of %d; set a shorter one", len(c.Channel), maxIdentifier))
+	}
+	if c.MaxPayloadBytes < 0 {
+		return configError("MaxPayloadBytes", fmt.Sprintf("must not be negative, got %d", c.MaxPayloadBytes))
+	}
+	if c.NotifyDebounce < 0 {
+		return configError("NotifyDebounce", fmt.Sprintf("must not be negative, got %s", c.NotifyDebounce))
+	}
+	if c.ReconnectMaxDelay < 0 {
+		return configError("ReconnectMaxDelay", fmt.Sprintf("must not be negative, got %s", c.ReconnectMaxDelay))
+	}
+	return nil
+}
+
+func configError(field, problem string) error {
+	return &outbox.FieldError{Field: "postgres.Config." + field, Problem: problem}
+}
+
+// names are the quoted identifiers the SQL is written with.
+type names struct {
+	Table      string // "schema"."table"
+	Schema     string // "schema"
+	Migrations string // "schema"."table_schema_migrations"
+	Listen     string // "channel", for LISTEN
+	table      string // unquoted, for index names
+}
+
+func newNames(c Config) names {
+	return names{
+		Table:      pgx.Identifier{c.Schema, c.Table}.Sanitize(),
+		Schema:     pgx.Identifier{c.Schema}.Sanitize(),
+		Migrations: pgx.Identifier{c.Schema, c.Table + "_schema_migrations"}.Sanitize(),
+		Listen:     pgx.Identifier{c.Channel}.Sanitize(),
+		table:      c.Table,
+	}
+}
+
+// Name returns the quoted name of one of the table's indexes or constraints,
+// "<table>_<suffix>"; migrations call it.
+func (n names) Name(suffix string) string { return pgx.Identifier{n.table + "_" + suffix}.Sanitize() }

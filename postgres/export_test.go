@@ -1,0 +1,72 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fitiq/outbox"
+)
+
+// Hooks for the package's external tests.
+
+// ClaimConflicts is how many claims ran again after losing a race for an ordering key.
+func (s *Store) ClaimConflicts() int64 { return s.claimConflicts.Load() }
+
+// ListenerPID is the backend PID of the LISTEN connection (0 before the first one).
+func (s *Store) ListenerPID() uint32 { return s.listener.pid.Load() }
+
+// Listening reports whether the LISTEN connection is up.
+func (s *Store) Listening() bool { return s.listener.connected.Load() }
+
+// Statement returns one of the store's statements by the name of its constant.
+func (s *Store) Statement(name string) string {
+	q := map[string]string{
+		"claimAll": s.q.claimAll, "claimUser": s.q.claimUser, "settleEvents": s.q.settleEvents,
+		"extendLease": s.q.extendLease, "listEvents": s.q.listEvents, "retryEvents": s.q.retryEvents,
+		"deleteCompleted": s.q.deleteCompleted, "countActive": s.q.countActive,
+		"countCompleted": s.q.countCompleted, "countWaiting": s.q.countWaiting,
+		"countBlocked": s.q.countBlocked, "insertEvent": s.q.insertEvent, "getEvent": s.q.getEvent,
+	}[name]
+	if q == "" {
+		panic("no statement " + name)
+	}
+	return q
+}
+
+// Explain returns the plan of a statement run with args, executed (ANALYZE) in a
+// transaction that is rolled back, so that nothing changes.
+func (s *Store) Explain(ctx context.Context, name string, args pgx.NamedArgs, analyze bool) (string, error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer tx.Rollback(ctx)
+	opts := "COSTS OFF"
+	if analyze {
+		opts = "ANALYZE, BUFFERS, COSTS OFF, TIMING OFF, SUMMARY ON"
+	}
+	if args["channel"] == nil {
+		args["channel"] = s.cfg.Channel
+	}
+	rows, err := tx.Query(ctx, fmt.Sprintf("EXPLAIN (%s) %s", opts, s.Statement(name)), pgx.QueryExecModeExec, args)
+	if err != nil {
+		return "", err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", err
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// ClaimInTx runs one claim statement in tx, which the caller commits or rolls back.
+func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) ([]outbox.Event, error) {
+	query, args, err := s.claimStatement(p)
+	if err != nil || query == "" {
+		return nil, err
+	}
+	return s.claim(ctx, tx, query, args)
+}

@@ -1,0 +1,292 @@
+package postgres
+
+import "strings"
+
+// The store's SQL, in plain sight. Parameters are named (@now, @owner, …; pgx.NamedArgs).
+// {{table}} stands for the quoted, schema-qualified table; a few statements come in two
+// variants, chosen once in New: with or without a user filter ({{and_user}}: per-user
+// processors), and with or without NOTIFY ({{notify}}: Config.DisableNotify). The
+// variants are separate statements rather than "(@user_id = '' OR …)" so that a cached
+// generic plan can never trade the partial index for a scan.
+
+const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_attempts, priority,
+	is_new_record, metadata, payload, ordering_key, created_at, updated_at, last_attempt_at,
+	next_attempt_at, completed_at, last_error, errors, lease_owner, lease_expires_at`
+
+// notifyUsers sends one notification per returned row; PostgreSQL folds identical
+// ones of a transaction into one and delivers them when the transaction commits.
+const notifyUsers = `CROSS JOIN LATERAL pg_notify(@channel, r.user_id)`
+
+// insertEvent writes one event. Metadata and payload travel as text and are cast here,
+// so that what the caller wrote is what the column holds.
+const insertEvent = `
+WITH r AS (
+    INSERT INTO {{table}} (id, type, entity_id, user_id, status, max_attempts, priority,
+        is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
+    VALUES (@id, @type, @entity_id, @user_id, 'pending', @max_attempts, @priority,
+        @is_new_record, @metadata::text::jsonb, @payload::text::json, @ordering_key, @now, @now, @now)
+    RETURNING id, seq, user_id)
+SELECT r.id, r.seq FROM r {{notify}}`
+
+// insertEvents writes a batch in one statement: one array per column, in the order given.
+const insertEvents = `
+WITH r AS (
+    INSERT INTO {{table}} (id, type, entity_id, user_id, status, max_attempts, priority,
+        is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
+    SELECT e.id, e.type, e.entity_id, e.user_id, 'pending', e.max_attempts, e.priority,
+        e.is_new_record, e.metadata::jsonb, e.payload::json, e.ordering_key, @now, @now, @now
+    FROM unnest(@ids::uuid[], @types::text[], @entity_ids::text[], @user_ids::text[],
+                @max_attempts::integer[], @priorities::integer[], @is_new_records::boolean[],
+                @metadata::text[], @payloads::text[], @ordering_keys::text[])
+         WITH ORDINALITY AS e(id, type, entity_id, user_id, max_attempts, priority,
+                              is_new_record, metadata, payload, ordering_key, ord)
+    ORDER BY e.ord
+    RETURNING id, seq, user_id)
+SELECT r.id, r.seq FROM r {{notify}}`
+
+// isHead is true when e may be delivered now as far as its ordering key is concerned:
+// it has no key, or no earlier event of its key is unfinished (given-up ones aside
+// with @skip_given_up) and no other event of its key is in flight. The second half
+// covers an earlier-seq event whose transaction committed after a later one was
+// claimed. The check reads the statement's snapshot, so two claimers with different
+// snapshots could still each see a different head; the unique index key_in_flight
+// settles that race (see Claim).
+const isHead = `(e.ordering_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM {{table}} h
+        WHERE h.ordering_key = e.ordering_key AND h.status <> 'completed' AND h.seq <> e.seq
+          AND (h.status = 'processing'
+               OR (h.seq < e.seq AND NOT (@skip_given_up AND h.status = 'failed' AND h.next_attempt_at IS NULL)))))`
+
+// attemptsLeft is true when e may be attempted once more.
+const attemptsLeft = `e.attempts < (CASE WHEN e.max_attempts > 0 THEN e.max_attempts ELSE @default_max END)`
+
+// leaseLost is the error recorded for an attempt whose processor never reported back.
+const leaseLost = `'lease of ' || coalesce(t.lease_owner, '?') || ' expired before it recorded an outcome'`
+
+// claimEvents leases up to @limit due events in one statement. Each source of due
+// events (pending, due retries, expired leases) is read from its own partial index in
+// delivery order and locked with SKIP LOCKED, so that concurrent claimers pass over
+// each other's rows instead of queueing; the best @limit of them are leased. An
+// expired lease counts as a failed attempt, recorded in the event's history; when the
+// event has no attempts left it is given up instead (given_up).
+const claimEvents = `
+WITH pending AS (
+    SELECT e.seq, e.priority FROM {{table}} e
+    WHERE e.status = 'pending' {{and_user}} AND ` + isHead + `
+    ORDER BY e.priority DESC, e.seq
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED
+), retrying AS (
+    SELECT e.seq, e.priority FROM {{table}} e
+    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} AND ` + isHead + `
+    ORDER BY e.priority DESC, e.seq
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED
+), expired AS (
+    SELECT e.seq, e.priority FROM {{table}} e
+    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} AND ` + attemptsLeft + `
+    ORDER BY e.priority DESC, e.seq
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED
+), picked AS (
+    SELECT seq FROM (SELECT * FROM pending UNION ALL SELECT * FROM retrying UNION ALL SELECT * FROM expired) c
+    ORDER BY priority DESC, seq
+    LIMIT @limit
+), given_up AS (
+    UPDATE {{table}} t
+    SET status           = 'failed',
+        next_attempt_at  = NULL,
+        last_error       = ` + leaseLost + `,
+        errors           = coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
+                               'attempt', t.attempts, 'at', @now_us::bigint, 'error', ` + leaseLost + `)),
+        lease_owner      = NULL,
+        lease_expires_at = NULL,
+        updated_at       = @now
+    WHERE t.seq IN (
+        SELECT e.seq FROM {{table}} e
+        WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} AND NOT ` + attemptsLeft + `
+        FOR UPDATE SKIP LOCKED)
+), claimed AS (
+    UPDATE {{table}} t
+    SET status           = 'processing',
+        attempts         = t.attempts + 1,
+        last_attempt_at  = @now,
+        lease_owner      = @owner,
+        lease_expires_at = @lease_until,
+        updated_at       = @now,
+        last_error       = CASE WHEN t.status = 'processing' THEN ` + leaseLost + ` ELSE t.last_error END,
+        errors           = CASE WHEN t.status = 'processing'
+                                THEN coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
+                                         'attempt', t.attempts, 'at', @now_us::bigint, 'error', ` + leaseLost + `))
+                                ELSE t.errors END
+    FROM picked
+    WHERE t.seq = picked.seq
+    RETURNING t.*
+)
+SELECT ` + eventColumns + ` FROM claimed ORDER BY priority DESC, seq`
+
+const extendLease = `
+UPDATE {{table}} SET lease_expires_at = @until
+WHERE id = ANY(@ids::uuid[]) AND status = 'processing' AND lease_owner = @owner
+RETURNING id`
+
+// settleEvents records a batch of outcomes in one statement (and so one transaction):
+// completions by ID, failures with their own error and retry time (NULL gives up),
+// releases of unstarted claims (the attempt is not counted, and the event is due as
+// before). Only events @owner still holds are touched.
+const settleEvents = `
+WITH completed AS (
+    UPDATE {{table}}
+    SET status = 'completed', completed_at = @now, next_attempt_at = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
+    WHERE id = ANY(@delivered::uuid[]) AND status = 'processing' AND lease_owner = @owner
+    RETURNING 1
+), failed AS (
+    UPDATE {{table}} t
+    SET status = 'failed', next_attempt_at = f.next_attempt_at, last_error = f.error,
+        errors = coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
+                     'attempt', t.attempts, 'at', @now_us::bigint, 'error', f.error)),
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
+    FROM unnest(@failed::uuid[], @errors::text[], @next_attempts::timestamptz[]) AS f(id, error, next_attempt_at)
+    WHERE t.id = f.id AND t.status = 'processing' AND t.lease_owner = @owner
+    RETURNING 1
+), r AS (
+    UPDATE {{table}}
+    SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
+        attempts = attempts - 1,
+        next_attempt_at = coalesce(next_attempt_at, @now),
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
+    WHERE id = ANY(@released::uuid[]) AND status = 'processing' AND lease_owner = @owner
+    RETURNING user_id
+)
+SELECT (SELECT count(*) FROM completed), (SELECT count(*) FROM failed),
+       (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})`
+
+const getEvent = `SELECT ` + eventColumns + ` FROM {{table}} WHERE id = @id`
+
+// filterWhere is shared by List and Retry; unset filters match everything. These
+// statements run with a plan made for their arguments (QueryExecModeExec), so the
+// unset filters fold away and the planner picks the index of the status asked for.
+const filterWhere = `
+    (@all_ids OR id = ANY(@ids::uuid[]))
+AND (@status = '' OR status = @status)
+AND (NOT @given_up OR (status = 'failed' AND next_attempt_at IS NULL))
+AND (@due_before::timestamptz IS NULL
+     OR ((status = 'pending' OR status = 'failed') AND next_attempt_at < @due_before))
+AND (@type = '' OR type = @type)
+AND (@user_id = '' OR user_id = @user_id)
+AND seq > @after_seq`
+
+const listEvents = `SELECT ` + eventColumns + ` FROM {{table}} WHERE ` + filterWhere + `
+ORDER BY seq LIMIT @limit`
+
+const retryEvents = `
+WITH r AS (
+    UPDATE {{table}}
+    SET status = 'pending', attempts = 0, next_attempt_at = @now, completed_at = NULL,
+        lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
+    WHERE ` + filterWhere + `
+      AND status <> 'completed'
+      AND NOT (status = 'processing' AND lease_expires_at > @now)
+    RETURNING user_id
+)
+SELECT (SELECT count(*) FROM r), (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})`
+
+const updateEvent = `
+WITH r AS (
+    UPDATE {{table}}
+    SET status = @status, attempts = @attempts, max_attempts = @max_attempts, priority = @priority,
+        metadata = @metadata::text::jsonb, next_attempt_at = @next_attempt_at, completed_at = @completed_at,
+        last_error = @last_error, lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
+    WHERE id = @id AND NOT (status = 'processing' AND lease_expires_at > @now)
+    RETURNING user_id
+)
+SELECT count(*) FROM r {{notify}}`
+
+const deleteEvents = `DELETE FROM {{table}} WHERE id = ANY(@ids::uuid[])`
+
+// deleteCompleted removes one bounded batch, oldest first, through the completed
+// index; each batch is its own short transaction.
+const deleteCompleted = `
+DELETE FROM {{table}} WHERE seq IN (
+    SELECT seq FROM {{table}}
+    WHERE status = 'completed' AND completed_at < @before
+    ORDER BY completed_at
+    LIMIT @limit
+    FOR UPDATE SKIP LOCKED)`
+
+// countActive counts the events that are not completed, each state from its own
+// partial index.
+const countActive = `
+SELECT type, 'pending', false, count(*) FROM {{table}}
+WHERE status = 'pending' AND (@user_id = '' OR user_id = @user_id) GROUP BY type
+UNION ALL
+SELECT type, 'processing', false, count(*) FROM {{table}}
+WHERE status = 'processing' AND (@user_id = '' OR user_id = @user_id) GROUP BY type
+UNION ALL
+SELECT type, 'failed', next_attempt_at IS NULL, count(*) FROM {{table}}
+WHERE status = 'failed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type, next_attempt_at IS NULL`
+
+// countCompleted reads only the completed index (it carries type and user_id).
+const countCompleted = `
+SELECT type, count(*) FROM {{table}}
+WHERE status = 'completed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type`
+
+// countWaiting counts the stale events and finds the oldest waiting one.
+const countWaiting = `
+SELECT coalesce(sum(stale), 0), min(oldest) FROM (
+    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before) AS stale, min(created_at) AS oldest
+    FROM {{table}} WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+    UNION ALL
+    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before), min(created_at)
+    FROM {{table}} WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+) w`
+
+// countBlocked counts waiting events behind a given-up event of the same ordering key,
+// starting from the given-up ones (few, and indexed).
+const countBlocked = `
+SELECT count(DISTINCT e.seq) FROM {{table}} g
+JOIN {{table}} e ON e.ordering_key = g.ordering_key AND e.seq > g.seq AND e.status <> 'completed'
+WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NOT NULL
+  AND (e.status = 'pending' OR e.status = 'failed') AND e.next_attempt_at IS NOT NULL
+  AND (@user_id = '' OR e.user_id = @user_id)`
+
+// queries are the statements of one Store, rendered for its table and settings.
+type queries struct {
+	insertEvent, insertEvents         string
+	claimAll, claimUser               string
+	extendLease, settleEvents         string
+	getEvent, listEvents, retryEvents string
+	updateEvent, deleteEvents         string
+	deleteCompleted                   string
+	countActive, countCompleted       string
+	countWaiting, countBlocked        string
+}
+
+func newQueries(n names, notify bool) queries {
+	render := func(sql string, userFilter string) string {
+		notifyClause := ""
+		if notify {
+			notifyClause = notifyUsers
+		}
+		return strings.NewReplacer("{{table}}", n.Table, "{{and_user}}", userFilter, "{{notify}}", notifyClause).Replace(sql)
+	}
+	return queries{
+		insertEvent:     render(insertEvent, ""),
+		insertEvents:    render(insertEvents, ""),
+		claimAll:        render(claimEvents, ""),
+		claimUser:       render(claimEvents, "AND e.user_id = @user_id"),
+		extendLease:     render(extendLease, ""),
+		settleEvents:    render(settleEvents, ""),
+		getEvent:        render(getEvent, ""),
+		listEvents:      render(listEvents, ""),
+		retryEvents:     render(retryEvents, ""),
+		updateEvent:     render(updateEvent, ""),
+		deleteEvents:    render(deleteEvents, ""),
+		deleteCompleted: render(deleteCompleted, ""),
+		countActive:     render(countActive, ""),
+		countCompleted:  render(countCompleted, ""),
+		countWaiting:    render(countWaiting, ""),
+		countBlocked:    render(countBlocked, ""),
+	}
+}

@@ -1,0 +1,673 @@
+// Package postgres is the outbox Store on PostgreSQL, through pgx v5: the store to use
+// when several relays (processes, machines) deliver from one database.
+//
+// Events are written in the caller's transaction (EnqueueTx for a pgx.Tx, EnqueueSQLTx
+// for a database/sql transaction on pgx's stdlib driver), so that data and events
+// commit together. Relays claim due events with FOR UPDATE SKIP LOCKED under a lease,
+// in one statement, and never hold two events of one ordering key at once. A commit
+// that enqueues sends a NOTIFY that wakes idle relays at once; the poll interval is
+// only the fallback.
+package postgres
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox"
+)
+
+// Store is an outbox.Store and outbox.Notifier on a PostgreSQL database.
+type Store struct {
+	pool *pgxpool.Pool
+	cfg  Config
+	log  *slog.Logger
+	q    queries
+
+	idIndex, keyInFlightIndex string // constraint names, as errors report them
+
+	// claimConflicts counts claims run again after losing a race for an ordering key.
+	claimConflicts atomic.Int64
+
+	listener *listener
+
+	mu      sync.Mutex
+	ownTxes map[pgx.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
+}
+
+var (
+	_ outbox.Store    = (*Store)(nil)
+	_ outbox.Notifier = (*Store)(nil)
+)
+
+// New returns a Store on pool for the outbox table cfg names, which must have been
+// migrated (see Migrate): otherwise it fails with ErrNotMigrated. The pool stays the
+// caller's; Close stops only what the store started (its LISTEN connection).
+func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
+	if pool == nil {
+		return nil, configError("pool", "must not be nil")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	n := newNames(cfg)
+	if err := checkSchema(ctx, pool, n); err != nil {
+		return nil, err
+	}
+	s := &Store{
+		pool:             pool,
+		cfg:              cfg,
+		log:              cfg.Logger.With("component", "outbox.postgres", "table", cfg.Schema+"."+cfg.Table),
+		q:                newQueries(n, !cfg.DisableNotify),
+		idIndex:          cfg.Table + "_id_key",
+		keyInFlightIndex: cfg.Table + "_key_in_flight",
+		ownTxes:          map[pgx.Tx]map[string]struct{}{},
+	}
+	s.listener = newListener(s)
+	return s, nil
+}
+
+// Config returns the store's configuration, defaults filled in.
+func (s *Store) Config() Config { return s.cfg }
+
+// Pool returns the pool the store works on.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// Close stops the store's LISTEN connection and waits for its goroutines. Subscribers
+// are then woken only by this store's own commits. The pool is left open.
+func (s *Store) Close() { s.listener.close() }
+
+// Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
+// when fn returns an error or panics. This is the seed's modelContext.transaction:
+// write your data and EnqueueTx its events inside fn, and both land or neither does.
+func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := s.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: begin: %w", err)
+	}
+	s.mu.Lock()
+	s.ownTxes[tx] = nil
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		users := s.ownTxes[tx]
+		delete(s.ownTxes, tx)
+		s.mu.Unlock()
+		if p := recover(); p != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			panic(p)
+		}
+		if err != nil {
+			if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+				err = errors.Join(err, fmt.Errorf("outbox/postgres: rollback: %w", rbErr))
+			}
+			return
+		}
+		if err = tx.Commit(ctx); err != nil {
+			err = fmt.Errorf("outbox/postgres: commit: %w", err)
+			return
+		}
+		if users != nil {
+			s.announce(users)
+		}
+	}()
+	return fn(tx)
+}
+
+// EnqueueTx writes events in the caller's transaction and never commits it: roll the
+// transaction back and the events are gone with the data. Every event is validated
+// first, and nothing is written when any is invalid; a batch is one INSERT. The
+// NOTIFY that wakes relays is sent in the same transaction, so PostgreSQL delivers it
+// when (and only if) the transaction commits. It fills ID, Seq, Status and the times
+// of each event.
+func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
+	if tx == nil {
+		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
+	}
+	users, err := s.insert(ctx, time.Now(), events, queryPgx(ctx, tx))
+	if err != nil || len(users) == 0 {
+		return err
+	}
+	s.mu.Lock()
+	if own, ok := s.ownTxes[tx]; ok {
+		if own == nil {
+			own = map[string]struct{}{}
+			s.ownTxes[tx] = own
+		}
+		for u := range users {
+			own[u] = struct{}{}
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// EnqueueSQLTx is EnqueueTx for a database/sql transaction. The *sql.DB must use pgx's
+// stdlib driver (stdlib.OpenDBFromPool, or sql.Open("pgx", dsn)).
+func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Event) error {
+	if tx == nil {
+		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
+	}
+	_, err := s.insert(ctx, time.Now(), events, querySQL(ctx, tx))
+	return err
+}
+
+// Enqueue implements outbox.Store: it writes events in one statement, its own
+// transaction.
+func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
+	users, err := s.insert(ctx, now, events, queryPgx(ctx, s.pool))
+	if err != nil {
+		return err
+	}
+	s.announce(users)
+	return nil
+}
+
+// runInsert runs an insert statement and returns the seq of each ID it inserted.
+type runInsert func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error)
+
+// queryPgx runs inserts on a pgx.Tx or the pool.
+func queryPgx(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}) runInsert {
+	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
+		rows, err := q.Query(ctx, query, args)
+		if err != nil {
+			return nil, err
+		}
+		seqs := map[[16]byte]int64{}
+		var (
+			id  pgtype.UUID
+			seq int64
+		)
+		_, err = pgx.ForEachRow(rows, []any{&id, &seq}, func() error {
+			seqs[id.Bytes] = seq
+			return nil
+		})
+		return seqs, err
+	}
+}
+
+// querySQL runs inserts on a database/sql transaction; pgx's stdlib driver passes
+// pgx.NamedArgs through, and returns a UUID as its string.
+func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
+	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
+		rows, err := tx.QueryContext(ctx, query, args)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close()
+		seqs := map[[16]byte]int64{}
+		for rows.Next() {
+			var (
+				id  string
+				seq int64
+			)
+			if err := rows.Scan(&id, &seq); err != nil {
+				return nil, err
+			}
+			u, err := uuid.Parse(id)
+			if err != nil {
+				return nil, fmt.Errorf("inserted event ID %q: %w", id, err)
+			}
+			seqs[u] = seq
+		}
+		return seqs, rows.Err()
+	}
+}
+
+func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Event, run runInsert) (map[string]struct{}, error) {
+	for i, e := range events {
+		if e == nil {
+			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
+		}
+		err := e.Prepare(now, s.cfg.MaxPayloadBytes)
+		if err == nil {
+			err = checkText(e)
+		}
+		if err != nil {
+			if len(events) > 1 {
+				return nil, fmt.Errorf("event %d: %w", i, err)
+			}
+			return nil, err
+		}
+		// One spelling of each ID, so that what the caller holds is what Get returns.
+		e.ID = uuid.MustParse(e.ID).String()
+	}
+	if len(events) == 0 {
+		return nil, nil
+	}
+	users := make(map[string]struct{}, 1)
+	ids := make([]pgtype.UUID, len(events))
+	metadata := make([]*string, len(events))
+	for i, e := range events {
+		ids[i] = pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true}
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("outbox/postgres: encode metadata: %w", err)
+			}
+			m := string(b)
+			metadata[i] = &m
+		}
+		users[e.UserID] = struct{}{}
+	}
+	created := ts(events[0].CreatedAt)
+	var (
+		query string
+		args  pgx.NamedArgs
+	)
+	if len(events) == 1 {
+		e := events[0]
+		query = s.q.insertEvent
+		args = pgx.NamedArgs{
+			"id": ids[0], "type": e.Type, "entity_id": e.EntityID, "user_id": e.UserID,
+			"max_attempts": e.MaxAttempts, "priority": e.Priority, "is_new_record": e.IsNewRecord,
+			"metadata": metadata[0], "payload": nullString(string(e.Payload)),
+			"ordering_key": nullString(e.OrderingKey), "now": created,
+		}
+	} else {
+		n := len(events)
+		types, entities, userIDs := make([]string, n), make([]string, n), make([]string, n)
+		maxAttempts, priorities := make([]int32, n), make([]int32, n)
+		isNew := make([]bool, n)
+		payloads, keys := make([]*string, n), make([]*string, n)
+		for i, e := range events {
+			types[i], entities[i], userIDs[i] = e.Type, e.EntityID, e.UserID
+			maxAttempts[i], priorities[i] = int32(e.MaxAttempts), int32(e.Priority)
+			isNew[i] = e.IsNewRecord
+			payloads[i], keys[i] = nullString(string(e.Payload)), nullString(e.OrderingKey)
+		}
+		query = s.q.insertEvents
+		args = pgx.NamedArgs{
+			"ids": ids, "types": types, "entity_ids": entities, "user_ids": userIDs,
+			"max_attempts": maxAttempts, "priorities": priorities, "is_new_records": isNew,
+			"metadata": metadata, "payloads": payloads, "ordering_keys": keys, "now": created,
+		}
+	}
+	if !s.cfg.DisableNotify {
+		args["channel"] = s.cfg.Channel
+	}
+	seqs, err := run(query, args)
+	if err != nil {
+		return nil, s.enqueueError(err)
+	}
+	for i, e := range events {
+		e.Seq = seqs[ids[i].Bytes]
+		s.log.Debug("event created", "event_id", e.ID, "type", e.Type, "entity_id", e.EntityID, "user_id", e.UserID)
+	}
+	return users, nil
+}
+
+// Claim implements outbox.Store. See claimEvents for the statement. A claim that loses
+// a race for an ordering key to another relay (the database refuses a second event of
+// the key in flight) is run again, and then sees the winner's claim.
+func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event, error) {
+	query, args, err := s.claimStatement(p)
+	if err != nil || query == "" {
+		return nil, err
+	}
+	const maxTries = 10
+	for try := 1; ; try++ {
+		events, err := s.claim(ctx, s.pool, query, args)
+		if err == nil {
+			return events, nil
+		}
+		if try < maxTries && s.isClaimConflict(err) && ctx.Err() == nil {
+			s.claimConflicts.Add(1)
+			s.log.Debug("claim raced another relay for an ordering key; claiming again", "err", err)
+			continue
+		}
+		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)
+	}
+}
+
+func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, error) {
+	if p.Limit <= 0 {
+		return "", nil, nil
+	}
+	if p.Owner == "" {
+		return "", nil, &outbox.FieldError{Field: "ClaimParams.Owner", Problem: "must not be empty"}
+	}
+	now := outbox.Timestamp(p.Now)
+	args := pgx.NamedArgs{
+		"now":           now,
+		"now_us":        now.UnixMicro(),
+		"owner":         p.Owner,
+		"lease_until":   ts(p.LeaseUntil),
+		"limit":         p.Limit,
+		"default_max":   p.DefaultMaxAttempts,
+		"skip_given_up": p.SkipGivenUp,
+	}
+	if p.DefaultMaxAttempts <= 0 {
+		args["default_max"] = outbox.DefaultMaxAttempts
+	}
+	if p.UserID != "" {
+		args["user_id"] = p.UserID
+		return s.q.claimUser, args, nil
+	}
+	return s.q.claimAll, args, nil
+}
+
+func (s *Store) claim(ctx context.Context, q interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}, query string, args pgx.NamedArgs) ([]outbox.Event, error) {
+	rows, err := q.Query(ctx, query, args)
+	if err != nil {
+		return nil, err
+	}
+	return scanEvents(rows)
+}
+
+// ExtendLease implements outbox.Store.
+func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, until time.Time) ([]string, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	rows, err := s.pool.Query(ctx, s.q.extendLease, pgx.NamedArgs{"until": ts(until), "ids": parseIDs(ids), "owner": owner})
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: extend lease: %w", err)
+	}
+	held, err := pgx.CollectRows(rows, pgx.RowTo[pgtype.UUID])
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: extend lease: %w", err)
+	}
+	kept := make(map[[16]byte]bool, len(held))
+	for _, id := range held {
+		kept[id.Bytes] = true
+	}
+	var lost []string
+	for _, id := range ids {
+		if u, err := uuid.Parse(id); err != nil || !kept[u] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
+}
+
+// Settle implements outbox.Store: all outcomes in one statement.
+func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcomes []outbox.Outcome) error {
+	var delivered, failed, released []pgtype.UUID
+	var errs []string
+	var nexts []pgtype.Timestamptz
+	for _, o := range outcomes {
+		u, err := uuid.Parse(o.ID)
+		if err != nil {
+			continue // no event has this ID, so none is held
+		}
+		id := pgtype.UUID{Bytes: u, Valid: true}
+		switch o.Result {
+		case outbox.Delivered:
+			delivered = append(delivered, id)
+		case outbox.Failed:
+			failed = append(failed, id)
+			errs = append(errs, o.Error)
+			nexts = append(nexts, ts(o.NextAttemptAt))
+		case outbox.Released:
+			released = append(released, id)
+		default:
+			return fmt.Errorf("%w: outcome for %s has no result", outbox.ErrInvalid, o.ID)
+		}
+	}
+	if len(delivered)+len(failed)+len(released) == 0 {
+		return nil
+	}
+	now = outbox.Timestamp(now)
+	args := pgx.NamedArgs{
+		"now": now, "now_us": now.UnixMicro(), "owner": owner,
+		"delivered": delivered, "failed": failed, "errors": errs, "next_attempts": nexts, "released": released,
+	}
+	if !s.cfg.DisableNotify {
+		args["channel"] = s.cfg.Channel
+	}
+	var nDone, nFailed, nReleasedUsers int64
+	if err := s.pool.QueryRow(ctx, s.q.settleEvents, args).Scan(&nDone, &nFailed, &nReleasedUsers); err != nil {
+		return fmt.Errorf("outbox/postgres: settle: %w", err)
+	}
+	if nReleasedUsers > 0 {
+		s.announce(map[string]struct{}{"": {}}) // released events are due again
+	}
+	return nil
+}
+
+// Get implements outbox.Store.
+func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
+	u, err := uuid.Parse(id)
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("%w: %s", outbox.ErrNotFound, id)
+	}
+	rows, err := s.pool.Query(ctx, s.q.getEvent, pgx.NamedArgs{"id": pgtype.UUID{Bytes: u, Valid: true}})
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("outbox/postgres: get %s: %w", id, err)
+	}
+	events, err := scanEvents(rows)
+	if err != nil {
+		return outbox.Event{}, fmt.Errorf("outbox/postgres: get %s: %w", id, err)
+	}
+	if len(events) == 0 {
+		return outbox.Event{}, fmt.Errorf("%w: %s", outbox.ErrNotFound, id)
+	}
+	return events[0], nil
+}
+
+// List implements outbox.Store.
+func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, error) {
+	if err := validateFilter(f); err != nil {
+		return nil, err
+	}
+	args := filterArgs(f)
+	args["limit"] = f.Limit
+	if f.Limit == 0 {
+		args["limit"] = 100
+	}
+	// Planned for these arguments: unset filters fold away (see filterWhere).
+	rows, err := s.pool.Query(ctx, s.q.listEvents, pgx.QueryExecModeExec, args)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: list: %w", err)
+	}
+	events, err := scanEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: list: %w", err)
+	}
+	return events, nil
+}
+
+// Update implements outbox.Store.
+func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) error {
+	if e == nil {
+		return fmt.Errorf("%w: Update: event must not be nil", outbox.ErrInvalid)
+	}
+	if !e.Status.Valid() || e.Status == outbox.StatusProcessing {
+		return &outbox.FieldError{Field: "Status", Problem: fmt.Sprintf("%q cannot be written by Update (want pending, completed or failed)", e.Status)}
+	}
+	if e.Attempts < 0 || e.MaxAttempts < 0 {
+		return &outbox.FieldError{Field: "Attempts", Problem: "must not be negative"}
+	}
+	u, err := uuid.Parse(e.ID)
+	if err != nil {
+		return fmt.Errorf("%w: %s", outbox.ErrNotFound, e.ID)
+	}
+	for k, v := range e.Metadata {
+		if err := checkText(&outbox.Event{Metadata: map[string]string{k: v}}); err != nil {
+			return err
+		}
+	}
+	var metadata *string
+	if len(e.Metadata) > 0 {
+		b, err := json.Marshal(e.Metadata)
+		if err != nil {
+			return fmt.Errorf("outbox/postgres: encode metadata: %w", err)
+		}
+		m := string(b)
+		metadata = &m
+	}
+	now = outbox.Timestamp(now)
+	args := pgx.NamedArgs{
+		"id": pgtype.UUID{Bytes: u, Valid: true}, "now": now,
+		"status": string(e.Status), "attempts": e.Attempts, "max_attempts": e.MaxAttempts,
+		"priority": e.Priority, "metadata": metadata, "next_attempt_at": ts(e.NextAttemptAt),
+		"completed_at": ts(e.CompletedAt), "last_error": nullString(e.LastError),
+	}
+	if !s.cfg.DisableNotify {
+		args["channel"] = s.cfg.Channel
+	}
+	var n int64
+	if err := s.pool.QueryRow(ctx, s.q.updateEvent, args).Scan(&n); err != nil {
+		return fmt.Errorf("outbox/postgres: update %s: %w", e.ID, err)
+	}
+	if n == 0 {
+		if _, err := s.Get(ctx, e.ID); err != nil {
+			return err
+		}
+		return fmt.Errorf("%w: %s", outbox.ErrLeased, e.ID)
+	}
+	e.UpdatedAt = now
+	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
+	if e.Status != outbox.StatusCompleted {
+		s.announce(map[string]struct{}{e.UserID: {}})
+	}
+	return nil
+}
+
+// Retry implements outbox.Store.
+func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int, error) {
+	if err := validateFilter(f); err != nil {
+		return 0, err
+	}
+	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
+		f.Status = outbox.StatusFailed
+	}
+	args := filterArgs(f)
+	args["now"] = outbox.Timestamp(now)
+	if !s.cfg.DisableNotify {
+		args["channel"] = s.cfg.Channel
+	}
+	var n, users int64
+	if err := s.pool.QueryRow(ctx, s.q.retryEvents, pgx.QueryExecModeExec, args).Scan(&n, &users); err != nil {
+		return 0, fmt.Errorf("outbox/postgres: retry: %w", err)
+	}
+	if n > 0 {
+		s.announce(map[string]struct{}{f.UserID: {}})
+	}
+	return int(n), nil
+}
+
+// Delete implements outbox.Store.
+func (s *Store) Delete(ctx context.Context, ids ...string) (int, error) {
+	if len(ids) == 0 {
+		return 0, nil
+	}
+	tag, err := s.pool.Exec(ctx, s.q.deleteEvents, pgx.NamedArgs{"ids": parseIDs(ids)})
+	if err != nil {
+		return 0, fmt.Errorf("outbox/postgres: delete: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// DeleteCompleted implements outbox.Store. Each call is one short statement that
+// removes at most limit rows, found through the completed index.
+func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int) (int, error) {
+	if limit <= 0 {
+		return 0, fmt.Errorf("%w: DeleteCompleted: limit must be positive, got %d", outbox.ErrInvalid, limit)
+	}
+	tag, err := s.pool.Exec(ctx, s.q.deleteCompleted, pgx.NamedArgs{"before": ts(before), "limit": limit})
+	if err != nil {
+		return 0, fmt.Errorf("outbox/postgres: delete completed: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// Stats implements outbox.Store. Each count reads the partial index of the state it
+// counts; see countActive and its neighbours.
+func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
+	var st outbox.Stats
+	user := pgx.NamedArgs{"user_id": q.UserID}
+	// Planned for these arguments: the user filter folds away when unset.
+	mode := pgx.QueryExecModeExec
+	rows, err := s.pool.Query(ctx, s.q.countActive, mode, user)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	var (
+		typ, status string
+		givenUp     bool
+		n           int
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&typ, &status, &givenUp, &n}, func() error {
+		st.Add(typ, outbox.Status(status), givenUp, n)
+		return nil
+	}); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	rows, err = s.pool.Query(ctx, s.q.countCompleted, mode, user)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	if _, err := pgx.ForEachRow(rows, []any{&typ, &n}, func() error {
+		st.Add(typ, outbox.StatusCompleted, false, n)
+		return nil
+	}); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
+		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)),
+	}).Scan(&st.Stale, &oldest); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	if oldest != nil {
+		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
+	}
+	if err := s.pool.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	return st, nil
+}
+
+func validateFilter(f outbox.Filter) error {
+	if f.Status != "" && !f.Status.Valid() {
+		_, err := outbox.ParseStatus(string(f.Status))
+		return err
+	}
+	if f.Limit < 0 {
+		return &outbox.FieldError{Field: "Filter.Limit", Problem: fmt.Sprintf("must not be negative, got %d", f.Limit)}
+	}
+	return nil
+}
+
+func filterArgs(f outbox.Filter) pgx.NamedArgs {
+	return pgx.NamedArgs{
+		"all_ids":    len(f.IDs) == 0,
+		"ids":        parseIDs(f.IDs),
+		"status":     string(f.Status),
+		"given_up":   f.GivenUp,
+		"due_before": ts(f.DueBefore),
+		"type":       f.Type,
+		"user_id":    f.UserID,
+		"after_seq":  f.AfterSeq,
+	}
+}
+
+// parseIDs converts event IDs for the database, leaving out strings that are not
+// UUIDs: no event has such an ID.
+func parseIDs(ids []string) []pgtype.UUID {
+	out := make([]pgtype.UUID, 0, len(ids))
+	for _, id := range ids {
+		if u, err := uuid.Parse(id); err == nil {
+			out = append(out, pgtype.UUID{Bytes: u, Valid: true})
+		}
+	}
+	return out
+}
