@@ -47,7 +47,7 @@ func (s *ours) setup(ctx context.Context) error {
 	return err
 }
 
-func (s *ours) Name() string         { return "outbox" }
+func (s *ours) Name() string        { return "outbox" }
 func (s *ours) Pool() *pgxpool.Pool { return s.pool }
 
 func (s *ours) event(o order) *outbox.Event {
