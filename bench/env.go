@@ -18,6 +18,7 @@ import (
 // system. It drops and recreates only those schemas, never anything else on the server.
 const (
 	schemaOurs     = "bench_outbox"
+	schemaOursNN   = "bench_outbox_nonotify"
 	schemaRiver    = "bench_river"
 	schemaWater    = "bench_watermill"
 	schemaPlain    = "bench_plain"

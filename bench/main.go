@@ -59,7 +59,7 @@ func main() {
 		"PostgreSQL to measure on; the database is created when missing (env OUTBOX_BENCH_DSN)")
 	flag.IntVar(&o.rounds, "count", 5, "rounds; each runs every phase for every system once")
 	flag.StringVar(&phases, "phases", "enqueue,drain,latency", "phases to run")
-	flag.StringVar(&systems, "systems", "plain,outbox,river,watermill", "systems to run")
+	flag.StringVar(&systems, "systems", "plain,outbox,outbox-nonotify,river,watermill", "systems to run (outbox-nonotify: enqueue only, the store without NOTIFY)")
 	flag.IntVar(&o.writers, "writers", 8, "enqueue: concurrent writers")
 	flag.DurationVar(&o.enqueueWarm, "enqueue-warmup", time.Second, "enqueue: time before counting starts")
 	flag.DurationVar(&o.enqueueTime, "enqueue-time", 5*time.Second, "enqueue: measured time per system per round")
@@ -85,7 +85,7 @@ func main() {
 		}
 	}
 	for s := range o.systems {
-		if !slices.Contains([]string{"plain", "outbox", "river", "watermill"}, s) {
+		if constructors[s] == nil {
 			fatal(fmt.Errorf("-systems: unknown system %q", s))
 		}
 	}
@@ -138,15 +138,16 @@ func progress(format string, args ...any) {
 }
 
 var constructors = map[string]func(context.Context, string) (system, error){
-	"plain":     newPlain,
-	"outbox":    newOurs,
-	"river":     newRiver,
-	"watermill": newWatermill,
+	"plain":           newPlain,
+	"outbox":          newOurs,
+	"outbox-nonotify": newOursNoNotify,
+	"river":           newRiver,
+	"watermill":       newWatermill,
 }
 
 // systemOrder is the canonical order of systems in the output: the baseline of each
 // phase first, so that benchstat -col /system compares against it.
-var systemOrder = []string{"plain", "outbox", "river", "watermill"}
+var systemOrder = []string{"plain", "outbox", "outbox-nonotify", "river", "watermill"}
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	if err := ensureDatabase(ctx, o.dsn); err != nil {
@@ -179,9 +180,10 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	}
 	if o.phases["latency"] {
 		for n := range o.systems {
-			if n != "plain" {
-				need[n] = true
+			if enqueueOnly[n] {
+				continue
 			}
+			need[n] = true
 		}
 	}
 	for _, name := range systemOrder {
@@ -244,7 +246,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 		if o.phases["latency"] {
 			var names []string
 			for _, n := range present(systems, systemOrder) {
-				if n != "plain" {
+				if !enqueueOnly[n] {
 					names = append(names, n)
 				}
 			}
@@ -269,7 +271,11 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	return nil
 }
 
-var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "river": schemaRiver, "watermill": schemaWater}
+// enqueueOnly systems take part in the enqueue phase only: the plain ceiling cannot be
+// consumed, and the store without NOTIFY would only measure the poll interval.
+var enqueueOnly = map[string]bool{"plain": true, "outbox-nonotify": true}
+
+var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "outbox-nonotify": schemaOursNN, "river": schemaRiver, "watermill": schemaWater}
 
 func present(systems map[string]system, order []string) []string {
 	var out []string

@@ -15,28 +15,41 @@ import (
 // ours is this project: postgres.Store.EnqueueTx in the business transaction, and
 // outbox.Processor relays (woken by NOTIFY) delivering to the receiver.
 type ours struct {
-	pool  *pgxpool.Pool
-	store *postgres.Store
-	cfg   postgres.Config
+	name   string
+	schema string
+	pool   *pgxpool.Pool
+	store  *postgres.Store
+	cfg    postgres.Config
 }
 
 const oursTable = "outbox_events"
 
 func newOurs(ctx context.Context, dsn string) (system, error) {
-	pool, err := newPool(ctx, dsn, schemaOurs, poolMaxConns)
+	return openOurs(ctx, dsn, "outbox", schemaOurs, postgres.Config{})
+}
+
+// newOursNoNotify is the store with Config.DisableNotify: it shows what the NOTIFY sent
+// with every enqueue costs (relays then find events at their next poll).
+func newOursNoNotify(ctx context.Context, dsn string) (system, error) {
+	return openOurs(ctx, dsn, "outbox-nonotify", schemaOursNN, postgres.Config{DisableNotify: true})
+}
+
+func openOurs(ctx context.Context, dsn, name, schema string, cfg postgres.Config) (system, error) {
+	pool, err := newPool(ctx, dsn, schema, poolMaxConns)
 	if err != nil {
 		return nil, err
 	}
-	s := &ours{pool: pool, cfg: postgres.Config{Schema: schemaOurs, Table: oursTable, Logger: quietLogger()}}
+	cfg.Schema, cfg.Table, cfg.Logger = schema, oursTable, quietLogger()
+	s := &ours{name: name, schema: schema, pool: pool, cfg: cfg}
 	if err := s.setup(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("outbox: %w", err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return s, nil
 }
 
 func (s *ours) setup(ctx context.Context) error {
-	if err := recreateSchema(ctx, s.pool, schemaOurs); err != nil {
+	if err := recreateSchema(ctx, s.pool, s.schema); err != nil {
 		return err
 	}
 	if _, err := postgres.Migrate(ctx, s.pool, s.cfg); err != nil {
@@ -47,7 +60,7 @@ func (s *ours) setup(ctx context.Context) error {
 	return err
 }
 
-func (s *ours) Name() string        { return "outbox" }
+func (s *ours) Name() string        { return s.name }
 func (s *ours) Pool() *pgxpool.Pool { return s.pool }
 
 func (s *ours) event(o order) *outbox.Event {
