@@ -70,3 +70,15 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 	}
 	return s.claim(ctx, tx, query, args)
 }
+
+// PendingWakeUps returns the user IDs notified since the last fan-out.
+func (s *Store) PendingWakeUps() []string {
+	l := s.listener
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var users []string
+	for u := range l.pending {
+		users = append(users, u)
+	}
+	return users
+}

@@ -1,0 +1,237 @@
+package postgres_test
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/postgres"
+)
+
+// otherProcess returns a second Store on the same table, standing for a relay or an
+// application in another process: its commits reach s only through NOTIFY.
+func otherProcess(t *testing.T, s *postgres.Store) *postgres.Store {
+	t.Helper()
+	cfg := s.Config()
+	cfg.DisableListen = true
+	o, err := postgres.New(context.Background(), s.Pool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(o.Close)
+	return o
+}
+
+func awaitWake(t *testing.T, wake <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-wake:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no wake-up within 10s: %s", what)
+	}
+}
+
+func notWoken(t *testing.T, wake <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-wake:
+		t.Fatalf("woken: %s", what)
+	default:
+	}
+}
+
+// settleNotifications returns once every notification committed before the call has
+// been fanned out by s: it commits two marker events through writer and waits for
+// each. The second arrives in a later fan-out than anything committed before the first.
+func settleNotifications(t *testing.T, s, writer *postgres.Store) {
+	t.Helper()
+	marker := "marker-" + randomName("")
+	wake, cancel := s.Subscribe(marker)
+	defer cancel()
+	for range 2 {
+		if err := writer.Enqueue(context.Background(), time.Now(), outbox.NewEvent("marker", "m", marker)); err != nil {
+			t.Fatal(err)
+		}
+		awaitWake(t, wake, "marker notification")
+	}
+}
+
+// listening subscribes to s for user and returns once the LISTEN connection is up,
+// and the wake-up it sends every subscriber when it connects has been consumed.
+func listening(t *testing.T, s, writer *postgres.Store, user string) <-chan struct{} {
+	t.Helper()
+	wake, cancel := s.Subscribe(user)
+	t.Cleanup(cancel)
+	waitUntil(t, s.Listening)
+	settleNotifications(t, s, writer)
+	select {
+	case <-wake:
+	default:
+	}
+	return wake
+}
+
+func TestNotifyIsDeliveredOnCommitOnly(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	writer := otherProcess(t, s)
+	ctx := context.Background()
+	db := stdlib.OpenDBFromPool(s.Pool())
+	t.Cleanup(func() { db.Close() })
+
+	tests := []struct {
+		name    string
+		enqueue func(ctx context.Context, e *outbox.Event) (commit, rollback func() error, err error)
+	}{
+		{"pgx.Tx", func(ctx context.Context, e *outbox.Event) (func() error, func() error, error) {
+			tx, err := s.Pool().Begin(ctx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return func() error { return tx.Commit(ctx) }, func() error { return tx.Rollback(ctx) }, writer.EnqueueTx(ctx, tx, e)
+		}},
+		{"sql.Tx", func(ctx context.Context, e *outbox.Event) (func() error, func() error, error) {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				return nil, nil, err
+			}
+			return tx.Commit, tx.Rollback, writer.EnqueueSQLTx(ctx, tx, e)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			user := randomName("user-")
+			wake := listening(t, s, writer, user)
+			_, rollback, err := tc.enqueue(ctx, outbox.NewEvent("t", "rolled-back", user))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rollback(); err != nil {
+				t.Fatal(err)
+			}
+			commit, _, err := tc.enqueue(ctx, outbox.NewEvent("t", "committed", user))
+			if err != nil {
+				t.Fatal(err)
+			}
+			settleNotifications(t, s, writer)
+			notWoken(t, wake, "an enqueue whose transaction was rolled back or has not committed")
+			if err := commit(); err != nil {
+				t.Fatal(err)
+			}
+			awaitWake(t, wake, "a committed enqueue")
+		})
+	}
+}
+
+func TestNotifyWakesSubscribersOfThatUserAndOfAll(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	writer := otherProcess(t, s)
+	all := listening(t, s, writer, "")
+	alice := listening(t, s, writer, "alice")
+	bob := listening(t, s, writer, "bob")
+	err := writer.Transact(context.Background(), func(tx pgx.Tx) error {
+		return writer.EnqueueTx(context.Background(), tx, outbox.NewEvent("t", "e", "alice"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitWake(t, alice, "alice's event")
+	awaitWake(t, all, "an event, for an all-user subscriber")
+	settleNotifications(t, s, writer)
+	notWoken(t, bob, "alice's event, for bob's subscriber")
+}
+
+// Behind a transaction-mode pooler notifications never arrive: with DisableListen the
+// store holds no LISTEN connection and wakes its own subscribers after its commits.
+func TestDisableListenWakesOnOwnCommits(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{DisableListen: true})
+	ctx := context.Background()
+	wake, cancel := s.Subscribe("")
+	defer cancel()
+	if err := s.Transact(ctx, func(tx pgx.Tx) error {
+		return s.EnqueueTx(ctx, tx, outbox.NewEvent("t", "e", "u"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	awaitWake(t, wake, "Transact committed an event")
+	if err := s.Enqueue(ctx, time.Now(), outbox.NewEvent("t", "e", "u")); err != nil {
+		t.Fatal(err)
+	}
+	awaitWake(t, wake, "Enqueue committed an event")
+	if err := s.Transact(ctx, func(tx pgx.Tx) error {
+		return s.EnqueueTx(ctx, tx, outbox.NewEvent("t", "e", "u"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if pid := s.ListenerPID(); pid != 0 || s.Listening() {
+		t.Fatalf("a store with DisableListen opened a LISTEN connection (pid %d)", pid)
+	}
+	awaitWake(t, wake, "Transact committed an event")
+	failed := s.Transact(ctx, func(tx pgx.Tx) error {
+		if err := s.EnqueueTx(ctx, tx, outbox.NewEvent("t", "e", "u")); err != nil {
+			return err
+		}
+		return sql.ErrNoRows // any error: the transaction rolls back
+	})
+	if failed != sql.ErrNoRows {
+		t.Fatalf("Transact returned %v, want fn's error", failed)
+	}
+	notWoken(t, wake, "a rolled-back Transact")
+}
+
+// The LISTEN connection is cut (as a server restart or a network failure would): the
+// store reconnects by itself, wakes every subscriber for what it may have missed,
+// and notifications flow again.
+func TestListenReconnectsAfterTheConnectionIsTerminated(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	writer := otherProcess(t, s)
+	wake := listening(t, s, writer, "")
+	ctx := context.Background()
+	for round := range 3 {
+		pid := s.ListenerPID()
+		var ok bool
+		if err := s.Pool().QueryRow(ctx, `SELECT pg_terminate_backend($1)`, int32(pid)).Scan(&ok); err != nil || !ok {
+			t.Fatalf("round %d: terminate %d: %v %v", round, pid, ok, err)
+		}
+		// Committed while nobody listens: the wake-up comes when the connection is back.
+		if err := writer.Enqueue(ctx, time.Now(), outbox.NewEvent("t", "missed", "u")); err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, func() bool { return s.Listening() && s.ListenerPID() != pid })
+		awaitWake(t, wake, "the reconnected listener")
+		settleNotifications(t, s, writer) // and notifications arrive again
+	}
+}
+
+// Under a burst of commits, subscribers are woken once per NotifyDebounce, however
+// many notifications arrive: the first at once, the rest gathered for the next.
+func TestNotificationsAreDebounced(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{NotifyDebounce: time.Hour})
+	writer := otherProcess(t, s)
+	wake, cancel := s.Subscribe("")
+	defer cancel()
+	awaitWake(t, wake, "LISTEN connection established") // the first fan-out: at once
+	ctx := context.Background()
+	users := []string{"a", "b", "c"}
+	for _, u := range users {
+		for range 10 {
+			if err := writer.Enqueue(ctx, time.Now(), outbox.NewEvent("t", "e", u)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	waitUntil(t, func() bool {
+		got := s.PendingWakeUps()
+		slices.Sort(got)
+		return slices.Equal(got, users)
+	})
+	notWoken(t, wake, "notifications within the debounce interval of the last wake-up")
+}
+
+var _ = outboxtest.T0
