@@ -47,10 +47,11 @@ type options struct {
 	latencyWarm  time.Duration
 	keep         bool
 	cpuProfile   string
+	explain      bool
 	drainTimeout time.Duration
 }
 
-const defaultDrain = "outbox:b=1000,c=100,r=2;river:w=1000;river:w=10000;watermill"
+const defaultDrain = "outbox:b=1000,c=100,r=2;outbox:b=2000,c=200,r=2;river:w=1000;river:w=10000;watermill"
 
 func main() {
 	var o options
@@ -71,6 +72,7 @@ func main() {
 	flag.DurationVar(&o.latencyWarm, "latency-warmup", time.Second, "latency: time the consumer runs before the first event")
 	flag.BoolVar(&o.keep, "keep", false, "keep the benchmark schemas (and their last contents) afterwards, for EXPLAIN")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file")
+	flag.BoolVar(&o.explain, "explain", false, "instead of measuring, print EXPLAIN (ANALYZE, BUFFERS, WAL) of the store's claim and settle statements on a -drain-events backlog")
 	flag.Parse()
 
 	o.phases = set(phases)
@@ -111,6 +113,12 @@ func main() {
 			fatal(err)
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	if o.explain {
+		if err := explain(ctx, o, os.Stdout); err != nil {
+			fatal(err)
+		}
+		return
 	}
 	if err := run(ctx, o, os.Stdout); err != nil {
 		pprof.StopCPUProfile()
