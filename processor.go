@@ -28,6 +28,13 @@ type Config struct {
 	PollInterval time.Duration
 	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to 3.
 	MaxConcurrent int
+	// BatchesInFlight is how many batches a running processor works on at once: each
+	// is claimed, delivered and recorded in turn by its own loop, and a loop that finds
+	// a full batch wakes an idle one, so that under a backlog the next claim overlaps
+	// the last batch's deliveries and outcomes (on a database store: its round trips).
+	// Deliveries at once are then up to BatchesInFlight × MaxConcurrent. ProcessBatch
+	// and Drain are not affected. Defaults to 1.
+	BatchesInFlight int
 	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
 	Retry RetryPolicy
 	// LeaseDuration is how long a claim holds an event before another processor may
@@ -75,6 +82,7 @@ func (c Config) withDefaults() Config {
 	c.BatchSize = cmp.Or(c.BatchSize, 10)
 	c.PollInterval = cmp.Or(c.PollInterval, 2*time.Second)
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, 3)
+	c.BatchesInFlight = cmp.Or(c.BatchesInFlight, 1)
 	c.Retry = c.Retry.withDefaults()
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, 30*time.Second)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, 30*time.Second)
@@ -115,6 +123,9 @@ func (c Config) validate() error {
 	if c.MaxConcurrent < 0 {
 		return fieldError("Config.MaxConcurrent", fmt.Sprintf("must be positive, got %d", c.MaxConcurrent))
 	}
+	if c.BatchesInFlight < 0 {
+		return fieldError("Config.BatchesInFlight", fmt.Sprintf("must be positive, got %d", c.BatchesInFlight))
+	}
 	return c.Retry.validate()
 }
 
@@ -143,6 +154,7 @@ type Processor struct {
 
 // run is one Start…Stop lifetime.
 type run struct {
+	stopOnce   sync.Once          //
 	soft       chan struct{}      // closed by Stop: claim nothing more, start no delivery
 	hard       context.Context    // cancelled when draining must end: in-flight deliveries abort
 	cancelHard context.CancelFunc //
@@ -176,7 +188,8 @@ func (p *Processor) Config() Config { return p.cfg }
 
 // Start runs the processor in the background until Stop is called. Cancelling ctx
 // stops it too, without draining: in-flight deliveries see their context cancelled
-// and their events are released. Starting a running processor is an error.
+// and their events are released. Starting a running processor is an error; a stopped
+// one may be started again.
 func (p *Processor) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -193,7 +206,9 @@ func (p *Processor) Start(ctx context.Context) error {
 		wake, cancelWake = n.Subscribe(p.cfg.UserID)
 	}
 	var wg sync.WaitGroup
-	wg.Go(func() { p.loop(r, wake) })
+	for range p.cfg.BatchesInFlight {
+		wg.Go(func() { p.loop(r, wake) })
+	}
 	if p.cfg.CleanupInterval > 0 {
 		wg.Go(func() { p.cleanupLoop(r) })
 	}
@@ -201,6 +216,12 @@ func (p *Processor) Start(ctx context.Context) error {
 		wg.Wait()
 		cancelWake()
 		r.cancelHard()
+		// The run is over, whether Stop ended it or its ctx did: the processor may start again.
+		p.mu.Lock()
+		if p.running == r {
+			p.running = nil
+		}
+		p.mu.Unlock()
 		close(r.done)
 	}()
 	p.log.Info("processor started", "user_id", p.cfg.UserID, "batch_size", p.cfg.BatchSize,
@@ -220,7 +241,7 @@ func (p *Processor) Stop(ctx context.Context) error {
 	if r == nil {
 		return ErrClosed
 	}
-	close(r.soft)
+	r.stopOnce.Do(func() { close(r.soft) })
 	var err error
 	select {
 	case <-r.done:
@@ -229,9 +250,6 @@ func (p *Processor) Stop(ctx context.Context) error {
 		r.cancelHard()
 		<-r.done
 	}
-	p.mu.Lock()
-	p.running = nil
-	p.mu.Unlock()
 	p.log.Info("processor stopped")
 	return err
 }
@@ -269,9 +287,14 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 			errDelay = min(max(2*errDelay, 50*time.Millisecond), p.cfg.PollInterval)
 			wait = errDelay
 			p.log.Error("processing cycle failed", "err", err, "retry_in", wait)
-		case n >= p.cfg.BatchSize:
+		case n > 0:
+			// Look again at once: more may be due, and completing the head of an ordering
+			// key has just made the next event of that key claimable.
 			errDelay = 0
-			continue // a full batch: more are probably due
+			if n >= p.cfg.BatchSize && p.cfg.BatchesInFlight > 1 {
+				p.Trigger("") // a full batch: more are probably due, so an idle sibling loop claims the next one meanwhile
+			}
+			continue
 		default:
 			errDelay = 0
 		}

@@ -564,9 +564,9 @@ func testStats(t *testing.T, h Harness) {
 	mk := func(typ, user string) *outbox.Event { return event(typ, uuid.NewString(), user) }
 	evs := []*outbox.Event{
 		mk("a", "alice"), mk("a", "alice"), mk("b", "alice"), // to complete
-		mk("a", "alice"), // to fail and retry
-		mk("b", "bob"),   // to give up
-		mk("b", "bob"),   // to keep processing
+		mk("a", "alice"),                 // to fail and retry
+		mk("b", "bob"),                   // to give up
+		mk("b", "bob"),                   // to keep processing
 		mk("a", "bob"), mk("b", "alice"), // pending
 	}
 	mustEnqueue(t, h.Store, T0, evs[:6]...)

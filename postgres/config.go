@@ -28,7 +28,10 @@ type Config struct {
 
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
-	// ID, delivered when the transaction commits. Defaults to "<Schema>.<Table>".
+	// ID. EnqueueTx and EnqueueSQLTx send it inside the caller's transaction, so that
+	// PostgreSQL delivers it when, and only if, that transaction commits; the store's
+	// own commits (Transact, Enqueue) send it right after committing. Defaults to
+	// "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new
 	// events at their next poll. Defaults to false.
@@ -38,10 +41,10 @@ type Config struct {
 	// where notifications never arrive, such as behind a transaction-mode connection
 	// pooler. Defaults to false.
 	DisableListen bool
-	// NotifyDebounce is the least time between two wake-ups fanned out from
-	// notifications. The first notification after a quiet spell wakes processors at
-	// once; those arriving within NotifyDebounce of it are gathered into one wake-up.
-	// Defaults to 5ms.
+	// NotifyDebounce is the least time between two wake-ups fanned out from received
+	// notifications, and between two NOTIFYs sent after the store's own commits. The
+	// first after a quiet spell goes at once; those within NotifyDebounce of it are
+	// gathered into one. Defaults to 1ms.
 	NotifyDebounce time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.
@@ -68,7 +71,7 @@ func (c Config) withDefaults() Config {
 	c.Table = cmp.Or(c.Table, defaultTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
 	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
-	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, 5*time.Millisecond)
+	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, time.Millisecond)
 	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()

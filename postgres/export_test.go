@@ -25,7 +25,7 @@ func (s *Store) Listening() bool { return s.listener.connected.Load() }
 func (s *Store) Statement(name string) string {
 	q := map[string]string{
 		"claimAll": s.q.claimAll, "claimUser": s.q.claimUser, "settleEvents": s.q.settleEvents,
-		"extendLease": s.q.extendLease, "listEvents": s.q.listEvents, "retryEvents": s.q.retryEvents,
+		"extendLease": s.q.extendLease, "listEvents": s.q.listEvents, "listActive": s.q.listActive, "retryEvents": s.q.retryEvents,
 		"deleteCompleted": s.q.deleteCompleted, "countActive": s.q.countActive,
 		"countCompleted": s.q.countCompleted, "countWaiting": s.q.countWaiting,
 		"countBlocked": s.q.countBlocked, "insertEvent": s.q.insertEvent, "getEvent": s.q.getEvent,

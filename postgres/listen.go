@@ -33,6 +33,11 @@ type listener struct {
 	pending map[string]struct{} // user IDs notified since the last fan-out
 	all     bool                // wake every subscriber at the next fan-out
 	kick    chan struct{}       // a fan-out is due
+
+	// The NOTIFYs of the store's own commits (Enqueue, Transact), sent after them.
+	outStarted bool
+	outPending map[string]struct{}
+	outKick    chan struct{}
 }
 
 type subscription struct {
@@ -44,9 +49,11 @@ func newListener(s *Store) *listener {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &listener{
 		s: s, ctx: ctx, cancel: cancel,
-		subs:    map[*subscription]struct{}{},
-		pending: map[string]struct{}{},
-		kick:    make(chan struct{}, 1),
+		subs:       map[*subscription]struct{}{},
+		pending:    map[string]struct{}{},
+		kick:       make(chan struct{}, 1),
+		outPending: map[string]struct{}{},
+		outKick:    make(chan struct{}, 1),
 	}
 }
 
@@ -70,6 +77,91 @@ func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
 		l.mu.Lock()
 		delete(l.subs, sub)
 		l.mu.Unlock()
+	}
+}
+
+// committed tells relays that the store itself committed events for users. Its NOTIFY
+// goes out after the commit, from a connection of the pool, gathered with those of other
+// commits at most once per NotifyDebounce: a NOTIFY sent inside the commit would hold
+// PostgreSQL's cluster-wide notification lock through the commit and its WAL flush,
+// making concurrent enqueuing transactions commit one at a time.
+func (s *Store) committed(users map[string]struct{}) {
+	s.announce(users)
+	if s.cfg.DisableNotify || len(users) == 0 {
+		return
+	}
+	l := s.listener
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		s.sendNotify(context.Background(), users)
+		return
+	}
+	for u := range users {
+		l.outPending[u] = struct{}{}
+	}
+	start := !l.outStarted
+	l.outStarted = true
+	l.mu.Unlock()
+	if start {
+		l.wg.Go(l.notifyLoop)
+	}
+	select {
+	case l.outKick <- struct{}{}:
+	default:
+	}
+}
+
+// notifyLoop sends the NOTIFYs that committed gathers: at once after a quiet spell,
+// then at most once per NotifyDebounce. When the store closes it sends what is left.
+func (l *listener) notifyLoop() {
+	var timer *time.Timer
+	for {
+		select {
+		case <-l.ctx.Done():
+			l.flushNotify(context.Background())
+			return
+		case <-l.outKick:
+		}
+		l.flushNotify(l.ctx)
+		if d := l.s.cfg.NotifyDebounce; d > 0 {
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			select {
+			case <-l.ctx.Done():
+				timer.Stop()
+				l.flushNotify(context.Background())
+				return
+			case <-timer.C:
+			}
+		}
+	}
+}
+
+func (l *listener) flushNotify(ctx context.Context) {
+	l.mu.Lock()
+	users := l.outPending
+	l.outPending = map[string]struct{}{}
+	l.mu.Unlock()
+	if len(users) > 0 {
+		l.s.sendNotify(ctx, users)
+	}
+}
+
+// sendNotify sends one notification per user. When it fails, relays find the events at
+// their next poll; nothing is lost.
+func (s *Store) sendNotify(ctx context.Context, users map[string]struct{}) {
+	list := make([]string, 0, len(users))
+	for u := range users {
+		list = append(list, u)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := s.pool.Exec(ctx, s.q.notifyUsers, pgx.NamedArgs{"channel": s.cfg.Channel, "users": list}); err != nil {
+		s.log.Warn("NOTIFY after commit failed; relays will find the events at their next poll", "err", err)
 	}
 }
 

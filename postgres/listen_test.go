@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
+	"go.uber.org/goleak"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
@@ -21,6 +22,7 @@ func otherProcess(t *testing.T, s *postgres.Store) *postgres.Store {
 	t.Helper()
 	cfg := s.Config()
 	cfg.DisableListen = true
+	cfg.NotifyDebounce = 0 // its own default
 	o, err := postgres.New(context.Background(), s.Pool(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -235,3 +237,88 @@ func TestNotificationsAreDebounced(t *testing.T) {
 }
 
 var _ = outboxtest.T0
+
+// With DisableNotify a store's commits send nothing: listeners learn of them by polling.
+func TestDisableNotifySendsNoNotification(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	writer := otherProcess(t, s)
+	cfg := s.Config()
+	cfg.DisableNotify, cfg.DisableListen = true, true
+	silent, err := postgres.New(context.Background(), s.Pool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(silent.Close)
+	wake := listening(t, s, writer, "quiet-user")
+	if err := silent.Enqueue(context.Background(), time.Now(), outbox.NewEvent("t", "e", "quiet-user")); err != nil {
+		t.Fatal(err)
+	}
+	settleNotifications(t, s, writer)
+	notWoken(t, wake, "an enqueue by a store with DisableNotify")
+}
+
+// Close stops the LISTEN connection and every goroutine the store started.
+func TestCloseStopsTheListener(t *testing.T) {
+	pool := newPool(t, 2, "")
+	s := newStore(t, pool, postgres.Config{})
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, cancel := s.Subscribe("")
+	defer cancel()
+	waitUntil(t, s.Listening)
+	pid := s.ListenerPID()
+	s.Close()
+	s.Close() // idempotent
+	if s.Listening() {
+		t.Fatal("listening after Close")
+	}
+	// The server ends the backend once it reads the connection's Terminate message.
+	waitUntil(t, func() bool {
+		var alive bool
+		err := pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)`, int32(pid)).Scan(&alive)
+		return err == nil && !alive
+	})
+}
+
+// The store's own commits (Transact, Enqueue) are announced after the commit, by NOTIFYs
+// it gathers: a rolled-back Transact announces nothing; under a burst, one NOTIFY per
+// NotifyDebounce goes out; and Close sends what is still gathered.
+func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T) {
+	relay := newStore(t, nil, postgres.Config{})
+	markers := otherProcess(t, relay)
+	cfg := relay.Config()
+	cfg.DisableListen, cfg.NotifyDebounce = true, time.Hour
+	app, err := postgres.New(context.Background(), relay.Pool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx := context.Background()
+	first := listening(t, relay, markers, "first")
+	rolledBack := listening(t, relay, markers, "rolled-back")
+	later := listening(t, relay, markers, "later")
+	enqueue := func(user string, commit bool) {
+		t.Helper()
+		err := app.Transact(ctx, func(tx pgx.Tx) error {
+			if err := app.EnqueueTx(ctx, tx, outbox.NewEvent("t", "e", user)); err != nil {
+				return err
+			}
+			if !commit {
+				return sql.ErrNoRows
+			}
+			return nil
+		})
+		if commit && err != nil || !commit && err != sql.ErrNoRows {
+			t.Fatalf("Transact(%s, commit %v): %v", user, commit, err)
+		}
+	}
+
+	enqueue("rolled-back", false)
+	enqueue("first", true) // the first after a quiet spell: sent at once
+	awaitWake(t, first, "the first commit's NOTIFY")
+	enqueue("later", true) // within the debounce interval (an hour): gathered
+	settleNotifications(t, relay, markers)
+	notWoken(t, rolledBack, "a rolled-back Transact")
+	notWoken(t, later, "a commit gathered for the next NOTIFY")
+	app.Close()
+	awaitWake(t, later, "the NOTIFY that Close flushed")
+}

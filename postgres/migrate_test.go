@@ -10,13 +10,20 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/postgres"
 )
 
+// Runs without a server: the configuration is refused before the pool is used (a
+// pgxpool connects lazily).
 func TestConfigIsValidatedAtConstruction(t *testing.T) {
-	pool := sharedPool(t)
+	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
 	tests := []struct {
 		name  string
 		cfg   postgres.Config

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,8 +13,8 @@ import (
 	"github.com/fitiq/outbox/postgres"
 )
 
-// populate fills s's table with pending rows and completed rows straight in SQL (as
-// fast as the server can write them), then analyzes it, as autovacuum would.
+// populate fills s's table with completed rows, then pending rows, straight in SQL
+// (as fast as the server writes them), and analyzes it, as autovacuum would.
 func populate(tb testing.TB, s *postgres.Store, table string, pending, completed int, at time.Time) {
 	tb.Helper()
 	ctx := context.Background()
@@ -23,8 +24,8 @@ INSERT INTO `+table+` (id, type, entity_id, user_id, status, priority, ordering_
 SELECT gen_random_uuid(), (ARRAY['progressEntry','physicalAttribute','activitySnapshot'])[1 + i % 3],
        'entity-' || i, 'user-' || (i % 1000), CASE WHEN i <= $2::int THEN 'completed' ELSE 'pending' END,
        CASE WHEN i % 10 = 0 THEN 10 ELSE 0 END, 'entity-' || i, '{"kind":"weight","quantity":72.5}',
-       $1, $1, CASE WHEN i <= $2::int THEN NULL ELSE $1::timestamptz END, CASE WHEN i <= $2::int THEN $1::timestamptz END,
-       CASE WHEN i <= $2::int THEN 1 ELSE 0 END
+       $1, $1, CASE WHEN i <= $2::int THEN NULL ELSE $1::timestamptz END,
+       CASE WHEN i <= $2::int THEN $1::timestamptz END, CASE WHEN i <= $2::int THEN 1 ELSE 0 END
 FROM generate_series(1, $2::int + $3::int) AS i`, at, completed, pending)
 	if err != nil {
 		tb.Fatal(err)
@@ -34,29 +35,136 @@ FROM generate_series(1, $2::int + $3::int) AS i`, at, completed, pending)
 	}
 }
 
-func TestPlans(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("OUTBOX_PG_PLANS_ROWS"))
-	if n == 0 {
-		n = 100_000
+// The store's statements, planned on a large table whose events are mostly completed
+// (as retention keeps them), with some pending, in flight, retrying, given up and
+// blocked: none may read the whole table. OUTBOX_PG_PLANS_ROWS sets the size
+// (default 100,000); run with -v to read the plans.
+func TestPlansUseTheIndexes(t *testing.T) {
+	rows := 100_000
+	if v, err := strconv.Atoi(os.Getenv("OUTBOX_PG_PLANS_ROWS")); err == nil && v > 0 {
+		rows = v
 	}
 	pool := newPool(t, 4, "")
 	schema := freshSchema(t, pool)
-	s := newStore(t, pool, postgres.Config{Schema: schema})
+	s := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
 	table := pgx.Identifier{schema, "outbox_events"}.Sanitize()
-	at := time.Now().Add(-time.Hour)
-	populate(t, s, table, n/10, n-n/10, at)
-	ctx := context.Background()
 	now := time.Now()
-	for _, tc := range []struct {
-		name string
-		args pgx.NamedArgs
-	}{
-		{"claimAll", pgx.NamedArgs{"now": now, "now_us": now.UnixMicro(), "owner": "o", "lease_until": now.Add(time.Minute), "limit": 100, "default_max": 5, "skip_given_up": false}},
+	populate(t, s, table, rows/10, rows-rows/10, now.Add(-time.Hour))
+	ctx := context.Background()
+	// Some of the pending ones in flight, retrying, given up (with a later event of
+	// their key waiting behind them).
+	for _, q := range []string{
+		`UPDATE ` + table + ` SET status = 'processing', attempts = 1, lease_owner = 'relay-a',
+		    lease_expires_at = $1::timestamptz + interval '1 minute' WHERE seq % 100 = 1 AND status = 'pending'`,
+		`UPDATE ` + table + ` SET status = 'failed', attempts = 1, next_attempt_at = $1::timestamptz + (seq % 7 - 3) * interval '1 minute',
+		    last_error = '503' WHERE seq % 100 = 2 AND status = 'pending'`,
+		`UPDATE ` + table + ` SET status = 'failed', attempts = 5, next_attempt_at = NULL, last_error = '400'
+		    WHERE seq % 1000 = 3 AND status = 'pending'`,
+		`UPDATE ` + table + ` SET ordering_key = 'entity-' || (seq - 1) WHERE seq % 1000 = 4 AND status = 'pending'`,
 	} {
-		plan, err := s.Explain(ctx, tc.name, tc.args, true)
-		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+		var args []any
+		if strings.Contains(q, "$1") {
+			args = append(args, now)
 		}
-		t.Logf("%s:\n%s", tc.name, plan)
+		if _, err := pool.Exec(ctx, q, args...); err != nil {
+			t.Fatal(err)
+		}
 	}
+	if _, err := pool.Exec(ctx, `ANALYZE `+table); err != nil {
+		t.Fatal(err)
+	}
+	var inFlight, completed []string
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id::text) FROM (SELECT id FROM `+table+` WHERE status = 'processing' LIMIT 100) p`).Scan(&inFlight); err != nil {
+		t.Fatal(err)
+	}
+	if err := pool.QueryRow(ctx, `SELECT array_agg(id::text) FROM (SELECT id FROM `+table+` WHERE status = 'completed' LIMIT 1) p`).Scan(&completed); err != nil {
+		t.Fatal(err)
+	}
+	claim := pgx.NamedArgs{"now": now, "now_us": now.UnixMicro(), "owner": "relay-b", "lease_until": now.Add(time.Minute),
+		"limit": 100, "default_max": 5, "skip_given_up": false}
+	filter := func(set pgx.NamedArgs) pgx.NamedArgs {
+		a := pgx.NamedArgs{"all_ids": true, "ids": []string{}, "status": "", "given_up": false, "due_before": nil,
+			"type": "", "user_id": "", "after_seq": 0, "limit": 100, "now": now}
+		for k, v := range set {
+			a[k] = v
+		}
+		return a
+	}
+	tests := []struct {
+		name, statement string
+		args            pgx.NamedArgs
+	}{
+		{"claim", "claimAll", claim},
+		{"claim for one user", "claimUser", with(claim, "user_id", "user-7")},
+		{"settle", "settleEvents", pgx.NamedArgs{"now": now, "now_us": now.UnixMicro(), "owner": "relay-a",
+			"delivered": inFlight[10:], "failed": inFlight[5:10], "errors": []string{"a", "b", "c", "d", "e"},
+			"next_attempts": []*time.Time{&now, &now, &now, nil, nil}, "released": inFlight[:5]}},
+		{"extend lease", "extendLease", pgx.NamedArgs{"until": now.Add(time.Minute), "ids": inFlight, "owner": "relay-a"}},
+		{"get", "getEvent", pgx.NamedArgs{"id": completed[0]}},
+		{"cleanup batch", "deleteCompleted", pgx.NamedArgs{"before": now, "limit": 1000}},
+		{"stats: active", "countActive", pgx.NamedArgs{"user_id": ""}},
+		{"stats: active, one user", "countActive", pgx.NamedArgs{"user_id": "user-7"}},
+		{"stats: completed", "countCompleted", pgx.NamedArgs{"user_id": ""}},
+		{"stats: completed, one user", "countCompleted", pgx.NamedArgs{"user_id": "user-7"}},
+		{"stats: stale and oldest", "countWaiting", pgx.NamedArgs{"user_id": "", "stale_before": now.Add(-5 * time.Minute)}},
+		{"stats: blocked", "countBlocked", pgx.NamedArgs{"user_id": ""}},
+		{"list stale", "listActive", filter(pgx.NamedArgs{"due_before": now.Add(-5 * time.Minute)})},
+		{"list given up", "listActive", filter(pgx.NamedArgs{"given_up": true})},
+		{"list failed of a user", "listActive", filter(pgx.NamedArgs{"status": "failed", "user_id": "user-3"})},
+		{"list by IDs", "listEvents", filter(pgx.NamedArgs{"all_ids": false, "ids": inFlight[:3]})},
+		{"list a page", "listEvents", filter(pgx.NamedArgs{"after_seq": rows / 2})},
+		{"retry given up", "retryEvents", filter(pgx.NamedArgs{"given_up": true, "status": "failed"})},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			plan, err := s.Explain(ctx, tc.statement, tc.args, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%s (%d rows):\n%s", tc.statement, rows, plan)
+			if strings.Contains(plan, "Seq Scan on outbox_events") {
+				t.Errorf("%s reads the whole table", tc.statement)
+			}
+			// A per-user claim steps over other users' pending events (see the README).
+			if removed := rowsRemoved(plan); removed > rows/10 && tc.statement != "claimUser" {
+				t.Errorf("%s reads %d rows only to discard them: an index that walks the table", tc.statement, removed)
+			}
+		})
+	}
+
+	// The remedy the README gives for per-user processors at scale.
+	if _, err := pool.Exec(ctx, `CREATE INDEX outbox_events_pending_by_user ON `+table+
+		` (user_id, priority DESC, seq) WHERE status = 'pending'`); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := s.Explain(ctx, "claimUser", with(claim, "user_id", "user-7"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("claimUser with the per-user index (%d rows):\n%s", rows, plan)
+	if !strings.Contains(plan, "outbox_events_pending_by_user") || rowsRemoved(plan) > rows/100 {
+		t.Errorf("the per-user claim does not use the per-user index")
+	}
+}
+
+// rowsRemoved adds up the "Rows Removed by Filter" of a plan.
+func rowsRemoved(plan string) int {
+	total := 0
+	for _, line := range strings.Split(plan, "\n") {
+		if _, n, ok := strings.Cut(line, "Rows Removed by Filter: "); ok {
+			v, _ := strconv.Atoi(strings.TrimSpace(n))
+			total += v
+		}
+	}
+	return total
+}
+
+func with(a pgx.NamedArgs, k string, v any) pgx.NamedArgs {
+	b := pgx.NamedArgs{k: v}
+	for k, v := range a {
+		if _, set := b[k]; !set {
+			b[k] = v
+		}
+	}
+	return b
 }

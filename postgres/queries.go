@@ -17,6 +17,9 @@ const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_a
 // ones of a transaction into one and delivers them when the transaction commits.
 const notifyUsers = `CROSS JOIN LATERAL pg_notify(@channel, r.user_id)`
 
+// notifyAfterCommit is the NOTIFY the store sends after its own commits, one per user.
+const notifyAfterCommit = `SELECT pg_notify(@channel, u) FROM unnest(@users::text[]) AS u`
+
 // insertEvent writes one event. Metadata and payload travel as text and are cast here,
 // so that what the caller wrote is what the column holds.
 const insertEvent = `
@@ -102,10 +105,10 @@ WITH pending AS (
         lease_owner      = NULL,
         lease_expires_at = NULL,
         updated_at       = @now
-    WHERE t.seq IN (
+    WHERE t.seq = ANY(ARRAY(
         SELECT e.seq FROM {{table}} e
         WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} AND NOT ` + attemptsLeft + `
-        FOR UPDATE SKIP LOCKED)
+        FOR UPDATE SKIP LOCKED))
 ), claimed AS (
     UPDATE {{table}} t
     SET status           = 'processing',
@@ -119,8 +122,7 @@ WITH pending AS (
                                 THEN coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
                                          'attempt', t.attempts, 'at', @now_us::bigint, 'error', ` + leaseLost + `))
                                 ELSE t.errors END
-    FROM picked
-    WHERE t.seq = picked.seq
+    WHERE t.seq = ANY(ARRAY(SELECT seq FROM picked))
     RETURNING t.*
 )
 SELECT ` + eventColumns + ` FROM claimed ORDER BY priority DESC, seq`
@@ -180,6 +182,19 @@ AND seq > @after_seq`
 const listEvents = `SELECT ` + eventColumns + ` FROM {{table}} WHERE ` + filterWhere + `
 ORDER BY seq LIMIT @limit`
 
+// listActive is List for filters that only match events not completed (a status
+// other than completed, given up, stale). It collects them from their partial indexes
+// first, so that the planner cannot choose to walk the table in seq order past the
+// completed events, which are most of it and come first.
+const listActive = `
+WITH matched AS MATERIALIZED (
+    SELECT seq FROM {{table}}
+    WHERE (status = 'pending' OR status = 'processing' OR status = 'failed') AND ` + filterWhere + `
+)
+SELECT ` + eventColumns + ` FROM {{table}}
+WHERE seq = ANY(ARRAY(SELECT seq FROM matched ORDER BY seq LIMIT @limit))
+ORDER BY seq`
+
 const retryEvents = `
 WITH r AS (
     UPDATE {{table}}
@@ -208,12 +223,12 @@ const deleteEvents = `DELETE FROM {{table}} WHERE id = ANY(@ids::uuid[])`
 // deleteCompleted removes one bounded batch, oldest first, through the completed
 // index; each batch is its own short transaction.
 const deleteCompleted = `
-DELETE FROM {{table}} WHERE seq IN (
+DELETE FROM {{table}} WHERE seq = ANY(ARRAY(
     SELECT seq FROM {{table}}
     WHERE status = 'completed' AND completed_at < @before
     ORDER BY completed_at
     LIMIT @limit
-    FOR UPDATE SKIP LOCKED)`
+    FOR UPDATE SKIP LOCKED))`
 
 // countActive counts the events that are not completed, each state from its own
 // partial index.
@@ -227,7 +242,7 @@ UNION ALL
 SELECT type, 'failed', next_attempt_at IS NULL, count(*) FROM {{table}}
 WHERE status = 'failed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type, next_attempt_at IS NULL`
 
-// countCompleted reads only the completed index (it carries type and user_id).
+// countCompleted reads only the completed_by_user index.
 const countCompleted = `
 SELECT type, count(*) FROM {{table}}
 WHERE status = 'completed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type`
@@ -253,14 +268,17 @@ WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NO
 
 // queries are the statements of one Store, rendered for its table and settings.
 type queries struct {
-	insertEvent, insertEvents         string
-	claimAll, claimUser               string
-	extendLease, settleEvents         string
-	getEvent, listEvents, retryEvents string
-	updateEvent, deleteEvents         string
-	deleteCompleted                   string
-	countActive, countCompleted       string
-	countWaiting, countBlocked        string
+	insertEvent, insertEvents     string // with NOTIFY, unless disabled
+	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
+	notifyUsers                   string
+	claimAll, claimUser           string
+	extendLease, settleEvents     string
+	getEvent, retryEvents         string
+	listEvents, listActive        string
+	updateEvent, deleteEvents     string
+	deleteCompleted               string
+	countActive, countCompleted   string
+	countWaiting, countBlocked    string
 }
 
 func newQueries(n names, notify bool) queries {
@@ -271,22 +289,27 @@ func newQueries(n names, notify bool) queries {
 		}
 		return strings.NewReplacer("{{table}}", n.Table, "{{and_user}}", userFilter, "{{notify}}", notifyClause).Replace(sql)
 	}
+	quiet := strings.NewReplacer("{{table}}", n.Table, "{{notify}}", "")
 	return queries{
-		insertEvent:     render(insertEvent, ""),
-		insertEvents:    render(insertEvents, ""),
-		claimAll:        render(claimEvents, ""),
-		claimUser:       render(claimEvents, "AND e.user_id = @user_id"),
-		extendLease:     render(extendLease, ""),
-		settleEvents:    render(settleEvents, ""),
-		getEvent:        render(getEvent, ""),
-		listEvents:      render(listEvents, ""),
-		retryEvents:     render(retryEvents, ""),
-		updateEvent:     render(updateEvent, ""),
-		deleteEvents:    render(deleteEvents, ""),
-		deleteCompleted: render(deleteCompleted, ""),
-		countActive:     render(countActive, ""),
-		countCompleted:  render(countCompleted, ""),
-		countWaiting:    render(countWaiting, ""),
-		countBlocked:    render(countBlocked, ""),
+		insertEvent:      render(insertEvent, ""),
+		insertEvents:     render(insertEvents, ""),
+		insertQuiet:      quiet.Replace(insertEvent),
+		insertBatchQuiet: quiet.Replace(insertEvents),
+		notifyUsers:      notifyAfterCommit,
+		claimAll:         render(claimEvents, ""),
+		claimUser:        render(claimEvents, "AND e.user_id = @user_id"),
+		extendLease:      render(extendLease, ""),
+		settleEvents:     render(settleEvents, ""),
+		getEvent:         render(getEvent, ""),
+		listEvents:       render(listEvents, ""),
+		listActive:       render(listActive, ""),
+		retryEvents:      render(retryEvents, ""),
+		updateEvent:      render(updateEvent, ""),
+		deleteEvents:     render(deleteEvents, ""),
+		deleteCompleted:  render(deleteCompleted, ""),
+		countActive:      render(countActive, ""),
+		countCompleted:   render(countCompleted, ""),
+		countWaiting:     render(countWaiting, ""),
+		countBlocked:     render(countBlocked, ""),
 	}
 }

@@ -85,8 +85,9 @@ func (s *Store) Config() Config { return s.cfg }
 // Pool returns the pool the store works on.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// Close stops the store's LISTEN connection and waits for its goroutines. Subscribers
-// are then woken only by this store's own commits. The pool is left open.
+// Close sends the NOTIFYs still gathered from the store's own commits, stops its LISTEN
+// connection and waits for its goroutines. Subscribers are then woken only by this
+// store's own commits. The pool is left open; Close it after the store.
 func (s *Store) Close() { s.listener.close() }
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
@@ -120,7 +121,7 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 			return
 		}
 		if users != nil {
-			s.announce(users)
+			s.committed(users)
 		}
 	}()
 	return fn(tx)
@@ -130,24 +131,27 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // transaction back and the events are gone with the data. Every event is validated
 // first, and nothing is written when any is invalid; a batch is one INSERT. The
 // NOTIFY that wakes relays is sent in the same transaction, so PostgreSQL delivers it
-// when (and only if) the transaction commits. It fills ID, Seq, Status and the times
-// of each event.
+// when (and only if) the transaction commits. (In a transaction of Transact, the store
+// sends it itself once the commit succeeded, gathered with those of other commits.)
+// It fills ID, Seq, Status and the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	users, err := s.insert(ctx, time.Now(), events, queryPgx(ctx, tx))
-	if err != nil || len(users) == 0 {
+	s.mu.Lock()
+	_, own := s.ownTxes[tx]
+	s.mu.Unlock()
+	users, err := s.insert(time.Now(), events, !own, queryPgx(ctx, tx))
+	if err != nil || !own {
 		return err
 	}
 	s.mu.Lock()
-	if own, ok := s.ownTxes[tx]; ok {
-		if own == nil {
-			own = map[string]struct{}{}
-			s.ownTxes[tx] = own
+	if _, ok := s.ownTxes[tx]; ok { // still running
+		if s.ownTxes[tx] == nil {
+			s.ownTxes[tx] = map[string]struct{}{}
 		}
 		for u := range users {
-			own[u] = struct{}{}
+			s.ownTxes[tx][u] = struct{}{}
 		}
 	}
 	s.mu.Unlock()
@@ -160,18 +164,18 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(ctx, time.Now(), events, querySQL(ctx, tx))
+	_, err := s.insert(time.Now(), events, true, querySQL(ctx, tx))
 	return err
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
-// transaction.
+// transaction, and then notifies relays.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
-	users, err := s.insert(ctx, now, events, queryPgx(ctx, s.pool))
+	users, err := s.insert(now, events, false, queryPgx(ctx, s.pool))
 	if err != nil {
 		return err
 	}
-	s.announce(users)
+	s.committed(users)
 	return nil
 }
 
@@ -228,7 +232,9 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 	}
 }
 
-func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Event, run runInsert) (map[string]struct{}, error) {
+// insert writes events with run; notify sends the NOTIFY in the same statement (unless
+// Config.DisableNotify).
+func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
 	for i, e := range events {
 		if e == nil {
 			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
@@ -272,6 +278,9 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 	if len(events) == 1 {
 		e := events[0]
 		query = s.q.insertEvent
+		if !notify {
+			query = s.q.insertQuiet
+		}
 		args = pgx.NamedArgs{
 			"id": ids[0], "type": e.Type, "entity_id": e.EntityID, "user_id": e.UserID,
 			"max_attempts": e.MaxAttempts, "priority": e.Priority, "is_new_record": e.IsNewRecord,
@@ -291,13 +300,16 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 			payloads[i], keys[i] = nullString(string(e.Payload)), nullString(e.OrderingKey)
 		}
 		query = s.q.insertEvents
+		if !notify {
+			query = s.q.insertBatchQuiet
+		}
 		args = pgx.NamedArgs{
 			"ids": ids, "types": types, "entity_ids": entities, "user_ids": userIDs,
 			"max_attempts": maxAttempts, "priorities": priorities, "is_new_records": isNew,
 			"metadata": metadata, "payloads": payloads, "ordering_keys": keys, "now": created,
 		}
 	}
-	if !s.cfg.DisableNotify {
+	if notify && !s.cfg.DisableNotify {
 		args["channel"] = s.cfg.Channel
 	}
 	seqs, err := run(query, args)
@@ -472,8 +484,12 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 	if f.Limit == 0 {
 		args["limit"] = 100
 	}
+	query := s.q.listEvents
+	if !f.DueBefore.IsZero() || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
+		query = s.q.listActive
+	}
 	// Planned for these arguments: unset filters fold away (see filterWhere).
-	rows, err := s.pool.Query(ctx, s.q.listEvents, pgx.QueryExecModeExec, args)
+	rows, err := s.pool.Query(ctx, query, pgx.QueryExecModeExec, args)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: list: %w", err)
 	}

@@ -3,11 +3,15 @@ package sqlite
 // The store's SQL, in plain sight. Parameters are named (:now, :owner, …); lists of
 // IDs travel as one JSON array read with json_each, so one prepared statement serves
 // any batch size. Times are Unix microseconds.
+//
+// A query reaches a partial index only when its WHERE repeats the index's condition
+// word for word: that is why some say "status <> 'pending' AND status = 'failed'".
 
 const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_attempts, priority,
 	is_new_record, metadata, payload, ordering_key, created_at, updated_at, last_attempt_at,
 	next_attempt_at, completed_at, last_error, errors, lease_owner, lease_expires_at`
 
+// insertEvent's seq is the rowid, read back with LastInsertId.
 const insertEvent = `
 INSERT INTO outbox_events (id, type, entity_id, user_id, status, attempts, max_attempts, priority,
 	is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
@@ -29,11 +33,13 @@ SET status           = 'failed',
     lease_owner      = NULL,
     lease_expires_at = NULL,
     updated_at       = :now
-WHERE status = 'processing' AND lease_expires_at <= :now`
+WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now`
 
-// claim leases the due heads: pending events in priority order, then retries that are
-// due. An event with an ordering key qualifies only when no earlier event of its key is
-// unfinished (:skip_given_up lets given-up ones be passed over).
+// claim leases the due heads in (priority desc, seq) order, whether never attempted
+// (pending) or retries whose time has come: an older retry goes before a newer event of
+// the same priority. Each half of the union is limited on its own index first. An event
+// with an ordering key qualifies only when no earlier event of its key is unfinished
+// (:skip_given_up lets given-up ones be passed over).
 const claim = `
 UPDATE outbox_events
 SET status           = 'processing',
@@ -54,7 +60,7 @@ WHERE seq IN (
         UNION ALL
         SELECT seq, priority FROM (
             SELECT e.seq, e.priority FROM outbox_events e
-            WHERE e.status = 'failed' AND e.next_attempt_at <= :now
+            WHERE e.status <> 'pending' AND e.status = 'failed' AND e.next_attempt_at <= :now
               AND (:user_id = '' OR e.user_id = :user_id)
               AND ` + isHead + `
             ORDER BY e.priority DESC, e.seq
@@ -134,21 +140,42 @@ DELETE FROM outbox_events WHERE seq IN (
     WHERE status = 'completed' AND completed_at < :before
     ORDER BY completed_at LIMIT :limit)`
 
+// The counting queries come in two halves, pending and touched, so that each is
+// answered from its own partial index without reading the table.
+
 const countByTypeAndStatus = `
 SELECT type, status, next_attempt_at IS NULL, count(*) FROM outbox_events
-WHERE (:user_id = '' OR user_id = :user_id)
-GROUP BY type, status, next_attempt_at IS NULL`
+WHERE status <> 'pending' AND (:user_id = '' OR user_id = :user_id)
+GROUP BY type, status, next_attempt_at IS NULL
+UNION ALL
+SELECT type, 'pending', 0, count(*) FROM outbox_events
+WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
+GROUP BY type`
 
-// countWaiting counts the stale events and finds the oldest waiting one.
-const countWaiting = `
-SELECT coalesce(sum(next_attempt_at < :stale_before), 0), min(created_at) FROM outbox_events
-WHERE status IN ('pending', 'failed') AND next_attempt_at IS NOT NULL
-  AND (:user_id = '' OR user_id = :user_id)`
+// countStale counts events due since before :stale_before.
+const countStale = `
+SELECT (SELECT count(*) FROM outbox_events
+        WHERE status = 'pending' AND next_attempt_at < :stale_before AND (:user_id = '' OR user_id = :user_id))
+     + (SELECT count(*) FROM outbox_events
+        WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at < :stale_before
+          AND (:user_id = '' OR user_id = :user_id))`
+
+// oldestWaiting finds when the oldest pending or retrying event was created: the
+// lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
+// order, through every completed event, instead of reading the pending index.)
+const oldestWaiting = `
+SELECT min(created_at) FROM outbox_events WHERE seq IN (
+    SELECT min(+seq) FROM outbox_events WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
+    UNION ALL
+    SELECT min(seq) FROM outbox_events
+    WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at IS NOT NULL
+      AND (:user_id = '' OR user_id = :user_id))`
 
 // countBlocked counts waiting events behind a given-up event of the same ordering key.
 const countBlocked = `
 SELECT count(DISTINCT e.seq) FROM outbox_events g
 JOIN outbox_events e ON e.ordering_key = g.ordering_key AND e.seq > g.seq
-WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NOT NULL
+WHERE g.status <> 'pending' AND g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NOT NULL
+  AND e.ordering_key IS NOT NULL AND e.status <> 'completed'
   AND e.status IN ('pending', 'failed') AND e.next_attempt_at IS NOT NULL
   AND (:user_id = '' OR e.user_id = :user_id)`

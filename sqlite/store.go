@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +30,10 @@ type Config struct {
 
 // Store is an outbox.Store on a SQLite database.
 type Store struct {
-	db  *sql.DB
-	cfg Config
-	log *slog.Logger
+	db     *sql.DB
+	cfg    Config
+	log    *slog.Logger
+	insert *sql.Stmt // insertEvent, prepared once: parsing it costs more than running it
 
 	mu      sync.Mutex
 	subs    map[*subscription]struct{}
@@ -65,8 +67,13 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 	if err := checkSchema(ctx, db); err != nil {
 		return nil, err
 	}
+	insert, err := db.PrepareContext(ctx, insertEvent)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: prepare insert: %w", err)
+	}
 	return &Store{
 		db:      db,
+		insert:  insert,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "outbox.sqlite"),
 		subs:    map[*subscription]struct{}{},
@@ -91,11 +98,13 @@ func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
 	}
 }
 
+// notify wakes the subscribers of the given users and those of all users; nil users
+// wakes every subscriber.
 func (s *Store) notify(users map[string]struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for sub := range s.subs {
-		if _, ok := users[sub.userID]; ok || sub.userID == "" {
+		if _, ok := users[sub.userID]; ok || sub.userID == "" || users == nil {
 			select {
 			case sub.wake <- struct{}{}:
 			default:
@@ -180,8 +189,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			}
 			metadata = string(b)
 		}
-		var seq int64
-		err := tx.QueryRowContext(ctx, insertEvent+" RETURNING seq",
+		args := []any{
 			sql.Named("id", e.ID),
 			sql.Named("type", e.Type),
 			sql.Named("entity_id", e.EntityID),
@@ -193,11 +201,19 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			sql.Named("payload", nullString(string(e.Payload))),
 			sql.Named("ordering_key", nullString(e.OrderingKey)),
 			sql.Named("now", micros(e.CreatedAt)),
-		).Scan(&seq)
+		}
+		res, err := tx.StmtContext(ctx, s.insert).ExecContext(ctx, args...)
+		if err != nil && strings.Contains(err.Error(), "statement from different database") {
+			// tx belongs to another *sql.DB on the same file: database/sql refused the
+			// statement before running it, so run the query text instead.
+			res, err = tx.ExecContext(ctx, insertEvent, args...)
+		}
 		if err != nil {
 			return fmt.Errorf("outbox/sqlite: insert event %s: %w", e.ID, err)
 		}
-		e.Seq = seq
+		if e.Seq, err = res.LastInsertId(); err != nil {
+			return fmt.Errorf("outbox/sqlite: insert event %s: %w", e.ID, err)
+		}
 		users[e.UserID] = struct{}{}
 		s.log.Debug("event created", "event_id", e.ID, "type", e.Type, "entity_id", e.EntityID, "user_id", e.UserID)
 	}
@@ -338,7 +354,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		return fmt.Errorf("outbox/sqlite: settle: %w", err)
 	}
 	if len(released) > 0 {
-		s.notify(map[string]struct{}{}) // released events are due: wake all-user processors
+		s.notify(nil) // released events are due again, whoever they belong to
 	}
 	return nil
 }
@@ -445,8 +461,10 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 	if err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: retry: %w", err)
 	}
-	if n > 0 {
+	if n > 0 && f.UserID != "" {
 		s.notify(map[string]struct{}{f.UserID: {}})
+	} else if n > 0 {
+		s.notify(nil)
 	}
 	return int(n), nil
 }
@@ -500,10 +518,13 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	var oldest sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, countWaiting, user,
+	if err := s.db.QueryRowContext(ctx, countStale, user,
 		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
-	).Scan(&st.Stale, &oldest); err != nil {
+	).Scan(&st.Stale); err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	var oldest sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	if oldest.Valid {

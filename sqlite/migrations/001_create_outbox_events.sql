@@ -24,18 +24,24 @@ CREATE TABLE outbox_events (
     lease_expires_at INTEGER
 );
 
--- Claims of never-attempted events, in delivery order.
-CREATE INDEX outbox_events_pending ON outbox_events (priority DESC, seq) WHERE status = 'pending';
+-- Every index on a pending row costs each enqueueing transaction a B-tree page write, so
+-- a new event touches as few as possible: the table, the ID, this claim index, and the
+-- ordering-key index when it has a key. The other indexes only hold events once a
+-- processor has touched them.
 
--- Counts by status and type (covering), due retries, stale and given-up events.
-CREATE INDEX outbox_events_status ON outbox_events (status, type, next_attempt_at);
+-- Claims of never-attempted events in delivery order; covering for counts of pending
+-- events by user, type and staleness.
+CREATE INDEX outbox_events_pending ON outbox_events (priority DESC, seq, user_id, type, next_attempt_at)
+    WHERE status = 'pending';
 
 -- Ordering keys: the head of a key is its lowest seq not yet completed.
 CREATE INDEX outbox_events_key ON outbox_events (ordering_key, seq)
     WHERE ordering_key IS NOT NULL AND status <> 'completed';
 
+-- Events a processor has touched: counts by status and type (covering), due retries,
+-- expired leases, stale and given-up events.
+CREATE INDEX outbox_events_touched ON outbox_events (status, type, next_attempt_at, user_id)
+    WHERE status <> 'pending';
+
 -- Cleanup of completed events past retention.
 CREATE INDEX outbox_events_completed ON outbox_events (completed_at) WHERE status = 'completed';
-
--- Per-user processors and statistics.
-CREATE INDEX outbox_events_user ON outbox_events (user_id, status);

@@ -1,0 +1,164 @@
+package outbox_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func TestEventLifecycle(t *testing.T) {
+	e := outbox.NewEvent(outbox.TypeProgressEntry, "entry", "user")
+	if err := e.Prepare(t0, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e.Status != outbox.StatusPending || !e.ShouldProcess(t0) || !e.CanRetry() || e.GivenUp() {
+		t.Fatalf("new event: %+v", e)
+	}
+	e.MarkProcessing("relay", t0, t0.Add(time.Minute))
+	if e.Attempts != 1 || e.ShouldProcess(t0.Add(59*time.Second)) || !e.ShouldProcess(t0.Add(time.Minute)) {
+		t.Fatalf("processing: attempts %d, claimable before its lease expired or not after", e.Attempts)
+	}
+	e.MarkFailed(t0, "503", t0.Add(time.Second))
+	if e.GivenUp() || e.ShouldProcess(t0) || !e.ShouldProcess(t0.Add(time.Second)) || e.LastError != "503" || len(e.Errors) != 1 {
+		t.Fatalf("retrying: %+v", e)
+	}
+	for e.Attempts < outbox.DefaultMaxAttempts {
+		e.MarkProcessing("relay", t0, t0.Add(time.Minute))
+	}
+	if e.CanRetry() {
+		t.Fatalf("after %d attempts CanRetry is true", e.Attempts)
+	}
+	e.MarkFailed(t0, "503", time.Time{})
+	if !e.GivenUp() || e.ShouldProcess(t0.Add(24*time.Hour)) {
+		t.Fatalf("given up: %+v", e)
+	}
+	e.ResetForRetry(t0)
+	if e.Status != outbox.StatusPending || !e.CanRetry() || e.Attempts != 0 || len(e.Errors) != 2 {
+		t.Fatalf("reset for retry: %+v", e)
+	}
+	e.MarkCompleted(t0)
+	if e.Status != outbox.StatusCompleted || e.CanRetry() || e.ShouldProcess(t0) {
+		t.Fatalf("completed: %+v", e)
+	}
+}
+
+func TestEventIsStale(t *testing.T) {
+	pending := outbox.Event{Status: outbox.StatusPending, NextAttemptAt: t0}
+	retrying := outbox.Event{Status: outbox.StatusFailed, NextAttemptAt: t0}
+	givenUp := outbox.Event{Status: outbox.StatusFailed}
+	tests := []struct {
+		name  string
+		e     outbox.Event
+		after time.Duration
+		want  bool
+	}{
+		{"pending, due 4m", pending, 4 * time.Minute, false},
+		{"pending, due 6m", pending, 6 * time.Minute, true},
+		{"retrying, due 6m", retrying, 6 * time.Minute, true},
+		{"given up long ago", givenUp, time.Hour, false},
+	}
+	for _, tc := range tests {
+		if got := tc.e.IsStale(t0.Add(tc.after), 5*time.Minute); got != tc.want {
+			t.Errorf("%s: IsStale = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestEventValidateNamesTheField(t *testing.T) {
+	tests := []struct {
+		name  string
+		e     outbox.Event
+		limit int
+		field string
+	}{
+		{"empty type", outbox.Event{EntityID: "e"}, 0, "Type"},
+		{"empty entity ID", outbox.Event{Type: "t"}, 0, "EntityID"},
+		{"type too long", outbox.Event{Type: strings.Repeat("t", 256), EntityID: "e"}, 0, "Type"},
+		{"payload over a configured limit", outbox.Event{Type: "t", EntityID: "e", Payload: []byte(`"12345"`)}, 4, "Payload"},
+		{"invalid JSON payload", outbox.Event{Type: "t", EntityID: "e", Payload: []byte(`{`)}, 0, "Payload"},
+		{"unknown status", outbox.Event{Type: "t", EntityID: "e", Status: "sent"}, 0, "Status"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.e.Validate(tc.limit)
+			var fe *outbox.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, outbox.ErrInvalid) {
+				t.Fatalf("Validate = %v, want an ErrInvalid FieldError for %s", err, tc.field)
+			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Fatalf("message %q does not name %s", err, tc.field)
+			}
+		})
+	}
+	ok := outbox.Event{Type: "t", EntityID: "e", Payload: []byte(`{"kg":72}`)}
+	if err := ok.Validate(0); err != nil {
+		t.Fatalf("a valid event: %v", err)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	for _, s := range []string{"pending", "processing", "completed", "failed"} {
+		if st, err := outbox.ParseStatus(s); err != nil || string(st) != s {
+			t.Errorf("ParseStatus(%q) = %q, %v", s, st, err)
+		}
+	}
+	if _, err := outbox.ParseStatus("done"); !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), `"done"`) {
+		t.Errorf("ParseStatus(done) = %v, want ErrInvalid naming it", err)
+	}
+}
+
+func TestRetryPolicyFollowsTheSeedSchedule(t *testing.T) {
+	var p outbox.RetryPolicy
+	want := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 10 * time.Minute}
+	for i, w := range want {
+		if got := p.Delay(i + 1); got != w {
+			t.Errorf("Delay(%d) = %s, want %s", i+1, got, w)
+		}
+	}
+	noJitter := outbox.RetryPolicy{Jitter: -1}
+	if got := noJitter.NextAttemptAt(t0, 3); !got.Equal(t0.Add(30 * time.Second)) {
+		t.Errorf("without jitter NextAttemptAt(3) = %v", got)
+	}
+	seen := map[time.Time]bool{}
+	for range 200 {
+		at := p.NextAttemptAt(t0, 3)
+		if d := at.Sub(t0); d < 27*time.Second || d > 33*time.Second {
+			t.Fatalf("with 10%% jitter a 30s delay became %s", d)
+		}
+		seen[at] = true
+	}
+	if len(seen) < 100 {
+		t.Fatalf("jitter produced only %d distinct times in 200", len(seen))
+	}
+}
+
+func TestHealthRules(t *testing.T) {
+	tests := []struct {
+		name  string
+		stats outbox.Stats
+		rules outbox.HealthRules
+		want  []string
+	}{
+		{"quiet", outbox.Stats{Completed: 100}, outbox.HealthRules{}, nil},
+		{"one stale", outbox.Stats{Pending: 1, Stale: 1}, outbox.HealthRules{}, []string{"stale"}},
+		{"failure rate just above 10%", outbox.Stats{Completed: 89, Failed: 6, GivenUp: 5}, outbox.HealthRules{}, []string{"failure_rate"}},
+		{"failure rate at 10%", outbox.Stats{Completed: 90, GivenUp: 10}, outbox.HealthRules{}, nil},
+		{"51 waiting", outbox.Stats{Pending: 40, Failed: 11, Completed: 1000}, outbox.HealthRules{}, []string{"pending"}},
+		{"rules disabled", outbox.Stats{Pending: 100, Stale: 5, GivenUp: 5}, outbox.HealthRules{MaxStale: -1, MaxFailureRate: -1, MaxPending: -1}, nil},
+	}
+	for _, tc := range tests {
+		h := outbox.CheckHealth(tc.stats, tc.rules)
+		var got []string
+		for _, a := range h.Alerts {
+			got = append(got, a.Rule)
+		}
+		if strings.Join(got, ",") != strings.Join(tc.want, ",") || h.Healthy != (len(tc.want) == 0) {
+			t.Errorf("%s: alerts %v healthy %v, want %v", tc.name, got, h.Healthy, tc.want)
+		}
+	}
+}

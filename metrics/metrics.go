@@ -1,0 +1,180 @@
+// Package metrics exports what an outbox processor does as Prometheus metrics. A
+// Metrics is an outbox.Observer (set it as Config.Observer) for the counters and
+// histograms, and refreshes its gauges from Store.Stats (Refresh, then Run).
+//
+//	outbox_events_delivered_total{type}          deliveries that completed an event
+//	outbox_events_failed_total{type}             failed attempts that will be retried
+//	outbox_events_given_up_total{type}           failed attempts that gave the event up
+//	outbox_events_released_total{type}           claims handed back unattempted (shutdown)
+//	outbox_delivery_duration_seconds{type}       handler time per attempt (a batch's time, for batch sinks)
+//	outbox_claim_duration_seconds                time of one claim query
+//	outbox_claimed_events_total                  events claimed
+//	outbox_events{status}                        events by status: pending, processing, failed (retrying), given_up, completed
+//	outbox_events_stale                          events due for longer than the stale threshold
+//	outbox_oldest_pending_age_seconds            age of the oldest waiting event
+//	outbox_stats_refresh_errors_total            failed Stats refreshes
+//	outbox_stats_last_refresh_timestamp_seconds  when the gauges were last refreshed
+package metrics
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/fitiq/outbox"
+)
+
+// Config tunes a Metrics.
+type Config struct {
+	// Namespace prefixes every metric name. Defaults to "outbox".
+	Namespace string
+	// Buckets are the delivery and claim duration histogram buckets, in seconds.
+	// Defaults to prometheus.DefBuckets (5ms … 10s).
+	Buckets []float64
+	// StaleAfter is the staleness threshold for the stale gauge. Defaults to 5m.
+	StaleAfter time.Duration
+	// UserID scopes the gauges to one user's events; empty counts all.
+	UserID string
+	// Clock supplies the time for ages. Defaults to outbox.SystemClock.
+	Clock outbox.Clock
+	// Logger receives refresh failures. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Metrics records a processor's work. Its observer methods never block.
+type Metrics struct {
+	cfg Config
+
+	delivered, failed, givenUp, released *prometheus.CounterVec
+	deliveryDuration                     *prometheus.HistogramVec
+	claimDuration                        prometheus.Histogram
+	claimed                              prometheus.Counter
+	events                               *prometheus.GaugeVec
+	stale, oldestAge, lastRefresh        prometheus.Gauge
+	refreshErrors                        prometheus.Counter
+}
+
+var _ outbox.Observer = (*Metrics)(nil)
+
+// New creates the metrics and registers them with reg (prometheus.DefaultRegisterer
+// when nil). It fails when a metric of the same name is already registered.
+func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
+	if cfg.StaleAfter < 0 {
+		return nil, &outbox.FieldError{Field: "metrics.Config.StaleAfter", Problem: "must not be negative"}
+	}
+	cfg.Namespace = cmp.Or(cfg.Namespace, "outbox")
+	if len(cfg.Buckets) == 0 {
+		cfg.Buckets = prometheus.DefBuckets
+	}
+	cfg.StaleAfter = cmp.Or(cfg.StaleAfter, 5*time.Minute)
+	if cfg.Clock == nil {
+		cfg.Clock = outbox.SystemClock
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if reg == nil {
+		reg = prometheus.DefaultRegisterer
+	}
+	ns := cfg.Namespace
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: name, Help: help}, []string{"type"})
+	}
+	gauge := func(name, help string) prometheus.Gauge {
+		return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: name, Help: help})
+	}
+	m := &Metrics{
+		cfg:       cfg,
+		delivered: counter("events_delivered_total", "Deliveries that completed an event, by event type."),
+		failed:    counter("events_failed_total", "Failed delivery attempts that will be retried, by event type."),
+		givenUp:   counter("events_given_up_total", "Failed delivery attempts that gave the event up (permanent error or no attempts left), by event type."),
+		released:  counter("events_released_total", "Claimed events handed back unattempted because the processor was stopping, by event type."),
+		deliveryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Name: "delivery_duration_seconds", Buckets: cfg.Buckets,
+			Help: "Time the sink took per delivery attempt (for batch sinks, the whole batch's time), by event type.",
+		}, []string{"type"}),
+		claimDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Name: "claim_duration_seconds", Buckets: cfg.Buckets,
+			Help: "Time of one claim of due events from the store.",
+		}),
+		claimed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "claimed_events_total", Help: "Events claimed for delivery."}),
+		events: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "events",
+			Help: "Events in the store by status (pending, processing, failed = retrying, given_up, completed), as of the last refresh.",
+		}, []string{"status"}),
+		stale:         gauge("events_stale", "Events due for longer than the stale threshold, as of the last refresh."),
+		oldestAge:     gauge("oldest_pending_age_seconds", "How long the oldest pending or retrying event has waited, as of the last refresh."),
+		lastRefresh:   gauge("stats_last_refresh_timestamp_seconds", "Unix time of the last successful refresh of the gauges."),
+		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "stats_refresh_errors_total", Help: "Refreshes of the gauges that failed."}),
+	}
+	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.givenUp, m.released, m.deliveryDuration,
+		m.claimDuration, m.claimed, m.events, m.stale, m.oldestAge, m.lastRefresh, m.refreshErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// ObserveClaim implements outbox.Observer.
+func (m *Metrics) ObserveClaim(n int, d time.Duration) {
+	m.claimDuration.Observe(d.Seconds())
+	m.claimed.Add(float64(n))
+}
+
+// ObserveDelivery implements outbox.Observer.
+func (m *Metrics) ObserveDelivery(e outbox.Event, o outbox.Outcome, d time.Duration) {
+	switch {
+	case o.Result == outbox.Delivered:
+		m.delivered.WithLabelValues(e.Type).Inc()
+	case o.Result == outbox.Failed && o.NextAttemptAt.IsZero():
+		m.givenUp.WithLabelValues(e.Type).Inc()
+	case o.Result == outbox.Failed:
+		m.failed.WithLabelValues(e.Type).Inc()
+	case o.Result == outbox.Released:
+		m.released.WithLabelValues(e.Type).Inc()
+		return // never attempted: no duration
+	}
+	m.deliveryDuration.WithLabelValues(e.Type).Observe(d.Seconds())
+}
+
+// Refresh sets the gauges from store's statistics.
+func (m *Metrics) Refresh(ctx context.Context, store outbox.Store) error {
+	now := m.cfg.Clock.Now()
+	s, err := store.Stats(ctx, outbox.StatsQuery{UserID: m.cfg.UserID, Now: now, StaleAfter: m.cfg.StaleAfter})
+	if err != nil {
+		m.refreshErrors.Inc()
+		return err
+	}
+	m.events.WithLabelValues("pending").Set(float64(s.Pending))
+	m.events.WithLabelValues("processing").Set(float64(s.Processing))
+	m.events.WithLabelValues("failed").Set(float64(s.Failed))
+	m.events.WithLabelValues("given_up").Set(float64(s.GivenUp))
+	m.events.WithLabelValues("completed").Set(float64(s.Completed))
+	m.stale.Set(float64(s.Stale))
+	m.oldestAge.Set(s.OldestPendingAge.Seconds())
+	m.lastRefresh.Set(float64(now.UnixNano()) / 1e9)
+	return nil
+}
+
+// Run refreshes the gauges every interval until ctx ends (call Refresh first for
+// values from the start). Stats queries are indexed counts, but a scrape should not
+// cost the database a query each, so the gauges are refreshed on their own schedule
+// rather than on scrape.
+func (m *Metrics) Run(ctx context.Context, store outbox.Store, interval time.Duration) {
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if err := m.Refresh(ctx, store); err != nil && ctx.Err() == nil {
+			m.cfg.Logger.Warn("refreshing outbox gauges failed", "err", err)
+		}
+	}
+}

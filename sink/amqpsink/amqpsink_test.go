@@ -1,0 +1,463 @@
+package amqpsink_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sink"
+	"github.com/fitiq/outbox/sink/amqpsink"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+func amqpURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("OUTBOX_AMQP_URL")
+	if u == "" {
+		t.Skip("OUTBOX_AMQP_URL is not set: skipping the test against RabbitMQ (e.g. OUTBOX_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/)")
+	}
+	return u
+}
+
+// testQueue declares a durable queue of the test's own, bound to amq.topic with
+// "<prefix>.#", and deletes it when the test ends. It returns the queue name, the
+// routing-key prefix, and a channel to read it with.
+func testQueue(t *testing.T, url string) (string, string, *amqp.Channel) {
+	t.Helper()
+	conn, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := strings.ReplaceAll(uuid.NewString()[:13], "-", "")
+	queue, prefix := "outboxtest."+id, "outboxtest."+id
+	if _, err := ch.QueueDeclare(queue, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := ch.QueueDelete(queue, false, false, false); err != nil {
+			t.Logf("delete queue %s: %v", queue, err)
+		}
+	})
+	if err := ch.QueueBind(queue, prefix+".#", "amq.topic", false, nil); err != nil {
+		t.Fatal(err)
+	}
+	return queue, prefix, ch
+}
+
+// consumeAll reads every message in the queue and counts each message-id, checking
+// the message against its envelope.
+func consumeAll(t *testing.T, ch *amqp.Channel, queue string) map[string]int {
+	t.Helper()
+	q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Qos(1000, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	for range q.Messages {
+		var d amqp.Delivery
+		select {
+		case d = <-deliveries:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("queue ran dry after %d of %d messages", len(seen), q.Messages)
+		}
+		var env sink.Envelope
+		if err := json.Unmarshal(d.Body, &env); err != nil || env.ID != d.MessageId {
+			t.Fatalf("message %q: envelope %s (%v) does not carry its ID", d.MessageId, d.Body, err)
+		}
+		if d.DeliveryMode != amqp.Persistent || d.ContentType != "application/json" || d.Type != env.Type {
+			t.Fatalf("message %s: delivery mode %d, content type %q, type %q", d.MessageId, d.DeliveryMode, d.ContentType, d.Type)
+		}
+		seen[d.MessageId]++
+		if err := d.Ack(false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return seen
+}
+
+func newStore(t testing.TB) *sqlite.Store {
+	t.Helper()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func enqueue(t testing.TB, s *sqlite.Store, n int) map[string]bool {
+	t.Helper()
+	ids := make(map[string]bool, n)
+	for start := 0; start < n; start += 1000 {
+		var batch []*outbox.Event
+		for i := start; i < min(start+1000, n); i++ {
+			typ := outbox.TypeProgressEntry
+			if i%3 == 0 {
+				typ = outbox.TypeActivitySnapshot
+			}
+			e := outbox.NewEvent(typ, fmt.Sprintf("entity-%d", i), fmt.Sprintf("user-%d", i%7))
+			e.Payload = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
+			batch = append(batch, e)
+		}
+		if err := s.Enqueue(context.Background(), time.Now(), batch...); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range batch {
+			ids[e.ID] = true
+		}
+	}
+	return ids
+}
+
+// checkAllPresent asserts at-least-once: every event's ID is in the queue, and nothing else.
+func checkAllPresent(t *testing.T, seen map[string]int, ids map[string]bool) {
+	t.Helper()
+	missing, dups := 0, 0
+	for id := range ids {
+		if seen[id] == 0 {
+			missing++
+		}
+		dups += max(seen[id]-1, 0)
+	}
+	for id := range seen {
+		if !ids[id] {
+			t.Fatalf("message %s is from no event", id)
+		}
+	}
+	if missing > 0 {
+		t.Fatalf("%d of %d events missing from the queue", missing, len(ids))
+	}
+	t.Logf("%d events, all present; %d duplicate deliveries", len(ids), dups)
+}
+
+func newSink(t *testing.T, cfg amqpsink.Config) *amqpsink.Sink {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = outboxtest.Discard
+	}
+	s, err := amqpsink.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestTenThousandEventsAtLeastOnce(t *testing.T) {
+	url := amqpURL(t)
+	queue, prefix, ch := testQueue(t, url)
+	store := newStore(t)
+	const n = 10_000
+	ids := enqueue(t, store, n)
+	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: prefix + ".{type}"})
+	p, err := outbox.NewProcessor(store, s, outbox.Config{BatchSize: 500, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := p.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Completed != n {
+		t.Fatalf("completed %d of %d (stats %+v)", stats.Completed, n, stats)
+	}
+	checkAllPresent(t, consumeAll(t, ch, queue), ids)
+}
+
+// Mandatory publishing: a routing key no queue is bound to fails the event instead
+// of dropping the message; the confirm alone is not taken as delivery.
+func TestUnroutableIsFailure(t *testing.T) {
+	url := amqpURL(t)
+	queue, prefix, ch := testQueue(t, url)
+	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: "{type}"})
+	events := []outbox.Event{
+		{ID: uuid.NewString(), Type: prefix + ".routed", EntityID: "e1"},
+		{ID: uuid.NewString(), Type: "outboxtest-unbound-" + uuid.NewString(), EntityID: "e2"},
+		{ID: uuid.NewString(), Type: prefix + ".routed", EntityID: "e3"},
+	}
+	errs := s.HandleBatch(context.Background(), events)
+	if errs[0] != nil || errs[2] != nil {
+		t.Fatalf("routed events failed: %v", errs)
+	}
+	if errs[1] == nil || outbox.IsPermanent(errs[1]) || !strings.Contains(errs[1].Error(), "NO_ROUTE") {
+		t.Fatalf("unroutable event: %v, want a retryable NO_ROUTE failure", errs[1])
+	}
+	seen := consumeAll(t, ch, queue)
+	if len(seen) != 2 || seen[events[0].ID] != 1 || seen[events[2].ID] != 1 {
+		t.Fatalf("queue holds %v", seen)
+	}
+}
+
+// An exchange that does not exist closes the channel; the sink fails the batch and
+// opens a new one for the next.
+func TestMissingExchangeFailsThenRecovers(t *testing.T) {
+	url := amqpURL(t)
+	_, prefix, _ := testQueue(t, url)
+	bad := newSink(t, amqpsink.Config{URL: url, Exchange: "outboxtest-missing-" + uuid.NewString()})
+	if err := bad.Handle(context.Background(), outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"}); err == nil {
+		t.Fatal("publish to a missing exchange succeeded")
+	}
+	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: prefix + ".{type}"})
+	if err := s.Handle(context.Background(), outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// proxy forwards TCP connections to target until cut, which drops every connection
+// through it at once, as a network failure would.
+type proxy struct {
+	ln       net.Listener
+	target   string
+	accepted atomic.Int32
+	held     atomic.Bool // while set, nothing flows from the broker to the client
+	mu       sync.Mutex
+	conns    []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	go p.serve()
+	t.Cleanup(func() { ln.Close(); p.cut() })
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.accepted.Add(1)
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		go func() {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := up.Read(buf)
+				for p.held.Load() && err == nil {
+					time.Sleep(time.Millisecond) // a stalled network; the test releases it
+				}
+				if n > 0 {
+					if _, werr := c.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+			c.Close()
+		}()
+	}
+}
+
+func (p *proxy) cut() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	n := len(p.conns) / 2
+	p.conns = nil
+	return n
+}
+
+type observer struct {
+	delivered, failed, givenUp atomic.Int64
+	at                         int64
+	reached, resume            chan struct{}
+	firstFailure               chan struct{}
+	failOnce                   sync.Once
+	total                      int64
+	allDone                    chan struct{}
+}
+
+func (o *observer) ObserveClaim(int, time.Duration) {}
+
+func (o *observer) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
+	switch {
+	case out.Result == outbox.Delivered:
+		n := o.delivered.Add(1)
+		if n == o.at {
+			close(o.reached)
+			<-o.resume
+		}
+		if n == o.total {
+			close(o.allDone)
+		}
+	case out.Result == outbox.Failed && out.NextAttemptAt.IsZero():
+		o.givenUp.Add(1)
+	case out.Result == outbox.Failed:
+		o.failed.Add(1)
+		o.failOnce.Do(func() { close(o.firstFailure) })
+	}
+}
+
+// The connection to the broker drops in the middle of a run: the sink reconnects and
+// every event arrives; none is given up.
+func TestDroppedConnectionReconnects(t *testing.T) {
+	raw := amqpURL(t)
+	queue, prefix, ch := testQueue(t, raw)
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := newProxy(t, u.Host)
+	u.Host = px.ln.Addr().String()
+
+	const n = 2000
+	store := newStore(t)
+	ids := enqueue(t, store, n)
+	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 2 * time.Second})
+	obs := &observer{at: n / 2, reached: make(chan struct{}), resume: make(chan struct{}),
+		firstFailure: make(chan struct{}), total: n, allDone: make(chan struct{})}
+	p, err := outbox.NewProcessor(store, s, outbox.Config{
+		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
+		Retry: outbox.RetryPolicy{Delays: []time.Duration{100 * time.Millisecond}, MaxAttempts: 50, Jitter: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	resume := func() { once.Do(func() { close(obs.resume) }) }
+	defer p.Stop(context.Background())
+	defer resume()
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(2 * time.Minute):
+			t.Fatalf("gave up waiting for %s (delivered %d, failed %d)", what, obs.delivered.Load(), obs.failed.Load())
+		}
+	}
+	wait(obs.reached, "half the events")
+	if cut := px.cut(); cut == 0 {
+		t.Fatal("no connection went through the proxy")
+	}
+	resume()
+	wait(obs.allDone, "every event to be delivered after the connection dropped")
+	if px.accepted.Load() < 2 {
+		t.Fatalf("the sink connected %d times; want a reconnection", px.accepted.Load())
+	}
+	if err := p.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	stats, err := p.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Completed != n || stats.GivenUp != 0 {
+		t.Fatalf("%d completed, %d given up; want %d and 0", stats.Completed, stats.GivenUp, n)
+	}
+	t.Logf("%d failed attempts retried after the drop", obs.failed.Load())
+	checkAllPresent(t, consumeAll(t, ch, queue), ids)
+}
+
+// Confirms that do not come in time fail the batch, retryably; the sink drops the
+// channel they were owed on and the next batch goes out on a new connection.
+func TestConfirmTimeoutFailsBatchThenRecovers(t *testing.T) {
+	raw := amqpURL(t)
+	queue, prefix, ch := testQueue(t, raw)
+	u, _ := url.Parse(raw)
+	px := newProxy(t, u.Host)
+	u.Host = px.ln.Addr().String()
+	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 200 * time.Millisecond})
+	ev := func() outbox.Event { return outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"} }
+	if err := s.Handle(context.Background(), ev()); err != nil { // connected
+		t.Fatal(err)
+	}
+	px.held.Store(true)
+	stalled := []outbox.Event{ev(), ev(), ev()}
+	for i, err := range s.HandleBatch(context.Background(), stalled) {
+		if err == nil || outbox.IsPermanent(err) || !strings.Contains(err.Error(), "no confirm within") {
+			t.Fatalf("event %d with confirms withheld: %v, want a retryable timeout", i, err)
+		}
+	}
+	px.held.Store(false)
+	px.cut()
+	if err := s.HandleBatch(context.Background(), stalled); err[0] != nil || err[1] != nil || err[2] != nil {
+		t.Fatalf("after the stall: %v", err)
+	}
+	if px.accepted.Load() != 2 {
+		t.Fatalf("%d connections, want 2", px.accepted.Load())
+	}
+	seen := consumeAll(t, ch, queue)
+	for _, e := range stalled {
+		if seen[e.ID] == 0 {
+			t.Fatalf("event %s missing after retry", e.ID)
+		}
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  amqpsink.Config
+		want string
+	}{
+		{"no URL", amqpsink.Config{}, "URL must not be empty"},
+		{"bad URL", amqpsink.Config{URL: "http://x"}, "URL"},
+		{"bad template", amqpsink.Config{URL: "amqp://x", RoutingKey: "outbox.{nope}"}, "unknown placeholder {nope}"},
+		{"negative timeout", amqpsink.Config{URL: "amqp://x", ConfirmTimeout: -time.Second}, "ConfirmTimeout must not be negative"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := amqpsink.New(tt.cfg)
+			if !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}

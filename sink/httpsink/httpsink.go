@@ -1,0 +1,228 @@
+// Package httpsink delivers outbox events to a remote HTTP API: one POST of the event's
+// JSON envelope (see package sink) per event, with the event ID as Idempotency-Key so
+// that the receiver can drop a repeated delivery.
+//
+// What each response means for the event:
+//
+//	2xx, 409 Conflict              delivered (409: the receiver already has it)
+//	408, 425, 429, 5xx             retried, no sooner than the Retry-After the server sent
+//	network error, timeout         retried
+//	other 4xx, 3xx                 permanent: given up at once (kept, visible, retryable by an operator)
+//
+// Redirects are not followed: a POST that is redirected may be replayed as a GET, so a
+// 3xx is reported (as permanent, since retrying cannot change it) instead.
+package httpsink
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/sink"
+)
+
+// Config tunes a Sink.
+type Config struct {
+	// URL receives the POSTs; http or https. Required.
+	URL string
+	// Timeout bounds one request, from connecting to reading the response. A server
+	// that does not answer in time fails the attempt, to be retried. Defaults to 10s.
+	Timeout time.Duration
+	// BearerToken, when set, is sent as "Authorization: Bearer <token>".
+	BearerToken string
+	// Header holds extra request headers (an API key, a tenant). They cannot replace
+	// Content-Type, Idempotency-Key or Authorization.
+	Header http.Header
+	// UserAgent is the User-Agent header. Defaults to "outbox-httpsink".
+	UserAgent string
+	// InsecureSkipVerify turns TLS certificate verification off. Verification is on by
+	// default; turn it off only against a test server. Ignored when Client is set.
+	InsecureSkipVerify bool
+	// MaxRetryAfter caps the delay a server may ask for with Retry-After, so that a
+	// wrong header cannot park events for days. Defaults to 1h.
+	MaxRetryAfter time.Duration
+	// Client sends the requests. Defaults to a client with Timeout, TLS verification
+	// (unless InsecureSkipVerify), and redirects not followed. A client given here is
+	// used as is, except that redirects are still not followed.
+	Client *http.Client
+	// Clock reads the time for Retry-After given as an HTTP date. Defaults to
+	// outbox.SystemClock.
+	Clock outbox.Clock
+}
+
+// Sink is an outbox.Handler that POSTs events. It is safe for concurrent use.
+type Sink struct {
+	cfg    Config
+	url    string
+	client *http.Client
+}
+
+var _ outbox.Handler = (*Sink)(nil)
+
+// reserved headers are set by the sink; Config.Header cannot override them.
+var reserved = []string{"Content-Type", "Idempotency-Key", "Authorization"}
+
+// New returns a Sink, or an error naming the Config field that cannot work.
+func New(cfg Config) (*Sink, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	client := cfg.Client
+	if client == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: cfg.InsecureSkipVerify, MinVersion: tls.VersionTLS12}
+		tr.MaxIdleConnsPerHost = 32 // the processor delivers several at once to one host
+		client = &http.Client{Transport: tr, Timeout: cfg.Timeout}
+	} else {
+		c := *client
+		client = &c
+	}
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Sink{cfg: cfg, url: cfg.URL, client: client}, nil
+}
+
+func (c Config) withDefaults() Config {
+	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
+	c.UserAgent = cmp.Or(c.UserAgent, "outbox-httpsink")
+	c.MaxRetryAfter = cmp.Or(c.MaxRetryAfter, time.Hour)
+	if c.Clock == nil {
+		c.Clock = outbox.SystemClock
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	if c.URL == "" {
+		return fieldError("URL", "must not be empty")
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return fieldError("URL", fmt.Sprintf("%q is not a URL: %v", c.URL, err))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fieldError("URL", fmt.Sprintf("%q: scheme must be http or https", c.URL))
+	}
+	if u.Host == "" {
+		return fieldError("URL", fmt.Sprintf("%q has no host", c.URL))
+	}
+	if c.Timeout < 0 {
+		return fieldError("Timeout", fmt.Sprintf("must not be negative, got %s", c.Timeout))
+	}
+	if c.MaxRetryAfter < 0 {
+		return fieldError("MaxRetryAfter", fmt.Sprintf("must not be negative, got %s", c.MaxRetryAfter))
+	}
+	for name := range c.Header {
+		for _, r := range reserved {
+			if textproto.CanonicalMIMEHeaderKey(name) == r {
+				return fieldError("Header", fmt.Sprintf("cannot set %s; the sink sets it", r))
+			}
+		}
+	}
+	if strings.ContainsAny(c.BearerToken, "\r\n") {
+		return fieldError("BearerToken", "must not contain line breaks")
+	}
+	return nil
+}
+
+func fieldError(field, problem string) error {
+	return &outbox.FieldError{Field: "httpsink.Config." + field, Problem: problem}
+}
+
+// StatusError is the error of a delivery the server answered with a status that is
+// not success. Body holds the start of the response body, for the event's error history.
+type StatusError struct {
+	StatusCode int
+	Body       string
+}
+
+func (e *StatusError) Error() string {
+	msg := fmt.Sprintf("http %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	if e.Body != "" {
+		msg += ": " + e.Body
+	}
+	return msg
+}
+
+// maxErrorBody is how much of an error response is kept in the event's history.
+const maxErrorBody = 512
+
+// Handle POSTs e and returns nil when the server took it, a retryable error, or an
+// error marked with outbox.Permanent (see the package documentation).
+func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
+	body, err := sink.Encode(e)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return outbox.Permanent(fmt.Errorf("build request: %w", err))
+	}
+	for name, values := range s.cfg.Header {
+		req.Header[textproto.CanonicalMIMEHeaderKey(name)] = values
+	}
+	req.Header.Set("Content-Type", sink.ContentType)
+	req.Header.Set("Idempotency-Key", e.ID)
+	req.Header.Set("User-Agent", s.cfg.UserAgent)
+	if s.cfg.BearerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
+	}
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		// Connection refused, reset, DNS, TLS handshake, or Timeout: worth another try.
+		// (A certificate that does not verify stays so, but it may be being rotated.)
+		// The *url.Error names the method and the URL, password stripped.
+		return err
+	}
+	defer resp.Body.Close()
+	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	// Drain a little more so that the connection can be reused; give up on huge bodies.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+
+	code := resp.StatusCode
+	if code/100 == 2 || code == http.StatusConflict {
+		return nil
+	}
+	serr := &StatusError{StatusCode: code, Body: strings.TrimSpace(string(snippet))}
+	switch {
+	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
+		if d, ok := s.retryAfter(resp.Header.Get("Retry-After")); ok {
+			return outbox.RetryAfter(serr, d)
+		}
+		return serr
+	default:
+		return outbox.Permanent(serr)
+	}
+}
+
+// retryAfter parses a Retry-After value: delay seconds, or an HTTP date. A date in the
+// past means "now"; values above MaxRetryAfter are capped.
+func (s *Sink) retryAfter(v string) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if secs < 0 {
+			return 0, false
+		}
+		d = time.Duration(min(secs, int64(s.cfg.MaxRetryAfter/time.Second)+1)) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		d = max(at.Sub(s.cfg.Clock.Now()), 0)
+	} else {
+		return 0, false
+	}
+	return min(d, s.cfg.MaxRetryAfter), true
+}

@@ -1,0 +1,372 @@
+package httpsink_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sink"
+	"github.com/fitiq/outbox/sink/httpsink"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+
+func testEvent() outbox.Event {
+	return outbox.Event{
+		ID: "0190f4c2-7d1e-7cc1-a3e4-5b6a7c8d9e0f", Type: outbox.TypeProgressEntry, EntityID: "entry-1", UserID: "user-1",
+		IsNewRecord: true, Priority: 10, Metadata: map[string]string{"source": "manual_entry"},
+		Payload: json.RawMessage(`{"kind":"weight","quantity":72.5}`), CreatedAt: t0, Attempts: 2,
+	}
+}
+
+func newSink(t *testing.T, cfg httpsink.Config) *httpsink.Sink {
+	t.Helper()
+	s, err := httpsink.New(cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// hang never answers; it returns once the client has gone. (The body is read first:
+// only then does the server notice a client that hangs up.)
+func hang(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	<-r.Context().Done()
+}
+
+// respond serves every request with code and the given headers.
+func respond(code int, header map[string]string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range header {
+			w.Header().Set(k, v)
+		}
+		w.WriteHeader(code)
+		_, _ = w.Write([]byte("reason from server"))
+	}
+}
+
+func TestStatusClasses(t *testing.T) {
+	const (
+		delivered = "delivered"
+		retry     = "retry"
+		permanent = "permanent"
+	)
+	httpDate := t0.Add(90 * time.Second).Format(http.TimeFormat)
+	tests := []struct {
+		name       string
+		code       int
+		header     map[string]string
+		want       string
+		retryAfter time.Duration // when > 0 (or wantZeroAfter), the Retry-After the error must carry
+		zeroAfter  bool
+	}{
+		{"200 OK", 200, nil, delivered, 0, false},
+		{"201 Created", 201, nil, delivered, 0, false},
+		{"202 Accepted", 202, nil, delivered, 0, false},
+		{"204 No Content", 204, nil, delivered, 0, false},
+		{"409 Conflict is already there", 409, nil, delivered, 0, false},
+		{"408 Request Timeout", 408, nil, retry, 0, false},
+		{"425 Too Early", 425, nil, retry, 0, false},
+		{"429 without Retry-After", 429, nil, retry, 0, false},
+		{"429 Retry-After seconds", 429, map[string]string{"Retry-After": "7"}, retry, 7 * time.Second, false},
+		{"503 Retry-After HTTP date", 503, map[string]string{"Retry-After": httpDate}, retry, 90 * time.Second, false},
+		{"503 Retry-After date in the past", 503, map[string]string{"Retry-After": t0.Add(-time.Hour).Format(http.TimeFormat)}, retry, 0, true},
+		{"503 Retry-After capped", 503, map[string]string{"Retry-After": "999999"}, retry, time.Hour, false},
+		{"503 Retry-After garbage ignored", 503, map[string]string{"Retry-After": "soon"}, retry, 0, false},
+		{"500", 500, nil, retry, 0, false},
+		{"502", 502, nil, retry, 0, false},
+		{"504", 504, nil, retry, 0, false},
+		{"400", 400, nil, permanent, 0, false},
+		{"401", 401, nil, permanent, 0, false},
+		{"403", 403, nil, permanent, 0, false},
+		{"404", 404, nil, permanent, 0, false},
+		{"410", 410, nil, permanent, 0, false},
+		{"422", 422, nil, permanent, 0, false},
+		{"302 not followed", 302, map[string]string{"Location": "/elsewhere"}, permanent, 0, false},
+		{"308 not followed", 308, map[string]string{"Location": "/elsewhere"}, permanent, 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var followed atomic.Int32
+			mux := http.NewServeMux()
+			mux.Handle("/events", respond(tt.code, tt.header))
+			mux.HandleFunc("/elsewhere", func(w http.ResponseWriter, r *http.Request) { followed.Add(1) })
+			srv := httptest.NewServer(mux)
+			defer srv.Close()
+			s := newSink(t, httpsink.Config{URL: srv.URL + "/events", Clock: outboxtest.NewClock(t0)})
+
+			err := s.Handle(context.Background(), testEvent())
+			switch tt.want {
+			case delivered:
+				if err != nil {
+					t.Fatalf("Handle = %v, want delivered", err)
+				}
+			case retry:
+				if err == nil || outbox.IsPermanent(err) {
+					t.Fatalf("Handle = %v, want a retryable error", err)
+				}
+			case permanent:
+				if !outbox.IsPermanent(err) {
+					t.Fatalf("Handle = %v, want a permanent error", err)
+				}
+			}
+			if err != nil {
+				var se *httpsink.StatusError
+				if !errors.As(err, &se) || se.StatusCode != tt.code || se.Body != "reason from server" {
+					t.Fatalf("error %v: want a StatusError with code %d and the body", err, tt.code)
+				}
+			}
+			d, ok := outbox.RetryAfterDelay(err)
+			switch {
+			case tt.retryAfter > 0 || tt.zeroAfter:
+				if !ok || d != tt.retryAfter {
+					t.Fatalf("Retry-After = %v (%v), want %v", d, ok, tt.retryAfter)
+				}
+			case ok:
+				t.Fatalf("error carries Retry-After %v, want none", d)
+			}
+			if followed.Load() != 0 {
+				t.Fatalf("the redirect was followed")
+			}
+		})
+	}
+}
+
+func TestRequestCarriesEnvelopeAndHeaders(t *testing.T) {
+	var got *http.Request
+	var body []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r
+		body = make([]byte, r.ContentLength)
+		_, _ = r.Body.Read(body)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer srv.Close()
+	s := newSink(t, httpsink.Config{
+		URL: srv.URL, BearerToken: "s3cret",
+		Header: http.Header{"X-Tenant": {"fitiq"}},
+	})
+	e := testEvent()
+	if err := s.Handle(context.Background(), e); err != nil {
+		t.Fatal(err)
+	}
+	checks := map[string]string{
+		"Idempotency-Key": e.ID,
+		"Content-Type":    "application/json",
+		"Authorization":   "Bearer s3cret",
+		"X-Tenant":        "fitiq",
+		"User-Agent":      "outbox-httpsink",
+	}
+	if got.Method != http.MethodPost {
+		t.Fatalf("method %s, want POST", got.Method)
+	}
+	for k, want := range checks {
+		if v := got.Header.Get(k); v != want {
+			t.Errorf("header %s = %q, want %q", k, v, want)
+		}
+	}
+	var env sink.Envelope
+	if err := json.Unmarshal(body, &env); err != nil {
+		t.Fatalf("body %s: %v", body, err)
+	}
+	want := sink.NewEnvelope(e)
+	if env.ID != want.ID || env.Type != want.Type || env.EntityID != "entry-1" || env.UserID != "user-1" ||
+		!env.IsNewRecord || env.Priority != 10 || env.Metadata["source"] != "manual_entry" ||
+		string(env.Payload) != string(e.Payload) || !env.CreatedAt.Equal(t0) || env.Attempt != 2 {
+		t.Fatalf("envelope %+v, want the event's fields", env)
+	}
+	// The documented field names, as a receiver in another language reads them.
+	var raw map[string]any
+	_ = json.Unmarshal(body, &raw)
+	for _, k := range []string{"id", "type", "entity_id", "user_id", "is_new_record", "priority", "metadata", "payload", "created_at", "attempt"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("envelope lacks %q: %s", k, body)
+		}
+	}
+}
+
+// A server that never answers: the request times out and the attempt is retryable.
+func TestHangingServerTimesOut(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	defer close(release) // before Close, which waits for the handler
+	s := newSink(t, httpsink.Config{URL: srv.URL, Timeout: 50 * time.Millisecond})
+	err := s.Handle(context.Background(), testEvent())
+	var ne net.Error
+	if err == nil || outbox.IsPermanent(err) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Handle = %v, want a retryable timeout", err)
+	}
+}
+
+// A peer that accepts the connection and never writes a byte (not even headers).
+func TestSilentPeerTimesOut(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close() // held open, silent, until the listener closes
+		}
+	}()
+	s := newSink(t, httpsink.Config{URL: "http://" + ln.Addr().String(), Timeout: 50 * time.Millisecond})
+	err = s.Handle(context.Background(), testEvent())
+	var ne net.Error
+	if err == nil || outbox.IsPermanent(err) || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Handle = %v, want a retryable timeout", err)
+	}
+}
+
+// The processor's handler deadline cuts a hanging request short even when the sink's
+// own timeout is longer.
+func TestContextDeadlineEndsRequest(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(hang))
+	defer srv.Close()
+	s := newSink(t, httpsink.Config{URL: srv.URL, Timeout: time.Hour})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	err := s.Handle(ctx, testEvent())
+	if !errors.Is(err, context.DeadlineExceeded) || outbox.IsPermanent(err) {
+		t.Fatalf("Handle = %v, want a retryable deadline error", err)
+	}
+}
+
+func TestConnectionRefusedIsRetryable(t *testing.T) {
+	srv := httptest.NewServer(respond(200, nil))
+	url := srv.URL
+	srv.Close()
+	s := newSink(t, httpsink.Config{URL: url})
+	if err := s.Handle(context.Background(), testEvent()); err == nil || outbox.IsPermanent(err) {
+		t.Fatalf("Handle = %v, want a retryable error", err)
+	}
+}
+
+func TestTLSVerifiedByDefault(t *testing.T) {
+	srv := httptest.NewTLSServer(respond(200, nil)) // self-signed
+	defer srv.Close()
+	err := newSink(t, httpsink.Config{URL: srv.URL}).Handle(context.Background(), testEvent())
+	if err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("Handle to a self-signed server = %v, want a certificate error", err)
+	}
+	if err := newSink(t, httpsink.Config{URL: srv.URL, InsecureSkipVerify: true}).Handle(context.Background(), testEvent()); err != nil {
+		t.Fatalf("with InsecureSkipVerify: %v", err)
+	}
+	if err := newSink(t, httpsink.Config{URL: srv.URL, Client: srv.Client()}).Handle(context.Background(), testEvent()); err != nil {
+		t.Fatalf("with a client trusting the server: %v", err)
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  httpsink.Config
+		want string
+	}{
+		{"no URL", httpsink.Config{}, "httpsink.Config.URL must not be empty"},
+		{"bad scheme", httpsink.Config{URL: "ftp://x"}, "scheme must be http or https"},
+		{"no host", httpsink.Config{URL: "http://"}, "has no host"},
+		{"negative timeout", httpsink.Config{URL: "http://x", Timeout: -1}, "Timeout must not be negative"},
+		{"reserved header", httpsink.Config{URL: "http://x", Header: http.Header{"idempotency-key": {"x"}}}, "cannot set Idempotency-Key"},
+		{"token with newline", httpsink.Config{URL: "http://x", BearerToken: "a\nb"}, "BearerToken must not contain line breaks"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := httpsink.New(tt.cfg)
+			if !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Through the processor, each class of answer leaves the event in the state the
+// outbox promises: delivered, retried at the server's Retry-After, or given up.
+func TestProcessorOutcomes(t *testing.T) {
+	tests := []struct {
+		name      string
+		handler   http.HandlerFunc
+		status    outbox.Status
+		givenUp   bool
+		nextAfter time.Duration
+	}{
+		{"200 completes", respond(200, nil), outbox.StatusCompleted, false, 0},
+		{"409 completes", respond(409, nil), outbox.StatusCompleted, false, 0},
+		{"503 retries after the policy delay", respond(503, nil), outbox.StatusFailed, false, time.Second},
+		{"429 Retry-After 120 wins over 1s", respond(429, map[string]string{"Retry-After": "120"}), outbox.StatusFailed, false, 120 * time.Second},
+		{"Retry-After shorter than the backoff loses", respond(503, map[string]string{"Retry-After": "0"}), outbox.StatusFailed, false, time.Second},
+		{"400 gives up", respond(400, nil), outbox.StatusFailed, true, 0},
+		{"hanging server retries", hang, outbox.StatusFailed, false, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			defer srv.Close()
+			store := newStore(t)
+			clock := outboxtest.NewClock(t0)
+			s := newSink(t, httpsink.Config{URL: srv.URL, Timeout: 100 * time.Millisecond, Clock: clock})
+			p, err := outbox.NewProcessor(store, s, outbox.Config{Clock: clock, Logger: outboxtest.Discard, Retry: outbox.RetryPolicy{Jitter: -1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := outbox.NewEvent(outbox.TypeProgressEntry, "entry-1", "user-1")
+			if err := store.Enqueue(context.Background(), t0, e); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := p.ProcessBatch(context.Background()); n != 1 || err != nil {
+				t.Fatalf("ProcessBatch = %d, %v", n, err)
+			}
+			got, err := store.Get(context.Background(), e.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Status != tt.status || got.GivenUp() != tt.givenUp {
+				t.Fatalf("status %s given up %v (error %q), want %s given up %v", got.Status, got.GivenUp(), got.LastError, tt.status, tt.givenUp)
+			}
+			if tt.nextAfter > 0 && !got.NextAttemptAt.Equal(t0.Add(tt.nextAfter)) {
+				t.Fatalf("next attempt at %v, want %v", got.NextAttemptAt, t0.Add(tt.nextAfter))
+			}
+		})
+	}
+}
+
+func newStore(t *testing.T) *sqlite.Store {
+	t.Helper()
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
