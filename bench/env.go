@@ -19,6 +19,7 @@ import (
 const (
 	schemaOurs     = "bench_outbox"
 	schemaOursNN   = "bench_outbox_nonotify"
+	schemaOursTx   = "bench_outbox_tx"
 	schemaRiver    = "bench_river"
 	schemaWater    = "bench_watermill"
 	schemaPlain    = "bench_plain"

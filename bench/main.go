@@ -51,7 +51,7 @@ type options struct {
 	drainTimeout time.Duration
 }
 
-const defaultDrain = "outbox:b=1000,c=100,r=2;outbox:b=2000,c=200,r=2;river:w=1000;river:w=10000;watermill"
+const defaultDrain = "outbox:b=1000,c=100,k=2;outbox:b=2000,c=200,k=2;river:w=1000;river:w=10000;watermill"
 
 func main() {
 	var o options
@@ -60,7 +60,8 @@ func main() {
 		"PostgreSQL to measure on; the database is created when missing (env OUTBOX_BENCH_DSN)")
 	flag.IntVar(&o.rounds, "count", 5, "rounds; each runs every phase for every system once")
 	flag.StringVar(&phases, "phases", "enqueue,drain,latency", "phases to run")
-	flag.StringVar(&systems, "systems", "plain,outbox,outbox-nonotify,river,watermill", "systems to run (outbox-nonotify: enqueue only, the store without NOTIFY)")
+	flag.StringVar(&systems, "systems", "plain,outbox,outbox-tx,outbox-nonotify,river,watermill",
+		"systems to run (outbox: Store.Transact; outbox-tx: EnqueueTx in the caller's transaction; outbox-nonotify: that without NOTIFY, enqueue only)")
 	flag.IntVar(&o.writers, "writers", 8, "enqueue: concurrent writers")
 	flag.DurationVar(&o.enqueueWarm, "enqueue-warmup", time.Second, "enqueue: time before counting starts")
 	flag.DurationVar(&o.enqueueTime, "enqueue-time", 5*time.Second, "enqueue: measured time per system per round")
@@ -148,6 +149,7 @@ func progress(format string, args ...any) {
 var constructors = map[string]func(context.Context, string) (system, error){
 	"plain":           newPlain,
 	"outbox":          newOurs,
+	"outbox-tx":       newOursTx,
 	"outbox-nonotify": newOursNoNotify,
 	"river":           newRiver,
 	"watermill":       newWatermill,
@@ -155,7 +157,7 @@ var constructors = map[string]func(context.Context, string) (system, error){
 
 // systemOrder is the canonical order of systems in the output: the baseline of each
 // phase first, so that benchstat -col /system compares against it.
-var systemOrder = []string{"plain", "outbox", "outbox-nonotify", "river", "watermill"}
+var systemOrder = []string{"plain", "outbox", "outbox-tx", "outbox-nonotify", "river", "watermill"}
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	if err := ensureDatabase(ctx, o.dsn); err != nil {
@@ -283,7 +285,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 // consumed, and the store without NOTIFY would only measure the poll interval.
 var enqueueOnly = map[string]bool{"plain": true, "outbox-nonotify": true}
 
-var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "outbox-nonotify": schemaOursNN, "river": schemaRiver, "watermill": schemaWater}
+var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "outbox-tx": schemaOursTx, "outbox-nonotify": schemaOursNN, "river": schemaRiver, "watermill": schemaWater}
 
 func present(systems map[string]system, order []string) []string {
 	var out []string

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // measureEnqueue runs o.writers writers, each committing transactions of one business
@@ -39,22 +41,13 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 					break
 				}
 				ord := newOrder(w, i)
-				tx, e := pool.Begin(ctx)
-				if e != nil {
-					err = e
-					break
-				}
-				if e := insertOrder(ctx, tx, ord); e != nil {
-					_ = tx.Rollback(ctx)
-					err = e
-					break
-				}
-				if _, e := s.EnqueueTx(ctx, tx, ord); e != nil {
-					_ = tx.Rollback(ctx)
-					err = e
-					break
-				}
-				if e := tx.Commit(ctx); e != nil {
+				if e := inTx(ctx, s, func(tx pgx.Tx) error {
+					if err := insertOrder(ctx, tx, ord); err != nil {
+						return err
+					}
+					_, err := s.EnqueueTx(ctx, tx, ord)
+					return err
+				}); e != nil {
 					err = e
 					break
 				}
@@ -183,20 +176,16 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 				return err
 			}
 			ord := newOrder(0, i)
-			tx, err := s.Pool().Begin(ctx)
+			var key string
+			err := inTx(ctx, s, func(tx pgx.Tx) error {
+				if err := insertOrder(ctx, tx, ord); err != nil {
+					return err
+				}
+				var err error
+				key, err = s.EnqueueTx(ctx, tx, ord)
+				return err
+			})
 			if err != nil {
-				return err
-			}
-			if err := insertOrder(ctx, tx, ord); err != nil {
-				_ = tx.Rollback(ctx)
-				return err
-			}
-			key, err := s.EnqueueTx(ctx, tx, ord)
-			if err != nil {
-				_ = tx.Rollback(ctx)
-				return err
-			}
-			if err := tx.Commit(ctx); err != nil {
 				return err
 			}
 			sents = append(sents, sent{key, time.Now()})

@@ -15,32 +15,42 @@ import (
 // ours is this project: postgres.Store.EnqueueTx in the business transaction, and
 // outbox.Processor relays (woken by NOTIFY) delivering to the receiver.
 type ours struct {
-	name   string
-	schema string
-	pool   *pgxpool.Pool
-	store  *postgres.Store
-	cfg    postgres.Config
+	name     string
+	transact bool // enqueue through Store.Transact rather than the caller's own transaction
+	schema   string
+	pool     *pgxpool.Pool
+	store    *postgres.Store
+	cfg      postgres.Config
 }
 
 const oursTable = "outbox_events"
 
+// newOurs is the store used as documented: the business row and its event written in
+// Store.Transact, which sends the NOTIFY after its commit.
 func newOurs(ctx context.Context, dsn string) (system, error) {
-	return openOurs(ctx, dsn, "outbox", schemaOurs, postgres.Config{})
+	return openOurs(ctx, dsn, "outbox", schemaOurs, true, postgres.Config{})
 }
 
-// newOursNoNotify is the store with Config.DisableNotify: it shows what the NOTIFY sent
-// with every enqueue costs (relays then find events at their next poll).
+// newOursTx is EnqueueTx in the caller's own pgx transaction: the NOTIFY goes inside
+// it, and PostgreSQL delivers it at commit.
+func newOursTx(ctx context.Context, dsn string) (system, error) {
+	return openOurs(ctx, dsn, "outbox-tx", schemaOursTx, false, postgres.Config{})
+}
+
+// newOursNoNotify is the caller's-transaction path with Config.DisableNotify: it shows
+// what the NOTIFY inside the transaction costs (relays then find events at their next
+// poll).
 func newOursNoNotify(ctx context.Context, dsn string) (system, error) {
-	return openOurs(ctx, dsn, "outbox-nonotify", schemaOursNN, postgres.Config{DisableNotify: true})
+	return openOurs(ctx, dsn, "outbox-nonotify", schemaOursNN, false, postgres.Config{DisableNotify: true})
 }
 
-func openOurs(ctx context.Context, dsn, name, schema string, cfg postgres.Config) (system, error) {
+func openOurs(ctx context.Context, dsn, name, schema string, transact bool, cfg postgres.Config) (system, error) {
 	pool, err := newPool(ctx, dsn, schema, poolMaxConns)
 	if err != nil {
 		return nil, err
 	}
 	cfg.Schema, cfg.Table, cfg.Logger = schema, oursTable, quietLogger()
-	s := &ours{name: name, schema: schema, pool: pool, cfg: cfg}
+	s := &ours{name: name, transact: transact, schema: schema, pool: pool, cfg: cfg}
 	if err := s.setup(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -77,6 +87,15 @@ func (s *ours) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string, error
 	return e.ID, nil
 }
 
+// Transact runs fn in Store.Transact when the system enqueues that way; ok is false
+// when it uses the caller's own transaction instead.
+func (s *ours) Transact(ctx context.Context, fn func(pgx.Tx) error) (ok bool, err error) {
+	if !s.transact {
+		return false, nil
+	}
+	return true, s.store.Transact(ctx, fn)
+}
+
 func (s *ours) Preload(ctx context.Context, n int) error {
 	const chunk = 1000
 	for done := 0; done < n; done += chunk {
@@ -111,9 +130,10 @@ func (s *ours) Consume(ctx context.Context, v variant, deliver func(string)) (fu
 	}
 	for range max(v.Relays, 1) {
 		p, err := outbox.NewProcessor(s.store, h, outbox.Config{
-			BatchSize:     v.BatchSize,
-			MaxConcurrent: v.MaxConcurrent,
-			Logger:        quietLogger(),
+			BatchSize:       v.BatchSize,
+			MaxConcurrent:   v.MaxConcurrent,
+			BatchesInFlight: v.BatchesInFlight,
+			Logger:          quietLogger(),
 		})
 		if err != nil {
 			return nil, errors.Join(err, stop(ctx))

@@ -32,12 +32,29 @@ type system interface {
 	Close()
 }
 
+// transactor is a system with a transaction helper of its own (ours: Store.Transact);
+// ok is false when this system's enqueue runs in the caller's own transaction.
+type transactor interface {
+	Transact(ctx context.Context, fn func(pgx.Tx) error) (ok bool, err error)
+}
+
+// inTx runs fn in s's own transaction helper, or in a transaction begun on its pool.
+func inTx(ctx context.Context, s system, fn func(pgx.Tx) error) error {
+	if t, isT := s.(transactor); isT {
+		if ok, err := t.Transact(ctx, fn); ok {
+			return err
+		}
+	}
+	return pgx.BeginFunc(ctx, s.Pool(), fn)
+}
+
 // variant is one consumer configuration. Zero fields mean the system's defaults.
 type variant struct {
 	// Label names the configuration in the report.
 	Label string
-	// Ours: processor batch size, deliveries in flight, processors in this process.
-	BatchSize, MaxConcurrent, Relays int
+	// Ours: processor batch size, deliveries at once per batch, batches in flight per
+	// processor, processors in this process.
+	BatchSize, MaxConcurrent, BatchesInFlight, Relays int
 	// River: the default queue's MaxWorkers (River has no default; its docs use 100).
 	Workers int
 	// Watermill: the PostgreSQL schema adapter's SubscribeBatchSize (default 100).

@@ -7,7 +7,8 @@ import (
 )
 
 // A consumer spec names a system and its configuration, e.g. "outbox:b=1000,c=100,r=2",
-// "river:w=10000", "watermill" (keys: b batch size, c max concurrent, r processors,
+// "river:w=10000", "watermill" (keys: b batch size, c max concurrent, k batches in
+// flight per processor, r processors,
 // w River MaxWorkers, sb Watermill SubscribeBatchSize). No keys means the system's defaults.
 type spec struct {
 	System string
@@ -50,6 +51,8 @@ func parseSpec(s string) (spec, error) {
 				sp.V.BatchSize = n
 			case name == "outbox" && k == "c":
 				sp.V.MaxConcurrent = n
+			case name == "outbox" && k == "k":
+				sp.V.BatchesInFlight = n
 			case name == "outbox" && k == "r":
 				sp.V.Relays = n
 			case name == "river" && k == "w":
@@ -70,10 +73,11 @@ func (sp spec) label() string {
 	v := sp.V
 	switch sp.System {
 	case "outbox":
-		if v.BatchSize == 0 && v.MaxConcurrent == 0 && v.Relays == 0 {
+		if v.BatchSize == 0 && v.MaxConcurrent == 0 && v.BatchesInFlight == 0 && v.Relays == 0 {
 			return "outbox"
 		}
-		return fmt.Sprintf("outbox-b%d-c%d-r%d", orDefault(v.BatchSize, 10), orDefault(v.MaxConcurrent, 3), orDefault(v.Relays, 1))
+		return fmt.Sprintf("outbox-b%d-c%d-k%d-r%d", orDefault(v.BatchSize, 10), orDefault(v.MaxConcurrent, 3),
+			orDefault(v.BatchesInFlight, 1), orDefault(v.Relays, 1))
 	case "river":
 		return fmt.Sprintf("river-w%d", orDefault(v.Workers, riverDefaultWorkers))
 	case "watermill":
