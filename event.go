@@ -243,6 +243,25 @@ func (e *Event) Validate(maxPayloadBytes int) error {
 	return nil
 }
 
+// ValidateUpdate checks what Store.Update writes back: an event to write, a status a
+// caller may set (not processing: only a claim leases), attempt counts not negative.
+// Stores call it before they write.
+func (e *Event) ValidateUpdate() error {
+	if e == nil {
+		return fmt.Errorf("%w: Update: event must not be nil", ErrInvalid)
+	}
+	if !e.Status.Valid() || e.Status == StatusProcessing {
+		return fieldError("Status", fmt.Sprintf("%q cannot be written by Update (want pending, completed or failed)", e.Status))
+	}
+	if e.Attempts < 0 {
+		return fieldError("Attempts", fmt.Sprintf("must not be negative, got %d", e.Attempts))
+	}
+	if e.MaxAttempts < 0 {
+		return fieldError("MaxAttempts", fmt.Sprintf("must not be negative, got %d", e.MaxAttempts))
+	}
+	return nil
+}
+
 // Prepare validates a new event and fills what every store sets on insert: ID (when
 // empty), pending status, zero attempts, timestamps. Store implementations call it
 // before writing; applications need not.

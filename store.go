@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"fmt"
 	"time"
 )
 
@@ -111,6 +112,19 @@ type Filter struct {
 	UserID    string
 	AfterSeq  int64 // for paging: only events with a larger Seq
 	Limit     int   // at most this many (List defaults to 100)
+}
+
+// Validate reports whether f can select events: a known status and a limit that is not
+// negative. Stores call it before they query.
+func (f Filter) Validate() error {
+	if f.Status != "" && !f.Status.Valid() {
+		_, err := ParseStatus(string(f.Status))
+		return err
+	}
+	if f.Limit < 0 {
+		return fieldError("Filter.Limit", fmt.Sprintf("must not be negative, got %d", f.Limit))
+	}
+	return nil
 }
 
 // StatsQuery scopes Stats.

@@ -26,7 +26,7 @@ var migrations = func() []migrate.Migration {
 // applied. Run it beside sqlite.Migrate (the outbox's own tables) on the same file;
 // each keeps its own version table, so either can be upgraded without the other.
 func Migrate(ctx context.Context, db *sql.DB) ([]int, error) {
-	done, err := migrate.Run(ctx, migrationTarget{db}, migrations)
+	done, err := migrate.Run(ctx, migrationTarget(db), migrations)
 	versions := make([]int, len(done))
 	for i, m := range done {
 		versions[i] = m.Version
@@ -41,45 +41,9 @@ func Migrate(ctx context.Context, db *sql.DB) ([]int, error) {
 // than this program: run Migrate first.
 var ErrNotMigrated = errors.New("fitiq: local schema not migrated")
 
-type migrationTarget struct{ db *sql.DB }
-
-func (t migrationTarget) Applied(ctx context.Context) (map[int]bool, error) {
-	if _, err := t.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS fitiq_schema_migrations (
-    version    INTEGER PRIMARY KEY,
-    name       TEXT    NOT NULL,
-    applied_at INTEGER NOT NULL)`); err != nil {
-		return nil, err
-	}
-	rows, err := t.db.QueryContext(ctx, `SELECT version FROM fitiq_schema_migrations`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	applied := map[int]bool{}
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		applied[v] = true
-	}
-	return applied, rows.Err()
-}
-
-func (t migrationTarget) Apply(ctx context.Context, m migrate.Migration) error {
-	tx, err := t.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO fitiq_schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-		m.Version, m.Name, time.Now().UnixMicro()); err != nil {
-		return err
-	}
-	return tx.Commit()
+// migrationTarget records the FitIQ tables' schema versions.
+func migrationTarget(db *sql.DB) migrate.SQLTarget {
+	return migrate.SQLTarget{DB: db, Table: "fitiq_schema_migrations"}
 }
 
 // Local is the app's local database: the tables of the five kinds, in the same SQLite
@@ -94,7 +58,7 @@ func NewLocal(ctx context.Context, db *sql.DB) (*Local, error) {
 	if db == nil {
 		return nil, fmt.Errorf("%w: NewLocal: db must not be nil", ErrInvalid)
 	}
-	applied, err := migrationTarget{db}.Applied(ctx)
+	applied, err := migrationTarget(db).Applied(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("fitiq: read schema version: %w", err)
 	}

@@ -476,7 +476,7 @@ func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
 
 // List implements outbox.Store.
 func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, error) {
-	if err := validateFilter(f); err != nil {
+	if err := f.Validate(); err != nil {
 		return nil, err
 	}
 	args := filterArgs(f)
@@ -502,14 +502,8 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 
 // Update implements outbox.Store.
 func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) error {
-	if e == nil {
-		return fmt.Errorf("%w: Update: event must not be nil", outbox.ErrInvalid)
-	}
-	if !e.Status.Valid() || e.Status == outbox.StatusProcessing {
-		return &outbox.FieldError{Field: "Status", Problem: fmt.Sprintf("%q cannot be written by Update (want pending, completed or failed)", e.Status)}
-	}
-	if e.Attempts < 0 || e.MaxAttempts < 0 {
-		return &outbox.FieldError{Field: "Attempts", Problem: "must not be negative"}
+	if err := e.ValidateUpdate(); err != nil {
+		return err
 	}
 	u, err := uuid.Parse(e.ID)
 	if err != nil {
@@ -559,7 +553,7 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 
 // Retry implements outbox.Store.
 func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int, error) {
-	if err := validateFilter(f); err != nil {
+	if err := f.Validate(); err != nil {
 		return 0, err
 	}
 	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
@@ -609,10 +603,16 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 // counts; see countActive and its neighbours.
 func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
 	var st outbox.Stats
+	// One snapshot for all the counts, so that they add up while relays are working.
+	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	defer tx.Rollback(ctx)
 	user := pgx.NamedArgs{"user_id": q.UserID}
 	// Planned for these arguments: the user filter folds away when unset.
 	mode := pgx.QueryExecModeExec
-	rows, err := s.pool.Query(ctx, s.q.countActive, mode, user)
+	rows, err := tx.Query(ctx, s.q.countActive, mode, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
@@ -627,7 +627,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
-	rows, err = s.pool.Query(ctx, s.q.countCompleted, mode, user)
+	rows, err = tx.Query(ctx, s.q.countCompleted, mode, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
@@ -638,7 +638,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
+	if err := tx.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
 		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)),
 	}).Scan(&st.Stale, &oldest); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
@@ -646,21 +646,10 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if oldest != nil {
 		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
 	}
-	if err := s.pool.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
+	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	return st, nil
-}
-
-func validateFilter(f outbox.Filter) error {
-	if f.Status != "" && !f.Status.Valid() {
-		_, err := outbox.ParseStatus(string(f.Status))
-		return err
-	}
-	if f.Limit < 0 {
-		return &outbox.FieldError{Field: "Filter.Limit", Problem: fmt.Sprintf("must not be negative, got %d", f.Limit)}
-	}
-	return nil
 }
 
 func filterArgs(f outbox.Filter) pgx.NamedArgs {

@@ -17,42 +17,47 @@ const createEntries = `CREATE TABLE progress_entries (
 	id TEXT PRIMARY KEY, user_id TEXT NOT NULL, kind TEXT NOT NULL, quantity REAL NOT NULL, date INTEGER NOT NULL)`
 
 // BenchmarkEnqueue measures what the event costs a business transaction: the same
-// transaction writing one row, with and without its outbox event.
+// transaction writing one row, with and without its outbox event, under both
+// durability settings.
 func BenchmarkEnqueue(b *testing.B) {
-	for _, withEvent := range []bool{false, true} {
-		name := "row"
-		if withEvent {
-			name = "row+event"
+	for _, sync := range []string{"NORMAL", "FULL"} {
+		for _, withEvent := range []bool{false, true} {
+			name := "sync=" + sync + "/row"
+			if withEvent {
+				name += "+event"
+			}
+			b.Run(name, func(b *testing.B) { benchmarkEnqueue(b, sync, withEvent) })
 		}
-		b.Run(name, func(b *testing.B) {
-			s := newStore(b)
-			ctx := context.Background()
-			if _, err := s.DB().ExecContext(ctx, createEntries); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				id := fmt.Sprintf("entry-%d", i)
-				err := s.Transact(ctx, func(tx *sql.Tx) error {
-					if _, err := tx.ExecContext(ctx, `INSERT INTO progress_entries (id, user_id, kind, quantity, date) VALUES (?, 'u', 'weight', 72.5, 0)`, id); err != nil {
-						return err
-					}
-					if !withEvent {
-						return nil
-					}
-					e := outbox.NewEvent(outbox.TypeProgressEntry, id, "u")
-					e.Priority, e.IsNewRecord, e.OrderingKey = 10, true, id
-					e.Metadata = map[string]string{"source": "manual_entry", "app_version": "1.0.0"}
-					return s.EnqueueTx(ctx, tx, e)
-				})
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
-		})
 	}
+}
+
+func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
+	s := newStoreWith(b, sqlite.OpenConfig{Synchronous: synchronous})
+	ctx := context.Background()
+	if _, err := s.DB().ExecContext(ctx, createEntries); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		id := fmt.Sprintf("entry-%d", i)
+		err := s.Transact(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO progress_entries (id, user_id, kind, quantity, date) VALUES (?, 'u', 'weight', 72.5, 0)`, id); err != nil {
+				return err
+			}
+			if !withEvent {
+				return nil
+			}
+			e := outbox.NewEvent(outbox.TypeProgressEntry, id, "u")
+			e.Priority, e.IsNewRecord, e.OrderingKey = 10, true, id
+			e.Metadata = map[string]string{"source": "manual_entry", "app_version": "1.0.0"}
+			return s.EnqueueTx(ctx, tx, e)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "txn/s")
 }
 
 // BenchmarkDrain measures how fast a processor empties a backlog through a handler

@@ -377,7 +377,7 @@ func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
 
 // List implements outbox.Store.
 func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, error) {
-	if err := validateFilter(f); err != nil {
+	if err := f.Validate(); err != nil {
 		return nil, err
 	}
 	args := append(filterArgs(f), sql.Named("limit", cmp.Or(f.Limit, 100)))
@@ -394,14 +394,8 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 
 // Update implements outbox.Store.
 func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) error {
-	if e == nil {
-		return fmt.Errorf("%w: Update: event must not be nil", outbox.ErrInvalid)
-	}
-	if !e.Status.Valid() || e.Status == outbox.StatusProcessing {
-		return &outbox.FieldError{Field: "Status", Problem: fmt.Sprintf("%q cannot be written by Update (want pending, completed or failed)", e.Status)}
-	}
-	if e.Attempts < 0 || e.MaxAttempts < 0 {
-		return &outbox.FieldError{Field: "Attempts", Problem: "must not be negative"}
+	if err := e.ValidateUpdate(); err != nil {
+		return err
 	}
 	var metadata any
 	if len(e.Metadata) > 0 {
@@ -442,7 +436,7 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 
 // Retry implements outbox.Store.
 func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int, error) {
-	if err := validateFilter(f); err != nil {
+	if err := f.Validate(); err != nil {
 		return 0, err
 	}
 	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
@@ -498,8 +492,15 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 // Stats implements outbox.Store.
 func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
 	var st outbox.Stats
+	// One snapshot for all the counts (a read transaction: it takes no write lock), so
+	// that they add up while a processor is working.
+	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	defer tx.Rollback()
 	user := sql.Named("user_id", q.UserID)
-	rows, err := s.db.QueryContext(ctx, countByTypeAndStatus, user)
+	rows, err := tx.QueryContext(ctx, countByTypeAndStatus, user)
 	if err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
@@ -518,19 +519,19 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	if err := s.db.QueryRowContext(ctx, countStale, user,
+	if err := tx.QueryRowContext(ctx, countStale, user,
 		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
 	).Scan(&st.Stale); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	var oldest sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
+	if err := tx.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	if oldest.Valid {
 		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest.Int64)), 0)
 	}
-	if err := s.db.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
+	if err := tx.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	return st, nil
@@ -547,17 +548,6 @@ func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		return err
 	}
 	return tx.Commit()
-}
-
-func validateFilter(f outbox.Filter) error {
-	if f.Status != "" && !f.Status.Valid() {
-		_, err := outbox.ParseStatus(string(f.Status))
-		return err
-	}
-	if f.Limit < 0 {
-		return &outbox.FieldError{Field: "Filter.Limit", Problem: fmt.Sprintf("must not be negative, got %d", f.Limit)}
-	}
-	return nil
 }
 
 func filterArgs(f outbox.Filter) []any {

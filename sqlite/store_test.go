@@ -12,9 +12,11 @@ import (
 )
 
 // newStore opens a fresh, migrated database file in t's temporary directory.
-func newStore(t testing.TB) *sqlite.Store {
+func newStore(t testing.TB) *sqlite.Store { return newStoreWith(t, sqlite.OpenConfig{}) }
+
+func newStoreWith(t testing.TB, cfg sqlite.OpenConfig) *sqlite.Store {
 	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -113,7 +113,7 @@ func (d *DB) Migrate(ctx context.Context) ([]int, error) {
 	if d.postgres {
 		ms = postgresMigrations
 	}
-	done, err := migrate.Run(ctx, migrationTarget{d.db}, ms)
+	done, err := migrate.Run(ctx, migrationTarget(d.db), ms)
 	versions := make([]int, len(done))
 	for i, m := range done {
 		versions[i] = m.Version
@@ -124,41 +124,9 @@ func (d *DB) Migrate(ctx context.Context) ([]int, error) {
 	return versions, nil
 }
 
-type migrationTarget struct{ db *sql.DB }
-
-func (t migrationTarget) Applied(ctx context.Context) (map[int]bool, error) {
-	if _, err := t.db.ExecContext(ctx, createMigrationsTable); err != nil {
-		return nil, err
-	}
-	rows, err := t.db.QueryContext(ctx, `SELECT version FROM fitiq_backend_migrations`)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	applied := map[int]bool{}
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		applied[v] = true
-	}
-	return applied, rows.Err()
-}
-
-func (t migrationTarget) Apply(ctx context.Context, m migrate.Migration) error {
-	tx, err := t.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, recordMigration, m.Version, m.Name, time.Now().UnixMicro()); err != nil {
-		return err
-	}
-	return tx.Commit()
+// migrationTarget records the backend's schema versions.
+func migrationTarget(db *sql.DB) migrate.SQLTarget {
+	return migrate.SQLTarget{DB: db, Table: "fitiq_backend_migrations"}
 }
 
 // ErrUnknownToken is returned for a bearer token the backend has not issued.

@@ -3,15 +3,6 @@ package backend
 // The backend's SQL, in plain sight. Parameters are positional ($1, …), which both
 // PostgreSQL and SQLite (modernc) read, so one set of statements serves both.
 
-const createMigrationsTable = `
-CREATE TABLE IF NOT EXISTS fitiq_backend_migrations (
-    version    INTEGER PRIMARY KEY,
-    name       TEXT    NOT NULL,
-    applied_at BIGINT  NOT NULL
-)`
-
-const recordMigration = `INSERT INTO fitiq_backend_migrations (version, name, applied_at) VALUES ($1, $2, $3)`
-
 const recordColumns = `backend_id, kind, client_id, version, type, occurred_at, data, created_at, updated_at`
 
 // insertRecord returns nothing when the (user, kind, client ID) exists: a replay.
