@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/postgres"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ours is this project: postgres.Store.EnqueueTx in the business transaction, and
+// outbox.Processor relays (woken by NOTIFY) delivering to the receiver.
+type ours struct {
+	name     string
+	transact bool // enqueue through Store.Transact rather than the caller's own transaction
+	schema   string
+	pool     *pgxpool.Pool
+	store    *postgres.Store
+	cfg      postgres.Config
+}
+
+const oursTable = "outbox_events"
+
+// newOurs is the store used as documented: the business row and its event written in
+// Store.Transact, which sends the NOTIFY after its commit.
+func newOurs(ctx context.Context, dsn string) (system, error) {
+	return openOurs(ctx, dsn, "outbox", schemaOurs, true, postgres.Config{})
+}
+
+// newOursTx is EnqueueTx in the caller's own pgx transaction: the NOTIFY goes inside
+// it, and PostgreSQL delivers it at commit.
+func newOursTx(ctx context.Context, dsn string) (system, error) {
+	return openOurs(ctx, dsn, "outbox-tx", schemaOursTx, false, postgres.Config{})
+}
+
+// newOursNoNotify is the caller's-transaction path with Config.DisableNotify: it shows
+// what the NOTIFY inside the transaction costs (relays then find events at their next
+// poll).
+func newOursNoNotify(ctx context.Context, dsn string) (system, error) {
+	return openOurs(ctx, dsn, "outbox-nonotify", schemaOursNN, false, postgres.Config{DisableNotify: true})
+}
+
+func openOurs(ctx context.Context, dsn, name, schema string, transact bool, cfg postgres.Config) (system, error) {
+	pool, err := newPool(ctx, dsn, schema, poolMaxConns)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Schema, cfg.Table, cfg.Logger = schema, oursTable, quietLogger()
+	s := &ours{name: name, transact: transact, schema: schema, pool: pool, cfg: cfg}
+	if err := s.setup(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return s, nil
+}
+
+func (s *ours) setup(ctx context.Context) error {
+	if err := recreateSchema(ctx, s.pool, s.schema); err != nil {
+		return err
+	}
+	if _, err := postgres.Migrate(ctx, s.pool, s.cfg); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	var err error
+	s.store, err = postgres.New(ctx, s.pool, s.cfg)
+	return err
+}
+
+func (s *ours) Name() string        { return s.name }
+func (s *ours) Pool() *pgxpool.Pool { return s.pool }
+
+func (s *ours) event(o order) *outbox.Event {
+	e := outbox.NewEvent("orderPlaced", o.ID.String(), o.UserID)
+	e.Payload = o.payload()
+	return e
+}
+
+func (s *ours) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string, error) {
+	e := s.event(o)
+	if err := s.store.EnqueueTx(ctx, tx, e); err != nil {
+		return "", err
+	}
+	return e.ID, nil
+}
+
+// Transact runs fn in Store.Transact when the system enqueues that way; ok is false
+// when it uses the caller's own transaction instead.
+func (s *ours) Transact(ctx context.Context, fn func(pgx.Tx) error) (ok bool, err error) {
+	if !s.transact {
+		return false, nil
+	}
+	return true, s.store.Transact(ctx, fn)
+}
+
+func (s *ours) Preload(ctx context.Context, n int) error {
+	const chunk = 1000
+	for done := 0; done < n; done += chunk {
+		events := make([]*outbox.Event, 0, min(chunk, n-done))
+		for i := range cap(events) {
+			events = append(events, s.event(newOrder(0, done+i)))
+		}
+		if err := s.store.Enqueue(ctx, time.Now(), events...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *ours) Reset(ctx context.Context) error {
+	_, err := s.pool.Exec(ctx, `TRUNCATE orders, `+pgx.Identifier{oursTable}.Sanitize())
+	return err
+}
+
+func (s *ours) Consume(ctx context.Context, v variant, deliver func(string)) (func(context.Context) error, error) {
+	h := outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		deliver(e.ID)
+		return nil
+	})
+	var procs []*outbox.Processor
+	stop := func(ctx context.Context) error {
+		var errs []error
+		for _, p := range procs {
+			errs = append(errs, p.Stop(ctx))
+		}
+		return errors.Join(errs...)
+	}
+	for range max(v.Relays, 1) {
+		p, err := outbox.NewProcessor(s.store, h, outbox.Config{
+			BatchSize:       v.BatchSize,
+			MaxConcurrent:   v.MaxConcurrent,
+			BatchesInFlight: v.BatchesInFlight,
+			Logger:          quietLogger(),
+		})
+		if err != nil {
+			return nil, errors.Join(err, stop(ctx))
+		}
+		if err := p.Start(ctx); err != nil {
+			return nil, errors.Join(err, stop(ctx))
+		}
+		procs = append(procs, p)
+	}
+	return stop, nil
+}
+
+func (s *ours) Close() {
+	s.store.Close()
+	s.pool.Close()
+}
