@@ -132,16 +132,20 @@ UPDATE {{table}} SET lease_expires_at = @until
 WHERE id = ANY(@ids::uuid[]) AND status = 'processing' AND lease_owner = @owner
 RETURNING id`
 
-// settleEvents records a batch of outcomes in one statement (and so one transaction):
-// completions by ID, failures with their own error and retry time (NULL gives up),
-// releases of unstarted claims (the attempt is not counted, and the event is due as
-// before). Only events @owner still holds are touched.
+// settleEvents records a batch of outcomes in one statement (and so one transaction).
+// IDs are joined from unnest rather than matched with = ANY: under a generic plan,
+// which PostgreSQL adopts for a statement run many times, = ANY searched the array row
+// by row (2.0 ms per 1,000 events against 0.45 ms for the join, measured in bench/).
+// It records completions, failures with their own error and retry time (NULL gives
+// up), and releases of unstarted claims (the attempt is not counted, and the event is
+// due as before). Only events @owner still holds are touched.
 const settleEvents = `
 WITH completed AS (
-    UPDATE {{table}}
+    UPDATE {{table}} t
     SET status = 'completed', completed_at = @now, next_attempt_at = NULL,
         lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
-    WHERE id = ANY(@delivered::uuid[]) AND status = 'processing' AND lease_owner = @owner
+    FROM unnest(@delivered::uuid[]) AS d(id)
+    WHERE t.id = d.id AND t.status = 'processing' AND t.lease_owner = @owner
     RETURNING 1
 ), failed AS (
     UPDATE {{table}} t
@@ -153,13 +157,14 @@ WITH completed AS (
     WHERE t.id = f.id AND t.status = 'processing' AND t.lease_owner = @owner
     RETURNING 1
 ), r AS (
-    UPDATE {{table}}
-    SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
-        attempts = attempts - 1,
-        next_attempt_at = coalesce(next_attempt_at, @now),
+    UPDATE {{table}} t
+    SET status = CASE WHEN t.attempts > 1 THEN 'failed' ELSE 'pending' END,
+        attempts = t.attempts - 1,
+        next_attempt_at = coalesce(t.next_attempt_at, @now),
         lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
-    WHERE id = ANY(@released::uuid[]) AND status = 'processing' AND lease_owner = @owner
-    RETURNING user_id
+    FROM unnest(@released::uuid[]) AS d(id)
+    WHERE t.id = d.id AND t.status = 'processing' AND t.lease_owner = @owner
+    RETURNING t.user_id
 )
 SELECT (SELECT count(*) FROM completed), (SELECT count(*) FROM failed),
        (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})`
