@@ -18,24 +18,8 @@ import (
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
-
-func newStore(t testing.TB) *sqlite.Store {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // delivered returns a handler that reports each delivered event on a channel.
 func delivered() (outbox.Handler, <-chan outbox.Event) {
@@ -58,7 +42,7 @@ func waitFor(t *testing.T, ch <-chan outbox.Event) outbox.Event {
 }
 
 func TestStartStopLeavesNoGoroutineAndRestarts(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	h, got := delivered()
 	// A poll interval of an hour: deliveries below can only come from wake-ups.
@@ -97,7 +81,7 @@ func (o claimObserver) ObserveClaim(n int, _ time.Duration)                     
 func (o claimObserver) ObserveDelivery(outbox.Event, outbox.Outcome, time.Duration) {}
 
 func TestTriggerRunsACycleNow(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	h, got := delivered()
 	claims := make(claimObserver, 100)
 	p, err := outbox.NewProcessor(store, h, outbox.Config{
@@ -170,7 +154,7 @@ func mustGet(t *testing.T, s outbox.Store, id string) outbox.Event {
 }
 
 func TestNewProcessorRejectsBadConfig(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	noop := outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil })
 	tests := []struct {
 		name  string
@@ -217,7 +201,7 @@ func TestNewProcessorRejectsBadConfig(t *testing.T) {
 }
 
 func TestStopDrainsInFlightAndReleasesTheRest(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	events := enqueue(t, store, time.Now(), 10)
 	started := make(chan string, 10)
 	gate := make(chan struct{})
@@ -259,7 +243,7 @@ func TestStopDrainsInFlightAndReleasesTheRest(t *testing.T) {
 }
 
 func TestStopDeadlineCancelsAndReleasesInFlight(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	events := enqueue(t, store, time.Now(), 1)
 	started := make(chan struct{})
 	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
@@ -307,7 +291,7 @@ func TestFailuresOfTheHandler(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			store := newStore(t)
+			store := sqlitetest.NewStore(t)
 			clock := outboxtest.NewClock(t0)
 			events := enqueue(t, store, t0, 1)
 			cfg := tc.cfg
@@ -334,7 +318,7 @@ func TestFailuresOfTheHandler(t *testing.T) {
 }
 
 func TestHandlersGiveUpAnUnknownType(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	e := outbox.NewEvent("mealLogged", "m1", "u")
 	if err := store.Enqueue(context.Background(), t0, e); err != nil {
 		t.Fatal(err)
@@ -368,7 +352,7 @@ func (b *batchSink) HandleBatch(_ context.Context, events []outbox.Event) []erro
 }
 
 func TestBatchHandlerGetsTheWholeBatch(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	var events []*outbox.Event
 	for _, id := range []string{"a", "bad-b", "c"} {
 		events = append(events, outbox.NewEvent("t", id, "u"))
@@ -404,7 +388,7 @@ func (f *flakyStore) Settle(ctx context.Context, owner string, now time.Time, o 
 }
 
 func TestOutcomesAreRecordedDespiteStoreFailures(t *testing.T) {
-	store := &flakyStore{Store: newStore(t)}
+	store := &flakyStore{Store: sqlitetest.NewStore(t)}
 	store.settleFailures.Store(3)
 	events := enqueue(t, store, t0, 3)
 	deliveries := 0
@@ -424,7 +408,7 @@ func TestOutcomesAreRecordedDespiteStoreFailures(t *testing.T) {
 }
 
 func TestCleanupDeletesCompletedPastRetention(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	clock := outboxtest.NewClock(t0)
 	enqueue(t, store, t0, 3)
 	noop := outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil })
@@ -502,7 +486,7 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 }
 
 func TestCancellingStartsContextStopsTheProcessor(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	h, got := delivered()
 	p := newProcessor(t, store, h, outbox.Config{PollInterval: time.Hour})
@@ -536,7 +520,7 @@ func TestCancellingStartsContextStopsTheProcessor(t *testing.T) {
 }
 
 func TestTheNextEventOfAKeyDoesNotWaitForThePoll(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	h, got := delivered()
 	p := newProcessor(t, store, h, outbox.Config{PollInterval: time.Hour})
 	create, update := outbox.NewEvent("t", "entry", "u"), outbox.NewEvent("t", "entry", "u")
@@ -556,7 +540,7 @@ func TestTheNextEventOfAKeyDoesNotWaitForThePoll(t *testing.T) {
 }
 
 func TestAnOlderRetryGoesBeforeANewerEvent(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	clock := outboxtest.NewClock(t0)
 	var order []string
 	fails := 1
@@ -588,7 +572,7 @@ func TestAnOlderRetryGoesBeforeANewerEvent(t *testing.T) {
 // With BatchesInFlight 2 a running processor works on two batches at once: here two
 // batches of one event each, whose deliveries can only finish together.
 func TestBatchesInFlightOverlap(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	ctx := context.Background()
 	for _, id := range []string{"a", "b"} {

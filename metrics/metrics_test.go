@@ -3,7 +3,6 @@ package metrics_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,30 +13,13 @@ import (
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/metrics"
 	"github.com/fitiq/outbox/outboxtest"
-	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
-
-func newStore(t *testing.T) *sqlite.Store {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
 
 // The processor's outcomes land in the counters by type, and a refresh sets the
 // gauges from the store.
 func TestCountersAndGauges(t *testing.T) {
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	clock := outboxtest.NewClock(outboxtest.T0)
 	reg := prometheus.NewRegistry()
 	m, err := metrics.New(reg, metrics.Config{Clock: clock, Logger: outboxtest.Discard})

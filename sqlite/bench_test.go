@@ -11,6 +11,7 @@ import (
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 const createEntries = `CREATE TABLE progress_entries (
@@ -32,7 +33,7 @@ func BenchmarkEnqueue(b *testing.B) {
 }
 
 func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
-	s := newStoreWith(b, sqlite.OpenConfig{Synchronous: synchronous})
+	s := sqlitetest.NewStoreWith(b, sqlite.OpenConfig{Synchronous: synchronous})
 	ctx := context.Background()
 	if _, err := s.DB().ExecContext(ctx, createEntries); err != nil {
 		b.Fatal(err)
@@ -65,7 +66,7 @@ func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
 func BenchmarkDrain(b *testing.B) {
 	for _, batch := range []int{10, 100, 1000} {
 		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			s := newStore(b)
+			s := sqlitetest.NewStore(b)
 			ctx := context.Background()
 			events := make([]*outbox.Event, b.N)
 			for i := range events {
@@ -97,7 +98,7 @@ func BenchmarkDrain(b *testing.B) {
 func BenchmarkCommitToHandler(b *testing.B) {
 	for _, mode := range []string{"Transact", "EnqueueTx"} {
 		b.Run(mode, func(b *testing.B) {
-			s := newStore(b)
+			s := sqlitetest.NewStore(b)
 			ctx := context.Background()
 			got := make(chan time.Time, 1)
 			h := outbox.HandlerFunc(func(context.Context, outbox.Event) error {

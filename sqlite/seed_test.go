@@ -12,6 +12,7 @@ import (
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 // progressRepo is a minimal FitIQ progress repository on the same database.
@@ -47,7 +48,7 @@ func saveWeight(ctx context.Context, s *sqlite.Store, id, userID string, kg floa
 }
 
 func TestSeedEventCreation(t *testing.T) {
-	s := newStore(t)
+	s := sqlitetest.NewStore(t)
 	e := outbox.NewEvent(outbox.TypeProgressEntry, "6f1c2a7e-entry", "test-user")
 	e.IsNewRecord = true
 	if err := s.Enqueue(context.Background(), time.Now(), e); err != nil {
@@ -63,7 +64,7 @@ func TestSeedEventCreation(t *testing.T) {
 }
 
 func TestSeedRetryLogic(t *testing.T) {
-	s := newStore(t)
+	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	clock := outboxtest.NewClock(outboxtest.T0)
 	failing := outbox.HandlerFunc(func(context.Context, outbox.Event) error { return errors.New("network error") })
@@ -100,7 +101,7 @@ func TestSeedRetryLogic(t *testing.T) {
 }
 
 func TestSeedEndToEndSync(t *testing.T) {
-	s := newStore(t)
+	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	repo := newProgressRepo(t, s)
 	type synced struct {
@@ -161,7 +162,7 @@ func TestSeedEndToEndSync(t *testing.T) {
 }
 
 func TestRolledBackTransactionLeavesNeitherDataNorEvent(t *testing.T) {
-	s := newStore(t)
+	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	newProgressRepo(t, s)
 	err := saveWeight(ctx, s, "entry-1", "u", 80, true)

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +23,7 @@ import (
 	"github.com/fitiq/outbox/sink"
 	"github.com/fitiq/outbox/sink/amqpsink"
 	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 func amqpURL(t *testing.T) string {
@@ -103,23 +103,6 @@ func consumeAll(t *testing.T, ch *amqp.Channel, queue string) map[string]int {
 	return seen
 }
 
-func newStore(t testing.TB) *sqlite.Store {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
 func enqueue(t testing.TB, s *sqlite.Store, n int) map[string]bool {
 	t.Helper()
 	ids := make(map[string]bool, n)
@@ -181,7 +164,7 @@ func newSink(t *testing.T, cfg amqpsink.Config) *amqpsink.Sink {
 func TestTenThousandEventsAtLeastOnce(t *testing.T) {
 	url := amqpURL(t)
 	queue, prefix, ch := testQueue(t, url)
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	const n = 10_000
 	ids := enqueue(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: prefix + ".{type}"})
@@ -355,7 +338,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 	u.Host = px.ln.Addr().String()
 
 	const n = 2000
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	ids := enqueue(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 2 * time.Second})
 	obs := &observer{at: n / 2, reached: make(chan struct{}), resume: make(chan struct{}),

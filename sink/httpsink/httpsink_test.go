@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -18,7 +17,7 @@ import (
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink"
 	"github.com/fitiq/outbox/sink/httpsink"
-	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -326,7 +325,7 @@ func TestProcessorOutcomes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := httptest.NewServer(tt.handler)
 			defer srv.Close()
-			store := newStore(t)
+			store := sqlitetest.NewStore(t)
 			clock := outboxtest.NewClock(t0)
 			s := newSink(t, httpsink.Config{URL: srv.URL, Timeout: 100 * time.Millisecond, Clock: clock})
 			p, err := outbox.NewProcessor(store, s, outbox.Config{Clock: clock, Logger: outboxtest.Discard, Retry: outbox.RetryPolicy{Jitter: -1}})
@@ -352,21 +351,4 @@ func TestProcessorOutcomes(t *testing.T) {
 			}
 		})
 	}
-}
-
-func newStore(t *testing.T) *sqlite.Store {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }

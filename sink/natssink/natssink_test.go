@@ -10,7 +10,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,6 +25,7 @@ import (
 	"github.com/fitiq/outbox/sink"
 	"github.com/fitiq/outbox/sink/natssink"
 	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 func natsURL(t *testing.T) string {
@@ -71,23 +71,6 @@ func testStream(t *testing.T, nc *nats.Conn, storage jetstream.StorageType) (jet
 		}
 	})
 	return st, prefix
-}
-
-func newStore(t testing.TB) *sqlite.Store {
-	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), sqlite.OpenConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
 // enqueue writes n events of two types, 1000 to a transaction, and returns their IDs.
@@ -182,7 +165,7 @@ func TestTenThousandEventsExactlyOnce(t *testing.T) {
 	url := natsURL(t)
 	nc := connect(t, url)
 	st, prefix := testStream(t, nc, jetstream.MemoryStorage)
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	const n = 10_000
 	ids := enqueue(t, store, n)
 
@@ -388,7 +371,7 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	st, prefix := testStream(t, nc, jetstream.FileStorage)
 
 	const n = 2000
-	store := newStore(t)
+	store := sqlitetest.NewStore(t)
 	ids := enqueue(t, store, n)
 	s, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", AckTimeout: 2 * time.Second})
 	if err != nil {
