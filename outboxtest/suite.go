@@ -167,7 +167,7 @@ func testEnqueueRoundTrip(t *testing.T, h Harness) {
 		t.Fatalf("CreatedAt %v NextAttemptAt %v, want both %v", e.CreatedAt, e.NextAttemptAt, want)
 	}
 	got := get(t, h.Store, e.ID)
-	if d := diffEvents(*e, got); d != "" {
+	if d := diffJSON(*e, got); d != "" {
 		t.Fatalf("Get returned a different event: %s", d)
 	}
 }
@@ -587,7 +587,7 @@ func testStats(t *testing.T, h Harness) {
 			"a": {Pending: 1, Completed: 2, Failed: 1},
 			"b": {Pending: 1, Processing: 1, Completed: 1, GivenUp: 1},
 		}}
-	if d := diffStats(want, st); d != "" {
+	if d := diffJSON(want, st); d != "" {
 		t.Fatalf("overall stats: %s", d)
 	}
 	if r := st.SuccessRate(); r != 3.0/5.0 {
@@ -596,7 +596,7 @@ func testStats(t *testing.T, h Harness) {
 	alice := stats(t, h.Store, outbox.StatsQuery{UserID: "alice", Now: at, StaleAfter: time.Hour})
 	wantAlice := outbox.Stats{Total: 5, Pending: 1, Completed: 3, Failed: 1, OldestPendingAge: time.Minute,
 		ByType: map[string]outbox.TypeCounts{"a": {Completed: 2, Failed: 1}, "b": {Pending: 1, Completed: 1}}}
-	if d := diffStats(wantAlice, alice); d != "" {
+	if d := diffJSON(wantAlice, alice); d != "" {
 		t.Fatalf("alice's stats: %s", d)
 	}
 	if empty := stats(t, h.Store, outbox.StatsQuery{UserID: "nobody", Now: at}); empty.Total != 0 || empty.SuccessRate() != 1 {
