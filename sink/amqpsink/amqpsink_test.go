@@ -294,37 +294,6 @@ func (p *proxy) cut() int {
 	return n
 }
 
-type observer struct {
-	delivered, failed, givenUp atomic.Int64
-	at                         int64
-	reached, resume            chan struct{}
-	firstFailure               chan struct{}
-	failOnce                   sync.Once
-	total                      int64
-	allDone                    chan struct{}
-}
-
-func (o *observer) ObserveClaim(int, time.Duration) {}
-
-func (o *observer) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
-	switch {
-	case out.Result == outbox.Delivered:
-		n := o.delivered.Add(1)
-		if n == o.at {
-			close(o.reached)
-			<-o.resume
-		}
-		if n == o.total {
-			close(o.allDone)
-		}
-	case out.Result == outbox.Failed && out.NextAttemptAt.IsZero():
-		o.givenUp.Add(1)
-	case out.Result == outbox.Failed:
-		o.failed.Add(1)
-		o.failOnce.Do(func() { close(o.firstFailure) })
-	}
-}
-
 // The connection to the broker drops in the middle of a run: the sink reconnects and
 // every event arrives; none is given up.
 func TestDroppedConnectionReconnects(t *testing.T) {
@@ -341,8 +310,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 	store := sqlitetest.NewStore(t)
 	ids := enqueue(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 2 * time.Second})
-	obs := &observer{at: n / 2, reached: make(chan struct{}), resume: make(chan struct{}),
-		firstFailure: make(chan struct{}), total: n, allDone: make(chan struct{})}
+	obs := outboxtest.NewRecorder(n, n/2)
 	p, err := outbox.NewProcessor(store, s, outbox.Config{
 		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
 		Retry: outbox.RetryPolicy{Delays: []time.Duration{100 * time.Millisecond}, MaxAttempts: 50, Jitter: -1},
@@ -353,24 +321,14 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var once sync.Once
-	resume := func() { once.Do(func() { close(obs.resume) }) }
 	defer p.Stop(context.Background())
-	defer resume()
-	wait := func(ch <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("gave up waiting for %s (delivered %d, failed %d)", what, obs.delivered.Load(), obs.failed.Load())
-		}
-	}
-	wait(obs.reached, "half the events")
+	defer obs.Resume()
+	obs.Wait(t, obs.Paused(), 2*time.Minute, "half the events")
 	if cut := px.cut(); cut == 0 {
 		t.Fatal("no connection went through the proxy")
 	}
-	resume()
-	wait(obs.allDone, "every event to be delivered after the connection dropped")
+	obs.Resume()
+	obs.Wait(t, obs.AllDelivered(), 2*time.Minute, "every event to be delivered after the connection dropped")
 	if px.accepted.Load() < 2 {
 		t.Fatalf("the sink connected %d times; want a reconnection", px.accepted.Load())
 	}
@@ -384,7 +342,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 	if stats.Completed != n || stats.GivenUp != 0 {
 		t.Fatalf("%d completed, %d given up; want %d and 0", stats.Completed, stats.GivenUp, n)
 	}
-	t.Logf("%d failed attempts retried after the drop", obs.failed.Load())
+	t.Logf("%d failed attempts retried after the drop", obs.Failed.Load())
 	checkAllPresent(t, consumeAll(t, ch, queue), ids)
 }
 

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,39 +322,6 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// observer counts outcomes and lets the test act at chosen points.
-type observer struct {
-	delivered, failed, givenUp atomic.Int64
-	atDelivered                int64         // when delivered reaches this …
-	reached                    chan struct{} // … this is closed …
-	resume                     chan struct{} // … and the processor waits for this.
-	firstFailure               chan struct{}
-	failOnce                   sync.Once
-	total                      int64
-	allDone                    chan struct{}
-}
-
-func (o *observer) ObserveClaim(int, time.Duration) {}
-
-func (o *observer) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
-	switch {
-	case out.Result == outbox.Delivered:
-		n := o.delivered.Add(1)
-		if n == o.atDelivered {
-			close(o.reached)
-			<-o.resume
-		}
-		if n == o.total {
-			close(o.allDone)
-		}
-	case out.Result == outbox.Failed && out.NextAttemptAt.IsZero():
-		o.givenUp.Add(1)
-	case out.Result == outbox.Failed:
-		o.failed.Add(1)
-		o.failOnce.Do(func() { close(o.firstFailure) })
-	}
-}
-
 // The broker goes away in the middle of a run and comes back: every event arrives,
 // exactly once, and none is given up.
 func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
@@ -377,10 +343,7 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := &observer{
-		atDelivered: n / 2, reached: make(chan struct{}), resume: make(chan struct{}),
-		firstFailure: make(chan struct{}), total: n, allDone: make(chan struct{}),
-	}
+	obs := outboxtest.NewRecorder(n, n/2)
 	// A retry budget (50 attempts, 100ms apart) far longer than the outage.
 	p, err := outbox.NewProcessor(store, s, outbox.Config{
 		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
@@ -392,25 +355,15 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var resumeOnce sync.Once
-	resume := func() { resumeOnce.Do(func() { close(obs.resume) }) }
 	defer p.Stop(context.Background())
-	defer resume() // a failed wait must not leave the processor parked in the observer
+	defer obs.Resume() // a failed wait must not leave the processor held in the observer
 
-	wait := func(ch <-chan struct{}, what string) {
-		t.Helper()
-		select {
-		case <-ch:
-		case <-time.After(2 * time.Minute):
-			t.Fatalf("gave up waiting for %s (delivered %d, failed %d, given up %d)", what, obs.delivered.Load(), obs.failed.Load(), obs.givenUp.Load())
-		}
-	}
-	wait(obs.reached, "half the events")
+	obs.Wait(t, obs.Paused(), 2*time.Minute, "half the events")
 	ns.kill() // halfway: the relay is stopped inside a batch until the broker is gone
-	resume()
-	wait(obs.firstFailure, "a delivery to fail while the broker is down")
+	obs.Resume()
+	obs.Wait(t, obs.FirstFailure(), 2*time.Minute, "a delivery to fail while the broker is down")
 	startNATSServer(t, ns)
-	wait(obs.allDone, "every event to be delivered after the restart")
+	obs.Wait(t, obs.AllDelivered(), 2*time.Minute, "every event to be delivered after the restart")
 	if err := p.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -422,6 +375,6 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	if stats.Completed != n || stats.GivenUp != 0 {
 		t.Fatalf("after the outage: %d completed, %d given up; want %d and 0", stats.Completed, stats.GivenUp, n)
 	}
-	t.Logf("outage: %d failed attempts retried, none given up", obs.failed.Load())
+	t.Logf("outage: %d failed attempts retried, none given up", obs.Failed.Load())
 	checkExactlyOnce(t, consumeAll(t, st, n), ids)
 }
