@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -22,7 +21,6 @@ import (
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink"
 	"github.com/fitiq/outbox/sink/amqpsink"
-	"github.com/fitiq/outbox/sqlite"
 	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
@@ -103,30 +101,6 @@ func consumeAll(t *testing.T, ch *amqp.Channel, queue string) map[string]int {
 	return seen
 }
 
-func enqueue(t testing.TB, s *sqlite.Store, n int) map[string]bool {
-	t.Helper()
-	ids := make(map[string]bool, n)
-	for start := 0; start < n; start += 1000 {
-		var batch []*outbox.Event
-		for i := start; i < min(start+1000, n); i++ {
-			typ := outbox.TypeProgressEntry
-			if i%3 == 0 {
-				typ = outbox.TypeActivitySnapshot
-			}
-			e := outbox.NewEvent(typ, fmt.Sprintf("entity-%d", i), fmt.Sprintf("user-%d", i%7))
-			e.Payload = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
-			batch = append(batch, e)
-		}
-		if err := s.Enqueue(context.Background(), time.Now(), batch...); err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range batch {
-			ids[e.ID] = true
-		}
-	}
-	return ids
-}
-
 // checkAllPresent asserts at-least-once: every event's ID is in the queue, and nothing else.
 func checkAllPresent(t *testing.T, seen map[string]int, ids map[string]bool) {
 	t.Helper()
@@ -166,7 +140,7 @@ func TestTenThousandEventsAtLeastOnce(t *testing.T) {
 	queue, prefix, ch := testQueue(t, url)
 	store := sqlitetest.NewStore(t)
 	const n = 10_000
-	ids := enqueue(t, store, n)
+	ids := outboxtest.EnqueueN(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: prefix + ".{type}"})
 	p, err := outbox.NewProcessor(store, s, outbox.Config{BatchSize: 500, Logger: outboxtest.Discard})
 	if err != nil {
@@ -308,7 +282,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 
 	const n = 2000
 	store := sqlitetest.NewStore(t)
-	ids := enqueue(t, store, n)
+	ids := outboxtest.EnqueueN(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 2 * time.Second})
 	obs := outboxtest.NewRecorder(n, n/2)
 	p, err := outbox.NewProcessor(store, s, outbox.Config{

@@ -23,7 +23,6 @@ import (
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink"
 	"github.com/fitiq/outbox/sink/natssink"
-	"github.com/fitiq/outbox/sqlite"
 	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
@@ -70,31 +69,6 @@ func testStream(t *testing.T, nc *nats.Conn, storage jetstream.StorageType) (jet
 		}
 	})
 	return st, prefix
-}
-
-// enqueue writes n events of two types, 1000 to a transaction, and returns their IDs.
-func enqueue(t testing.TB, s *sqlite.Store, n int) map[string]bool {
-	t.Helper()
-	ids := make(map[string]bool, n)
-	for start := 0; start < n; start += 1000 {
-		var batch []*outbox.Event
-		for i := start; i < min(start+1000, n); i++ {
-			typ := outbox.TypeProgressEntry
-			if i%3 == 0 {
-				typ = outbox.TypeActivitySnapshot
-			}
-			e := outbox.NewEvent(typ, fmt.Sprintf("entity-%d", i), fmt.Sprintf("user.%d", i%7))
-			e.Payload = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))
-			batch = append(batch, e)
-		}
-		if err := s.Enqueue(context.Background(), time.Now(), batch...); err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range batch {
-			ids[e.ID] = true
-		}
-	}
-	return ids
 }
 
 // consumeAll reads every message of the stream and returns how often each
@@ -166,7 +140,7 @@ func TestTenThousandEventsExactlyOnce(t *testing.T) {
 	st, prefix := testStream(t, nc, jetstream.MemoryStorage)
 	store := sqlitetest.NewStore(t)
 	const n = 10_000
-	ids := enqueue(t, store, n)
+	ids := outboxtest.EnqueueN(t, store, n)
 
 	s, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", Stream: st.CachedInfo().Config.Name})
 	if err != nil {
@@ -338,7 +312,7 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 
 	const n = 2000
 	store := sqlitetest.NewStore(t)
-	ids := enqueue(t, store, n)
+	ids := outboxtest.EnqueueN(t, store, n)
 	s, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", AckTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
