@@ -2,10 +2,18 @@ package outbox
 
 import (
 	"fmt"
+	"math"
 	"time"
 )
 
-// HealthRules are the seed's alert thresholds. An alert fires when a value exceeds its
+// The default alert thresholds.
+const (
+	DefaultMaxStale       = 0
+	DefaultMaxFailureRate = 0.10
+	DefaultMaxPending     = 50
+)
+
+// HealthRules are the alert thresholds. An alert fires when a value exceeds its
 // threshold.
 type HealthRules struct {
 	// MaxStale is how many stale events are tolerated. Defaults to 0 (any stale event alerts);
@@ -21,12 +29,21 @@ type HealthRules struct {
 
 func (r HealthRules) withDefaults() HealthRules {
 	if r.MaxFailureRate == 0 {
-		r.MaxFailureRate = 0.10
+		r.MaxFailureRate = DefaultMaxFailureRate
 	}
 	if r.MaxPending == 0 {
-		r.MaxPending = 50
+		r.MaxPending = DefaultMaxPending
 	}
 	return r
+}
+
+// Validate reports a threshold that cannot work: a failure rate that is not a number
+// or is above 1 (a NaN would silently turn the rule off).
+func (r HealthRules) Validate() error {
+	if math.IsNaN(r.MaxFailureRate) || r.MaxFailureRate > 1 {
+		return fieldError("Config.Health.MaxFailureRate", fmt.Sprintf("must be a share from 0 to 1 (negative disables), got %g", r.MaxFailureRate))
+	}
+	return nil
 }
 
 // Alert is one rule that holds.

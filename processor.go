@@ -14,121 +14,6 @@ import (
 	"time"
 )
 
-// Config tunes a Processor. Zero fields take the seed's defaults; a value that cannot
-// work (a negative batch size, say) makes NewProcessor fail with an error naming it.
-type Config struct {
-	// UserID scopes the processor to one user's events (the seed's
-	// startProcessing(forUserID:), as on a phone). Empty serves all users, as a relay does.
-	UserID string
-	// BatchSize is how many events one cycle claims. Defaults to 10.
-	BatchSize int
-	// PollInterval is how long an idle processor waits before looking for due events
-	// again (the seed's processingInterval). Triggers and store notifications cut it
-	// short, so it bounds latency only when neither arrives. Defaults to 2s.
-	PollInterval time.Duration
-	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to 3.
-	MaxConcurrent int
-	// BatchesInFlight is how many batches a running processor works on at once: each
-	// is claimed, delivered and recorded in turn by its own loop, and a loop that finds
-	// a full batch wakes an idle one, so that under a backlog the next claim overlaps
-	// the last batch's deliveries and outcomes (on a database store: its round trips).
-	// Deliveries at once are then up to BatchesInFlight × MaxConcurrent. ProcessBatch
-	// and Drain are not affected. Defaults to 1.
-	BatchesInFlight int
-	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
-	Retry RetryPolicy
-	// LeaseDuration is how long a claim holds an event before another processor may
-	// take it over. The processor renews its leases while it works, so this bounds how
-	// long events of a crashed processor wait, not how long a delivery may take.
-	// Defaults to 30s.
-	LeaseDuration time.Duration
-	// HandlerTimeout bounds one delivery; a delivery that overruns fails and is retried.
-	// Defaults to 30s; negative means no timeout.
-	HandlerTimeout time.Duration
-	// CleanupInterval is how often completed events older than Retention are deleted.
-	// Defaults to 1h; negative disables cleanup.
-	CleanupInterval time.Duration
-	// Retention is how long completed events are kept. Defaults to 7 days.
-	Retention time.Duration
-	// StaleAfter is how long an event may stay due before it counts as stale. Defaults to 5m.
-	StaleAfter time.Duration
-	// Health holds the alert thresholds Health applies. Defaults to the seed's rules.
-	Health HealthRules
-	// SkipGivenUp lets events proceed past a given-up earlier event of their ordering
-	// key. By default they wait, reported as blocked, until an operator retries or
-	// deletes the given-up one. Defaults to false.
-	SkipGivenUp bool
-	// Owner names this processor in leases. Defaults to host-pid-random.
-	Owner string
-	// Clock supplies the time. Defaults to SystemClock.
-	Clock Clock
-	// Logger receives the processor's log lines. Defaults to slog.Default().
-	Logger *slog.Logger
-	// Observer, when set, is told about every claim and delivery (for metrics).
-	Observer Observer
-}
-
-// Observer is told what a processor does, for metrics. Its methods are called from
-// the processor's goroutines and must not block.
-type Observer interface {
-	// ObserveClaim reports a claim that returned n events and took d.
-	ObserveClaim(n int, d time.Duration)
-	// ObserveDelivery reports one delivery attempt of e, its outcome, and how long the
-	// handler took.
-	ObserveDelivery(e Event, o Outcome, d time.Duration)
-}
-
-func (c Config) withDefaults() Config {
-	c.BatchSize = cmp.Or(c.BatchSize, 10)
-	c.PollInterval = cmp.Or(c.PollInterval, 2*time.Second)
-	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, 3)
-	c.BatchesInFlight = cmp.Or(c.BatchesInFlight, 1)
-	c.Retry = c.Retry.withDefaults()
-	c.LeaseDuration = cmp.Or(c.LeaseDuration, 30*time.Second)
-	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, 30*time.Second)
-	c.CleanupInterval = cmp.Or(c.CleanupInterval, time.Hour)
-	c.Retention = cmp.Or(c.Retention, 7*24*time.Hour)
-	c.StaleAfter = cmp.Or(c.StaleAfter, 5*time.Minute)
-	c.Health = c.Health.withDefaults()
-	if c.Owner == "" {
-		c.Owner = defaultOwner()
-	}
-	if c.Clock == nil {
-		c.Clock = SystemClock
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
-}
-
-func (c Config) validate() error {
-	positive := []struct {
-		name  string
-		value time.Duration
-	}{
-		{"Config.PollInterval", c.PollInterval},
-		{"Config.LeaseDuration", c.LeaseDuration},
-		{"Config.Retention", c.Retention},
-		{"Config.StaleAfter", c.StaleAfter},
-	}
-	for _, f := range positive {
-		if f.value < 0 {
-			return fieldError(f.name, fmt.Sprintf("must be positive, got %s", f.value))
-		}
-	}
-	if c.BatchSize < 0 {
-		return fieldError("Config.BatchSize", fmt.Sprintf("must be positive, got %d", c.BatchSize))
-	}
-	if c.MaxConcurrent < 0 {
-		return fieldError("Config.MaxConcurrent", fmt.Sprintf("must be positive, got %d", c.MaxConcurrent))
-	}
-	if c.BatchesInFlight < 0 {
-		return fieldError("Config.BatchesInFlight", fmt.Sprintf("must be positive, got %d", c.BatchesInFlight))
-	}
-	return c.Retry.validate()
-}
-
 func defaultOwner() string {
 	host, _ := os.Hostname()
 	var b [4]byte
@@ -170,7 +55,7 @@ func NewProcessor(store Store, handler Handler, cfg Config) (*Processor, error) 
 	if handler == nil {
 		return nil, fieldError("handler", "must not be nil")
 	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()

@@ -2,15 +2,21 @@ package outbox
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"time"
 )
 
-// DefaultMaxAttempts is the seed's attempt budget: after the fifth failed attempt an
-// event is given up.
-const DefaultMaxAttempts = 5
+// The retry defaults.
+const (
+	// DefaultMaxAttempts is the attempt budget: after the fifth failed attempt an event
+	// is given up.
+	DefaultMaxAttempts = 5
+	// DefaultJitter spreads each delay by ±10 %.
+	DefaultJitter = 0.1
+)
 
-// DefaultRetryDelays is the seed's backoff: the delay after the 1st, 2nd, … failed
+// DefaultRetryDelays is the default backoff: the delay after the 1st, 2nd, … failed
 // attempt. The last one repeats for attempts beyond the list.
 var DefaultRetryDelays = []time.Duration{
 	1 * time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute,
@@ -36,12 +42,13 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 		p.MaxAttempts = DefaultMaxAttempts
 	}
 	if p.Jitter == 0 {
-		p.Jitter = 0.1
+		p.Jitter = DefaultJitter
 	}
 	return p
 }
 
-func (p RetryPolicy) validate() error {
+// Validate reports the first field of p that cannot work, naming it.
+func (p RetryPolicy) Validate() error {
 	for i, d := range p.Delays {
 		if d < 0 {
 			return fieldError(fmt.Sprintf("Config.Retry.Delays[%d]", i), fmt.Sprintf("must not be negative, got %s", d))
@@ -50,7 +57,7 @@ func (p RetryPolicy) validate() error {
 	if p.MaxAttempts < 0 {
 		return fieldError("Config.Retry.MaxAttempts", fmt.Sprintf("must be positive, got %d", p.MaxAttempts))
 	}
-	if p.Jitter >= 1 {
+	if p.Jitter >= 1 || math.IsNaN(p.Jitter) {
 		return fieldError("Config.Retry.Jitter", fmt.Sprintf("must be below 1, got %g", p.Jitter))
 	}
 	return nil
