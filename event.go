@@ -41,15 +41,6 @@ func ParseStatus(s string) (Status, error) {
 	return "", fmt.Errorf("%w: unknown status %q (want pending, processing, completed or failed)", ErrInvalid, s)
 }
 
-// The FitIQ event types from the seed design. The library accepts any non-empty type.
-const (
-	TypeProgressEntry     = "progressEntry"
-	TypePhysicalAttribute = "physicalAttribute"
-	TypeActivitySnapshot  = "activitySnapshot"
-	TypeProfileMetadata   = "profileMetadata"
-	TypeProfilePhysical   = "profilePhysical"
-)
-
 // Limits on what an event may carry; Validate enforces them.
 const (
 	// DefaultMaxPayloadBytes is the payload limit stores use unless configured otherwise.
@@ -65,7 +56,7 @@ type Event struct {
 	ID string `json:"id"`
 	// Seq is the store's insertion sequence: it, not a timestamp, orders events of one key.
 	Seq int64 `json:"seq"`
-	// Type names what happened ("progressEntry"); handlers are chosen by it. Required.
+	// Type names what happened ("order.created"); handlers are chosen by it. Required.
 	Type string `json:"type"`
 	// EntityID identifies the changed entity; receivers deduplicate on it. Required.
 	EntityID string `json:"entity_id"`
@@ -77,8 +68,8 @@ type Event struct {
 	Attempts int `json:"attempts"`
 	// MaxAttempts overrides the processor's RetryPolicy.MaxAttempts for this event when > 0.
 	MaxAttempts int `json:"max_attempts,omitempty"`
-	// Priority orders claims among due events: higher first. The seed uses 10 for
-	// user-initiated saves and 0 for background sync.
+	// Priority orders claims among due events: higher first. An app may use, say,
+	// 10 for what a user just did and 0 for background sync.
 	Priority int `json:"priority"`
 	// IsNewRecord tells a create (true) from an update (false).
 	IsNewRecord bool `json:"is_new_record"`
@@ -87,7 +78,7 @@ type Event struct {
 	// Payload is optional JSON carried to the handler as is.
 	Payload json.RawMessage `json:"payload,omitempty"`
 	// OrderingKey, when set, makes events with the same key deliver one at a time in Seq
-	// order. FitIQ uses the entity ID, so that an update never overtakes its create.
+	// order. Using the entity ID means an update never overtakes its create.
 	OrderingKey string `json:"ordering_key,omitempty"`
 
 	CreatedAt     time.Time `json:"created_at"`

@@ -12,7 +12,7 @@ import (
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func TestEventLifecycle(t *testing.T) {
-	e := outbox.NewEvent(outbox.TypeProgressEntry, "entry", "user")
+	e := outbox.NewEvent("order.created", "entry", "user")
 	if err := e.Prepare(t0, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestParseStatus(t *testing.T) {
 	}
 }
 
-func TestRetryPolicyFollowsTheSeedSchedule(t *testing.T) {
+func TestRetryPolicyFollowsTheDefaultSchedule(t *testing.T) {
 	var p outbox.RetryPolicy
 	want := []time.Duration{time.Second, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 10 * time.Minute}
 	for i, w := range want {

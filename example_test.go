@@ -50,7 +50,7 @@ func Example() {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO progress_entries VALUES ('entry-1', 'weight', 72.5)`); err != nil {
 			return err
 		}
-		e := outbox.NewEvent(outbox.TypeProgressEntry, "entry-1", "user-1")
+		e := outbox.NewEvent("order.created", "entry-1", "user-1")
 		e.IsNewRecord, e.Priority, e.OrderingKey = true, 10, "entry-1"
 		return store.EnqueueTx(ctx, tx, e)
 	})
@@ -62,7 +62,7 @@ func Example() {
 		fmt.Printf("syncing %s %s for %s\n", e.Type, e.EntityID, e.UserID)
 		return nil
 	})
-	p, err := outbox.NewProcessor(store, outbox.Handlers{outbox.TypeProgressEntry: sync},
+	p, err := outbox.NewProcessor(store, outbox.Handlers{"order.created": sync},
 		outbox.Config{UserID: "user-1", Logger: outboxtest.Discard})
 	if err != nil {
 		log.Fatal(err)
@@ -85,8 +85,8 @@ func ExampleProcessor_ProcessBatch() {
 	ctx := context.Background()
 	clock := outboxtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 
-	flaky := outbox.NewEvent(outbox.TypeProgressEntry, "flaky", "u")
-	rejected := outbox.NewEvent(outbox.TypeProgressEntry, "rejected", "u")
+	flaky := outbox.NewEvent("order.created", "flaky", "u")
+	rejected := outbox.NewEvent("order.created", "rejected", "u")
 	if err := store.Enqueue(ctx, clock.Now(), flaky, rejected); err != nil {
 		log.Fatal(err)
 	}

@@ -28,7 +28,7 @@ type BatchHandler interface {
 	HandleBatch(ctx context.Context, events []Event) (errs []error)
 }
 
-// Handlers routes events to a handler by type, like the seed's per-type sync handlers.
+// Handlers routes events to a handler by type, one handler per event type.
 // An event of a type with no handler fails permanently with ErrNoHandler: it is given
 // up, kept and visible, and can be retried once a handler exists.
 type Handlers map[string]Handler

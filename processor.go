@@ -139,8 +139,8 @@ func (p *Processor) Stop(ctx context.Context) error {
 	return err
 }
 
-// Trigger asks for a cycle now instead of at the next poll (the seed's
-// triggerProcessing(forUserID:)). A trigger for a user the processor does not serve is
+// Trigger asks for a cycle now instead of at the next poll (after a user
+// action, say). A trigger for a user the processor does not serve is
 // ignored; an empty userID always triggers. It never blocks.
 func (p *Processor) Trigger(userID string) {
 	if p.cfg.UserID != "" && userID != "" && userID != p.cfg.UserID {
@@ -422,8 +422,7 @@ func (p *Processor) call(ctx context.Context, e Event) (err error) {
 	return err
 }
 
-// outcome turns a handler's result into what the store records, and logs it as the
-// seed's console does.
+// outcome turns a handler's result into what the store records, and logs it.
 func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.Duration) Outcome {
 	o := Outcome{ID: e.ID}
 	now := p.cfg.Clock.Now()

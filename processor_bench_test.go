@@ -36,7 +36,7 @@ func BenchmarkProcessBatch(b *testing.B) {
 			s := &batchStore{}
 			now := time.Now()
 			for range tc.batch {
-				e := outbox.NewEvent(outbox.TypeProgressEntry, "entity", "user")
+				e := outbox.NewEvent("order.created", "entity", "user")
 				if err := e.Prepare(now, 0); err != nil {
 					b.Fatal(err)
 				}

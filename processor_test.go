@@ -136,7 +136,7 @@ func enqueue(t *testing.T, s outbox.Store, now time.Time, n int) []*outbox.Event
 	t.Helper()
 	var events []*outbox.Event
 	for i := range n {
-		events = append(events, outbox.NewEvent(outbox.TypeProgressEntry, fmt.Sprintf("entry-%d", i), "u"))
+		events = append(events, outbox.NewEvent("order.created", fmt.Sprintf("entry-%d", i), "u"))
 	}
 	if err := s.Enqueue(context.Background(), now, events...); err != nil {
 		t.Fatal(err)
@@ -196,7 +196,7 @@ func TestNewProcessorRejectsBadConfig(t *testing.T) {
 	cfg := p.Config()
 	if cfg.BatchSize != 10 || cfg.PollInterval != 2*time.Second || cfg.MaxConcurrent != 3 || cfg.CleanupInterval != time.Hour ||
 		cfg.Retention != 7*24*time.Hour || cfg.StaleAfter != 5*time.Minute || cfg.Retry.MaxAttempts != 5 || cfg.Retry.Jitter != 0.1 {
-		t.Fatalf("defaults are not the seed's: %+v", cfg)
+		t.Fatalf("defaults are not the documented ones: %+v", cfg)
 	}
 }
 
@@ -425,7 +425,7 @@ func TestCleanupDeletesCompletedPastRetention(t *testing.T) {
 	}
 }
 
-func TestLogsTellTheSeedsStory(t *testing.T) {
+func TestLogsTellEachEventsStory(t *testing.T) {
 	var buf strings.Builder
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -33,8 +33,8 @@ type Store interface {
 	// List returns events matching f, oldest (lowest Seq) first.
 	List(ctx context.Context, f Filter) ([]Event, error)
 	// Update writes the mutable fields of e (status, attempts, max attempts, priority,
-	// metadata, next attempt, completion, last error) back, as the seed's updateEvent
-	// does after ResetForRetry. It returns ErrLeased when a processor holds the event
+	// metadata, next attempt, completion, last error) back, as an
+	// operator tool does after ResetForRetry. It returns ErrLeased when a processor holds the event
 	// and ErrNotFound when it does not exist.
 	Update(ctx context.Context, now time.Time, e *Event) error
 	// Retry puts the events matching f that are not completed and not held under a live
@@ -134,7 +134,8 @@ type StatsQuery struct {
 	StaleAfter time.Duration // events due longer than this are stale
 }
 
-// Stats is a summary of the outbox, as the seed's getStatistics returns.
+// Stats is a summary of the outbox: counts by status and type, and how long the
+// oldest waiting event has waited.
 type Stats struct {
 	Total      int `json:"total"`
 	Pending    int `json:"pending"`

@@ -46,7 +46,7 @@ func testProcessorBackoff(t *testing.T, h Harness) {
 		return errors.New("network down")
 	})
 	p := newProcessor(t, h.Store, failing, outbox.Config{Clock: clock, Retry: outbox.RetryPolicy{Jitter: -1}})
-	e := event(outbox.TypeProgressEntry, "entry", "u")
+	e := event("order.created", "entry", "u")
 	mustEnqueue(t, h.Store, T0, e)
 
 	if n := processBatch(t, p); n != 1 {
@@ -81,7 +81,7 @@ func testProcessorPermanent(t *testing.T, h Harness) {
 	calls := 0
 	h400 := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
 		calls++
-		return outbox.Permanent(errors.New("400 Bad Request: weight out of range"))
+		return outbox.Permanent(errors.New("400 Bad Request: amount out of range"))
 	})
 	clock := NewClock(T0)
 	p := newProcessor(t, h.Store, h400, outbox.Config{Clock: clock})
@@ -126,12 +126,12 @@ func testProcessorOrdering(t *testing.T, h Harness) {
 	p := newProcessor(t, h.Store, handler, outbox.Config{Clock: clock, MaxConcurrent: 3, Retry: outbox.RetryPolicy{Jitter: -1}})
 	var evs []*outbox.Event
 	for _, name := range []string{"create", "update-1", "update-2"} {
-		e := event(outbox.TypeProgressEntry, name, "u")
+		e := event("order.created", name, "u")
 		e.OrderingKey = "entry-42"
 		evs = append(evs, e)
 	}
 	for i := range 3 {
-		e := event(outbox.TypeProgressEntry, fmt.Sprintf("other-%d", i), "u")
+		e := event("order.created", fmt.Sprintf("other-%d", i), "u")
 		e.OrderingKey = fmt.Sprintf("entry-%d", i)
 		evs = append(evs, e)
 	}

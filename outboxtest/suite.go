@@ -57,7 +57,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"ProcessorBacksOffThenGivesUp", testProcessorBackoff},
 		{"ProcessorGivesUpPermanentErrorsAtOnce", testProcessorPermanent},
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},
-		{"ProcessorHealthRaisesTheSeedAlerts", testProcessorHealth},
+		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
 	}
 	for _, tc := range tests {
@@ -145,11 +145,11 @@ func stats(t *testing.T, s outbox.Store, q outbox.StatsQuery) outbox.Stats {
 }
 
 func testEnqueueRoundTrip(t *testing.T, h Harness) {
-	e := event(outbox.TypeProgressEntry, "entry-1", "user-1")
+	e := event("order.created", "entry-1", "user-1")
 	e.Priority = 10
 	e.IsNewRecord = true
 	e.Metadata = map[string]string{"source": "manual_entry", "app_version": "1.0.0"}
-	e.Payload = []byte(`{"weight":72.5}`)
+	e.Payload = []byte(`{"amount":72.5}`)
 	e.OrderingKey = "entry-1"
 	e.MaxAttempts = 7
 	now := T0.Add(123456789 * time.Nanosecond)
@@ -174,7 +174,7 @@ func testEnqueueRoundTrip(t *testing.T, h Harness) {
 
 func testEnqueueRolledBack(t *testing.T, h Harness) {
 	ctx := context.Background()
-	rolledBack := event(outbox.TypeProgressEntry, "gone", "u")
+	rolledBack := event("order.created", "gone", "u")
 	if err := h.EnqueueInTx(ctx, false, rolledBack); err != nil {
 		t.Fatalf("EnqueueInTx(rollback): %v", err)
 	}
@@ -184,7 +184,7 @@ func testEnqueueRolledBack(t *testing.T, h Harness) {
 	if _, err := h.Store.Get(ctx, rolledBack.ID); !errors.Is(err, outbox.ErrNotFound) {
 		t.Fatalf("Get of rolled-back event: %v, want ErrNotFound", err)
 	}
-	kept := event(outbox.TypeProgressEntry, "kept", "u")
+	kept := event("order.created", "kept", "u")
 	if err := h.EnqueueInTx(ctx, true, kept); err != nil {
 		t.Fatalf("EnqueueInTx(commit): %v", err)
 	}
@@ -207,7 +207,7 @@ func testEnqueueInvalid(t *testing.T, h Harness) {
 		{"empty type", event("", "e", "u"), "Type"},
 		{"empty entity ID", event("t", "", "u"), "EntityID"},
 		{"payload over the limit", &outbox.Event{Type: "t", EntityID: "e", Payload: big}, "Payload"},
-		{"invalid JSON payload", &outbox.Event{Type: "t", EntityID: "e", Payload: []byte(`{"weight":`)}, "Payload"},
+		{"invalid JSON payload", &outbox.Event{Type: "t", EntityID: "e", Payload: []byte(`{"amount":`)}, "Payload"},
 		{"unknown status", &outbox.Event{Type: "t", EntityID: "e", Status: "done"}, "Status"},
 		{"negative max attempts", &outbox.Event{Type: "t", EntityID: "e", MaxAttempts: -1}, "MaxAttempts"},
 		{"malformed ID", &outbox.Event{ID: "not-a-uuid", Type: "t", EntityID: "e"}, "ID"},
@@ -635,7 +635,7 @@ func testStale(t *testing.T, h Harness) {
 }
 
 func testUpdate(t *testing.T, h Harness) {
-	// The seed's testRetryLogic: a failed event, reset for retry, is pending and can retry.
+	// A failed event, reset for retry, is pending and can retry.
 	e := event("t", "e", "u")
 	mustEnqueue(t, h.Store, T0, e)
 	claim(t, h.Store, "o", T0, 1)

@@ -30,7 +30,7 @@ func enqueueN(tb testing.TB, s *postgres.Store, n int, prefix string) {
 	for start := 0; start < n; start += 1000 {
 		var batch []*outbox.Event
 		for i := start; i < min(start+1000, n); i++ {
-			e := outbox.NewEvent(outbox.TypeProgressEntry, fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("user-%d", i%100))
+			e := outbox.NewEvent("order.created", fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("user-%d", i%100))
 			e.Payload = []byte(`{"kind":"weight","quantity":72.5}`)
 			batch = append(batch, e)
 		}
@@ -174,7 +174,7 @@ func BenchmarkEnqueueTx(b *testing.B) {
 						if _, err := tx.Exec(ctx, `INSERT INTO `+data+` VALUES ($1, 'user-1', 72.5)`, id); err != nil {
 							return err
 						}
-						e := outbox.NewEvent(outbox.TypeProgressEntry, id, "user-1")
+						e := outbox.NewEvent("order.created", id, "user-1")
 						e.OrderingKey = id
 						e.Payload = []byte(`{"quantity":72.5}`)
 						if variant == "plain-2-rows" {
@@ -233,7 +233,7 @@ func BenchmarkCommitToDelivery(b *testing.B) {
 			for b.Loop() {
 				var committing time.Time
 				enqueue := func(tx pgx.Tx) error {
-					err := app.EnqueueTx(ctx, tx, outbox.NewEvent(outbox.TypeProgressEntry, "e", "u"))
+					err := app.EnqueueTx(ctx, tx, outbox.NewEvent("order.created", "e", "u"))
 					committing = time.Now()
 					return err
 				}

@@ -18,7 +18,7 @@ import (
 )
 
 func keyed(entity, key string) *outbox.Event {
-	e := outbox.NewEvent(outbox.TypeProgressEntry, entity, "u")
+	e := outbox.NewEvent("order.created", entity, "u")
 	e.OrderingKey = key
 	return e
 }

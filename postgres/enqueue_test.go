@@ -41,7 +41,7 @@ func TestEnqueueSQLTxCommitsAndRollsBackWithTheData(t *testing.T) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO `+data+` VALUES ($1, 72.5)`, id); err != nil {
 			t.Fatal(err)
 		}
-		e := outbox.NewEvent(outbox.TypeProgressEntry, id, "u")
+		e := outbox.NewEvent("order.created", id, "u")
 		e.Metadata = map[string]string{"source": "manual_entry"}
 		e.Payload = []byte(`{"quantity": 72.5,  "unit":"kg"}`)
 		if err := s.EnqueueSQLTx(ctx, tx, e); err != nil {

@@ -72,13 +72,4 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 }
 
 // PendingWakeUps returns the user IDs notified since the last fan-out.
-func (s *Store) PendingWakeUps() []string {
-	l := s.listener
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var users []string
-	for u := range l.pending {
-		users = append(users, u)
-	}
-	return users
-}
+func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }

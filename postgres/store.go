@@ -40,7 +40,8 @@ type Store struct {
 	// claimConflicts counts claims run again after losing a race for an ordering key.
 	claimConflicts atomic.Int64
 
-	listener *listener
+	listener *listener // LISTEN, fanned out to this process's processors
+	notifier *notifier // NOTIFY after the store's own commits
 
 	mu      sync.Mutex
 	ownTxes map[pgx.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
@@ -75,7 +76,8 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		keyInFlightIndex: cfg.Table + "_key_in_flight",
 		ownTxes:          map[pgx.Tx]map[string]struct{}{},
 	}
-	s.listener = newListener(s)
+	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
+	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
 	return s, nil
 }
 
@@ -88,11 +90,13 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // Close sends the NOTIFYs still gathered from the store's own commits, stops its LISTEN
 // connection and waits for its goroutines. Subscribers are then woken only by this
 // store's own commits. The pool is left open; Close it after the store.
-func (s *Store) Close() { s.listener.close() }
+func (s *Store) Close() {
+	s.notifier.close()
+	s.listener.close()
+}
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
-// when fn returns an error or panics. This is the seed's modelContext.transaction:
-// write your data and EnqueueTx its events inside fn, and both land or neither does.
+// when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does.
 func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error) {
 	tx, err := s.pool.Begin(ctx)
 	if err != nil {

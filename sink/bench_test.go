@@ -91,7 +91,7 @@ func benchStore(b *testing.B) *sqlite.Store {
 func enqueue(b *testing.B, s *sqlite.Store, n int) {
 	events := make([]*outbox.Event, n)
 	for i := range events {
-		events[i] = outbox.NewEvent(outbox.TypeProgressEntry, fmt.Sprintf("entity-%d", i), "user-1")
+		events[i] = outbox.NewEvent("order.created", fmt.Sprintf("entity-%d", i), "user-1")
 		events[i].Payload = []byte(`{"kind":"weight","quantity":72.5}`)
 	}
 	if err := s.Enqueue(context.Background(), time.Now(), events...); err != nil {

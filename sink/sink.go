@@ -22,7 +22,7 @@ const ContentType = "application/json"
 //
 //	{
 //	  "id": "0190f4c2-…",            // event ID (UUIDv7), also the Idempotency-Key / Nats-Msg-Id / message-id
-//	  "type": "progressEntry",
+//	  "type": "order.created",
 //	  "entity_id": "…",
 //	  "user_id": "…",                // omitted when empty
 //	  "is_new_record": true,         // a create (true) or an update (false)
@@ -76,8 +76,8 @@ func Encode(e outbox.Event) ([]byte, error) {
 }
 
 // Template is a subject or routing key with placeholders filled from the event:
-// {type}, {entity_id} and {user_id}. "outbox.{type}" sends a progressEntry event to
-// "outbox.progressEntry".
+// {type}, {entity_id} and {user_id}. "outbox.{type}" sends an order.created event to
+// "outbox.order.created".
 type Template struct {
 	raw   string
 	parts []templatePart

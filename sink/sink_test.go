@@ -9,13 +9,13 @@ import (
 )
 
 func TestTemplate(t *testing.T) {
-	e := outbox.Event{Type: "progressEntry", EntityID: "e-1", UserID: "u-1"}
+	e := outbox.Event{Type: "order.created", EntityID: "e-1", UserID: "u-1"}
 	upper := strings.ToUpper
 	tests := []struct {
 		in, want, err string
 	}{
-		{"outbox.{type}", "outbox.PROGRESSENTRY", ""},
-		{"{user_id}/{entity_id}/{type}", "U-1/E-1/PROGRESSENTRY", ""},
+		{"outbox.{type}", "outbox.ORDER.CREATED", ""},
+		{"{user_id}/{entity_id}/{type}", "U-1/E-1/ORDER.CREATED", ""},
 		{"static", "static", ""},
 		{"", "", "empty"},
 		{"a.{type", "", "unclosed"},

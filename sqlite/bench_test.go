@@ -49,7 +49,7 @@ func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
 			if !withEvent {
 				return nil
 			}
-			e := outbox.NewEvent(outbox.TypeProgressEntry, id, "u")
+			e := outbox.NewEvent("order.created", id, "u")
 			e.Priority, e.IsNewRecord, e.OrderingKey = 10, true, id
 			e.Metadata = map[string]string{"source": "manual_entry", "app_version": "1.0.0"}
 			return s.EnqueueTx(ctx, tx, e)
@@ -70,7 +70,7 @@ func BenchmarkDrain(b *testing.B) {
 			ctx := context.Background()
 			events := make([]*outbox.Event, b.N)
 			for i := range events {
-				events[i] = outbox.NewEvent(outbox.TypeProgressEntry, fmt.Sprintf("e%d", i), "u")
+				events[i] = outbox.NewEvent("order.created", fmt.Sprintf("e%d", i), "u")
 			}
 			for chunk := range slices.Chunk(events, 5000) {
 				if err := s.Enqueue(ctx, time.Now(), chunk...); err != nil {

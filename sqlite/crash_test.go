@@ -76,7 +76,7 @@ func TestCrashRecovery(t *testing.T) {
 	const total = 25
 	var events []*outbox.Event
 	for i := range total {
-		events = append(events, outbox.NewEvent(outbox.TypeProgressEntry, fmt.Sprintf("entry-%d", i), "u"))
+		events = append(events, outbox.NewEvent("order.created", fmt.Sprintf("entry-%d", i), "u"))
 	}
 	if err := s.Enqueue(ctx, time.Now(), events...); err != nil {
 		t.Fatal(err)

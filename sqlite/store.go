@@ -114,8 +114,7 @@ func (s *Store) notify(users map[string]struct{}) {
 }
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
-// when fn returns an error or panics. This is the seed's modelContext.transaction: write
-// your data and EnqueueTx its events inside fn, and both land or neither does. After
+// when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does. After
 // the commit, processors of this store wake at once.
 func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
 	tx, err := s.db.BeginTx(ctx, nil)

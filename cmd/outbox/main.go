@@ -8,7 +8,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/fitiq/outbox/internal/cli"
+	"github.com/fitiq/outbox/cmd/outbox/internal/cli"
 )
 
 func main() {

@@ -31,6 +31,14 @@ import (
 	"github.com/fitiq/outbox/sink"
 )
 
+// The defaults of Config.
+const (
+	DefaultExchange       = "amq.topic"
+	DefaultRoutingKey     = "outbox.{type}"
+	DefaultConfirmTimeout = 10 * time.Second
+	DefaultDialTimeout    = 10 * time.Second
+)
+
 // Config tunes a Sink.
 type Config struct {
 	// URL is the broker, amqp:// or amqps:// (TLS, verified). Required.
@@ -81,14 +89,21 @@ func New(cfg Config) (*Sink, error) {
 }
 
 func (c Config) withDefaults() Config {
-	c.Exchange = cmp.Or(c.Exchange, "amq.topic")
-	c.RoutingKey = cmp.Or(c.RoutingKey, "outbox.{type}")
-	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, 10*time.Second)
-	c.DialTimeout = cmp.Or(c.DialTimeout, 10*time.Second)
+	c.Exchange = cmp.Or(c.Exchange, DefaultExchange)
+	c.RoutingKey = cmp.Or(c.RoutingKey, DefaultRoutingKey)
+	c.ConfirmTimeout = cmp.Or(c.ConfirmTimeout, DefaultConfirmTimeout)
+	c.DialTimeout = cmp.Or(c.DialTimeout, DefaultDialTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// Validate reports the first field of c that cannot work, naming it. It does not
+// connect.
+func (c Config) Validate() error {
+	_, err := c.withDefaults().validate()
+	return err
 }
 
 func (c Config) validate() (sink.Template, error) {

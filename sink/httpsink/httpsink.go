@@ -31,6 +31,13 @@ import (
 	"github.com/fitiq/outbox/sink"
 )
 
+// The defaults of Config.
+const (
+	DefaultTimeout       = 10 * time.Second
+	DefaultUserAgent     = "outbox-httpsink"
+	DefaultMaxRetryAfter = time.Hour
+)
+
 // Config tunes a Sink.
 type Config struct {
 	// URL receives the POSTs; http or https. Required.
@@ -74,7 +81,7 @@ var reserved = []string{"Content-Type", "Idempotency-Key", "Authorization"}
 
 // New returns a Sink, or an error naming the Config field that cannot work.
 func New(cfg Config) (*Sink, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
@@ -93,16 +100,17 @@ func New(cfg Config) (*Sink, error) {
 }
 
 func (c Config) withDefaults() Config {
-	c.Timeout = cmp.Or(c.Timeout, 10*time.Second)
-	c.UserAgent = cmp.Or(c.UserAgent, "outbox-httpsink")
-	c.MaxRetryAfter = cmp.Or(c.MaxRetryAfter, time.Hour)
+	c.Timeout = cmp.Or(c.Timeout, DefaultTimeout)
+	c.UserAgent = cmp.Or(c.UserAgent, DefaultUserAgent)
+	c.MaxRetryAfter = cmp.Or(c.MaxRetryAfter, DefaultMaxRetryAfter)
 	if c.Clock == nil {
 		c.Clock = outbox.SystemClock
 	}
 	return c
 }
 
-func (c Config) validate() error {
+// Validate reports the first field of c that cannot work, naming it.
+func (c Config) Validate() error {
 	if c.URL == "" {
 		return fieldError("URL", "must not be empty")
 	}

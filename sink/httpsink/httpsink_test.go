@@ -24,7 +24,7 @@ var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 func testEvent() outbox.Event {
 	return outbox.Event{
-		ID: "0190f4c2-7d1e-7cc1-a3e4-5b6a7c8d9e0f", Type: outbox.TypeProgressEntry, EntityID: "entry-1", UserID: "user-1",
+		ID: "0190f4c2-7d1e-7cc1-a3e4-5b6a7c8d9e0f", Type: "order.created", EntityID: "entry-1", UserID: "user-1",
 		IsNewRecord: true, Priority: 10, Metadata: map[string]string{"source": "manual_entry"},
 		Payload: json.RawMessage(`{"kind":"weight","quantity":72.5}`), CreatedAt: t0, Attempts: 2,
 	}
@@ -332,7 +332,7 @@ func TestProcessorOutcomes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e := outbox.NewEvent(outbox.TypeProgressEntry, "entry-1", "user-1")
+			e := outbox.NewEvent("order.created", "entry-1", "user-1")
 			if err := store.Enqueue(context.Background(), t0, e); err != nil {
 				t.Fatal(err)
 			}

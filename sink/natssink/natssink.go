@@ -27,6 +27,13 @@ import (
 	"github.com/fitiq/outbox/sink"
 )
 
+// The defaults of Config.
+const (
+	DefaultSubject    = "outbox.{type}"
+	DefaultAckTimeout = 10 * time.Second
+	DefaultMaxPending = 4000
+)
+
 // Config tunes a Sink.
 type Config struct {
 	// Subject is the subject template: {type}, {entity_id} and {user_id} are replaced by
@@ -86,10 +93,17 @@ func New(nc *nats.Conn, cfg Config) (*Sink, error) {
 }
 
 func (c Config) withDefaults() Config {
-	c.Subject = cmp.Or(c.Subject, "outbox.{type}")
-	c.AckTimeout = cmp.Or(c.AckTimeout, 10*time.Second)
-	c.MaxPending = cmp.Or(c.MaxPending, 4000)
+	c.Subject = cmp.Or(c.Subject, DefaultSubject)
+	c.AckTimeout = cmp.Or(c.AckTimeout, DefaultAckTimeout)
+	c.MaxPending = cmp.Or(c.MaxPending, DefaultMaxPending)
 	return c
+}
+
+// Validate reports the first field of c that cannot work, naming it, without a
+// connection: the relay checks its flags with it before it dials anything.
+func (c Config) Validate() error {
+	_, err := c.withDefaults().validate()
+	return err
 }
 
 func (c Config) validate() (sink.Template, error) {

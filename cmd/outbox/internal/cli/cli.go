@@ -1,0 +1,404 @@
+// Package cli is the outbox command: the relay daemon and the operator's commands. It
+// writes to the io.Writers it is given and returns an exit code, so that cmd/outbox is
+// a thin main and every command is tested end to end.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+// Exit codes.
+const (
+	ExitOK = 0
+	// ExitFailure: the command ran and failed (a store error, an event not found), or
+	// health found alerts.
+	ExitFailure = 1
+	// ExitUsage: bad input (a flag, a DSN, a sink URL); nothing was done. For health:
+	// the state could not be determined.
+	ExitUsage = 2
+)
+
+// Env is what a command sees of the world.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// Getenv reads environment variables (OUTBOX_DSN, OUTBOX_SINK_TOKEN). Defaults to os.Getenv.
+	Getenv func(string) string
+	// StderrIsTerminal makes progress bars redraw in place; otherwise they print a line
+	// per step.
+	StderrIsTerminal bool
+	// Clock supplies "now" for stats, staleness and purges. Defaults to outbox.SystemClock.
+	Clock outbox.Clock
+
+	// Test hooks.
+	observer outbox.Observer   // also told about the relay's deliveries
+	onListen func(addr string) // called with the metrics server's address once it listens
+	onStart  func()            // called once the relay's processor runs
+}
+
+// usageError is bad input: exit 2, one line.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{fmt.Sprintf(format, args...)} }
+
+// exitError carries a specific exit code with its message (health's 1 and 2). An empty
+// message prints nothing more.
+type exitError struct {
+	code int
+	msg  string
+}
+
+func (e *exitError) Error() string { return e.msg }
+
+type command struct {
+	name     string
+	args     string // synopsis after the name
+	summary  string
+	help     string // longer text with examples
+	flags    func(fs *flag.FlagSet) any
+	run      func(ctx context.Context, env *Env, c *call) error
+	needsDSN bool
+}
+
+// call is one invocation: parsed flags and positional arguments.
+type call struct {
+	cmd  *command
+	opts any
+	args []string
+	dsn  string
+}
+
+var commands []*command
+
+func init() {
+	commands = []*command{
+		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd,
+	}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Main runs the command named by args[0] and returns the process's exit code. ctx ends
+// on SIGINT/SIGTERM: the relay then drains and exits; other commands stop.
+func Main(ctx context.Context, args []string, env Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Clock == nil {
+		env.Clock = outbox.SystemClock
+	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
+	// Global flags may come before the command: outbox --dsn X stats.
+	var globalDSN string
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		a := args[0]
+		switch {
+		case a == "-h" || a == "--help" || a == "-help":
+			topUsage(env.Stdout)
+			return ExitOK
+		case a == "--dsn" || a == "-dsn":
+			if len(args) < 2 {
+				return fail(&env, "", usagef("flag needs an argument: --dsn"))
+			}
+			globalDSN, args = args[1], args[2:]
+		case strings.HasPrefix(a, "--dsn=") || strings.HasPrefix(a, "-dsn="):
+			globalDSN, args = a[strings.IndexByte(a, '=')+1:], args[1:]
+		default:
+			return fail(&env, "", usagef("unknown flag %s before the command (see 'outbox --help')", a))
+		}
+	}
+	if len(args) == 0 {
+		topUsage(env.Stderr)
+		return ExitUsage
+	}
+	if args[0] == "help" {
+		if len(args) > 1 && lookup(args[1]) != nil {
+			commandUsage(env.Stdout, lookup(args[1]), nil)
+			return ExitOK
+		}
+		topUsage(env.Stdout)
+		return ExitOK
+	}
+	cmd := lookup(args[0])
+	if cmd == nil {
+		return fail(&env, "", usagef("unknown command %q (want one of %s; see 'outbox --help')", args[0], names()))
+	}
+	c, err := parse(cmd, args[1:], globalDSN, &env)
+	if errors.Is(err, flag.ErrHelp) {
+		return ExitOK
+	}
+	if err != nil {
+		return fail(&env, cmd.name, err)
+	}
+	return fail(&env, cmd.name, cmd.run(ctx, &env, c))
+}
+
+func names() string {
+	var ns []string
+	for _, c := range commands {
+		ns = append(ns, c.name)
+	}
+	return strings.Join(ns, ", ")
+}
+
+// fail prints err as one line and returns its exit code.
+func fail(env *Env, cmd string, err error) int {
+	if err == nil {
+		return ExitOK
+	}
+	prefix := "outbox: "
+	if cmd != "" {
+		prefix = "outbox " + cmd + ": "
+	}
+	var ue *usageError
+	var ee *exitError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintln(env.Stderr, prefix+oneLine(ue.msg))
+		return ExitUsage
+	case errors.As(err, &ee):
+		if ee.msg != "" {
+			fmt.Fprintln(env.Stderr, prefix+oneLine(ee.msg))
+		}
+		return ee.code
+	default:
+		fmt.Fprintln(env.Stderr, prefix+oneLine(err.Error()))
+		return ExitFailure
+	}
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// parse reads flags and positional arguments in any order (flags may follow IDs).
+func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, error) {
+	fs := flag.NewFlagSet("outbox "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are reported as one line by fail
+	c := &call{cmd: cmd}
+	var dsn string
+	if cmd.needsDSN {
+		fs.StringVar(&dsn, "dsn", "", "the store: sqlite:PATH or postgres://… (default $OUTBOX_DSN)")
+	}
+	if cmd.flags != nil {
+		c.opts = cmd.flags(fs)
+	}
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			commandUsage(env.Stdout, cmd, fs)
+			return nil, err
+		}
+		if err != nil {
+			return nil, usagef("%v (see 'outbox %s --help')", err, cmd.name)
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			c.args = append(c.args, args[1:]...)
+			break
+		}
+		c.args = append(c.args, args[0])
+		args = args[1:]
+	}
+	if cmd.needsDSN {
+		c.dsn = firstNonEmpty(dsn, globalDSN, env.Getenv("OUTBOX_DSN"))
+		if c.dsn == "" {
+			return nil, usagef("no store given: pass --dsn sqlite:PATH or --dsn postgres://…, or set OUTBOX_DSN")
+		}
+	}
+	return c, nil
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func topUsage(w io.Writer) {
+	fmt.Fprint(w, `outbox: the transactional outbox's relay daemon and operator tool.
+
+Usage:
+  outbox [--dsn DSN] COMMAND [flags] [args]
+
+Commands:
+`)
+	for _, c := range commands {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprint(w, `
+The store is named by one DSN, given as --dsn or OUTBOX_DSN:
+  sqlite:PATH                                    a SQLite file
+  postgres://user@host:5432/db?sslmode=disable   PostgreSQL (add schema=NAME, table=NAME to
+                                                 use a non-default outbox table)
+
+Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input (or, for health, cannot tell).
+Run 'outbox COMMAND --help' for a command's flags and examples.
+`)
+}
+
+func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: outbox %s %s\n\n%s\n", c.name, c.args, c.summary)
+	if fs == nil {
+		fs = flag.NewFlagSet(c.name, flag.ContinueOnError)
+		if c.needsDSN {
+			fs.String("dsn", "", "the store: sqlite:PATH or postgres://… (default $OUTBOX_DSN)")
+		}
+		if c.flags != nil {
+			c.flags(fs)
+		}
+	}
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	if len(flags) > 0 {
+		fmt.Fprintln(w, "\nFlags:")
+		slices.SortFunc(flags, func(a, b *flag.Flag) int { return strings.Compare(a.Name, b.Name) })
+		for _, f := range flags {
+			name, usage := flag.UnquoteUsage(f)
+			switch f.Value.(type) {
+			case durationFlag:
+				name = "duration"
+			case *listFlag:
+				name = "string"
+			}
+			line := "  --" + f.Name
+			if name != "" {
+				line += " " + name
+			}
+			if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "[]" {
+				usage += fmt.Sprintf(" (default %s)", f.DefValue)
+			}
+			fmt.Fprintf(w, "%-32s %s\n", line, usage)
+		}
+	}
+	if c.help != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(c.help))
+	}
+}
+
+// newLogger writes the relay's log lines to stderr.
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+// durationFlag is a time.Duration flag that also takes days ("7d").
+type durationFlag struct{ d *time.Duration }
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return ""
+	}
+	return formatDuration(*f.d)
+}
+
+func (f durationFlag) Set(s string) error {
+	d, err := parseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
+
+func durationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Duration, usage string) {
+	*p = def
+	fs.Var(durationFlag{p}, name, usage)
+}
+
+func parseDuration(s string) (time.Duration, error) {
+	if days, ok := strings.CutSuffix(s, "d"); ok {
+		var n float64
+		if _, err := fmt.Sscanf(days, "%g", &n); err != nil || fmt.Sprint(n) != strings.TrimLeft(days, "+") {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(n * float64(24*time.Hour)), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q (want e.g. 90s, 15m, 2h, 7d)", s)
+	}
+	return d, nil
+}
+
+func formatDuration(d time.Duration) string {
+	if d >= 24*time.Hour && d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%dd", d/(24*time.Hour))
+	}
+	s := d.String() // "1h0m0s" → "1h", "2m0s" → "2m"
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// listFlag collects a repeatable flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ", ") }
+func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
+
+// withStore parses the DSN (bad input: exit 2, nothing opened), opens the store, and
+// runs fn with it.
+func withStore(ctx context.Context, c *call, fn func(s outbox.Store) error) error {
+	d, err := parseDSN(c.dsn)
+	if err != nil {
+		return err
+	}
+	s, err := d.open(ctx, false)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	return fn(s.Store)
+}
+
+func noArgs(c *call) error {
+	if len(c.args) > 0 {
+		return usagef("unexpected argument %q (see 'outbox %s --help')", c.args[0], c.cmd.name)
+	}
+	return nil
+}
+
+// formatDurations writes a list of durations as the --retry-delays flag reads it.
+func formatDurations(ds []time.Duration) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = formatDuration(d)
+	}
+	return strings.Join(parts, ",")
+}

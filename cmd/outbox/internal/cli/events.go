@@ -1,0 +1,209 @@
+package cli
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/fitiq/outbox"
+)
+
+// The ls command.
+type lsOpts struct {
+	status, typ, user string
+	limit             int
+	after             int64
+	json              bool
+}
+
+var lsCmd = &command{
+	name: "ls", args: "[--status S] [--type T] [--user ID] [--limit N] [--json]", needsDSN: true,
+	summary: "List events, oldest first.",
+	help: `
+--status is one of pending, processing, completed, failed (retrying or given up) and
+given-up. Page with --after SEQ (the last SEQ shown).
+
+Examples:
+  outbox ls --status given-up
+  outbox ls --type order.created --user 7f3c… --limit 20
+  outbox ls --status failed --json | jq -r '.[].id'`,
+	flags: func(fs *flag.FlagSet) any {
+		o := &lsOpts{}
+		fs.StringVar(&o.status, "status", "", "only events in this status: pending, processing, completed, failed, given-up")
+		fs.StringVar(&o.typ, "type", "", "only events of this type")
+		fs.StringVar(&o.user, "user", "", "only this user's events")
+		fs.IntVar(&o.limit, "limit", 50, "at most this many events")
+		fs.Int64Var(&o.after, "after", 0, "only events after this SEQ (for paging)")
+		fs.BoolVar(&o.json, "json", false, "print JSON")
+		return o
+	},
+	run: func(ctx context.Context, env *Env, c *call) error {
+		o := c.opts.(*lsOpts)
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		f := outbox.Filter{Type: o.typ, UserID: o.user, Limit: o.limit, AfterSeq: o.after}
+		if err := statusFilter(o.status, &f); err != nil {
+			return err
+		}
+		if o.limit <= 0 {
+			return usagef("--limit must be positive, got %d", o.limit)
+		}
+		if _, err := parseDSN(c.dsn); err != nil {
+			return err
+		}
+		return withStore(ctx, c, func(s outbox.Store) error {
+			events, err := s.List(ctx, f)
+			if err != nil {
+				return err
+			}
+			return printEvents(env, events, o.json, "no events match")
+		})
+	},
+}
+
+func statusFilter(status string, f *outbox.Filter) error {
+	switch status {
+	case "":
+	case "given-up", "given_up", "givenup":
+		f.GivenUp = true
+	default:
+		st, err := outbox.ParseStatus(status)
+		if err != nil {
+			return usagef("--status: unknown status %q (want pending, processing, completed, failed or given-up)", status)
+		}
+		f.Status = st
+	}
+	return nil
+}
+
+func statusText(e outbox.Event) string {
+	switch {
+	case e.GivenUp():
+		return "given up"
+	case e.Status == outbox.StatusFailed:
+		return "failed (retrying)"
+	}
+	return string(e.Status)
+}
+
+func printEvents(env *Env, events []outbox.Event, asJSON bool, empty string) error {
+	if asJSON {
+		if events == nil {
+			events = []outbox.Event{}
+		}
+		return writeJSON(env.Stdout, events)
+	}
+	if len(events) == 0 {
+		fmt.Fprintln(env.Stdout, empty)
+		return nil
+	}
+	t := newTable(env.Stdout, "SEQ", "ID", "TYPE", "ENTITY", "USER", "STATUS", "ATTEMPTS", "CREATED", "NEXT ATTEMPT", "LAST ERROR")
+	for _, e := range events {
+		next := "-"
+		if e.Status == outbox.StatusFailed || e.Status == outbox.StatusPending {
+			next = fmtTime(e.NextAttemptAt)
+		}
+		t.row(strconv.FormatInt(e.Seq, 10), e.ID, e.Type, truncate(e.EntityID, 24), truncate(cmp.Or(e.UserID, "-"), 24), statusText(e),
+			strconv.Itoa(e.Attempts), fmtTime(e.CreatedAt), next, truncate(cmp.Or(e.LastError, "-"), 60))
+	}
+	t.flush()
+	return nil
+}
+
+// The show command.
+type showOpts struct{ json bool }
+
+var showCmd = &command{
+	name: "show", args: "ID [--json]", needsDSN: true,
+	summary: "Show one event in full, with the error of every failed attempt.",
+	help: `
+Examples:
+  outbox show 0190f4c2-7d1e-7cc1-a3e4-5b6a7c8d9e0f
+  outbox show 0190f4c2-… --json | jq .errors`,
+	flags: func(fs *flag.FlagSet) any {
+		o := &showOpts{}
+		fs.BoolVar(&o.json, "json", false, "print JSON")
+		return o
+	},
+	run: func(ctx context.Context, env *Env, c *call) error {
+		o := c.opts.(*showOpts)
+		if len(c.args) != 1 {
+			return usagef("want exactly one event ID, got %d arguments", len(c.args))
+		}
+		id := c.args[0]
+		if _, err := uuid.Parse(id); err != nil {
+			return usagef("%q is not an event ID (a UUID)", id)
+		}
+		if _, err := parseDSN(c.dsn); err != nil {
+			return err
+		}
+		return withStore(ctx, c, func(s outbox.Store) error {
+			e, err := s.Get(ctx, id)
+			if errors.Is(err, outbox.ErrNotFound) {
+				return fmt.Errorf("no event %s", id)
+			}
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return writeJSON(env.Stdout, e)
+			}
+			printEvent(env, e)
+			return nil
+		})
+	},
+}
+
+func printEvent(env *Env, e outbox.Event) {
+	t := newTable(env.Stdout)
+	t.row("ID", e.ID)
+	t.row("Seq", strconv.FormatInt(e.Seq, 10))
+	t.row("Type", e.Type)
+	t.row("Entity", e.EntityID)
+	t.row("User", cmp.Or(e.UserID, "-"))
+	t.row("Status", statusText(e))
+	maxAttempts := "default"
+	if e.MaxAttempts > 0 {
+		maxAttempts = strconv.Itoa(e.MaxAttempts)
+	}
+	t.row("Attempts", fmt.Sprintf("%d (max %s)", e.Attempts, maxAttempts))
+	t.row("Priority", strconv.Itoa(e.Priority))
+	t.row("New record", strconv.FormatBool(e.IsNewRecord))
+	t.row("Ordering key", cmp.Or(e.OrderingKey, "-"))
+	t.row("Created", fmtTime(e.CreatedAt))
+	t.row("Updated", fmtTime(e.UpdatedAt))
+	t.row("Last attempt", fmtTime(e.LastAttemptAt))
+	if e.Status == outbox.StatusPending || e.Status == outbox.StatusFailed {
+		t.row("Next attempt", fmtTime(e.NextAttemptAt))
+	}
+	t.row("Completed", fmtTime(e.CompletedAt))
+	if e.LeaseOwner != "" {
+		t.row("Lease", fmt.Sprintf("%s until %s", e.LeaseOwner, fmtTime(e.LeaseExpiresAt)))
+	}
+	var md []string
+	for _, k := range slices.Sorted(maps.Keys(e.Metadata)) {
+		md = append(md, k+"="+e.Metadata[k])
+	}
+	t.row("Metadata", cmp.Or(strings.Join(md, " "), "-"))
+	t.row("Payload", cmp.Or(truncate(string(e.Payload), 200), "-"))
+	t.row("Last error", cmp.Or(e.LastError, "-"))
+	t.flush()
+	if len(e.Errors) == 0 {
+		return
+	}
+	fmt.Fprintln(env.Stdout)
+	t = newTable(env.Stdout, "ATTEMPT", "AT", "ERROR")
+	for _, ae := range e.Errors {
+		t.row(strconv.Itoa(ae.Attempt), fmtTime(ae.At), ae.Error)
+	}
+	t.flush()
+}

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+// The stats command.
+type statsOpts struct {
+	user       string
+	json       bool
+	staleAfter time.Duration
+}
+
+// statsJSON is Stats for scripts: the age in seconds, the success rate computed.
+type statsJSON struct {
+	outbox.Stats
+	OldestPendingAgeSeconds float64 `json:"oldest_pending_age_seconds"`
+	SuccessRate             float64 `json:"success_rate"`
+}
+
+func newStatsJSON(s outbox.Stats) statsJSON {
+	return statsJSON{Stats: s, OldestPendingAgeSeconds: s.OldestPendingAge.Seconds(), SuccessRate: s.SuccessRate()}
+}
+
+var statsCmd = &command{
+	name: "stats", args: "[--user ID] [--json]", needsDSN: true,
+	summary: "Count events by status and type, overall or for one user.",
+	help: `
+"failed" counts events that failed and will be retried; "given up" those that will
+not be retried without an operator (see 'outbox retry'). Blocked events wait behind a
+given-up event of their ordering key.
+
+Examples:
+  outbox stats
+  outbox stats --user 7f3c… --json | jq .given_up`,
+	flags: func(fs *flag.FlagSet) any {
+		o := &statsOpts{}
+		fs.StringVar(&o.user, "user", "", "only this user's events")
+		fs.BoolVar(&o.json, "json", false, "print JSON")
+		durationVar(fs, &o.staleAfter, "stale-after", 5*time.Minute, "an event due for longer than this is stale")
+		return o
+	},
+	run: func(ctx context.Context, env *Env, c *call) error {
+		o := c.opts.(*statsOpts)
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		if o.staleAfter <= 0 {
+			return usagef("--stale-after must be positive, got %s", o.staleAfter)
+		}
+		return withStore(ctx, c, func(s outbox.Store) error {
+			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: env.Clock.Now(), StaleAfter: o.staleAfter})
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return writeJSON(env.Stdout, newStatsJSON(st))
+			}
+			printStats(env, st)
+			return nil
+		})
+	},
+}
+
+func printStats(env *Env, st outbox.Stats) {
+	t := newTable(env.Stdout, "STATUS", "EVENTS")
+	t.row("pending", strconv.Itoa(st.Pending))
+	t.row("processing", strconv.Itoa(st.Processing))
+	t.row("failed (retrying)", strconv.Itoa(st.Failed))
+	t.row("given up", strconv.Itoa(st.GivenUp))
+	t.row("completed", strconv.Itoa(st.Completed))
+	t.row("total", strconv.Itoa(st.Total))
+	t.flush()
+	fmt.Fprintf(env.Stdout, "\nsuccess rate %.1f%% · stale %d · blocked %d · oldest waiting %s\n",
+		st.SuccessRate()*100, st.Stale, st.Blocked, fmtAge(st.OldestPendingAge))
+	if len(st.ByType) == 0 {
+		return
+	}
+	fmt.Fprintln(env.Stdout)
+	t = newTable(env.Stdout, "TYPE", "PENDING", "PROCESSING", "FAILED", "GIVEN UP", "COMPLETED")
+	for _, typ := range slices.Sorted(maps.Keys(st.ByType)) {
+		tc := st.ByType[typ]
+		t.row(typ, strconv.Itoa(tc.Pending), strconv.Itoa(tc.Processing), strconv.Itoa(tc.Failed), strconv.Itoa(tc.GivenUp), strconv.Itoa(tc.Completed))
+	}
+	t.flush()
+}
+
+// The stale command.
+type staleOpts struct {
+	user       string
+	staleAfter time.Duration
+	limit      int
+	json       bool
+}
+
+var staleCmd = &command{
+	name: "stale", args: "[--stale-after 5m] [--user ID] [--json]", needsDSN: true,
+	summary: "List events due for longer than the stale threshold.",
+	help: `
+A stale event is pending, or failed and due for retry, for longer than --stale-after:
+no relay is delivering it. Check that a relay runs ('outbox health').
+
+Examples:
+  outbox stale
+  outbox stale --stale-after 1h --json`,
+	flags: func(fs *flag.FlagSet) any {
+		o := &staleOpts{}
+		fs.StringVar(&o.user, "user", "", "only this user's events")
+		durationVar(fs, &o.staleAfter, "stale-after", 5*time.Minute, "an event due for longer than this is stale")
+		fs.IntVar(&o.limit, "limit", 50, "at most this many events")
+		fs.BoolVar(&o.json, "json", false, "print JSON")
+		return o
+	},
+	run: func(ctx context.Context, env *Env, c *call) error {
+		o := c.opts.(*staleOpts)
+		if err := noArgs(c); err != nil {
+			return err
+		}
+		if o.staleAfter <= 0 {
+			return usagef("--stale-after must be positive, got %s", o.staleAfter)
+		}
+		if o.limit <= 0 {
+			return usagef("--limit must be positive, got %d", o.limit)
+		}
+		if _, err := parseDSN(c.dsn); err != nil {
+			return err
+		}
+		return withStore(ctx, c, func(s outbox.Store) error {
+			events, err := s.List(ctx, outbox.Filter{UserID: o.user, DueBefore: env.Clock.Now().Add(-o.staleAfter), Limit: o.limit})
+			if err != nil {
+				return err
+			}
+			return printEvents(env, events, o.json, fmt.Sprintf("no stale events (none due for longer than %s)", formatDuration(o.staleAfter)))
+		})
+	},
+}
