@@ -154,35 +154,6 @@ func (e *Event) ShouldProcess(now time.Time) bool {
 	return false
 }
 
-// MarkProcessing records a claim by owner until leaseUntil, counting an attempt.
-func (e *Event) MarkProcessing(owner string, now, leaseUntil time.Time) {
-	e.Status = StatusProcessing
-	e.Attempts++
-	e.LastAttemptAt = now
-	e.LeaseOwner, e.LeaseExpiresAt = owner, leaseUntil
-	e.UpdatedAt = now
-}
-
-// MarkCompleted records a successful delivery.
-func (e *Event) MarkCompleted(now time.Time) {
-	e.Status = StatusCompleted
-	e.CompletedAt = now
-	e.NextAttemptAt = time.Time{}
-	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
-	e.UpdatedAt = now
-}
-
-// MarkFailed records a failed attempt. A zero next gives the event up; otherwise it is
-// retried at next.
-func (e *Event) MarkFailed(now time.Time, err string, next time.Time) {
-	e.Status = StatusFailed
-	e.LastError = err
-	e.Errors = append(e.Errors, AttemptError{Attempt: e.Attempts, At: now, Error: err})
-	e.NextAttemptAt = next
-	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
-	e.UpdatedAt = now
-}
-
 // ResetForRetry puts a failed (or completed) event back to pending with a fresh attempt
 // budget, keeping its error history. This is what an operator's retry does.
 func (e *Event) ResetForRetry(now time.Time) {

@@ -11,39 +11,46 @@ import (
 
 var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-func TestEventLifecycle(t *testing.T) {
-	e := outbox.NewEvent("order.created", "entry", "user")
-	if err := e.Prepare(t0, 0); err != nil {
-		t.Fatal(err)
+// The predicates an application reads on an event, on each state a store leaves it in.
+func TestEventPredicatesFollowItsState(t *testing.T) {
+	lease := t0.Add(time.Minute)
+	cases := []struct {
+		name                        string
+		e                           outbox.Event
+		at                          time.Time
+		shouldProcess, canRetry, gu bool
+	}{
+		{"pending", outbox.Event{Status: outbox.StatusPending, NextAttemptAt: t0}, t0, true, true, false},
+		{"processing under its lease", outbox.Event{Status: outbox.StatusProcessing, Attempts: 1, LeaseExpiresAt: lease}, t0.Add(59 * time.Second), false, true, false},
+		{"processing, lease expired", outbox.Event{Status: outbox.StatusProcessing, Attempts: 1, LeaseExpiresAt: lease}, lease, true, true, false},
+		{"retrying, not yet due", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0.Add(time.Second)}, t0, false, true, false},
+		{"retrying, due", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0.Add(time.Second)}, t0.Add(time.Second), true, true, false},
+		{"attempts spent", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts, NextAttemptAt: t0}, t0, true, false, false},
+		{"given up", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts}, t0.Add(24 * time.Hour), false, false, true},
+		{"completed", outbox.Event{Status: outbox.StatusCompleted, Attempts: 1, CompletedAt: t0}, t0, false, false, false},
 	}
-	if e.Status != outbox.StatusPending || !e.ShouldProcess(t0) || !e.CanRetry() || e.GivenUp() {
-		t.Fatalf("new event: %+v", e)
+	for _, tc := range cases {
+		e := tc.e
+		if got := e.ShouldProcess(tc.at); got != tc.shouldProcess {
+			t.Errorf("%s: ShouldProcess = %v, want %v", tc.name, got, tc.shouldProcess)
+		}
+		if got := e.CanRetry(); got != tc.canRetry {
+			t.Errorf("%s: CanRetry = %v, want %v", tc.name, got, tc.canRetry)
+		}
+		if got := e.GivenUp(); got != tc.gu {
+			t.Errorf("%s: GivenUp = %v, want %v", tc.name, got, tc.gu)
+		}
 	}
-	e.MarkProcessing("relay", t0, t0.Add(time.Minute))
-	if e.Attempts != 1 || e.ShouldProcess(t0.Add(59*time.Second)) || !e.ShouldProcess(t0.Add(time.Minute)) {
-		t.Fatalf("processing: attempts %d, claimable before its lease expired or not after", e.Attempts)
-	}
-	e.MarkFailed(t0, "503", t0.Add(time.Second))
-	if e.GivenUp() || e.ShouldProcess(t0) || !e.ShouldProcess(t0.Add(time.Second)) || e.LastError != "503" || len(e.Errors) != 1 {
-		t.Fatalf("retrying: %+v", e)
-	}
-	for e.Attempts < outbox.DefaultMaxAttempts {
-		e.MarkProcessing("relay", t0, t0.Add(time.Minute))
-	}
-	if e.CanRetry() {
-		t.Fatalf("after %d attempts CanRetry is true", e.Attempts)
-	}
-	e.MarkFailed(t0, "503", time.Time{})
-	if !e.GivenUp() || e.ShouldProcess(t0.Add(24*time.Hour)) {
-		t.Fatalf("given up: %+v", e)
-	}
+}
+
+// ResetForRetry is what an operator's retry writes back: pending, due now, a fresh
+// budget, the error history kept.
+func TestResetForRetryKeepsTheHistory(t *testing.T) {
+	e := outbox.Event{Status: outbox.StatusFailed, Attempts: 5, LastError: "503",
+		Errors: []outbox.AttemptError{{Attempt: 4, Error: "503"}, {Attempt: 5, Error: "503"}}}
 	e.ResetForRetry(t0)
-	if e.Status != outbox.StatusPending || !e.CanRetry() || e.Attempts != 0 || len(e.Errors) != 2 {
+	if e.Status != outbox.StatusPending || !e.CanRetry() || e.Attempts != 0 || len(e.Errors) != 2 || !e.ShouldProcess(t0) {
 		t.Fatalf("reset for retry: %+v", e)
-	}
-	e.MarkCompleted(t0)
-	if e.Status != outbox.StatusCompleted || e.CanRetry() || e.ShouldProcess(t0) {
-		t.Fatalf("completed: %+v", e)
 	}
 }
 

@@ -39,7 +39,7 @@ func openExample() (*sqlite.Store, func()) {
 	return store, func() { db.Close(); os.RemoveAll(dir) }
 }
 
-// The seed's flow: save an entry and its event in one transaction, then let a
+// The main flow: save an entry and its event in one transaction, then let a
 // processor deliver it.
 func Example() {
 	store, done := openExample()
@@ -73,7 +73,7 @@ func Example() {
 	stats, _ := p.Stats(ctx)
 	fmt.Printf("completed %d of %d, success rate %.0f%%\n", stats.Completed, stats.Total, stats.SuccessRate()*100)
 	// Output:
-	// syncing progressEntry entry-1 for user-1
+	// syncing order.created entry-1 for user-1
 	// completed 1 of 1, success rate 100%
 }
 

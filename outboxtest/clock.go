@@ -1,10 +1,3 @@
-// Package outboxtest is the conformance suite every outbox.Store must pass, and the
-// test doubles that go with it. It is exported so that a store outside this module
-// can run the same suite:
-//
-//	func TestConformance(t *testing.T) {
-//		outboxtest.Run(t, func(t *testing.T) outboxtest.Harness { … a fresh, migrated store … })
-//	}
 package outboxtest
 
 import (

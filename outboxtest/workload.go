@@ -11,7 +11,7 @@ import (
 )
 
 // EnqueueN writes n events to s, 1000 to a transaction: two types (every third an
-// order.shipped, the rest order.created), seven users, a small JSON payload each.
+// order_shipped, the rest order_created), seven users, a small JSON payload each.
 // It returns the set of their IDs, for checking what a sink delivered.
 func EnqueueN(t testing.TB, s outbox.Store, n int) map[string]bool {
 	t.Helper()
@@ -19,9 +19,9 @@ func EnqueueN(t testing.TB, s outbox.Store, n int) map[string]bool {
 	for start := 0; start < n; start += 1000 {
 		var batch []*outbox.Event
 		for i := start; i < min(start+1000, n); i++ {
-			typ := "order.created"
+			typ := "order_created"
 			if i%3 == 0 {
-				typ = "order.shipped"
+				typ = "order_shipped"
 			}
 			e := outbox.NewEvent(typ, fmt.Sprintf("entity-%d", i), fmt.Sprintf("user-%d", i%7))
 			e.Payload = json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))

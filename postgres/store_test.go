@@ -135,7 +135,7 @@ func TestConformance(t *testing.T) {
 				return tx.Rollback(ctx)
 			},
 		}
-	})
+	}, outboxtest.Parallel())
 }
 
 var _ = fmt.Sprintf

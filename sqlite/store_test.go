@@ -30,7 +30,7 @@ func TestConformance(t *testing.T) {
 				return tx.Rollback()
 			},
 		}
-	})
+	}, outboxtest.Parallel())
 }
 
 var _ = sql.ErrNoRows

@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-
 )
 
 // The outbox event types of the five synced kinds, as the original design names them.
