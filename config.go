@@ -2,8 +2,11 @@ package outbox
 
 import (
 	"cmp"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"os"
 	"time"
 )
 
@@ -140,4 +143,11 @@ func (c Config) Validate() error {
 		return err
 	}
 	return c.Health.Validate()
+}
+
+func defaultOwner() string {
+	host, _ := os.Hostname()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%d-%s", cmp.Or(host, "host"), os.Getpid(), hex.EncodeToString(b[:]))
 }
