@@ -58,7 +58,7 @@ func Example() {
 	if _, err := db.ExecContext(ctx, `CREATE TABLE orders (id TEXT PRIMARY KEY, total REAL)`); err != nil {
 		log.Fatal(err)
 	}
-	store, err := sqlite.New(ctx, db, sqlite.Config{Logger: quiet})
+	store, err := sqlite.New(ctx, db, sqlite.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func Example() {
 			fmt.Println("delivered", e.Type, e.EntityID) // nil: delivered; an error: retried with backoff
 			return nil
 		}),
-	}, outbox.Config{Logger: quiet})
+	}, outbox.Config{})
 	if err != nil {
 		log.Fatal(err)
 	}
