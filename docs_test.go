@@ -246,9 +246,9 @@ func TestDocsHaveNoLinkOutsideTheRepository(t *testing.T) {
 				t.Errorf("%s links outside the repository: %s", page, link)
 				continue
 			}
-			target, _, _ := strings.Cut(link, "#")
+			target, fragment, _ := strings.Cut(link, "#")
 			if target == "" {
-				continue // a heading of the same page
+				target = filepath.Base(page)
 			}
 			if strings.HasPrefix(target, "/") {
 				t.Errorf("%s: link %s is absolute; make it relative to the page", page, link)
@@ -261,9 +261,39 @@ func TestDocsHaveNoLinkOutsideTheRepository(t *testing.T) {
 			}
 			if _, err := os.Stat(abs); err != nil {
 				t.Errorf("%s links to %s, which does not exist", page, link)
+				continue
+			}
+			if fragment != "" && strings.HasSuffix(abs, ".md") && !slices.Contains(headingAnchors(t, abs), fragment) {
+				t.Errorf("%s links to %s, but that page has no heading with the anchor #%s", page, link, fragment)
 			}
 		}
 	}
+}
+
+var notInAnchor = regexp.MustCompile(`[^\p{L}\p{N}_ -]`)
+
+// headingAnchors returns the anchors a markdown renderer gives the headings of a page:
+// lower case, punctuation dropped, spaces turned into hyphens.
+func headingAnchors(t *testing.T, page string) []string {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anchors []string
+	fenced := false
+	for line := range strings.Lines(string(b)) {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			fenced = !fenced
+		}
+		if fenced || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		anchor := notInAnchor.ReplaceAllString(strings.ToLower(title), "")
+		anchors = append(anchors, strings.ReplaceAll(anchor, " ", "-"))
+	}
+	return anchors
 }
 
 // TestDocsGoSnippetsComeFromExamples checks that every line of every Go block in the
