@@ -125,14 +125,14 @@ func TestPlansUseTheIndexes(t *testing.T) {
 			if strings.Contains(plan, "Seq Scan on outbox_events") {
 				t.Errorf("%s reads the whole table", tc.statement)
 			}
-			// A per-user claim steps over other users' pending events (see the README).
+			// A per-user claim steps over other users' pending events (see docs/postgres.md).
 			if removed := rowsRemoved(plan); removed > rows/10 && tc.statement != "claimUser" {
 				t.Errorf("%s reads %d rows only to discard them: an index that walks the table", tc.statement, removed)
 			}
 		})
 	}
 
-	// The remedy the README gives for per-user processors at scale.
+	// The remedy docs/postgres.md gives for per-user processors at scale.
 	if _, err := pool.Exec(ctx, `CREATE INDEX outbox_events_pending_by_user ON `+table+
 		` (user_id, priority DESC, seq) WHERE status = 'pending'`); err != nil {
 		t.Fatal(err)

@@ -272,7 +272,7 @@ func (d *demo) setup(ctx context.Context) error {
 
 func (d *demo) intro() {
 	c := d.cfg
-	d.say("FitIQ demo — the seed's outbox, end to end, on this machine")
+	d.say("FitIQ demo — the outbox, end to end, on this machine")
 	d.say("  backend  %s (the remote API; its own SQLite database)", d.apiURL)
 	d.say("  network  %s, a proxy in front of it that, of every 100 requests,", d.network.URL())
 	d.say("           drops about %.0f before the API and %.0f after it (answer lost), fails %.0f (503/429)", c.faults*20, c.faults*20, c.faults*23)
@@ -596,7 +596,7 @@ func (d *demo) check(ctx context.Context) (checkResult, error) {
 
 func (d *demo) report(r checkResult, took time.Duration) {
 	d.say("")
-	d.say("Outbox statistics (the seed's getStatistics):")
+	d.say("Outbox statistics:")
 	statsLines(d.out, r.outbox, "  ")
 	ns := d.network.Stats()
 	d.say("Network: %d requests; %d dropped before the API, %d answers lost after it, %d failed (503), %d throttled (429), %d delayed; offline %s",
