@@ -261,6 +261,7 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 		UserID:             p.cfg.UserID,
 		DefaultMaxAttempts: p.cfg.Retry.MaxAttempts,
 		SkipGivenUp:        p.cfg.SkipGivenUp,
+		Types:              p.cfg.Types,
 	})
 	if p.cfg.Observer != nil && err == nil {
 		p.cfg.Observer.ObserveClaim(len(events), time.Since(started))

@@ -68,6 +68,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},
 		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
+		{"ClaimServesOnlyItsTypes", testClaimServesOnlyItsTypes},
+		{"PausedTypeWaitsAndResumes", testPausedTypeWaits},
+		{"ProcessorScopedToTypesLeavesOthersPending", testProcessorScopedToTypes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
