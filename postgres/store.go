@@ -370,11 +370,16 @@ func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, err
 	if p.DefaultMaxAttempts <= 0 {
 		args["default_max"] = outbox.DefaultMaxAttempts
 	}
+	byUser, byTypes := 0, 0
 	if p.UserID != "" {
 		args["user_id"] = p.UserID
-		return s.q.claimUser, args, nil
+		byUser = 1
 	}
-	return s.q.claimAll, args, nil
+	if len(p.Types) > 0 {
+		args["types"] = p.Types
+		byTypes = 1
+	}
+	return s.q.claim[byUser][byTypes], args, nil
 }
 
 func (s *Store) claim(ctx context.Context, q interface {
@@ -652,6 +657,13 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}
 	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	paused, err := queryPaused(ctx, tx, s.q.pausedTypes)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	for _, p := range paused {
+		st.Paused = append(st.Paused, p.Type)
 	}
 	return st, nil
 }
