@@ -30,6 +30,7 @@ type relayOpts struct {
 
 	// processor
 	user           string
+	types          listFlag
 	batchSize      int
 	pollInterval   time.Duration
 	maxConcurrent  int
@@ -84,6 +85,7 @@ Examples:
 		o := &relayOpts{}
 		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://… (required)")
 		fs.StringVar(&o.user, "user", "", "deliver only this user's events (default: all users)")
+		fs.Var(&o.types, "type", "deliver only events of this type (repeatable; default: all types)")
 		fs.IntVar(&o.batchSize, "batch-size", outbox.DefaultBatchSize, "events claimed per cycle")
 		durationVar(fs, &o.pollInterval, "poll-interval", outbox.DefaultPollInterval, "idle wait between cycles (wake-ups cut it short)")
 		fs.IntVar(&o.maxConcurrent, "max-concurrent", outbox.DefaultMaxConcurrent, "deliveries at once (HTTP; broker sinks send a batch at once)")
@@ -157,7 +159,7 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		delays = append(delays, d)
 	}
 	rc := &relayConfig{proc: outbox.Config{
-		UserID: o.user, BatchSize: o.batchSize, PollInterval: o.pollInterval, MaxConcurrent: o.maxConcurrent,
+		UserID: o.user, Types: o.types, BatchSize: o.batchSize, PollInterval: o.pollInterval, MaxConcurrent: o.maxConcurrent,
 		Retry:         outbox.RetryPolicy{Delays: delays, MaxAttempts: o.maxAttempts},
 		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, CleanupInterval: o.cleanup,
 		Retention: o.retention, StaleAfter: o.staleAfter, SkipGivenUp: o.skipGivenUp, Owner: o.owner,
