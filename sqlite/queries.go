@@ -40,7 +40,7 @@ WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now
 // the same priority. Each half of the union is limited on its own index first. An event
 // with an ordering key qualifies only when no earlier event of its key is unfinished
 // (:skip_given_up lets given-up ones be passed over). A processor scoped to :types (a
-// JSON array; '' for all) and the paused types narrow the claim: both are read from the
+// JSON array; ” for all) and the paused types narrow the claim: both are read from the
 // pending index, which covers type, and the paused table is a handful of rows.
 const claim = `
 UPDATE outbox_events
