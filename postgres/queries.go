@@ -79,19 +79,19 @@ const leaseLost = `'lease of ' || coalesce(t.lease_owner, '?') || ' expired befo
 const claimEvents = `
 WITH pending AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'pending' {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + isHead + `
+    WHERE e.status = 'pending' {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), retrying AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + isHead + `
+    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + attemptsLeft + `
+    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + attemptsLeft + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
@@ -290,7 +290,7 @@ type queries struct {
 	insertEvent, insertEvents     string // with NOTIFY, unless disabled
 	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
 	notifyUsers                   string
-	claim                         [2][2]string // [by user][by types]
+	claim                         [2][3]string // [by user][all types, one type, several]
 	pauseType, resumeType         string
 	pausedTypes                   string
 	extendLease, settleEvents     string
@@ -313,16 +313,18 @@ func newQueries(n names, notify bool) queries {
 	}
 	render := func(sql string, userFilter string) string { return renderWith(sql, userFilter, "") }
 	quiet := strings.NewReplacer("{{table}}", n.Table, "{{notify}}", "")
-	const byUser, byTypes = "AND e.user_id = @user_id", "AND e.type = ANY(@types::text[])"
+	// One type is an equality, so that an index on (type, priority DESC, seq) can hand
+	// its events over in delivery order; several need = ANY.
+	const byUser, byType, byTypes = "AND e.user_id = @user_id", "AND e.type = @type", "AND e.type = ANY(@types::text[])"
 	return queries{
 		insertEvent:      render(insertEvent, ""),
 		insertEvents:     render(insertEvents, ""),
 		insertQuiet:      quiet.Replace(insertEvent),
 		insertBatchQuiet: quiet.Replace(insertEvents),
 		notifyUsers:      notifyAfterCommit,
-		claim: [2][2]string{
-			{renderWith(claimEvents, "", ""), renderWith(claimEvents, "", byTypes)},
-			{renderWith(claimEvents, byUser, ""), renderWith(claimEvents, byUser, byTypes)},
+		claim: [2][3]string{
+			{renderWith(claimEvents, "", ""), renderWith(claimEvents, "", byType), renderWith(claimEvents, "", byTypes)},
+			{renderWith(claimEvents, byUser, ""), renderWith(claimEvents, byUser, byType), renderWith(claimEvents, byUser, byTypes)},
 		},
 		pauseType:       render(pauseType, ""),
 		resumeType:      render(resumeType, ""),

@@ -375,9 +375,14 @@ func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, err
 		args["user_id"] = p.UserID
 		byUser = 1
 	}
-	if len(p.Types) > 0 {
-		args["types"] = p.Types
+	switch len(p.Types) {
+	case 0:
+	case 1:
+		args["type"] = p.Types[0]
 		byTypes = 1
+	default:
+		args["types"] = p.Types
+		byTypes = 2
 	}
 	return s.q.claim[byUser][byTypes], args, nil
 }
