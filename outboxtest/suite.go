@@ -71,6 +71,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ClaimServesOnlyItsTypes", testClaimServesOnlyItsTypes},
 		{"PausedTypeWaitsAndResumes", testPausedTypeWaits},
 		{"ProcessorScopedToTypesLeavesOthersPending", testProcessorScopedToTypes},
+		{"ScopedProcessorsDrainDisjointTypes", testScopedProcessorsDrainDisjointTypes},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

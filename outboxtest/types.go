@@ -3,6 +3,7 @@ package outboxtest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -114,5 +115,47 @@ func testProcessorScopedToTypes(t *testing.T, h Harness) {
 	b := list(t, h.Store, outbox.Filter{Type: "b"})
 	if len(b) != 1 || b[0].Status != outbox.StatusPending || b[0].Attempts != 0 || b[0].LastError != "" {
 		t.Fatalf("the other type's event an hour on: %+v, want pending and untouched", b)
+	}
+}
+
+// Two processors with disjoint types share one store: each delivers its own type, both
+// at once, and neither touches the other's events.
+func testScopedProcessorsDrainDisjointTypes(t *testing.T, h Harness) {
+	var events []*outbox.Event
+	for i := range 40 {
+		events = append(events, event([]string{"a", "b"}[i%2], fmt.Sprintf("e%d", i), "u"))
+	}
+	mustEnqueue(t, h.Store, T0, events...)
+	var (
+		mu  sync.Mutex
+		got = map[string][]string{} // processor → types it delivered
+	)
+	handler := func(name string) outbox.Handler {
+		return outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[name] = append(got[name], e.Type)
+			return nil
+		})
+	}
+	clock := NewClock(T0)
+	pa := newProcessor(t, h.Store, handler("a"), outbox.Config{Clock: clock, Types: []string{"a"}, BatchSize: 5, Owner: "pa"})
+	pb := newProcessor(t, h.Store, handler("b"), outbox.Config{Clock: clock, Types: []string{"b"}, BatchSize: 5, Owner: "pb"})
+	var wg sync.WaitGroup
+	for _, p := range []*outbox.Processor{pa, pb} {
+		wg.Go(func() {
+			if _, err := p.Drain(context.Background()); err != nil {
+				t.Errorf("Drain: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	for name, types := range got {
+		if len(types) != 20 || slices.ContainsFunc(types, func(typ string) bool { return typ != name }) {
+			t.Errorf("processor %s delivered %d events of types %v; want 20 of its own type", name, len(types), types)
+		}
+	}
+	if st := stats(t, h.Store, outbox.StatsQuery{Now: T0}); st.Completed != 40 {
+		t.Fatalf("completed %d of 40", st.Completed)
 	}
 }
