@@ -251,6 +251,16 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			errs[i] = err
 			continue
 		}
+		headers := amqp.Table{
+			"outbox-entity-id": e.EntityID,
+			"outbox-user-id":   e.UserID,
+			"outbox-attempt":   int32(e.Attempts),
+		}
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
+			if v := e.Metadata[k]; v != "" {
+				headers[k] = v
+			}
+		}
 		confirms[i], err = s.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, s.RoutingKey(e), true, false, amqp.Publishing{
 			ContentType:  sink.ContentType,
 			DeliveryMode: amqp.Persistent,
@@ -258,12 +268,8 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			Timestamp:    e.CreatedAt,
 			Type:         e.Type,
 			AppId:        "outbox",
-			Headers: amqp.Table{
-				"outbox-entity-id": e.EntityID,
-				"outbox-user-id":   e.UserID,
-				"outbox-attempt":   int32(e.Attempts),
-			},
-			Body: body,
+			Headers:      headers,
+			Body:         body,
 		})
 		if err != nil {
 			// The channel or connection is gone: the rest of the batch cannot go out on it.

@@ -182,6 +182,11 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 	req.Header.Set("Content-Type", sink.ContentType)
 	req.Header.Set("Idempotency-Key", e.ID)
 	req.Header.Set("User-Agent", s.cfg.UserAgent)
+	for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under, for the receiver to continue
+		if v := e.Metadata[k]; v != "" {
+			req.Header.Set(k, v)
+		}
+	}
 	if s.cfg.BearerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
 	}

@@ -182,6 +182,11 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
 		msg.Header.Set("Content-Type", sink.ContentType)
 		msg.Header.Set("Outbox-Type", e.Type)
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
+			if v := e.Metadata[k]; v != "" {
+				msg.Header.Set(k, v)
+			}
+		}
 		futures[i], err = s.js.PublishMsgAsync(msg, s.opts...)
 		if err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {
