@@ -157,4 +157,3 @@ func TestTraceContinuesThroughRabbitMQ(t *testing.T) {
 		return v
 	})
 }
-
