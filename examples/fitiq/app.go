@@ -79,9 +79,10 @@ func (c Config) validate() error {
 // store on one SQLite database. Its use cases write an entity and the event that
 // announces it in one transaction.
 type App struct {
-	store  *sqlite.Store
-	local  *Local
-	cfg    Config
+	store *sqlite.Store
+	local *Local
+	cfg   Config
+
 	tracer trace.Tracer
 }
 

@@ -88,15 +88,16 @@ type Stats struct {
 
 // Server is the remote API.
 type Server struct {
-	db     *DB
-	cfg    Config
-	log    *slog.Logger
-	mux    *http.ServeMux
-	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
-	stats  struct {
+	db    *DB
+	cfg   Config
+	log   *slog.Logger
+	mux   *http.ServeMux
+	stats struct {
 		created, duplicates, updated, stale, tooEarly, bad, unauthorized, forbidden atomic.Int64
 	}
+
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
 }
 
 // New returns the API over db, which must have been migrated.
