@@ -22,10 +22,13 @@ var TraceMetadataKeys = [...]string{MetadataTraceparent, MetadataTracestate, Met
 
 // EnqueueHook adds what the enqueueing context knows to an event about to be written,
 // such as the trace it is enqueued under. It runs inside the store's enqueue, after
-// Event.Prepare, once per event, and may change only e.Metadata (replacing the map
-// rather than writing into it, since the caller may share it between events). It must
-// be safe for concurrent use.
-type EnqueueHook func(ctx context.Context, e *Event)
+// Event.Prepare, once per event, and returns the metadata to store in place of
+// e.Metadata, or nil to store e.Metadata as it is. It must not write into e.Metadata
+// (the caller may share one map between events) and must be safe for concurrent use.
+//
+// It gets the event by value and can change nothing else: that also keeps the
+// caller's event where the compiler put it (on the stack, often) when no hook is set.
+type EnqueueHook func(ctx context.Context, e Event) (metadata map[string]string)
 
 var enqueueHook atomic.Pointer[EnqueueHook]
 
@@ -54,7 +57,9 @@ func SetEnqueueHook(h EnqueueHook) (previous EnqueueHook) {
 // With no hook installed it costs an atomic load.
 func OnEnqueue(ctx context.Context, e *Event) {
 	if h := enqueueHook.Load(); h != nil {
-		(*h)(ctx, e)
+		if md := (*h)(ctx, *e); md != nil {
+			e.Metadata = md
+		}
 	}
 }
 

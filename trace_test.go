@@ -36,11 +36,12 @@ func TestCoreImportsNoOpenTelemetry(t *testing.T) {
 func TestEnqueueHookRunsOnEveryEnqueueAndCanBeRemoved(t *testing.T) {
 	type key struct{}
 	var seen []string
-	prev := outbox.SetEnqueueHook(func(ctx context.Context, e *outbox.Event) {
+	prev := outbox.SetEnqueueHook(func(ctx context.Context, e outbox.Event) map[string]string {
 		seen = append(seen, e.ID)
 		if v, ok := ctx.Value(key{}).(string); ok {
-			e.Metadata = map[string]string{"from_ctx": v}
+			return map[string]string{"from_ctx": v}
 		}
+		return nil
 	})
 	t.Cleanup(func() { outbox.SetEnqueueHook(prev) })
 

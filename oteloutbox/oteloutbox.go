@@ -122,17 +122,17 @@ func (t *Tracing) Install() (restore func()) {
 }
 
 // EnqueueHook is an outbox.EnqueueHook. When ctx carries a span (or baggage) it starts
-// and ends a producer span "create <type>", child of ctx's span, and stores that span's
-// context in e.Metadata under traceparent, tracestate and baggage. An event whose
+// and ends a producer span "create <type>", child of ctx's span, and returns e's
+// metadata with that span's context added under traceparent, tracestate and baggage. An event whose
 // metadata already holds a traceparent keeps it: its caller chose the parent. Without a
 // span in ctx it returns after two context lookups.
-func (t *Tracing) EnqueueHook(ctx context.Context, e *outbox.Event) {
+func (t *Tracing) EnqueueHook(ctx context.Context, e outbox.Event) map[string]string {
 	sc := trace.SpanContextFromContext(ctx)
 	if !sc.IsValid() && baggage.FromContext(ctx).Len() == 0 {
-		return
+		return nil
 	}
 	if _, ok := e.Metadata[outbox.MetadataTraceparent]; ok {
-		return
+		return nil
 	}
 	if sc.IsValid() {
 		var span trace.Span
@@ -153,9 +153,10 @@ func (t *Tracing) EnqueueHook(ctx context.Context, e *outbox.Event) {
 	md := make(map[string]string, len(e.Metadata)+3)
 	maps.Copy(md, e.Metadata)
 	t.propagator().Inject(ctx, propagation.MapCarrier(md))
-	if len(md) > 0 {
-		e.Metadata = md
+	if len(md) == 0 {
+		return nil
 	}
+	return md
 }
 
 // Instrument returns handler wrapped so that every delivery attempt is a span, and

@@ -20,10 +20,10 @@ func testEnqueueRunsHook(t *testing.T, h Harness) {
 		mu   sync.Mutex
 		seen = map[string]int{}
 	)
-	prev := outbox.SetEnqueueHook(func(ctx context.Context, e *outbox.Event) {
+	prev := outbox.SetEnqueueHook(func(ctx context.Context, e outbox.Event) map[string]string {
 		mark, ok := ctx.Value(hookKey{}).(string)
 		if !ok {
-			return
+			return nil
 		}
 		mu.Lock()
 		seen[e.EntityID]++
@@ -33,7 +33,7 @@ func testEnqueueRunsHook(t *testing.T, h Harness) {
 			md = map[string]string{}
 		}
 		md[outbox.MetadataTraceparent] = mark
-		e.Metadata = md
+		return md
 	})
 	t.Cleanup(func() { outbox.SetEnqueueHook(prev) })
 
