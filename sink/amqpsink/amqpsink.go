@@ -1,7 +1,8 @@
 // Package amqpsink publishes outbox events to RabbitMQ (AMQP 0-9-1). Each event becomes
 // one persistent message: the JSON envelope of package sink as its body, the event ID as
 // its message-id (the receiver's deduplication key), published to an exchange with a
-// routing key built from a template ("outbox.{type}").
+// routing key built from a template ("outbox.{type}"). The event's trace metadata
+// (traceparent, tracestate, baggage) goes as string headers of those names.
 //
 // An event counts as delivered only when the broker has confirmed the message
 // (publisher confirms) and has not returned it as unroutable: messages are published

@@ -11,6 +11,10 @@
 //
 // Redirects are not followed: a POST that is redirected may be replayed as a GET, so a
 // 3xx is reported (as permanent, since retrying cannot change it) instead.
+//
+// The trace the event was enqueued under (its traceparent, tracestate and baggage
+// metadata, see package oteloutbox) goes as the W3C headers of those names, so that
+// the receiver's span joins the trace.
 package httpsink
 
 import (
