@@ -159,3 +159,32 @@ func TestTracingWanted(t *testing.T) {
 		})
 	}
 }
+
+// A relay running as a daemon flushes its spans when it is stopped.
+func TestRelayDaemonFlushesSpansOnStop(t *testing.T) {
+	b := sqliteBackend(t)
+	store := migrated(t, b)
+	var events []*outbox.Event
+	for i := range 5 {
+		events = append(events, outbox.NewEvent("order.created", "o-"+string(rune('a'+i)), "alice"))
+	}
+	if err := store.Enqueue(context.Background(), time.Now(), events...); err != nil {
+		t.Fatal(err)
+	}
+	sink := newAcceptAll(t)
+	col := newCollector(t)
+	done := newOutcomes(len(events))
+	env := Env{observer: done, Getenv: func(k string) string {
+		return map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": col.srv.URL + "/v1/traces"}[k]
+	}}
+	d := startRelay(t, env, "--dsn", b.dsn, "--sink", sink.srv.URL, "--poll-interval", "1h")
+	waitClosed(t, done.all, "five deliveries")
+	if r := d.stop(t); r.code != 0 {
+		t.Fatalf("relay: %v", r)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if got := len(col.spans[defaultServiceName]); got != len(events) {
+		t.Fatalf("collector got %d spans from %s, want one per delivery (%d); all: %v", got, defaultServiceName, len(events), col.spans)
+	}
+}
