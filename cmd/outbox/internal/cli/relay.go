@@ -85,9 +85,10 @@ Examples:
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
 
 Tracing: with --otel, or when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
-or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span exported over
-OTLP/HTTP (OTEL_EXPORTER_OTLP_PROTOCOL=grpc: over gRPC), a child of the span the event was enqueued under; OTEL_SERVICE_NAME names the
-relay (default outbox-relay). OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn it off.`,
+or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span, a child of the
+span the event was enqueued under, exported over OTLP/HTTP (over gRPC with
+OTEL_EXPORTER_OTLP_PROTOCOL=grpc). OTEL_SERVICE_NAME names the relay (default
+outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing off.`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &relayOpts{}
 		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://… (required)")
