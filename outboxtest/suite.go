@@ -43,6 +43,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"EnqueueFillsAndRoundTrips", testEnqueueRoundTrip},
 		{"EnqueueInRolledBackTxLeavesNothing", testEnqueueRolledBack},
 		{"EnqueueInvalidWritesNothing", testEnqueueInvalid},
+		{"EnqueueRunsTheEnqueueHook", testEnqueueRunsHook},
 		{"GetUnknownIsNotFound", testGetNotFound},
 		{"ClaimOrdersByPriorityThenSeq", testClaimPriority},
 		{"ClaimLeasesAndCountsAttempt", testClaimLeases},

@@ -145,7 +145,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	s.mu.Lock()
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
-	users, err := s.insert(time.Now(), events, !own, queryPgx(ctx, tx))
+	users, err := s.insert(ctx, time.Now(), events, !own, queryPgx(ctx, tx))
 	if err != nil || !own {
 		return err
 	}
@@ -168,14 +168,14 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(time.Now(), events, true, querySQL(ctx, tx))
+	_, err := s.insert(ctx, time.Now(), events, true, querySQL(ctx, tx))
 	return err
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
 // transaction, and then notifies relays.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
-	users, err := s.insert(now, events, false, queryPgx(ctx, s.pool))
+	users, err := s.insert(ctx, now, events, false, queryPgx(ctx, s.pool))
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 
 // insert writes events with run; notify sends the NOTIFY in the same statement (unless
 // Config.DisableNotify).
-func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
+func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
 	for i, e := range events {
 		if e == nil {
 			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
@@ -255,6 +255,7 @@ func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run r
 		}
 		// One spelling of each ID, so that what the caller holds is what Get returns.
 		e.ID = uuid.MustParse(e.ID).String()
+		outbox.OnEnqueue(ctx, e)
 	}
 	if len(events) == 0 {
 		return nil, nil

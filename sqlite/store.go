@@ -177,6 +177,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			}
 			return err
 		}
+		outbox.OnEnqueue(ctx, e)
 	}
 	users := make(map[string]struct{}, 1)
 	for _, e := range events {
