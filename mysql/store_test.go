@@ -1,0 +1,150 @@
+package mysql_test
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/mysql"
+	"github.com/fitiq/outbox/outboxtest"
+)
+
+// dsnConfig returns the test server's address, or skips t when none is configured.
+// OUTBOX_MYSQL_DSN is in the driver's form (root@tcp(127.0.0.1:3306)/test) or a
+// mysql:// URL.
+func dsnConfig(t testing.TB) *gomysql.Config {
+	t.Helper()
+	v := os.Getenv("OUTBOX_MYSQL_DSN")
+	if v == "" {
+		t.Skip("OUTBOX_MYSQL_DSN is not set: skipping a MySQL test (.ci/run sets it, e.g. root@tcp(127.0.0.1:3306)/test)")
+	}
+	cfg, err := mysql.ParseDSN(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// openDB opens a small pool on the test database, closed when t ends.
+func openDB(t testing.TB, maxConns int, edit func(*gomysql.Config)) *sql.DB {
+	t.Helper()
+	cfg := dsnConfig(t)
+	if edit != nil {
+		edit(cfg)
+	}
+	c, err := gomysql.NewConnector(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := sql.OpenDB(c)
+	db.SetMaxOpenConns(maxConns)
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+var (
+	sharedOnce sync.Once
+	shared     *sql.DB
+)
+
+// sharedDB is one pool for the many short tests of the package. The server is shared
+// with other developers' tests: keep pools small.
+func sharedDB(t testing.TB) *sql.DB {
+	t.Helper()
+	cfg := dsnConfig(t)
+	sharedOnce.Do(func() {
+		c, err := gomysql.NewConnector(cfg)
+		if err != nil {
+			panic(err)
+		}
+		shared = sql.OpenDB(c)
+		shared.SetMaxOpenConns(8)
+	})
+	return shared
+}
+
+func randomName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + hex.EncodeToString(b[:])
+}
+
+// freshTable returns the name of a table no one else uses, dropped (with its
+// migrations table) when t ends. Migrate creates it.
+func freshTable(t testing.TB, db *sql.DB) string {
+	t.Helper()
+	table := randomName("outbox_test_")
+	t.Cleanup(func() {
+		if _, err := db.Exec("DROP TABLE IF EXISTS `" + table + "`, `" + table + "_schema_migrations`"); err != nil {
+			t.Errorf("drop table %s: %v", table, err)
+		}
+	})
+	return table
+}
+
+// newStore returns a Store on a fresh, migrated table of db (the shared pool when nil).
+func newStore(t testing.TB, db *sql.DB, cfg mysql.Config) *mysql.Store {
+	t.Helper()
+	if db == nil {
+		db = sharedDB(t)
+	}
+	if cfg.Table == "" {
+		cfg.Table = freshTable(t, db)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = outboxtest.Discard
+	}
+	ctx := context.Background()
+	if _, err := mysql.Migrate(ctx, db, cfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := mysql.New(ctx, db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
+func harness(s *mysql.Store) outboxtest.Harness {
+	return outboxtest.Harness{
+		Store: s,
+		EnqueueInTx: func(ctx context.Context, commit bool, events ...*outbox.Event) error {
+			tx, err := s.DB().BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if err := s.EnqueueTx(ctx, tx, events...); err != nil {
+				tx.Rollback()
+				return err
+			}
+			if commit {
+				return tx.Commit()
+			}
+			return tx.Rollback()
+		},
+	}
+}
+
+func TestConformance(t *testing.T) {
+	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
+		return harness(newStore(t, nil, mysql.Config{}))
+	})
+}
+
+// The store's own transactions at REPEATABLE READ pass the same suite.
+func TestConformanceRepeatableRead(t *testing.T) {
+	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
+		return harness(newStore(t, nil, mysql.Config{Isolation: sql.LevelRepeatableRead}))
+	})
+}
+
+var _ = strings.Cut
