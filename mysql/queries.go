@@ -252,22 +252,22 @@ func (s stmt) bind(a args) (string, []any) {
 
 // queries are the statements of one Store, rendered for its table.
 type queries struct {
-	insertColumns                          string
-	seqsOf                                 stmt
-	expiredAll, expiredUser                stmt
-	pendingAll, pendingUser                stmt
-	retryAll, retryUser                    stmt
-	giveUp, claimEvents, eventsBySeq       stmt
-	heldByOwner, extendLease               stmt
-	completeEvents, failEvent, release     stmt
-	getEvent, retryEvents, deleteEvents    stmt
-	lockForUpdate, updateEvent             stmt
-	deleteCompleted                        stmt
-	countActiveAll, countActiveUser        stmt
-	countCompletedAll, countCompletedUser  stmt
-	countBlockedAll, countBlockedUser      stmt
-	maxSeq                                 stmt
-	table                                  string
+	insertColumns                         string
+	seqsOf                                stmt
+	expiredAll, expiredUser               stmt
+	pendingAll, pendingUser               stmt
+	retryAll, retryUser                   stmt
+	giveUp, claimEvents, eventsBySeq      stmt
+	heldByOwner, extendLease              stmt
+	completeEvents, failEvent, release    stmt
+	getEvent, retryEvents, deleteEvents   stmt
+	lockForUpdate, updateEvent            stmt
+	deleteCompleted                       stmt
+	countActiveAll, countActiveUser       stmt
+	countCompletedAll, countCompletedUser stmt
+	countBlockedAll, countBlockedUser     stmt
+	maxSeq                                stmt
+	table                                 string
 }
 
 func newQueries(n names) queries {
