@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -446,7 +447,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 	if p.Owner == "" {
 		return nil, &outbox.FieldError{Field: "ClaimParams.Owner", Problem: "must not be empty"}
 	}
-	const maxTries = 10
+	const maxTries = 20
 	for try := 1; ; try++ {
 		var events []outbox.Event
 		err := s.inTxOnce(ctx, s.txOpts, func(tx *sql.Tx) error {
@@ -460,6 +461,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 		if try < maxTries && isClaimConflict(err) && ctx.Err() == nil {
 			s.claimConflicts.Add(1)
 			s.log.Debug("claim raced another relay; claiming again", "err", err)
+			pause(ctx, try)
 			continue
 		}
 		return nil, fmt.Errorf("outbox/mysql: claim: %w", err)
@@ -968,9 +970,22 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 func (s *Store) inTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
 	for try := 1; ; try++ {
 		err := s.inTxOnce(ctx, opts, fn)
-		if err == nil || try == 5 || !isDeadlock(err) || ctx.Err() != nil {
+		if err == nil || try == 10 || !isDeadlock(err) || ctx.Err() != nil {
 			return err
 		}
+		pause(ctx, try)
+	}
+}
+
+// pause waits a little before a transaction runs again after a conflict, longer
+// after each try and at random, so that the transactions that collided do not
+// collide again in step.
+func pause(ctx context.Context, try int) {
+	t := time.NewTimer(time.Duration(rand.Int64N(int64(try) * int64(time.Millisecond))))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 

@@ -5,8 +5,8 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"os"
-	"strings"
 	"sync"
 	"testing"
 
@@ -140,11 +140,36 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// Sessions whose default is READ COMMITTED (the callers' transactions, the store's
+// reads outside transactions) pass the same suite.
+func TestConformanceSessionReadCommitted(t *testing.T) {
+	db := openDB(t, 8, func(c *gomysql.Config) {
+		c.Params = map[string]string{isolationVariable(t): "'READ-COMMITTED'"}
+	})
+	var level string
+	if err := db.QueryRow(`SELECT @@` + isolationVariable(t)).Scan(&level); err != nil || level != "READ-COMMITTED" {
+		t.Fatalf("session isolation %q (%v), want READ-COMMITTED", level, err)
+	}
+	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
+		return harness(newStore(t, db, mysql.Config{}))
+	})
+}
+
+// isolationVariable names the session's isolation variable: MySQL 8 has only
+// transaction_isolation, MariaDB before 11.1 only tx_isolation.
+func isolationVariable(t testing.TB) string {
+	var v string
+	err := sharedDB(t).QueryRow(`SELECT @@transaction_isolation`).Scan(&v)
+	var me *gomysql.MySQLError
+	if errors.As(err, &me) && me.Number == 1193 {
+		return "tx_isolation"
+	}
+	return "transaction_isolation"
+}
+
 // The store's own transactions at REPEATABLE READ pass the same suite.
 func TestConformanceRepeatableRead(t *testing.T) {
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(newStore(t, nil, mysql.Config{Isolation: sql.LevelRepeatableRead}))
 	})
 }
-
-var _ = strings.Cut
