@@ -2,7 +2,10 @@ package mysql_test
 
 import (
 	"context"
+	"io"
+	"log"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -41,6 +44,11 @@ func TestRelayRecoversFromKilledConnectionsMidDrain(t *testing.T) {
 		events = 10_000
 		kills  = 5
 	)
+	// The driver logs every connection it finds cut; here that is the point.
+	if err := gomysql.SetLogger(log.New(io.Discard, "", 0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { gomysql.SetLogger(log.New(os.Stderr, "[mysql] ", log.Ldate|log.Ltime|log.Lshortfile)) })
 	database := freshDatabase(t)
 	db := openDB(t, 4, func(c *gomysql.Config) { c.DBName = database; c.InterpolateParams = true })
 	s := newStore(t, db, mysql.Config{})
