@@ -146,10 +146,10 @@ func TestPlansUseTheIndexes(t *testing.T) {
 	}{
 		{"expiredLeases", claim, []string{"due"}},
 		{"expiredLeases", user(claim), []string{"due", "counts"}},
-		{"pendingHeads", claim, []string{"claim", "open_key"}},
-		{"pendingHeads", user(claim), []string{"claim", "counts", "open_key"}},
-		{"retryHeads", claim, []string{"due", "claim", "open_key"}},
-		{"retryHeads", user(claim), []string{"due", "claim", "counts", "open_key"}},
+		{"pendingHeads", claim, []string{"claim", "open_key", "key_in_flight"}},
+		{"pendingHeads", user(claim), []string{"claim", "counts", "open_key", "key_in_flight"}},
+		{"retryHeads", claim, []string{"due", "claim", "open_key", "key_in_flight"}},
+		{"retryHeads", user(claim), []string{"due", "claim", "counts", "open_key", "key_in_flight"}},
 		{"claimEvents", map[string]any{"now": nowUs, "owner": "o", "lease_until": nowUs, "seqs": seqs}, []string{"PRIMARY"}},
 		{"completeEvents", map[string]any{"now": nowUs, "owner": "relay-a", "ids": inFlight}, []string{"id_key", "due"}}, // the IDs, or the in-flight range of due
 		{"deleteCompleted", map[string]any{"before": nowUs, "limit": 1000}, []string{"due"}},

@@ -28,16 +28,19 @@ const insertRow = `(?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 const seqsOf = `SELECT id, seq FROM {{table}} WHERE id IN (:ids)`
 
 // isHead is true when e may be delivered now as far as its ordering key is concerned:
-// it has no key, or no earlier event of its key is unfinished (given-up ones aside
-// with :skip_given_up) and no other event of its key is in flight. It reads the
-// open_key index only. Inside a locking read the subquery's rows are neither locked
-// nor skipped, on MySQL and MariaDB alike: it reads the statement's snapshot, and the
-// key_in_flight index settles what two claimers with different snapshots disagree on.
-const isHead = `(e.ordering_key IS NULL OR NOT EXISTS (
+// it has no key, or no other event of its key is in flight (one lookup in the unique
+// key_in_flight index) and no earlier event of its key is unfinished (given-up ones
+// aside with :skip_given_up; the open_key index, read from the key's first entry, so
+// that a long backlog behind e costs nothing). Inside a locking read the subqueries'
+// rows are neither locked nor skipped, on MySQL and MariaDB alike: they read the
+// statement's snapshot, and key_in_flight settles what two claimers with different
+// snapshots disagree on.
+const isHead = `(e.ordering_key IS NULL OR (
+        NOT EXISTS (SELECT 1 FROM {{table}} f WHERE f.key_in_flight = e.ordering_key AND f.seq <> e.seq)
+    AND NOT EXISTS (
         SELECT 1 FROM {{table}} h
-        WHERE h.open_key = e.ordering_key AND h.seq <> e.seq
-          AND (h.status = 'processing'
-               OR (h.seq < e.seq AND NOT (:skip_given_up AND h.status = 'failed' AND h.next_attempt_at IS NULL)))))`
+        WHERE h.open_key = e.ordering_key AND h.seq < e.seq
+          AND NOT (:skip_given_up AND h.status = 'failed' AND h.next_attempt_at IS NULL))))`
 
 // expiredLeases locks events whose lease ran out (their processor died mid-delivery)
 // and says which have an attempt left; the others are given up.
