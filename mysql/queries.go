@@ -73,8 +73,10 @@ FOR UPDATE SKIP LOCKED`
 const leaseLost = `CONCAT('lease of ', COALESCE(lease_owner, '?'), ' expired before it recorded an outcome')`
 
 // appendError is the errors column with one more entry. MySQL assigns an UPDATE's
-// columns left to right, each seeing the ones before: every statement below sets
-// errors before attempts, and status last.
+// columns left to right, each seeing the ones before, and MariaDB does too unless
+// sql_mode has SIMULTANEOUS_ASSIGNMENT: every statement below reads a column only
+// before assigning it (errors before attempts, status last), so that both read the
+// old values.
 func appendError(message string) string {
 	return `JSON_ARRAY_APPEND(COALESCE(errors, JSON_ARRAY()), '$', JSON_OBJECT('attempt', attempts, 'at', :now, 'error', ` + message + `))`
 }
@@ -120,13 +122,14 @@ SET completed_at = :now, next_attempt_at = NULL, lease_owner = NULL, lease_expir
     updated_at = :now, status = 'completed'
 WHERE id IN (:ids) AND status = 'processing' AND lease_owner = :owner`
 
-// failEvent records a failed attempt; a NULL :next_attempt_at gives the event up.
-var failEvent = `
+// failEvents records failed attempts, each with its own error and retry time (NULL
+// gives the event up): :errors and :next_attempts are CASEs on the event ID.
+var failEvents = `
 UPDATE {{table}}
-SET last_error = :error, errors = ` + appendError(":error") + `,
-    next_attempt_at = :next_attempt_at, lease_owner = NULL, lease_expires_at = NULL,
+SET last_error = :errors, errors = ` + appendError(":errors") + `,
+    next_attempt_at = :next_attempts, lease_owner = NULL, lease_expires_at = NULL,
     updated_at = :now, status = 'failed'
-WHERE id = :id AND status = 'processing' AND lease_owner = :owner`
+WHERE id IN (:ids) AND status = 'processing' AND lease_owner = :owner`
 
 // releaseEvents undoes claims whose delivery never started: the attempt is not
 // counted, and the event is due as before.
@@ -220,6 +223,13 @@ func compile(sql string) stmt {
 // args are named arguments.
 type args map[string]any
 
+// byID is an argument that differs per event: bind renders it as
+// CASE id WHEN ? THEN ? … END.
+type byID []struct {
+	id    []byte
+	value any
+}
+
 // bind renders s for the driver. A slice argument (other than []byte) expands to one
 // placeholder per element; an empty one to NULL, which matches nothing in IN (…).
 func (s stmt) bind(a args) (string, []any) {
@@ -230,6 +240,15 @@ func (s stmt) bind(a args) (string, []any) {
 		v, ok := a[name]
 		if !ok {
 			panic(fmt.Sprintf("outbox/mysql: statement needs :%s", name)) // a bug in this package
+		}
+		if c, ok := v.(byID); ok {
+			b.WriteString("CASE id")
+			for _, p := range c {
+				b.WriteString(" WHEN ? THEN ?")
+				out = append(out, p.id, p.value)
+			}
+			b.WriteString(" END")
+			continue
 		}
 		if _, isBytes := v.([]byte); !isBytes {
 			if rv := reflect.ValueOf(v); rv.Kind() == reflect.Slice {
@@ -262,7 +281,7 @@ type queries struct {
 	retryAll, retryUser                   stmt
 	giveUp, claimEvents, eventsBySeq      stmt
 	heldByOwner, extendLease              stmt
-	completeEvents, failEvent, release    stmt
+	completeEvents, failEvents, release   stmt
 	getEvent, retryEvents, deleteEvents   stmt
 	lockForUpdate, updateEvent            stmt
 	deleteCompleted                       stmt
@@ -289,7 +308,7 @@ func newQueries(n names) queries {
 		heldByOwner:     render(heldByOwner, ""),
 		extendLease:     render(extendLease, ""),
 		completeEvents:  render(completeEvents, ""),
-		failEvent:       render(failEvent, ""),
+		failEvents:      render(failEvents, ""),
 		release:         render(releaseEvents, ""),
 		getEvent:        render(getEvent, ""),
 		retryEvents:     render(retryEvents, ""),

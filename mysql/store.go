@@ -641,12 +641,18 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 				return fmt.Errorf("complete: %w", err)
 			}
 		}
-		for _, o := range failed {
-			u := uuid.MustParse(o.ID)
-			query, qa := s.q.failEvent.bind(args{"now": at, "id": u[:], "owner": owner,
-				"error": o.Error, "next_attempt_at": nullMicros(outbox.Timestamp(o.NextAttemptAt))})
+		if len(failed) > 0 {
+			ids := make([][]byte, len(failed))
+			errs, nexts := make(byID, len(failed)), make(byID, len(failed))
+			for i, o := range failed {
+				u := uuid.MustParse(o.ID)
+				ids[i] = u[:]
+				errs[i].id, errs[i].value = ids[i], o.Error
+				nexts[i].id, nexts[i].value = ids[i], nullMicros(outbox.Timestamp(o.NextAttemptAt))
+			}
+			query, qa := s.q.failEvents.bind(args{"now": at, "ids": ids, "owner": owner, "errors": errs, "next_attempts": nexts})
 			if _, err := tx.ExecContext(ctx, query, qa...); err != nil {
-				return fmt.Errorf("fail %s: %w", o.ID, err)
+				return fmt.Errorf("record failures: %w", err)
 			}
 		}
 		if len(released) > 0 {

@@ -53,6 +53,7 @@ func TestBindExpandsLists(t *testing.T) {
 		{"empty list matches nothing", "seq IN (:seqs)", args{"seqs": []int64{}}, "seq IN (NULL)", 0},
 		{"bytes are one value", "id = :id", args{"id": []byte{1, 2}}, "id = ?", 1},
 		{"list of byte strings", "id IN (:ids)", args{"ids": [][]byte{{1}, {2}}}, "id IN (?, ?)", 2},
+		{"per event", "x = :x", args{"x": byID{{[]byte{1}, "a"}, {[]byte{2}, nil}}}, "x = CASE id WHEN ? THEN ? WHEN ? THEN ? END", 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
