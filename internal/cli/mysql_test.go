@@ -4,6 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"strings"
@@ -139,5 +143,55 @@ func TestMySQLMigrateStatsRetry(t *testing.T) {
 	}
 	if e, err := s.Get(ctx, bad.ID); err != nil || e.Status != outbox.StatusPending {
 		t.Fatalf("after retry: %+v, %v; want pending", e.Status, err)
+	}
+}
+
+// `outbox relay` on a mysql:// DSN delivers every event to the sink and serves the
+// store's metrics; on its signal it stops cleanly.
+func TestMySQLRelayDeliversAndServesMetrics(t *testing.T) {
+	dsn, open := mysqlBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", dsn); r.code != 0 {
+		t.Fatalf("migrate: %v", r)
+	}
+	s := open(t)
+	var events []*outbox.Event
+	for i := range 20 {
+		e := outbox.NewEvent("order.created", fmt.Sprintf("o-%d", i), "alice")
+		e.OrderingKey = fmt.Sprintf("o-%d", i%3)
+		events = append(events, e)
+	}
+	if err := s.Enqueue(context.Background(), time.Now(), events...); err != nil {
+		t.Fatal(err)
+	}
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer sink.Close()
+
+	obs := newOutcomes(len(events))
+	addr := make(chan string, 1)
+	env := Env{observer: obs, onListen: func(a string) { addr <- a }}
+	d := startRelay(t, env, "--dsn", dsn, "--sink", sink.URL, "--metrics-addr", ":0", "--batch-size", "5")
+	metricsAt := <-addr
+	waitClosed(t, obs.all, "every event's outcome")
+	resp, err := http.Get("http://" + metricsAt + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "outbox_claim_duration_seconds") {
+		t.Fatalf("metrics without the claim histogram:\n%s", body)
+	}
+	if r := d.stop(t); r.code != 0 {
+		t.Fatalf("relay: %v", r)
+	}
+	st, err := s.Stats(context.Background(), outbox.StatsQuery{Now: time.Now()})
+	if err != nil || st.Completed != len(events) {
+		t.Fatalf("stats after the relay: %+v, %v; want all %d completed", st, err, len(events))
+	}
+	if obs.count[outbox.Delivered] != len(events) {
+		t.Fatalf("outcomes %v, want %d delivered", obs.count, len(events))
 	}
 }
