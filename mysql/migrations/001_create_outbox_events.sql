@@ -54,8 +54,10 @@ CREATE TABLE {{.Table}} (
     -- Ordering keys: the head of a key is its lowest unfinished seq.
     KEY open_key (open_key, seq),
     UNIQUE KEY key_in_flight (key_in_flight),
-    -- Stats, read from the index alone, per user or for everyone.
-    KEY counts (status, user_id, type, state_at, created_at),
+    -- A per-user processor's claims, in delivery order (so that a claim stops at its
+    -- limit instead of sorting, and locking, all of the user's pending events); and the
+    -- counts of Stats, read from the index alone, per user or for everyone.
+    KEY counts (status, user_id, neg_priority, seq, type, state_at, created_at),
 
     CHECK (type <> ''),
     CHECK (entity_id <> ''),
