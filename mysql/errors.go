@@ -13,7 +13,6 @@ import (
 // message text; both MySQL and MariaDB use these.
 const (
 	erDupEntry              = 1062 // a unique index refused a row
-	erLockWaitTimeout       = 1205
 	erLockDeadlock          = 1213
 	erNoSuchTable           = 1146
 	erUnknownSystemVariable = 1193
