@@ -321,7 +321,7 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	if len(rec.deliveries) != events {
 		t.Fatalf("%d distinct events delivered, want %d", len(rec.deliveries), events)
 	}
-	if n := count(t, db, s, "status = 'completed' AND attempts = 2 AND JSON_LENGTH(errors) = 1"); n < held {
+	if n := count(t, db, s, "status = 'completed' AND attempts >= 2 AND JSON_LENGTH(errors) >= 1"); n < held {
 		t.Errorf("%d events record a lost attempt, want at least the %d relay-0 held", n, held)
 	}
 	t.Logf("%d relay processes (one killed) drained %d events in %s (%.0f events/s); per relay %v; %d of relay-0's deliveries made again after it died",
