@@ -95,6 +95,7 @@ func configError(field, problem string) error {
 type names struct {
 	Table      string // `table`
 	Migrations string // `table_schema_migrations`
+	Paused     string // `table_paused_types`
 	table      string // unquoted
 }
 
@@ -102,6 +103,7 @@ func newNames(c Config) names {
 	return names{
 		Table:      "`" + c.Table + "`",
 		Migrations: "`" + c.Table + "_schema_migrations`",
+		Paused:     "`" + c.Table + "_paused_types`",
 		table:      c.Table,
 	}
 }

@@ -29,9 +29,9 @@ func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 		return all
 	}
 	st, ok := map[string]stmt{
-		"expiredLeases":   pick(s.q.expiredAll, s.q.expiredUser),
-		"pendingHeads":    pick(s.q.pendingAll, s.q.pendingUser),
-		"retryHeads":      pick(s.q.retryAll, s.q.retryUser),
+		"expiredLeases":   pick(s.q.claims[0][0].expired, s.q.claims[1][0].expired),
+		"pendingHeads":    pick(s.q.claims[0][0].pending, s.q.claims[1][0].pending),
+		"retryHeads":      pick(s.q.claims[0][0].retry, s.q.claims[1][0].retry),
 		"countActive":     pick(s.q.countActiveAll, s.q.countActiveUser),
 		"countCompleted":  pick(s.q.countCompletedAll, s.q.countCompletedUser),
 		"countBlocked":    pick(s.q.countBlockedAll, s.q.countBlockedUser),

@@ -9,8 +9,9 @@ import (
 
 // The store's SQL, in plain sight. Parameters are named (:now, :owner, …) and bound
 // to the driver's "?" by bind; a list argument (:ids, :seqs) expands to one
-// placeholder per element. {{table}} stands for the quoted table and {{and_user}}
-// for an optional user filter, both filled in once in New. Times are Unix
+// placeholder per element. {{table}} stands for the quoted table, {{paused}} for the
+// paused types' table, {{and_user}} and {{and_types}} for the optional filters of a
+// processor scoped to a user or to types, all filled in once in New. Times are Unix
 // microseconds.
 
 const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_attempts, priority,
@@ -47,7 +48,7 @@ const isHead = `(e.ordering_key IS NULL OR (
 const expiredLeases = `
 SELECT e.seq, e.priority, e.attempts < (CASE WHEN e.max_attempts > 0 THEN e.max_attempts ELSE :default_max END)
 FROM {{table}} e
-WHERE e.status = 'processing' AND e.state_at <= :now {{and_user}}
+WHERE e.status = 'processing' AND e.state_at <= :now {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}})
 ORDER BY e.state_at
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -56,7 +57,7 @@ FOR UPDATE SKIP LOCKED`
 // over rows that other claimers hold.
 const pendingHeads = `
 SELECT e.seq, e.priority FROM {{table}} e
-WHERE e.status = 'pending' {{and_user}} AND ` + isHead + `
+WHERE e.status = 'pending' {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
 ORDER BY e.neg_priority, e.seq
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -64,7 +65,7 @@ FOR UPDATE SKIP LOCKED`
 // retryHeads locks the failed events whose retry time has come.
 const retryHeads = `
 SELECT e.seq, e.priority FROM {{table}} e
-WHERE e.status = 'failed' AND e.state_at <= :now {{and_user}} AND ` + isHead + `
+WHERE e.status = 'failed' AND e.state_at <= :now {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
 ORDER BY e.neg_priority, e.seq
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -197,6 +198,16 @@ JOIN {{table}} e ON e.open_key = g.ordering_key AND e.seq > g.seq
 WHERE g.status = 'failed' AND g.state_at IS NULL AND g.ordering_key IS NOT NULL
   AND e.status IN ('pending', 'failed') AND e.state_at IS NOT NULL {{and_user}}`
 
+// The paused types: a pause keeps its first time.
+const (
+	pauseType   = `INSERT IGNORE INTO {{paused}} (type, paused_at) VALUES (:type, :now)`
+	resumeType  = `DELETE FROM {{paused}} WHERE type = :type`
+	pausedTypes = `SELECT type, paused_at FROM {{paused}} ORDER BY type`
+)
+
+// claimStmts are the locking reads of one claim, for one combination of filters.
+type claimStmts struct{ expired, pending, retry stmt }
+
 // maxSeq is the wake-up probe: the last entry of the primary key.
 const maxSeq = `SELECT COALESCE(MAX(seq), 0) FROM {{table}}`
 
@@ -276,9 +287,8 @@ func (s stmt) bind(a args) (string, []any) {
 type queries struct {
 	insertColumns                         string
 	seqsOf                                stmt
-	expiredAll, expiredUser               stmt
-	pendingAll, pendingUser               stmt
-	retryAll, retryUser                   stmt
+	claims                                [2][2]claimStmts // [by user][by types]
+	pauseType, resumeType, pausedTypes    stmt
 	giveUp, claimEvents, eventsBySeq      stmt
 	heldByOwner, extendLease              stmt
 	completeEvents, failEvents, release   stmt
@@ -293,9 +303,11 @@ type queries struct {
 }
 
 func newQueries(n names) queries {
-	render := func(sql, userFilter string) stmt {
-		return compile(strings.NewReplacer("{{table}}", n.Table, "{{and_user}}", userFilter).Replace(sql))
+	renderWith := func(sql, userFilter, typeFilter string) stmt {
+		return compile(strings.NewReplacer("{{table}}", n.Table, "{{paused}}", n.Paused,
+			"{{and_user}}", userFilter, "{{and_types}}", typeFilter).Replace(sql))
 	}
+	render := func(sql, userFilter string) stmt { return renderWith(sql, userFilter, "") }
 	both := func(sql string) (stmt, stmt) {
 		return render(sql, ""), render(sql, "AND e.user_id = :user_id")
 	}
@@ -319,9 +331,16 @@ func newQueries(n names) queries {
 		maxSeq:          render(maxSeq, ""),
 		table:           n.Table,
 	}
-	q.expiredAll, q.expiredUser = both(expiredLeases)
-	q.pendingAll, q.pendingUser = both(pendingHeads)
-	q.retryAll, q.retryUser = both(retryHeads)
+	for u, userFilter := range []string{"", "AND e.user_id = :user_id"} {
+		for t, typeFilter := range []string{"", "AND e.type IN (:types)"} {
+			q.claims[u][t] = claimStmts{
+				expired: renderWith(expiredLeases, userFilter, typeFilter),
+				pending: renderWith(pendingHeads, userFilter, typeFilter),
+				retry:   renderWith(retryHeads, userFilter, typeFilter),
+			}
+		}
+	}
+	q.pauseType, q.resumeType, q.pausedTypes = render(pauseType, ""), render(resumeType, ""), render(pausedTypes, "")
 	q.countActiveAll, q.countActiveUser = both(countActive)
 	q.countCompletedAll, q.countCompletedUser = both(countCompleted)
 	q.countBlockedAll, q.countBlockedUser = both(countBlocked)

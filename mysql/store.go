@@ -345,6 +345,7 @@ func (s *Store) insert(ctx context.Context, q querier, now time.Time, events []*
 		}
 		err := e.Prepare(now, s.cfg.MaxPayloadBytes)
 		if err == nil {
+			outbox.OnEnqueue(ctx, e)
 			err = checkText(e)
 		}
 		if err != nil {
@@ -485,10 +486,16 @@ func (s *Store) claim(ctx context.Context, tx *sql.Tx, p outbox.ClaimParams) ([]
 		"skip_given_up": p.SkipGivenUp,
 		"user_id":       p.UserID,
 	}
-	expired, pending, retry := s.q.expiredAll, s.q.pendingAll, s.q.retryAll
+	byUser, byTypes := 0, 0
 	if p.UserID != "" {
-		expired, pending, retry = s.q.expiredUser, s.q.pendingUser, s.q.retryUser
+		byUser = 1
 	}
+	if len(p.Types) > 0 {
+		a["types"] = p.Types
+		byTypes = 1
+	}
+	c := s.q.claims[byUser][byTypes]
+	expired, pending, retry := c.expired, c.pending, c.retry
 	var cands []candidate
 	var givenUp []int64
 	query, qa := expired.bind(a)
@@ -914,6 +921,10 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if q.UserID != "" {
 		active, completed, blocked = s.q.countActiveUser, s.q.countCompletedUser, s.q.countBlockedUser
 	}
+	paused, err := s.pausedSet(ctx, tx, &st)
+	if err != nil {
+		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
+	}
 	a := args{"user_id": q.UserID, "stale_before": micros(q.Now.Add(-q.StaleAfter))}
 	query, qa := active.bind(a)
 	rows, err := tx.QueryContext(ctx, query, qa...)
@@ -932,7 +943,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 		}
 		st.Add(typ, outbox.Status(status), givenUp, int(n))
-		if status != string(outbox.StatusProcessing) && !givenUp {
+		if status != string(outbox.StatusProcessing) && !givenUp && !paused[typ] {
 			st.Stale += int(stale)
 			if oldest < 0 || min < oldest {
 				oldest = min
@@ -969,6 +980,21 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 	}
 	return st, nil
+}
+
+// pausedSet reads the paused types in tx, for Stats: their events are counted, but
+// neither stale nor the oldest waiting.
+func (s *Store) pausedSet(ctx context.Context, tx *sql.Tx, st *outbox.Stats) (map[string]bool, error) {
+	paused, err := queryPaused(ctx, tx, s.q.pausedTypes)
+	if err != nil {
+		return nil, err
+	}
+	set := make(map[string]bool, len(paused))
+	for _, p := range paused {
+		st.Paused = append(st.Paused, p.Type)
+		set[p.Type] = true
+	}
+	return set, nil
 }
 
 // inTx runs fn in a transaction of the store's own and commits it, running it again

@@ -174,16 +174,17 @@ const (
 	pausedTypes = `SELECT type, paused_at FROM outbox_paused_types ORDER BY type`
 )
 
-// oldestWaiting finds when the oldest pending or retrying event was created: the
-// lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
+// oldestWaiting finds when the oldest pending or retrying event of a type not paused
+// was created: the lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
 // order, through every completed event, instead of reading the pending index.)
 const oldestWaiting = `
 SELECT min(created_at) FROM outbox_events WHERE seq IN (
     SELECT min(+seq) FROM outbox_events WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
+      AND type NOT IN (SELECT type FROM outbox_paused_types)
     UNION ALL
     SELECT min(seq) FROM outbox_events
     WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at IS NOT NULL
-      AND (:user_id = '' OR user_id = :user_id))`
+      AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types))`
 
 // countBlocked counts waiting events behind a given-up event of the same ordering key.
 const countBlocked = `
