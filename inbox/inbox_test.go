@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	_ "github.com/go-sql-driver/mysql"
 	_ "github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/fitiq/outbox/inbox"
@@ -60,4 +61,35 @@ func postgresDB(t testing.TB) *sql.DB {
 		t.Fatal(pgErr)
 	}
 	return pgDB
+}
+
+func TestMySQL(t *testing.T) {
+	db := mysqlDB(t)
+	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
+		return inboxtest.Harness{DB: db, Dialect: inbox.MySQL}
+	})
+}
+
+var (
+	myOnce sync.Once
+	myDB   *sql.DB
+	myErr  error
+)
+
+func mysqlDB(t testing.TB) *sql.DB {
+	t.Helper()
+	dsn := os.Getenv("OUTBOX_MYSQL_DSN")
+	if dsn == "" {
+		t.Skip("set OUTBOX_MYSQL_DSN (root@tcp(127.0.0.1:3306)/test) to run the MySQL/MariaDB tests")
+	}
+	myOnce.Do(func() {
+		myDB, myErr = sql.Open("mysql", dsn)
+		if myErr == nil {
+			myErr = myDB.Ping()
+		}
+	})
+	if myErr != nil {
+		t.Fatal(myErr)
+	}
+	return myDB
 }
