@@ -20,6 +20,7 @@ import (
 func BenchmarkReceiverTx(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) { benchReceiverTx(b, openSQLite(b), inbox.SQLite, "?") })
 	b.Run("postgres", func(b *testing.B) { benchReceiverTx(b, postgresDB(b), inbox.Postgres, "$1") })
+	b.Run("mysql", func(b *testing.B) { benchReceiverTx(b, mysqlDB(b), inbox.MySQL, "?") })
 }
 
 func benchReceiverTx(b *testing.B, db *sql.DB, d inbox.Dialect, ph string) {

@@ -8,7 +8,7 @@
 //
 //	first time, handler answers 1xx-3xx    effect and key committed, then the handler's response sent
 //	first time, handler answers 4xx/5xx    effect and key rolled back, the handler's response sent
-//	key already recorded (a replay)        ReplayStatus (200), empty body, Idempotent-Replayed: true
+//	key already recorded (a replay)        Replay's answer, or ReplayStatus (200) with an empty body; Idempotent-Replayed: true
 //	no key                                 400 Bad Request, handler not run
 //	message older than the window          410 Gone (inbox.ErrExpired), handler not run
 //	database failure, commit failure       503 Service Unavailable, rolled back
@@ -50,6 +50,10 @@ type Config struct {
 	// ReplayStatus answers a request whose key was already processed: a 2xx, or 409
 	// Conflict for clients that want to tell a replay apart. Defaults to 200.
 	ReplayStatus int
+	// Replay, when set, answers a replay instead of ReplayStatus: outside any
+	// transaction (Tx returns nil), typically with the resource as it now stands, for
+	// clients that need a body. It must not apply the request's effect again.
+	Replay http.Handler
 	// Logger receives database failures. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -135,6 +139,10 @@ func (m *Middleware) Wrap(next http.Handler) http.Handler {
 			resp.flush(w)
 		case err == nil:
 			w.Header().Set(ReplayedHeader, "true")
+			if m.cfg.Replay != nil {
+				m.cfg.Replay.ServeHTTP(w, r)
+				return
+			}
 			w.WriteHeader(m.cfg.ReplayStatus)
 		case errors.Is(err, inbox.ErrExpired):
 			http.Error(w, err.Error(), http.StatusGone)

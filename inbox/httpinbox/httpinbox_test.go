@@ -2,12 +2,11 @@ package httpinbox_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,44 +16,27 @@ import (
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/inbox"
 	"github.com/fitiq/outbox/inbox/httpinbox"
+	"github.com/fitiq/outbox/inbox/inboxtest"
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink/httpsink"
-	"github.com/fitiq/outbox/sqlite"
 )
 
-// receiver is a server whose handler inserts one row per applied request.
+// receiver is a server whose handler inserts one row per applied request, then
+// answers as handler does.
 type receiver struct {
-	db  *sql.DB
-	ib  *inbox.Inbox
+	*inboxtest.Receiver
 	srv *httptest.Server
 }
 
 func newReceiver(t *testing.T, handler func(w http.ResponseWriter, r *http.Request)) *receiver {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "receiver.db"), sqlite.OpenConfig{})
+	rc := &receiver{Receiver: inboxtest.NewReceiver(t)}
+	mw, err := httpinbox.New(rc.Inbox, httpinbox.Config{Logger: outboxtest.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	cfg := inbox.Config{Dialect: inbox.SQLite}
-	if _, err := inbox.Migrate(ctx, db, cfg); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE TABLE effects (key TEXT NOT NULL)`); err != nil {
-		t.Fatal(err)
-	}
-	ib, err := inbox.New(ctx, db, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mw, err := httpinbox.New(ib, httpinbox.Config{Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc := &receiver{db: db, ib: ib}
 	rc.srv = httptest.NewServer(mw.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, err := httpinbox.Tx(r.Context()).ExecContext(r.Context(), `INSERT INTO effects (key) VALUES (?)`, r.Header.Get("Idempotency-Key")); err != nil {
+		if err := rc.Apply(r.Context(), httpinbox.Tx(r.Context()), r.Header.Get("Idempotency-Key")); err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
@@ -62,15 +44,6 @@ func newReceiver(t *testing.T, handler func(w http.ResponseWriter, r *http.Reque
 	})))
 	t.Cleanup(rc.srv.Close)
 	return rc
-}
-
-func (rc *receiver) effects(t *testing.T, key string) int {
-	t.Helper()
-	var n int
-	if err := rc.db.QueryRow(`SELECT count(*) FROM effects WHERE key = ?`, key).Scan(&n); err != nil {
-		t.Fatal(err)
-	}
-	return n
 }
 
 func post(t *testing.T, url, key string) (*http.Response, string) {
@@ -136,7 +109,7 @@ func TestAnswers(t *testing.T) {
 				t.Fatalf("replayed header %v, want %v", got, tt.wantReplayed)
 			}
 			if tt.key != "" {
-				if n := rc.effects(t, tt.key); n != tt.wantEffects {
+				if n := rc.Effects(t, tt.key); n != tt.wantEffects {
 					t.Fatalf("%d effects, want %d", n, tt.wantEffects)
 				}
 			}
@@ -150,10 +123,10 @@ func TestAnswers(t *testing.T) {
 			resp.Body.Close()
 			t.Fatalf("a panic answered %s", resp.Status)
 		}
-		if n := rc.effects(t, "k3"); n != 0 {
+		if n := rc.Effects(t, "k3"); n != 0 {
 			t.Fatalf("%d effects, want 0", n)
 		}
-		if n, _ := rc.ib.Count(context.Background()); n != 2 {
+		if n, _ := rc.Inbox.Count(context.Background()); n != 2 {
 			t.Fatalf("%d keys recorded, want k1 and k2", n)
 		}
 	})
@@ -177,10 +150,10 @@ func TestHTTPSinkRedelivery(t *testing.T) {
 			t.Fatalf("delivery %d: %v", i+1, err)
 		}
 	}
-	if n := rc.effects(t, e.ID); n != 1 {
+	if n := rc.Effects(t, e.ID); n != 1 {
 		t.Fatalf("%d effects after 3 deliveries, want 1", n)
 	}
-	if st := rc.ib.Stats(); st.Applied != 1 || st.Duplicates != 2 {
+	if st := rc.Inbox.Stats(); st.Applied != 1 || st.Duplicates != 2 {
 		t.Fatalf("inbox stats %+v, want 1 applied, 2 duplicates", st)
 	}
 }
@@ -192,5 +165,35 @@ func TestConfig(t *testing.T) {
 	err := httpinbox.Config{ReplayStatus: 302}.Validate()
 	if !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), "ReplayStatus") {
 		t.Fatalf("ReplayStatus 302: %v, want an error naming it", err)
+	}
+}
+
+// With Replay set, a replay is answered by it, outside the transaction.
+func TestReplayHandler(t *testing.T) {
+	rc := inboxtest.NewReceiver(t)
+	mw, err := httpinbox.New(rc.Inbox, httpinbox.Config{Replay: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if httpinbox.Tx(r.Context()) != nil {
+			t.Error("Replay ran inside a transaction")
+		}
+		io.WriteString(w, "as it stands")
+	})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(mw.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := rc.Apply(r.Context(), httpinbox.Tx(r.Context()), r.Header.Get("Idempotency-Key")); err != nil {
+			t.Error(err)
+		}
+		w.WriteHeader(http.StatusCreated)
+	})))
+	defer srv.Close()
+	for i, want := range []string{"201 ", "200 as it stands"} {
+		resp, body := post(t, srv.URL, "k")
+		if got := fmt.Sprintf("%d %s", resp.StatusCode, body); got != want {
+			t.Fatalf("delivery %d answered %q, want %q", i+1, got, want)
+		}
+	}
+	if n := rc.Effects(t, "k"); n != 1 {
+		t.Fatalf("%d effects, want 1", n)
 	}
 }
