@@ -90,7 +90,7 @@ type Inbox struct {
 // missing or older than this package.
 func New(ctx context.Context, db *sql.DB, cfg Config) (*Inbox, error) {
 	if db == nil {
-		return nil, fieldError("db", "must not be nil") // not a Config field, but named the same way
+		return nil, argError("db", "must not be nil")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -174,6 +174,12 @@ func (ib *Inbox) process(ctx context.Context, msgID string, fn func(tx *sql.Tx) 
 	if err != nil {
 		return Failed, fmt.Errorf("inbox: begin: %w", err)
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback() // give the connection back before the panic goes on
+			panic(p)
+		}
+	}()
 	r, err := ib.processTx(ctx, tx, msgID, fn)
 	if r != Applied {
 		// A duplicate or an expired message wrote nothing: rolling back is the cheap end.

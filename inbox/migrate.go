@@ -44,7 +44,7 @@ var SchemaVersion = len(migrations[SQLite])
 // named after the table.
 func Migrate(ctx context.Context, db *sql.DB, cfg Config) ([]int, error) {
 	if db == nil {
-		return nil, fieldError("db", "must not be nil")
+		return nil, argError("db", "must not be nil")
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
