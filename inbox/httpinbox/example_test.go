@@ -46,13 +46,13 @@ func ExampleMiddleware_Wrap() {
 			panic(err)
 		}
 		resp.Body.Close()
-		fmt.Println(resp.StatusCode, resp.Header.Get(httpinbox.ReplayedHeader))
+		fmt.Println(resp.StatusCode, "replayed:", resp.Header.Get(httpinbox.ReplayedHeader) == "true")
 	}
 	var n int
 	db.QueryRow(`SELECT count(*) FROM payments`).Scan(&n)
 	fmt.Println("payments:", n)
 	// Output:
-	// 201
-	// 200 true
+	// 201 replayed: false
+	// 200 replayed: true
 	// payments: 1
 }
