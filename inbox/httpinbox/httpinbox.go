@@ -25,6 +25,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 
@@ -116,11 +117,18 @@ func (m *Middleware) Wrap(next http.Handler) http.Handler {
 		}
 		var resp *buffer
 		var panicked any
+		body := &rewindable{src: r.Body}
 		applied, err := m.ib.Process(r.Context(), key, func(tx *sql.Tx) error {
-			resp = newBuffer() // fresh for each run: Process may run it again
+			// Fresh for each run: Process runs fn again when the database aborted the
+			// transaction, and the handler must then see the same request.
+			resp = newBuffer()
+			run := r.WithContext(context.WithValue(r.Context(), txKey{}, tx))
+			if r.Body != nil && r.Body != http.NoBody {
+				run.Body = body.reader()
+			}
 			func() {
 				defer func() { panicked = recover() }()
-				next.ServeHTTP(resp, r.WithContext(context.WithValue(r.Context(), txKey{}, tx)))
+				next.ServeHTTP(resp, run)
 			}()
 			if panicked != nil {
 				return fmt.Errorf("handler panicked: %v", panicked)
@@ -183,4 +191,20 @@ func (b *buffer) flush(w http.ResponseWriter) {
 	}
 	w.WriteHeader(cmp.Or(b.status, http.StatusOK))
 	_, _ = w.Write(b.body.Bytes())
+}
+
+// rewindable lets each run of the handler read the request body from its start: what
+// an earlier run read is kept and read again, the rest still comes from the client.
+type rewindable struct {
+	src  io.ReadCloser
+	seen bytes.Buffer
+}
+
+func (b *rewindable) reader() io.ReadCloser {
+	// A copy of what was seen so far, since reading on appends to seen.
+	prefix := bytes.NewReader(bytes.Clone(b.seen.Bytes()))
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(prefix, io.TeeReader(b.src, &b.seen)), b.src}
 }
