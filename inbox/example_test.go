@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -48,4 +49,35 @@ func ExampleInbox_Process() {
 	// applied: true err: <nil>
 	// applied: false err: <nil>
 	// orders: 1
+}
+
+// Cleanup deletes expired IDs one bounded batch at a time; run it on a schedule
+// (hourly, say) until a batch comes back short.
+func ExampleInbox_Cleanup() {
+	dir, _ := os.MkdirTemp("", "inbox-example")
+	defer os.RemoveAll(dir)
+	db, _ := sqlite.Open(filepath.Join(dir, "receiver.db"), sqlite.OpenConfig{})
+	defer db.Close()
+	ctx := context.Background()
+	cfg := inbox.Config{Dialect: inbox.SQLite}
+	inbox.Migrate(ctx, db, cfg)
+	ib, _ := inbox.New(ctx, db, cfg)
+	for _, id := range []string{"a", "b", "c"} {
+		ib.Process(ctx, id, func(*sql.Tx) error { return nil })
+	}
+
+	const batch = 2
+	total := 0
+	for later := time.Now().Add(inbox.DefaultRetention + time.Minute); ; {
+		n, err := ib.Cleanup(ctx, later, batch)
+		if err != nil {
+			panic(err)
+		}
+		total += n
+		if n < batch {
+			break
+		}
+	}
+	fmt.Println("deleted:", total)
+	// Output: deleted: 3
 }
