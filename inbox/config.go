@@ -38,12 +38,13 @@ func (d Dialect) String() string {
 const (
 	// DefaultTable is the table of processed message IDs.
 	DefaultTable = "inbox_messages"
-	// DefaultRetention is how long a processed ID is kept: 30 days. The outbox gives an
-	// event up after its retry schedule (1s, 5s, 30s, 2m, 10m: about 13 minutes), but
-	// a redelivery can come much later than that: an operator may retry an event the
-	// outbox keeps (completed ones for 7 days, given-up ones until deleted), and an
-	// outage pauses a relay without spending attempts, so a backlog can arrive days
-	// late. 30 days covers the outbox's retention four times over.
+	// DefaultRetention is how long a processed ID is kept: 30 days. The outbox's retry
+	// schedule (1s, 5s, 30s, 2m, 10m) ends about 13 minutes after the first attempt,
+	// but a delivered event can come again much later: a relay that crashed before
+	// recording the delivery leaves it for the next relay to run, however long the
+	// relays are down, and an operator may retry a given-up event (kept until deleted)
+	// whose delivery did land. 30 days covers a long outage, and the outbox's 7-day
+	// retention four times over.
 	DefaultRetention = 30 * 24 * time.Hour
 	// MaxIDLength is the longest message ID accepted, in bytes.
 	MaxIDLength = 255
