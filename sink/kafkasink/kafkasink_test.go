@@ -95,11 +95,11 @@ func enqueueKeyed(t *testing.T, s outbox.Store, n, keys int) map[string]bool {
 }
 
 // readTopic returns every record of topic, partition by partition in offset order.
-func readTopic(t *testing.T, c *kfake.Cluster, topic string) []*kgo.Record {
+func readTopic(t *testing.T, c *kfake.Cluster, topic string, opts ...kgo.Opt) []*kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	admin := kadm.NewClient(newClient(t, c))
+	admin := kadm.NewClient(newClient(t, c, opts...))
 	ends, err := admin.ListEndOffsets(ctx, topic)
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +113,7 @@ func readTopic(t *testing.T, c *kfake.Cluster, topic string) []*kgo.Record {
 		want[o.Partition] = o.Offset
 		total += o.Offset
 	})
-	cons := newClient(t, c, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	cons := newClient(t, c, append(opts, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
 	var recs []*kgo.Record
 	for int64(len(recs)) < total {
 		f := cons.PollFetches(ctx)
