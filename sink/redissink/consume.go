@@ -35,6 +35,11 @@ type ConsumerConfig struct {
 	// Block is how long one read waits for new entries, and so how late Consume notices
 	// that ctx has ended. Defaults to DefaultBlock.
 	Block time.Duration
+	// ClaimIdle, when positive, makes Consume take over entries that another consumer of
+	// the group was handed and has not acknowledged for this long (XAUTOCLAIM): a
+	// consumer that died leaves its entries to the others. It should be well above the
+	// time fn takes. Zero never takes any. Defaults to 0.
+	ClaimIdle time.Duration
 }
 
 func (c ConsumerConfig) withDefaults() ConsumerConfig {
@@ -60,6 +65,8 @@ func (c ConsumerConfig) Validate() error {
 		return bad("Count", fmt.Sprintf("must not be negative, got %d", c.Count))
 	case c.Block < time.Millisecond:
 		return bad("Block", fmt.Sprintf("must be at least 1ms, got %s", c.Block))
+	case c.ClaimIdle < 0:
+		return bad("ClaimIdle", fmt.Sprintf("must not be negative, got %s", c.ClaimIdle))
 	}
 	for i, s := range c.Streams {
 		if s == "" {
@@ -99,7 +106,8 @@ func (m Message) Envelope() (sink.Envelope, error) {
 // with them, before new entries, so that after fn failed and Consume returned, the
 // next Consume hands the failed entry to fn first. An entry whose effect was applied but
 // whose acknowledgement was lost is handed over again, so fn must be idempotent; an
-// inbox keyed by Message.EventID makes its effects exactly once. Pending entries that
+// inbox keyed by Message.EventID makes its effects exactly once. With ClaimIdle, the
+// entries another consumer left unacknowledged are handled too, before new ones. Pending entries that
 // were trimmed away (MAXLEN) before they were handled cannot be read: Consume
 // acknowledges them without calling fn.
 func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig, fn func(ctx context.Context, m Message) error) error {
@@ -113,6 +121,40 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 			return fmt.Errorf("redissink: create group %s on %s: %w", cfg.Group, s, err)
 		}
 	}
+	handle := func(stream string, m redis.XMessage) error {
+		if len(m.Values) > 0 {
+			if err := fn(ctx, Message{Stream: stream, ID: m.ID, Values: m.Values}); err != nil {
+				return fmt.Errorf("redissink: entry %s of %s (event %v): %w", m.ID, stream, m.Values[FieldID], err)
+			}
+		}
+		// The acknowledgement outlives ctx: an effect that happened should be recorded.
+		if err := rdb.XAck(context.WithoutCancel(ctx), stream, cfg.Group, m.ID).Err(); err != nil {
+			return fmt.Errorf("redissink: acknowledge %s of %s: %w", m.ID, stream, err)
+		}
+		return nil
+	}
+	claim := func() error {
+		for _, st := range cfg.Streams {
+			for start := "0-0"; ; {
+				msgs, next, err := rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+					Stream: st, Group: cfg.Group, Consumer: cfg.Consumer, MinIdle: cfg.ClaimIdle, Start: start, Count: cfg.Count,
+				}).Result()
+				if err != nil {
+					return fmt.Errorf("redissink: claim idle entries of %s: %w", st, err)
+				}
+				for _, m := range msgs {
+					if err := handle(st, m); err != nil {
+						return err
+					}
+				}
+				if next == "" || next == "0-0" {
+					break
+				}
+				start = next
+			}
+		}
+		return nil
+	}
 	ids := make([]string, len(cfg.Streams))
 	for i := range ids {
 		ids[i] = "0" // this consumer's pending entries first
@@ -125,6 +167,14 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 		backlog := ids[0] != ">" // reading pending entries: no wait
 		if !backlog {
 			args.Block = cfg.Block
+			if cfg.ClaimIdle > 0 {
+				if err := claim(); err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+			}
 		}
 		res, err := rdb.XReadGroup(ctx, args).Result()
 		switch {
@@ -139,14 +189,8 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 		for _, st := range res {
 			for _, m := range st.Messages {
 				n++
-				if len(m.Values) > 0 {
-					if err := fn(ctx, Message{Stream: st.Stream, ID: m.ID, Values: m.Values}); err != nil {
-						return fmt.Errorf("redissink: entry %s of %s (event %v): %w", m.ID, st.Stream, m.Values[FieldID], err)
-					}
-				}
-				// The acknowledgement outlives ctx: an effect that happened should be recorded.
-				if err := rdb.XAck(context.WithoutCancel(ctx), st.Stream, cfg.Group, m.ID).Err(); err != nil {
-					return fmt.Errorf("redissink: acknowledge %s of %s: %w", m.ID, st.Stream, err)
+				if err := handle(st.Stream, m); err != nil {
+					return err
 				}
 				if backlog {
 					ids[indexOf(cfg.Streams, st.Stream)] = m.ID // page on through the pending entries

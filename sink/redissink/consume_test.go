@@ -76,6 +76,55 @@ func TestConsumeAcksOnlyAfterSuccess(t *testing.T) {
 	}
 }
 
+// Entries a consumer was handed and never acknowledged (it died) are taken over by
+// another consumer of the group with ClaimIdle.
+func TestConsumeClaimsEntriesOfADeadConsumer(t *testing.T) {
+	rdb := redisClient(t)
+	p := prefix(t, rdb)
+	s := newSink(t, rdb, redissink.Config{Stream: p + ".{type}"})
+	var events []outbox.Event
+	for i := range 5 {
+		events = append(events, event("a", fmt.Sprint(i)))
+	}
+	for i, err := range s.HandleBatch(context.Background(), events) {
+		if err != nil {
+			t.Fatalf("event %d: %v", i, err)
+		}
+	}
+	stream := p + ".a"
+	dead := redissink.ConsumerConfig{Streams: []string{stream}, Group: "g", Consumer: "dead", Block: 50 * time.Millisecond}
+	died := errors.New("crashed")
+	if err := redissink.Consume(context.Background(), rdb, dead, func(context.Context, redissink.Message) error { return died }); !errors.Is(err, died) {
+		t.Fatalf("Consume = %v", err)
+	}
+	if n := rdb.XPending(context.Background(), stream, "g").Val().Count; n != 5 {
+		t.Fatalf("%d entries pending on the dead consumer, want 5", n)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := map[string]bool{}
+	heir := redissink.ConsumerConfig{Streams: []string{stream}, Group: "g", Consumer: "heir", Block: 20 * time.Millisecond, ClaimIdle: time.Millisecond}
+	err := redissink.Consume(ctx, rdb, heir, func(_ context.Context, m redissink.Message) error {
+		got[m.EventID()] = true
+		if len(got) == len(events) {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range events {
+		if !got[e.ID] {
+			t.Fatalf("event %s was not taken over", e.ID)
+		}
+	}
+	if n := rdb.XPending(context.Background(), stream, "g").Val().Count; n != 0 {
+		t.Fatalf("%d entries still pending, want 0", n)
+	}
+}
+
 func TestConsumerConfigValidate(t *testing.T) {
 	ok := redissink.ConsumerConfig{Streams: []string{"s"}, Group: "g", Consumer: "c"}
 	tests := []struct {
@@ -89,6 +138,7 @@ func TestConsumerConfigValidate(t *testing.T) {
 		{func(c *redissink.ConsumerConfig) { c.Consumer = "" }, "ConsumerConfig.Consumer"},
 		{func(c *redissink.ConsumerConfig) { c.Count = -1 }, "ConsumerConfig.Count"},
 		{func(c *redissink.ConsumerConfig) { c.Block = -time.Second }, "ConsumerConfig.Block"},
+		{func(c *redissink.ConsumerConfig) { c.ClaimIdle = -time.Second }, "ConsumerConfig.ClaimIdle"},
 	}
 	for _, tt := range tests {
 		c := ok
