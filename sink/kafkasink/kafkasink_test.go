@@ -187,8 +187,8 @@ func checkDelivered(t *testing.T, recs []*kgo.Record, ids map[string]bool) {
 // leaderOf returns the broker leading partition 0 of testTopic.
 func leaderOf(c *kfake.Cluster) int32 { return c.LeaderFor(testTopic, 0) }
 
-// Ten thousand events relayed to three brokers, and in the middle of the run one
-// broker fails produce requests three ways: it writes a request and answers that it
+// Ten thousand events relayed to three brokers, and in the middle of the run the
+// partition leaders are re-elected and one broker fails produce requests three ways: it writes a request and answers that it
 // timed out (a lost acknowledgement), it writes and answers that too few replicas
 // confirmed, and it drops connections before reading the request. The idempotent
 // producer retries each; every event is in the topic once, each key's in order.
@@ -214,6 +214,7 @@ func TestTenThousandEventsExactlyOnceOnThreeBrokers(t *testing.T) {
 	defer obs.Resume()
 
 	obs.Wait(t, obs.Paused(), 2*time.Minute, "half the events")
+	c.ShufflePartitionLeaders() // an election: the client's next produce meets NOT_LEADER and follows
 	node := leaderOf(c)
 	produce := []kmsg.Key{kmsg.Produce}
 	applied := c.Fault(
