@@ -22,7 +22,8 @@ const (
 
 // ConsumerConfig says what Consume reads, and as whom.
 type ConsumerConfig struct {
-	// Streams are the stream keys to read. Required.
+	// Streams are the stream keys to read. Required. On Redis Cluster, one read must
+	// stay within a slot: give one stream per Consume, or streams sharing a hash tag.
 	Streams []string
 	// Group is the consumer group, created (from the start of each stream) when it does
 	// not exist. Required.
