@@ -2,7 +2,16 @@ package kafkasink_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -90,5 +99,59 @@ func TestSASLFromURL(t *testing.T) {
 	auth := kgo.SASL(scram.Auth{User: "relay", Pass: "s3cret"}.AsSha256Mechanism())
 	if n := len(readTopic(t, c, testTopic, auth)); n != 1 {
 		t.Fatalf("topic holds %d records, want 1", n)
+	}
+}
+
+// selfSigned writes a CA-less self-signed certificate for 127.0.0.1 and returns the
+// server's TLS config and the PEM file a client verifies it with.
+func selfSigned(t *testing.T) (*tls.Config, string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kfake"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"kafka.test"},
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, IsCA: true, BasicConstraintsValid: true,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemPath := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(pemPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}, pemPath
+}
+
+// tls_ca= verifies the brokers against the given bundle; without it (system roots)
+// the self-signed brokers are refused, retryably.
+func TestTLSFromURL(t *testing.T) {
+	srv, ca := selfSigned(t)
+	c := newCluster(t, 1, 1, kfake.TLS(srv))
+	produce := func(url string) error {
+		opts, err := kafkasink.ParseURL(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		return newSink(t, cl, testTopic).Handle(ctx, event("a", "e1"))
+	}
+	addr := c.ListenAddrs()[0]
+	if err := produce("kafka://" + addr + "/?tls_ca=" + ca); err != nil {
+		t.Fatalf("verified against tls_ca: %v", err)
+	}
+	if err := produce("kafka://" + addr + "/?tls=true"); err == nil || outbox.IsPermanent(err) {
+		t.Fatalf("against the system roots: %v; want a retryable failure", err)
 	}
 }
