@@ -113,7 +113,7 @@ Examples:
 		fs.StringVar(&o.owner, "owner", "", "this relay's name in leases (default host-pid-random)")
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
-		durationVar(fs, &o.sinkTimeout, "sink-timeout", 10*time.Second, "HTTP request timeout / broker acknowledgement timeout")
+		durationVar(fs, &o.sinkTimeout, "sink-timeout", 10*time.Second, "HTTP request timeout / NATS, AMQP, Redis acknowledgement timeout")
 		fs.StringVar(&o.subject, "subject", "outbox.{type}", "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
 		fs.StringVar(&o.stream, "stream", "", "NATS: the stream messages must land in (default: any that captures the subject)")
 		fs.StringVar(&o.exchange, "exchange", "amq.topic", "AMQP exchange")
@@ -325,6 +325,13 @@ func (o *relayOpts) redisSink() (func(*slog.Logger) (outbox.Handler, func(), err
 	}
 	if o.dedupWindow <= 0 {
 		return nil, usagef("--dedup-window must be positive, got %s", o.dedupWindow)
+	}
+	// The URL's own timeouts (?read_timeout=…) win over --sink-timeout.
+	if !strings.Contains(o.sink, "read_timeout=") {
+		ropts.ReadTimeout = o.sinkTimeout
+	}
+	if !strings.Contains(o.sink, "write_timeout=") {
+		ropts.WriteTimeout = o.sinkTimeout
 	}
 	cfg := redissink.Config{Stream: o.subject, MaxLen: o.maxLen, DedupWindow: o.dedupWindow}
 	if err := cfg.Validate(); err != nil {
