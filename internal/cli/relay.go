@@ -327,11 +327,13 @@ func (o *relayOpts) redisSink() (func(*slog.Logger) (outbox.Handler, func(), err
 		return nil, usagef("--dedup-window must be positive, got %s", o.dedupWindow)
 	}
 	// The URL's own timeouts (?read_timeout=…) win over --sink-timeout.
-	if !strings.Contains(o.sink, "read_timeout=") {
-		ropts.ReadTimeout = o.sinkTimeout
-	}
-	if !strings.Contains(o.sink, "write_timeout=") {
-		ropts.WriteTimeout = o.sinkTimeout
+	if u, err := url.Parse(o.sink); err == nil {
+		if !u.Query().Has("read_timeout") {
+			ropts.ReadTimeout = o.sinkTimeout
+		}
+		if !u.Query().Has("write_timeout") {
+			ropts.WriteTimeout = o.sinkTimeout
+		}
 	}
 	cfg := redissink.Config{Stream: o.subject, MaxLen: o.maxLen, DedupWindow: o.dedupWindow}
 	if err := cfg.Validate(); err != nil {
