@@ -82,6 +82,8 @@ Sinks, chosen by the URL's scheme:
                        client_id=NAME
   redis://… rediss://… Redis Streams XADD to stream --subject, trimmed by --max-len; a repeat
                        of an event ID within --dedup-window is refused by Redis
+  For kafka:// and redis://, a URL with a user and no password takes the password from
+  $OUTBOX_SINK_PASSWORD, which keeps it out of the process list.
 
 On SIGINT or SIGTERM the relay stops claiming, lets deliveries in flight finish (up to
 --drain-timeout), records their outcomes, hands back what it had claimed but not
@@ -219,7 +221,7 @@ func metricsAddr(s string) (string, error) {
 func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
 	// A Kafka URL lists several brokers, which url.Parse may refuse: its own parser decides.
 	if strings.HasPrefix(o.sink, "kafka://") {
-		return o.kafkaSink()
+		return o.kafkaSink(env.Getenv("OUTBOX_SINK_PASSWORD"))
 	}
 	u, err := url.Parse(o.sink)
 	if err != nil || u.Scheme == "" {
@@ -284,14 +286,31 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 			return s, func() { _ = s.Close() }, nil
 		}, nil
 	case "redis", "rediss":
-		return o.redisSink()
+		if pw := env.Getenv("OUTBOX_SINK_PASSWORD"); pw != "" && u.User != nil {
+			if _, set := u.User.Password(); !set {
+				u.User = url.UserPassword(u.User.Username(), pw)
+			}
+		}
+		return o.redisSink(u.String())
 	default:
 		return nil, usagef("unknown sink scheme %q in --sink (want http, https, nats, amqp, kafka or redis)", u.Scheme)
 	}
 }
 
-func (o *relayOpts) kafkaSink() (func(*slog.Logger) (outbox.Handler, func(), error), error) {
-	opts, err := kafkasink.ParseURL(o.sink)
+func (o *relayOpts) kafkaSink(password string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	sinkURL := o.sink
+	if password != "" {
+		// kafka://user@hosts… becomes kafka://user:password@hosts…
+		rest := strings.TrimPrefix(sinkURL, "kafka://")
+		authority := rest
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			authority = rest[:i]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 && !strings.Contains(authority[:at], ":") {
+			sinkURL = "kafka://" + rest[:at] + ":" + url.PathEscape(password) + rest[at:]
+		}
+	}
+	opts, err := kafkasink.ParseURL(sinkURL)
 	if err != nil {
 		return nil, usagef("--sink: %v", err)
 	}
@@ -315,8 +334,8 @@ func (o *relayOpts) kafkaSink() (func(*slog.Logger) (outbox.Handler, func(), err
 	}, nil
 }
 
-func (o *relayOpts) redisSink() (func(*slog.Logger) (outbox.Handler, func(), error), error) {
-	ropts, err := redis.ParseURL(o.sink)
+func (o *relayOpts) redisSink(sinkURL string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	ropts, err := redis.ParseURL(sinkURL)
 	if err != nil {
 		return nil, usagef("--sink %s: %v", redactURL(o.sink), err)
 	}

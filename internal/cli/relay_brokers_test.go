@@ -138,6 +138,33 @@ func TestRelayToRedis(t *testing.T) {
 	}
 }
 
+// The password of a kafka:// URL that names only the user comes from
+// $OUTBOX_SINK_PASSWORD: the relay authenticates against a SASL cluster with it.
+func TestRelayKafkaPasswordFromEnvironment(t *testing.T) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "relay-orders"),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "relay", "p@ss:w/rd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	b := sqliteBackend(t)
+	enqueueBrokerEvents(t, migrated(t, b), 5)
+	env := Env{Getenv: func(k string) string {
+		if k == "OUTBOX_SINK_PASSWORD" {
+			return "p@ss:w/rd"
+		}
+		return ""
+	}}
+	sinkURL := "kafka://relay@" + c.ListenAddrs()[0] + "?sasl=scram-sha-512"
+	r := runEnv(t, env, "relay", "--once", "--dsn", b.dsn, "--sink", sinkURL, "--subject", "relay-orders", "--handler-timeout", "5s")
+	if r.code != 0 || !strings.Contains(r.stdout, "5 completed") {
+		t.Fatalf("relay: %v", r)
+	}
+	if strings.Contains(r.stderr, "p@ss") {
+		t.Fatalf("the password is in the log: %v", r)
+	}
+}
+
 func TestRelayBrokerSinkBadInput(t *testing.T) {
 	b := sqliteBackend(t)
 	migrated(t, b)
