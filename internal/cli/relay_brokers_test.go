@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +164,54 @@ func TestRelayKafkaPasswordFromEnvironment(t *testing.T) {
 	}
 	if strings.Contains(r.stderr, "p@ss") {
 		t.Fatalf("the password is in the log: %v", r)
+	}
+}
+
+// Likewise for redis://user@…: a Redis of the test's own that requires a password.
+func TestRelayRedisPasswordFromEnvironment(t *testing.T) {
+	if os.Getenv("OUTBOX_REDIS_URL") == "" {
+		t.Skip("OUTBOX_REDIS_URL is not set: skipping the Redis tests (this one starts its own redis-server)")
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Skipf("no redis-server binary: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cmd := exec.Command(bin, "--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--requirepass", "s3cr:t@x", "--dir", t.TempDir())
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), Password: "s3cr:t@x"})
+	defer rdb.Close()
+	for deadline := time.Now().Add(30 * time.Second); rdb.Ping(context.Background()).Err() != nil; {
+		if time.Now().After(deadline) {
+			t.Fatal("redis-server did not answer within 30s")
+		}
+		time.Sleep(10 * time.Millisecond) // waiting for the server to listen, not for a backoff
+	}
+
+	b := sqliteBackend(t)
+	enqueueBrokerEvents(t, migrated(t, b), 5)
+	env := Env{Getenv: func(k string) string {
+		if k == "OUTBOX_SINK_PASSWORD" {
+			return "s3cr:t@x"
+		}
+		return ""
+	}}
+	sinkURL := fmt.Sprintf("redis://default@127.0.0.1:%d/0", port)
+	r := runEnv(t, env, "relay", "--once", "--dsn", b.dsn, "--sink", sinkURL, "--subject", "orders")
+	if r.code != 0 || !strings.Contains(r.stdout, "5 completed") {
+		t.Fatalf("relay: %v", r)
+	}
+	if n := rdb.XLen(context.Background(), "orders").Val(); n != 5 {
+		t.Fatalf("stream holds %d entries, want 5", n)
 	}
 }
 
