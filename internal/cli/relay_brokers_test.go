@@ -210,6 +210,9 @@ func TestRelayRedisPasswordFromEnvironment(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "5 completed") {
 		t.Fatalf("relay: %v", r)
 	}
+	if strings.Contains(r.stderr, "s3cr") {
+		t.Fatalf("the password is in the log: %v", r)
+	}
 	if n := rdb.XLen(context.Background(), "orders").Val(); n != 5 {
 		t.Fatalf("stream holds %d entries, want 5", n)
 	}
