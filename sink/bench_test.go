@@ -16,12 +16,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink/amqpsink"
 	"github.com/fitiq/outbox/sink/httpsink"
+	"github.com/fitiq/outbox/sink/kafkasink"
 	"github.com/fitiq/outbox/sink/natssink"
+	"github.com/fitiq/outbox/sink/redissink"
 	"github.com/fitiq/outbox/sqlite"
 )
 
@@ -29,7 +34,10 @@ import (
 // sink, at batch sizes 100 and 1000. "noop" is the baseline: the store's own cost of
 // claiming and settling, with a handler that does nothing. Compare sinks against it:
 //
-//	OUTBOX_NATS_URL=… OUTBOX_AMQP_URL=… go test -run '^$' -bench Relay -count 6 ./sink/ | benchstat -
+//	OUTBOX_NATS_URL=… OUTBOX_AMQP_URL=… OUTBOX_REDIS_URL=… go test -run '^$' -bench Relay -count 6 ./sink/ | benchstat -
+//
+// "kafka" produces to a three-broker kfake cluster in the benchmark's own process, so
+// it measures the sink and the client, with the fake brokers' work on the same CPUs.
 func BenchmarkRelay(b *testing.B) {
 	sinks := []struct {
 		name string
@@ -41,6 +49,8 @@ func BenchmarkRelay(b *testing.B) {
 		{"http", benchHTTP},
 		{"nats", benchNATS},
 		{"amqp", benchAMQP},
+		{"kafka", benchKafka},
+		{"redis", benchRedis},
 	}
 	for _, s := range sinks {
 		for _, batch := range []int{100, 1000} {
@@ -166,5 +176,43 @@ func benchAMQP(b *testing.B) outbox.Handler {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { s.Close() })
+	return s
+}
+
+func benchKafka(b *testing.B) outbox.Handler {
+	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(6, "outboxbench"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(cl.Close)
+	s, err := kafkasink.New(cl, kafkasink.Config{Topic: "outboxbench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
+func benchRedis(b *testing.B) outbox.Handler {
+	url := os.Getenv("OUTBOX_REDIS_URL")
+	if url == "" {
+		b.Skip("OUTBOX_REDIS_URL is not set")
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	b.Cleanup(func() { rdb.Close() })
+	stream := "outboxbench." + strings.ReplaceAll(uuid.NewString()[:13], "-", "")
+	b.Cleanup(func() { rdb.Del(context.Background(), stream, redissink.DedupKey(stream)) })
+	s, err := redissink.New(rdb, redissink.Config{Stream: stream})
+	if err != nil {
+		b.Fatal(err)
+	}
 	return s
 }

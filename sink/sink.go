@@ -1,7 +1,7 @@
 // Package sink holds what the outbox's delivery targets share: the JSON envelope an
 // event travels in, and the subject / routing-key templates that place it. The sinks
-// themselves live in httpsink, natssink and amqpsink; each is an outbox.Handler and uses
-// the event ID as the receiver's deduplication key.
+// themselves live in httpsink, natssink, amqpsink, kafkasink and redissink; each is an
+// outbox.Handler and uses the event ID as the receiver's deduplication key.
 package sink
 
 import (
@@ -21,7 +21,7 @@ const ContentType = "application/json"
 // deduplication key: at-least-once delivery means a receiver may see an ID twice.
 //
 //	{
-//	  "id": "0190f4c2-…",            // event ID (UUIDv7), also the Idempotency-Key / Nats-Msg-Id / message-id
+//	  "id": "0190f4c2-…",            // event ID (UUIDv7), also the Idempotency-Key / Nats-Msg-Id / message-id / Outbox-Id
 //	  "type": "order.created",
 //	  "entity_id": "…",
 //	  "user_id": "…",                // omitted when empty

@@ -436,7 +436,7 @@ func TestBadInput(t *testing.T) {
 		{"sqlite DSN without path", []string{"migrate", "--dsn", "sqlite:"}, "sqlite: needs a file path"},
 		{"postgres DSN malformed", []string{"migrate", "--dsn", "postgres://u:p@host:notaport/db"}, "malformed DSN"},
 		{"no DSN", []string{"stats"}, "no store given"},
-		{"unknown sink scheme", []string{"relay", "--dsn", dsn, "--sink", "kafka://broker:9092"}, `unknown sink scheme "kafka"`},
+		{"unknown sink scheme", []string{"relay", "--dsn", dsn, "--sink", "mqtt://broker:1883"}, `unknown sink scheme "mqtt"`},
 		{"unknown sink scheme, fresh file", []string{"relay", "--dsn", "sqlite:" + fresh, "--sink", "ftp://x"}, `unknown sink scheme "ftp"`},
 		{"sink not a URL", []string{"relay", "--dsn", dsn, "--sink", "just-a-host"}, "is not a URL"},
 		{"no sink", []string{"relay", "--dsn", dsn}, "--sink is required"},

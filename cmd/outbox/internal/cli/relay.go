@@ -17,12 +17,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/metrics"
 	"github.com/fitiq/outbox/sink/amqpsink"
 	"github.com/fitiq/outbox/sink/httpsink"
+	"github.com/fitiq/outbox/sink/kafkasink"
 	"github.com/fitiq/outbox/sink/natssink"
+	"github.com/fitiq/outbox/sink/redissink"
 )
 
 type relayOpts struct {
@@ -54,6 +58,8 @@ type relayOpts struct {
 	headers     listFlag
 	bearerToken string
 	insecure    bool
+	maxLen      int64
+	dedupWindow time.Duration
 
 	// operations
 	metricsAddr     string
@@ -72,6 +78,15 @@ Sinks, chosen by the URL's scheme:
   nats://…             JetStream publish to --subject; Nats-Msg-Id = event ID
   amqp://… amqps://…   RabbitMQ publish to --exchange with routing key --subject;
                        persistent, mandatory, publisher-confirmed; message-id = event ID
+  kafka://b1:9092,b2…  Kafka, idempotent producer, acks=all, to topic --subject; record key =
+                       ordering key (else entity ID); header Outbox-Id = event ID. Parameters:
+                       ?sasl=plain|scram-sha-256|scram-sha-512 (user:password@ before the
+                       brokers), tls=true, tls_ca=FILE, tls_server_name=NAME, tls_insecure=true,
+                       client_id=NAME
+  redis://… rediss://… Redis Streams XADD to stream --subject, trimmed by --max-len; a repeat
+                       of an event ID within --dedup-window is refused by Redis
+  For kafka:// and redis://, a URL with a user and no password takes the password from
+  $OUTBOX_SINK_PASSWORD, which keeps it out of the process list.
 
 On SIGINT or SIGTERM the relay stops claiming, lets deliveries in flight finish (up to
 --drain-timeout), records their outcomes, hands back what it had claimed but not
@@ -82,6 +97,8 @@ Examples:
   outbox relay --sink nats://127.0.0.1:4222 --subject 'app.{user_id}.{type}' --metrics-addr :9464
   OUTBOX_SINK_TOKEN=… outbox relay --sink https://api.example.com/sync --header 'X-Tenant: acme'
   outbox relay --sink amqp://guest:guest@127.0.0.1:5672/ --exchange amq.topic --batch-size 100
+  outbox relay --sink 'kafka://relay:secret@k1:9092,k2:9092/?sasl=scram-sha-512&tls=true' --batch-size 500
+  outbox relay --sink redis://127.0.0.1:6379/0 --subject 'events.{type}' --max-len 1000000
   outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
 
@@ -92,7 +109,7 @@ OTEL_EXPORTER_OTLP_PROTOCOL=grpc). OTEL_SERVICE_NAME names the relay (default
 outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing off.`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &relayOpts{}
-		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://… (required)")
+		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://…, kafka://…, redis(s)://… (required)")
 		fs.StringVar(&o.user, "user", "", "deliver only this user's events (default: all users)")
 		fs.Var(&o.types, "type", "deliver only events of this type (repeatable; default: all types)")
 		fs.IntVar(&o.batchSize, "batch-size", outbox.DefaultBatchSize, "events claimed per cycle")
@@ -109,13 +126,15 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.StringVar(&o.owner, "owner", "", "this relay's name in leases (default host-pid-random)")
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
-		durationVar(fs, &o.sinkTimeout, "sink-timeout", httpsink.DefaultTimeout, "HTTP request timeout / broker acknowledgement timeout")
-		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject or AMQP routing key template: {type}, {entity_id}, {user_id}")
+		durationVar(fs, &o.sinkTimeout, "sink-timeout", httpsink.DefaultTimeout, "HTTP request timeout / NATS, AMQP, Redis acknowledgement timeout")
+		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
 		fs.StringVar(&o.stream, "stream", "", "NATS: the stream messages must land in (default: any that captures the subject)")
 		fs.StringVar(&o.exchange, "exchange", amqpsink.DefaultExchange, "AMQP exchange")
 		fs.Var(&o.headers, "header", "HTTP: extra request header 'Name: value' (repeatable)")
 		fs.StringVar(&o.bearerToken, "bearer-token", "", "HTTP: Authorization bearer token (default $OUTBOX_SINK_TOKEN; prefer the variable)")
 		fs.BoolVar(&o.insecure, "insecure-skip-verify", false, "HTTP: do not verify the server's TLS certificate (test servers only)")
+		fs.Int64Var(&o.maxLen, "max-len", 0, "Redis: trim each stream to about this many entries (XADD MAXLEN ~; 0 keeps all)")
+		durationVar(fs, &o.dedupWindow, "dedup-window", redissink.DefaultDedupWindow, "Redis: how long an event ID is remembered to refuse its repeat")
 		fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; a bare :PORT binds 127.0.0.1")
 		durationVar(fs, &o.metricsInterval, "metrics-interval", 15*time.Second, "how often the pending/processing gauges are refreshed")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -137,7 +156,7 @@ type relayConfig struct {
 
 func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 	if o.sink == "" {
-		return nil, usagef("--sink is required (http(s)://…, nats://… or amqp://…)")
+		return nil, usagef("--sink is required (http(s)://…, nats://…, amqp://…, kafka://… or redis://…)")
 	}
 	for _, f := range []struct {
 		name string
@@ -215,9 +234,13 @@ func metricsAddr(s string) (string, error) {
 
 // sinkFactory checks the sink URL and options and returns how to build the sink.
 func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	// A Kafka URL lists several brokers, which url.Parse may refuse: its own parser decides.
+	if strings.HasPrefix(o.sink, "kafka://") {
+		return o.kafkaSink(env.Getenv("OUTBOX_SINK_PASSWORD"))
+	}
 	u, err := url.Parse(o.sink)
 	if err != nil || u.Scheme == "" {
-		return nil, usagef("--sink %q is not a URL (want http(s)://…, nats://… or amqp://…)", o.sink)
+		return nil, usagef("--sink %q is not a URL (want http(s)://…, nats://…, amqp://…, kafka://… or redis://…)", redactURL(o.sink))
 	}
 	switch u.Scheme {
 	case "http", "https":
@@ -276,9 +299,101 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 			}
 			return s, func() { _ = s.Close() }, nil
 		}, nil
+	case "redis", "rediss":
+		if pw := env.Getenv("OUTBOX_SINK_PASSWORD"); pw != "" && u.User != nil {
+			if _, set := u.User.Password(); !set {
+				u.User = url.UserPassword(u.User.Username(), pw)
+			}
+		}
+		return o.redisSink(u.String())
 	default:
-		return nil, usagef("unknown sink scheme %q in --sink (want http, https, nats or amqp)", u.Scheme)
+		return nil, usagef("unknown sink scheme %q in --sink (want http, https, nats, amqp, kafka or redis)", u.Scheme)
 	}
+}
+
+func (o *relayOpts) kafkaSink(password string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	sinkURL := o.sink
+	if password != "" {
+		// kafka://user@hosts… becomes kafka://user:password@hosts…
+		rest := strings.TrimPrefix(sinkURL, "kafka://")
+		authority := rest
+		if i := strings.IndexAny(rest, "/?"); i >= 0 {
+			authority = rest[:i]
+		}
+		if at := strings.LastIndexByte(authority, '@'); at >= 0 && !strings.Contains(authority[:at], ":") {
+			sinkURL = "kafka://" + rest[:at] + ":" + url.PathEscape(password) + rest[at:]
+		}
+	}
+	opts, err := kafkasink.ParseURL(sinkURL)
+	if err != nil {
+		return nil, usagef("--sink: %v", err)
+	}
+	cfg := kafkasink.Config{Topic: o.subject}
+	if err := cfg.Validate(); err != nil {
+		return nil, usagef("--subject: %v", err)
+	}
+	return func(log *slog.Logger) (outbox.Handler, func(), error) {
+		// Connections are made on first use, and a cluster that is down fails deliveries,
+		// retried, rather than the start.
+		cl, err := kgo.NewClient(append(opts, kgo.WithLogger(kgoLogger{log}))...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kafka client: %w", err)
+		}
+		s, err := kafkasink.New(cl, cfg)
+		if err != nil {
+			cl.Close()
+			return nil, nil, err
+		}
+		return s, cl.Close, nil
+	}, nil
+}
+
+func (o *relayOpts) redisSink(sinkURL string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	ropts, err := redis.ParseURL(sinkURL)
+	if err != nil {
+		return nil, usagef("--sink %s: %v", redactURL(o.sink), err)
+	}
+	if o.maxLen < 0 {
+		return nil, usagef("--max-len must not be negative, got %d", o.maxLen)
+	}
+	if o.dedupWindow <= 0 {
+		return nil, usagef("--dedup-window must be positive, got %s", o.dedupWindow)
+	}
+	// The URL's own timeouts (?read_timeout=…) win over --sink-timeout.
+	if u, err := url.Parse(o.sink); err == nil {
+		if !u.Query().Has("read_timeout") {
+			ropts.ReadTimeout = o.sinkTimeout
+		}
+		if !u.Query().Has("write_timeout") {
+			ropts.WriteTimeout = o.sinkTimeout
+		}
+	}
+	cfg := redissink.Config{Stream: o.subject, MaxLen: o.maxLen, DedupWindow: o.dedupWindow}
+	if err := cfg.Validate(); err != nil {
+		return nil, usagef("%v", err)
+	}
+	return func(*slog.Logger) (outbox.Handler, func(), error) {
+		rdb := redis.NewClient(ropts)
+		s, err := redissink.New(rdb, cfg)
+		if err != nil {
+			rdb.Close()
+			return nil, nil, err
+		}
+		return s, func() { _ = rdb.Close() }, nil
+	}, nil
+}
+
+// kgoLogger passes franz-go's warnings and errors to the relay's log.
+type kgoLogger struct{ log *slog.Logger }
+
+func (l kgoLogger) Level() kgo.LogLevel { return kgo.LogLevelWarn }
+
+func (l kgoLogger) Log(level kgo.LogLevel, msg string, keyvals ...any) {
+	lv := slog.LevelWarn
+	if level == kgo.LogLevelError {
+		lv = slog.LevelError
+	}
+	l.log.Log(context.Background(), lv, "kafka: "+msg, keyvals...)
 }
 
 func runRelay(ctx context.Context, env *Env, c *call) error {
@@ -408,6 +523,12 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 func redactURL(s string) string {
 	if u, err := url.Parse(s); err == nil {
 		return u.Redacted()
+	}
+	// Not parsable (a Kafka broker list, say): hide any user information all the same.
+	if scheme, rest, ok := strings.Cut(s, "://"); ok {
+		if i := strings.LastIndexByte(rest, '@'); i >= 0 {
+			return scheme + "://xxxxx@" + rest[i+1:]
+		}
 	}
 	return s
 }
