@@ -134,7 +134,7 @@ type Sink struct {
 var _ outbox.BatchHandler = (*Sink)(nil)
 
 // New returns a Sink producing through client, which the caller owns (creates with the
-// seed brokers, TLS and SASL it needs, closes). It fails when cfg holds a value that
+// bootstrap brokers, TLS and SASL it needs, closes). It fails when cfg holds a value that
 // cannot work, or when client was built with an option that would allow duplicates
 // or lost records: DisableIdempotentWrite, AllowIdempotentProduceCancellation, or
 // RequiredAcks other than AllISRAcks.

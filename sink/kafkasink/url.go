@@ -25,7 +25,7 @@ const DefaultPort = "9092"
 //
 //	kafka://[user:password@]host[:port][,host[:port]…][/][?param=value&…]
 //
-// Hosts are the seed brokers (port 9092 when omitted). Parameters:
+// Hosts are the bootstrap brokers (port 9092 when omitted). Parameters:
 //
 //	sasl=plain|scram-sha-256|scram-sha-512   authenticate as user:password from the URL
 //	tls=true                                 connect with TLS, verifying against the system roots
