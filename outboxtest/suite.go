@@ -68,6 +68,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},
 		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
+		{"TimelineCountsSettlementsPerMinute", testTimeline},
+		{"KeyHeadIsTheEarliestUnfinishedEvent", testKeyHead},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
