@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html/template"
 	"net/http"
 	"net/url"
 	"slices"
@@ -76,11 +77,14 @@ func (q listQuery) values() url.Values {
 // Encode is the query string of q without the cursor.
 func (q listQuery) Encode() string { return q.values().Encode() }
 
-// Page is the query string of q from cursor after on.
-func (q listQuery) Page(after int64) string {
+// Link is Encode for a link's href: already a URL query, so the template leaves it be.
+func (q listQuery) Link() template.URL { return template.URL(q.Encode()) }
+
+// PageLink is the query string of q from cursor after on, for a link's href.
+func (q listQuery) PageLink(after int64) template.URL {
 	v := q.values()
 	v.Set("after", strconv.FormatInt(after, 10))
-	return v.Encode()
+	return template.URL(v.Encode())
 }
 
 // Filtered reports whether q selects anything narrower than every event.

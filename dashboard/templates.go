@@ -3,6 +3,7 @@ package dashboard
 import (
 	"fmt"
 	"html/template"
+	"net/url"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -39,6 +40,7 @@ func parseTemplates(prefix string) (map[string]*template.Template, error) {
 			return s
 		},
 		"statusOf": statusOf,
+		"typeLink": func(typ string) template.URL { return template.URL(url.Values{"type": {typ}}.Encode()) },
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"overview", "events", "event", "confirm", "error"} {
