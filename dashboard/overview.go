@@ -182,8 +182,9 @@ func newChart(buckets []outbox.TimelineBucket, now time.Time) *chart {
 			Completed: b.Completed, Failed: b.Failed,
 			Label: fmt.Sprintf("%s UTC: %d completed, %d failed", b.Minute.Format("15:04"), b.Completed, b.Failed),
 		})
-		if m := b.Minute.Minute(); m%10 == 0 || i == 0 {
-			c.Ticks = append(c.Ticks, tick{X: x, Label: b.Minute.Format("15:04")})
+		// A label every ten minutes, centred on its bar, where it fits inside the chart.
+		if mid := x + step/2; b.Minute.Minute()%10 == 0 && mid > 16 && mid < chartWidth-16 {
+			c.Ticks = append(c.Ticks, tick{X: mid, Label: b.Minute.Format("15:04")})
 		}
 	}
 	return c
