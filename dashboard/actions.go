@@ -115,6 +115,7 @@ func (h *Handler) serveAction(w http.ResponseWriter, r *http.Request) {
 	case "discard":
 		n, err = h.store.Delete(ctx, ids...)
 	}
+	h.invalidate()
 	logIDs := ids[:min(len(ids), 20)]
 	if err != nil {
 		h.log.Error("action failed", "action", name, "who", who(ctx), "remote", r.RemoteAddr, "requested", len(ids), "ids", logIDs, "err", err)

@@ -44,7 +44,9 @@ type Config struct {
 	// MaxBatch bounds how many events one action on a filtered set reaches; the
 	// confirmation says when a set is larger. Defaults to 1000.
 	MaxBatch int
-	// RefreshInterval is how often the overview refreshes itself. Defaults to 5s.
+	// RefreshInterval is how often the overview refreshes itself, and how old the
+	// figures it shows may be: they are computed for all viewers at once, at most once
+	// per interval. Defaults to 5s.
 	RefreshInterval time.Duration
 	// ChartWindow is how far back the throughput chart reaches, in minutes. Defaults to 1h.
 	ChartWindow time.Duration

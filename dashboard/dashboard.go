@@ -48,6 +48,7 @@ type Handler struct {
 	pages  map[string]*template.Template
 	mux    *http.ServeMux
 	origin *http.CrossOriginProtection
+	cache  overviewCache
 }
 
 // New returns the dashboard for cfg.Store. It fails when cfg holds a value that cannot

@@ -532,3 +532,27 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("zero config with a store: %v", err)
 	}
 }
+
+func TestOverviewIsSharedUntilAnActionChangesTheStore(t *testing.T) {
+	f := newFixture(t, dashboard.Config{RefreshInterval: time.Hour})
+	if got := card(t, f.get("/").body, "count-total"); got != "10" {
+		t.Fatalf("total = %s, want 10", got)
+	}
+	if err := f.store.Enqueue(context.Background(), now, outbox.NewEvent("t", "late", "u")); err != nil {
+		t.Fatal(err)
+	}
+	// Within the refresh interval every viewer gets the figures already computed.
+	if got := card(t, f.get("/overview/live").body, "count-total"); got != "10" {
+		t.Fatalf("total = %s within the refresh interval, want the cached 10", got)
+	}
+	form := url.Values{"csrf": {f.csrf}, "ids": {f.o.givenUp[1]}, "confirm": {"yes"}}
+	if r := f.post("/actions/discard", form); r.code != http.StatusSeeOther {
+		t.Fatalf("discard = %d", r.code)
+	}
+	if got := card(t, f.get("/").body, "count-total"); got != "10" { // 10 + the late one - the discarded one
+		t.Fatalf("total after the action = %s, want 10 (11 - 1)", got)
+	}
+	if got := card(t, f.get("/").body, "count-given-up"); got != "1" {
+		t.Fatalf("given up after the action = %s, want 1", got)
+	}
+}

@@ -191,7 +191,7 @@ func newChart(buckets []outbox.TimelineBucket, now time.Time) *chart {
 }
 
 func (h *Handler) serveOverview(w http.ResponseWriter, r *http.Request) {
-	o, err := h.overview(r.Context())
+	o, err := h.cachedOverview(r.Context())
 	if err != nil {
 		h.storeError(w, r, err)
 		return
@@ -202,7 +202,7 @@ func (h *Handler) serveOverview(w http.ResponseWriter, r *http.Request) {
 // serveOverviewLive renders the overview's live part alone; the page's script swaps it
 // in, so that the figures refresh without a reload and are rendered in one place.
 func (h *Handler) serveOverviewLive(w http.ResponseWriter, r *http.Request) {
-	o, err := h.overview(r.Context())
+	o, err := h.cachedOverview(r.Context())
 	if err != nil {
 		h.storeError(w, r, err)
 		return
@@ -216,7 +216,7 @@ func (h *Handler) serveOverviewLive(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) serveOverviewJSON(w http.ResponseWriter, r *http.Request) {
-	o, err := h.overview(r.Context())
+	o, err := h.cachedOverview(r.Context())
 	if err != nil {
 		h.storeError(w, r, err)
 		return
