@@ -64,14 +64,14 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-// TestBrowser drives the dashboard in Chromium on a seeded SQLite outbox: the overview's
+// TestBrowser drives the dashboard in Chromium on an SQLite outbox in every state: the overview's
 // counts, the given-up filter, a retry from the event's page that a running relay then
 // delivers, the overview refreshing itself, and no event content ever running as script.
 func TestBrowser(t *testing.T) {
 	ctx := newBrowser(t)
 	dir := artifacts(t)
 	store := sqlitetest.NewStore(t)
-	o := seedOutbox(t, store)
+	o := fillOutbox(t, store)
 	clock := newClock()
 	h, err := dashboard.New(dashboard.Config{Store: store, Clock: clock, RefreshInterval: 200 * time.Millisecond, Logger: outboxtest.Discard})
 	if err != nil {

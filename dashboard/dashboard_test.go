@@ -30,12 +30,12 @@ type fixture struct {
 	csrf  string
 }
 
-// newFixture is a dashboard on a seeded SQLite outbox; cfg's Store, Clock and Logger
+// newFixture is a dashboard on an SQLite outbox in every state; cfg's Store, Clock and Logger
 // are filled in.
 func newFixture(t *testing.T, cfg dashboard.Config) *fixture {
 	t.Helper()
 	s := sqlitetest.NewStore(t)
-	f := &fixture{t: t, store: s, o: seedOutbox(t, s), logs: &bytes.Buffer{}}
+	f := &fixture{t: t, store: s, o: fillOutbox(t, s), logs: &bytes.Buffer{}}
 	cfg.Store, cfg.Clock = s, newClock()
 	cfg.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
 	h, err := dashboard.New(cfg)
@@ -479,7 +479,7 @@ func TestPagesLoadNothingFromTheNetwork(t *testing.T) {
 
 func TestMountedUnderAPrefix(t *testing.T) {
 	s := sqlitetest.NewStore(t)
-	seedOutbox(t, s)
+	fillOutbox(t, s)
 	h, err := dashboard.New(dashboard.Config{Store: s, Prefix: "/ops/outbox", Clock: newClock(), Logger: outboxtest.Discard})
 	if err != nil {
 		t.Fatal(err)

@@ -34,8 +34,8 @@ type outboxState struct {
 
 func (o outboxState) all() int { return 3 + 2 + 1 + 2 + 1 + 1 }
 
-// seedOutbox writes the events of outboxState at t0 and settles them as a relay would.
-func seedOutbox(t testing.TB, s outbox.Store) outboxState {
+// fillOutbox writes the events of outboxState at t0 and settles them as a relay would.
+func fillOutbox(t testing.TB, s outbox.Store) outboxState {
 	t.Helper()
 	ctx := context.Background()
 	var o outboxState
