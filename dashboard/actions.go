@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 
@@ -137,7 +138,13 @@ func (h *Handler) serveAction(w http.ResponseWriter, r *http.Request) {
 // safeBack keeps a return address on the dashboard itself.
 func (h *Handler) safeBack(back string) string {
 	u, err := url.Parse(back)
-	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(u.Path, h.cfg.Prefix+"/") || strings.HasPrefix(u.Path, "//") {
+	// Browsers read a backslash as a slash: "/\\evil.example" would leave the site.
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || strings.Contains(back, "\\") ||
+		!strings.HasPrefix(u.Path, h.cfg.Prefix+"/") || strings.HasPrefix(u.Path, "//") {
+		return h.cfg.Prefix + "/events"
+	}
+	u.Path = path.Clean(u.Path) // "/ops/outbox/../x" is not under the prefix
+	if !strings.HasPrefix(u.Path, h.cfg.Prefix+"/") {
 		return h.cfg.Prefix + "/events"
 	}
 	q := u.Query()

@@ -556,3 +556,54 @@ func TestOverviewIsSharedUntilAnActionChangesTheStore(t *testing.T) {
 		t.Fatalf("given up after the action = %s, want 1", got)
 	}
 }
+
+func TestActionReturnsOnlyToTheDashboard(t *testing.T) {
+	for _, back := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", ""} {
+		f := newFixture(t, dashboard.Config{})
+		r := f.post("/actions/retry", url.Values{"csrf": {f.csrf}, "ids": {f.o.givenUp[0]}, "confirm": {"yes"}, "back": {back}})
+		if loc := r.header.Get("Location"); r.code != http.StatusSeeOther || !strings.HasPrefix(loc, "/events?done=retry") {
+			t.Errorf("back=%q: redirected (%d) to %q, want the events list", back, r.code, loc)
+		}
+	}
+}
+
+func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
+	s := sqlitetest.NewStore(t)
+	ctx := context.Background()
+	var kept []outbox.Event
+	for i := range 40 {
+		e := outbox.NewEvent("t", "e", "u")
+		if err := s.Enqueue(ctx, t0.Add(time.Duration(i)*time.Minute), e); err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 { // holes in the numbering, as deletes and rolled-back inserts leave
+			if _, err := s.Delete(ctx, e.ID); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		kept = append(kept, *e)
+	}
+	h, err := dashboard.New(dashboard.Config{Store: s, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, h: h}
+	tests := []struct{ from, to time.Duration }{
+		{10 * time.Minute, 20 * time.Minute}, {0, 40 * time.Minute}, {-time.Hour, 5 * time.Minute},
+		{39 * time.Minute, time.Hour}, {12 * time.Minute, 13 * time.Minute}, {41 * time.Minute, time.Hour},
+	}
+	for _, tc := range tests {
+		from, to := t0.Add(tc.from), t0.Add(tc.to)
+		var want []string
+		for _, e := range kept {
+			if !e.CreatedAt.Before(from) && e.CreatedAt.Before(to) {
+				want = append(want, e.ID)
+			}
+		}
+		q := url.Values{"from": {from.Format("2006-01-02T15:04")}, "to": {to.Format("2006-01-02T15:04")}}
+		if got := listed(f.get("/events?" + q.Encode()).body); !slices.Equal(got, want) {
+			t.Errorf("from %s to %s: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
+		}
+	}
+}
