@@ -30,6 +30,10 @@ type Config struct {
 	// UserID scopes the processor to one user's events, as an app on a phone does.
 	// Empty serves all users, as a relay does.
 	UserID string
+	// Types scopes the processor to events of these types: the others stay pending,
+	// untouched, for the processors that serve them, so that an application can move
+	// its event types onto the outbox one at a time. Defaults to all types.
+	Types []string
 	// BatchSize is how many events one cycle claims. Defaults to 10.
 	BatchSize int
 	// PollInterval is how long an idle processor waits before looking for due events
@@ -128,6 +132,11 @@ func (c Config) Validate() error {
 	for _, f := range positive {
 		if f.value < 0 {
 			return fieldError(f.name, fmt.Sprintf("must be positive, got %s", f.value))
+		}
+	}
+	for i, t := range c.Types {
+		if err := ValidateType(fmt.Sprintf("Config.Types[%d]", i), t); err != nil {
+			return err
 		}
 	}
 	if c.BatchSize < 0 {

@@ -261,6 +261,7 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 		UserID:             p.cfg.UserID,
 		DefaultMaxAttempts: p.cfg.Retry.MaxAttempts,
 		SkipGivenUp:        p.cfg.SkipGivenUp,
+		Types:              p.cfg.Types,
 	})
 	if p.cfg.Observer != nil && err == nil {
 		p.cfg.Observer.ObserveClaim(len(events), time.Since(started))
@@ -277,7 +278,12 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 	outcomes := p.deliver(ctx, soft, events)
 	stopHeartbeat()
 
-	if err := p.settle(ctx, outcomes); err != nil {
+	settleStarted := time.Now()
+	err = p.settle(ctx, outcomes)
+	if so, ok := p.cfg.Observer.(SettleObserver); ok {
+		so.ObserveSettle(len(outcomes), time.Since(settleStarted), err)
+	}
+	if err != nil {
 		return len(events), err
 	}
 	return len(events), nil
@@ -312,6 +318,9 @@ func (p *Processor) keepLeases(ctx context.Context, events []Event) (stop func()
 			}
 			if len(lost) > 0 {
 				p.log.Warn("leases lost to another processor; their outcomes will not be recorded here", "event_ids", lost)
+				if lo, ok := p.cfg.Observer.(LeaseObserver); ok {
+					lo.ObserveLeaseLost(lost)
+				}
 			}
 		}
 	})
@@ -417,7 +426,9 @@ func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.D
 	now := p.cfg.Clock.Now()
 	// The event's logger is made only for a line that is written: Logger.With formats
 	// its attributes at once, which cost more per event than a no-op delivery.
-	log := func() *slog.Logger { return p.log.With("event_id", e.ID, "type", e.Type, "attempt", e.Attempts) }
+	log := func() *slog.Logger {
+		return p.log.With("event_id", e.ID, "type", e.Type, "attempt", e.Attempts).With(traceAttrs(&e)...)
+	}
 	switch {
 	case err == nil:
 		o.Result = Delivered

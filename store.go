@@ -13,6 +13,8 @@ import (
 // transaction type is the store's: see sqlite.Store.EnqueueTx and postgres.Store.EnqueueTx.
 // Every method that changes events takes the time to record as an argument, so that
 // callers (and tests) decide what "now" is.
+// Every enqueue path (Enqueue, EnqueueTx and the like) calls Event.Prepare and then
+// OnEnqueue(ctx, e) for each event, so that the trace it is written under goes with it.
 type Store interface {
 	// Enqueue writes events in a transaction of its own: all or none. It fills each
 	// event's ID, Seq, Status and times.
@@ -75,6 +77,41 @@ type ClaimParams struct {
 	// SkipGivenUp lets events of a key proceed past a given-up earlier event of the same
 	// key; by default they wait (and are reported as blocked) until an operator acts.
 	SkipGivenUp bool
+	// Types, when set, limits the claim to events of these types; the others stay as
+	// they are, for the processors that serve them. Events of a paused type (see
+	// TypePauser) are never claimed, whatever Types says.
+	Types []string
+}
+
+// TypePauser is implemented by stores that can pause event types. The pause is kept
+// in the store, so every processor of the store obeys it, in every process and across
+// restarts: a paused type's events are not claimed, their attempts are not spent, and
+// nothing of them is given up, until the type is resumed. Stats counts them apart
+// (Stats.Paused) so that a paused backlog is reported but not alerted as stale.
+type TypePauser interface {
+	// PauseType pauses eventType from now on. Pausing a paused type keeps its first time.
+	PauseType(ctx context.Context, eventType string, now time.Time) error
+	// ResumeType lets processors claim eventType again. It reports whether the type was paused.
+	ResumeType(ctx context.Context, eventType string) (bool, error)
+	// PausedTypes lists the paused types, in name order.
+	PausedTypes(ctx context.Context) ([]PausedType, error)
+}
+
+// PausedType is one paused event type and since when.
+type PausedType struct {
+	Type  string    `json:"type"`
+	Since time.Time `json:"since"`
+}
+
+// ValidateType checks an event type given to pause or scope a processor.
+func ValidateType(field, eventType string) error {
+	switch {
+	case eventType == "":
+		return fieldError(field, "must not be empty")
+	case len(eventType) > MaxFieldLength:
+		return fieldError(field, fmt.Sprintf("is %d bytes, over the limit of %d", len(eventType), MaxFieldLength))
+	}
+	return nil
 }
 
 // Result is what became of one delivery attempt.
@@ -145,7 +182,8 @@ type Stats struct {
 	Failed int `json:"failed"`
 	// GivenUp counts failed events with no further attempt.
 	GivenUp int `json:"given_up"`
-	// Stale counts events that have been due for longer than the stale threshold.
+	// Stale counts events that have been due for longer than the stale threshold; events
+	// of paused types are not counted.
 	Stale int `json:"stale"`
 	// Blocked counts events waiting behind a given-up event of the same ordering key.
 	Blocked int `json:"blocked"`
@@ -154,6 +192,20 @@ type Stats struct {
 	OldestPendingAge time.Duration `json:"oldest_pending_age"`
 	// ByType counts events by type and status.
 	ByType map[string]TypeCounts `json:"by_type,omitempty"`
+	// Paused lists the paused types (stores that implement TypePauser); their events
+	// wait, counted in PausedWaiting and in the counts above, and are not stale.
+	Paused []string `json:"paused,omitempty"`
+}
+
+// PausedWaiting counts the pending and retrying events of paused types: the backlog
+// that resuming them will release.
+func (s Stats) PausedWaiting() int {
+	n := 0
+	for _, t := range s.Paused {
+		tc := s.ByType[t]
+		n += tc.Pending + tc.Failed
+	}
+	return n
 }
 
 // TypeCounts is Stats for one event type.

@@ -35,9 +35,10 @@ func Example() {
 		log.Fatal(err)
 	}
 
+	token := "correct-horse" // in real life: from a secret store
 	h, err := dashboard.New(dashboard.Config{
 		Store:    store,
-		Token:    "correct-horse", // in real life: from a secret store
+		Token:    token,
 		ReadOnly: true,
 		Prefix:   "/ops/outbox",
 	})
@@ -48,10 +49,10 @@ func Example() {
 	mux.Handle("/ops/outbox/", http.StripPrefix("/ops/outbox", h))
 
 	// What an operator's browser (or a script) sees.
-	for _, token := range []string{"", "correct-horse"} {
+	for _, bearer := range []string{"", token} {
 		r := httptest.NewRequest(http.MethodGet, "/ops/outbox/api/overview", nil)
-		if token != "" {
-			r.Header.Set("Authorization", "Bearer "+token)
+		if bearer != "" {
+			r.Header.Set("Authorization", "Bearer "+bearer)
 		}
 		w := httptest.NewRecorder()
 		mux.ServeHTTP(w, r)

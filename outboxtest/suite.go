@@ -43,6 +43,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"EnqueueFillsAndRoundTrips", testEnqueueRoundTrip},
 		{"EnqueueInRolledBackTxLeavesNothing", testEnqueueRolledBack},
 		{"EnqueueInvalidWritesNothing", testEnqueueInvalid},
+		{"EnqueueRunsTheEnqueueHook", testEnqueueRunsHook},
 		{"GetUnknownIsNotFound", testGetNotFound},
 		{"ClaimOrdersByPriorityThenSeq", testClaimPriority},
 		{"ClaimLeasesAndCountsAttempt", testClaimLeases},
@@ -68,6 +69,10 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},
 		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
+		{"ClaimServesOnlyItsTypes", testClaimServesOnlyItsTypes},
+		{"PausedTypeWaitsAndResumes", testPausedTypeWaits},
+		{"ProcessorScopedToTypesLeavesOthersPending", testProcessorScopedToTypes},
+		{"ScopedProcessorsDrainDisjointTypes", testScopedProcessorsDrainDisjointTypes},
 		{"TimelineCountsSettlementsPerMinute", testTimeline},
 		{"KeyHeadIsTheEarliestUnfinishedEvent", testKeyHead},
 	}

@@ -120,6 +120,7 @@ type names struct {
 	Schema     string // "schema"
 	Migrations string // "schema"."table_schema_migrations"
 	Listen     string // "channel", for LISTEN
+	Paused     string // "schema"."table_paused_types"
 	table      string // unquoted, for index names
 }
 
@@ -129,6 +130,7 @@ func newNames(c Config) names {
 		Schema:     pgx.Identifier{c.Schema}.Sanitize(),
 		Migrations: pgx.Identifier{c.Schema, c.Table + "_schema_migrations"}.Sanitize(),
 		Listen:     pgx.Identifier{c.Channel}.Sanitize(),
+		Paused:     pgx.Identifier{c.Schema, c.Table + "_paused_types"}.Sanitize(),
 		table:      c.Table,
 	}
 }

@@ -71,23 +71,27 @@ const leaseLost = `'lease of ' || coalesce(t.lease_owner, '?') || ' expired befo
 // delivery order and locked with SKIP LOCKED, so that concurrent claimers pass over
 // each other's rows instead of queueing; the best @limit of them are leased. An
 // expired lease counts as a failed attempt, recorded in the event's history; when the
-// event has no attempts left it is given up instead (given_up).
+// event has no attempts left it is given up instead (given_up). A processor scoped to
+// types ({{and_types}}) reads the same indexes and skips other types' rows; a paused
+// type's rows are skipped by a lookup in the paused table (a handful of rows). Either
+// way a skipped row costs a heap visit, so a claim behind a large backlog of skipped
+// types pays for it: docs/adopting.md gives the measured cost.
 const claimEvents = `
 WITH pending AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'pending' {{and_user}} AND ` + isHead + `
+    WHERE e.status = 'pending' {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), retrying AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} AND ` + isHead + `
+    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} AND ` + attemptsLeft + `
+    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + attemptsLeft + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
@@ -252,14 +256,17 @@ const countCompleted = `
 SELECT type, count(*) FROM {{table}}
 WHERE status = 'completed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type`
 
-// countWaiting counts the stale events and finds the oldest waiting one.
+// countWaiting counts the stale events and finds the oldest waiting one, leaving out
+// the types an operator paused.
 const countWaiting = `
 SELECT coalesce(sum(stale), 0), min(oldest) FROM (
     SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before) AS stale, min(created_at) AS oldest
-    FROM {{table}} WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+    FROM {{table}} e WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+      AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type)
     UNION ALL
     SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before), min(created_at)
-    FROM {{table}} WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+    FROM {{table}} e WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
+      AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type)
 ) w`
 
 // countBlocked counts waiting events behind a given-up event of the same ordering key,
@@ -271,12 +278,21 @@ WHERE g.status = 'failed' AND g.next_attempt_at IS NULL AND g.ordering_key IS NO
   AND (e.status = 'pending' OR e.status = 'failed') AND e.next_attempt_at IS NOT NULL
   AND (@user_id = '' OR e.user_id = @user_id)`
 
+// The paused types: a pause keeps its first time.
+const (
+	pauseType   = `INSERT INTO {{paused}} (type, paused_at) VALUES (@type, @now) ON CONFLICT (type) DO NOTHING`
+	resumeType  = `DELETE FROM {{paused}} WHERE type = @type`
+	pausedTypes = `SELECT type, paused_at FROM {{paused}} ORDER BY type`
+)
+
 // queries are the statements of one Store, rendered for its table and settings.
 type queries struct {
 	insertEvent, insertEvents     string // with NOTIFY, unless disabled
 	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
 	notifyUsers                   string
-	claimAll, claimUser           string
+	claim                         [2][3]string // [by user][all types, one type, several]
+	pauseType, resumeType         string
+	pausedTypes                   string
 	extendLease, settleEvents     string
 	getEvent, retryEvents         string
 	listEvents, listActive        string
@@ -287,34 +303,44 @@ type queries struct {
 }
 
 func newQueries(n names, notify bool) queries {
-	render := func(sql string, userFilter string) string {
-		notifyClause := ""
-		if notify {
-			notifyClause = notifyUsers
-		}
-		return strings.NewReplacer("{{table}}", n.Table, "{{and_user}}", userFilter, "{{notify}}", notifyClause).Replace(sql)
+	notifyClause := ""
+	if notify {
+		notifyClause = notifyUsers
 	}
+	renderWith := func(sql, userFilter, typeFilter string) string {
+		return strings.NewReplacer("{{table}}", n.Table, "{{paused}}", n.Paused, "{{and_user}}", userFilter,
+			"{{and_types}}", typeFilter, "{{notify}}", notifyClause).Replace(sql)
+	}
+	render := func(sql string, userFilter string) string { return renderWith(sql, userFilter, "") }
 	quiet := strings.NewReplacer("{{table}}", n.Table, "{{notify}}", "")
+	// One type is an equality, so that an index on (type, priority DESC, seq) can hand
+	// its events over in delivery order; several need = ANY.
+	const byUser, byType, byTypes = "AND e.user_id = @user_id", "AND e.type = @type", "AND e.type = ANY(@types::text[])"
 	return queries{
 		insertEvent:      render(insertEvent, ""),
 		insertEvents:     render(insertEvents, ""),
 		insertQuiet:      quiet.Replace(insertEvent),
 		insertBatchQuiet: quiet.Replace(insertEvents),
 		notifyUsers:      notifyAfterCommit,
-		claimAll:         render(claimEvents, ""),
-		claimUser:        render(claimEvents, "AND e.user_id = @user_id"),
-		extendLease:      render(extendLease, ""),
-		settleEvents:     render(settleEvents, ""),
-		getEvent:         render(getEvent, ""),
-		listEvents:       render(listEvents, ""),
-		listActive:       render(listActive, ""),
-		retryEvents:      render(retryEvents, ""),
-		updateEvent:      render(updateEvent, ""),
-		deleteEvents:     render(deleteEvents, ""),
-		deleteCompleted:  render(deleteCompleted, ""),
-		countActive:      render(countActive, ""),
-		countCompleted:   render(countCompleted, ""),
-		countWaiting:     render(countWaiting, ""),
-		countBlocked:     render(countBlocked, ""),
+		claim: [2][3]string{
+			{renderWith(claimEvents, "", ""), renderWith(claimEvents, "", byType), renderWith(claimEvents, "", byTypes)},
+			{renderWith(claimEvents, byUser, ""), renderWith(claimEvents, byUser, byType), renderWith(claimEvents, byUser, byTypes)},
+		},
+		pauseType:       render(pauseType, ""),
+		resumeType:      render(resumeType, ""),
+		pausedTypes:     render(pausedTypes, ""),
+		extendLease:     render(extendLease, ""),
+		settleEvents:    render(settleEvents, ""),
+		getEvent:        render(getEvent, ""),
+		listEvents:      render(listEvents, ""),
+		listActive:      render(listActive, ""),
+		retryEvents:     render(retryEvents, ""),
+		updateEvent:     render(updateEvent, ""),
+		deleteEvents:    render(deleteEvents, ""),
+		deleteCompleted: render(deleteCompleted, ""),
+		countActive:     render(countActive, ""),
+		countCompleted:  render(countCompleted, ""),
+		countWaiting:    render(countWaiting, ""),
+		countBlocked:    render(countBlocked, ""),
 	}
 }

@@ -145,7 +145,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	s.mu.Lock()
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
-	users, err := s.insert(time.Now(), events, !own, queryPgx(ctx, tx))
+	users, err := s.insert(ctx, time.Now(), events, !own, queryPgx(ctx, tx))
 	if err != nil || !own {
 		return err
 	}
@@ -168,14 +168,14 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(time.Now(), events, true, querySQL(ctx, tx))
+	_, err := s.insert(ctx, time.Now(), events, true, querySQL(ctx, tx))
 	return err
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
 // transaction, and then notifies relays.
 func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Event) error {
-	users, err := s.insert(now, events, false, queryPgx(ctx, s.pool))
+	users, err := s.insert(ctx, now, events, false, queryPgx(ctx, s.pool))
 	if err != nil {
 		return err
 	}
@@ -238,7 +238,7 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 
 // insert writes events with run; notify sends the NOTIFY in the same statement (unless
 // Config.DisableNotify).
-func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
+func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Event, notify bool, run runInsert) (map[string]struct{}, error) {
 	for i, e := range events {
 		if e == nil {
 			return nil, fmt.Errorf("%w: event %d is nil", outbox.ErrInvalid, i)
@@ -255,6 +255,7 @@ func (s *Store) insert(now time.Time, events []*outbox.Event, notify bool, run r
 		}
 		// One spelling of each ID, so that what the caller holds is what Get returns.
 		e.ID = uuid.MustParse(e.ID).String()
+		outbox.OnEnqueue(ctx, e)
 	}
 	if len(events) == 0 {
 		return nil, nil
@@ -370,11 +371,21 @@ func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, err
 	if p.DefaultMaxAttempts <= 0 {
 		args["default_max"] = outbox.DefaultMaxAttempts
 	}
+	byUser, byTypes := 0, 0
 	if p.UserID != "" {
 		args["user_id"] = p.UserID
-		return s.q.claimUser, args, nil
+		byUser = 1
 	}
-	return s.q.claimAll, args, nil
+	switch len(p.Types) {
+	case 0:
+	case 1:
+		args["type"] = p.Types[0]
+		byTypes = 1
+	default:
+		args["types"] = p.Types
+		byTypes = 2
+	}
+	return s.q.claim[byUser][byTypes], args, nil
 }
 
 func (s *Store) claim(ctx context.Context, q interface {
@@ -652,6 +663,13 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}
 	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	paused, err := queryPaused(ctx, tx, s.q.pausedTypes)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	for _, p := range paused {
+		st.Paused = append(st.Paused, p.Type)
 	}
 	return st, nil
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the default driver: pure Go, no cgo (see README for the measurement)
+	_ "modernc.org/sqlite" // the default driver: pure Go, no cgo (docs/sqlite.md has the measurement)
 )
 
 // OpenConfig tunes Open.

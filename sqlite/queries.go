@@ -39,7 +39,9 @@ WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now
 // (pending) or retries whose time has come: an older retry goes before a newer event of
 // the same priority. Each half of the union is limited on its own index first. An event
 // with an ordering key qualifies only when no earlier event of its key is unfinished
-// (:skip_given_up lets given-up ones be passed over).
+// (:skip_given_up lets given-up ones be passed over). A processor scoped to :types (a
+// JSON array; ” for all) and the paused types narrow the claim: both are read from the
+// pending index, which covers type, and the paused table is a handful of rows.
 const claim = `
 UPDATE outbox_events
 SET status           = 'processing',
@@ -54,6 +56,8 @@ WHERE seq IN (
             SELECT e.seq, e.priority FROM outbox_events e
             WHERE e.status = 'pending'
               AND (:user_id = '' OR e.user_id = :user_id)
+              AND (:types = '' OR e.type IN (SELECT value FROM json_each(:types)))
+              AND e.type NOT IN (SELECT type FROM outbox_paused_types)
               AND ` + isHead + `
             ORDER BY e.priority DESC, e.seq
             LIMIT :limit)
@@ -62,6 +66,8 @@ WHERE seq IN (
             SELECT e.seq, e.priority FROM outbox_events e
             WHERE e.status <> 'pending' AND e.status = 'failed' AND e.next_attempt_at <= :now
               AND (:user_id = '' OR e.user_id = :user_id)
+              AND (:types = '' OR e.type IN (SELECT value FROM json_each(:types)))
+              AND e.type NOT IN (SELECT type FROM outbox_paused_types)
               AND ` + isHead + `
             ORDER BY e.priority DESC, e.seq
             LIMIT :limit))
@@ -152,24 +158,33 @@ SELECT type, 'pending', 0, count(*) FROM outbox_events
 WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
 GROUP BY type`
 
-// countStale counts events due since before :stale_before.
+// countStale counts events due since before :stale_before, but for paused types.
 const countStale = `
 SELECT (SELECT count(*) FROM outbox_events
-        WHERE status = 'pending' AND next_attempt_at < :stale_before AND (:user_id = '' OR user_id = :user_id))
+        WHERE status = 'pending' AND next_attempt_at < :stale_before AND (:user_id = '' OR user_id = :user_id)
+          AND type NOT IN (SELECT type FROM outbox_paused_types))
      + (SELECT count(*) FROM outbox_events
         WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at < :stale_before
-          AND (:user_id = '' OR user_id = :user_id))`
+          AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types))`
 
-// oldestWaiting finds when the oldest pending or retrying event was created: the
-// lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
+// The paused types: a pause keeps its first time.
+const (
+	pauseType   = `INSERT INTO outbox_paused_types (type, paused_at) VALUES (:type, :now) ON CONFLICT (type) DO NOTHING`
+	resumeType  = `DELETE FROM outbox_paused_types WHERE type = :type`
+	pausedTypes = `SELECT type, paused_at FROM outbox_paused_types ORDER BY type`
+)
+
+// oldestWaiting finds when the oldest pending or retrying event of a type not paused
+// was created: the lowest seq is the oldest. (min(+seq) keeps SQLite from walking the table in rowid
 // order, through every completed event, instead of reading the pending index.)
 const oldestWaiting = `
 SELECT min(created_at) FROM outbox_events WHERE seq IN (
     SELECT min(+seq) FROM outbox_events WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
+      AND type NOT IN (SELECT type FROM outbox_paused_types)
     UNION ALL
     SELECT min(seq) FROM outbox_events
     WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at IS NOT NULL
-      AND (:user_id = '' OR user_id = :user_id))`
+      AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types))`
 
 // countBlocked counts waiting events behind a given-up event of the same ordering key.
 const countBlocked = `

@@ -177,6 +177,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			}
 			return err
 		}
+		outbox.OnEnqueue(ctx, e)
 	}
 	users := make(map[string]struct{}, 1)
 	for _, e := range events {
@@ -259,6 +260,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 			sql.Named("limit", p.Limit),
 			sql.Named("user_id", p.UserID),
 			sql.Named("skip_given_up", p.SkipGivenUp),
+			sql.Named("types", jsonTypes(p.Types)),
 		)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
@@ -532,6 +534,13 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}
 	if err := tx.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	paused, err := queryPaused(ctx, tx)
+	if err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	for _, p := range paused {
+		st.Paused = append(st.Paused, p.Type)
 	}
 	return st, nil
 }

@@ -10,6 +10,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/sqlite"
@@ -40,6 +44,9 @@ type Config struct {
 	Background bool
 	// Clock dates saves. Defaults to outbox.SystemClock.
 	Clock outbox.Clock
+	// TracerProvider makes the span of each save, under which its event is enqueued.
+	// Defaults to otel.GetTracerProvider() (no spans until the program sets one).
+	TracerProvider trace.TracerProvider
 }
 
 func (c Config) withDefaults() Config {
@@ -51,6 +58,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Clock == nil {
 		c.Clock = outbox.SystemClock
+	}
+	if c.TracerProvider == nil {
+		c.TracerProvider = otel.GetTracerProvider()
 	}
 	return c
 }
@@ -72,6 +82,8 @@ type App struct {
 	store *sqlite.Store
 	local *Local
 	cfg   Config
+
+	tracer trace.Tracer
 }
 
 // NewApp returns the app of cfg.UserID on store, whose database must carry both the
@@ -87,7 +99,8 @@ func NewApp(ctx context.Context, store *sqlite.Store, cfg Config) (*App, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &App{store: store, local: local, cfg: cfg.withDefaults()}, nil
+	cfg = cfg.withDefaults()
+	return &App{store: store, local: local, cfg: cfg, tracer: cfg.TracerProvider.Tracer("github.com/fitiq/outbox/examples/fitiq")}, nil
 }
 
 // Local returns the app's local repositories.
@@ -103,7 +116,16 @@ func (a *App) UserID() string { return a.cfg.UserID }
 // committed, or neither. A new ID (UUIDv7) is assigned when e has none; an entity that
 // already exists is updated (IsNewRecord false) and its version incremented. Profiles
 // are one per user: saving one when the user has it already updates that one.
-func (a *App) save(ctx context.Context, e Entity) error {
+func (a *App) save(ctx context.Context, e Entity) (err error) {
+	ctx, span := a.tracer.Start(ctx, "save "+string(e.Kind()), trace.WithAttributes(attribute.String("fitiq.user_id", a.cfg.UserID)))
+	defer func() {
+		span.SetAttributes(attribute.String("fitiq.entity_id", e.Base().ID))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	now := outbox.Timestamp(a.cfg.Clock.Now())
 	r := e.Base()
 	r.UserID = a.cfg.UserID

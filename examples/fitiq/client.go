@@ -11,6 +11,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // ClientConfig points a Client at a remote API.
@@ -23,6 +26,9 @@ type ClientConfig struct {
 	Timeout time.Duration
 	// HTTPClient sends the requests. Defaults to a client with Timeout.
 	HTTPClient *http.Client
+	// Propagator writes the trace of a request's context into its headers, so that the
+	// backend's span joins it. Defaults to otel.GetTextMapPropagator().
+	Propagator propagation.TextMapPropagator
 }
 
 // Client calls the remote API for one user's token.
@@ -30,6 +36,7 @@ type Client struct {
 	base  *url.URL
 	token string
 	http  *http.Client
+	prop  propagation.TextMapPropagator
 }
 
 // maxAnswerBytes bounds what the client reads of an answer.
@@ -52,7 +59,11 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if hc == nil {
 		hc = &http.Client{Timeout: cmp.Or(cfg.Timeout, 10*time.Second)}
 	}
-	return &Client{base: u, token: cfg.Token, http: hc}, nil
+	prop := cfg.Propagator
+	if prop == nil {
+		prop = otel.GetTextMapPropagator()
+	}
+	return &Client{base: u, token: cfg.Token, http: hc, prop: prop}, nil
 }
 
 // EntityPath is the API path of kind k for userID, with id appended when not empty.
@@ -128,6 +139,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
+	c.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("fitiq: %s %s: %w", method, path, err)

@@ -19,7 +19,9 @@ type SyncConfig struct {
 	// MaxAttempts is the processor's attempt budget, so that a handler failing an
 	// event's last attempt marks the entity failed. Defaults to outbox.DefaultMaxAttempts.
 	MaxAttempts int
-	// Logger receives the seed's console lines. Defaults to slog.Default().
+	// Logger receives the sync's console lines: at Info, each event processed, what
+	// was uploaded and the backend ID it got (the original design's "good sync" lines);
+	// at Debug, the steps in between. Defaults to slog.Default().
 	Logger *slog.Logger
 }
 
@@ -63,6 +65,7 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 		return outbox.Permanent(fmt.Errorf("fitiq: %s handler got a %s event", h.kind, ev.Type))
 	}
 	log := h.log.With("event_id", ev.ID, "entity_id", ev.EntityID)
+	log.Info("processing event", "type", ev.Type, "attempt", ev.Attempts)
 	e, err := h.cfg.Local.Get(ctx, h.kind, ev.EntityID)
 	if errors.Is(err, ErrNotFound) {
 		// Deleted since it was saved, or never committed: there is nothing to send, and
@@ -79,7 +82,8 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 
 	var rec RemoteRecord
 	if ev.IsNewRecord {
-		log.Debug("uploading", "version", r.Version)
+		typ, _ := e.HistoryKey()
+		log.Info("uploading "+h.kind.noun(), "type", typ, "version", r.Version)
 		rec, err = h.cfg.Client.Create(ctx, ev.UserID, e)
 		if errors.Is(err, ErrConflict) {
 			// The backend has it already: an earlier attempt landed and its answer was
@@ -88,7 +92,8 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 			rec, err = h.cfg.Client.Get(ctx, ev.UserID, h.kind, r.ID)
 		}
 	} else {
-		log.Debug("uploading update", "version", r.Version)
+		typ, _ := e.HistoryKey()
+		log.Info("uploading "+h.kind.noun()+" update", "type", typ, "version", r.Version)
 		rec, err = h.cfg.Client.Update(ctx, ev.UserID, e)
 	}
 	if err != nil {
@@ -107,7 +112,7 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 		// The backend has it; the next attempt gets a 409 and records the ID then.
 		return fmt.Errorf("fitiq: record backend ID: %w", err)
 	}
-	log.Debug("synced", "backend_id", rec.BackendID, "version", r.Version)
+	log.Info(h.kind.noun()+" synced", "backend_id", rec.BackendID, "version", r.Version)
 	return nil
 }
 
@@ -126,4 +131,21 @@ func classify(err error) error {
 		return outbox.RetryAfter(err, apiErr.RetryAfter)
 	}
 	return err
+}
+
+// noun names one entity of kind k in log lines.
+func (k Kind) noun() string {
+	switch k {
+	case KindProgressEntry:
+		return "progress entry"
+	case KindPhysicalAttribute:
+		return "physical attribute"
+	case KindActivitySnapshot:
+		return "activity snapshot"
+	case KindProfileMetadata:
+		return "profile"
+	case KindProfilePhysical:
+		return "physical profile"
+	}
+	return string(k)
 }

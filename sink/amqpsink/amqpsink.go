@@ -1,7 +1,8 @@
 // Package amqpsink publishes outbox events to RabbitMQ (AMQP 0-9-1). Each event becomes
 // one persistent message: the JSON envelope of package sink as its body, the event ID as
 // its message-id (the receiver's deduplication key), published to an exchange with a
-// routing key built from a template ("outbox.{type}").
+// routing key built from a template ("outbox.{type}"). The event's trace metadata
+// (traceparent, tracestate, baggage) goes as string headers of those names.
 //
 // An event counts as delivered only when the broker has confirmed the message
 // (publisher confirms) and has not returned it as unroutable: messages are published
@@ -251,6 +252,16 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			errs[i] = err
 			continue
 		}
+		headers := amqp.Table{
+			"outbox-entity-id": e.EntityID,
+			"outbox-user-id":   e.UserID,
+			"outbox-attempt":   int32(e.Attempts),
+		}
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
+			if v := e.Metadata[k]; v != "" {
+				headers[k] = v
+			}
+		}
 		confirms[i], err = s.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, s.RoutingKey(e), true, false, amqp.Publishing{
 			ContentType:  sink.ContentType,
 			DeliveryMode: amqp.Persistent,
@@ -258,12 +269,8 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			Timestamp:    e.CreatedAt,
 			Type:         e.Type,
 			AppId:        "outbox",
-			Headers: amqp.Table{
-				"outbox-entity-id": e.EntityID,
-				"outbox-user-id":   e.UserID,
-				"outbox-attempt":   int32(e.Attempts),
-			},
-			Body: body,
+			Headers:      headers,
+			Body:         body,
 		})
 		if err != nil {
 			// The channel or connection is gone: the rest of the batch cannot go out on it.

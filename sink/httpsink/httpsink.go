@@ -11,6 +11,10 @@
 //
 // Redirects are not followed: a POST that is redirected may be replayed as a GET, so a
 // 3xx is reported (as permanent, since retrying cannot change it) instead.
+//
+// The trace the event was enqueued under (its traceparent, tracestate and baggage
+// metadata, see package oteloutbox) goes as the W3C headers of those names, so that
+// the receiver's span joins the trace.
 package httpsink
 
 import (
@@ -182,6 +186,11 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 	req.Header.Set("Content-Type", sink.ContentType)
 	req.Header.Set("Idempotency-Key", e.ID)
 	req.Header.Set("User-Agent", s.cfg.UserAgent)
+	for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under, for the receiver to continue
+		if v := e.Metadata[k]; v != "" {
+			req.Header.Set(k, v)
+		}
+	}
 	if s.cfg.BearerToken != "" {
 		req.Header.Set("Authorization", "Bearer "+s.cfg.BearerToken)
 	}

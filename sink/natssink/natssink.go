@@ -3,7 +3,8 @@
 // template ("outbox.{type}"), with the event ID in the Nats-Msg-Id header. JetStream
 // drops a message whose ID it has seen within the stream's duplicate window, so an
 // event delivered twice (its acknowledgement was lost, the relay crashed before
-// recording it) is stored once.
+// recording it) is stored once. The event's trace metadata (traceparent, tracestate,
+// baggage) goes as message headers of those names, in lower case.
 //
 // A batch is published without waiting in between and its acknowledgements are then
 // awaited together, so a batch of 1000 costs about one round trip, not 1000. An event
@@ -182,6 +183,11 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
 		msg.Header.Set("Content-Type", sink.ContentType)
 		msg.Header.Set("Outbox-Type", e.Type)
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
+			if v := e.Metadata[k]; v != "" {
+				msg.Header.Set(k, v)
+			}
+		}
 		futures[i], err = s.js.PublishMsgAsync(msg, s.opts...)
 		if err != nil {
 			if errors.Is(err, nats.ErrMaxPayload) {

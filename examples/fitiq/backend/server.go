@@ -32,6 +32,11 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/examples/fitiq"
@@ -52,6 +57,11 @@ type Config struct {
 	// request's goroutine, once the answer is decided. Tests use it to see the order in
 	// which creates and updates arrived.
 	Observer func(Request)
+	// TracerProvider makes a server span per request, a child of the trace the request
+	// carries (the client's delivery attempt). Defaults to otel.GetTracerProvider().
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace from request headers. Defaults to otel.GetTextMapPropagator().
+	Propagator propagation.TextMapPropagator
 }
 
 // Request is one answered request, as Config.Observer sees it.
@@ -85,6 +95,9 @@ type Server struct {
 	stats struct {
 		created, duplicates, updated, stale, tooEarly, bad, unauthorized, forbidden atomic.Int64
 	}
+
+	tracer trace.Tracer
+	prop   propagation.TextMapPropagator
 }
 
 // New returns the API over db, which must have been migrated.
@@ -106,7 +119,14 @@ func New(db *DB, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{db: db, cfg: cfg, log: cfg.Logger.With("component", "fitiq.backend"), mux: http.NewServeMux()}
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.Propagator == nil {
+		cfg.Propagator = otel.GetTextMapPropagator()
+	}
+	s := &Server{db: db, cfg: cfg, log: cfg.Logger.With("component", "fitiq.backend"), mux: http.NewServeMux(),
+		tracer: cfg.TracerProvider.Tracer("github.com/fitiq/outbox/examples/fitiq/backend"), prop: cfg.Propagator}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok", "database": db.Dialect()})
 	})
@@ -123,8 +143,37 @@ func New(db *DB, cfg Config) (*Server, error) {
 // DB returns the server's database.
 func (s *Server) DB() *DB { return s.db }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. Each request is a server span continuing the
+// trace in its headers: an outbox delivery's, so that one trace runs from the user's
+// save to here.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	ctx, span := s.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("http.request.method", r.Method), attribute.String("url.path", r.URL.Path)))
+	defer span.End()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	r = r.WithContext(ctx)
+	s.mux.ServeHTTP(sw, r)
+	if r.Pattern != "" {
+		span.SetName(r.Pattern) // "POST /v1/users/{user}/{kind}": the route, not the IDs
+		span.SetAttributes(attribute.String("http.route", r.Pattern))
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", sw.status))
+	if sw.status >= 500 {
+		span.SetStatus(codes.Error, http.StatusText(sw.status))
+	}
+}
+
+// statusWriter remembers the status a handler answered, for the request's span.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
 
 // Stats returns the counters of what the server answered.
 func (s *Server) Stats() Stats {

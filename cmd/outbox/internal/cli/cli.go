@@ -84,7 +84,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd, serveCmd,
+		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd, pauseCmd, resumeCmd, serveCmd,
 	}
 }
 
@@ -200,7 +200,7 @@ func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, erro
 	c := &call{cmd: cmd}
 	var dsn string
 	if cmd.needsDSN {
-		fs.StringVar(&dsn, "dsn", "", "the store: sqlite:PATH or postgres://… (default $OUTBOX_DSN)")
+		fs.StringVar(&dsn, "dsn", "", "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)")
 	}
 	if cmd.flags != nil {
 		c.opts = cmd.flags(fs)
@@ -270,7 +270,7 @@ func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 	if fs == nil {
 		fs = flag.NewFlagSet(c.name, flag.ContinueOnError)
 		if c.needsDSN {
-			fs.String("dsn", "", "the store: sqlite:PATH or postgres://… (default $OUTBOX_DSN)")
+			fs.String("dsn", "", "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)")
 		}
 		if c.flags != nil {
 			c.flags(fs)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -94,6 +95,9 @@ Examples:
 				for _, a := range h.Alerts {
 					fmt.Fprintf(env.Stdout, "  %-13s %s\n", a.Rule, a.Message)
 				}
+			}
+			if !o.json && len(st.Paused) > 0 {
+				fmt.Fprintf(env.Stdout, "paused: %s (%d waiting, not alerted)\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
 			}
 			if !h.Healthy {
 				return &exitError{code: ExitFailure}

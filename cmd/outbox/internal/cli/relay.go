@@ -30,6 +30,7 @@ type relayOpts struct {
 
 	// processor
 	user           string
+	types          listFlag
 	batchSize      int
 	pollInterval   time.Duration
 	maxConcurrent  int
@@ -58,6 +59,8 @@ type relayOpts struct {
 	metricsAddr     string
 	metricsInterval time.Duration
 	logLevel        string
+	otel            bool
+	otelRoundTrips  bool
 }
 
 var relayCmd = &command{
@@ -79,11 +82,19 @@ Examples:
   outbox relay --sink nats://127.0.0.1:4222 --subject 'app.{user_id}.{type}' --metrics-addr :9464
   OUTBOX_SINK_TOKEN=… outbox relay --sink https://api.example.com/sync --header 'X-Tenant: acme'
   outbox relay --sink amqp://guest:guest@127.0.0.1:5672/ --exchange amq.topic --batch-size 100
-  outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit`,
+  outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit
+  OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
+
+Tracing: with --otel, or when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
+or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span, a child of the
+span the event was enqueued under, exported over OTLP/HTTP (over gRPC with
+OTEL_EXPORTER_OTLP_PROTOCOL=grpc). OTEL_SERVICE_NAME names the relay (default
+outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing off.`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &relayOpts{}
 		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://… (required)")
 		fs.StringVar(&o.user, "user", "", "deliver only this user's events (default: all users)")
+		fs.Var(&o.types, "type", "deliver only events of this type (repeatable; default: all types)")
 		fs.IntVar(&o.batchSize, "batch-size", outbox.DefaultBatchSize, "events claimed per cycle")
 		durationVar(fs, &o.pollInterval, "poll-interval", outbox.DefaultPollInterval, "idle wait between cycles (wake-ups cut it short)")
 		fs.IntVar(&o.maxConcurrent, "max-concurrent", outbox.DefaultMaxConcurrent, "deliveries at once (HTTP; broker sinks send a batch at once)")
@@ -108,6 +119,8 @@ Examples:
 		fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; a bare :PORT binds 127.0.0.1")
 		durationVar(fs, &o.metricsInterval, "metrics-interval", 15*time.Second, "how often the pending/processing gauges are refreshed")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+		fs.BoolVar(&o.otel, "otel", false, "export traces over OTLP (default: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set)")
+		fs.BoolVar(&o.otelRoundTrips, "otel-round-trips", false, "with tracing, also a span per claim and per settle")
 		return o
 	},
 	run: runRelay,
@@ -119,6 +132,7 @@ type relayConfig struct {
 	proc        outbox.Config
 	newSink     func(log *slog.Logger) (outbox.Handler, func(), error)
 	metricsAddr string
+	tracing     bool
 }
 
 func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
@@ -157,7 +171,7 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		delays = append(delays, d)
 	}
 	rc := &relayConfig{proc: outbox.Config{
-		UserID: o.user, BatchSize: o.batchSize, PollInterval: o.pollInterval, MaxConcurrent: o.maxConcurrent,
+		UserID: o.user, Types: o.types, BatchSize: o.batchSize, PollInterval: o.pollInterval, MaxConcurrent: o.maxConcurrent,
 		Retry:         outbox.RetryPolicy{Delays: delays, MaxAttempts: o.maxAttempts},
 		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, CleanupInterval: o.cleanup,
 		Retention: o.retention, StaleAfter: o.staleAfter, SkipGivenUp: o.skipGivenUp, Owner: o.owner,
@@ -170,6 +184,11 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		}
 		rc.metricsAddr = addr
 	}
+	tracing, err := tracingWanted(o.otel, env.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	rc.tracing = tracing
 	sinkFn, err := o.sinkFactory(env)
 	if err != nil {
 		return nil, err
@@ -309,6 +328,14 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	}
 	rc.proc.Observer = observers
 	rc.proc.Logger = log
+	if rc.tracing {
+		tr, flush, err := startTracing(ctx, env.Getenv, o.otelRoundTrips, log)
+		if err != nil {
+			return err
+		}
+		defer flush()
+		handler = tr.Instrument(&rc.proc, handler)
+	}
 	p, err := outbox.NewProcessor(store, handler, rc.proc)
 	if err != nil {
 		return usagef("%v", err)

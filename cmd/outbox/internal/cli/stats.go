@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -81,6 +82,9 @@ func printStats(env *Env, st outbox.Stats) {
 	t.flush()
 	fmt.Fprintf(env.Stdout, "\nsuccess rate %.1f%% · stale %d · blocked %d · oldest waiting %s\n",
 		st.SuccessRate()*100, st.Stale, st.Blocked, fmtAge(st.OldestPendingAge))
+	if len(st.Paused) > 0 {
+		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
+	}
 	if len(st.ByType) == 0 {
 		return
 	}

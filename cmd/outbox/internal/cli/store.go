@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,9 +11,11 @@ import (
 	"os"
 	"strings"
 
+	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/mysql"
 	"github.com/fitiq/outbox/postgres"
 	"github.com/fitiq/outbox/sqlite"
 )
@@ -23,6 +26,8 @@ type dsn struct {
 	sqlite string          // path, for sqlite:PATH
 	pg     *pgxpool.Config // for postgres://…
 	pgCfg  postgres.Config // schema and table from the query string
+	my     *gomysql.Config // for mysql://…
+	myCfg  mysql.Config    // table from the query string
 }
 
 // parseDSN checks a DSN without touching the store.
@@ -30,7 +35,7 @@ func parseDSN(raw string) (dsn, error) {
 	d := dsn{raw: raw}
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok {
-		return d, usagef("malformed DSN %q: want sqlite:PATH or postgres://…", redactDSN(raw))
+		return d, usagef("malformed DSN %q: want sqlite:PATH, postgres://… or mysql://…", redactDSN(raw))
 	}
 	switch scheme {
 	case "sqlite", "sqlite3":
@@ -57,8 +62,10 @@ func parseDSN(raw string) (dsn, error) {
 		}
 		d.pg = cfg
 		return d, nil
+	case "mysql":
+		return parseMySQLDSN(d)
 	default:
-		return d, usagef("unsupported DSN scheme %q in %q: want sqlite:PATH or postgres://…", scheme, redactDSN(raw))
+		return d, usagef("unsupported DSN scheme %q in %q: want sqlite:PATH, postgres://… or mysql://…", scheme, redactDSN(raw))
 	}
 }
 
@@ -67,6 +74,58 @@ func redactDSN(raw string) string {
 		return u.Redacted()
 	}
 	return raw
+}
+
+// parseMySQLDSN reads mysql://user:pass@host:3306/db?table=…; the other query
+// parameters are the driver's. Parameters are interpolated on the client unless the
+// DSN says otherwise: one round trip per statement instead of a prepare, an execute
+// and a close.
+func parseMySQLDSN(d dsn) (dsn, error) {
+	u, err := url.Parse(d.raw)
+	if err != nil || u.Host == "" || strings.Trim(u.Path, "/") == "" {
+		return d, usagef("malformed DSN %q: want mysql://user:pass@host:3306/database", redactDSN(d.raw))
+	}
+	q := u.Query()
+	d.myCfg.Table = q.Get("table")
+	_, interpolate := q["interpolateParams"]
+	q.Del("table")
+	u.RawQuery = q.Encode()
+	cfg, err := mysql.ParseDSN(u.String())
+	if err != nil {
+		return d, usagef("malformed DSN %q: %v", redactDSN(d.raw), err)
+	}
+	if !interpolate {
+		cfg.InterpolateParams = true
+	}
+	d.my = cfg
+	return d, nil
+}
+
+// openMySQL connects to MySQL or MariaDB.
+func (d dsn) openMySQL(ctx context.Context, forMigrate bool, log *slog.Logger) (*openedStore, error) {
+	connector, err := gomysql.NewConnector(d.my)
+	if err != nil {
+		return nil, fmt.Errorf("connect to MySQL: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("connect to MySQL: %w", err)
+	}
+	cfg := d.myCfg
+	cfg.Logger = log
+	if forMigrate {
+		return &openedStore{
+			migrate: func(ctx context.Context) ([]int, error) { return mysql.Migrate(ctx, db, cfg) },
+			close:   func() { db.Close() },
+		}, nil
+	}
+	s, err := mysql.New(ctx, db, cfg)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w (run 'outbox migrate' if the table is missing)", err)
+	}
+	return &openedStore{Store: s, close: func() { s.Close(); db.Close() }}, nil
 }
 
 // openedStore is a store with what it takes to close it. For migrate, Store is nil
@@ -106,6 +165,9 @@ func (d dsn) open(ctx context.Context, forMigrate bool) (*openedStore, error) {
 			return nil, err
 		}
 		return &openedStore{Store: s, close: func() { db.Close() }}, nil
+	}
+	if d.my != nil {
+		return d.openMySQL(ctx, forMigrate, log)
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, d.pg)
 	if err != nil {

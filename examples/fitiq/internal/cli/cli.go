@@ -153,7 +153,7 @@ func failed(errOut io.Writer, cmd string, err error) int {
 // clientFlags are the settings every client command shares.
 type clientFlags struct {
 	db, user, api, token string
-	verbose              bool
+	verbose, quiet       bool
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -161,14 +161,16 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.user, "user", cmp.Or(os.Getenv("FITIQ_USER"), "me"), "user `ID` (env FITIQ_USER)")
 	fs.StringVar(&c.api, "api", cmp.Or(os.Getenv("FITIQ_API_URL"), "http://127.0.0.1:8080"), "remote API `URL` (env FITIQ_API_URL)")
 	fs.StringVar(&c.token, "token", os.Getenv("FITIQ_TOKEN"), "the user's bearer `token` (env FITIQ_TOKEN)")
-	fs.BoolVar(&c.verbose, "v", false, "log what the processor does, to stderr")
+	fs.BoolVar(&c.verbose, "v", false, "log every step of the processor, to stderr")
+	fs.BoolVar(&c.quiet, "q", false, "log nothing (by default the sync's console lines go to stderr)")
 }
 
 const clientFlagsHelp = `  --db FILE       local SQLite file (env FITIQ_DB; default fitiq.db)
   --user ID       user ID (env FITIQ_USER; default me)
   --api URL       remote API (env FITIQ_API_URL; default http://127.0.0.1:8080)
   --token TOKEN   the user's bearer token (env FITIQ_TOKEN)
-  -v              log what the processor does, to stderr
+  -v              log every step of the processor, to stderr
+  -q              log nothing (by default the sync's console lines go to stderr)
 `
 
 // client is an opened local database and the user's app on it.
@@ -209,11 +211,18 @@ func (c *clientFlags) apiClient() (*fitiq.Client, error) {
 	return fitiq.NewClient(fitiq.ClientConfig{BaseURL: c.api, Token: c.token})
 }
 
+// logger writes the sync's console lines to errOut: from Info by default (each batch,
+// each event processed, what was uploaded and the backend ID it got, and every
+// failure), from Debug with -v, nothing with -q.
 func (c *clientFlags) logger(errOut io.Writer) *slog.Logger {
-	if !c.verbose {
+	level := slog.LevelInfo
+	switch {
+	case c.quiet:
 		return slog.New(slog.DiscardHandler)
+	case c.verbose:
+		level = slog.LevelDebug
 	}
-	return slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(errOut, &slog.HandlerOptions{Level: level}))
 }
 
 // durations parses "1s,5s,30s".

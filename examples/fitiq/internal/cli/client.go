@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync/atomic"
 	"text/tabwriter"
 	"time"
@@ -97,7 +98,14 @@ until interrupted (Ctrl-C drains deliveries in flight first).
 Flags:
   --watch                keep running until interrupted
   --timeout D            give up waiting after D (default 15m; exit code 1)
+  --type TYPE            deliver only events of this type (repeatable: progressEntry,
+                         physicalAttribute, activitySnapshot, profileMetadata,
+                         profilePhysical); the others wait for a later sync
   --retry-given-up       put given-up events back in the queue first
+  --shadow               the first phase of adopting the outbox: sync directly (the
+                         old path), then run the outbox in shadow, delivering nothing,
+                         and report every event whose entry the direct path did not
+                         bring to the backend (exit code 1 if any)
   --retry-delays LIST    backoff after the 1st, 2nd, … failure (default 1s,5s,30s,2m,10m)
   --max-attempts N       attempts before an event is given up (default 5)
   --batch-size N         events claimed per cycle (default 10)
@@ -108,16 +116,20 @@ Examples:
   fitiq sync
   fitiq sync --watch -v
   fitiq sync --retry-given-up
+  fitiq sync --shadow
+  fitiq sync --type progressEntry
 `
 
 // syncFlags are the processor settings sync takes.
 type syncFlags struct {
+	types                       multiFlag
 	delays                      string
 	maxAttempts, batch, workers int
 	poll                        time.Duration
 }
 
 func (s *syncFlags) register(fs *flag.FlagSet) {
+	fs.Var(&s.types, "type", "")
 	fs.StringVar(&s.delays, "retry-delays", "1s,5s,30s,2m,10m", "")
 	fs.IntVar(&s.maxAttempts, "max-attempts", outbox.DefaultMaxAttempts, "")
 	fs.IntVar(&s.batch, "batch-size", 10, "")
@@ -141,23 +153,38 @@ func (s *syncFlags) config(userID string) (outbox.Config, error) {
 	if s.poll <= 0 {
 		return outbox.Config{}, fmt.Errorf("--poll must be positive, got %s", s.poll)
 	}
-	return outbox.Config{UserID: userID, BatchSize: s.batch, MaxConcurrent: s.workers, PollInterval: s.poll,
+	for _, t := range s.types {
+		if err := outbox.ValidateType("--type", t); err != nil {
+			return outbox.Config{}, err
+		}
+	}
+	return outbox.Config{UserID: userID, Types: s.types, BatchSize: s.batch, MaxConcurrent: s.workers, PollInterval: s.poll,
 		Retry: outbox.RetryPolicy{Delays: delays, MaxAttempts: s.maxAttempts}}, nil
 }
 
-// counter is an outbox.Observer counting delivery outcomes.
+// counter is an outbox.Observer counting delivery outcomes. With a logger it also
+// writes the batch and success lines of the sync's console (at Info).
 type counter struct {
+	log                                    *slog.Logger
 	attempts, delivered, retrying, givenUp atomic.Int64
 	// onDelivered, when set, is called after each delivery.
 	onDelivered func()
 }
 
-func (*counter) ObserveClaim(int, time.Duration) {}
-func (c *counter) ObserveDelivery(_ outbox.Event, o outbox.Outcome, _ time.Duration) {
+func (c *counter) ObserveClaim(n int, _ time.Duration) {
+	if c.log != nil && n > 0 {
+		c.log.Info("processing batch", "events", n)
+	}
+}
+
+func (c *counter) ObserveDelivery(e outbox.Event, o outbox.Outcome, _ time.Duration) {
 	c.attempts.Add(1)
 	switch {
 	case o.Result == outbox.Delivered:
 		c.delivered.Add(1)
+		if c.log != nil {
+			c.log.Info("successfully processed event", "event_id", e.ID, "type", e.Type)
+		}
 		if c.onDelivered != nil {
 			c.onDelivered()
 		}
@@ -177,6 +204,7 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	watch := fs.Bool("watch", false, "")
 	timeout := fs.Duration("timeout", 15*time.Minute, "")
 	retryGivenUp := fs.Bool("retry-given-up", false, "")
+	shadow := fs.Bool("shadow", false, "")
 	pos, code, ok := parse(fs, syncUsage, args, out, errOut)
 	if !ok {
 		return code
@@ -209,11 +237,18 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		fmt.Fprintf(out, "%d given-up events back in the queue\n", n)
 	}
+	if *shadow {
+		if *watch {
+			return usageError(errOut, "sync", "--shadow runs once; it does not go with --watch")
+		}
+		cfg.Logger = logger
+		return shadowSync(ctx, c.app, api, cfg, out, errOut)
+	}
 	handlers, err := fitiq.NewHandlers(fitiq.SyncConfig{Local: c.app.Local(), Client: api, MaxAttempts: cfg.Retry.MaxAttempts, Logger: logger})
 	if err != nil {
 		return failed(errOut, "sync", err)
 	}
-	seen := &counter{}
+	seen := &counter{log: logger}
 	cfg.Logger, cfg.Observer = logger, seen
 	p, err := outbox.NewProcessor(store, handlers, cfg)
 	if err != nil {
@@ -250,8 +285,9 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 			stop()
 			return failed(errOut, "sync", err)
 		}
-		// Drained: nothing waits but what waits behind a given-up event, which no retry frees.
-		if st.Pending+st.Processing+st.Failed <= st.Blocked {
+		// Drained: nothing of ours waits but what waits behind a given-up event, which no
+		// retry frees.
+		if waitingFor(st, cfg.Types) == 0 {
 			break
 		}
 		select {
@@ -268,7 +304,10 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	}
 	fmt.Fprintf(out, "delivered %d, failed attempts %d, given up %d\n", seen.delivered.Load(), seen.retrying.Load(), seen.givenUp.Load())
 	statsLines(out, st, "  ")
-	waiting := st.Pending + st.Processing + st.Failed - st.Blocked
+	waiting := waitingFor(st, cfg.Types)
+	if others := st.Pending + st.Processing + st.Failed - st.Blocked - waiting; others > 0 && len(cfg.Types) > 0 {
+		fmt.Fprintf(out, "%d events of other types wait for a sync that serves them\n", others)
+	}
 	switch {
 	case waiting > 0:
 		fmt.Fprintf(out, "%d events still waiting for a retry; run \"fitiq sync\" again or use --watch\n", waiting)
@@ -479,4 +518,68 @@ func rowOf(e fitiq.Entity) historyRow {
 		r.date = b.UpdatedAt
 	}
 	return r
+}
+
+// afterDirectSync, when set, runs between the direct path and the shadow run: a test
+// uses it to lose an entry at the backend and see the shadow run report it.
+var afterDirectSync func()
+
+// shadowSync is sync --shadow: the direct path first, then the outbox's events
+// compared with what the backend holds, delivering nothing.
+func shadowSync(ctx context.Context, app *fitiq.App, api *fitiq.Client, cfg outbox.Config, out, errOut io.Writer) int {
+	sent, err := fitiq.DirectSync(ctx, app.Local(), api, cfg.UserID)
+	if err != nil {
+		return failed(errOut, "sync", err)
+	}
+	fmt.Fprintf(out, "direct path: %d entries sent\n", sent)
+	if afterDirectSync != nil {
+		afterDirectSync()
+	}
+	sh := outbox.NewShadow(fitiq.NewShadowCompare(api))
+	p, err := outbox.NewProcessor(app.Store(), sh, cfg)
+	if err != nil {
+		return usageError(errOut, "sync", "%v", err)
+	}
+	if _, err := p.Drain(ctx); err != nil {
+		return failed(errOut, "sync", err)
+	}
+	// One difference per entry: an entry updated after its create has several events,
+	// and the comparison of each says the same thing.
+	type entry struct{ typ, id string }
+	var order []entry
+	byEntry := map[entry][]outbox.ShadowDifference{}
+	for _, d := range sh.Differences() {
+		k := entry{d.Event.Type, d.Event.EntityID}
+		if byEntry[k] == nil {
+			order = append(order, k)
+		}
+		byEntry[k] = append(byEntry[k], d)
+	}
+	noun := "differences"
+	if len(order) == 1 {
+		noun = "difference"
+	}
+	fmt.Fprintf(out, "shadow run: %d events compared with the backend, %d %s\n", sh.Seen(), len(order), noun)
+	for _, k := range order {
+		ds := byEntry[k]
+		fmt.Fprintf(out, "  %s %s (%d events): %v\n", k.typ, k.id, len(ds), ds[len(ds)-1].Err)
+	}
+	if len(order) > 0 {
+		return exitFail
+	}
+	return exitOK
+}
+
+// waitingFor counts the events a sync of types (all, when empty) still has to settle:
+// due, in flight or retrying, less those blocked behind a given-up event.
+func waitingFor(st outbox.Stats, types []string) int {
+	n := st.Pending + st.Processing + st.Failed
+	if len(types) > 0 {
+		n = 0
+		for _, t := range types {
+			tc := st.ByType[t]
+			n += tc.Pending + tc.Processing + tc.Failed
+		}
+	}
+	return max(n-st.Blocked, 0)
 }

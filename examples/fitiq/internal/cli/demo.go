@@ -16,6 +16,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/examples/fitiq"
 	"github.com/fitiq/outbox/examples/fitiq/backend"
@@ -42,11 +45,15 @@ Flags:
   --quick          a short run for CI: 60 entries, 300ms offline
   --timeout D      how long to wait for the sync before declaring failure (default 2m)
   --keep           keep the temporary directory (databases and the processor's log)
+  --trace          trace the run with OpenTelemetry (spans kept in memory) and print
+                   the span tree of one synced entry, the most retried: the save, its
+                   event's enqueue, each delivery attempt, the backend's handling
 
 Examples:
   fitiq demo
   fitiq demo --entries 2000 --offline 5s --seed 7
   fitiq demo --quick
+  fitiq demo --quick --trace
 `
 
 type demoConfig struct {
@@ -58,6 +65,7 @@ type demoConfig struct {
 	pace      time.Duration // between two saves: a person logging, fast
 	timeout   time.Duration
 	keep      bool
+	trace     bool
 }
 
 // The demo's retry policy: the seed's delays (1s, 5s, 30s, 2m, 10m) would make a
@@ -76,6 +84,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) int {
 	fs.Float64Var(&cfg.faults, "faults", 0.35, "")
 	fs.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "")
 	fs.BoolVar(&cfg.keep, "keep", false, "")
+	fs.BoolVar(&cfg.trace, "trace", false, "")
 	quick := fs.Bool("quick", false, "")
 	pos, code, ok := parse(fs, demoUsage, args, out, errOut)
 	if !ok {
@@ -137,6 +146,7 @@ type demo struct {
 	direct     *fitiq.Client // straight to the backend, for the check
 	processor  *outbox.Processor
 	seen       *counter
+	tracing    *demoTracing // with --trace
 
 	user, token string
 	apiURL      string
@@ -178,6 +188,11 @@ func (d *demo) run(ctx context.Context) int {
 		return exitFail
 	}
 	d.report(r, time.Since(started))
+	if d.tracing != nil {
+		d.say("")
+		d.say("One entry's trace (--trace): the save, its event, every delivery attempt, the backend")
+		printTrace(d.out, d.tracing.pick())
+	}
 	if !r.passed() {
 		return exitFail
 	}
@@ -194,6 +209,14 @@ func (d *demo) setup(ctx context.Context) error {
 		return err
 	}
 	d.log = slog.New(slog.NewTextHandler(d.logFile, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var (
+		tp   trace.TracerProvider
+		prop propagation.TextMapPropagator
+	)
+	if d.cfg.trace {
+		d.tracing = newDemoTracing()
+		tp, prop = d.tracing.tp, d.tracing.prop
+	}
 
 	// The remote API, with its own database, on a loopback port.
 	if d.backendDB, err = backend.Open(ctx, backend.OpenConfig{DSN: filepath.Join(dir, "backend.db")}); err != nil {
@@ -206,7 +229,7 @@ func (d *demo) setup(ctx context.Context) error {
 	if err := d.backendDB.AddToken(ctx, d.user, d.token); err != nil {
 		return err
 	}
-	if d.server, err = backend.New(d.backendDB, backend.Config{Logger: d.log}); err != nil {
+	if d.server, err = backend.New(d.backendDB, backend.Config{Logger: d.log, TracerProvider: tp, Propagator: prop}); err != nil {
 		return err
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -245,10 +268,10 @@ func (d *demo) setup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if d.app, err = fitiq.NewApp(ctx, store, fitiq.Config{UserID: d.user, Source: "demo", Device: "fitiq-demo"}); err != nil {
+	if d.app, err = fitiq.NewApp(ctx, store, fitiq.Config{UserID: d.user, Source: "demo", Device: "fitiq-demo", TracerProvider: tp}); err != nil {
 		return err
 	}
-	viaNetwork, err := fitiq.NewClient(fitiq.ClientConfig{BaseURL: d.network.URL(), Token: d.token, Timeout: 2 * time.Second})
+	viaNetwork, err := fitiq.NewClient(fitiq.ClientConfig{BaseURL: d.network.URL(), Token: d.token, Timeout: 2 * time.Second, Propagator: prop})
 	if err != nil {
 		return err
 	}
@@ -260,19 +283,24 @@ func (d *demo) setup(ctx context.Context) error {
 		return err
 	}
 	d.seen = &counter{}
-	d.processor, err = outbox.NewProcessor(store, handlers, outbox.Config{
+	pcfg := outbox.Config{
 		UserID: d.user, BatchSize: 40, MaxConcurrent: 8, PollInterval: 100 * time.Millisecond,
 		Retry:           outbox.RetryPolicy{Delays: demoDelays, MaxAttempts: demoMaxAttempts},
 		HandlerTimeout:  3 * time.Second,
 		CleanupInterval: -1, // keep completed events: the statistics below count them
 		Logger:          d.log, Observer: d.seen,
-	})
+	}
+	var handler outbox.Handler = handlers
+	if d.tracing != nil {
+		handler = d.tracing.outbox.Instrument(&pcfg, handler)
+	}
+	d.processor, err = outbox.NewProcessor(store, handler, pcfg)
 	return err
 }
 
 func (d *demo) intro() {
 	c := d.cfg
-	d.say("FitIQ demo — the seed's outbox, end to end, on this machine")
+	d.say("FitIQ demo — the outbox, end to end, on this machine")
 	d.say("  backend  %s (the remote API; its own SQLite database)", d.apiURL)
 	d.say("  network  %s, a proxy in front of it that, of every 100 requests,", d.network.URL())
 	d.say("           drops about %.0f before the API and %.0f after it (answer lost), fails %.0f (503/429)", c.faults*20, c.faults*20, c.faults*23)
@@ -596,7 +624,7 @@ func (d *demo) check(ctx context.Context) (checkResult, error) {
 
 func (d *demo) report(r checkResult, took time.Duration) {
 	d.say("")
-	d.say("Outbox statistics (the seed's getStatistics):")
+	d.say("Outbox statistics:")
 	statsLines(d.out, r.outbox, "  ")
 	ns := d.network.Stats()
 	d.say("Network: %d requests; %d dropped before the API, %d answers lost after it, %d failed (503), %d throttled (429), %d delayed; offline %s",
@@ -635,6 +663,9 @@ func (d *demo) report(r checkResult, took time.Duration) {
 
 func (d *demo) close() error {
 	var errs []error
+	if d.tracing != nil {
+		d.tracing.restore()
+	}
 	if d.network != nil {
 		errs = append(errs, d.network.Close())
 	}

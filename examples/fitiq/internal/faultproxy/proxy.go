@@ -316,7 +316,7 @@ func (p *Proxy) forward(r *http.Request) (*http.Response, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, h := range []string{"Authorization", "Content-Type", "Accept", "User-Agent"} {
+	for _, h := range []string{"Authorization", "Content-Type", "Accept", "User-Agent", "Traceparent", "Tracestate", "Baggage"} {
 		if v := r.Header.Get(h); v != "" {
 			out.Header.Set(h, v)
 		}

@@ -1,0 +1,72 @@
+package outbox_test
+
+import (
+	"bufio"
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// The library knows no application: no library package depends on the reference app
+// under examples/, and no library source names it or the design document it came from.
+func TestLibraryKnowsNoApplication(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH; this test asks it for the import graph")
+	}
+	out, err := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Deps}} {{.}}{{end}}`, "./...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	module := "github.com/fitiq/outbox"
+	app := module + "/examples/"
+	libraries := 0
+	for line := range strings.Lines(string(out)) {
+		fields := strings.Fields(line)
+		pkg := fields[0]
+		if strings.HasPrefix(pkg, app) || strings.HasPrefix(pkg, module+"/cmd/") {
+			continue
+		}
+		libraries++
+		for _, dep := range fields[1:] {
+			if strings.HasPrefix(dep, app) {
+				t.Errorf("library package %s depends on the app package %s", pkg, dep)
+			}
+		}
+	}
+	if libraries < 5 {
+		t.Fatalf("found %d library packages; the listing looks wrong:\n%s", libraries, out)
+	}
+
+	// Names of the app, or of the document it was designed in, in library source.
+	named := regexp.MustCompile(`(?i)fitiq|\bseed\b|seed's`)
+	err = filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (path == "examples" || path == "bench" || strings.HasPrefix(d.Name(), ".")) && path != "." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		sc := bufio.NewScanner(bytes.NewReader(src))
+		for n := 1; sc.Scan(); n++ {
+			line := strings.ReplaceAll(sc.Text(), module, "") // the module path is an import path, not a mention
+			if named.MatchString(line) {
+				t.Errorf("%s:%d names the application: %s", path, n, strings.TrimSpace(sc.Text()))
+			}
+		}
+		return sc.Err()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}

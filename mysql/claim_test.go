@@ -1,0 +1,303 @@
+package mysql_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/mysql"
+	"github.com/fitiq/outbox/outboxtest"
+)
+
+func keyed(entity, key string) *outbox.Event {
+	e := outbox.NewEvent("order.created", entity, "u")
+	e.OrderingKey = key
+	return e
+}
+
+func claimAt(t *testing.T, s *mysql.Store, owner string, now time.Time) []outbox.Event {
+	t.Helper()
+	got, err := s.Claim(context.Background(), outbox.ClaimParams{Owner: owner, Now: now, LeaseUntil: now.Add(time.Minute), Limit: 10})
+	if err != nil {
+		t.Fatalf("Claim(%s): %v", owner, err)
+	}
+	return got
+}
+
+func entities(events []outbox.Event) []string {
+	var out []string
+	for _, e := range events {
+		out = append(out, e.EntityID)
+	}
+	return out
+}
+
+func count(t *testing.T, db *sql.DB, s *mysql.Store, where string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM `" + s.Config().Table + "` WHERE " + where).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An event's seq is taken when it is inserted, but it becomes visible when its
+// transaction commits: an earlier seq can appear after a later one of the same key was
+// claimed. It must then wait for that one, not join it in flight.
+func TestOrderingKeyEventCommittedLateWaitsForTheOneInFlight(t *testing.T) {
+	s := newStore(t, nil, mysql.Config{})
+	ctx := context.Background()
+	late, early := keyed("late", "k"), keyed("early", "k")
+
+	tx, err := s.DB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := s.EnqueueTx(ctx, tx, late); err != nil { // the lower seq, committed last
+		t.Fatal(err)
+	}
+	if err := s.Enqueue(ctx, outboxtest.T0, early); err != nil {
+		t.Fatal(err)
+	}
+	if late.Seq >= early.Seq {
+		t.Fatalf("seqs %d and %d: the test needs the uncommitted event first", late.Seq, early.Seq)
+	}
+	if got := claimAt(t, s, "a", outboxtest.T0); !slices.Equal(entities(got), []string{"early"}) {
+		t.Fatalf("first claim %v, want [early]: the only visible event of k", entities(got))
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAt(t, s, "b", outboxtest.T0); len(got) != 0 {
+		t.Fatalf("claimed %v while early (key k) is in flight", entities(got))
+	}
+	if err := s.Settle(ctx, "a", outboxtest.T0, []outbox.Outcome{{ID: early.ID, Result: outbox.Delivered}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := claimAt(t, s, "b", outboxtest.T0); !slices.Equal(entities(got), []string{"late"}) {
+		t.Fatalf("after early completed, claimed %v; want [late]", entities(got))
+	}
+}
+
+// Two claims whose snapshots straddle a commit can each see a different head of one
+// key: claimer B holds "early" in an uncommitted claim while "late" (a lower seq)
+// commits, so claimer C's snapshot shows late as the key's head and early as pending.
+// MySQL has no partial unique index; the unique index on the generated column
+// key_in_flight (the key while processing, NULL otherwise) is its equivalent. It makes
+// C wait for B and then fail with a duplicate; the store claims again and sees B's
+// claim. Without the index both would be in flight.
+func TestOrderingKeyClaimsRacingFromDifferentSnapshots(t *testing.T) {
+	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
+		t.Run(level.String(), func(t *testing.T) {
+			db := openDB(t, 4, nil)
+			s := newStore(t, db, mysql.Config{Isolation: level})
+			ctx := context.Background()
+			late, early := keyed("late", "k"), keyed("early", "k")
+
+			lateTx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer lateTx.Rollback()
+			if err := s.EnqueueTx(ctx, lateTx, late); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Enqueue(ctx, outboxtest.T0, early); err != nil {
+				t.Fatal(err)
+			}
+			claimTx, err := db.BeginTx(ctx, &sql.TxOptions{Isolation: level})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer claimTx.Rollback()
+			p := outbox.ClaimParams{Owner: "b", Now: outboxtest.T0, LeaseUntil: outboxtest.T0.Add(time.Minute), Limit: 10}
+			got, err := s.ClaimInTx(ctx, claimTx, p)
+			if err != nil || !slices.Equal(entities(got), []string{"early"}) {
+				t.Fatalf("B's claim: %v, %v; want [early]", entities(got), err)
+			}
+			if err := lateTx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+
+			type result struct {
+				events []outbox.Event
+				err    error
+			}
+			done := make(chan result, 1)
+			go func() {
+				events, err := s.Claim(ctx, outbox.ClaimParams{Owner: "c", Now: outboxtest.T0, LeaseUntil: outboxtest.T0.Add(time.Minute), Limit: 10})
+				done <- result{events, err}
+			}()
+			// Wait until C's claim is blocked behind B's transaction on the index (or,
+			// were nothing to stop it, has claimed).
+			table := s.Config().Table
+			waitUntil(t, func() bool {
+				if len(done) > 0 {
+					return true
+				}
+				// MariaDB lists a transaction waiting on a row lock in the process list as
+				// still "Updating"; an update of two rows does not stay there otherwise.
+				var waiting int
+				err := db.QueryRow(`SELECT COUNT(*) FROM information_schema.PROCESSLIST
+					WHERE COMMAND IN ('Query', 'Execute') AND STATE = 'Updating' AND INFO LIKE CONCAT('%', ?, '%')`, table).Scan(&waiting)
+				return err == nil && waiting > 0
+			})
+			if err := claimTx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("C's claim: %v", r.err)
+			}
+			if len(r.events) != 0 {
+				t.Fatalf("C claimed %v while B holds early of the same key", entities(r.events))
+			}
+			if n := s.ClaimConflicts(); n != 1 {
+				t.Fatalf("claims run again after a key conflict: %d, want 1", n)
+			}
+			if n := count(t, db, s, "status = 'processing'"); n != 1 {
+				t.Fatalf("%d events in flight, want 1", n)
+			}
+		})
+	}
+}
+
+// waitUntil polls cond, for conditions that only the database can tell (a
+// transaction waiting on a lock), failing after 10s.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Several relays claim from a table that writers keep filling, some of their
+// transactions committing late (so that seq order and commit order disagree). At no
+// moment may two events of one key be in flight.
+func TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers(t *testing.T) {
+	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
+		t.Run(level.String(), func(t *testing.T) {
+			db := openDB(t, 8, nil)
+			s := newStore(t, db, mysql.Config{Isolation: level})
+			ctx := context.Background()
+			const (
+				writers, perWriter = 3, 100
+				claimers           = 4
+				keys               = 8
+			)
+			var (
+				mu        sync.Mutex
+				inFlight  = map[string]string{} // key -> entity
+				delivered = map[string]int{}
+				errs      = make(chan error, 100)
+				writing   sync.WaitGroup
+
+				enqueueDeadlocks atomic.Int64
+			)
+			for w := range writers {
+				writing.Go(func() {
+					for i := range perWriter {
+						key := fmt.Sprintf("k%d", rand.IntN(keys))
+					again:
+						err := s.Transact(ctx, func(tx *sql.Tx) error {
+							if err := s.EnqueueTx(ctx, tx, keyed(fmt.Sprintf("w%d-%d", w, i), key)); err != nil {
+								return err
+							}
+							if rand.IntN(4) == 0 {
+								time.Sleep(time.Duration(rand.IntN(2000)) * time.Microsecond) // commit late
+							}
+							return nil
+						})
+						var me *gomysql.MySQLError
+						if level == sql.LevelRepeatableRead && errors.As(err, &me) && me.Number == 1213 {
+							// At REPEATABLE READ a claim's locking reads take gap locks, and the
+							// server may pick an enqueueing transaction to break a deadlock
+							// with one: the application runs it again (see docs/mysql.md).
+							enqueueDeadlocks.Add(1)
+							goto again
+						}
+						if err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			writersDone := make(chan struct{})
+			go func() { writing.Wait(); close(writersDone) }()
+
+			var claiming sync.WaitGroup
+			for c := range claimers {
+				owner := fmt.Sprintf("relay-%d", c)
+				claiming.Go(func() {
+					for finished := false; ; {
+						select {
+						case <-writersDone:
+							finished = true
+						default:
+						}
+						now := time.Now()
+						got, err := s.Claim(ctx, outbox.ClaimParams{Owner: owner, Now: now, LeaseUntil: now.Add(time.Hour), Limit: 3})
+						if err != nil {
+							errs <- err
+							return
+						}
+						if len(got) == 0 && finished {
+							return
+						}
+						mu.Lock()
+						var outs []outbox.Outcome
+						for _, e := range got {
+							if other, busy := inFlight[e.OrderingKey]; busy {
+								errs <- fmt.Errorf("%s claimed %s while %s of key %s is in flight", owner, e.EntityID, other, e.OrderingKey)
+							}
+							inFlight[e.OrderingKey] = e.EntityID
+						}
+						for _, e := range got {
+							delete(inFlight, e.OrderingKey) // before Settle: the database still holds it until then
+							delivered[e.EntityID]++
+							outs = append(outs, outbox.Outcome{ID: e.ID, Result: outbox.Delivered})
+						}
+						mu.Unlock()
+						if err := s.Settle(ctx, owner, time.Now(), outs); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			claiming.Wait()
+			close(errs)
+			for err := range errs {
+				t.Error(err)
+			}
+			if len(delivered) != writers*perWriter {
+				t.Fatalf("%d of %d events delivered", len(delivered), writers*perWriter)
+			}
+			for id, n := range delivered {
+				if n != 1 {
+					t.Errorf("%s delivered %d times", id, n)
+				}
+			}
+			t.Logf("claims run again after a key conflict: %d; enqueues run again after a deadlock: %d", s.ClaimConflicts(), enqueueDeadlocks.Load())
+			if left := count(t, db, s, "status <> 'completed'"); left != 0 {
+				t.Fatalf("%d events not completed", left)
+			}
+		})
+	}
+}
