@@ -607,3 +607,18 @@ func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
 		}
 	}
 }
+
+func TestOverviewShowsPausedTypes(t *testing.T) {
+	f := newFixture(t, dashboard.Config{})
+	pauser, ok := f.store.(outbox.TypePauser)
+	if !ok {
+		t.Skip("the SQLite store does not pause types")
+	}
+	if err := pauser.PauseType(context.Background(), "user.renamed", now); err != nil {
+		t.Fatal(err)
+	}
+	body := f.get("/").body
+	if !strings.Contains(body, `id="paused"`) || !strings.Contains(body, "<strong>user.renamed</strong>; 1 event(s) waiting.") {
+		t.Fatalf("overview does not show the paused type: %.2000s", body[strings.Index(body, "By type"):])
+	}
+}

@@ -32,7 +32,8 @@ type overview struct {
 }
 
 type typeRow struct {
-	Type string
+	Type   string
+	Paused bool
 	outbox.TypeCounts
 }
 
@@ -65,7 +66,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	}
 
 	for typ, tc := range st.ByType {
-		o.Types = append(o.Types, typeRow{Type: typ, TypeCounts: tc})
+		o.Types = append(o.Types, typeRow{Type: typ, Paused: slices.Contains(st.Paused, typ), TypeCounts: tc})
 	}
 	slices.SortFunc(o.Types, func(a, b typeRow) int { return cmp.Compare(a.Type, b.Type) })
 
