@@ -34,7 +34,12 @@ type fixture struct {
 // are filled in.
 func newFixture(t *testing.T, cfg dashboard.Config) *fixture {
 	t.Helper()
-	s := sqlitetest.NewStore(t)
+	return newFixtureOn(t, sqlitetest.NewStore(t), cfg)
+}
+
+// newFixtureOn is newFixture on a store of the caller's.
+func newFixtureOn(t *testing.T, s outbox.Store, cfg dashboard.Config) *fixture {
+	t.Helper()
 	f := &fixture{t: t, store: s, o: fillOutbox(t, s), logs: &bytes.Buffer{}}
 	cfg.Store, cfg.Clock = s, newClock()
 	cfg.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
@@ -108,34 +113,36 @@ func listed(body string) []string {
 }
 
 func TestOverviewShowsCountsHealthAndChart(t *testing.T) {
-	f := newFixture(t, dashboard.Config{})
-	r := f.get("/")
-	if r.code != http.StatusOK {
-		t.Fatalf("GET / = %d: %s", r.code, r.body)
-	}
-	for id, want := range map[string]string{
-		"count-pending": "3", "count-processing": "1", "count-completed": "3", "count-retrying": "1",
-		"count-given-up": "2", "count-stale": "3", "count-blocked": "1", "count-stuck": "1", "count-total": "10",
-		"oldest": "10m0s",
-	} {
-		if got := card(t, r.body, id); got != want {
-			t.Errorf("%s = %q, want %q", id, got, want)
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		r := f.get("/")
+		if r.code != http.StatusOK {
+			t.Fatalf("GET / = %d: %s", r.code, r.body)
 		}
-	}
-	// 3 stale > 0 and 3 of 6 settled failed > 10%: two alerts.
-	for _, want := range []string{`Unhealthy: 2 alert(s)`, `data-rule="stale"`, `data-rule="failure_rate"`,
-		`id="window-completed">3<`, `id="window-failed">3<`, `<rect class="c"`, `<rect class="f"`, `payment.charge`} {
-		if !strings.Contains(r.body, want) {
-			t.Errorf("overview lacks %q", want)
+		for id, want := range map[string]string{
+			"count-pending": "3", "count-processing": "1", "count-completed": "3", "count-retrying": "1",
+			"count-given-up": "2", "count-stale": "3", "count-blocked": "1", "count-stuck": "1", "count-total": "10",
+			"oldest": "10m0s",
+		} {
+			if got := card(t, r.body, id); got != want {
+				t.Errorf("%s = %q, want %q", id, got, want)
+			}
 		}
-	}
-	if strings.Contains(r.body, `data-rule="pending"`) {
-		t.Error("pending alert with 4 waiting, under the default 50")
-	}
-	live := f.get("/overview/live")
-	if live.code != http.StatusOK || !strings.Contains(live.body, `id="count-given-up"`) || strings.Contains(live.body, "<html") {
-		t.Errorf("GET /overview/live = %d, want the live fragment alone: %.200s", live.code, live.body)
-	}
+		// 3 stale > 0 and 3 of 6 settled failed > 10%: two alerts.
+		for _, want := range []string{`Unhealthy: 2 alert(s)`, `data-rule="stale"`, `data-rule="failure_rate"`,
+			`id="window-completed">3<`, `id="window-failed">3<`, `<rect class="c"`, `<rect class="f"`, `payment.charge`} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("overview lacks %q", want)
+			}
+		}
+		if strings.Contains(r.body, `data-rule="pending"`) {
+			t.Error("pending alert with 4 waiting, under the default 50")
+		}
+		live := f.get("/overview/live")
+		if live.code != http.StatusOK || !strings.Contains(live.body, `id="count-given-up"`) || strings.Contains(live.body, "<html") {
+			t.Errorf("GET /overview/live = %d, want the live fragment alone: %.200s", live.code, live.body)
+		}
+	})
 }
 
 func TestOverviewJSON(t *testing.T) {
@@ -194,38 +201,40 @@ func TestAccess(t *testing.T) {
 }
 
 func TestEventsFilters(t *testing.T) {
-	f := newFixture(t, dashboard.Config{})
-	o := f.o
-	tests := []struct {
-		query string
-		want  []string
-	}{
-		{"", append(append(append(append(slices.Clone(o.completed), o.pending...), o.retrying), o.givenUp...), o.blocked, o.stuck)},
-		{"status=completed", o.completed},
-		{"given_up=1", o.givenUp},
-		{"status=failed", append([]string{o.retrying}, o.givenUp...)},
-		{"stuck=1", []string{o.stuck}},
-		{"stale=1", append(slices.Clone(o.pending), o.blocked)},
-		{"type=payment.charge", o.givenUp},
-		{"user=carol", []string{o.pending[1], o.stuck}},
-		{"status=pending&user=bob", o.pending[:1]},
-		{"q=" + url.QueryEscape(o.retrying+", "+o.stuck), []string{o.retrying, o.stuck}},
-		{"from=2026-03-04T09:00&to=2026-03-04T10:01", nil}, // filled below: every event
-		{"from=2026-03-04T10:01", nil},
-		{"to=2026-03-04T09:59", nil},
-	}
-	tests[10].want = tests[0].want
-	for _, tc := range tests {
-		t.Run(tc.query, func(t *testing.T) {
-			r := f.get("/events?" + tc.query)
-			if r.code != http.StatusOK {
-				t.Fatalf("GET /events?%s = %d: %s", tc.query, r.code, r.body)
-			}
-			if got := listed(r.body); !slices.Equal(got, tc.want) {
-				t.Fatalf("listed %v, want %v", got, tc.want)
-			}
-		})
-	}
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		o := f.o
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"", append(append(append(append(slices.Clone(o.completed), o.pending...), o.retrying), o.givenUp...), o.blocked, o.stuck)},
+			{"status=completed", o.completed},
+			{"given_up=1", o.givenUp},
+			{"status=failed", append([]string{o.retrying}, o.givenUp...)},
+			{"stuck=1", []string{o.stuck}},
+			{"stale=1", append(slices.Clone(o.pending), o.blocked)},
+			{"type=payment.charge", o.givenUp},
+			{"user=carol", []string{o.pending[1], o.stuck}},
+			{"status=pending&user=bob", o.pending[:1]},
+			{"q=" + url.QueryEscape(o.retrying+", "+o.stuck), []string{o.retrying, o.stuck}},
+			{"from=2026-03-04T09:00&to=2026-03-04T10:01", nil}, // filled below: every event
+			{"from=2026-03-04T10:01", nil},
+			{"to=2026-03-04T09:59", nil},
+		}
+		tests[10].want = tests[0].want
+		for _, tc := range tests {
+			t.Run(tc.query, func(t *testing.T) {
+				r := f.get("/events?" + tc.query)
+				if r.code != http.StatusOK {
+					t.Fatalf("GET /events?%s = %d: %s", tc.query, r.code, r.body)
+				}
+				if got := listed(r.body); !slices.Equal(got, tc.want) {
+					t.Fatalf("listed %v, want %v", got, tc.want)
+				}
+			})
+		}
+	})
 }
 
 func TestEventsBadFilterSaysWhy(t *testing.T) {
@@ -247,160 +256,168 @@ func TestEventsBadFilterSaysWhy(t *testing.T) {
 }
 
 func TestEventsPagesWithTheCursor(t *testing.T) {
-	s := sqlitetest.NewStore(t)
-	var want []string
-	for i := range 23 {
-		e := outbox.NewEvent("t", "e", "u")
-		if err := s.Enqueue(context.Background(), t0.Add(time.Duration(i)*time.Second), e); err != nil {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		s := newStore(t)
+		var want []string
+		for i := range 23 {
+			e := outbox.NewEvent("t", "e", "u")
+			if err := s.Enqueue(context.Background(), t0.Add(time.Duration(i)*time.Second), e); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, e.ID)
+		}
+		h, err := dashboard.New(dashboard.Config{Store: s, PageSize: 5, Logger: outboxtest.Discard})
+		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, e.ID)
-	}
-	h, err := dashboard.New(dashboard.Config{Store: s, PageSize: 5, Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, h: h}
-	var got []string
-	next, pages := "/events?type=t", 0
-	for next != "" {
-		r := f.get(next)
-		rows := listed(r.body)
-		if len(rows) > 5 {
-			t.Fatalf("page %d has %d rows, over the page size", pages, len(rows))
+		f := &fixture{t: t, h: h}
+		var got []string
+		next, pages := "/events?type=t", 0
+		for next != "" {
+			r := f.get(next)
+			rows := listed(r.body)
+			if len(rows) > 5 {
+				t.Fatalf("page %d has %d rows, over the page size", pages, len(rows))
+			}
+			got = append(got, rows...)
+			pages++
+			if pages > 10 {
+				t.Fatalf("still paging after %d pages (at %s)", pages, next)
+			}
+			next = ""
+			if m := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`).FindStringSubmatch(r.body); m != nil {
+				next = strings.ReplaceAll(m[1], "&amp;", "&")
+			}
 		}
-		got = append(got, rows...)
-		pages++
-		if pages > 10 {
-			t.Fatalf("still paging after %d pages (at %s)", pages, next)
+		if !slices.Equal(got, want) || pages != 5 {
+			t.Fatalf("paged through %d pages listing %d events, want 5 pages and the 23 in order", pages, len(got))
 		}
-		next = ""
-		if m := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`).FindStringSubmatch(r.body); m != nil {
-			next = strings.ReplaceAll(m[1], "&amp;", "&")
-		}
-	}
-	if !slices.Equal(got, want) || pages != 5 {
-		t.Fatalf("paged through %d pages listing %d events, want 5 pages and the 23 in order", pages, len(got))
-	}
+	})
 }
 
 func TestEventDetailShowsEverythingEscaped(t *testing.T) {
-	f := newFixture(t, dashboard.Config{})
-	r := f.get("/events/" + f.o.pending[0])
-	if r.code != http.StatusOK {
-		t.Fatalf("GET event = %d: %s", r.code, r.body)
-	}
-	for _, hostile := range []string{"<script>alert(1)", "<img src=x", "<b onmouseover"} {
-		if strings.Contains(r.body, hostile) {
-			t.Errorf("the page contains %q as markup", hostile)
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		r := f.get("/events/" + f.o.pending[0])
+		if r.code != http.StatusOK {
+			t.Fatalf("GET event = %d: %s", r.code, r.body)
 		}
-	}
-	for _, want := range []string{
-		`&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;`, // the payload, as text
-		"\n  &#34;note&#34;:",                               // pretty-printed
-		`&lt;b onmouseover=alert(3)&gt;x&lt;/b&gt;`,         // metadata, as text
-		`order.created`, `order-4`, `bob`,
-	} {
-		if !strings.Contains(r.body, want) {
-			t.Errorf("event page lacks %q", want)
+		for _, hostile := range []string{"<script>alert(1)", "<img src=x", "<b onmouseover"} {
+			if strings.Contains(r.body, hostile) {
+				t.Errorf("the page contains %q as markup", hostile)
+			}
 		}
-	}
-	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
-		t.Errorf("Content-Security-Policy = %q", csp)
-	}
+		for _, want := range []string{
+			`&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;`, // the payload, as text
+			"\n  &#34;note&#34;:",                               // pretty-printed
+			`&lt;b onmouseover=alert(3)&gt;x&lt;/b&gt;`,         // metadata, as text
+			`order.created`, `order-4`, `bob`,
+		} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("event page lacks %q", want)
+			}
+		}
+		if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+			t.Errorf("Content-Security-Policy = %q", csp)
+		}
 
-	g := f.get("/events/" + f.o.givenUp[0])
-	for _, want := range []string{`503 &lt;script&gt;alert(&#34;err&#34;)&lt;/script&gt;`, `attempt 1 failed`, `given up: waits for an operator`, `order-7`} {
-		if !strings.Contains(g.body, want) {
-			t.Errorf("given-up event page lacks %q", want)
+		g := f.get("/events/" + f.o.givenUp[0])
+		for _, want := range []string{`503 &lt;script&gt;alert(&#34;err&#34;)&lt;/script&gt;`, `attempt 1 failed`, `given up: waits for an operator`, `order-7`} {
+			if !strings.Contains(g.body, want) {
+				t.Errorf("given-up event page lacks %q", want)
+			}
 		}
-	}
-	if strings.Contains(g.body, `<script>alert("err")`) {
-		t.Error("the error is rendered as markup")
-	}
+		if strings.Contains(g.body, `<script>alert("err")`) {
+			t.Error("the error is rendered as markup")
+		}
 
-	b := f.get("/events/" + f.o.blocked)
-	if !strings.Contains(b.body, `id="blocked"`) || !strings.Contains(b.body, `href="/events/`+f.o.givenUp[0]+`"`) {
-		t.Errorf("blocked event page does not name the given-up head %s", f.o.givenUp[0])
-	}
-	s := f.get("/events/" + f.o.stuck)
-	if !strings.Contains(s.body, "held by <code>relay-1</code>") || !strings.Contains(s.body, "expired: stuck") {
-		t.Error("stuck event page does not show its expired lease")
-	}
-	if r := f.get("/events/" + "0190a8c2-0000-7000-8000-000000000000"); r.code != http.StatusNotFound {
-		t.Errorf("unknown event = %d, want 404", r.code)
-	}
-	if r := f.get("/events/nope"); r.code != http.StatusNotFound {
-		t.Errorf("malformed ID = %d, want 404", r.code)
-	}
+		b := f.get("/events/" + f.o.blocked)
+		if !strings.Contains(b.body, `id="blocked"`) || !strings.Contains(b.body, `href="/events/`+f.o.givenUp[0]+`"`) {
+			t.Errorf("blocked event page does not name the given-up head %s", f.o.givenUp[0])
+		}
+		s := f.get("/events/" + f.o.stuck)
+		if !strings.Contains(s.body, "held by <code>relay-1</code>") || !strings.Contains(s.body, "expired: stuck") {
+			t.Error("stuck event page does not show its expired lease")
+		}
+		if r := f.get("/events/" + "0190a8c2-0000-7000-8000-000000000000"); r.code != http.StatusNotFound {
+			t.Errorf("unknown event = %d, want 404", r.code)
+		}
+		if r := f.get("/events/nope"); r.code != http.StatusNotFound {
+			t.Errorf("malformed ID = %d, want 404", r.code)
+		}
+	})
 }
 
 func TestRetryAsksThenRetriesAndLogs(t *testing.T) {
-	f := newFixture(t, dashboard.Config{})
-	id := f.o.givenUp[0]
-	form := url.Values{"csrf": {f.csrf}, "ids": {id}, "back": {"/events/" + id}}
-	r := f.post("/actions/retry", form)
-	if r.code != http.StatusOK || !strings.Contains(r.body, "Retry 1 event(s)?") {
-		t.Fatalf("first POST = %d, want the confirmation: %.300s", r.code, r.body)
-	}
-	if e, _ := f.status(id); !e.GivenUp() {
-		t.Fatal("the event changed before the confirmation")
-	}
-	form.Set("confirm", "yes")
-	r = f.post("/actions/retry", form)
-	if r.code != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/events/"+id+"?done=retry&n=1") {
-		t.Fatalf("confirmed POST = %d to %q", r.code, r.header.Get("Location"))
-	}
-	if e, _ := f.status(id); e.Status != outbox.StatusPending || e.Attempts != 0 {
-		t.Fatalf("after retry: %s with %d attempts, want pending with 0", e.Status, e.Attempts)
-	}
-	if !strings.Contains(f.get(r.header.Get("Location")).body, "Retried 1 of 1 event(s).") {
-		t.Error("the event page does not say it was retried")
-	}
-	if log := f.logs.String(); !strings.Contains(log, "action=retry who=local") || !strings.Contains(log, id) || !strings.Contains(log, "retried=1") {
-		t.Errorf("action log: %s", log)
-	}
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		id := f.o.givenUp[0]
+		form := url.Values{"csrf": {f.csrf}, "ids": {id}, "back": {"/events/" + id}}
+		r := f.post("/actions/retry", form)
+		if r.code != http.StatusOK || !strings.Contains(r.body, "Retry 1 event(s)?") {
+			t.Fatalf("first POST = %d, want the confirmation: %.300s", r.code, r.body)
+		}
+		if e, _ := f.status(id); !e.GivenUp() {
+			t.Fatal("the event changed before the confirmation")
+		}
+		form.Set("confirm", "yes")
+		r = f.post("/actions/retry", form)
+		if r.code != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/events/"+id+"?done=retry&n=1") {
+			t.Fatalf("confirmed POST = %d to %q", r.code, r.header.Get("Location"))
+		}
+		if e, _ := f.status(id); e.Status != outbox.StatusPending || e.Attempts != 0 {
+			t.Fatalf("after retry: %s with %d attempts, want pending with 0", e.Status, e.Attempts)
+		}
+		if !strings.Contains(f.get(r.header.Get("Location")).body, "Retried 1 of 1 event(s).") {
+			t.Error("the event page does not say it was retried")
+		}
+		if log := f.logs.String(); !strings.Contains(log, "action=retry who=local") || !strings.Contains(log, id) || !strings.Contains(log, "retried=1") {
+			t.Errorf("action log: %s", log)
+		}
+	})
 }
 
 func TestDiscardTheFilteredSet(t *testing.T) {
-	f := newFixture(t, dashboard.Config{Token: "s3cret"})
-	auth := func(r *http.Request) *http.Request { r.SetBasicAuth("dana", "s3cret"); return r }
-	post := func(form url.Values) response {
-		r := httptest.NewRequest(http.MethodPost, "/actions/discard", strings.NewReader(form.Encode()))
-		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		return f.do(auth(r))
-	}
-	page := f.do(auth(httptest.NewRequest(http.MethodGet, "/events?given_up=1", nil)))
-	csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
-	if csrf == nil {
-		t.Fatal("the filtered list offers no action form")
-	}
-	r := post(url.Values{"csrf": {csrf[1]}, "query": {"given_up=1"}, "back": {"/events?given_up=1"}})
-	if r.code != http.StatusOK || !strings.Contains(r.body, "Discard 2 event(s)?") {
-		t.Fatalf("first POST = %d: %.400s", r.code, r.body)
-	}
-	// The confirmation carries the IDs it showed; confirm exactly those.
-	var confirm = url.Values{"csrf": {csrf[1]}, "confirm": {"yes"}, "back": {"/events?given_up=1"}}
-	for _, m := range regexp.MustCompile(`name="ids" value="([^"]+)"`).FindAllStringSubmatch(r.body, -1) {
-		confirm.Add("ids", m[1])
-	}
-	if got := confirm["ids"]; !slices.Equal(got, f.o.givenUp) {
-		t.Fatalf("confirmation lists %v, want %v", got, f.o.givenUp)
-	}
-	if r := post(confirm); r.code != http.StatusSeeOther {
-		t.Fatalf("confirmed POST = %d: %s", r.code, r.body)
-	}
-	for _, id := range f.o.givenUp {
-		if _, ok := f.status(id); ok {
-			t.Errorf("%s still there after discard", id)
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{Token: "s3cret"})
+		auth := func(r *http.Request) *http.Request { r.SetBasicAuth("dana", "s3cret"); return r }
+		post := func(form url.Values) response {
+			r := httptest.NewRequest(http.MethodPost, "/actions/discard", strings.NewReader(form.Encode()))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			return f.do(auth(r))
 		}
-	}
-	if _, ok := f.status(f.o.retrying); !ok {
-		t.Error("an event outside the filter was discarded")
-	}
-	if log := f.logs.String(); !strings.Contains(log, "action=discard who=dana") || !strings.Contains(log, "discarded=2") {
-		t.Errorf("action log: %s", log)
-	}
+		page := f.do(auth(httptest.NewRequest(http.MethodGet, "/events?given_up=1", nil)))
+		csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+		if csrf == nil {
+			t.Fatal("the filtered list offers no action form")
+		}
+		r := post(url.Values{"csrf": {csrf[1]}, "query": {"given_up=1"}, "back": {"/events?given_up=1"}})
+		if r.code != http.StatusOK || !strings.Contains(r.body, "Discard 2 event(s)?") {
+			t.Fatalf("first POST = %d: %.400s", r.code, r.body)
+		}
+		// The confirmation carries the IDs it showed; confirm exactly those.
+		var confirm = url.Values{"csrf": {csrf[1]}, "confirm": {"yes"}, "back": {"/events?given_up=1"}}
+		for _, m := range regexp.MustCompile(`name="ids" value="([^"]+)"`).FindAllStringSubmatch(r.body, -1) {
+			confirm.Add("ids", m[1])
+		}
+		if got := confirm["ids"]; !slices.Equal(got, f.o.givenUp) {
+			t.Fatalf("confirmation lists %v, want %v", got, f.o.givenUp)
+		}
+		if r := post(confirm); r.code != http.StatusSeeOther {
+			t.Fatalf("confirmed POST = %d: %s", r.code, r.body)
+		}
+		for _, id := range f.o.givenUp {
+			if _, ok := f.status(id); ok {
+				t.Errorf("%s still there after discard", id)
+			}
+		}
+		if _, ok := f.status(f.o.retrying); !ok {
+			t.Error("an event outside the filter was discarded")
+		}
+		if log := f.logs.String(); !strings.Contains(log, "action=discard who=dana") || !strings.Contains(log, "discarded=2") {
+			t.Errorf("action log: %s", log)
+		}
+	})
 }
 
 func TestActionsRefused(t *testing.T) {
@@ -568,44 +585,46 @@ func TestActionReturnsOnlyToTheDashboard(t *testing.T) {
 }
 
 func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
-	s := sqlitetest.NewStore(t)
-	ctx := context.Background()
-	var kept []outbox.Event
-	for i := range 40 {
-		e := outbox.NewEvent("t", "e", "u")
-		if err := s.Enqueue(ctx, t0.Add(time.Duration(i)*time.Minute), e); err != nil {
-			t.Fatal(err)
-		}
-		if i%3 == 0 { // holes in the numbering, as deletes and rolled-back inserts leave
-			if _, err := s.Delete(ctx, e.ID); err != nil {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		s := newStore(t)
+		ctx := context.Background()
+		var kept []outbox.Event
+		for i := range 40 {
+			e := outbox.NewEvent("t", "e", "u")
+			if err := s.Enqueue(ctx, t0.Add(time.Duration(i)*time.Minute), e); err != nil {
 				t.Fatal(err)
 			}
-			continue
+			if i%3 == 0 { // holes in the numbering, as deletes and rolled-back inserts leave
+				if _, err := s.Delete(ctx, e.ID); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			kept = append(kept, *e)
 		}
-		kept = append(kept, *e)
-	}
-	h, err := dashboard.New(dashboard.Config{Store: s, Logger: outboxtest.Discard})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, h: h}
-	tests := []struct{ from, to time.Duration }{
-		{10 * time.Minute, 20 * time.Minute}, {0, 40 * time.Minute}, {-time.Hour, 5 * time.Minute},
-		{39 * time.Minute, time.Hour}, {12 * time.Minute, 13 * time.Minute}, {41 * time.Minute, time.Hour},
-	}
-	for _, tc := range tests {
-		from, to := t0.Add(tc.from), t0.Add(tc.to)
-		var want []string
-		for _, e := range kept {
-			if !e.CreatedAt.Before(from) && e.CreatedAt.Before(to) {
-				want = append(want, e.ID)
+		h, err := dashboard.New(dashboard.Config{Store: s, Logger: outboxtest.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &fixture{t: t, h: h}
+		tests := []struct{ from, to time.Duration }{
+			{10 * time.Minute, 20 * time.Minute}, {0, 40 * time.Minute}, {-time.Hour, 5 * time.Minute},
+			{39 * time.Minute, time.Hour}, {12 * time.Minute, 13 * time.Minute}, {41 * time.Minute, time.Hour},
+		}
+		for _, tc := range tests {
+			from, to := t0.Add(tc.from), t0.Add(tc.to)
+			var want []string
+			for _, e := range kept {
+				if !e.CreatedAt.Before(from) && e.CreatedAt.Before(to) {
+					want = append(want, e.ID)
+				}
+			}
+			q := url.Values{"from": {from.Format("2006-01-02T15:04")}, "to": {to.Format("2006-01-02T15:04")}}
+			if got := listed(f.get("/events?" + q.Encode()).body); !slices.Equal(got, want) {
+				t.Errorf("from %s to %s: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
 			}
 		}
-		q := url.Values{"from": {from.Format("2006-01-02T15:04")}, "to": {to.Format("2006-01-02T15:04")}}
-		if got := listed(f.get("/events?" + q.Encode()).body); !slices.Equal(got, want) {
-			t.Errorf("from %s to %s: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
-		}
-	}
+	})
 }
 
 func TestOverviewShowsPausedTypes(t *testing.T) {
