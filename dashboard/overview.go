@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -51,9 +52,27 @@ const stuckScanLimit = 1000
 
 func (h *Handler) overview(ctx context.Context) (overview, error) {
 	now := h.cfg.Clock.Now()
+	// The timeline is read beside the counts: the two are the overview's cost, and
+	// neither needs the other.
+	var (
+		buckets     []outbox.TimelineBucket
+		timelineErr error
+		wg          sync.WaitGroup
+	)
+	tl, hasTimeline := h.store.(outbox.Timeline)
+	// Whole minutes, the current one included.
+	until := now.Truncate(time.Minute).Add(time.Minute)
+	since := until.Add(-h.cfg.ChartWindow)
+	if hasTimeline {
+		wg.Go(func() { buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until}) })
+	}
 	st, err := h.store.Stats(ctx, outbox.StatsQuery{Now: now, StaleAfter: h.cfg.StaleAfter})
+	wg.Wait()
 	if err != nil {
 		return overview{}, err
+	}
+	if timelineErr != nil {
+		return overview{}, timelineErr
 	}
 	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter}
 	o.Health = outbox.CheckHealth(st, h.cfg.Health)
@@ -70,14 +89,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	}
 	slices.SortFunc(o.Types, func(a, b typeRow) int { return cmp.Compare(a.Type, b.Type) })
 
-	if tl, ok := h.store.(outbox.Timeline); ok {
-		// Whole minutes, the current one included.
-		until := now.Truncate(time.Minute).Add(time.Minute)
-		since := until.Add(-h.cfg.ChartWindow)
-		buckets, err := tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until})
-		if err != nil {
-			return overview{}, err
-		}
+	if hasTimeline {
 		o.Timeline = fillMinutes(buckets, since, until)
 		o.Window = &windowTotals{Minutes: len(o.Timeline)}
 		for _, b := range o.Timeline {
