@@ -21,7 +21,8 @@ import (
 
 // PLUG-IN(issue 9, blocked filter): when outbox.Filter can select events blocked
 // behind a given-up event of their key, set blockedFilter to true and, in
-// listQuery.filter, copy q.Blocked into the Filter; the list's form then offers it.
+// Handler.selection (the "q.Blocked" branch), set that Filter field from q.Blocked; the
+// list's form then offers the checkbox (templates/events.html already has it).
 const blockedFilter = false
 
 // listQuery is the events list's form, as it travels in the URL.
@@ -133,6 +134,7 @@ func (h *Handler) selection(ctx context.Context, q listQuery) (selection, error)
 	if q.Blocked && !blockedFilter {
 		return sel, &errQuery{"this store cannot list blocked events yet"}
 	}
+	// PLUG-IN(issue 9, blocked filter): f.Blocked = q.Blocked
 	if q.Q != "" {
 		for _, id := range strings.FieldsFunc(q.Q, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
 			if _, err := uuid.Parse(id); err != nil {
@@ -270,15 +272,13 @@ func trim(events []outbox.Event, limit int) ([]outbox.Event, int64, error) {
 }
 
 type eventsPage struct {
-	Query        listQuery
-	Events       []outbox.Event
-	Next         int64
-	Statuses     []outbox.Status
-	Blocked      bool // the blocked filter is available
-	Now          time.Time
-	FirstPage    bool
-	ActionQuery  string // the query string actions on the filtered set carry
-	BlockedHelps string
+	Query     listQuery
+	Events    []outbox.Event
+	Next      int64 // the cursor of the next page; 0 on the last
+	Statuses  []outbox.Status
+	Blocked   bool // the blocked filter is available
+	Now       time.Time
+	FirstPage bool
 }
 
 func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
