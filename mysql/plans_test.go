@@ -175,6 +175,10 @@ func TestPlansUseTheIndexes(t *testing.T) {
 				if row["table"] == "" { // nothing read: optimized away
 					continue
 				}
+				// The paused types: a handful of rows, read whole once per statement.
+				if strings.HasSuffix(row["table"], "_paused_types") {
+					continue
+				}
 				if tc.ordered && row["select_type"] == "PRIMARY" && strings.Contains(row["Extra"], "filesort") {
 					t.Errorf("%s sorts its matches instead of reading them in order: %s", tc.name, row["Extra"])
 				}

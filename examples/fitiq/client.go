@@ -75,6 +75,15 @@ func EntityPath(userID string, k Kind, id string) string {
 	return p
 }
 
+type idempotencyKey struct{}
+
+// WithIdempotencyKey returns ctx carrying key, which the client sends as the
+// Idempotency-Key of its writes: the sync handlers send the outbox event's ID, so that
+// the backend applies each event once.
+func WithIdempotencyKey(ctx context.Context, key string) context.Context {
+	return context.WithValue(ctx, idempotencyKey{}, key)
+}
+
 // Create sends a new entity. A 409 answer (it exists already) is an error matching
 // ErrConflict; Get then returns the stored record.
 func (c *Client) Create(ctx context.Context, userID string, e Entity) (RemoteRecord, error) {
@@ -140,6 +149,9 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	c.prop.Inject(ctx, propagation.HeaderCarrier(req.Header))
+	if key, ok := ctx.Value(idempotencyKey{}).(string); ok && method != http.MethodGet {
+		req.Header.Set("Idempotency-Key", key)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("fitiq: %s %s: %w", method, path, err)

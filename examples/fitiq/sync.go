@@ -80,6 +80,7 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 		return outbox.Permanent(fmt.Errorf("fitiq: %s %s belongs to user %q, the event to %q", h.kind, r.ID, r.UserID, ev.UserID))
 	}
 
+	ctx = WithIdempotencyKey(ctx, ev.ID)
 	var rec RemoteRecord
 	if ev.IsNewRecord {
 		typ, _ := e.HistoryKey()

@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/fitiq/outbox/examples/fitiq"
+	"github.com/fitiq/outbox/inbox"
+	"github.com/fitiq/outbox/inbox/httpinbox"
 	"github.com/fitiq/outbox/internal/migrate"
 	"github.com/fitiq/outbox/sqlite"
 )
@@ -114,6 +116,9 @@ func (d *DB) Migrate(ctx context.Context) ([]int, error) {
 		ms = postgresMigrations
 	}
 	done, err := migrate.Run(ctx, migrationTarget(d.db), ms)
+	if err == nil {
+		_, err = inbox.Migrate(ctx, d.db, d.inboxConfig()) // the event IDs of the requests (see Server.ServeHTTP)
+	}
 	versions := make([]int, len(done))
 	for i, m := range done {
 		versions[i] = m.Version
@@ -197,7 +202,7 @@ func scanRecord(row scanner) (fitiq.RemoteRecord, error) {
 // inserts of one ID store one row (the UNIQUE constraint decides).
 func (d *DB) Insert(ctx context.Context, userID string, r fitiq.RemoteRecord) (stored fitiq.RemoteRecord, created bool, err error) {
 	var id string
-	err = d.db.QueryRowContext(ctx, insertRecord, r.BackendID, userID, string(r.Kind), r.ID, r.Version, r.Type,
+	err = d.exec(ctx).QueryRowContext(ctx, insertRecord, r.BackendID, userID, string(r.Kind), r.ID, r.Version, r.Type,
 		r.Date.UnixMicro(), string(r.Data), r.CreatedAt.UnixMicro(), r.UpdatedAt.UnixMicro()).Scan(&id)
 	switch {
 	case err == nil:
@@ -213,7 +218,7 @@ func (d *DB) Insert(ctx context.Context, userID string, r fitiq.RemoteRecord) (s
 // version is newer than the stored one; a replay (same or older version) changes nothing. It returns the record as now
 // stored and applied whether r was written; fitiq.ErrNotFound when there is no record.
 func (d *DB) Update(ctx context.Context, userID string, r fitiq.RemoteRecord) (stored fitiq.RemoteRecord, applied bool, err error) {
-	stored, err = scanRecord(d.db.QueryRowContext(ctx, updateRecord, userID, string(r.Kind), r.ID, r.Version, r.Type,
+	stored, err = scanRecord(d.exec(ctx).QueryRowContext(ctx, updateRecord, userID, string(r.Kind), r.ID, r.Version, r.Type,
 		r.Date.UnixMicro(), string(r.Data), r.UpdatedAt.UnixMicro()))
 	switch {
 	case err == nil:
@@ -223,6 +228,17 @@ func (d *DB) Update(ctx context.Context, userID string, r fitiq.RemoteRecord) (s
 	}
 	stored, err = d.Get(ctx, userID, r.Kind, r.ID)
 	return stored, false, err
+}
+
+// exec is the request's inbox transaction when it has one, so that the write commits
+// together with the event's ID, or else the database.
+func (d *DB) exec(ctx context.Context) interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+} {
+	if tx := httpinbox.Tx(ctx); tx != nil {
+		return tx
+	}
+	return d.db
 }
 
 // Get returns userID's record of kind k with the client's ID id, or fitiq.ErrNotFound.

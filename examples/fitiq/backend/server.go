@@ -11,6 +11,9 @@
 //   - Isolation: a request is served only under the path of the user its token
 //     belongs to (401 without a valid token, 403 under another user's path), and every
 //     query is scoped to that user, so another user's data is never served.
+//   - Each event once: a create or update sent with an Idempotency-Key (the app sends
+//     its outbox event ID) is applied in one transaction with that key, so a replayed
+//     event has no second effect; the replay is answered as the entity now stands.
 //   - Bounded, validated input: bodies over MaxBodyBytes, malformed JSON, unknown
 //     fields and out-of-range values get 400 with a message naming the problem.
 package backend
@@ -40,6 +43,8 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/examples/fitiq"
+	"github.com/fitiq/outbox/inbox"
+	"github.com/fitiq/outbox/inbox/httpinbox"
 )
 
 // Config tunes a Server.
@@ -89,6 +94,7 @@ type Stats struct {
 // Server is the remote API.
 type Server struct {
 	db    *DB
+	inbox http.Handler // the mux behind the inbox
 	cfg   Config
 	log   *slog.Logger
 	mux   *http.ServeMux
@@ -137,7 +143,29 @@ func New(db *DB, cfg Config) (*Server, error) {
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.Method+" "+r.URL.Path)
 	})
+	ib, err := inbox.New(context.Background(), db.db, db.inboxConfig())
+	if err != nil {
+		return nil, fmt.Errorf("fitiq/backend: %w", err)
+	}
+	// A replay runs the request again outside the inbox: the entity-level rules answer
+	// it (409 with the record for a create, the stored record for an old update).
+	mw, err := httpinbox.New(ib, httpinbox.Config{Replay: s.mux, Logger: s.log})
+	if err != nil {
+		return nil, err
+	}
+	s.inbox = mw.Wrap(s.mux)
 	return s, nil
+}
+
+// inboxConfig is the backend's inbox. Event IDs never expire: a phone offline for
+// months still syncs, and past the window the entity-level rules keep it correct.
+func (d *DB) inboxConfig() inbox.Config {
+	cfg := inbox.Config{Dialect: inbox.SQLite, Table: "fitiq_backend_inbox"}
+	if d.postgres {
+		cfg.Dialect = inbox.Postgres
+	}
+	cfg.MessageTime = func(string) (time.Time, bool) { return time.Time{}, false }
+	return cfg
 }
 
 // DB returns the server's database.
@@ -145,7 +173,7 @@ func (s *Server) DB() *DB { return s.db }
 
 // ServeHTTP implements http.Handler. Each request is a server span continuing the
 // trace in its headers: an outbox delivery's, so that one trace runs from the user's
-// save to here.
+// save to here. Writes that carry an Idempotency-Key go through the inbox.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := s.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
 	ctx, span := s.tracer.Start(ctx, r.Method, trace.WithSpanKind(trace.SpanKindServer),
@@ -153,7 +181,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer span.End()
 	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
 	r = r.WithContext(ctx)
-	s.mux.ServeHTTP(sw, r)
+	// Writes that carry an Idempotency-Key go through the inbox.
+	if (r.Method == http.MethodPost || r.Method == http.MethodPut) && r.Header.Get(httpinbox.DefaultHeader) != "" {
+		s.inbox.ServeHTTP(sw, r)
+	} else {
+		s.mux.ServeHTTP(sw, r)
+	}
 	if r.Pattern != "" {
 		span.SetName(r.Pattern) // "POST /v1/users/{user}/{kind}": the route, not the IDs
 		span.SetAttributes(attribute.String("http.route", r.Pattern))
