@@ -18,6 +18,12 @@ type Timeline interface {
 // TimelineQuery is the window a Timeline counts.
 type TimelineQuery struct {
 	Since, Until time.Time
+	// CompletedSince, when after Since, counts completions only from then on (the
+	// buckets before it carry failures alone): a caller that keeps the completions of
+	// minutes already counted asks only for the new ones, since those of a past minute
+	// do not change. Failures are always counted over the whole window, because a failed
+	// event leaves the count when a later attempt completes it.
+	CompletedSince time.Time
 }
 
 // TimelineBucket counts one minute.

@@ -49,6 +49,8 @@ type Handler struct {
 	mux    *http.ServeMux
 	origin *http.CrossOriginProtection
 	cache  overviewCache
+
+	completions completionsCache
 }
 
 // New returns the dashboard for cfg.Store. It fails when cfg holds a value that cannot

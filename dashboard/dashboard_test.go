@@ -3,6 +3,7 @@ package dashboard_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
@@ -12,14 +13,20 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/dashboard"
 	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
 	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
+
+// completionsSettleForTest is dashboard's completionsSettle: the minutes that ended
+// longer ago are counted once.
+const completionsSettleForTest = 2 * time.Minute
 
 type fixture struct {
 	t     *testing.T
@@ -639,5 +646,80 @@ func TestOverviewShowsPausedTypes(t *testing.T) {
 	body := f.get("/").body
 	if !strings.Contains(body, `id="paused"`) || !strings.Contains(body, "<strong>user.renamed</strong>; 1 event(s) waiting.") {
 		t.Fatalf("overview does not show the paused type: %.2000s", body[strings.Index(body, "By type"):])
+	}
+}
+
+// timelineRecorder is a store that notes the timeline queries it answers.
+type timelineRecorder struct {
+	*sqlite.Store
+	mu      sync.Mutex
+	queries []outbox.TimelineQuery
+}
+
+func (r *timelineRecorder) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.TimelineBucket, error) {
+	r.mu.Lock()
+	r.queries = append(r.queries, q)
+	r.mu.Unlock()
+	return r.Store.Timeline(ctx, q)
+}
+
+func (r *timelineRecorder) last() outbox.TimelineQuery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queries[len(r.queries)-1]
+}
+
+func TestChartCountsPastMinutesOnce(t *testing.T) {
+	rec := &timelineRecorder{Store: sqlitetest.NewStore(t)}
+	clock := newClock()
+	// Three completions at t0, counted once and kept; two more later, in the minute shown last.
+	fillOutbox(t, rec)
+	h, err := dashboard.New(dashboard.Config{Store: rec, Clock: clock, RefreshInterval: time.Nanosecond, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, h: h}
+	windowCompleted := func() int {
+		t.Helper()
+		r := f.get("/api/overview")
+		var o struct {
+			Window struct{ Completed int }
+		}
+		if err := json.Unmarshal([]byte(r.body), &o); r.code != http.StatusOK || err != nil {
+			t.Fatalf("GET /api/overview = %d, %v", r.code, err)
+		}
+		return o.Window.Completed
+	}
+	if n := windowCompleted(); n != 3 {
+		t.Fatalf("first overview: %d completed in the window, want 3", n)
+	}
+	if q := rec.last(); !q.CompletedSince.Equal(q.Since) {
+		t.Fatalf("first overview counted completions from %s, want the whole window from %s", q.CompletedSince, q.Since)
+	}
+
+	// Later: the minute of t0 is closed, and two events complete now.
+	clock.Set(now.Add(5 * time.Minute))
+	ctx := context.Background()
+	late := []*outbox.Event{outbox.NewEvent("t", "late-1", "u"), outbox.NewEvent("t", "late-2", "u")}
+	if err := rec.Enqueue(ctx, clock.Now(), late...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Claim(ctx, outbox.ClaimParams{Owner: "r", Now: clock.Now(), LeaseUntil: clock.Now().Add(time.Minute), Limit: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Settle(ctx, "r", clock.Now(), []outbox.Outcome{{ID: late[0].ID, Result: outbox.Delivered}, {ID: late[1].ID, Result: outbox.Delivered}}); err != nil {
+		t.Fatal(err)
+	}
+	// The overview is recomputed (the refresh interval is over at once); the first answer may be the old figures.
+	deadline := time.Now().Add(30 * time.Second)
+	for n := windowCompleted(); n != 5; n = windowCompleted() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the window shows %d completions, want 5", n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the background refresh, not waiting out a timer
+	}
+	q := rec.last()
+	if want := now.Add(5 * time.Minute).Truncate(time.Minute).Add(-completionsSettleForTest); !q.CompletedSince.After(q.Since) || q.CompletedSince.After(want) {
+		t.Fatalf("later overview counted completions from %s; want from the closed minutes on (after %s, by %s)", q.CompletedSince, q.Since, want)
 	}
 }

@@ -63,8 +63,12 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	// Whole minutes, the current one included.
 	until := now.Truncate(time.Minute).Add(time.Minute)
 	since := until.Add(-h.cfg.ChartWindow)
+	var completedSince time.Time
 	if hasTimeline {
-		wg.Go(func() { buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until}) })
+		completedSince = h.completions.since(since, until)
+		wg.Go(func() {
+			buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until, CompletedSince: completedSince})
+		})
 	}
 	st, err := h.store.Stats(ctx, outbox.StatsQuery{Now: now, StaleAfter: h.cfg.StaleAfter})
 	wg.Wait()
@@ -91,6 +95,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 
 	if hasTimeline {
 		o.Timeline = fillMinutes(buckets, since, until)
+		h.completions.merge(o.Timeline, since, completedSince, until)
 		o.Window = &windowTotals{Minutes: len(o.Timeline)}
 		for _, b := range o.Timeline {
 			o.Window.Completed += b.Completed

@@ -46,6 +46,18 @@ func testTimeline(t *testing.T, h Harness) {
 	if !timelineEqual(got, want) {
 		t.Fatalf("Timeline = %+v, want %+v", got, want)
 	}
+	// Completions only from CompletedSince on; failures over the whole window.
+	got, err = tl.Timeline(context.Background(), outbox.TimelineQuery{Since: m0, Until: m0.Add(5 * time.Minute), CompletedSince: m0.Add(time.Minute)})
+	if err != nil {
+		t.Fatalf("Timeline: %v", err)
+	}
+	want = []outbox.TimelineBucket{
+		{Minute: m0, Failed: 2, GivenUp: 1},
+		{Minute: m0.Add(2 * time.Minute), Completed: 2},
+	}
+	if !timelineEqual(got, want) {
+		t.Fatalf("Timeline with CompletedSince = %+v, want %+v", got, want)
+	}
 	if got, err := tl.Timeline(context.Background(), outbox.TimelineQuery{Since: m0.Add(time.Minute), Until: m0.Add(2 * time.Minute)}); err != nil || len(got) != 0 {
 		t.Fatalf("Timeline of an empty minute = %+v, %v; want nothing", got, err)
 	}

@@ -24,7 +24,7 @@ var (
 const timeline = `
 SELECT floor(extract(epoch FROM completed_at) / 60)::bigint, count(*), 0::bigint, 0::bigint
 FROM {{table}}
-WHERE status = 'completed' AND completed_at >= @since AND completed_at < @until
+WHERE status = 'completed' AND completed_at >= @completed_since AND completed_at < @until
 GROUP BY 1
 UNION ALL
 SELECT floor(extract(epoch FROM updated_at) / 60)::bigint, 0, count(*), count(*) FILTER (WHERE next_attempt_at IS NULL)
@@ -46,7 +46,7 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 	if q.Until.Before(q.Since) {
 		return nil, &outbox.FieldError{Field: "TimelineQuery.Until", Problem: "must not be before Since"}
 	}
-	rows, err := s.pool.Query(ctx, s.render(timeline), pgx.NamedArgs{"since": q.Since, "until": q.Until})
+	rows, err := s.pool.Query(ctx, s.render(timeline), pgx.NamedArgs{"since": q.Since, "until": q.Until, "completed_since": later(q.Since, q.CompletedSince)})
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: timeline: %w", err)
 	}
@@ -91,4 +91,11 @@ func (s *Store) KeyHead(ctx context.Context, key string) (outbox.Event, error) {
 		return outbox.Event{}, fmt.Errorf("%w: no unfinished event of key %q", outbox.ErrNotFound, key)
 	}
 	return events[0], nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/fitiq/outbox"
 )
@@ -45,6 +46,7 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 	}
 	defer tx.Rollback()
 	window := []any{sql.Named("since", micros(q.Since)), sql.Named("until", micros(q.Until))}
+	completedWindow := []any{sql.Named("since", micros(later(q.Since, q.CompletedSince))), sql.Named("until", micros(q.Until))}
 	buckets := map[int64]*outbox.TimelineBucket{}
 	bucket := func(minute int64) *outbox.TimelineBucket {
 		b := buckets[minute]
@@ -54,7 +56,7 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 		}
 		return b
 	}
-	rows, err := tx.QueryContext(ctx, timelineCompleted, window...)
+	rows, err := tx.QueryContext(ctx, timelineCompleted, completedWindow...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/sqlite: timeline: %w", err)
 	}
@@ -110,4 +112,11 @@ func (s *Store) KeyHead(ctx context.Context, key string) (outbox.Event, error) {
 		return outbox.Event{}, fmt.Errorf("%w: no unfinished event of key %q", outbox.ErrNotFound, key)
 	}
 	return events[0], nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
