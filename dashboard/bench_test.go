@@ -169,6 +169,10 @@ func BenchmarkPagesPostgres(b *testing.B) {
 			_, err := store.Timeline(ctx, outbox.TimelineQuery{Since: now.Add(-time.Hour), Until: now})
 			return err
 		}},
+		{"store-timeline-refresh", func() error { // as each refresh asks, with the past minutes' completions kept
+			_, err := store.Timeline(ctx, outbox.TimelineQuery{Since: now.Add(-time.Hour), Until: now, CompletedSince: now.Add(-3 * time.Minute)})
+			return err
+		}},
 		{"store-list-processing", func() error {
 			_, err := store.List(ctx, outbox.Filter{Status: outbox.StatusProcessing, Limit: 1000})
 			return err
