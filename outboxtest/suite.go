@@ -73,6 +73,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"PausedTypeWaitsAndResumes", testPausedTypeWaits},
 		{"ProcessorScopedToTypesLeavesOthersPending", testProcessorScopedToTypes},
 		{"ScopedProcessorsDrainDisjointTypes", testScopedProcessorsDrainDisjointTypes},
+		{"TimelineCountsSettlementsPerMinute", testTimeline},
+		{"KeyHeadIsTheEarliestUnfinishedEvent", testKeyHead},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -84,7 +84,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd, pauseCmd, resumeCmd,
+		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd, pauseCmd, resumeCmd, serveCmd,
 	}
 }
 

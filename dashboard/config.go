@@ -1,0 +1,121 @@
+package dashboard
+
+import (
+	"cmp"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+// The dashboard's defaults.
+const (
+	DefaultPageSize        = 50
+	DefaultMaxBatch        = 1000
+	DefaultRefreshInterval = 5 * time.Second
+	DefaultChartWindow     = time.Hour
+)
+
+// Config sets up a dashboard Handler.
+type Config struct {
+	// Store is the outbox to show and act on. Required.
+	Store outbox.Store
+	// Token, when set, is required on every request: as "Authorization: Bearer TOKEN",
+	// or as the password of HTTP basic auth (the user name is then logged as who acted).
+	// When empty, only clients on the loopback interface are served: a dashboard
+	// reachable from the network must have a token. Defaults to "".
+	Token string
+	// ReadOnly hides the actions and refuses them. Defaults to false.
+	ReadOnly bool
+	// Prefix is the path the handler is mounted under, as in
+	// mux.Handle("/outbox/", http.StripPrefix("/outbox", h)) with Prefix "/outbox";
+	// the pages' links start with it. Defaults to "" (mounted at the root).
+	Prefix string
+	// StaleAfter is how long an event may stay due before it counts as stale.
+	// Defaults to outbox.DefaultStaleAfter (5m).
+	StaleAfter time.Duration
+	// Health holds the alert rules the overview checks. Zero fields take the defaults
+	// of outbox.HealthRules.
+	Health outbox.HealthRules
+	// PageSize is how many events a page of the list shows. Defaults to 50.
+	PageSize int
+	// MaxBatch bounds how many events one action on a filtered set reaches; the
+	// confirmation says when a set is larger. Defaults to 1000.
+	MaxBatch int
+	// RefreshInterval is how often the overview refreshes itself, and how old the
+	// figures it shows may be: they are computed for all viewers at once, at most once
+	// per interval. Defaults to 5s.
+	RefreshInterval time.Duration
+	// ChartWindow is how far back the throughput chart reaches, in minutes. Defaults to 1h.
+	ChartWindow time.Duration
+	// Clock supplies "now". Defaults to outbox.SystemClock.
+	Clock outbox.Clock
+	// Logger receives a line for every action taken (who, what, how many). Defaults to
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Validate reports the first field of c that cannot work, naming it; zero fields are
+// fine (they take their defaults) except Store.
+func (c Config) Validate() error {
+	if c.Store == nil {
+		return &outbox.FieldError{Field: "dashboard.Config.Store", Problem: "must not be nil"}
+	}
+	ints := []struct {
+		name  string
+		value int
+	}{{"dashboard.Config.PageSize", c.PageSize}, {"dashboard.Config.MaxBatch", c.MaxBatch}}
+	for _, f := range ints {
+		if f.value < 0 {
+			return &outbox.FieldError{Field: f.name, Problem: fmt.Sprintf("must be positive, got %d", f.value)}
+		}
+	}
+	durations := []struct {
+		name  string
+		value time.Duration
+	}{
+		{"dashboard.Config.StaleAfter", c.StaleAfter},
+		{"dashboard.Config.RefreshInterval", c.RefreshInterval},
+		{"dashboard.Config.ChartWindow", c.ChartWindow},
+	}
+	for _, f := range durations {
+		if f.value < 0 {
+			return &outbox.FieldError{Field: f.name, Problem: fmt.Sprintf("must be positive, got %s", f.value)}
+		}
+	}
+	if c.ChartWindow != 0 && (c.ChartWindow < time.Minute || c.ChartWindow > 24*time.Hour) {
+		return &outbox.FieldError{Field: "dashboard.Config.ChartWindow", Problem: fmt.Sprintf("must be from 1m to 24h, got %s", c.ChartWindow)}
+	}
+	if c.Prefix != "" && (!strings.HasPrefix(c.Prefix, "/") || strings.HasSuffix(c.Prefix, "/")) {
+		return &outbox.FieldError{Field: "dashboard.Config.Prefix", Problem: fmt.Sprintf("must start with / and not end with one, got %q", c.Prefix)}
+	}
+	if err := c.Health.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	c.StaleAfter = cmp.Or(c.StaleAfter, outbox.DefaultStaleAfter)
+	c.PageSize = cmp.Or(c.PageSize, DefaultPageSize)
+	c.MaxBatch = cmp.Or(c.MaxBatch, DefaultMaxBatch)
+	c.RefreshInterval = cmp.Or(c.RefreshInterval, DefaultRefreshInterval)
+	c.ChartWindow = cmp.Or(c.ChartWindow, DefaultChartWindow).Truncate(time.Minute)
+	if c.Clock == nil {
+		c.Clock = outbox.SystemClock
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// rules is c.Health with its zero fields shown as the values CheckHealth applies.
+func (c Config) rules() outbox.HealthRules {
+	r := c.Health
+	r.MaxFailureRate = cmp.Or(r.MaxFailureRate, outbox.DefaultMaxFailureRate)
+	r.MaxPending = cmp.Or(r.MaxPending, outbox.DefaultMaxPending)
+	return r
+}

@@ -1,0 +1,725 @@
+package dashboard_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/dashboard"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
+	"github.com/fitiq/outbox/sqlite/sqlitetest"
+)
+
+// completionsSettleForTest is dashboard's completionsSettle: the minutes that ended
+// longer ago are counted once.
+const completionsSettleForTest = 2 * time.Minute
+
+type fixture struct {
+	t     *testing.T
+	h     *dashboard.Handler
+	store outbox.Store
+	o     outboxState
+	logs  *bytes.Buffer
+	csrf  string
+}
+
+// newFixture is a dashboard on an SQLite outbox in every state; cfg's Store, Clock and Logger
+// are filled in.
+func newFixture(t *testing.T, cfg dashboard.Config) *fixture {
+	t.Helper()
+	return newFixtureOn(t, sqlitetest.NewStore(t), cfg)
+}
+
+// newFixtureOn is newFixture on a store of the caller's.
+func newFixtureOn(t *testing.T, s outbox.Store, cfg dashboard.Config) *fixture {
+	t.Helper()
+	f := &fixture{t: t, store: s, o: fillOutbox(t, s), logs: &bytes.Buffer{}}
+	cfg.Store, cfg.Clock = s, newClock()
+	cfg.Logger = slog.New(slog.NewTextHandler(f.logs, nil))
+	h, err := dashboard.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.h = h
+	// The form token, as a page hands it out.
+	if m := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(f.get("/events/" + f.o.givenUp[0]).body); m != nil {
+		f.csrf = m[1]
+	}
+	return f
+}
+
+type response struct {
+	code   int
+	body   string
+	header http.Header
+}
+
+// do serves r as from a loopback client, with the token when the fixture has one.
+func (f *fixture) do(r *http.Request) response {
+	f.t.Helper()
+	if r.RemoteAddr == "192.0.2.1:1234" { // httptest's default: make it local
+		r.RemoteAddr = "127.0.0.1:5555"
+	}
+	w := httptest.NewRecorder()
+	f.h.ServeHTTP(w, r)
+	return response{w.Code, w.Body.String(), w.Header()}
+}
+
+func (f *fixture) get(path string) response {
+	return f.do(httptest.NewRequest(http.MethodGet, path, nil))
+}
+
+func (f *fixture) post(path string, form url.Values) response {
+	r := httptest.NewRequest(http.MethodPost, path, strings.NewReader(form.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return f.do(r)
+}
+
+func (f *fixture) status(id string) (outbox.Event, bool) {
+	e, err := f.store.Get(context.Background(), id)
+	if errors.Is(err, outbox.ErrNotFound) {
+		return e, false
+	}
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return e, true
+}
+
+// card reads a figure of the overview by its element ID.
+func card(t *testing.T, body, id string) string {
+	t.Helper()
+	m := regexp.MustCompile(`id="` + id + `"[^>]*><span class="n">([^<]*)</span>`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no card %s in the page", id)
+	}
+	return m[1]
+}
+
+// listed returns the IDs of the events list's rows, in order.
+func listed(body string) []string {
+	var ids []string
+	for _, m := range regexp.MustCompile(`<tr data-id="([^"]+)">`).FindAllStringSubmatch(body, -1) {
+		ids = append(ids, m[1])
+	}
+	return ids
+}
+
+func TestOverviewShowsCountsHealthAndChart(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		r := f.get("/")
+		if r.code != http.StatusOK {
+			t.Fatalf("GET / = %d: %s", r.code, r.body)
+		}
+		for id, want := range map[string]string{
+			"count-pending": "3", "count-processing": "1", "count-completed": "3", "count-retrying": "1",
+			"count-given-up": "2", "count-stale": "3", "count-blocked": "1", "count-stuck": "1", "count-total": "10",
+			"oldest": "10m0s",
+		} {
+			if got := card(t, r.body, id); got != want {
+				t.Errorf("%s = %q, want %q", id, got, want)
+			}
+		}
+		// 3 stale > 0 and 3 of 6 settled failed > 10%: two alerts.
+		for _, want := range []string{`Unhealthy: 2 alert(s)`, `data-rule="stale"`, `data-rule="failure_rate"`,
+			`id="window-completed">3<`, `id="window-failed">3<`, `<rect class="c"`, `<rect class="f"`, `payment.charge`} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("overview lacks %q", want)
+			}
+		}
+		if strings.Contains(r.body, `data-rule="pending"`) {
+			t.Error("pending alert with 4 waiting, under the default 50")
+		}
+		live := f.get("/overview/live")
+		if live.code != http.StatusOK || !strings.Contains(live.body, `id="count-given-up"`) || strings.Contains(live.body, "<html") {
+			t.Errorf("GET /overview/live = %d, want the live fragment alone: %.200s", live.code, live.body)
+		}
+	})
+}
+
+func TestOverviewJSON(t *testing.T) {
+	f := newFixture(t, dashboard.Config{})
+	r := f.get("/api/overview")
+	if r.code != http.StatusOK || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("GET /api/overview = %d %s", r.code, r.header.Get("Content-Type"))
+	}
+	for _, want := range []string{`"given_up": 2`, `"stuck": 1`, `"healthy": false`, `"failure_rate": 0.5`} {
+		if !strings.Contains(r.body, want) {
+			t.Errorf("JSON lacks %s:\n%s", want, r.body)
+		}
+	}
+}
+
+func TestAccess(t *testing.T) {
+	tests := []struct {
+		name   string
+		token  string
+		remote string
+		auth   func(r *http.Request)
+		want   int
+	}{
+		{"no token, loopback client", "", "127.0.0.1:4000", nil, http.StatusOK},
+		{"no token, IPv6 loopback client", "", "[::1]:4000", nil, http.StatusOK},
+		{"no token, remote client refused", "", "203.0.113.9:4000", nil, http.StatusForbidden},
+		{"token, none given", "s3cret", "203.0.113.9:4000", nil, http.StatusUnauthorized},
+		{"token, wrong bearer", "s3cret", "203.0.113.9:4000", func(r *http.Request) { r.Header.Set("Authorization", "Bearer nope") }, http.StatusUnauthorized},
+		{"token, wrong basic password", "s3cret", "127.0.0.1:4000", func(r *http.Request) { r.SetBasicAuth("ops", "nope") }, http.StatusUnauthorized},
+		{"token as bearer", "s3cret", "203.0.113.9:4000", func(r *http.Request) { r.Header.Set("Authorization", "Bearer s3cret") }, http.StatusOK},
+		{"token as basic password", "s3cret", "203.0.113.9:4000", func(r *http.Request) { r.SetBasicAuth("ops", "s3cret") }, http.StatusOK},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h, err := dashboard.New(dashboard.Config{Store: sqlitetest.NewStore(t), Token: tc.token, Logger: outboxtest.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, path := range []string{"/", "/events", "/api/overview", "/static/app.js"} {
+				r := httptest.NewRequest(http.MethodGet, path, nil)
+				r.RemoteAddr = tc.remote
+				if tc.auth != nil {
+					tc.auth(r)
+				}
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, r)
+				if w.Code != tc.want {
+					t.Errorf("GET %s = %d, want %d: %s", path, w.Code, tc.want, w.Body)
+				}
+				if tc.want == http.StatusUnauthorized && !strings.HasPrefix(w.Header().Get("WWW-Authenticate"), "Basic") {
+					t.Errorf("GET %s: 401 without a basic-auth challenge", path)
+				}
+			}
+		})
+	}
+}
+
+func TestEventsFilters(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		o := f.o
+		tests := []struct {
+			query string
+			want  []string
+		}{
+			{"", append(append(append(append(slices.Clone(o.completed), o.pending...), o.retrying), o.givenUp...), o.blocked, o.stuck)},
+			{"status=completed", o.completed},
+			{"given_up=1", o.givenUp},
+			{"status=failed", append([]string{o.retrying}, o.givenUp...)},
+			{"stuck=1", []string{o.stuck}},
+			{"stale=1", append(slices.Clone(o.pending), o.blocked)},
+			{"type=payment.charge", o.givenUp},
+			{"user=carol", []string{o.pending[1], o.stuck}},
+			{"status=pending&user=bob", o.pending[:1]},
+			{"q=" + url.QueryEscape(o.retrying+", "+o.stuck), []string{o.retrying, o.stuck}},
+			{"from=2026-03-04T09:00&to=2026-03-04T10:01", nil}, // filled below: every event
+			{"from=2026-03-04T10:01", nil},
+			{"to=2026-03-04T09:59", nil},
+		}
+		tests[10].want = tests[0].want
+		for _, tc := range tests {
+			t.Run(tc.query, func(t *testing.T) {
+				r := f.get("/events?" + tc.query)
+				if r.code != http.StatusOK {
+					t.Fatalf("GET /events?%s = %d: %s", tc.query, r.code, r.body)
+				}
+				if got := listed(r.body); !slices.Equal(got, tc.want) {
+					t.Fatalf("listed %v, want %v", got, tc.want)
+				}
+			})
+		}
+	})
+}
+
+func TestEventsBadFilterSaysWhy(t *testing.T) {
+	f := newFixture(t, dashboard.Config{})
+	for query, want := range map[string]string{
+		"status=done":                               "unknown status",
+		"q=not-an-id":                               "is not an event ID",
+		"from=yesterday":                            "is not a time",
+		"status=completed&stuck=1":                  "stuck events are processing",
+		"status=pending&given_up=1":                 "given up events are failed",
+		"from=2026-03-04T11:00&to=2026-03-04T10:00": "from must be before to",
+		"blocked=1":                                 "cannot list blocked events",
+	} {
+		r := f.get("/events?" + query)
+		if r.code != http.StatusBadRequest || !strings.Contains(r.body, want) {
+			t.Errorf("GET /events?%s = %d, want 400 saying %q: %.300s", query, r.code, want, r.body)
+		}
+	}
+}
+
+func TestEventsPagesWithTheCursor(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		s := newStore(t)
+		var want []string
+		for i := range 23 {
+			e := outbox.NewEvent("t", "e", "u")
+			if err := s.Enqueue(context.Background(), t0.Add(time.Duration(i)*time.Second), e); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, e.ID)
+		}
+		h, err := dashboard.New(dashboard.Config{Store: s, PageSize: 5, Logger: outboxtest.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &fixture{t: t, h: h}
+		var got []string
+		next, pages := "/events?type=t", 0
+		for next != "" {
+			r := f.get(next)
+			rows := listed(r.body)
+			if len(rows) > 5 {
+				t.Fatalf("page %d has %d rows, over the page size", pages, len(rows))
+			}
+			got = append(got, rows...)
+			pages++
+			if pages > 10 {
+				t.Fatalf("still paging after %d pages (at %s)", pages, next)
+			}
+			next = ""
+			if m := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`).FindStringSubmatch(r.body); m != nil {
+				next = strings.ReplaceAll(m[1], "&amp;", "&")
+			}
+		}
+		if !slices.Equal(got, want) || pages != 5 {
+			t.Fatalf("paged through %d pages listing %d events, want 5 pages and the 23 in order", pages, len(got))
+		}
+	})
+}
+
+func TestEventDetailShowsEverythingEscaped(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		r := f.get("/events/" + f.o.pending[0])
+		if r.code != http.StatusOK {
+			t.Fatalf("GET event = %d: %s", r.code, r.body)
+		}
+		for _, hostile := range []string{"<script>alert(1)", "<img src=x", "<b onmouseover"} {
+			if strings.Contains(r.body, hostile) {
+				t.Errorf("the page contains %q as markup", hostile)
+			}
+		}
+		for _, want := range []string{
+			`&lt;/pre&gt;&lt;script&gt;alert(1)&lt;/script&gt;`, // the payload, as text
+			"\n  &#34;note&#34;:",                               // pretty-printed
+			`&lt;b onmouseover=alert(3)&gt;x&lt;/b&gt;`,         // metadata, as text
+			`order.created`, `order-4`, `bob`,
+		} {
+			if !strings.Contains(r.body, want) {
+				t.Errorf("event page lacks %q", want)
+			}
+		}
+		if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+			t.Errorf("Content-Security-Policy = %q", csp)
+		}
+
+		g := f.get("/events/" + f.o.givenUp[0])
+		for _, want := range []string{`503 &lt;script&gt;alert(&#34;err&#34;)&lt;/script&gt;`, `attempt 1 failed`, `given up: waits for an operator`, `order-7`} {
+			if !strings.Contains(g.body, want) {
+				t.Errorf("given-up event page lacks %q", want)
+			}
+		}
+		if strings.Contains(g.body, `<script>alert("err")`) {
+			t.Error("the error is rendered as markup")
+		}
+
+		b := f.get("/events/" + f.o.blocked)
+		if !strings.Contains(b.body, `id="blocked"`) || !strings.Contains(b.body, `href="/events/`+f.o.givenUp[0]+`"`) {
+			t.Errorf("blocked event page does not name the given-up head %s", f.o.givenUp[0])
+		}
+		s := f.get("/events/" + f.o.stuck)
+		if !strings.Contains(s.body, "held by <code>relay-1</code>") || !strings.Contains(s.body, "expired: stuck") {
+			t.Error("stuck event page does not show its expired lease")
+		}
+		if r := f.get("/events/" + "0190a8c2-0000-7000-8000-000000000000"); r.code != http.StatusNotFound {
+			t.Errorf("unknown event = %d, want 404", r.code)
+		}
+		if r := f.get("/events/nope"); r.code != http.StatusNotFound {
+			t.Errorf("malformed ID = %d, want 404", r.code)
+		}
+	})
+}
+
+func TestRetryAsksThenRetriesAndLogs(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{})
+		id := f.o.givenUp[0]
+		form := url.Values{"csrf": {f.csrf}, "ids": {id}, "back": {"/events/" + id}}
+		r := f.post("/actions/retry", form)
+		if r.code != http.StatusOK || !strings.Contains(r.body, "Retry 1 event(s)?") {
+			t.Fatalf("first POST = %d, want the confirmation: %.300s", r.code, r.body)
+		}
+		if e, _ := f.status(id); !e.GivenUp() {
+			t.Fatal("the event changed before the confirmation")
+		}
+		form.Set("confirm", "yes")
+		r = f.post("/actions/retry", form)
+		if r.code != http.StatusSeeOther || !strings.HasPrefix(r.header.Get("Location"), "/events/"+id+"?done=retry&n=1") {
+			t.Fatalf("confirmed POST = %d to %q", r.code, r.header.Get("Location"))
+		}
+		if e, _ := f.status(id); e.Status != outbox.StatusPending || e.Attempts != 0 {
+			t.Fatalf("after retry: %s with %d attempts, want pending with 0", e.Status, e.Attempts)
+		}
+		if !strings.Contains(f.get(r.header.Get("Location")).body, "Retried 1 of 1 event(s).") {
+			t.Error("the event page does not say it was retried")
+		}
+		if log := f.logs.String(); !strings.Contains(log, "action=retry who=local") || !strings.Contains(log, id) || !strings.Contains(log, "retried=1") {
+			t.Errorf("action log: %s", log)
+		}
+	})
+}
+
+func TestDiscardTheFilteredSet(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		f := newFixtureOn(t, newStore(t), dashboard.Config{Token: "s3cret"})
+		auth := func(r *http.Request) *http.Request { r.SetBasicAuth("dana", "s3cret"); return r }
+		post := func(form url.Values) response {
+			r := httptest.NewRequest(http.MethodPost, "/actions/discard", strings.NewReader(form.Encode()))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			return f.do(auth(r))
+		}
+		page := f.do(auth(httptest.NewRequest(http.MethodGet, "/events?given_up=1", nil)))
+		csrf := regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`).FindStringSubmatch(page.body)
+		if csrf == nil {
+			t.Fatal("the filtered list offers no action form")
+		}
+		r := post(url.Values{"csrf": {csrf[1]}, "query": {"given_up=1"}, "back": {"/events?given_up=1"}})
+		if r.code != http.StatusOK || !strings.Contains(r.body, "Discard 2 event(s)?") {
+			t.Fatalf("first POST = %d: %.400s", r.code, r.body)
+		}
+		// The confirmation carries the IDs it showed; confirm exactly those.
+		var confirm = url.Values{"csrf": {csrf[1]}, "confirm": {"yes"}, "back": {"/events?given_up=1"}}
+		for _, m := range regexp.MustCompile(`name="ids" value="([^"]+)"`).FindAllStringSubmatch(r.body, -1) {
+			confirm.Add("ids", m[1])
+		}
+		if got := confirm["ids"]; !slices.Equal(got, f.o.givenUp) {
+			t.Fatalf("confirmation lists %v, want %v", got, f.o.givenUp)
+		}
+		if r := post(confirm); r.code != http.StatusSeeOther {
+			t.Fatalf("confirmed POST = %d: %s", r.code, r.body)
+		}
+		for _, id := range f.o.givenUp {
+			if _, ok := f.status(id); ok {
+				t.Errorf("%s still there after discard", id)
+			}
+		}
+		if _, ok := f.status(f.o.retrying); !ok {
+			t.Error("an event outside the filter was discarded")
+		}
+		if log := f.logs.String(); !strings.Contains(log, "action=discard who=dana") || !strings.Contains(log, "discarded=2") {
+			t.Errorf("action log: %s", log)
+		}
+	})
+}
+
+func TestActionsRefused(t *testing.T) {
+	tests := []struct {
+		name     string
+		readOnly bool
+		form     func(csrf string) url.Values
+		header   map[string]string
+		want     int
+		says     string
+	}{
+		{"no form token", false, func(string) url.Values { return url.Values{"confirm": {"yes"}} }, nil, 403, "form token"},
+		{"wrong form token", false, func(string) url.Values { return url.Values{"csrf": {"00ff"}, "confirm": {"yes"}} }, nil, 403, "form token"},
+		{"cross-site request", false, func(c string) url.Values { return url.Values{"csrf": {c}, "confirm": {"yes"}} },
+			map[string]string{"Sec-Fetch-Site": "cross-site"}, 403, "cross-origin"},
+		{"foreign origin", false, func(c string) url.Values { return url.Values{"csrf": {c}, "confirm": {"yes"}} },
+			map[string]string{"Origin": "https://evil.example"}, 403, "cross-origin"},
+		{"read-only", true, func(c string) url.Values { return url.Values{"csrf": {c}, "confirm": {"yes"}} }, nil, 403, "read-only"},
+		{"no filter", false, func(c string) url.Values { return url.Values{"csrf": {c}, "confirm": {"yes"}, "query": {""}} }, nil, 400, "choose a filter"},
+		{"malformed ID", false, func(c string) url.Values { return url.Values{"csrf": {c}, "confirm": {"yes"}, "ids": {"x"}} }, nil, 400, "not an event ID"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t, dashboard.Config{ReadOnly: tc.readOnly})
+			csrf := f.csrf
+			if tc.readOnly { // a read-only page offers no form: take the token from a writable twin
+				csrf = "irrelevant"
+			}
+			for _, action := range []string{"retry", "discard"} {
+				form := tc.form(csrf)
+				if !form.Has("ids") && !form.Has("query") {
+					form["ids"] = f.o.givenUp
+				}
+				r := httptest.NewRequest(http.MethodPost, "/actions/"+action, strings.NewReader(form.Encode()))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				for k, v := range tc.header {
+					r.Header.Set(k, v)
+				}
+				got := f.do(r)
+				if got.code != tc.want || !strings.Contains(got.body, tc.says) {
+					t.Errorf("POST /actions/%s = %d, want %d saying %q: %.300s", action, got.code, tc.want, tc.says, got.body)
+				}
+			}
+			for _, id := range f.o.givenUp {
+				if e, ok := f.status(id); !ok || !e.GivenUp() {
+					t.Errorf("%s changed by a refused action", id)
+				}
+			}
+		})
+	}
+}
+
+func TestReadOnlyOffersNoActions(t *testing.T) {
+	f := newFixture(t, dashboard.Config{ReadOnly: true})
+	for _, path := range []string{"/events/" + f.o.givenUp[0], "/events?given_up=1"} {
+		r := f.get(path)
+		if r.code != http.StatusOK || strings.Contains(r.body, "/actions/") || !strings.Contains(r.body, "read-only") {
+			t.Errorf("GET %s in read-only mode = %d, offering actions: %v", path, r.code, strings.Contains(r.body, "/actions/"))
+		}
+	}
+}
+
+func TestPagesLoadNothingFromTheNetwork(t *testing.T) {
+	f := newFixture(t, dashboard.Config{})
+	external := regexp.MustCompile(`(src|href|action)="(https?:)?//`)
+	for _, path := range []string{"/", "/events", "/events/" + f.o.pending[0], "/static/style.css", "/static/app.js"} {
+		r := f.get(path)
+		if r.code != http.StatusOK {
+			t.Fatalf("GET %s = %d", path, r.code)
+		}
+		if m := external.FindString(r.body); m != "" || strings.Contains(r.body, "@import") || strings.Contains(r.body, "url(http") {
+			t.Errorf("%s refers to the network: %q", path, m)
+		}
+	}
+}
+
+func TestMountedUnderAPrefix(t *testing.T) {
+	s := sqlitetest.NewStore(t)
+	fillOutbox(t, s)
+	h, err := dashboard.New(dashboard.Config{Store: s, Prefix: "/ops/outbox", Clock: newClock(), Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/ops/outbox/", http.StripPrefix("/ops/outbox", h))
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/ops/outbox/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !strings.Contains(string(body), `href="/ops/outbox/events?given_up=1"`) ||
+		!strings.Contains(string(body), `src="/ops/outbox/static/app.js"`) {
+		t.Fatalf("GET under the prefix = %d; links not prefixed: %.500s", res.StatusCode, body)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	s := sqlitetest.NewStore(t)
+	tests := []struct {
+		name  string
+		cfg   dashboard.Config
+		field string
+	}{
+		{"no store", dashboard.Config{}, "dashboard.Config.Store"},
+		{"negative page size", dashboard.Config{Store: s, PageSize: -1}, "dashboard.Config.PageSize"},
+		{"negative batch", dashboard.Config{Store: s, MaxBatch: -5}, "dashboard.Config.MaxBatch"},
+		{"negative refresh", dashboard.Config{Store: s, RefreshInterval: -time.Second}, "dashboard.Config.RefreshInterval"},
+		{"chart window too long", dashboard.Config{Store: s, ChartWindow: 48 * time.Hour}, "dashboard.Config.ChartWindow"},
+		{"prefix without slash", dashboard.Config{Store: s, Prefix: "outbox"}, "dashboard.Config.Prefix"},
+		{"prefix ending in slash", dashboard.Config{Store: s, Prefix: "/outbox/"}, "dashboard.Config.Prefix"},
+		{"failure rate above 1", dashboard.Config{Store: s, Health: outbox.HealthRules{MaxFailureRate: 2}}, "Config.Health.MaxFailureRate"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			var fe *outbox.FieldError
+			if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, outbox.ErrInvalid) {
+				t.Fatalf("Validate() = %v, want a FieldError on %s", err, tc.field)
+			}
+			if _, err := dashboard.New(tc.cfg); err == nil {
+				t.Fatal("New accepted the config")
+			}
+		})
+	}
+	if err := (dashboard.Config{Store: s}).Validate(); err != nil {
+		t.Fatalf("zero config with a store: %v", err)
+	}
+}
+
+func TestOverviewIsSharedUntilAnActionChangesTheStore(t *testing.T) {
+	f := newFixture(t, dashboard.Config{RefreshInterval: time.Hour})
+	if got := card(t, f.get("/").body, "count-total"); got != "10" {
+		t.Fatalf("total = %s, want 10", got)
+	}
+	if err := f.store.Enqueue(context.Background(), now, outbox.NewEvent("t", "late", "u")); err != nil {
+		t.Fatal(err)
+	}
+	// Within the refresh interval every viewer gets the figures already computed.
+	if got := card(t, f.get("/overview/live").body, "count-total"); got != "10" {
+		t.Fatalf("total = %s within the refresh interval, want the cached 10", got)
+	}
+	form := url.Values{"csrf": {f.csrf}, "ids": {f.o.givenUp[1]}, "confirm": {"yes"}}
+	if r := f.post("/actions/discard", form); r.code != http.StatusSeeOther {
+		t.Fatalf("discard = %d", r.code)
+	}
+	if got := card(t, f.get("/").body, "count-total"); got != "10" { // 10 + the late one - the discarded one
+		t.Fatalf("total after the action = %s, want 10 (11 - 1)", got)
+	}
+	if got := card(t, f.get("/").body, "count-given-up"); got != "1" {
+		t.Fatalf("given up after the action = %s, want 1", got)
+	}
+}
+
+func TestActionReturnsOnlyToTheDashboard(t *testing.T) {
+	for _, back := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", ""} {
+		f := newFixture(t, dashboard.Config{})
+		r := f.post("/actions/retry", url.Values{"csrf": {f.csrf}, "ids": {f.o.givenUp[0]}, "confirm": {"yes"}, "back": {back}})
+		if loc := r.header.Get("Location"); r.code != http.StatusSeeOther || !strings.HasPrefix(loc, "/events?done=retry") {
+			t.Errorf("back=%q: redirected (%d) to %q, want the events list", back, r.code, loc)
+		}
+	}
+}
+
+func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
+	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
+		s := newStore(t)
+		ctx := context.Background()
+		var kept []outbox.Event
+		for i := range 40 {
+			e := outbox.NewEvent("t", "e", "u")
+			if err := s.Enqueue(ctx, t0.Add(time.Duration(i)*time.Minute), e); err != nil {
+				t.Fatal(err)
+			}
+			if i%3 == 0 { // holes in the numbering, as deletes and rolled-back inserts leave
+				if _, err := s.Delete(ctx, e.ID); err != nil {
+					t.Fatal(err)
+				}
+				continue
+			}
+			kept = append(kept, *e)
+		}
+		h, err := dashboard.New(dashboard.Config{Store: s, Logger: outboxtest.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := &fixture{t: t, h: h}
+		tests := []struct{ from, to time.Duration }{
+			{10 * time.Minute, 20 * time.Minute}, {0, 40 * time.Minute}, {-time.Hour, 5 * time.Minute},
+			{39 * time.Minute, time.Hour}, {12 * time.Minute, 13 * time.Minute}, {41 * time.Minute, time.Hour},
+		}
+		for _, tc := range tests {
+			from, to := t0.Add(tc.from), t0.Add(tc.to)
+			var want []string
+			for _, e := range kept {
+				if !e.CreatedAt.Before(from) && e.CreatedAt.Before(to) {
+					want = append(want, e.ID)
+				}
+			}
+			q := url.Values{"from": {from.Format("2006-01-02T15:04")}, "to": {to.Format("2006-01-02T15:04")}}
+			if got := listed(f.get("/events?" + q.Encode()).body); !slices.Equal(got, want) {
+				t.Errorf("from %s to %s: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
+			}
+		}
+	})
+}
+
+func TestOverviewShowsPausedTypes(t *testing.T) {
+	f := newFixture(t, dashboard.Config{})
+	pauser, ok := f.store.(outbox.TypePauser)
+	if !ok {
+		t.Skip("the SQLite store does not pause types")
+	}
+	if err := pauser.PauseType(context.Background(), "user.renamed", now); err != nil {
+		t.Fatal(err)
+	}
+	body := f.get("/").body
+	if !strings.Contains(body, `id="paused"`) || !strings.Contains(body, "<strong>user.renamed</strong>; 1 event(s) waiting.") {
+		t.Fatalf("overview does not show the paused type: %.2000s", body[strings.Index(body, "By type"):])
+	}
+}
+
+// timelineRecorder is a store that notes the timeline queries it answers.
+type timelineRecorder struct {
+	*sqlite.Store
+	mu      sync.Mutex
+	queries []outbox.TimelineQuery
+}
+
+func (r *timelineRecorder) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.TimelineBucket, error) {
+	r.mu.Lock()
+	r.queries = append(r.queries, q)
+	r.mu.Unlock()
+	return r.Store.Timeline(ctx, q)
+}
+
+func (r *timelineRecorder) last() outbox.TimelineQuery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queries[len(r.queries)-1]
+}
+
+func TestChartCountsPastMinutesOnce(t *testing.T) {
+	rec := &timelineRecorder{Store: sqlitetest.NewStore(t)}
+	clock := newClock()
+	// Three completions at t0, counted once and kept; two more later, in the minute shown last.
+	fillOutbox(t, rec)
+	h, err := dashboard.New(dashboard.Config{Store: rec, Clock: clock, RefreshInterval: time.Nanosecond, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, h: h}
+	windowCompleted := func() int {
+		t.Helper()
+		r := f.get("/api/overview")
+		var o struct {
+			Window struct{ Completed int }
+		}
+		if err := json.Unmarshal([]byte(r.body), &o); r.code != http.StatusOK || err != nil {
+			t.Fatalf("GET /api/overview = %d, %v", r.code, err)
+		}
+		return o.Window.Completed
+	}
+	if n := windowCompleted(); n != 3 {
+		t.Fatalf("first overview: %d completed in the window, want 3", n)
+	}
+	if q := rec.last(); !q.CompletedSince.Equal(q.Since) {
+		t.Fatalf("first overview counted completions from %s, want the whole window from %s", q.CompletedSince, q.Since)
+	}
+
+	// Later: the minute of t0 is closed, and two events complete now.
+	clock.Set(now.Add(5 * time.Minute))
+	ctx := context.Background()
+	late := []*outbox.Event{outbox.NewEvent("t", "late-1", "u"), outbox.NewEvent("t", "late-2", "u")}
+	if err := rec.Enqueue(ctx, clock.Now(), late...); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rec.Claim(ctx, outbox.ClaimParams{Owner: "r", Now: clock.Now(), LeaseUntil: clock.Now().Add(time.Minute), Limit: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Settle(ctx, "r", clock.Now(), []outbox.Outcome{{ID: late[0].ID, Result: outbox.Delivered}, {ID: late[1].ID, Result: outbox.Delivered}}); err != nil {
+		t.Fatal(err)
+	}
+	// The overview is recomputed (the refresh interval is over at once); the first answer may be the old figures.
+	deadline := time.Now().Add(30 * time.Second)
+	for n := windowCompleted(); n != 5; n = windowCompleted() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the window shows %d completions, want 5", n)
+		}
+		time.Sleep(5 * time.Millisecond) // polling for the background refresh, not waiting out a timer
+	}
+	q := rec.last()
+	if want := now.Add(5 * time.Minute).Truncate(time.Minute).Add(-completionsSettleForTest); !q.CompletedSince.After(q.Since) || q.CompletedSince.After(want) {
+		t.Fatalf("later overview counted completions from %s; want from the closed minutes on (after %s, by %s)", q.CompletedSince, q.Since, want)
+	}
+}

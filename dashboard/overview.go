@@ -1,0 +1,246 @@
+package dashboard
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/fitiq/outbox"
+)
+
+// overview is what the overview page shows, and what /api/overview returns.
+type overview struct {
+	At     time.Time          `json:"at"`
+	Stats  outbox.Stats       `json:"stats"`
+	Health outbox.Health      `json:"health"`
+	Rules  outbox.HealthRules `json:"rules"`
+	// Stuck counts processing events whose lease has expired: their relay is gone and
+	// no claim has taken them over yet. StuckAtLeast says the count stopped at the cap.
+	Stuck        int           `json:"stuck"`
+	StuckAtLeast bool          `json:"stuck_at_least,omitempty"`
+	StaleAfter   time.Duration `json:"stale_after"`
+	Types        []typeRow     `json:"-"`
+	// Window sums the chart's buckets; Chart is nil when the store has no Timeline.
+	Window *windowTotals `json:"window,omitempty"`
+	Chart  *chart        `json:"-"`
+	// Timeline is the chart's data, one bucket per minute (zeros included).
+	Timeline []outbox.TimelineBucket `json:"timeline,omitempty"`
+}
+
+type typeRow struct {
+	Type   string
+	Paused bool
+	outbox.TypeCounts
+}
+
+type windowTotals struct {
+	Minutes     int     `json:"minutes"`
+	Completed   int     `json:"completed"`
+	Failed      int     `json:"failed"`
+	GivenUp     int     `json:"given_up"`
+	FailureRate float64 `json:"failure_rate"` // failed of (completed + failed) in the window
+}
+
+// stuckScanLimit bounds the processing events read to count stuck ones. Processing
+// events are those in flight, a few batches per relay, so the cap is rarely reached.
+const stuckScanLimit = 1000
+
+func (h *Handler) overview(ctx context.Context) (overview, error) {
+	now := h.cfg.Clock.Now()
+	// The timeline is read beside the counts: the two are the overview's cost, and
+	// neither needs the other.
+	var (
+		buckets     []outbox.TimelineBucket
+		timelineErr error
+		wg          sync.WaitGroup
+	)
+	tl, hasTimeline := h.store.(outbox.Timeline)
+	// Whole minutes, the current one included.
+	until := now.Truncate(time.Minute).Add(time.Minute)
+	since := until.Add(-h.cfg.ChartWindow)
+	var completedSince time.Time
+	if hasTimeline {
+		completedSince = h.completions.since(since, until)
+		wg.Go(func() {
+			buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until, CompletedSince: completedSince})
+		})
+	}
+	st, err := h.store.Stats(ctx, outbox.StatsQuery{Now: now, StaleAfter: h.cfg.StaleAfter})
+	wg.Wait()
+	if err != nil {
+		return overview{}, err
+	}
+	if timelineErr != nil {
+		return overview{}, timelineErr
+	}
+	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter}
+	o.Health = outbox.CheckHealth(st, h.cfg.Health)
+	o.Health.Stats = outbox.Stats{} // already in o.Stats
+
+	// PLUG-IN(issue 9, stuck count): when outbox.Stats carries the count of processing
+	// events under an expired lease, replace this call with `o.Stuck = st.Stuck`.
+	if o.Stuck, o.StuckAtLeast, err = h.countStuck(ctx, now); err != nil {
+		return overview{}, err
+	}
+
+	for typ, tc := range st.ByType {
+		o.Types = append(o.Types, typeRow{Type: typ, Paused: slices.Contains(st.Paused, typ), TypeCounts: tc})
+	}
+	slices.SortFunc(o.Types, func(a, b typeRow) int { return cmp.Compare(a.Type, b.Type) })
+
+	if hasTimeline {
+		o.Timeline = fillMinutes(buckets, since, until)
+		h.completions.merge(o.Timeline, since, completedSince, until)
+		o.Window = &windowTotals{Minutes: len(o.Timeline)}
+		for _, b := range o.Timeline {
+			o.Window.Completed += b.Completed
+			o.Window.Failed += b.Failed
+			o.Window.GivenUp += b.GivenUp
+		}
+		// PLUG-IN(issue 9, window rates): when the store reports failure rates over a
+		// recent window, show those here instead of the rate computed from the chart.
+		if settled := o.Window.Completed + o.Window.Failed; settled > 0 {
+			o.Window.FailureRate = float64(o.Window.Failed) / float64(settled)
+		}
+		o.Chart = newChart(o.Timeline, now)
+	}
+	return o, nil
+}
+
+// countStuck counts processing events whose lease expired at or before now.
+func (h *Handler) countStuck(ctx context.Context, now time.Time) (n int, atLeast bool, err error) {
+	events, err := h.store.List(ctx, outbox.Filter{Status: outbox.StatusProcessing, Limit: stuckScanLimit})
+	if err != nil {
+		return 0, false, err
+	}
+	for _, e := range events {
+		if isStuck(e, now) {
+			n++
+		}
+	}
+	return n, len(events) == stuckScanLimit, nil
+}
+
+func isStuck(e outbox.Event, now time.Time) bool {
+	return e.Status == outbox.StatusProcessing && !e.LeaseExpiresAt.After(now)
+}
+
+// fillMinutes returns one bucket per minute of [since, until), zeros where the store
+// had none.
+func fillMinutes(buckets []outbox.TimelineBucket, since, until time.Time) []outbox.TimelineBucket {
+	byMinute := make(map[int64]outbox.TimelineBucket, len(buckets))
+	for _, b := range buckets {
+		byMinute[b.Minute.Unix()] = b
+	}
+	var out []outbox.TimelineBucket
+	for m := since.UTC(); m.Before(until); m = m.Add(time.Minute) {
+		b, ok := byMinute[m.Unix()]
+		if !ok {
+			b = outbox.TimelineBucket{Minute: m}
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+// chart is the throughput chart as SVG geometry: a bar per minute, completions below
+// and failures stacked on top.
+type chart struct {
+	Width, Height float64
+	Base, LabelY  float64 // the baseline, and where the time labels sit
+	Bars          []bar
+	Max           int
+	Ticks         []tick
+}
+
+type bar struct {
+	X, W              float64
+	CompletedY, CompH float64
+	FailedY, FailedH  float64
+	Label             string
+	Completed, Failed int
+}
+
+type tick struct {
+	X     float64
+	Label string
+}
+
+const (
+	chartWidth  = 720
+	chartHeight = 160
+	chartAxis   = 16 // room for the time labels under the bars
+)
+
+func newChart(buckets []outbox.TimelineBucket, now time.Time) *chart {
+	c := &chart{Width: chartWidth, Height: chartHeight + chartAxis, Base: chartHeight, LabelY: chartHeight + chartAxis - 3}
+	for _, b := range buckets {
+		c.Max = max(c.Max, b.Completed+b.Failed)
+	}
+	if len(buckets) == 0 {
+		return c
+	}
+	scale := 0.0
+	if c.Max > 0 {
+		scale = chartHeight / float64(c.Max)
+	}
+	step := float64(chartWidth) / float64(len(buckets))
+	for i, b := range buckets {
+		x := float64(i) * step
+		ch, fh := float64(b.Completed)*scale, float64(b.Failed)*scale
+		c.Bars = append(c.Bars, bar{
+			X: x + 1, W: max(step-2, 1),
+			CompletedY: chartHeight - ch, CompH: ch,
+			FailedY: chartHeight - ch - fh, FailedH: fh,
+			Completed: b.Completed, Failed: b.Failed,
+			Label: fmt.Sprintf("%s UTC: %d completed, %d failed", b.Minute.Format("15:04"), b.Completed, b.Failed),
+		})
+		// A label every ten minutes, centred on its bar, where it fits inside the chart.
+		if mid := x + step/2; b.Minute.Minute()%10 == 0 && mid > 16 && mid < chartWidth-16 {
+			c.Ticks = append(c.Ticks, tick{X: mid, Label: b.Minute.Format("15:04")})
+		}
+	}
+	return c
+}
+
+func (h *Handler) serveOverview(w http.ResponseWriter, r *http.Request) {
+	o, err := h.cachedOverview(r.Context())
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	h.render(w, r, http.StatusOK, "overview", page{Title: "Overview", Nav: "overview", Data: o})
+}
+
+// serveOverviewLive renders the overview's live part alone; the page's script swaps it
+// in, so that the figures refresh without a reload and are rendered in one place.
+func (h *Handler) serveOverviewLive(w http.ResponseWriter, r *http.Request) {
+	o, err := h.cachedOverview(r.Context())
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	p := page{Data: o}
+	p.CSRF, p.ReadOnly, p.Now = h.csrf, h.cfg.ReadOnly, h.cfg.Clock.Now()
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	if err := h.pages["overview"].ExecuteTemplate(w, "live", p); err != nil {
+		h.log.Error("render live overview", "err", err)
+	}
+}
+
+func (h *Handler) serveOverviewJSON(w http.ResponseWriter, r *http.Request) {
+	o, err := h.cachedOverview(r.Context())
+	if err != nil {
+		h.storeError(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(o)
+}
