@@ -113,11 +113,11 @@ type Filter struct {
 	StuckAt time.Time
 	// Blocked narrows to waiting (pending or retrying) events behind a given-up earlier
 	// event of their ordering key, as Stats.Blocked counts them.
-	Blocked bool
-	Type      string
-	UserID    string
-	AfterSeq  int64 // for paging: only events with a larger Seq
-	Limit     int   // at most this many (List defaults to 100)
+	Blocked  bool
+	Type     string
+	UserID   string
+	AfterSeq int64 // for paging: only events with a larger Seq
+	Limit    int   // at most this many (List defaults to 100)
 }
 
 // Validate reports whether f can select events: a known status and a limit that is not
