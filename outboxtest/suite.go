@@ -68,6 +68,15 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},
 		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
+		{"StuckEventsAreCountedListedAndAlerted", testStuck},
+		{"FailureRateWindowIgnoresCleanup", testRecentWindowIgnoresCleanup},
+		{"FailureRateWindowSeesRecentGiveUpsPastOldCompletions", testRecentWindowSeesAnOutage},
+		{"BlockedEventsAreListed", testListBlocked},
+		{"AttemptNumbersContinueAfterOperatorRetry", testAttemptNumbersContinue},
+		{"DuplicateIDIsRefusedNamingID", testDuplicateIDNamesID},
+		{"TextNoStoreCanHoldIsRefused", testNULRefused},
+		{"ProcessorHealthAlertsOnStuckEvents", testProcessorHealthStuck},
+		{"ProcessorOutagePausesAndGivesNothingUp", testProcessorOutageGivesNothingUp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

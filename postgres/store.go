@@ -489,7 +489,7 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 		args["limit"] = 100
 	}
 	query := s.q.listEvents
-	if !f.DueBefore.IsZero() || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
+	if !f.DueBefore.IsZero() || !f.StuckAt.IsZero() || f.Blocked || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
 		query = s.q.listActive
 	}
 	// Planned for these arguments: unset filters fold away (see filterWhere).
@@ -641,14 +641,30 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
-	var oldest *time.Time
+	var oldest, dueSince, stuckSince *time.Time
 	if err := tx.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
-		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)),
-	}).Scan(&st.Stale, &oldest); err != nil {
+		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)), "now": ts(q.Now),
+	}).Scan(&st.Stale, &oldest, &dueSince); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	if oldest != nil {
 		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
+	}
+	if err := tx.QueryRow(ctx, s.q.countStuck, mode, pgx.NamedArgs{"user_id": q.UserID, "now": ts(q.Now)}).
+		Scan(&st.Stuck, &stuckSince); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	for _, since := range []*time.Time{dueSince, stuckSince} {
+		if since != nil {
+			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(*since))
+		}
+	}
+	if q.Window > 0 {
+		st.Recent.Window = q.Window
+		if err := tx.QueryRow(ctx, s.q.countRecent, mode, pgx.NamedArgs{"user_id": q.UserID, "since": ts(q.Now.Add(-q.Window))}).
+			Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
+			return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+		}
 	}
 	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
@@ -663,6 +679,8 @@ func filterArgs(f outbox.Filter) pgx.NamedArgs {
 		"status":     string(f.Status),
 		"given_up":   f.GivenUp,
 		"due_before": ts(f.DueBefore),
+		"stuck_at":   ts(f.StuckAt),
+		"blocked":    f.Blocked,
 		"type":       f.Type,
 		"user_id":    f.UserID,
 		"after_seq":  f.AfterSeq,
