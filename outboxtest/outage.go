@@ -164,4 +164,3 @@ func testProcessorOutageGivesNothingUp(t *testing.T, h Harness) {
 	t.Logf("outage of %s: %d attempts spent (threshold %d, probes after it), %d events delivered after it",
 		outage, spent, cfg.Threshold, n)
 }
-

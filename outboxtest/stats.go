@@ -32,7 +32,7 @@ func testStats(t *testing.T, h Harness) {
 
 	st := stats(t, h.Store, outbox.StatsQuery{Now: at, StaleAfter: time.Hour})
 	want := outbox.Stats{Total: 8, Pending: 2, Processing: 1, Completed: 3, Failed: 1, GivenUp: 1,
-		OldestPendingAge: time.Minute, // evs[3], created at T0, still waiting
+		OldestPendingAge: time.Minute,      // evs[3], created at T0, still waiting
 		Stuck:            1,                // evs[5], leased until T0+30s and never settled
 		OldestDueAge:     30 * time.Second, // evs[5] and the pending ones: due since T0+30s
 		ByType: map[string]outbox.TypeCounts{
