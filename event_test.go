@@ -188,12 +188,19 @@ func TestHealthRules(t *testing.T) {
 		rules outbox.HealthRules
 		want  []string
 	}{
-		{"quiet", outbox.Stats{Completed: 100}, outbox.HealthRules{}, nil},
+		{"quiet", outbox.Stats{Completed: 100, Recent: outbox.WindowCounts{Completed: 100}}, outbox.HealthRules{}, nil},
 		{"one stale", outbox.Stats{Pending: 1, Stale: 1}, outbox.HealthRules{}, []string{"stale"}},
-		{"failure rate just above 10%", outbox.Stats{Completed: 89, Failed: 6, GivenUp: 5}, outbox.HealthRules{}, []string{"failure_rate"}},
-		{"failure rate at 10%", outbox.Stats{Completed: 90, GivenUp: 10}, outbox.HealthRules{}, nil},
+		{"one stuck", outbox.Stats{Processing: 1, Stuck: 1}, outbox.HealthRules{}, []string{"stuck"}},
+		{"due for 16m", outbox.Stats{Pending: 1, Stale: 1, OldestDueAge: 16 * time.Minute}, outbox.HealthRules{}, []string{"stale", "oldest_due"}},
+		{"due for 15m", outbox.Stats{Pending: 1, OldestDueAge: 15 * time.Minute}, outbox.HealthRules{}, nil},
+		{"recent failure rate just above 10%", outbox.Stats{Recent: outbox.WindowCounts{Completed: 89, Failed: 11}}, outbox.HealthRules{}, []string{"failure_rate"}},
+		{"recent failure rate at 10%", outbox.Stats{Recent: outbox.WindowCounts{Completed: 90, Failed: 10}}, outbox.HealthRules{}, nil},
+		{"one recent give-up", outbox.Stats{GivenUp: 1, Recent: outbox.WindowCounts{Completed: 99, GivenUp: 1}}, outbox.HealthRules{}, []string{"given_up"}},
+		{"old failures are not a rate", outbox.Stats{Completed: 1, GivenUp: 99}, outbox.HealthRules{}, nil},
 		{"51 waiting", outbox.Stats{Pending: 40, Failed: 11, Completed: 1000}, outbox.HealthRules{}, []string{"pending"}},
-		{"rules disabled", outbox.Stats{Pending: 100, Stale: 5, GivenUp: 5}, outbox.HealthRules{MaxStale: -1, MaxFailureRate: -1, MaxPending: -1}, nil},
+		{"rules disabled", outbox.Stats{Pending: 100, Stale: 5, Stuck: 2, GivenUp: 5, OldestDueAge: time.Hour,
+			Recent: outbox.WindowCounts{GivenUp: 5}},
+			outbox.HealthRules{MaxStale: -1, MaxStuck: -1, MaxFailureRate: -1, MaxGivenUp: -1, MaxPending: -1, MaxOldestDue: -1}, nil},
 	}
 	for _, tc := range tests {
 		h := outbox.CheckHealth(tc.stats, tc.rules)

@@ -617,3 +617,56 @@ func TestBatchesInFlightOverlap(t *testing.T) {
 		t.Fatalf("BatchesInFlight -1: %v, want ErrInvalid", err)
 	}
 }
+
+// With a 1 s retry delay and a 2 s poll interval, the second attempt comes when the
+// retry falls due, not at the next poll: the idle processor sleeps until the earlier of
+// the two. (Real time: the measured gap is logged; the assertion is only that it comes
+// after the delay and before the poll would have fired.)
+func TestRetryWakesTheProcessorBeforeThePoll(t *testing.T) {
+	store := sqlitetest.NewStore(t)
+	var (
+		mu sync.Mutex
+		at []time.Time
+	)
+	done := make(chan struct{})
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		at = append(at, time.Now())
+		if len(at) == 1 {
+			return errors.New("first attempt fails")
+		}
+		if len(at) == 2 {
+			close(done)
+		}
+		return nil
+	})
+	const delay, poll = time.Second, 2 * time.Second
+	p, err := outbox.NewProcessor(store, h, outbox.Config{
+		PollInterval: poll, Logger: outboxtest.Discard,
+		Retry: outbox.RetryPolicy{Delays: []time.Duration{delay}, Jitter: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+	if err := store.Enqueue(ctx, time.Now(), outbox.NewEvent("t", "e", "u")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second attempt within 10s")
+	}
+	mu.Lock()
+	gap := at[1].Sub(at[0])
+	mu.Unlock()
+	t.Logf("gap between attempts 1 and 2: %s (retry delay %s, poll interval %s)", gap, delay, poll)
+	if gap < delay || gap >= poll {
+		t.Fatalf("second attempt %s after the first; want at its %s delay, before the %s poll", gap, delay, poll)
+	}
+}
