@@ -237,7 +237,8 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 		}
 	}
 	if err := s.connect(); err != nil {
-		fail(0, err)
+		// The broker cannot be reached: not the events' fault.
+		fail(0, outbox.Unavailable(err))
 		return
 	}
 	// Returns left over from an earlier batch are not about this one.
