@@ -84,7 +84,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd,
+		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, discardCmd, purgeCmd, staleCmd, healthCmd,
 	}
 }
 
@@ -284,7 +284,7 @@ func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 		for _, f := range flags {
 			name, usage := flag.UnquoteUsage(f)
 			switch f.Value.(type) {
-			case durationFlag:
+			case durationFlag, requiredDuration:
 				name = "duration"
 			case *listFlag:
 				name = "string"
