@@ -12,6 +12,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -208,11 +209,29 @@ func queryPgx(ctx context.Context, q interface {
 	}
 }
 
+// errNotPgxStdlib is what EnqueueSQLTx says when its transaction is not pgx's.
+var errNotPgxStdlib = fmt.Errorf("%w: EnqueueSQLTx needs a transaction of a *sql.DB on pgx's stdlib driver "+
+	"(stdlib.OpenDBFromPool, or sql.Open(\"pgx\", dsn)); use EnqueueTx with a pgx.Tx otherwise", outbox.ErrInvalid)
+
+// sqlNamedArgs carries pgx.NamedArgs through database/sql. pgx's stdlib driver takes
+// any argument as is and sees a QueryRewriter; any other driver converts it through
+// Value, which says what EnqueueSQLTx needs instead of "unsupported type".
+type sqlNamedArgs struct{ pgx.NamedArgs }
+
+func (a sqlNamedArgs) RewriteQuery(ctx context.Context, conn *pgx.Conn, sql string, args []any) (string, []any, error) {
+	return a.NamedArgs.RewriteQuery(ctx, conn, sql, args)
+}
+
+func (sqlNamedArgs) Value() (driver.Value, error) { return nil, errNotPgxStdlib }
+
 // querySQL runs inserts on a database/sql transaction; pgx's stdlib driver passes
-// pgx.NamedArgs through, and returns a UUID as its string.
+// the named arguments through, and returns a UUID as its string.
 func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
-		rows, err := tx.QueryContext(ctx, query, args)
+		rows, err := tx.QueryContext(ctx, query, sqlNamedArgs{args})
+		if errors.Is(err, errNotPgxStdlib) {
+			return nil, errNotPgxStdlib
+		}
 		if err != nil {
 			return nil, err
 		}

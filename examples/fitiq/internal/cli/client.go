@@ -47,7 +47,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "status", err)
 	}
 	defer c.closer()
-	stats, err := c.app.Store().Stats(ctx, outbox.StatsQuery{UserID: cf.user, Now: time.Now(), StaleAfter: 5 * time.Minute})
+	stats, err := c.app.Store().Stats(ctx, outbox.HealthRules{}.StatsQuery(cf.user, time.Now(), 5*time.Minute))
 	if err != nil {
 		return failed(errOut, "status", err)
 	}
@@ -56,11 +56,15 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "status", err)
 	}
 	health := outbox.CheckHealth(stats, outbox.HealthRules{})
+	code := exitOK
+	if !health.Healthy {
+		code = exitFail // a script checking the status sees the warning too
+	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"user": cf.user, "outbox": stats, "local": counts, "health": health})
-		return exitOK
+		return code
 	}
 	fmt.Fprintf(out, "Outbox of user %s (%s):\n", cf.user, cf.db)
 	statsLines(out, stats, "  ")
@@ -83,7 +87,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if health.Healthy {
 		fmt.Fprintln(out, "Healthy.")
 	}
-	return exitOK
+	return code
 }
 
 const syncUsage = `Usage:
