@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -234,9 +235,13 @@ func TestCLIEndToEnd(t *testing.T) {
 // says so with exit code 1; --retry-given-up brings them back once the API is there.
 func TestSyncGivesUpThenRetries(t *testing.T) {
 	url, token := startBackend(t, "me")
-	dead := httptest.NewServer(nil)
-	deadURL := dead.URL
-	dead.Close()
+	// An API that answers, and fails every request: a failure that counts. (One that
+	// cannot be reached at all is an outage, which spends no attempt and gives nothing up.)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+	}))
+	defer failing.Close()
+	deadURL := failing.URL
 	db := filepath.Join(t.TempDir(), "client.db")
 	base := []string{"--db", db, "--user", "me", "--token", token}
 	if r := run(t, append([]string{"log", "weight", "70"}, base...)...); r.code != exitOK {
@@ -244,13 +249,16 @@ func TestSyncGivesUpThenRetries(t *testing.T) {
 	}
 	r := run(t, append([]string{"sync", "--api", deadURL, "--retry-delays", "1ms", "--max-attempts", "2", "--poll", "5ms"}, base...)...)
 	if r.code != exitFail || !strings.Contains(r.out, "1 events given up") || !strings.Contains(r.out, "given up 1") {
-		t.Fatalf("sync against a dead API: exit %d\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("sync against a failing API: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 0 pending, 1 failed)") {
-		t.Fatalf("status after giving up:\n%s", r.out)
+	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 0 pending, 1 failed)") || r.code != exitFail {
+		t.Fatalf("status after giving up: exit %d (want 1: it warns)\n%s", r.code, r.out)
 	}
 	r = run(t, append([]string{"sync", "--api", url, "--retry-given-up"}, base...)...)
 	if r.code != exitOK || !strings.Contains(r.out, "1 given-up events back in the queue") || !strings.Contains(r.out, "all synced") {
 		t.Fatalf("sync --retry-given-up: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := run(t, append([]string{"status"}, base...)...); r.code != exitOK || !strings.Contains(r.out, "Healthy.") {
+		t.Fatalf("status once all is synced: exit %d\n%s", r.code, r.out)
 	}
 }

@@ -56,15 +56,15 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "status", err)
 	}
 	health := outbox.CheckHealth(stats, outbox.HealthRules{})
-	code := exitOK
+	exit := exitOK
 	if !health.Healthy {
-		code = exitFail // a script checking the status sees the warning too
+		exit = exitFail // a script checking the status sees the warning too
 	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"user": cf.user, "outbox": stats, "local": counts, "health": health})
-		return code
+		return exit
 	}
 	fmt.Fprintf(out, "Outbox of user %s (%s):\n", cf.user, cf.db)
 	statsLines(out, stats, "  ")
@@ -87,7 +87,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if health.Healthy {
 		fmt.Fprintln(out, "Healthy.")
 	}
-	return code
+	return exit
 }
 
 const syncUsage = `Usage:
