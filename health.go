@@ -109,6 +109,10 @@ func (r HealthRules) StatsQuery(userID string, now time.Time, staleAfter time.Du
 func CheckHealth(s Stats, rules HealthRules) Health {
 	r := rules.withDefaults()
 	h := Health{Stats: s}
+	window := r.Window
+	if s.Recent.Window > 0 {
+		window = s.Recent.Window // what the counts were taken over
+	}
 	add := func(rule string, value, threshold float64, msg string, args ...any) {
 		h.Alerts = append(h.Alerts, Alert{Rule: rule, Value: value, Threshold: threshold, Message: fmt.Sprintf(msg, args...)})
 	}
@@ -127,11 +131,11 @@ func CheckHealth(s Stats, rules HealthRules) Health {
 	if fr := s.Recent.FailureRate(); r.MaxFailureRate >= 0 && fr > r.MaxFailureRate {
 		add(RuleFailureRate, fr, r.MaxFailureRate,
 			"failure rate %.1f%% over the last %s is above %.1f%% (%d completed, %d retrying, %d given up)",
-			fr*100, r.Window, r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
+			fr*100, window, r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
 	}
 	if r.MaxGivenUp >= 0 && s.Recent.GivenUp > r.MaxGivenUp {
 		add(RuleGivenUp, float64(s.Recent.GivenUp), float64(r.MaxGivenUp),
-			"%d events given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", s.Recent.GivenUp, r.Window, s.GivenUp)
+			"%d events given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", s.Recent.GivenUp, window, s.GivenUp)
 	}
 	if waiting := s.Pending + s.Failed; r.MaxPending >= 0 && waiting > r.MaxPending {
 		add(RulePending, float64(waiting), float64(r.MaxPending), "%d events waiting for delivery, above %d", waiting, r.MaxPending)

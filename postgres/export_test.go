@@ -31,6 +31,7 @@ func (s *Store) Statement(name string) string {
 		"deleteCompleted": s.q.deleteCompleted, "countActive": s.q.countActive,
 		"countCompleted": s.q.countCompleted, "countWaiting": s.q.countWaiting,
 		"countBlocked": s.q.countBlocked, "insertEvent": s.q.insertEvent, "getEvent": s.q.getEvent,
+		"countStuck": s.q.countStuck, "countRecent": s.q.countRecent,
 	}[name]
 	if q == "" {
 		panic("no statement " + name)
