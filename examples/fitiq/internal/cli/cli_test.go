@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fitiq/outbox/examples/fitiq"
 	"github.com/fitiq/outbox/sqlite"
 )
 
@@ -260,5 +262,36 @@ func TestSyncGivesUpThenRetries(t *testing.T) {
 	}
 	if r := run(t, append([]string{"status"}, base...)...); r.code != exitOK || !strings.Contains(r.out, "Healthy.") {
 		t.Fatalf("status once all is synced: exit %d\n%s", r.code, r.out)
+	}
+}
+
+// The demo's synced count does not go backwards when an update makes a synced entry
+// pending again: it counts the entries the backend holds.
+func TestDemoSyncedCountIsMonotonic(t *testing.T) {
+	ctx := context.Background()
+	d := &demo{cfg: demoConfig{entries: 1, timeout: time.Minute}, out: io.Discard}
+	if err := d.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	day := 0
+	e, err := d.create(ctx, fitiq.KindProgressEntry, rng, time.Now(), &day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.processor.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := d.progress(ctx)
+	if err != nil || before != 1 {
+		t.Fatalf("synced %d, %v after the create; want 1", before, err)
+	}
+	if _, err := d.update(ctx, e, rng); err != nil { // pending again, until the update syncs
+		t.Fatal(err)
+	}
+	after, _, err := d.progress(ctx)
+	if err != nil || after != 1 {
+		t.Fatalf("synced %d, %v after an update made the entry pending; want still 1", after, err)
 	}
 }
