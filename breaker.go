@@ -156,11 +156,12 @@ func (b *breaker) record(now time.Time, unavailable bool) (changed, open bool) {
 	return false, b.open
 }
 
-// nextProbe is when an open circuit admits a probe; zero when closed.
+// nextProbe is when an open circuit admits a probe; zero when closed, or while a probe
+// is out (its outcome sets the next one), so that idle loops do not spin on it.
 func (b *breaker) nextProbe() time.Time {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.open {
+	if !b.open || b.probing {
 		return time.Time{}
 	}
 	return b.until
