@@ -265,6 +265,32 @@ func TestSyncGivesUpThenRetries(t *testing.T) {
 	}
 }
 
+// Offline is not a failure of the entries: sync against an API that cannot be reached
+// stops at once (the breaker opened), marks nothing failed, and syncs all once online.
+func TestSyncOfflineKeepsEntriesQueued(t *testing.T) {
+	url, token := startBackend(t, "me")
+	dead := httptest.NewServer(nil)
+	deadURL := dead.URL
+	dead.Close() // nothing listens there: every connection is refused
+	db := filepath.Join(t.TempDir(), "client.db")
+	base := []string{"--db", db, "--user", "me", "--token", token}
+	for _, w := range []string{"70", "71", "72"} {
+		if r := run(t, append([]string{"log", "weight", w}, base...)...); r.code != exitOK {
+			t.Fatal(r.errOut)
+		}
+	}
+	r := run(t, append([]string{"sync", "--api", deadURL, "--max-attempts", "2", "--timeout", "1m"}, base...)...)
+	if r.code != exitFail || !strings.Contains(r.out, "cannot be reached: 3 events wait, none given up") {
+		t.Fatalf("sync against an unreachable API: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 3 pending, 0 failed)") {
+		t.Fatalf("status after an offline sync:\n%s", r.out)
+	}
+	if r := run(t, append([]string{"sync", "--api", url, "--max-attempts", "2"}, base...)...); r.code != exitOK || !strings.Contains(r.out, "all synced") {
+		t.Fatalf("sync once online: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+}
+
 // The demo's synced count does not go backwards when an update makes a synced entry
 // pending again: it counts the entries the backend holds.
 func TestDemoSyncedCountIsMonotonic(t *testing.T) {

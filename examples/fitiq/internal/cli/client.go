@@ -96,7 +96,10 @@ const syncUsage = `Usage:
 Delivers this user's pending events to the remote API, with the seed's retries and
 backoff, until none is left waiting (each completed or given up), then prints what
 happened. With --watch it keeps running, as the app's background processor does,
-until interrupted (Ctrl-C drains deliveries in flight first).
+until interrupted (Ctrl-C drains deliveries in flight first). An API that cannot be
+reached at all (offline) is not a failure of the entries: no attempt is spent on it;
+sync stops as soon as it finds the API unreachable (exit code 1), and --watch keeps
+probing until the network returns.
 
 Flags:
   --watch                keep running until interrupted
@@ -248,6 +251,7 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var st outbox.Stats
+	offline := false
 	for done := false; !done; {
 		st, err = p.Stats(ctx)
 		if err != nil {
@@ -256,6 +260,12 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 		}
 		// Drained: nothing waits but what waits behind a given-up event, which no retry frees.
 		if st.Pending+st.Processing+st.Failed <= st.Blocked {
+			break
+		}
+		// The API cannot be reached: waiting here would only wait out the timeout. The
+		// entries stay queued, with no attempt spent; --watch keeps probing instead.
+		if p.Breaker().Open {
+			offline = true
 			break
 		}
 		select {
@@ -274,6 +284,9 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	statsLines(out, st, "  ")
 	waiting := st.Pending + st.Processing + st.Failed - st.Blocked
 	switch {
+	case offline:
+		fmt.Fprintf(out, "the API at %s cannot be reached: %d events wait, none given up for it; run \"fitiq sync\" again when online, or use --watch\n", cf.api, waiting)
+		return exitFail
 	case waiting > 0:
 		fmt.Fprintf(out, "%d events still waiting for a retry; run \"fitiq sync\" again or use --watch\n", waiting)
 		return exitFail
