@@ -66,7 +66,9 @@ type Event struct {
 	UserID string `json:"user_id,omitempty"`
 	// Status is set by the store; enqueue always writes StatusPending.
 	Status Status `json:"status"`
-	// Attempts counts delivery attempts started (a claim is an attempt).
+	// Attempts counts delivery attempts started (a claim is an attempt) in the current
+	// budget: an operator's retry resets it. An attempt that could not reach the
+	// destination (see Unavailable) is not counted.
 	Attempts int `json:"attempts"`
 	// MaxAttempts overrides the processor's RetryPolicy.MaxAttempts for this event when > 0.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -104,6 +106,8 @@ type Event struct {
 
 // AttemptError records one failed attempt.
 type AttemptError struct {
+	// Attempt numbers the attempt over the event's life: it goes on after an operator's
+	// retry, which resets Event.Attempts (the current budget) to zero.
 	Attempt int       `json:"attempt"`
 	At      time.Time `json:"at"`
 	Error   string    `json:"error"`

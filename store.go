@@ -25,7 +25,9 @@ type Store interface {
 	// It returns the IDs whose lease was lost (taken by another owner, or settled).
 	ExtendLease(ctx context.Context, owner string, ids []string, until time.Time) (lost []string, err error)
 	// Settle records the outcome of deliveries owner attempted, in one transaction.
-	// An outcome for an event owner no longer holds is skipped.
+	// An outcome for an event owner no longer holds is skipped. A failure is appended
+	// to the event's history (Event.Errors) numbered one more than the entries already
+	// there, so that attempt numbers go on across an operator's Retry.
 	Settle(ctx context.Context, owner string, now time.Time, outcomes []Outcome) error
 
 	// Get returns one event, or ErrNotFound.
@@ -47,7 +49,9 @@ type Store interface {
 	// returns how many it removed; callers loop until it returns fewer than limit.
 	DeleteCompleted(ctx context.Context, before time.Time, limit int) (int, error)
 
-	// Stats counts events, overall or for one user, from indexed queries.
+	// Stats counts events, overall or for one user, from indexed queries: by status,
+	// stale, stuck and blocked, the oldest waiting and due, and, when q.Window is set,
+	// the outcomes of that window (Stats.Recent) from indexed times.
 	Stats(ctx context.Context, q StatsQuery) (Stats, error)
 }
 
