@@ -267,8 +267,11 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			Body: body,
 		})
 		if err != nil {
-			// The channel or connection is gone: the rest of the batch cannot go out on it.
-			fail(i, fmt.Errorf("publish: %w", err))
+			// The channel or connection is gone: the rest of the batch cannot go out on
+			// it, and the ones published before it on this channel will never be
+			// confirmed. They may or may not have reached the broker: fail them all, so
+			// that they are published again (at least once), never counted as delivered.
+			fail(0, fmt.Errorf("publish: %w", err))
 			_ = s.disconnect()
 			return
 		}
