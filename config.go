@@ -51,6 +51,10 @@ type Config struct {
 	BatchesInFlight int
 	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
 	Retry RetryPolicy
+	// Breaker keeps an unreachable destination from spending the events' attempts:
+	// see BreakerConfig. Defaults to opening after 5 unavailable failures in a row,
+	// probing after 1s, then after up to 30s.
+	Breaker BreakerConfig
 	// LeaseDuration is how long a claim holds an event before another processor may
 	// take it over. The processor renews its leases while it works, so this bounds how
 	// long events of a crashed processor wait, not how long a delivery may take.
@@ -92,12 +96,23 @@ type Observer interface {
 	ObserveDelivery(e Event, o Outcome, d time.Duration)
 }
 
+// BreakerObserver is an Observer that is also told about outages: an Observer that
+// implements it gets these calls too.
+type BreakerObserver interface {
+	// ObserveUnavailable reports a delivery of e that failed as unavailable (err); the
+	// attempt is not counted, and ObserveDelivery sees it as Released.
+	ObserveUnavailable(e Event, err error)
+	// ObserveBreaker reports that the circuit breaker opened (open true) or closed.
+	ObserveBreaker(open bool)
+}
+
 func (c Config) withDefaults() Config {
 	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, DefaultMaxConcurrent)
 	c.BatchesInFlight = cmp.Or(c.BatchesInFlight, DefaultBatchesInFlight)
 	c.Retry = c.Retry.withDefaults()
+	c.Breaker = c.Breaker.withDefaults()
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, DefaultHandlerTimeout)
 	c.CleanupInterval = cmp.Or(c.CleanupInterval, DefaultCleanupInterval)
@@ -149,6 +164,9 @@ func (c Config) Validate() error {
 		return fieldError("Config.BatchesInFlight", fmt.Sprintf("must be positive, got %d", c.BatchesInFlight))
 	}
 	if err := c.Retry.Validate(); err != nil {
+		return err
+	}
+	if err := c.Breaker.Validate(); err != nil {
 		return err
 	}
 	return c.Health.Validate()

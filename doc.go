@@ -12,7 +12,12 @@
 //     EnqueueTx that writes events in the caller's own transaction and never commits it.
 //   - Processor with Config: claims due events under a lease, calls a Handler, and
 //     records each outcome: completed, retried later under a RetryPolicy, or given up.
-//   - Stats, Health and CheckHealth: counts, stale events, and the alert rules.
+//   - Permanent, RetryAfter and Unavailable: what a handler's error says. An
+//     Unavailable one (the destination cannot be reached) spends no attempt, and a run
+//     of them opens the processor's circuit breaker (BreakerConfig) until a probe gets
+//     through.
+//   - Stats, Health and CheckHealth: counts (stale, stuck, blocked, the outcomes of a
+//     recent window), and the alert rules (HealthRules).
 //
 // Delivery is at least once: a handler may see an event again (after a crash, or when an
 // outcome could not be recorded), so receivers deduplicate on Event.ID or the entity ID.

@@ -3,6 +3,8 @@ package outbox
 import (
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"time"
 )
 
@@ -80,4 +82,51 @@ func RetryAfterDelay(err error) (time.Duration, bool) {
 		return r.after, true
 	}
 	return 0, false
+}
+
+// Unavailable marks err as a failure to reach the destination at all (it refused the
+// connection, its name did not resolve, the broker is down): a fault of the way to the
+// destination, not of the event. The processor does not count such an attempt against
+// the event's budget; after Config.Breaker.Threshold of them in a row it stops
+// delivering and probes with one event now and then until the destination answers.
+// A nil err stays nil.
+func Unavailable(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &unavailableError{err}
+}
+
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return "unavailable: " + e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// IsUnavailable reports whether err says the destination could not be reached: err, or
+// an error it wraps, was marked with Unavailable, or is a network error from before any
+// request was sent (a refused or reset dial, a name that did not resolve, an unreachable
+// host or network, a dial that timed out). It is the default of
+// Config.Breaker.IsUnavailable. An error marked Permanent is never unavailable.
+func IsUnavailable(err error) bool {
+	if err == nil || IsPermanent(err) {
+		return false
+	}
+	var u *unavailableError
+	if errors.As(err, &u) {
+		return true
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return true
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) && opErr.Op == "dial" {
+		return true // nothing was sent: the attempt cannot have had an effect
+	}
+	for _, errno := range []syscall.Errno{syscall.ECONNREFUSED, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }

@@ -3,7 +3,9 @@ package outbox
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 )
@@ -64,7 +66,9 @@ type Event struct {
 	UserID string `json:"user_id,omitempty"`
 	// Status is set by the store; enqueue always writes StatusPending.
 	Status Status `json:"status"`
-	// Attempts counts delivery attempts started (a claim is an attempt).
+	// Attempts counts delivery attempts started (a claim is an attempt) in the current
+	// budget: an operator's retry resets it. An attempt that could not reach the
+	// destination (see Unavailable) is not counted.
 	Attempts int `json:"attempts"`
 	// MaxAttempts overrides the processor's RetryPolicy.MaxAttempts for this event when > 0.
 	MaxAttempts int `json:"max_attempts,omitempty"`
@@ -102,6 +106,8 @@ type Event struct {
 
 // AttemptError records one failed attempt.
 type AttemptError struct {
+	// Attempt numbers the attempt over the event's life: it goes on after an operator's
+	// retry, which resets Event.Attempts (the current budget) to zero.
 	Attempt int       `json:"attempt"`
 	At      time.Time `json:"at"`
 	Error   string    `json:"error"`
@@ -126,10 +132,15 @@ func (e *Event) EffectiveMaxAttempts(def int) int {
 	return def
 }
 
-// CanRetry reports whether the event may be attempted again: it is not completed and
-// has attempts left (under its own MaxAttempts, or DefaultMaxAttempts).
-func (e *Event) CanRetry() bool {
-	return e.Status != StatusCompleted && e.Attempts < e.EffectiveMaxAttempts(DefaultMaxAttempts)
+// CanRetry reports whether a processor will attempt the event again without an
+// operator: it is not completed, not given up, and has attempts left under its own
+// MaxAttempts or, when it sets none, the processor's limit defaultMaxAttempts (zero
+// or less means DefaultMaxAttempts).
+func (e *Event) CanRetry(defaultMaxAttempts int) bool {
+	if defaultMaxAttempts <= 0 {
+		defaultMaxAttempts = DefaultMaxAttempts
+	}
+	return e.Status != StatusCompleted && !e.GivenUp() && e.Attempts < e.EffectiveMaxAttempts(defaultMaxAttempts)
 }
 
 // IsStale reports whether the event has been due for longer than staleAfter: it is
@@ -185,6 +196,18 @@ func (e *Event) Validate(maxPayloadBytes int) error {
 			return fieldError(f.name, fmt.Sprintf("is %d bytes, over the limit of %d", len(f.value), MaxFieldLength))
 		}
 	}
+	for _, f := range []struct{ name, value string }{
+		{"Type", e.Type}, {"EntityID", e.EntityID}, {"UserID", e.UserID}, {"OrderingKey", e.OrderingKey},
+	} {
+		if !storableText(f.value) {
+			return fieldError(f.name, "contains a NUL byte or invalid UTF-8")
+		}
+	}
+	for k, v := range e.Metadata {
+		if !storableText(k) || !storableText(v) {
+			return fieldError("Metadata", fmt.Sprintf("entry %q contains a NUL byte or invalid UTF-8", k))
+		}
+	}
 	if e.ID != "" {
 		if _, err := uuid.Parse(e.ID); err != nil {
 			return fieldError("ID", fmt.Sprintf("%q is not a UUID", e.ID))
@@ -203,6 +226,13 @@ func (e *Event) Validate(maxPayloadBytes int) error {
 		return fieldError("Payload", "is not valid JSON")
 	}
 	return nil
+}
+
+// storableText reports whether every store can keep s as text: some (PostgreSQL) refuse
+// a NUL byte or invalid UTF-8, so the core refuses them for all, and an event that one
+// store takes is taken by every other.
+func storableText(s string) bool {
+	return strings.IndexByte(s, 0) < 0 && utf8.ValidString(s)
 }
 
 // ValidateUpdate checks what Store.Update writes back: an event to write, a status a

@@ -27,6 +27,7 @@ func TestEventPredicatesFollowItsState(t *testing.T) {
 		{"retrying, due", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0.Add(time.Second)}, t0.Add(time.Second), true, true, false},
 		{"attempts spent", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts, NextAttemptAt: t0}, t0, true, false, false},
 		{"given up", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts}, t0.Add(24 * time.Hour), false, false, true},
+		{"given up with attempts left (permanent error)", outbox.Event{Status: outbox.StatusFailed, Attempts: 1}, t0, false, false, true},
 		{"completed", outbox.Event{Status: outbox.StatusCompleted, Attempts: 1, CompletedAt: t0}, t0, false, false, false},
 	}
 	for _, tc := range cases {
@@ -34,7 +35,7 @@ func TestEventPredicatesFollowItsState(t *testing.T) {
 		if got := e.ShouldProcess(tc.at); got != tc.shouldProcess {
 			t.Errorf("%s: ShouldProcess = %v, want %v", tc.name, got, tc.shouldProcess)
 		}
-		if got := e.CanRetry(); got != tc.canRetry {
+		if got := e.CanRetry(0); got != tc.canRetry {
 			t.Errorf("%s: CanRetry = %v, want %v", tc.name, got, tc.canRetry)
 		}
 		if got := e.GivenUp(); got != tc.gu {
@@ -49,8 +50,44 @@ func TestResetForRetryKeepsTheHistory(t *testing.T) {
 	e := outbox.Event{Status: outbox.StatusFailed, Attempts: 5, LastError: "503",
 		Errors: []outbox.AttemptError{{Attempt: 4, Error: "503"}, {Attempt: 5, Error: "503"}}}
 	e.ResetForRetry(t0)
-	if e.Status != outbox.StatusPending || !e.CanRetry() || e.Attempts != 0 || len(e.Errors) != 2 || !e.ShouldProcess(t0) {
+	if e.Status != outbox.StatusPending || !e.CanRetry(0) || e.Attempts != 0 || len(e.Errors) != 2 || !e.ShouldProcess(t0) {
 		t.Fatalf("reset for retry: %+v", e)
+	}
+}
+
+// CanRetry follows the processor's attempt limit for events that set none of their own.
+func TestCanRetryFollowsTheProcessorsLimit(t *testing.T) {
+	e := outbox.Event{Status: outbox.StatusFailed, Attempts: 3, NextAttemptAt: t0}
+	if e.CanRetry(3) {
+		t.Fatal("3 attempts made under a limit of 3: CanRetry(3) = true")
+	}
+	if !e.CanRetry(4) || !e.CanRetry(0) {
+		t.Fatal("3 attempts made: CanRetry(4) and CanRetry(0) (the default 5) should be true")
+	}
+	e.MaxAttempts = 10
+	if !e.CanRetry(3) {
+		t.Fatal("an event's own MaxAttempts (10) should win over the processor's limit (3)")
+	}
+}
+
+// A NUL byte (or invalid UTF-8) is refused by the core, whatever the store, naming the field.
+func TestValidateRefusesTextNoStoreCanHold(t *testing.T) {
+	cases := []struct {
+		field string
+		e     *outbox.Event
+	}{
+		{"EntityID", &outbox.Event{Type: "t", EntityID: "a\x00b"}},
+		{"Type", &outbox.Event{Type: "t\xff", EntityID: "e"}},
+		{"UserID", &outbox.Event{Type: "t", EntityID: "e", UserID: "\x00"}},
+		{"OrderingKey", &outbox.Event{Type: "t", EntityID: "e", OrderingKey: "k\x00"}},
+		{"Metadata", &outbox.Event{Type: "t", EntityID: "e", Metadata: map[string]string{"k": "v\x00"}}},
+	}
+	for _, tc := range cases {
+		err := tc.e.Validate(0)
+		var fe *outbox.FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, outbox.ErrInvalid) {
+			t.Errorf("%s: Validate = %v, want a FieldError naming %s", tc.field, err, tc.field)
+		}
 	}
 }
 
@@ -151,12 +188,19 @@ func TestHealthRules(t *testing.T) {
 		rules outbox.HealthRules
 		want  []string
 	}{
-		{"quiet", outbox.Stats{Completed: 100}, outbox.HealthRules{}, nil},
+		{"quiet", outbox.Stats{Completed: 100, Recent: outbox.WindowCounts{Completed: 100}}, outbox.HealthRules{}, nil},
 		{"one stale", outbox.Stats{Pending: 1, Stale: 1}, outbox.HealthRules{}, []string{"stale"}},
-		{"failure rate just above 10%", outbox.Stats{Completed: 89, Failed: 6, GivenUp: 5}, outbox.HealthRules{}, []string{"failure_rate"}},
-		{"failure rate at 10%", outbox.Stats{Completed: 90, GivenUp: 10}, outbox.HealthRules{}, nil},
+		{"one stuck", outbox.Stats{Processing: 1, Stuck: 1}, outbox.HealthRules{}, []string{"stuck"}},
+		{"due for 16m", outbox.Stats{Pending: 1, Stale: 1, OldestDueAge: 16 * time.Minute}, outbox.HealthRules{}, []string{"stale", "oldest_due"}},
+		{"due for 15m", outbox.Stats{Pending: 1, OldestDueAge: 15 * time.Minute}, outbox.HealthRules{}, nil},
+		{"recent failure rate just above 10%", outbox.Stats{Recent: outbox.WindowCounts{Completed: 89, Failed: 11}}, outbox.HealthRules{}, []string{"failure_rate"}},
+		{"recent failure rate at 10%", outbox.Stats{Recent: outbox.WindowCounts{Completed: 90, Failed: 10}}, outbox.HealthRules{}, nil},
+		{"one recent give-up", outbox.Stats{GivenUp: 1, Recent: outbox.WindowCounts{Completed: 99, GivenUp: 1}}, outbox.HealthRules{}, []string{"given_up"}},
+		{"old failures are not a rate", outbox.Stats{Completed: 1, GivenUp: 99}, outbox.HealthRules{}, nil},
 		{"51 waiting", outbox.Stats{Pending: 40, Failed: 11, Completed: 1000}, outbox.HealthRules{}, []string{"pending"}},
-		{"rules disabled", outbox.Stats{Pending: 100, Stale: 5, GivenUp: 5}, outbox.HealthRules{MaxStale: -1, MaxFailureRate: -1, MaxPending: -1}, nil},
+		{"rules disabled", outbox.Stats{Pending: 100, Stale: 5, Stuck: 2, GivenUp: 5, OldestDueAge: time.Hour,
+			Recent: outbox.WindowCounts{GivenUp: 5}},
+			outbox.HealthRules{MaxStale: -1, MaxStuck: -1, MaxFailureRate: -1, MaxGivenUp: -1, MaxPending: -1, MaxOldestDue: -1}, nil},
 	}
 	for _, tc := range tests {
 		h := outbox.CheckHealth(tc.stats, tc.rules)

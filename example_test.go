@@ -118,3 +118,46 @@ func ExampleProcessor_ProcessBatch() {
 	// rejected: failed, given up true, next attempt in 0s, error "permanent: 400 Bad Request"
 	// flaky: completed after 2 attempts
 }
+
+// An unreachable destination is an outage, not a fault of the events: the attempts
+// are not counted, and after Breaker.Threshold of them in a row the processor pauses
+// and probes with one event until the destination answers again.
+func ExampleUnavailable() {
+	store, done := openExample()
+	defer done()
+	ctx := context.Background()
+	clock := outboxtest.NewClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var events []*outbox.Event
+	for i := range 3 {
+		events = append(events, outbox.NewEvent("order.created", fmt.Sprint("order-", i), "u"))
+	}
+	if err := store.Enqueue(ctx, clock.Now(), events...); err != nil {
+		log.Fatal(err)
+	}
+	online := false
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		if !online {
+			return outbox.Unavailable(errors.New("broker down"))
+		}
+		return nil
+	})
+	p, _ := outbox.NewProcessor(store, h, outbox.Config{
+		Clock: clock, MaxConcurrent: 1, Breaker: outbox.BreakerConfig{Threshold: 2}, Logger: outboxtest.Discard})
+
+	p.ProcessBatch(ctx) // two fail as unavailable: the circuit opens, the third is handed back unattempted
+	b := p.Breaker()
+	fmt.Printf("open %v, next probe in %s\n", b.Open, b.NextProbe.Sub(clock.Now()))
+	e, _ := store.Get(ctx, events[0].ID)
+	fmt.Printf("%s: %s, %d attempts counted\n", e.EntityID, e.Status, e.Attempts)
+
+	online = true
+	clock.Advance(time.Second)
+	p.ProcessBatch(ctx) // the probe: one event, delivered; the circuit closes
+	p.Drain(ctx)
+	st, _ := p.Stats(ctx)
+	fmt.Printf("open %v, %d completed, %d given up\n", p.Breaker().Open, st.Completed, st.GivenUp)
+	// Output:
+	// open true, next probe in 1s
+	// order-0: pending, 0 attempts counted
+	// open false, 3 completed, 0 given up
+}

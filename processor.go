@@ -21,6 +21,8 @@ type Processor struct {
 	log     *slog.Logger
 
 	trigger chan struct{}
+	brk     *breaker
+	retries retryTimes
 
 	mu      sync.Mutex
 	running *run
@@ -54,6 +56,7 @@ func NewProcessor(store Store, handler Handler, cfg Config) (*Processor, error) 
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "outbox.processor", "owner", cfg.Owner),
 		trigger: make(chan struct{}, 1),
+		brk:     newBreaker(cfg.Breaker),
 	}, nil
 }
 
@@ -154,7 +157,7 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 		default:
 		}
 		n, err := p.processBatch(r.hard, r.soft)
-		wait := p.cfg.PollInterval
+		wait := p.idleWait()
 		switch {
 		case err != nil && r.hard.Err() == nil:
 			// The store is failing (database down, connection cut): back off, but not past the poll interval.
@@ -171,6 +174,9 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 			continue
 		default:
 			errDelay = 0
+		}
+		if wait <= 0 {
+			continue // a retry fell due while the batch ran
 		}
 		timer.Reset(wait)
 		select {
@@ -189,6 +195,25 @@ func (p *Processor) loop(r *run, wake <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// idleWait is how long an idle loop sleeps: the poll interval, cut short by the
+// earliest retry this processor scheduled and by the open circuit's next probe, so
+// that neither waits for the next poll.
+func (p *Processor) idleWait() time.Duration {
+	now := p.cfg.Clock.Now()
+	wait := p.cfg.PollInterval
+	next, passed := p.retries.next(now)
+	if passed {
+		return 0 // a retry fell due while the batch ran: look at once
+	}
+	if !next.IsZero() {
+		wait = min(wait, next.Sub(now))
+	}
+	if probe := p.brk.nextProbe(); !probe.IsZero() {
+		wait = min(wait, max(probe.Sub(now), time.Millisecond))
+	}
+	return wait
 }
 
 func (p *Processor) cleanupLoop(r *run) {
@@ -252,12 +277,19 @@ func (p *Processor) Drain(ctx context.Context) (int, error) {
 
 func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int, error) {
 	now := p.cfg.Clock.Now()
+	limit, probe := p.cfg.BatchSize, false
+	if p.brk.enabled() {
+		// An open circuit claims nothing until its cooldown is over, then one event.
+		if limit, probe = p.brk.admit(now, limit); limit == 0 {
+			return 0, nil
+		}
+	}
 	started := time.Now()
 	events, err := p.store.Claim(ctx, ClaimParams{
 		Owner:              p.cfg.Owner,
 		Now:                now,
 		LeaseUntil:         now.Add(p.cfg.LeaseDuration),
-		Limit:              p.cfg.BatchSize,
+		Limit:              limit,
 		UserID:             p.cfg.UserID,
 		DefaultMaxAttempts: p.cfg.Retry.MaxAttempts,
 		SkipGivenUp:        p.cfg.SkipGivenUp,
@@ -266,17 +298,26 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 	if p.cfg.Observer != nil && err == nil {
 		p.cfg.Observer.ObserveClaim(len(events), time.Since(started))
 	}
-	if err != nil {
-		return 0, fmt.Errorf("outbox: claim: %w", err)
-	}
-	if len(events) == 0 {
+	if err != nil || len(events) == 0 {
+		if probe {
+			p.brk.endProbe()
+		}
+		if err != nil {
+			return 0, fmt.Errorf("outbox: claim: %w", err)
+		}
 		return 0, nil
+	}
+	if probe {
+		p.log.Info("destination unavailable: probing with one event", "event_id", events[0].ID)
 	}
 	p.log.Debug("batch claimed", "events", len(events))
 
 	stopHeartbeat := p.keepLeases(ctx, events)
 	outcomes := p.deliver(ctx, soft, events)
 	stopHeartbeat()
+	if probe {
+		p.brk.endProbe() // a probe cut short by a shutdown must not hold the next one back
+	}
 
 	settleStarted := time.Now()
 	err = p.settle(ctx, outcomes)
@@ -339,7 +380,9 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 	var wg sync.WaitGroup
 	for i := range events {
 		e := events[i]
-		if stopping(soft) || ctx.Err() != nil {
+		if stopping(soft) || ctx.Err() != nil || p.brk.holding() {
+			// Stopping, or the circuit opened while this batch ran: hand the rest back
+			// unattempted rather than spend them on an unreachable destination.
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
 		}
@@ -349,6 +392,11 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
 		case <-ctx.Done():
+			outcomes[i] = Outcome{ID: e.ID, Result: Released}
+			continue
+		}
+		if p.brk.holding() {
+			<-sem
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
 		}
@@ -440,6 +488,14 @@ func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.D
 		// Release the event so that it is delivered again, without spending an attempt.
 		o.Result = Released
 		log().Info("delivery interrupted by shutdown; event released", "err", err)
+	case p.brk.enabled() && !IsPermanent(err) && p.cfg.Breaker.IsUnavailable(err):
+		// The destination could not be reached: not the event's fault. Hand it back, due
+		// as before, without spending an attempt; the breaker paces what follows.
+		o.Result = Released
+		log().Warn("destination unavailable; attempt not counted", "err", err)
+		if bo, ok := p.cfg.Observer.(BreakerObserver); ok {
+			bo.ObserveUnavailable(e, err)
+		}
 	default:
 		o.Result = Failed
 		o.Error = err.Error()
@@ -455,13 +511,38 @@ func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.D
 				o.NextAttemptAt = now.Add(after)
 			}
 			log().Warn("delivery failed, will retry", "err", err, "retry_delay", o.NextAttemptAt.Sub(now).Round(time.Millisecond))
+			p.retries.add(o.NextAttemptAt)
 		}
+	}
+	if p.brk.enabled() && ctx.Err() == nil {
+		p.recordBreaker(now, o.Result == Released)
 	}
 	if p.cfg.Observer != nil {
 		p.cfg.Observer.ObserveDelivery(e, o, took)
 	}
 	return o
 }
+
+// recordBreaker tells the breaker how a delivery went, and logs and reports a change.
+func (p *Processor) recordBreaker(now time.Time, unavailable bool) {
+	changed, open := p.brk.record(now, unavailable)
+	if !changed {
+		return
+	}
+	if open {
+		st := p.brk.state()
+		p.log.Error("destination unavailable: circuit open; deliveries paused (attempts are not spent)",
+			"unavailable_in_a_row", st.Unavailable, "next_probe", st.NextProbe)
+	} else {
+		p.log.Info("destination reachable again: circuit closed; deliveries resume")
+	}
+	if bo, ok := p.cfg.Observer.(BreakerObserver); ok {
+		bo.ObserveBreaker(open)
+	}
+}
+
+// Breaker returns the state of the processor's circuit breaker.
+func (p *Processor) Breaker() BreakerState { return p.brk.state() }
 
 // settle records outcomes, retrying while the store fails: a delivered event that is
 // not recorded as such would be delivered again once its lease expires.
@@ -495,9 +576,17 @@ func stopping(soft <-chan struct{}) bool {
 	}
 }
 
-// Stats returns the statistics of the events this processor serves.
+// Stats returns the statistics of the events this processor serves, with the outcomes
+// of the health rules' window (Config.Health.Window) in Recent.
 func (p *Processor) Stats(ctx context.Context) (Stats, error) {
-	return p.store.Stats(ctx, StatsQuery{UserID: p.cfg.UserID, Now: p.cfg.Clock.Now(), StaleAfter: p.cfg.StaleAfter})
+	return p.store.Stats(ctx, p.cfg.Health.StatsQuery(p.cfg.UserID, p.cfg.Clock.Now(), p.cfg.StaleAfter))
+}
+
+// StuckEvents returns the events (of this processor's user, if it serves one) held in
+// processing under a lease that has expired, oldest first, up to limit (0 means 100):
+// their processor is gone, and no running processor has taken them over yet.
+func (p *Processor) StuckEvents(ctx context.Context, limit int) ([]Event, error) {
+	return p.store.List(ctx, Filter{UserID: p.cfg.UserID, StuckAt: p.cfg.Clock.Now(), Limit: limit})
 }
 
 // StaleEvents returns the events (of this processor's user, if it serves one) that
@@ -510,11 +599,23 @@ func (p *Processor) StaleEvents(ctx context.Context, limit int) ([]Event, error)
 	})
 }
 
-// Health checks the statistics against the configured alert rules.
+// Health checks the statistics against the configured alert rules, and alerts
+// (RuleCircuitOpen) while the circuit breaker is open.
 func (p *Processor) Health(ctx context.Context) (Health, error) {
 	s, err := p.Stats(ctx)
 	if err != nil {
 		return Health{}, err
 	}
-	return CheckHealth(s, p.cfg.Health), nil
+	h := CheckHealth(s, p.cfg.Health)
+	if p.brk.enabled() {
+		b := p.brk.state()
+		h.Breaker = &b
+		if b.Open {
+			h.Alerts = append(h.Alerts, Alert{Rule: RuleCircuitOpen, Value: 1, Threshold: 0,
+				Message: fmt.Sprintf("destination unavailable since %s: deliveries paused, next probe at %s",
+					b.OpenedAt.UTC().Format(time.RFC3339), b.NextProbe.UTC().Format(time.RFC3339))})
+			h.Healthy = false
+		}
+	}
+	return h, nil
 }

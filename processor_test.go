@@ -617,3 +617,123 @@ func TestBatchesInFlightOverlap(t *testing.T) {
 		t.Fatalf("BatchesInFlight -1: %v, want ErrInvalid", err)
 	}
 }
+
+// With a 1 s retry delay and a 2 s poll interval, the second attempt comes when the
+// retry falls due, not at the next poll: the idle processor sleeps until the earlier of
+// the two. (Real time: the measured gap is logged; the assertion is only that it comes
+// after the delay and before the poll would have fired.)
+func TestRetryWakesTheProcessorBeforeThePoll(t *testing.T) {
+	store := sqlitetest.NewStore(t)
+	var (
+		mu sync.Mutex
+		at []time.Time
+	)
+	done := make(chan struct{})
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		mu.Lock()
+		defer mu.Unlock()
+		at = append(at, time.Now())
+		if len(at) == 1 {
+			return errors.New("first attempt fails")
+		}
+		if len(at) == 2 {
+			close(done)
+		}
+		return nil
+	})
+	const delay, poll = time.Second, 2 * time.Second
+	p, err := outbox.NewProcessor(store, h, outbox.Config{
+		PollInterval: poll, Logger: outboxtest.Discard,
+		Retry: outbox.RetryPolicy{Delays: []time.Duration{delay}, Jitter: -1},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+	if err := store.Enqueue(ctx, time.Now(), outbox.NewEvent("t", "e", "u")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no second attempt within 10s")
+	}
+	mu.Lock()
+	gap := at[1].Sub(at[0])
+	mu.Unlock()
+	t.Logf("gap between attempts 1 and 2: %s (retry delay %s, poll interval %s)", gap, delay, poll)
+	if gap < delay || gap >= poll {
+		t.Fatalf("second attempt %s after the first; want at its %s delay, before the %s poll", gap, delay, poll)
+	}
+}
+
+// The breaker with an injected clock: it opens after Threshold unavailable failures,
+// claims nothing during its cooldown, probes with one event, doubles the cooldown after
+// a failed probe, and closes when the destination answers, even with an error of the
+// event's own (which then counts as an attempt).
+func TestBreakerOpensProbesAndCloses(t *testing.T) {
+	store := sqlitetest.NewStore(t)
+	clock := outboxtest.NewClock(t0)
+	var calls atomic.Int64
+	type reply struct{ err error }
+	var answer atomic.Value // the destination's reply
+	answer.Store(reply{outbox.Unavailable(errors.New("connection refused"))})
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		calls.Add(1)
+		return answer.Load().(reply).err
+	})
+	p, err := outbox.NewProcessor(store, h, outbox.Config{Clock: clock, MaxConcurrent: 1, Logger: outboxtest.Discard,
+		Breaker: outbox.BreakerConfig{Threshold: 3, Cooldown: time.Second, MaxCooldown: 4 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []*outbox.Event
+	for i := range 10 {
+		evs = append(evs, outbox.NewEvent("t", fmt.Sprint("e", i), "u"))
+	}
+	ctx := context.Background()
+	if err := store.Enqueue(ctx, t0, evs...); err != nil {
+		t.Fatal(err)
+	}
+	step := func(want int64, what string) {
+		t.Helper()
+		before := calls.Load()
+		if _, err := p.ProcessBatch(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := calls.Load() - before; got != want {
+			t.Fatalf("%s: %d deliveries, want %d", what, got, want)
+		}
+	}
+	step(3, "first batch: the circuit opens at the third unavailable failure; the rest are handed back")
+	if b := p.Breaker(); !b.Open || !b.NextProbe.Equal(t0.Add(time.Second)) {
+		t.Fatalf("breaker %+v, want open with a probe at +1s", b)
+	}
+	clock.Advance(999 * time.Millisecond)
+	step(0, "during the cooldown")
+	clock.Advance(time.Millisecond)
+	step(1, "the probe")
+	if b := p.Breaker(); !b.Open || !b.NextProbe.Equal(clock.Now().Add(2*time.Second)) {
+		t.Fatalf("after a failed probe: %+v, want open with the cooldown doubled to 2s", b)
+	}
+	clock.Advance(2 * time.Second)
+	step(1, "the second probe")
+	clock.Advance(4 * time.Second)
+	step(1, "the third probe (cooldown capped at 4s)")
+	if st, _ := p.Stats(ctx); st.Failed+st.GivenUp != 0 {
+		t.Fatalf("unavailable attempts were counted: %+v", st)
+	}
+	answer.Store(reply{errors.New("422: the event is malformed")})
+	clock.Advance(4 * time.Second)
+	step(1, "a probe the destination answers")
+	if p.Breaker().Open {
+		t.Fatal("the circuit stays open after the destination answered")
+	}
+	if st, _ := p.Stats(ctx); st.Failed != 1 {
+		t.Fatalf("the answered probe's failure: %d retrying, want 1 (it is the event's, and counts)", st.Failed)
+	}
+}

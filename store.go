@@ -27,7 +27,9 @@ type Store interface {
 	// It returns the IDs whose lease was lost (taken by another owner, or settled).
 	ExtendLease(ctx context.Context, owner string, ids []string, until time.Time) (lost []string, err error)
 	// Settle records the outcome of deliveries owner attempted, in one transaction.
-	// An outcome for an event owner no longer holds is skipped.
+	// An outcome for an event owner no longer holds is skipped. A failure is appended
+	// to the event's history (Event.Errors) numbered one more than the entries already
+	// there, so that attempt numbers go on across an operator's Retry.
 	Settle(ctx context.Context, owner string, now time.Time, outcomes []Outcome) error
 
 	// Get returns one event, or ErrNotFound.
@@ -49,7 +51,9 @@ type Store interface {
 	// returns how many it removed; callers loop until it returns fewer than limit.
 	DeleteCompleted(ctx context.Context, before time.Time, limit int) (int, error)
 
-	// Stats counts events, overall or for one user, from indexed queries.
+	// Stats counts events, overall or for one user, from indexed queries: by status,
+	// stale, stuck and blocked, the oldest waiting and due, and, when q.Window is set,
+	// the outcomes of that window (Stats.Recent) from indexed times.
 	Stats(ctx context.Context, q StatsQuery) (Stats, error)
 }
 
@@ -145,10 +149,16 @@ type Filter struct {
 	// DueBefore narrows to pending or retrying events due before this time: the stale ones,
 	// when it is now minus the stale threshold.
 	DueBefore time.Time
-	Type      string
-	UserID    string
-	AfterSeq  int64 // for paging: only events with a larger Seq
-	Limit     int   // at most this many (List defaults to 100)
+	// StuckAt narrows to processing events whose lease expired at or before this time:
+	// the stuck ones, when it is now (their processor died, and none has taken them over).
+	StuckAt time.Time
+	// Blocked narrows to waiting (pending or retrying) events behind a given-up earlier
+	// event of their ordering key, as Stats.Blocked counts them.
+	Blocked  bool
+	Type     string
+	UserID   string
+	AfterSeq int64 // for paging: only events with a larger Seq
+	Limit    int   // at most this many (List defaults to 100)
 }
 
 // Validate reports whether f can select events: a known status and a limit that is not
@@ -169,6 +179,9 @@ type StatsQuery struct {
 	UserID     string        // empty: all users
 	Now        time.Time     // reference time for ages and staleness
 	StaleAfter time.Duration // events due longer than this are stale
+	// Window, when positive, asks for Stats.Recent: the outcomes of the last Window
+	// before Now. Zero leaves Recent empty.
+	Window time.Duration
 }
 
 // Stats is a summary of the outbox: counts by status and type, and how long the
@@ -187,9 +200,19 @@ type Stats struct {
 	Stale int `json:"stale"`
 	// Blocked counts events waiting behind a given-up event of the same ordering key.
 	Blocked int `json:"blocked"`
+	// Stuck counts processing events whose lease expired at or before Now: their
+	// processor is gone and no processor has taken them over (a running one would, at
+	// its next claim). They are not stale (not pending or retrying), but as stuck.
+	Stuck int `json:"stuck"`
 	// OldestPendingAge is how long the oldest pending or retrying event has been waiting
 	// since it was created; zero when none is.
 	OldestPendingAge time.Duration `json:"oldest_pending_age"`
+	// OldestDueAge is how long the event due the longest has been due: a pending event
+	// since it became pending, a retry since its NextAttemptAt, a stuck event since its
+	// lease expired. Zero when none is due. With no processor running it only grows.
+	OldestDueAge time.Duration `json:"oldest_due_age"`
+	// Recent counts the outcomes of the last StatsQuery.Window (zero when not asked).
+	Recent WindowCounts `json:"recent"`
 	// ByType counts events by type and status.
 	ByType map[string]TypeCounts `json:"by_type,omitempty"`
 	// Paused lists the paused types (stores that implement TypePauser); their events
@@ -206,6 +229,30 @@ func (s Stats) PausedWaiting() int {
 		n += tc.Pending + tc.Failed
 	}
 	return n
+}
+
+// WindowCounts counts events by the outcome last recorded for them within a window
+// before StatsQuery.Now, from indexed times (CompletedAt for completions, UpdatedAt for
+// failures), so the counts do not depend on how many older events are kept. An event
+// that failed and then completed within the window counts once, as completed.
+type WindowCounts struct {
+	Window time.Duration `json:"window"`
+	// Completed counts events completed within the window.
+	Completed int `json:"completed"`
+	// Failed counts events whose last attempt, within the window, failed and will be retried.
+	Failed int `json:"failed"`
+	// GivenUp counts events given up within the window.
+	GivenUp int `json:"given_up"`
+}
+
+// FailureRate is the share of the window's outcomes that are failures (retrying or
+// given up), from 0 to 1; 0 when the window holds no outcome.
+func (w WindowCounts) FailureRate() float64 {
+	n := w.Completed + w.Failed + w.GivenUp
+	if n == 0 {
+		return 0
+	}
+	return float64(w.Failed+w.GivenUp) / float64(n)
 }
 
 // TypeCounts is Stats for one event type.

@@ -5,12 +5,17 @@
 //	outbox_events_delivered_total{type}          deliveries that completed an event
 //	outbox_events_failed_total{type}             failed attempts that will be retried
 //	outbox_events_given_up_total{type}           failed attempts that gave the event up
-//	outbox_events_released_total{type}           claims handed back unattempted (shutdown)
+//	outbox_events_released_total{type}           claims handed back without counting (shutdown, destination unavailable)
+//	outbox_deliveries_unavailable_total{type}    attempts that failed because the destination was unreachable
+//	outbox_circuit_open                          1 while the circuit breaker holds deliveries back
+//	outbox_circuit_opened_total                  times the circuit breaker opened
 //	outbox_delivery_duration_seconds{type}       handler time per attempt (a batch's time, for batch sinks)
 //	outbox_claim_duration_seconds                time of one claim query
 //	outbox_claimed_events_total                  events claimed
 //	outbox_events{status}                        events by status: pending, processing, failed (retrying), given_up, completed
 //	outbox_events_stale                          events due for longer than the stale threshold
+//	outbox_events_stuck                          events processing under an expired lease (their processor is gone)
+//	outbox_oldest_due_age_seconds                how long the longest-due event has been due
 //	outbox_oldest_pending_age_seconds            age of the oldest waiting event
 //	outbox_stats_refresh_errors_total            failed Stats refreshes
 //	outbox_stats_last_refresh_timestamp_seconds  when the gauges were last refreshed
@@ -55,9 +60,17 @@ type Metrics struct {
 	events                               *prometheus.GaugeVec
 	stale, oldestAge, lastRefresh        prometheus.Gauge
 	refreshErrors                        prometheus.Counter
+
+	unavailable         *prometheus.CounterVec
+	circuitOpen         prometheus.Gauge
+	circuitOpened       prometheus.Counter
+	stuck, oldestDueAge prometheus.Gauge
 }
 
-var _ outbox.Observer = (*Metrics)(nil)
+var (
+	_ outbox.Observer        = (*Metrics)(nil)
+	_ outbox.BreakerObserver = (*Metrics)(nil)
+)
 
 // New creates the metrics and registers them with reg (prometheus.DefaultRegisterer
 // when nil). It fails when a metric of the same name is already registered.
@@ -91,7 +104,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		delivered: counter("events_delivered_total", "Deliveries that completed an event, by event type."),
 		failed:    counter("events_failed_total", "Failed delivery attempts that will be retried, by event type."),
 		givenUp:   counter("events_given_up_total", "Failed delivery attempts that gave the event up (permanent error or no attempts left), by event type."),
-		released:  counter("events_released_total", "Claimed events handed back unattempted because the processor was stopping, by event type."),
+		released:  counter("events_released_total", "Claimed events handed back without counting the attempt (the processor was stopping, or the destination was unavailable), by event type."),
 		deliveryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "delivery_duration_seconds", Buckets: cfg.Buckets,
 			Help: "Time the sink took per delivery attempt (for batch sinks, the whole batch's time), by event type.",
@@ -109,9 +122,15 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		oldestAge:     gauge("oldest_pending_age_seconds", "How long the oldest pending or retrying event has waited, as of the last refresh."),
 		lastRefresh:   gauge("stats_last_refresh_timestamp_seconds", "Unix time of the last successful refresh of the gauges."),
 		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "stats_refresh_errors_total", Help: "Refreshes of the gauges that failed."}),
+		unavailable:   counter("deliveries_unavailable_total", "Delivery attempts that failed because the destination could not be reached (not counted against the event), by event type."),
+		circuitOpen:   gauge("circuit_open", "1 while the circuit breaker holds deliveries back because the destination is unreachable, else 0."),
+		circuitOpened: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "circuit_opened_total", Help: "Times the circuit breaker opened."}),
+		stuck:         gauge("events_stuck", "Events processing under an expired lease (their processor is gone), as of the last refresh."),
+		oldestDueAge:  gauge("oldest_due_age_seconds", "How long the event due the longest has been due, as of the last refresh."),
 	}
 	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.givenUp, m.released, m.deliveryDuration,
-		m.claimDuration, m.claimed, m.events, m.stale, m.oldestAge, m.lastRefresh, m.refreshErrors} {
+		m.claimDuration, m.claimed, m.events, m.stale, m.oldestAge, m.lastRefresh, m.refreshErrors,
+		m.unavailable, m.circuitOpen, m.circuitOpened, m.stuck, m.oldestDueAge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -141,6 +160,21 @@ func (m *Metrics) ObserveDelivery(e outbox.Event, o outbox.Outcome, d time.Durat
 	m.deliveryDuration.WithLabelValues(e.Type).Observe(d.Seconds())
 }
 
+// ObserveUnavailable implements outbox.BreakerObserver.
+func (m *Metrics) ObserveUnavailable(e outbox.Event, _ error) {
+	m.unavailable.WithLabelValues(e.Type).Inc()
+}
+
+// ObserveBreaker implements outbox.BreakerObserver.
+func (m *Metrics) ObserveBreaker(open bool) {
+	if open {
+		m.circuitOpen.Set(1)
+		m.circuitOpened.Inc()
+		return
+	}
+	m.circuitOpen.Set(0)
+}
+
 // Refresh sets the gauges from store's statistics.
 func (m *Metrics) Refresh(ctx context.Context, store outbox.Store) error {
 	now := m.cfg.Clock.Now()
@@ -155,6 +189,8 @@ func (m *Metrics) Refresh(ctx context.Context, store outbox.Store) error {
 	m.events.WithLabelValues("given_up").Set(float64(s.GivenUp))
 	m.events.WithLabelValues("completed").Set(float64(s.Completed))
 	m.stale.Set(float64(s.Stale))
+	m.stuck.Set(float64(s.Stuck))
+	m.oldestDueAge.Set(s.OldestDueAge.Seconds())
 	m.oldestAge.Set(s.OldestPendingAge.Seconds())
 	m.lastRefresh.Set(float64(now.UnixNano()) / 1e9)
 	return nil

@@ -89,3 +89,66 @@ outbox_events_stale 2
 }
 
 func stringsReader(s string) *strings.Reader { return strings.NewReader(s) }
+
+// An outage shows in the metrics: unavailable attempts by type, the open circuit and
+// how often it opened; a refresh sets the stuck and oldest-due gauges.
+func TestOutageAndStuckMetrics(t *testing.T) {
+	store := sqlitetest.NewStore(t)
+	clock := outboxtest.NewClock(outboxtest.T0)
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Config{Clock: clock, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var events []*outbox.Event
+	for range 3 {
+		events = append(events, outbox.NewEvent("sync", "e", "u"))
+	}
+	if err := store.Enqueue(context.Background(), outboxtest.T0, events...); err != nil {
+		t.Fatal(err)
+	}
+	down := outbox.HandlerFunc(func(context.Context, outbox.Event) error { return outbox.Unavailable(errors.New("refused")) })
+	p, err := outbox.NewProcessor(store, down, outbox.Config{Clock: clock, Observer: m, Logger: outboxtest.Discard, MaxConcurrent: 1,
+		Breaker: outbox.BreakerConfig{Threshold: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.ProcessBatch(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// One more event; then a relay claims all four due ones and dies: stuck once its
+	// lease is over, an hour on.
+	stuck := outbox.NewEvent("sync", "stuck", "u")
+	if err := store.Enqueue(context.Background(), outboxtest.T0, stuck); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.Claim(context.Background(), outbox.ClaimParams{Owner: "dead", Now: outboxtest.T0,
+		LeaseUntil: outboxtest.T0.Add(30 * time.Second), Limit: 10}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(time.Hour)
+	if err := m.Refresh(context.Background(), store); err != nil {
+		t.Fatal(err)
+	}
+	want := `
+# HELP outbox_circuit_open 1 while the circuit breaker holds deliveries back because the destination is unreachable, else 0.
+# TYPE outbox_circuit_open gauge
+outbox_circuit_open 1
+# HELP outbox_circuit_opened_total Times the circuit breaker opened.
+# TYPE outbox_circuit_opened_total counter
+outbox_circuit_opened_total 1
+# HELP outbox_deliveries_unavailable_total Delivery attempts that failed because the destination could not be reached (not counted against the event), by event type.
+# TYPE outbox_deliveries_unavailable_total counter
+outbox_deliveries_unavailable_total{type="sync"} 2
+# HELP outbox_events_stuck Events processing under an expired lease (their processor is gone), as of the last refresh.
+# TYPE outbox_events_stuck gauge
+outbox_events_stuck 4
+# HELP outbox_oldest_due_age_seconds How long the event due the longest has been due, as of the last refresh.
+# TYPE outbox_oldest_due_age_seconds gauge
+outbox_oldest_due_age_seconds 3570
+`
+	if err := testutil.GatherAndCompare(reg, stringsReader(want), "outbox_circuit_open", "outbox_circuit_opened_total",
+		"outbox_deliveries_unavailable_total", "outbox_events_stuck", "outbox_oldest_due_age_seconds"); err != nil {
+		t.Fatal(err)
+	}
+}

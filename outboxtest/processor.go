@@ -205,8 +205,8 @@ func testProcessorHealth(t *testing.T, h Harness) {
 	for _, a := range hl.Alerts {
 		rules = append(rules, a.Rule)
 	}
-	if hl.Healthy || !slices.Equal(rules, []string{"stale", "failure_rate", "pending"}) {
-		t.Fatalf("alerts %v (healthy %v), want stale, failure_rate and pending", rules, hl.Healthy)
+	if hl.Healthy || !slices.Equal(rules, []string{"stale", "failure_rate", "given_up", "pending"}) {
+		t.Fatalf("alerts %v (healthy %v), want stale, failure_rate, given_up and pending", rules, hl.Healthy)
 	}
 	stale, err := p.StaleEvents(context.Background(), 0)
 	if err != nil || len(stale) != 51 {

@@ -15,6 +15,9 @@ import (
 // failure and the last delivery.
 type Recorder struct {
 	Delivered, Failed, GivenUp atomic.Int64 // failed: retryable failures
+	// Unavailable counts attempts that could not reach the destination (not counted
+	// against their events; the processor's breaker paces them).
+	Unavailable atomic.Int64
 
 	total, pauseAt                        int64
 	paused, resume, firstFailure, allDone chan struct{}
@@ -39,7 +42,7 @@ func (r *Recorder) Paused() <-chan struct{} { return r.paused }
 // so that a failed test does not leave the processor held.
 func (r *Recorder) Resume() { r.resumeOnce.Do(func() { close(r.resume) }) }
 
-// FirstFailure is closed at the first retryable failure.
+// FirstFailure is closed at the first retryable or unavailable failure.
 func (r *Recorder) FirstFailure() <-chan struct{} { return r.firstFailure }
 
 // AllDelivered is closed when the expected number of events has been delivered.
@@ -53,7 +56,7 @@ func (r *Recorder) Wait(t testing.TB, ch <-chan struct{}, timeout time.Duration,
 	case <-ch:
 	case <-time.After(timeout):
 		t.Fatalf("gave up waiting for %s (delivered %d, failed %d, given up %d)",
-			what, r.Delivered.Load(), r.Failed.Load(), r.GivenUp.Load())
+			what, r.Delivered.Load(), r.Failed.Load()+r.Unavailable.Load(), r.GivenUp.Load())
 	}
 }
 
@@ -79,3 +82,12 @@ func (r *Recorder) ObserveDelivery(_ outbox.Event, o outbox.Outcome, _ time.Dura
 		r.failOnce.Do(func() { close(r.firstFailure) })
 	}
 }
+
+// ObserveUnavailable implements outbox.BreakerObserver.
+func (r *Recorder) ObserveUnavailable(outbox.Event, error) {
+	r.Unavailable.Add(1)
+	r.failOnce.Do(func() { close(r.firstFailure) })
+}
+
+// ObserveBreaker implements outbox.BreakerObserver.
+func (r *Recorder) ObserveBreaker(bool) {}

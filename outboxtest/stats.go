@@ -32,7 +32,9 @@ func testStats(t *testing.T, h Harness) {
 
 	st := stats(t, h.Store, outbox.StatsQuery{Now: at, StaleAfter: time.Hour})
 	want := outbox.Stats{Total: 8, Pending: 2, Processing: 1, Completed: 3, Failed: 1, GivenUp: 1,
-		OldestPendingAge: time.Minute, // evs[3], created at T0, still waiting
+		OldestPendingAge: time.Minute,      // evs[3], created at T0, still waiting
+		Stuck:            1,                // evs[5], leased until T0+30s and never settled
+		OldestDueAge:     30 * time.Second, // evs[5] and the pending ones: due since T0+30s
 		ByType: map[string]outbox.TypeCounts{
 			"a": {Pending: 1, Completed: 2, Failed: 1},
 			"b": {Pending: 1, Processing: 1, Completed: 1, GivenUp: 1},
@@ -44,7 +46,7 @@ func testStats(t *testing.T, h Harness) {
 		t.Fatalf("success rate %v, want 0.6 (3 completed of 5 settled)", r)
 	}
 	alice := stats(t, h.Store, outbox.StatsQuery{UserID: "alice", Now: at, StaleAfter: time.Hour})
-	wantAlice := outbox.Stats{Total: 5, Pending: 1, Completed: 3, Failed: 1, OldestPendingAge: time.Minute,
+	wantAlice := outbox.Stats{Total: 5, Pending: 1, Completed: 3, Failed: 1, OldestPendingAge: time.Minute, OldestDueAge: 30 * time.Second,
 		ByType: map[string]outbox.TypeCounts{"a": {Completed: 2, Failed: 1}, "b": {Pending: 1, Completed: 1}}}
 	if d := diffJSON(wantAlice, alice); d != "" {
 		t.Fatalf("alice's stats: %s", d)

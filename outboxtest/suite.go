@@ -75,6 +75,15 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ScopedProcessorsDrainDisjointTypes", testScopedProcessorsDrainDisjointTypes},
 		{"TimelineCountsSettlementsPerMinute", testTimeline},
 		{"KeyHeadIsTheEarliestUnfinishedEvent", testKeyHead},
+		{"StuckEventsAreCountedListedAndAlerted", testStuck},
+		{"FailureRateWindowIgnoresCleanup", testRecentWindowIgnoresCleanup},
+		{"FailureRateWindowSeesRecentGiveUpsPastOldCompletions", testRecentWindowSeesAnOutage},
+		{"BlockedEventsAreListed", testListBlocked},
+		{"AttemptNumbersContinueAfterOperatorRetry", testAttemptNumbersContinue},
+		{"DuplicateIDIsRefusedNamingID", testDuplicateIDNamesID},
+		{"TextNoStoreCanHoldIsRefused", testNULRefused},
+		{"ProcessorHealthAlertsOnStuckEvents", testProcessorHealthStuck},
+		{"ProcessorOutagePausesAndGivesNothingUp", testProcessorOutageGivesNothingUp},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/postgres"
+	"github.com/fitiq/outbox/sqlite"
 )
 
 func count(t *testing.T, s *postgres.Store) int {
@@ -122,5 +125,29 @@ func TestEnqueueCanonicalizesTheID(t *testing.T) {
 	}
 	if _, err := s.Get(context.Background(), e.ID); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A database/sql transaction of another driver is refused with an error that says
+// what EnqueueSQLTx needs, not the driver's "unsupported type pgx.NamedArgs".
+func TestEnqueueSQLTxOfAnotherDriverSaysWhatItNeeds(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{})
+	ctx := context.Background()
+	other, err := sqlite.Open(filepath.Join(t.TempDir(), "other.db"), sqlite.OpenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	tx, err := other.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	err = s.EnqueueSQLTx(ctx, tx, outbox.NewEvent("t", "e", "u"))
+	if !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), "pgx's stdlib driver") || strings.Contains(err.Error(), "unsupported type") {
+		t.Fatalf("EnqueueSQLTx on a SQLite transaction: %v", err)
+	}
+	if n := count(t, s); n != 0 {
+		t.Fatalf("%d events written", n)
 	}
 }

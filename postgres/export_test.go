@@ -6,8 +6,10 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/migrate"
 )
 
 // Hooks for the package's external tests.
@@ -29,6 +31,7 @@ func (s *Store) Statement(name string) string {
 		"deleteCompleted": s.q.deleteCompleted, "countActive": s.q.countActive,
 		"countCompleted": s.q.countCompleted, "countWaiting": s.q.countWaiting,
 		"countBlocked": s.q.countBlocked, "insertEvent": s.q.insertEvent, "getEvent": s.q.getEvent,
+		"countStuck": s.q.countStuck, "countRecent": s.q.countRecent,
 	}[name]
 	if q == "" {
 		panic("no statement " + name)
@@ -73,3 +76,16 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 
 // PendingWakeUps returns the user IDs notified since the last fan-out.
 func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }
+
+// MigrateTo applies the migrations up to version only, as an older release of this
+// package left the table: for tests of the upgrade in place.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int) error {
+	cfg = cfg.withDefaults()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	_, err = migrate.Run(ctx, target{conn: conn.Conn(), cfg: cfg, names: newNames(cfg)}, migrations[:version])
+	return err
+}

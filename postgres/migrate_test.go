@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/postgres"
 )
 
@@ -125,5 +126,38 @@ func TestSchemaAndTableNamesAreQuoted(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM `+pgx.Identifier{schema, "Events"}.Sanitize()).Scan(&n); err != nil || n != 1 {
 		t.Fatalf("rows in %s.Events: %d, %v", schema, n, err)
+	}
+}
+
+// A table left at version 1 by an older release is upgraded in place: its events stay,
+// and the window counts (which read migration 2's index) see them.
+func TestMigrateUpgradesVersion1InPlace(t *testing.T) {
+	pool := sharedPool(t)
+	cfg := postgres.Config{Schema: freshSchema(t, pool), Logger: outboxtest.Discard}
+	ctx := context.Background()
+	if err := postgres.MigrateTo(ctx, pool, cfg, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := postgres.New(ctx, pool, cfg); !errors.Is(err, postgres.ErrNotMigrated) {
+		t.Fatalf("New on a version-1 table: %v, want ErrNotMigrated", err)
+	}
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	table := pgx.Identifier{cfg.Schema, "outbox_events"}.Sanitize()
+	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (id, type, entity_id, status, attempts, created_at, updated_at)
+		VALUES (gen_random_uuid(), 't', 'e', 'failed', 5, $1, $1)`, now); err != nil {
+		t.Fatal(err)
+	}
+	applied, err := postgres.Migrate(ctx, pool, cfg)
+	if err != nil || !slices.Equal(applied, []int{2}) {
+		t.Fatalf("Migrate = %v, %v; want [2]", applied, err)
+	}
+	s, err := postgres.New(ctx, pool, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	st, err := s.Stats(ctx, outbox.StatsQuery{Now: now.Add(time.Minute), Window: time.Hour})
+	if err != nil || st.GivenUp != 1 || st.Recent.GivenUp != 1 {
+		t.Fatalf("after the upgrade: %+v, %v; want the given-up event kept and in the window", st, err)
 	}
 }

@@ -87,6 +87,7 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		"limit": 100, "default_max": 5, "skip_given_up": false}
 	filter := func(set pgx.NamedArgs) pgx.NamedArgs {
 		a := pgx.NamedArgs{"all_ids": true, "ids": []string{}, "status": "", "given_up": false, "due_before": nil,
+			"stuck_at": nil, "blocked": false,
 			"type": "", "user_id": "", "after_seq": 0, "limit": 100, "now": now}
 		for k, v := range set {
 			a[k] = v
@@ -111,10 +112,15 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		{"stats: active, one user", "countActive", pgx.NamedArgs{"user_id": "user-7"}},
 		{"stats: completed", "countCompleted", pgx.NamedArgs{"user_id": ""}},
 		{"stats: completed, one user", "countCompleted", pgx.NamedArgs{"user_id": "user-7"}},
-		{"stats: stale and oldest", "countWaiting", pgx.NamedArgs{"user_id": "", "stale_before": now.Add(-5 * time.Minute)}},
+		{"stats: stale and oldest", "countWaiting", pgx.NamedArgs{"user_id": "", "stale_before": now.Add(-5 * time.Minute), "now": now}},
+		{"stats: stuck", "countStuck", pgx.NamedArgs{"user_id": "", "now": now.Add(time.Hour)}},
+		{"stats: recent outcomes", "countRecent", pgx.NamedArgs{"user_id": "", "since": now.Add(-15 * time.Minute)}},
+		{"stats: recent outcomes, one user", "countRecent", pgx.NamedArgs{"user_id": "user-7", "since": now.Add(-15 * time.Minute)}},
 		{"stats: blocked", "countBlocked", pgx.NamedArgs{"user_id": ""}},
 		{"list stale", "listActive", filter(pgx.NamedArgs{"due_before": now.Add(-5 * time.Minute)})},
 		{"list given up", "listActive", filter(pgx.NamedArgs{"given_up": true})},
+		{"list stuck", "listActive", filter(pgx.NamedArgs{"stuck_at": now.Add(time.Hour)})},
+		{"list blocked", "listActive", filter(pgx.NamedArgs{"blocked": true})},
 		{"list failed of a user", "listActive", filter(pgx.NamedArgs{"status": "failed", "user_id": "user-3"})},
 		{"list by IDs", "listEvents", filter(pgx.NamedArgs{"all_ids": false, "ids": inFlight[:3]})},
 		{"list a page", "listEvents", filter(pgx.NamedArgs{"after_seq": rows / 2})},

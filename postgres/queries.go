@@ -105,7 +105,7 @@ WITH pending AS (
         next_attempt_at  = NULL,
         last_error       = ` + leaseLost + `,
         errors           = coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
-                               'attempt', t.attempts, 'at', @now_us::bigint, 'error', ` + leaseLost + `)),
+                               'attempt', jsonb_array_length(coalesce(t.errors, '[]')) + 1, 'at', @now_us::bigint, 'error', ` + leaseLost + `)),
         lease_owner      = NULL,
         lease_expires_at = NULL,
         updated_at       = @now
@@ -124,7 +124,7 @@ WITH pending AS (
         last_error       = CASE WHEN t.status = 'processing' THEN ` + leaseLost + ` ELSE t.last_error END,
         errors           = CASE WHEN t.status = 'processing'
                                 THEN coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
-                                         'attempt', t.attempts, 'at', @now_us::bigint, 'error', ` + leaseLost + `))
+                                         'attempt', jsonb_array_length(coalesce(t.errors, '[]')) + 1, 'at', @now_us::bigint, 'error', ` + leaseLost + `))
                                 ELSE t.errors END
     WHERE t.seq = ANY(ARRAY(SELECT seq FROM picked))
     RETURNING t.*
@@ -155,7 +155,7 @@ WITH completed AS (
     UPDATE {{table}} t
     SET status = 'failed', next_attempt_at = f.next_attempt_at, last_error = f.error,
         errors = coalesce(t.errors, '[]') || jsonb_build_array(jsonb_build_object(
-                     'attempt', t.attempts, 'at', @now_us::bigint, 'error', f.error)),
+                     'attempt', jsonb_array_length(coalesce(t.errors, '[]')) + 1, 'at', @now_us::bigint, 'error', f.error)),
         lease_owner = NULL, lease_expires_at = NULL, updated_at = @now
     FROM unnest(@failed::uuid[], @errors::text[], @next_attempts::timestamptz[]) AS f(id, error, next_attempt_at)
     WHERE t.id = f.id AND t.status = 'processing' AND t.lease_owner = @owner
@@ -184,6 +184,12 @@ AND (@status = '' OR status = @status)
 AND (NOT @given_up OR (status = 'failed' AND next_attempt_at IS NULL))
 AND (@due_before::timestamptz IS NULL
      OR ((status = 'pending' OR status = 'failed') AND next_attempt_at < @due_before))
+AND (@stuck_at::timestamptz IS NULL OR (status = 'processing' AND lease_expires_at <= @stuck_at))
+AND (NOT @blocked OR (ordering_key IS NOT NULL AND (status = 'pending' OR status = 'failed')
+     AND next_attempt_at IS NOT NULL
+     AND EXISTS (SELECT 1 FROM {{table}} g
+                 WHERE g.ordering_key = {{table}}.ordering_key AND g.seq < {{table}}.seq
+                   AND g.status = 'failed' AND g.next_attempt_at IS NULL)))
 AND (@type = '' OR type = @type)
 AND (@user_id = '' OR user_id = @user_id)
 AND seq > @after_seq`
@@ -256,18 +262,37 @@ const countCompleted = `
 SELECT type, count(*) FROM {{table}}
 WHERE status = 'completed' AND (@user_id = '' OR user_id = @user_id) GROUP BY type`
 
-// countWaiting counts the stale events and finds the oldest waiting one, leaving out
-// the types an operator paused.
+// countWaiting counts the stale events, finds the oldest waiting one, and since when
+// the longest-due one has been due, leaving out the types an operator paused.
 const countWaiting = `
-SELECT coalesce(sum(stale), 0), min(oldest) FROM (
-    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before) AS stale, min(created_at) AS oldest
+SELECT coalesce(sum(stale), 0), min(oldest), min(due_since) FROM (
+    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before) AS stale, min(created_at) AS oldest,
+           min(next_attempt_at) AS due_since
     FROM {{table}} e WHERE status = 'pending' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
-      AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type)
+      AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}}))
     UNION ALL
-    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before), min(created_at)
+    SELECT count(*) FILTER (WHERE next_attempt_at < @stale_before), min(created_at),
+           min(next_attempt_at) FILTER (WHERE next_attempt_at <= @now)
     FROM {{table}} e WHERE status = 'failed' AND next_attempt_at IS NOT NULL AND (@user_id = '' OR user_id = @user_id)
-      AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type)
+      AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}}))
 ) w`
+
+// countStuck counts the events held under a lease that has expired (their processor is
+// gone) and finds the earliest expiry, from the leased index.
+const countStuck = `
+SELECT count(*), min(lease_expires_at) FROM {{table}}
+WHERE status = 'processing' AND lease_expires_at <= @now AND (@user_id = '' OR user_id = @user_id)`
+
+// countRecent counts the outcomes recorded since @since, each from the index of its
+// time (completed, failed_at), so that the cost follows the events of the window.
+const countRecent = `
+SELECT c.n, f.retrying, f.given_up FROM
+    (SELECT count(*) AS n FROM {{table}}
+     WHERE status = 'completed' AND completed_at >= @since AND (@user_id = '' OR user_id = @user_id)) c,
+    (SELECT count(*) FILTER (WHERE next_attempt_at IS NOT NULL) AS retrying,
+            count(*) FILTER (WHERE next_attempt_at IS NULL) AS given_up
+     FROM {{table}}
+     WHERE status = 'failed' AND updated_at >= @since AND (@user_id = '' OR user_id = @user_id)) f`
 
 // countBlocked counts waiting events behind a given-up event of the same ordering key,
 // starting from the given-up ones (few, and indexed).
@@ -300,6 +325,7 @@ type queries struct {
 	deleteCompleted               string
 	countActive, countCompleted   string
 	countWaiting, countBlocked    string
+	countStuck, countRecent       string
 }
 
 func newQueries(n names, notify bool) queries {
@@ -342,5 +368,7 @@ func newQueries(n names, notify bool) queries {
 		countCompleted:  render(countCompleted, ""),
 		countWaiting:    render(countWaiting, ""),
 		countBlocked:    render(countBlocked, ""),
+		countStuck:      render(countStuck, ""),
+		countRecent:     render(countRecent, ""),
 	}
 }

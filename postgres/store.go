@@ -12,6 +12,7 @@ package postgres
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -208,11 +209,29 @@ func queryPgx(ctx context.Context, q interface {
 	}
 }
 
+// errNotPgxStdlib is what EnqueueSQLTx says when its transaction is not pgx's.
+var errNotPgxStdlib = fmt.Errorf("%w: EnqueueSQLTx needs a transaction of a *sql.DB on pgx's stdlib driver "+
+	"(stdlib.OpenDBFromPool, or sql.Open(\"pgx\", dsn)); use EnqueueTx with a pgx.Tx otherwise", outbox.ErrInvalid)
+
+// sqlNamedArgs carries pgx.NamedArgs through database/sql. pgx's stdlib driver takes
+// any argument as is and sees a QueryRewriter; any other driver converts it through
+// Value, which says what EnqueueSQLTx needs instead of "unsupported type".
+type sqlNamedArgs struct{ pgx.NamedArgs }
+
+func (a sqlNamedArgs) RewriteQuery(ctx context.Context, conn *pgx.Conn, sql string, args []any) (string, []any, error) {
+	return a.NamedArgs.RewriteQuery(ctx, conn, sql, args)
+}
+
+func (sqlNamedArgs) Value() (driver.Value, error) { return nil, errNotPgxStdlib }
+
 // querySQL runs inserts on a database/sql transaction; pgx's stdlib driver passes
-// pgx.NamedArgs through, and returns a UUID as its string.
+// the named arguments through, and returns a UUID as its string.
 func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
-		rows, err := tx.QueryContext(ctx, query, args)
+		rows, err := tx.QueryContext(ctx, query, sqlNamedArgs{args})
+		if errors.Is(err, errNotPgxStdlib) {
+			return nil, errNotPgxStdlib
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -500,7 +519,7 @@ func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, erro
 		args["limit"] = 100
 	}
 	query := s.q.listEvents
-	if !f.DueBefore.IsZero() || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
+	if !f.DueBefore.IsZero() || !f.StuckAt.IsZero() || f.Blocked || f.GivenUp || (f.Status != "" && f.Status != outbox.StatusCompleted) {
 		query = s.q.listActive
 	}
 	// Planned for these arguments: unset filters fold away (see filterWhere).
@@ -652,14 +671,30 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
-	var oldest *time.Time
+	var oldest, dueSince, stuckSince *time.Time
 	if err := tx.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
-		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)),
-	}).Scan(&st.Stale, &oldest); err != nil {
+		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)), "now": ts(q.Now),
+	}).Scan(&st.Stale, &oldest, &dueSince); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	if oldest != nil {
 		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
+	}
+	if err := tx.QueryRow(ctx, s.q.countStuck, mode, pgx.NamedArgs{"user_id": q.UserID, "now": ts(q.Now)}).
+		Scan(&st.Stuck, &stuckSince); err != nil {
+		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+	}
+	for _, since := range []*time.Time{dueSince, stuckSince} {
+		if since != nil {
+			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(*since))
+		}
+	}
+	if q.Window > 0 {
+		st.Recent.Window = q.Window
+		if err := tx.QueryRow(ctx, s.q.countRecent, mode, pgx.NamedArgs{"user_id": q.UserID, "since": ts(q.Now.Add(-q.Window))}).
+			Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
+			return st, fmt.Errorf("outbox/postgres: stats: %w", err)
+		}
 	}
 	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
@@ -681,6 +716,8 @@ func filterArgs(f outbox.Filter) pgx.NamedArgs {
 		"status":     string(f.Status),
 		"given_up":   f.GivenUp,
 		"due_before": ts(f.DueBefore),
+		"stuck_at":   ts(f.StuckAt),
+		"blocked":    f.Blocked,
 		"type":       f.Type,
 		"user_id":    f.UserID,
 		"after_seq":  f.AfterSeq,

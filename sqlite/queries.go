@@ -28,7 +28,7 @@ SET status           = 'failed',
                             THEN NULL ELSE :now END,
     last_error       = 'lease of ' || lease_owner || ' expired before it recorded an outcome',
     errors           = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
-                           'attempt', attempts, 'at', :now,
+                           'attempt', json_array_length(coalesce(errors, '[]')) + 1, 'at', :now,
                            'error', 'lease of ' || lease_owner || ' expired before it recorded an outcome')),
     lease_owner      = NULL,
     lease_expires_at = NULL,
@@ -91,11 +91,14 @@ SET status = 'completed', completed_at = :now, next_attempt_at = NULL,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
 
-// failEvent records a failed attempt; a NULL :next_attempt_at gives the event up.
+// failEvent records a failed attempt; a NULL :next_attempt_at gives the event up. The
+// history numbers attempts over the event's life (every earlier attempt failed and is
+// in it), so that they go on after an operator's retry resets the budget.
 const failEvent = `
 UPDATE outbox_events
 SET status = 'failed', next_attempt_at = :next_attempt_at, last_error = :error,
-    errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object('attempt', attempts, 'at', :now, 'error', :error)),
+    errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
+                 'attempt', json_array_length(coalesce(errors, '[]')) + 1, 'at', :now, 'error', :error)),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id = :id AND status = 'processing' AND lease_owner = :owner`
 
@@ -116,6 +119,11 @@ const filterWhere = `
 AND (:status = '' OR status = :status)
 AND (NOT :given_up OR (status = 'failed' AND next_attempt_at IS NULL))
 AND (:due_before IS NULL OR (status IN ('pending', 'failed') AND next_attempt_at < :due_before))
+AND (:stuck_at IS NULL OR (status = 'processing' AND lease_expires_at <= :stuck_at))
+AND (NOT :blocked OR (ordering_key IS NOT NULL AND status IN ('pending', 'failed') AND next_attempt_at IS NOT NULL
+     AND EXISTS (SELECT 1 FROM outbox_events g
+                 WHERE g.ordering_key = outbox_events.ordering_key AND g.seq < outbox_events.seq
+                   AND g.status = 'failed' AND g.next_attempt_at IS NULL)))
 AND (:type = '' OR type = :type)
 AND (:user_id = '' OR user_id = :user_id)
 AND seq > :after_seq`
@@ -158,14 +166,40 @@ SELECT type, 'pending', 0, count(*) FROM outbox_events
 WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id)
 GROUP BY type`
 
-// countStale counts events due since before :stale_before, but for paused types.
+// countStale counts events due since before :stale_before, and finds since when the
+// longest-due pending event and the longest-due retry have been due, leaving out the
+// types an operator paused.
 const countStale = `
 SELECT (SELECT count(*) FROM outbox_events
         WHERE status = 'pending' AND next_attempt_at < :stale_before AND (:user_id = '' OR user_id = :user_id)
           AND type NOT IN (SELECT type FROM outbox_paused_types))
      + (SELECT count(*) FROM outbox_events
         WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at < :stale_before
+          AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types)),
+       (SELECT min(next_attempt_at) FROM outbox_events
+        WHERE status = 'pending' AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types)),
+       (SELECT min(next_attempt_at) FROM outbox_events
+        WHERE status <> 'pending' AND status = 'failed' AND next_attempt_at <= :now
           AND (:user_id = '' OR user_id = :user_id) AND type NOT IN (SELECT type FROM outbox_paused_types))`
+
+// countStuck counts the events held under a lease that has expired (their processor is
+// gone), and finds the earliest expiry. Processing events are few: those in flight.
+const countStuck = `
+SELECT count(*), min(lease_expires_at) FROM outbox_events
+WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now
+  AND (:user_id = '' OR user_id = :user_id)`
+
+// countRecent counts the outcomes recorded since :since, each from the index of its
+// time, so that the cost follows the events of the window.
+const countRecent = `
+SELECT (SELECT count(*) FROM outbox_events INDEXED BY outbox_events_completed
+        WHERE status = 'completed' AND completed_at >= :since AND (:user_id = '' OR user_id = :user_id)),
+       (SELECT count(*) FROM outbox_events INDEXED BY outbox_events_failed_at
+        WHERE status = 'failed' AND updated_at >= :since AND next_attempt_at IS NOT NULL
+          AND (:user_id = '' OR user_id = :user_id)),
+       (SELECT count(*) FROM outbox_events INDEXED BY outbox_events_failed_at
+        WHERE status = 'failed' AND updated_at >= :since AND next_attempt_at IS NULL
+          AND (:user_id = '' OR user_id = :user_id))`
 
 // The paused types: a pause keeps its first time.
 const (

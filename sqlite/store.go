@@ -208,6 +208,10 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			// statement before running it, so run the query text instead.
 			res, err = tx.ExecContext(ctx, insertEvent, args...)
 		}
+		if err != nil && isUniqueViolation(err) {
+			// The only unique column a caller writes is the ID.
+			return fmt.Errorf("outbox/sqlite: insert event: %w", &outbox.FieldError{Field: "ID", Problem: fmt.Sprintf("%s is already used by another event", e.ID)})
+		}
 		if err != nil {
 			return fmt.Errorf("outbox/sqlite: insert event %s: %w", e.ID, err)
 		}
@@ -520,10 +524,27 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if err := rows.Err(); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	if err := tx.QueryRowContext(ctx, countStale, user,
+	now := sql.Named("now", micros(q.Now))
+	var duePending, dueRetry, stuckSince sql.NullInt64
+	if err := tx.QueryRowContext(ctx, countStale, user, now,
 		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
-	).Scan(&st.Stale); err != nil {
+	).Scan(&st.Stale, &duePending, &dueRetry); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	if err := tx.QueryRowContext(ctx, countStuck, user, now).Scan(&st.Stuck, &stuckSince); err != nil {
+		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+	}
+	for _, since := range []sql.NullInt64{duePending, dueRetry, stuckSince} {
+		if since.Valid {
+			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(fromMicros(since.Int64)))
+		}
+	}
+	if q.Window > 0 {
+		st.Recent.Window = q.Window
+		if err := tx.QueryRowContext(ctx, countRecent, user, sql.Named("since", micros(q.Now.Add(-q.Window)))).
+			Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
+			return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
+		}
 	}
 	var oldest sql.NullInt64
 	if err := tx.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
@@ -565,8 +586,27 @@ func filterArgs(f outbox.Filter) []any {
 		sql.Named("status", string(f.Status)),
 		sql.Named("given_up", f.GivenUp),
 		sql.Named("due_before", nullMicros(f.DueBefore)),
+		sql.Named("stuck_at", nullMicros(f.StuckAt)),
+		sql.Named("blocked", f.Blocked),
 		sql.Named("type", f.Type),
 		sql.Named("user_id", f.UserID),
 		sql.Named("after_seq", f.AfterSeq),
 	}
+}
+
+// SQLite's extended result codes for a unique constraint and a primary key refused.
+const (
+	sqliteConstraintPrimaryKey = 1555
+	sqliteConstraintUnique     = 2067
+)
+
+// isUniqueViolation matches the driver's error by its result code: drivers that
+// expose one as a Code method (modernc.org/sqlite does) are understood.
+func isUniqueViolation(err error) bool {
+	var coded interface{ Code() int }
+	if !errors.As(err, &coded) {
+		return false
+	}
+	c := coded.Code()
+	return c == sqliteConstraintUnique || c == sqliteConstraintPrimaryKey
 }

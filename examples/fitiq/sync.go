@@ -99,7 +99,9 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 	}
 	if err != nil {
 		err = classify(err)
-		if outbox.IsPermanent(err) || ev.Attempts >= ev.EffectiveMaxAttempts(h.cfg.MaxAttempts) {
+		// Unreachable is not a failure of the entry: the processor keeps it due and
+		// spends no attempt, so it is never marked failed for it.
+		if !outbox.IsUnavailable(err) && (outbox.IsPermanent(err) || ev.Attempts >= ev.EffectiveMaxAttempts(h.cfg.MaxAttempts)) {
 			if ferr := h.cfg.Local.MarkFailed(context.WithoutCancel(ctx), h.kind, r.ID, r.Version); ferr != nil {
 				log.Warn("could not mark entity failed", "err", ferr)
 			}
@@ -119,11 +121,14 @@ func (h *SyncHandler) Handle(ctx context.Context, ev outbox.Event) error {
 
 // classify maps an API answer to the outbox's retry rules: 408, 425, 429 and 5xx (and
 // anything that never got an answer) are retried, honouring Retry-After; other 4xx are
-// permanent.
+// permanent; an API that cannot be reached at all (offline) is unavailable.
 func classify(err error) error {
 	var apiErr *APIError
 	if !errors.As(err, &apiErr) {
-		return err // network error, timeout, garbled answer: retry
+		if outbox.IsUnavailable(err) {
+			return outbox.Unavailable(err) // offline: the processor pauses, no attempt spent
+		}
+		return err // timeout, reset, garbled answer: retry
 	}
 	if !apiErr.Retryable() {
 		return outbox.Permanent(err)

@@ -238,7 +238,8 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 		}
 	}
 	if err := s.connect(); err != nil {
-		fail(0, err)
+		// The broker cannot be reached: not the events' fault.
+		fail(0, outbox.Unavailable(err))
 		return
 	}
 	// Returns left over from an earlier batch are not about this one.
@@ -273,8 +274,11 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			Body:         body,
 		})
 		if err != nil {
-			// The channel or connection is gone: the rest of the batch cannot go out on it.
-			fail(i, fmt.Errorf("publish: %w", err))
+			// The channel or connection is gone: the rest of the batch cannot go out on
+			// it, and the ones published before it on this channel will never be
+			// confirmed. They may or may not have reached the broker: fail them all, so
+			// that they are published again (at least once), never counted as delivered.
+			fail(0, fmt.Errorf("publish: %w", err))
 			_ = s.disconnect()
 			return
 		}

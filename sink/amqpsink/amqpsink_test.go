@@ -316,7 +316,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 	if stats.Completed != n || stats.GivenUp != 0 {
 		t.Fatalf("%d completed, %d given up; want %d and 0", stats.Completed, stats.GivenUp, n)
 	}
-	t.Logf("%d failed attempts retried after the drop", obs.Failed.Load())
+	t.Logf("%d failed attempts retried, %d could not reach the broker (not counted) after the drop", obs.Failed.Load(), obs.Unavailable.Load())
 	checkAllPresent(t, consumeAll(t, ch, queue), ids)
 }
 
@@ -374,5 +374,27 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("New = %v, want ErrInvalid mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A broker that cannot be reached (nothing listens on its port) makes every event of
+// the batch unavailable: an outage, which the processor does not count against them.
+func TestUnreachableBrokerIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s, err := amqpsink.New(amqpsink.Config{URL: "amqp://guest:guest@" + addr + "/", Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	errs := s.HandleBatch(context.Background(), []outbox.Event{{ID: "a", Type: "t"}, {ID: "b", Type: "t"}})
+	for i, err := range errs {
+		if !outbox.IsUnavailable(err) || outbox.IsPermanent(err) {
+			t.Fatalf("event %d: %v, want unavailable", i, err)
+		}
 	}
 }

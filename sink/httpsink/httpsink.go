@@ -199,7 +199,11 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 	if err != nil {
 		// Connection refused, reset, DNS, TLS handshake, or Timeout: worth another try.
 		// (A certificate that does not verify stays so, but it may be being rotated.)
-		// The *url.Error names the method and the URL, password stripped.
+		// The *url.Error names the method and the URL, password stripped. A request
+		// that never reached the server is marked unavailable, for the breaker.
+		if outbox.IsUnavailable(err) {
+			return outbox.Unavailable(err)
+		}
 		return err
 	}
 	defer resp.Body.Close()

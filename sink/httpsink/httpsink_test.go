@@ -352,3 +352,38 @@ func TestProcessorOutcomes(t *testing.T) {
 		})
 	}
 }
+
+// A server that refuses the connection (a closed port) is unavailable, not a failure
+// of the event; a peer that accepted it and then timed out is not unavailable.
+func TestRefusedConnectionIsUnavailable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now: the kernel refuses the dial
+	s := newSink(t, httpsink.Config{URL: "http://" + addr, Timeout: time.Second})
+	err = s.Handle(context.Background(), testEvent())
+	if err == nil || !outbox.IsUnavailable(err) || outbox.IsPermanent(err) {
+		t.Fatalf("Handle to a closed port = %v, want an error marked unavailable", err)
+	}
+
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	s = newSink(t, httpsink.Config{URL: "http://" + silent.Addr().String(), Timeout: 50 * time.Millisecond})
+	if err := s.Handle(context.Background(), testEvent()); outbox.IsUnavailable(err) {
+		t.Fatalf("a request sent and not answered in time is not unavailable (it may have landed): %v", err)
+	}
+}

@@ -6,6 +6,10 @@
 // recording it) is stored once. The event's trace metadata (traceparent, tracestate,
 // baggage) goes as message headers of those names, in lower case.
 //
+// A publish that fails because NATS cannot be reached (disconnected, no stream
+// answering) is marked outbox.Unavailable: the processor then pauses deliveries
+// instead of spending the events' attempts.
+//
 // A batch is published without waiting in between and its acknowledgements are then
 // awaited together, so a batch of 1000 costs about one round trip, not 1000. An event
 // counts as delivered only once the stream has acknowledged it (stored, or recognised
@@ -57,6 +61,7 @@ type Config struct {
 // Sink is an outbox.BatchHandler that publishes to JetStream. It is safe for
 // concurrent use.
 type Sink struct {
+	nc      *nats.Conn
 	cfg     Config
 	subject sink.Template
 	js      jetstream.JetStream
@@ -84,7 +89,7 @@ func New(nc *nats.Conn, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natssink: %w", err)
 	}
-	s := &Sink{cfg: cfg, subject: tmpl, js: js}
+	s := &Sink{nc: nc, cfg: cfg, subject: tmpl, js: js}
 	// Wait for room among the pending acks for as long as an ack may take.
 	s.opts = append(s.opts, jetstream.WithStallWait(cfg.AckTimeout))
 	if cfg.Stream != "" {
@@ -216,5 +221,26 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 			errs[i] = fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
 		}
 	}
+	for i, err := range errs {
+		if err != nil && s.unreachable(err) {
+			errs[i] = outbox.Unavailable(err)
+		}
+	}
 	return errs
+}
+
+// unreachable tells a failure to reach NATS (no connection, no stream answering) from
+// a failure of the message, so that the processor pauses instead of spending attempts.
+func (s *Sink) unreachable(err error) bool {
+	if outbox.IsPermanent(err) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	switch {
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionReconnecting),
+		errors.Is(err, jetstream.ErrNoStreamResponse):
+		return true
+	}
+	// An acknowledgement that did not come while the connection was down.
+	return !s.nc.IsConnected()
 }

@@ -349,6 +349,6 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	if stats.Completed != n || stats.GivenUp != 0 {
 		t.Fatalf("after the outage: %d completed, %d given up; want %d and 0", stats.Completed, stats.GivenUp, n)
 	}
-	t.Logf("outage: %d failed attempts retried, none given up", obs.Failed.Load())
+	t.Logf("outage: %d failed attempts retried, %d could not reach the broker (not counted), none given up", obs.Failed.Load(), obs.Unavailable.Load())
 	checkExactlyOnce(t, consumeAll(t, st, n), ids)
 }

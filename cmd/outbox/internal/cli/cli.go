@@ -84,7 +84,8 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, purgeCmd, staleCmd, healthCmd, pauseCmd, resumeCmd, serveCmd,
+		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, discardCmd, purgeCmd, staleCmd, healthCmd,
+		pauseCmd, resumeCmd, serveCmd,
 	}
 }
 
@@ -284,7 +285,7 @@ func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 		for _, f := range flags {
 			name, usage := flag.UnquoteUsage(f)
 			switch f.Value.(type) {
-			case durationFlag:
+			case durationFlag, requiredDuration:
 				name = "duration"
 			case *listFlag:
 				name = "string"

@@ -293,14 +293,14 @@ func TestCommandsEndToEnd(t *testing.T) {
 
 		// stale and health see the waiting event and the failure
 		r = runEnv(t, env, "stale")
-		if rows := tableRows(r.stdout); r.code != 0 || len(rows) != 2 || rows[1][1] != pending.ID {
+		if rows := tableRows(r.stdout); r.code != 0 || len(rows) != 3 || rows[1][1] != pending.ID || rows[2][0] != "no stuck events" {
 			t.Fatalf("stale: %v", r)
 		}
 		if r := runEnv(t, env, "stale", "--stale-after", "1h"); !strings.Contains(r.stdout, "no stale events") {
 			t.Fatalf("stale --stale-after 1h: %v", r)
 		}
 		r = runEnv(t, env, "health")
-		if r.code != 1 || !strings.Contains(r.stdout, "unhealthy: 2 alert(s)") || !strings.Contains(r.stdout, "stale") || !strings.Contains(r.stdout, "failure_rate") {
+		if r.code != 1 || !strings.Contains(r.stdout, "unhealthy: 3 alert(s)") || !strings.Contains(r.stdout, "stale") || !strings.Contains(r.stdout, "failure_rate") || !strings.Contains(r.stdout, "given_up") {
 			t.Fatalf("health: %v", r)
 		}
 
@@ -314,7 +314,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 		}
 		sink := newAcceptAll(t)
 		r = runEnv(t, env, "relay", "--sink", sink.srv.URL, "--once")
-		if r.code != 0 || !strings.Contains(r.stdout, "claimed 2 events; now 0 pending, 0 retrying, 0 given up, 3 completed") {
+		if r.code != 0 || !strings.Contains(r.stdout, "claimed 2 events: 2 delivered, 0 failed, 0 could not reach the sink; now 0 pending, 0 retrying, 0 given up, 3 completed") {
 			t.Fatalf("relay --once: %v", r)
 		}
 		if sink.keys[givenUp.ID] != 1 || sink.keys[pending.ID] != 1 || sink.count() != 2 {
@@ -384,8 +384,14 @@ func TestHealthExitCodes(t *testing.T) {
 			Healthy bool
 			Alerts  []outbox.Alert
 		}
-		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || r.code != 1 || h.Healthy || len(h.Alerts) != 1 || h.Alerts[0].Rule != "failure_rate" {
+		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || r.code != 1 || h.Healthy || len(h.Alerts) != 2 ||
+			h.Alerts[0].Rule != "failure_rate" || h.Alerts[1].Rule != "given_up" {
 			t.Fatalf("failing queue: %v %v", err, r)
+		}
+		// An hour on, the give-up is out of the window: no rate, no given_up alert.
+		clock.Advance(time.Hour)
+		if r := health(); r.code != 0 {
+			t.Fatalf("an hour after the failure: %v", r)
 		}
 	})
 	t.Run("cannot tell", func(t *testing.T) {

@@ -19,20 +19,25 @@ import (
 // The ls command.
 type lsOpts struct {
 	status, typ, user string
+	blocked, stuck    bool
 	limit             int
 	after             int64
 	json              bool
 }
 
 var lsCmd = &command{
-	name: "ls", args: "[--status S] [--type T] [--user ID] [--limit N] [--json]", needsDSN: true,
+	name: "ls", args: "[--status S | --blocked | --stuck] [--type T] [--user ID] [--limit N] [--json]", needsDSN: true,
 	summary: "List events, oldest first.",
 	help: `
 --status is one of pending, processing, completed, failed (retrying or given up) and
-given-up. Page with --after SEQ (the last SEQ shown).
+given-up. --blocked lists the events waiting behind a given-up event of their ordering
+key (see 'outbox discard'); --stuck those held under an expired lease (their relay is
+gone). Page with --after SEQ (the last SEQ shown). The JSON of each event has a given_up
+field.
 
 Examples:
   outbox ls --status given-up
+  outbox ls --blocked
   outbox ls --type order.created --user 7f3c… --limit 20
   outbox ls --status failed --json | jq -r '.[].id'`,
 	flags: func(fs *flag.FlagSet) any {
@@ -40,6 +45,8 @@ Examples:
 		fs.StringVar(&o.status, "status", "", "only events in this status: pending, processing, completed, failed, given-up")
 		fs.StringVar(&o.typ, "type", "", "only events of this type")
 		fs.StringVar(&o.user, "user", "", "only this user's events")
+		fs.BoolVar(&o.blocked, "blocked", false, "only events blocked behind a given-up event of their ordering key")
+		fs.BoolVar(&o.stuck, "stuck", false, "only events processing under an expired lease")
 		fs.IntVar(&o.limit, "limit", 50, "at most this many events")
 		fs.Int64Var(&o.after, "after", 0, "only events after this SEQ (for paging)")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
@@ -50,9 +57,12 @@ Examples:
 		if err := noArgs(c); err != nil {
 			return err
 		}
-		f := outbox.Filter{Type: o.typ, UserID: o.user, Limit: o.limit, AfterSeq: o.after}
+		f := outbox.Filter{Type: o.typ, UserID: o.user, Limit: o.limit, AfterSeq: o.after, Blocked: o.blocked}
 		if err := statusFilter(o.status, &f); err != nil {
 			return err
+		}
+		if o.stuck {
+			f.StuckAt = env.Clock.Now()
 		}
 		if o.limit <= 0 {
 			return usagef("--limit must be positive, got %d", o.limit)
@@ -95,12 +105,21 @@ func statusText(e outbox.Event) string {
 	return string(e.Status)
 }
 
+// eventJSON is an event for scripts, with whether it was given up spelt out.
+type eventJSON struct {
+	outbox.Event
+	GivenUp bool `json:"given_up"`
+}
+
+func toJSON(e outbox.Event) eventJSON { return eventJSON{Event: e, GivenUp: e.GivenUp()} }
+
 func printEvents(env *Env, events []outbox.Event, asJSON bool, empty string) error {
 	if asJSON {
-		if events == nil {
-			events = []outbox.Event{}
+		out := make([]eventJSON, len(events))
+		for i, e := range events {
+			out[i] = toJSON(e)
 		}
-		return writeJSON(env.Stdout, events)
+		return writeJSON(env.Stdout, out)
 	}
 	if len(events) == 0 {
 		fmt.Fprintln(env.Stdout, empty)
@@ -155,7 +174,7 @@ Examples:
 				return err
 			}
 			if o.json {
-				return writeJSON(env.Stdout, e)
+				return writeJSON(env.Stdout, toJSON(e))
 			}
 			printEvent(env, e)
 			return nil

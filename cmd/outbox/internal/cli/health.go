@@ -16,8 +16,12 @@ type healthOpts struct {
 	user           string
 	staleAfter     time.Duration
 	maxStale       int
+	maxStuck       int
+	maxGivenUp     int
 	maxPending     int
 	maxFailureRate float64
+	maxOldestDue   time.Duration
+	window         time.Duration
 	json           bool
 }
 
@@ -25,8 +29,10 @@ var healthCmd = &command{
 	name: "health", args: "[--user ID] [--json]", needsDSN: true,
 	summary: "Check the alert rules; exit 0 healthy, 1 alerts, 2 cannot tell.",
 	help: `
-The rules (each may be disabled with a negative value): any stale event; a failure
-rate (retrying and given up, of settled events) above 10%; more than 50 events waiting.
+The rules (each may be disabled with a negative value; docs/alerts-and-operations.md
+describes them): any stuck event (processing under an expired lease); any stale event;
+an event due for longer than 15m; a failure rate above 10% over the outcomes of the
+last --window (15m); any event given up within the window; more than 50 events waiting.
 The exit code is for monitoring scripts: 0 healthy, 1 one or more alerts, 2 the store
 could not be read (or bad flags).
 
@@ -37,9 +43,13 @@ Examples:
 		o := &healthOpts{}
 		fs.StringVar(&o.user, "user", "", "only this user's events")
 		durationVar(fs, &o.staleAfter, "stale-after", 5*time.Minute, "an event due for longer than this is stale")
-		fs.IntVar(&o.maxStale, "max-stale", 0, "stale events tolerated (negative: no rule)")
-		fs.IntVar(&o.maxPending, "max-pending", 50, "waiting events tolerated (negative: no rule)")
-		fs.Float64Var(&o.maxFailureRate, "max-failure-rate", 0.10, "failure rate tolerated, 0 to 1 (negative: no rule)")
+		fs.IntVar(&o.maxStale, "max-stale", outbox.DefaultMaxStale, "stale events tolerated (negative: no rule)")
+		fs.IntVar(&o.maxStuck, "max-stuck", outbox.DefaultMaxStuck, "stuck events tolerated (negative: no rule)")
+		fs.IntVar(&o.maxGivenUp, "max-given-up", outbox.DefaultMaxGivenUp, "events given up within --window tolerated (negative: no rule)")
+		fs.IntVar(&o.maxPending, "max-pending", outbox.DefaultMaxPending, "waiting events tolerated (negative: no rule)")
+		fs.Float64Var(&o.maxFailureRate, "max-failure-rate", outbox.DefaultMaxFailureRate, "failure rate within --window tolerated, 0 to 1 (negative: no rule)")
+		durationVar(fs, &o.maxOldestDue, "max-oldest-due", outbox.DefaultMaxOldestDue, "how long an event may be due (negative: no rule)")
+		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "how far back the failure-rate and given-up rules look")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
 		return o
 	},
@@ -51,6 +61,9 @@ Examples:
 		if o.staleAfter <= 0 {
 			return usagef("--stale-after must be positive, got %s", o.staleAfter)
 		}
+		if o.window <= 0 {
+			return usagef("--window must be positive, got %s", o.window)
+		}
 		if o.maxFailureRate > 1 {
 			return usagef("--max-failure-rate is a share from 0 to 1, got %g", o.maxFailureRate)
 		}
@@ -58,11 +71,12 @@ Examples:
 			return err
 		}
 		err := withStore(ctx, c, func(s outbox.Store) error {
-			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: env.Clock.Now(), StaleAfter: o.staleAfter})
+			rules := outbox.HealthRules{MaxStale: o.maxStale, MaxStuck: o.maxStuck, MaxGivenUp: o.maxGivenUp,
+				MaxPending: o.maxPending, MaxFailureRate: o.maxFailureRate, MaxOldestDue: o.maxOldestDue, Window: o.window}
+			st, err := s.Stats(ctx, rules.StatsQuery(o.user, env.Clock.Now(), o.staleAfter))
 			if err != nil {
 				return err
 			}
-			rules := outbox.HealthRules{MaxStale: o.maxStale, MaxPending: o.maxPending, MaxFailureRate: o.maxFailureRate}
 			// HealthRules treats zero as "the default"; here zero means zero.
 			if rules.MaxPending == 0 {
 				rules.MaxPending = -1 // checked below: pending > 0
@@ -70,14 +84,21 @@ Examples:
 			if rules.MaxFailureRate == 0 {
 				rules.MaxFailureRate = -1
 			}
+			if rules.MaxOldestDue == 0 {
+				rules.MaxOldestDue = -1
+			}
 			h := outbox.CheckHealth(st, rules)
 			if o.maxPending == 0 && st.Pending+st.Failed > 0 {
 				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "pending", Value: float64(st.Pending + st.Failed),
 					Message: fmt.Sprintf("%d events waiting for delivery, above 0", st.Pending+st.Failed)})
 			}
-			if o.maxFailureRate == 0 && st.SuccessRate() < 1 {
-				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "failure_rate", Value: 1 - st.SuccessRate(),
-					Message: fmt.Sprintf("failure rate %.1f%% is above 0%%", (1-st.SuccessRate())*100)})
+			if fr := st.Recent.FailureRate(); o.maxFailureRate == 0 && fr > 0 {
+				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "failure_rate", Value: fr,
+					Message: fmt.Sprintf("failure rate %.1f%% over the last %s is above 0%%", fr*100, formatDuration(o.window))})
+			}
+			if o.maxOldestDue == 0 && st.OldestDueAge > 0 {
+				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "oldest_due", Value: st.OldestDueAge.Seconds(),
+					Message: fmt.Sprintf("an event has been due for %s, above 0s", fmtAge(st.OldestDueAge))})
 			}
 			h.Healthy = len(h.Alerts) == 0
 			if o.json {
@@ -89,7 +110,8 @@ Examples:
 					return err
 				}
 			} else if h.Healthy {
-				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, success rate %.1f%%\n", st.Pending+st.Failed, st.Stale, st.SuccessRate()*100)
+				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %.1f%% over the last %s\n",
+					st.Pending+st.Failed, st.Stale, st.Stuck, st.Recent.FailureRate()*100, formatDuration(o.window))
 			} else {
 				fmt.Fprintf(env.Stdout, "unhealthy: %d alert(s)\n", len(h.Alerts))
 				for _, a := range h.Alerts {

@@ -28,7 +28,7 @@ Examples:
   outbox purge --completed-before 36h --json`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &purgeOpts{before: -1}
-		fs.Var(durationFlag{&o.before}, "completed-before", "delete events completed longer ago than this (required)")
+		fs.Var(requiredDuration{&o.before}, "completed-before", "delete events completed longer ago than this (required)")
 		fs.IntVar(&o.batch, "batch-size", 1000, "events deleted per statement")
 		fs.BoolVar(&o.json, "json", false, "print the result as JSON")
 		return o
@@ -85,3 +85,16 @@ Examples:
 		})
 	},
 }
+
+// requiredDuration is a duration flag without a default: -1 until set, shown as
+// nothing in --help (not "(default -1ns)").
+type requiredDuration struct{ d *time.Duration }
+
+func (f requiredDuration) String() string {
+	if f.d == nil || *f.d < 0 {
+		return ""
+	}
+	return formatDuration(*f.d)
+}
+
+func (f requiredDuration) Set(s string) error { return durationFlag(f).Set(s) }

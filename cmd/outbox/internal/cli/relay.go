@@ -38,7 +38,9 @@ type relayOpts struct {
 	batchSize      int
 	pollInterval   time.Duration
 	maxConcurrent  int
+	inFlight       int
 	maxAttempts    int
+	breakerAfter   int
 	retryDelays    string
 	lease          time.Duration
 	handlerTimeout time.Duration
@@ -115,7 +117,9 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.IntVar(&o.batchSize, "batch-size", outbox.DefaultBatchSize, "events claimed per cycle")
 		durationVar(fs, &o.pollInterval, "poll-interval", outbox.DefaultPollInterval, "idle wait between cycles (wake-ups cut it short)")
 		fs.IntVar(&o.maxConcurrent, "max-concurrent", outbox.DefaultMaxConcurrent, "deliveries at once (HTTP; broker sinks send a batch at once)")
+		fs.IntVar(&o.inFlight, "batches-in-flight", outbox.DefaultBatchesInFlight, "batches worked on at once (claims overlap deliveries under a backlog)")
 		fs.IntVar(&o.maxAttempts, "max-attempts", outbox.DefaultMaxAttempts, "attempts before an event is given up")
+		fs.IntVar(&o.breakerAfter, "breaker-threshold", outbox.DefaultBreakerThreshold, "unreachable-destination failures in a row that pause deliveries (negative: never pause)")
 		fs.StringVar(&o.retryDelays, "retry-delays", formatDurations(outbox.DefaultRetryDelays), "delay after the 1st, 2nd, … failed attempt; the last repeats")
 		durationVar(fs, &o.lease, "lease", outbox.DefaultLeaseDuration, "how long a claim holds an event if this relay dies")
 		durationVar(fs, &o.handlerTimeout, "handler-timeout", outbox.DefaultHandlerTimeout, "bound on one delivery (one batch, for broker sinks)")
@@ -135,7 +139,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.BoolVar(&o.insecure, "insecure-skip-verify", false, "HTTP: do not verify the server's TLS certificate (test servers only)")
 		fs.Int64Var(&o.maxLen, "max-len", 0, "Redis: trim each stream to about this many entries (XADD MAXLEN ~; 0 keeps all)")
 		durationVar(fs, &o.dedupWindow, "dedup-window", redissink.DefaultDedupWindow, "Redis: how long an event ID is remembered to refuse its repeat")
-		fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve Prometheus metrics at http://ADDR/metrics; a bare :PORT binds 127.0.0.1")
+		fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz at http://ADDR; a bare :PORT binds 127.0.0.1")
 		durationVar(fs, &o.metricsInterval, "metrics-interval", 15*time.Second, "how often the pending/processing gauges are refreshed")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 		fs.BoolVar(&o.otel, "otel", false, "export traces over OTLP (default: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set)")
@@ -161,7 +165,7 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"--batch-size", o.batchSize}, {"--max-concurrent", o.maxConcurrent}, {"--max-attempts", o.maxAttempts}} {
+	}{{"--batch-size", o.batchSize}, {"--max-concurrent", o.maxConcurrent}, {"--batches-in-flight", o.inFlight}, {"--max-attempts", o.maxAttempts}} {
 		if f.v <= 0 {
 			return nil, usagef("%s must be positive, got %d", f.name, f.v)
 		}
@@ -191,8 +195,10 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 	}
 	rc := &relayConfig{proc: outbox.Config{
 		UserID: o.user, Types: o.types, BatchSize: o.batchSize, PollInterval: o.pollInterval, MaxConcurrent: o.maxConcurrent,
-		Retry:         outbox.RetryPolicy{Delays: delays, MaxAttempts: o.maxAttempts},
-		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, CleanupInterval: o.cleanup,
+		BatchesInFlight: o.inFlight,
+		Retry:           outbox.RetryPolicy{Delays: delays, MaxAttempts: o.maxAttempts},
+		Breaker:         outbox.BreakerConfig{Threshold: o.breakerAfter},
+		LeaseDuration:   o.lease, HandlerTimeout: o.handlerTimeout, CleanupInterval: o.cleanup,
 		Retention: o.retention, StaleAfter: o.staleAfter, SkipGivenUp: o.skipGivenUp, Owner: o.owner,
 		Clock: env.Clock,
 	}}
@@ -437,7 +443,8 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
-	observers := observerList{m}
+	tally := &outcomeTally{}
+	observers := observerList{m, tally}
 	if env.observer != nil {
 		observers = append(observers, env.observer)
 	}
@@ -464,6 +471,20 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			// Liveness: the process answers. Restarting it would not mend a database or
+			// a destination that is down, so nothing else is asked here.
+			fmt.Fprintln(w, "ok")
+		})
+		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+			defer cancel()
+			if err := ready(ctx, store, p); err != nil {
+				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, "ready")
+		})
 		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		wg.Go(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -495,8 +516,13 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(env.Stdout, "claimed %d events; now %d pending, %d retrying, %d given up, %d completed\n",
-			n, st.Pending, st.Failed, st.GivenUp, st.Completed)
+		delivered, failed, unavailable := tally.counts()
+		fmt.Fprintf(env.Stdout, "claimed %d events: %d delivered, %d failed, %d could not reach the sink; now %d pending, %d retrying, %d given up, %d completed\n",
+			n, delivered, failed, unavailable, st.Pending, st.Failed, st.GivenUp, st.Completed)
+		if failed+unavailable > 0 {
+			// A cron job must see that this run did not deliver everything it tried.
+			return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d of %d delivery attempts failed", failed+unavailable, delivered+failed+unavailable)}
+		}
 		return nil
 	}
 
@@ -533,6 +559,52 @@ func redactURL(s string) string {
 	return s
 }
 
+// ready is the relay's readiness: the store answers (a lookup of an ID no event has)
+// and the circuit breaker is closed (the sink is reachable).
+func ready(ctx context.Context, store outbox.Store, p *outbox.Processor) error {
+	if _, err := store.Get(ctx, "00000000-0000-0000-0000-000000000000"); err != nil && !errors.Is(err, outbox.ErrNotFound) {
+		return fmt.Errorf("store unreachable: %w", err)
+	}
+	if b := p.Breaker(); b.Open {
+		return fmt.Errorf("sink unreachable: circuit open since %s, next probe at %s",
+			b.OpenedAt.UTC().Format(time.RFC3339), b.NextProbe.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// outcomeTally counts the outcomes of a run, for --once's exit code.
+type outcomeTally struct {
+	mu                             sync.Mutex
+	delivered, failed, unavailable int
+}
+
+func (t *outcomeTally) ObserveClaim(int, time.Duration) {}
+
+func (t *outcomeTally) ObserveDelivery(_ outbox.Event, o outbox.Outcome, _ time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	switch o.Result {
+	case outbox.Delivered:
+		t.delivered++
+	case outbox.Failed:
+		t.failed++
+	}
+}
+
+func (t *outcomeTally) ObserveUnavailable(outbox.Event, error) {
+	t.mu.Lock()
+	t.unavailable++
+	t.mu.Unlock()
+}
+
+func (t *outcomeTally) ObserveBreaker(bool) {}
+
+func (t *outcomeTally) counts() (delivered, failed, unavailable int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.delivered, t.failed, t.unavailable
+}
+
 // observerList tells every observer.
 type observerList []outbox.Observer
 
@@ -545,5 +617,21 @@ func (l observerList) ObserveClaim(n int, d time.Duration) {
 func (l observerList) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
 	for _, o := range l {
 		o.ObserveDelivery(e, out, d)
+	}
+}
+
+func (l observerList) ObserveUnavailable(e outbox.Event, err error) {
+	for _, o := range l {
+		if bo, ok := o.(outbox.BreakerObserver); ok {
+			bo.ObserveUnavailable(e, err)
+		}
+	}
+}
+
+func (l observerList) ObserveBreaker(open bool) {
+	for _, o := range l {
+		if bo, ok := o.(outbox.BreakerObserver); ok {
+			bo.ObserveBreaker(open)
+		}
 	}
 }

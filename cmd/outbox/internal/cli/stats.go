@@ -18,17 +18,23 @@ type statsOpts struct {
 	user       string
 	json       bool
 	staleAfter time.Duration
+	window     time.Duration
 }
 
 // statsJSON is Stats for scripts: the age in seconds, the success rate computed.
 type statsJSON struct {
 	outbox.Stats
 	OldestPendingAgeSeconds float64 `json:"oldest_pending_age_seconds"`
+	OldestDueAgeSeconds     float64 `json:"oldest_due_age_seconds"`
 	SuccessRate             float64 `json:"success_rate"`
+	// RecentFailureRate is Recent.FailureRate(), over RecentWindowSeconds.
+	RecentFailureRate   float64 `json:"recent_failure_rate"`
+	RecentWindowSeconds float64 `json:"recent_window_seconds"`
 }
 
 func newStatsJSON(s outbox.Stats) statsJSON {
-	return statsJSON{Stats: s, OldestPendingAgeSeconds: s.OldestPendingAge.Seconds(), SuccessRate: s.SuccessRate()}
+	return statsJSON{Stats: s, OldestPendingAgeSeconds: s.OldestPendingAge.Seconds(), OldestDueAgeSeconds: s.OldestDueAge.Seconds(),
+		SuccessRate: s.SuccessRate(), RecentFailureRate: s.Recent.FailureRate(), RecentWindowSeconds: s.Recent.Window.Seconds()}
 }
 
 var statsCmd = &command{
@@ -46,11 +52,15 @@ Examples:
 		o := &statsOpts{}
 		fs.StringVar(&o.user, "user", "", "only this user's events")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
-		durationVar(fs, &o.staleAfter, "stale-after", 5*time.Minute, "an event due for longer than this is stale")
+		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
+		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "count the outcomes of this last stretch of time (recent)")
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
 		o := c.opts.(*statsOpts)
+		if o.window <= 0 {
+			return usagef("--window must be positive, got %s", o.window)
+		}
 		if err := noArgs(c); err != nil {
 			return err
 		}
@@ -58,7 +68,7 @@ Examples:
 			return usagef("--stale-after must be positive, got %s", o.staleAfter)
 		}
 		return withStore(ctx, c, func(s outbox.Store) error {
-			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: env.Clock.Now(), StaleAfter: o.staleAfter})
+			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: env.Clock.Now(), StaleAfter: o.staleAfter, Window: o.window})
 			if err != nil {
 				return err
 			}
@@ -80,8 +90,12 @@ func printStats(env *Env, st outbox.Stats) {
 	t.row("completed", strconv.Itoa(st.Completed))
 	t.row("total", strconv.Itoa(st.Total))
 	t.flush()
-	fmt.Fprintf(env.Stdout, "\nsuccess rate %.1f%% · stale %d · blocked %d · oldest waiting %s\n",
-		st.SuccessRate()*100, st.Stale, st.Blocked, fmtAge(st.OldestPendingAge))
+	fmt.Fprintf(env.Stdout, "\nsuccess rate %.1f%% · stale %d · stuck %d · blocked %d · oldest waiting %s · oldest due %s\n",
+		st.SuccessRate()*100, st.Stale, st.Stuck, st.Blocked, fmtAge(st.OldestPendingAge), fmtAge(st.OldestDueAge))
+	if w := st.Recent; w.Window > 0 {
+		fmt.Fprintf(env.Stdout, "last %s: %d completed · %d failed (retrying) · %d given up · failure rate %.1f%%\n",
+			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, w.FailureRate()*100)
+	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
 	}
@@ -107,10 +121,13 @@ type staleOpts struct {
 
 var staleCmd = &command{
 	name: "stale", args: "[--stale-after 5m] [--user ID] [--json]", needsDSN: true,
-	summary: "List events due for longer than the stale threshold.",
+	summary: "List events due for longer than the stale threshold, and stuck ones.",
 	help: `
 A stale event is pending, or failed and due for retry, for longer than --stale-after:
-no relay is delivering it. Check that a relay runs ('outbox health').
+no relay is delivering it. A stuck event is held in processing under a lease that has
+expired: the relay that claimed it is gone, and no relay has taken it over. Both are
+listed (stale first); check that a relay runs ('outbox health'). With --json the
+output is {"stale": [...], "stuck": [...]}.
 
 Examples:
   outbox stale
@@ -138,11 +155,34 @@ Examples:
 			return err
 		}
 		return withStore(ctx, c, func(s outbox.Store) error {
-			events, err := s.List(ctx, outbox.Filter{UserID: o.user, DueBefore: env.Clock.Now().Add(-o.staleAfter), Limit: o.limit})
+			now := env.Clock.Now()
+			stale, err := s.List(ctx, outbox.Filter{UserID: o.user, DueBefore: now.Add(-o.staleAfter), Limit: o.limit})
 			if err != nil {
 				return err
 			}
-			return printEvents(env, events, o.json, fmt.Sprintf("no stale events (none due for longer than %s)", formatDuration(o.staleAfter)))
+			stuck, err := s.List(ctx, outbox.Filter{UserID: o.user, StuckAt: now, Limit: o.limit})
+			if err != nil {
+				return err
+			}
+			if o.json {
+				conv := func(evs []outbox.Event) []eventJSON {
+					out := make([]eventJSON, len(evs))
+					for i, e := range evs {
+						out[i] = toJSON(e)
+					}
+					return out
+				}
+				return writeJSON(env.Stdout, map[string][]eventJSON{"stale": conv(stale), "stuck": conv(stuck)})
+			}
+			if err := printEvents(env, stale, false, fmt.Sprintf("no stale events (none due for longer than %s)", formatDuration(o.staleAfter))); err != nil {
+				return err
+			}
+			if len(stuck) > 0 {
+				fmt.Fprintf(env.Stdout, "\n%d stuck (processing under an expired lease):\n", len(stuck))
+				return printEvents(env, stuck, false, "")
+			}
+			fmt.Fprintln(env.Stdout, "no stuck events")
+			return nil
 		})
 	},
 }

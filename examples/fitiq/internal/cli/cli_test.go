@@ -6,6 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math/rand/v2"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fitiq/outbox/examples/fitiq"
 	"github.com/fitiq/outbox/sqlite"
 )
 
@@ -234,9 +237,13 @@ func TestCLIEndToEnd(t *testing.T) {
 // says so with exit code 1; --retry-given-up brings them back once the API is there.
 func TestSyncGivesUpThenRetries(t *testing.T) {
 	url, token := startBackend(t, "me")
-	dead := httptest.NewServer(nil)
-	deadURL := dead.URL
-	dead.Close()
+	// An API that answers, and fails every request: a failure that counts. (One that
+	// cannot be reached at all is an outage, which spends no attempt and gives nothing up.)
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, `{"error":"internal"}`, http.StatusInternalServerError)
+	}))
+	defer failing.Close()
+	deadURL := failing.URL
 	db := filepath.Join(t.TempDir(), "client.db")
 	base := []string{"--db", db, "--user", "me", "--token", token}
 	if r := run(t, append([]string{"log", "weight", "70"}, base...)...); r.code != exitOK {
@@ -244,13 +251,73 @@ func TestSyncGivesUpThenRetries(t *testing.T) {
 	}
 	r := run(t, append([]string{"sync", "--api", deadURL, "--retry-delays", "1ms", "--max-attempts", "2", "--poll", "5ms"}, base...)...)
 	if r.code != exitFail || !strings.Contains(r.out, "1 events given up") || !strings.Contains(r.out, "given up 1") {
-		t.Fatalf("sync against a dead API: exit %d\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("sync against a failing API: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 0 pending, 1 failed)") {
-		t.Fatalf("status after giving up:\n%s", r.out)
+	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 0 pending, 1 failed)") || r.code != exitFail {
+		t.Fatalf("status after giving up: exit %d (want 1: it warns)\n%s", r.code, r.out)
 	}
 	r = run(t, append([]string{"sync", "--api", url, "--retry-given-up"}, base...)...)
 	if r.code != exitOK || !strings.Contains(r.out, "1 given-up events back in the queue") || !strings.Contains(r.out, "all synced") {
 		t.Fatalf("sync --retry-given-up: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := run(t, append([]string{"status"}, base...)...); r.code != exitOK || !strings.Contains(r.out, "Healthy.") {
+		t.Fatalf("status once all is synced: exit %d\n%s", r.code, r.out)
+	}
+}
+
+// Offline is not a failure of the entries: sync against an API that cannot be reached
+// stops at once (the breaker opened), marks nothing failed, and syncs all once online.
+func TestSyncOfflineKeepsEntriesQueued(t *testing.T) {
+	url, token := startBackend(t, "me")
+	dead := httptest.NewServer(nil)
+	deadURL := dead.URL
+	dead.Close() // nothing listens there: every connection is refused
+	db := filepath.Join(t.TempDir(), "client.db")
+	base := []string{"--db", db, "--user", "me", "--token", token}
+	for _, w := range []string{"70", "71", "72"} {
+		if r := run(t, append([]string{"log", "weight", w}, base...)...); r.code != exitOK {
+			t.Fatal(r.errOut)
+		}
+	}
+	r := run(t, append([]string{"sync", "--api", deadURL, "--max-attempts", "2", "--timeout", "1m"}, base...)...)
+	if r.code != exitFail || !strings.Contains(r.out, "cannot be reached: 3 events wait, none given up") {
+		t.Fatalf("sync against an unreachable API: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := run(t, append([]string{"status"}, base...)...); !strings.Contains(r.out, "(0 synced, 3 pending, 0 failed)") {
+		t.Fatalf("status after an offline sync:\n%s", r.out)
+	}
+	if r := run(t, append([]string{"sync", "--api", url, "--max-attempts", "2"}, base...)...); r.code != exitOK || !strings.Contains(r.out, "all synced") {
+		t.Fatalf("sync once online: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+}
+
+// The demo's synced count does not go backwards when an update makes a synced entry
+// pending again: it counts the entries the backend holds.
+func TestDemoSyncedCountIsMonotonic(t *testing.T) {
+	ctx := context.Background()
+	d := &demo{cfg: demoConfig{entries: 1, timeout: time.Minute}, out: io.Discard}
+	if err := d.setup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer d.close()
+	rng := rand.New(rand.NewPCG(1, 2))
+	day := 0
+	e, err := d.create(ctx, fitiq.KindProgressEntry, rng, time.Now(), &day)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.processor.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, _, err := d.progress(ctx)
+	if err != nil || before != 1 {
+		t.Fatalf("synced %d, %v after the create; want 1", before, err)
+	}
+	if _, err := d.update(ctx, e, rng); err != nil { // pending again, until the update syncs
+		t.Fatal(err)
+	}
+	after, _, err := d.progress(ctx)
+	if err != nil || after != 1 {
+		t.Fatalf("synced %d, %v after an update made the entry pending; want still 1", after, err)
 	}
 }

@@ -48,7 +48,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "status", err)
 	}
 	defer c.closer()
-	stats, err := c.app.Store().Stats(ctx, outbox.StatsQuery{UserID: cf.user, Now: time.Now(), StaleAfter: 5 * time.Minute})
+	stats, err := c.app.Store().Stats(ctx, outbox.HealthRules{}.StatsQuery(cf.user, time.Now(), 5*time.Minute))
 	if err != nil {
 		return failed(errOut, "status", err)
 	}
@@ -57,11 +57,15 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "status", err)
 	}
 	health := outbox.CheckHealth(stats, outbox.HealthRules{})
+	exit := exitOK
+	if !health.Healthy {
+		exit = exitFail // a script checking the status sees the warning too
+	}
 	if *asJSON {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(map[string]any{"user": cf.user, "outbox": stats, "local": counts, "health": health})
-		return exitOK
+		return exit
 	}
 	fmt.Fprintf(out, "Outbox of user %s (%s):\n", cf.user, cf.db)
 	statsLines(out, stats, "  ")
@@ -84,7 +88,7 @@ func runStatus(ctx context.Context, args []string, out, errOut io.Writer) int {
 	if health.Healthy {
 		fmt.Fprintln(out, "Healthy.")
 	}
-	return exitOK
+	return exit
 }
 
 const syncUsage = `Usage:
@@ -93,7 +97,10 @@ const syncUsage = `Usage:
 Delivers this user's pending events to the remote API, with the seed's retries and
 backoff, until none is left waiting (each completed or given up), then prints what
 happened. With --watch it keeps running, as the app's background processor does,
-until interrupted (Ctrl-C drains deliveries in flight first).
+until interrupted (Ctrl-C drains deliveries in flight first). An API that cannot be
+reached at all (offline) is not a failure of the entries: no attempt is spent on it;
+sync stops as soon as it finds the API unreachable (exit code 1), and --watch keeps
+probing until the network returns.
 
 Flags:
   --watch                keep running until interrupted
@@ -279,6 +286,7 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	var st outbox.Stats
+	offline := false
 	for done := false; !done; {
 		st, err = p.Stats(ctx)
 		if err != nil {
@@ -288,6 +296,12 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 		// Drained: nothing of ours waits but what waits behind a given-up event, which no
 		// retry frees.
 		if waitingFor(st, cfg.Types) == 0 {
+			break
+		}
+		// The API cannot be reached: waiting here would only wait out the timeout. The
+		// entries stay queued, with no attempt spent; --watch keeps probing instead.
+		if p.Breaker().Open {
+			offline = true
 			break
 		}
 		select {
@@ -309,6 +323,9 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 		fmt.Fprintf(out, "%d events of other types wait for a sync that serves them\n", others)
 	}
 	switch {
+	case offline:
+		fmt.Fprintf(out, "the API at %s cannot be reached: %d events wait, none given up for it; run \"fitiq sync\" again when online, or use --watch\n", cf.api, waiting)
+		return exitFail
 	case waiting > 0:
 		fmt.Fprintf(out, "%d events still waiting for a retry; run \"fitiq sync\" again or use --watch\n", waiting)
 		return exitFail

@@ -43,6 +43,9 @@ Flags:
   --offline D      how long the network goes down (default 3s)
   --faults SHARE   share of requests the network drops, delays or fails (default 0.35)
   --quick          a short run for CI: 60 entries, 300ms offline
+  --default-retries  use the library's own retry schedule (1s, 5s, 30s, 2m, 10m; 5
+                   attempts) instead of the demo's short one: with it, a long offline
+                   phase shows that an unreachable API spends no attempt
   --timeout D      how long to wait for the sync before declaring failure (default 2m)
   --keep           keep the temporary directory (databases and the processor's log)
   --trace          trace the run with OpenTelemetry (spans kept in memory) and print
@@ -54,6 +57,7 @@ Examples:
   fitiq demo --entries 2000 --offline 5s --seed 7
   fitiq demo --quick
   fitiq demo --quick --trace
+  fitiq demo --offline 60s --default-retries --faults 0.1 --timeout 5m
 `
 
 type demoConfig struct {
@@ -66,6 +70,8 @@ type demoConfig struct {
 	timeout   time.Duration
 	keep      bool
 	trace     bool
+	// defaultRetries: the library's retry schedule instead of demoDelays.
+	defaultRetries bool
 }
 
 // The demo's retry policy: the seed's delays (1s, 5s, 30s, 2m, 10m) would make a
@@ -85,6 +91,7 @@ func runDemo(ctx context.Context, args []string, out, errOut io.Writer) int {
 	fs.DurationVar(&cfg.timeout, "timeout", 2*time.Minute, "")
 	fs.BoolVar(&cfg.keep, "keep", false, "")
 	fs.BoolVar(&cfg.trace, "trace", false, "")
+	fs.BoolVar(&cfg.defaultRetries, "default-retries", false, "")
 	quick := fs.Bool("quick", false, "")
 	pos, code, ok := parse(fs, demoUsage, args, out, errOut)
 	if !ok {
@@ -278,14 +285,18 @@ func (d *demo) setup(ctx context.Context) error {
 	if d.direct, err = fitiq.NewClient(fitiq.ClientConfig{BaseURL: apiURL, Token: d.token}); err != nil {
 		return err
 	}
-	handlers, err := fitiq.NewHandlers(fitiq.SyncConfig{Local: d.app.Local(), Client: viaNetwork, MaxAttempts: demoMaxAttempts, Logger: d.log})
+	retry := outbox.RetryPolicy{Delays: demoDelays, MaxAttempts: demoMaxAttempts}
+	if d.cfg.defaultRetries {
+		retry = outbox.RetryPolicy{Delays: outbox.DefaultRetryDelays, MaxAttempts: outbox.DefaultMaxAttempts}
+	}
+	handlers, err := fitiq.NewHandlers(fitiq.SyncConfig{Local: d.app.Local(), Client: viaNetwork, MaxAttempts: retry.MaxAttempts, Logger: d.log})
 	if err != nil {
 		return err
 	}
 	d.seen = &counter{}
 	pcfg := outbox.Config{
 		UserID: d.user, BatchSize: 40, MaxConcurrent: 8, PollInterval: 100 * time.Millisecond,
-		Retry:           outbox.RetryPolicy{Delays: demoDelays, MaxAttempts: demoMaxAttempts},
+		Retry:           retry,
 		HandlerTimeout:  3 * time.Second,
 		CleanupInterval: -1, // keep completed events: the statistics below count them
 		Logger:          d.log, Observer: d.seen,
@@ -306,8 +317,13 @@ func (d *demo) intro() {
 	d.say("           drops about %.0f before the API and %.0f after it (answer lost), fails %.0f (503/429)", c.faults*20, c.faults*20, c.faults*23)
 	d.say("           and delays %.0f; and goes fully offline for %s, %s in (seed %d)", c.faults*37, c.offline, c.offlineAt.Round(time.Millisecond), c.seed)
 	d.say("  client   a SQLite file with the app's tables and the outbox; user %s", d.user)
-	d.say("  retries  shortened for the demo: %s, then every %s, up to %d attempts", formatDurations(demoDelays), demoDelays[len(demoDelays)-1], demoMaxAttempts)
-	d.say("           (the seed's 1s, 5s, 30s, 2m, 10m would turn a few seconds offline into minutes)")
+	if c.defaultRetries {
+		d.say("  retries  the library's own: %s, up to %d attempts; offline spends none (the breaker pauses)",
+			formatDurations(outbox.DefaultRetryDelays), outbox.DefaultMaxAttempts)
+	} else {
+		d.say("  retries  shortened for the demo: %s, then every %s, up to %d attempts", formatDurations(demoDelays), demoDelays[len(demoDelays)-1], demoMaxAttempts)
+		d.say("           (the seed's 1s, 5s, 30s, 2m, 10m would make each fault cost seconds to minutes)")
+	}
 	d.say("")
 }
 
@@ -542,7 +558,9 @@ func (d *demo) progress(ctx context.Context) (synced int, st outbox.Stats, err e
 		return 0, st, err
 	}
 	for _, c := range counts {
-		synced += c.Synced
+		// Entities the backend holds: an update makes an entity pending again, and
+		// counting only the synced ones would make the bar go backwards.
+		synced += c.WithBackendID
 	}
 	st, err = d.processor.Stats(ctx)
 	return synced, st, err

@@ -1,0 +1,38 @@
+package outbox_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"syscall"
+	"testing"
+
+	"github.com/fitiq/outbox"
+)
+
+func TestIsUnavailable(t *testing.T) {
+	dial := &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)}
+	cases := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"marked", outbox.Unavailable(errors.New("broker down")), true},
+		{"marked and wrapped", fmt.Errorf("publish: %w", outbox.Unavailable(errors.New("x"))), true},
+		{"refused dial inside a url.Error", &url.Error{Op: "Post", URL: "http://x", Err: dial}, true},
+		{"name not found", &net.DNSError{Err: "no such host", Name: "api.invalid", IsNotFound: true}, true},
+		{"read after connecting", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, false},
+		{"plain error", errors.New("500 Internal Server Error"), false},
+		{"deadline", context.DeadlineExceeded, false},
+		{"permanent wins", outbox.Permanent(outbox.Unavailable(errors.New("x"))), false},
+	}
+	for _, tc := range cases {
+		if got := outbox.IsUnavailable(tc.err); got != tc.want {
+			t.Errorf("%s: IsUnavailable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}

@@ -1,0 +1,4 @@
+package sqlite
+
+// CountRecentQuery is the statement behind Stats.Recent, for the benchmark.
+const CountRecentQuery = countRecent
