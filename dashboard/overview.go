@@ -21,9 +21,9 @@ type overview struct {
 	Rules  outbox.HealthRules `json:"rules"`
 	// Stuck counts processing events whose lease has expired: their relay is gone and
 	// no claim has taken them over yet.
-	Stuck        int           `json:"stuck"`
-	StaleAfter   time.Duration `json:"stale_after"`
-	Types        []typeRow     `json:"-"`
+	Stuck      int           `json:"stuck"`
+	StaleAfter time.Duration `json:"stale_after"`
+	Types      []typeRow     `json:"-"`
 	// Window sums the chart's buckets; Chart is nil when the store has no Timeline.
 	Window *windowTotals `json:"window,omitempty"`
 	Chart  *chart        `json:"-"`
@@ -44,7 +44,6 @@ type windowTotals struct {
 	GivenUp     int     `json:"given_up"`
 	FailureRate float64 `json:"failure_rate"` // failed of (completed + failed) in the window
 }
-
 
 func (h *Handler) overview(ctx context.Context) (overview, error) {
 	now := h.cfg.Clock.Now()
