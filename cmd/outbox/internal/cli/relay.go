@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,6 +164,9 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		Retention: o.retention, StaleAfter: o.staleAfter, SkipGivenUp: o.skipGivenUp, Owner: o.owner,
 		Clock: env.Clock,
 	}}
+	if err := rc.proc.Validate(); err != nil {
+		return nil, usagef("%s", relayFlagNames(err))
+	}
 	if o.metricsAddr != "" {
 		addr, err := metricsAddr(o.metricsAddr)
 		if err != nil {
@@ -187,6 +191,9 @@ func metricsAddr(s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", usagef("--metrics-addr %q: want HOST:PORT or :PORT", s)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", usagef("--metrics-addr %q: port %q is not a number from 0 to 65535", s, port)
 	}
 	if host == "" {
 		host = "127.0.0.1"
@@ -216,6 +223,10 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 			BearerToken: firstNonEmpty(o.bearerToken, env.Getenv("OUTBOX_SINK_TOKEN")),
 		}
 		s, err := httpsink.New(cfg)
+		var fe *outbox.FieldError
+		if errors.As(err, &fe) && fe.Field == "httpsink.Config.Header" {
+			return nil, usagef("--header: %s", fe.Problem)
+		}
 		if err != nil {
 			return nil, usagef("--sink: %v", err)
 		}
@@ -279,7 +290,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
-	opened, err := d.open(ctx, false)
+	opened, err := d.open(ctx, false, c.timeout)
 	if err != nil {
 		return err
 	}
@@ -398,4 +409,19 @@ func (l observerList) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time
 	for _, o := range l {
 		o.ObserveDelivery(e, out, d)
 	}
+}
+
+// relayFlagNames names the flag behind a refused processor setting.
+func relayFlagNames(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "outbox: ")
+	for field, flag := range map[string]string{
+		"Config.LeaseDuration": "--lease", "Config.RoundTripTimeout": "--lease", "Config.PollInterval": "--poll-interval",
+		"Config.Retry.MaxAttempts": "--max-attempts", "Config.Retry.Delays": "--retry-delays",
+		"Config.BatchSize": "--batch-size", "Config.MaxConcurrent": "--max-concurrent",
+	} {
+		if strings.HasPrefix(msg, field) {
+			return flag + " " + strings.TrimSpace(strings.TrimPrefix(msg, field))
+		}
+	}
+	return msg
 }
