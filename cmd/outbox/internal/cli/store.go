@@ -52,7 +52,10 @@ func parseDSN(raw string) (dsn, error) {
 			return d, usagef("malformed DSN %q: want postgres://user@host:port/database", redactDSN(raw))
 		}
 		// schema, table and channel are ours; anything else is passed to the server by pgx.
-		q := u.Query()
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return d, usagef("DSN %q: the query string does not parse: %v", redactDSN(raw), scrub(err.Error(), raw))
+		}
 		d.pgCfg.Schema, d.pgCfg.Table, d.pgCfg.Channel = q.Get("schema"), q.Get("table"), q.Get("channel")
 		q.Del("schema")
 		q.Del("table")
@@ -90,7 +93,12 @@ func dsnParam(err error) string {
 }
 
 // redactDSN returns raw without its passwords, whatever its shape: it need not parse.
-func redactDSN(raw string) string { return scrub(raw, raw) }
+func redactDSN(raw string) string {
+	if scheme, _, _ := strings.Cut(raw, ":"); scheme == "sqlite" || scheme == "sqlite3" {
+		return raw // a file path, which may hold ':' and '@'
+	}
+	return scrub(raw, raw)
+}
 
 // passwordParam is a password given as a parameter: key=value DSNs, URL queries.
 var passwordParam = regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)`)
@@ -98,13 +106,15 @@ var passwordParam = regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^
 // scrub replaces in s every password found in dsn, as written and URL-decoded.
 func scrub(s, dsn string) string {
 	var secrets []string
-	if _, rest, ok := strings.Cut(dsn, "://"); ok {
-		// The user info runs to the last '@': a password may hold '@', '/' or '?'
-		// when the DSN is malformed, and over-redacting is harmless.
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
-				secrets = append(secrets, pw)
-			}
+	rest := dsn
+	if _, r, ok := strings.Cut(dsn, "://"); ok {
+		rest = r
+	}
+	// The user info runs to the last '@': a password may hold '@', '/' or '?' when the
+	// DSN is malformed, and over-redacting is harmless.
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
+			secrets = append(secrets, pw)
 		}
 	}
 	for _, m := range passwordParam.FindAllStringSubmatch(dsn, -1) {
@@ -174,14 +184,14 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 	postgres.ConfigurePool(pgc, timeout)
 	pool, err := pgxpool.NewWithConfig(ctx, pgc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL at %s: %s", d.describe(), scrub(err.Error(), d.raw))
+		return nil, d.unreachable(err, timeout)
 	}
 	cfg := d.pgCfg
 	cfg.Logger = log
 	if forMigrate {
 		if err := pool.Ping(ctx); err != nil {
 			pool.Close()
-			return nil, timedOut(fmt.Errorf("cannot reach PostgreSQL at %s: %s", d.describe(), scrub(err.Error(), d.raw)), timeout)
+			return nil, d.unreachable(err, timeout)
 		}
 		return &openedStore{
 			migrate: func(ctx context.Context) ([]int, error) { return postgres.Migrate(ctx, pool, cfg) },
@@ -194,9 +204,24 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 		if errors.Is(err, postgres.ErrNotMigrated) {
 			return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
 		}
-		return nil, timedOut(fmt.Errorf("cannot reach PostgreSQL at %s: %s", d.describe(), scrub(err.Error(), d.raw)), timeout)
+		return nil, d.unreachable(err, timeout)
 	}
 	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }}, nil
+}
+
+// unreachable says that PostgreSQL could not be reached, and why, without the
+// password; no answer within the timeout is "cannot tell" (exit 2).
+func (d dsn) unreachable(err error, timeout time.Duration) error {
+	msg := fmt.Sprintf("cannot reach PostgreSQL at %s: %s", d.describe(), scrub(err.Error(), d.raw))
+	if isTimeout(err) {
+		return &exitError{code: ExitUsage, msg: fmt.Sprintf("cannot tell: no answer within %s (--timeout): %s", timeout, msg)}
+	}
+	return errors.New(msg)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, outbox.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // timedOut turns a store that did not answer within the timeout into "cannot tell"
@@ -209,8 +234,7 @@ func timedOut(err error, timeout time.Duration) error {
 	if errors.As(err, &ee) {
 		return err
 	}
-	var ne net.Error
-	if errors.Is(err, outbox.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+	if isTimeout(err) {
 		return &exitError{code: ExitUsage, msg: fmt.Sprintf("cannot tell: the store did not answer within %s (--timeout): %v", timeout, err)}
 	}
 	return err
