@@ -1,0 +1,241 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/postgres"
+	"github.com/fitiq/outbox/sink/httpsink"
+)
+
+// soakSample is one 10-second window of the soak.
+type soakSample struct {
+	at          time.Duration // since the start
+	delivered   int           // in the window
+	p50, p99    time.Duration // commit → delivery, in the window
+	rssKB       int
+	goroutines  int
+	connections int // the relay's, as the server counts them (pool and LISTEN)
+	backlog     int // committed, not yet delivered
+}
+
+func (s soakSample) String() string {
+	return fmt.Sprintf("%6s  %6d/s  p50 %7s  p99 %7s  rss %6d KiB  goroutines %4d  connections %2d  backlog %5d",
+		s.at.Round(time.Second), s.delivered/10, s.p50.Round(100*time.Microsecond), s.p99.Round(100*time.Microsecond),
+		s.rssKB, s.goroutines, s.connections, s.backlog)
+}
+
+// TestSoak runs a relay at a steady 1,000 events/s into an HTTP receiver for
+// OUTBOX_SOAK (a duration: 10m, 1h) and samples, every 10 s, the process's RSS, its
+// goroutines, the relay's connections and the commit→delivery p50/p99. It checks
+// that the resources stay flat (no leak) and that the relay keeps up; the latencies
+// are reported, not asserted. It is long: it runs only when OUTBOX_SOAK is set.
+//
+//	OUTBOX_SOAK=10m go test ./postgres -run TestSoak -v -timeout 0
+func TestSoak(t *testing.T) {
+	spec := os.Getenv("OUTBOX_SOAK")
+	if spec == "" {
+		t.Skip("OUTBOX_SOAK is not set: skipping the soak (set it to a duration, e.g. OUTBOX_SOAK=10m)")
+	}
+	duration, err := time.ParseDuration(spec)
+	if err != nil || duration < 30*time.Second {
+		t.Fatalf("OUTBOX_SOAK=%q: want a duration of at least 30s", spec)
+	}
+	const (
+		rate   = 1000 // events per second
+		window = 10 * time.Second
+	)
+	ctx := context.Background()
+	app := randomName("outbox-soak-")
+	relayPool := func() *pgxpool.Pool {
+		cfg, err := pgxpool.ParseConfig(dsn(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.MaxConns = 4
+		cfg.ConnConfig.RuntimeParams["application_name"] = app
+		postgres.ConfigurePool(cfg, 0)
+		pool, err := pgxpool.NewWithConfig(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(pool.Close)
+		return pool
+	}()
+	s := newStore(t, relayPool, postgres.Config{Schema: freshSchema(t, sharedPool(t))})
+	wcfg := s.Config()
+	wcfg.DisableListen = true
+	writer, err := postgres.New(ctx, newPool(t, 4, ""), wcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+
+	var (
+		mu        sync.Mutex
+		committed = map[string]time.Time{} // ID → when its commit returned
+		latencies []time.Duration          // in the current window
+		delivered int
+	)
+	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer receiver.Close()
+	sink, err := httpsink.New(httpsink.Config{URL: receiver.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	handler := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		if err := sink.Handle(ctx, e); err != nil {
+			return err
+		}
+		now := time.Now()
+		mu.Lock()
+		if at, ok := committed[e.ID]; ok {
+			latencies = append(latencies, now.Sub(at))
+			delete(committed, e.ID)
+			delivered++
+		}
+		mu.Unlock()
+		return nil
+	})
+	p, err := outbox.NewProcessor(s, handler, outbox.Config{
+		BatchSize: 100, MaxConcurrent: 16, BatchesInFlight: 2, Logger: outboxtest.Discard,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(ctx)
+
+	// The producer commits what is due at the steady rate, catching up after a slow commit.
+	start := time.Now()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		sent := 0
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			due := int(time.Since(start).Seconds()*rate) - sent
+			for due > 0 {
+				n := min(due, 100)
+				evs := make([]*outbox.Event, n)
+				for j := range evs {
+					evs[j] = outbox.NewEvent("soak", "e"+strconv.Itoa(sent+j), "u"+strconv.Itoa((sent+j)%50))
+				}
+				if err := writer.Enqueue(ctx, time.Now(), evs...); err != nil {
+					t.Errorf("enqueue: %v", err)
+					return
+				}
+				at := time.Now()
+				mu.Lock()
+				for _, e := range evs {
+					committed[e.ID] = at
+				}
+				mu.Unlock()
+				sent += n
+				due -= n
+			}
+		}
+	})
+
+	var samples []soakSample
+	admin := sharedPool(t)
+	for at := window; at <= duration; at += window {
+		time.Sleep(time.Until(start.Add(at)))
+		mu.Lock()
+		lat := latencies
+		latencies = nil
+		n := delivered
+		delivered = 0
+		backlog := len(committed)
+		mu.Unlock()
+		slices.Sort(lat)
+		smp := soakSample{at: at, delivered: n, backlog: backlog, goroutines: runtime.NumGoroutine(), rssKB: rssKB(t)}
+		if len(lat) > 0 {
+			smp.p50, smp.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		}
+		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&smp.connections); err != nil {
+			t.Fatal(err)
+		}
+		samples = append(samples, smp)
+		t.Log(smp)
+	}
+	close(stop)
+	wg.Wait()
+
+	// Flat: the last minute against the first (after a minute's warm-up when the run is long enough).
+	perMinute := int(time.Minute / window)
+	first, last := samples[:min(perMinute, len(samples)/2)], samples[len(samples)-min(perMinute, len(samples)/2):]
+	peak := func(ss []soakSample, f func(soakSample) int) int {
+		m := 0
+		for _, s := range ss {
+			m = max(m, f(s))
+		}
+		return m
+	}
+	rss := func(s soakSample) int { return s.rssKB }
+	gor := func(s soakSample) int { return s.goroutines }
+	conns := func(s soakSample) int { return s.connections }
+	backlog := func(s soakSample) int { return s.backlog }
+	t.Logf("first minute: peak rss %d KiB, goroutines %d, connections %d, backlog %d", peak(first, rss), peak(first, gor), peak(first, conns), peak(first, backlog))
+	t.Logf("last minute:  peak rss %d KiB, goroutines %d, connections %d, backlog %d", peak(last, rss), peak(last, gor), peak(last, conns), peak(last, backlog))
+	if peak(last, gor) > peak(first, gor)+10 {
+		t.Errorf("goroutines grew from %d to %d", peak(first, gor), peak(last, gor))
+	}
+	if peak(last, conns) > 5 { // MaxConns and the LISTEN connection
+		t.Errorf("the relay holds %d connections, more than its pool and LISTEN", peak(last, conns))
+	}
+	if peak(last, rss) > peak(first, rss)*3/2 {
+		t.Errorf("RSS grew from %d to %d KiB", peak(first, rss), peak(last, rss))
+	}
+	if peak(last, backlog) > 10*rate {
+		t.Errorf("the relay fell behind: %d events waiting", peak(last, backlog))
+	}
+	var lines []string
+	for _, s := range samples {
+		lines = append(lines, s.String())
+	}
+	if out := os.Getenv("OUTBOX_SOAK_OUT"); out != "" {
+		if err := os.WriteFile(out, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// rssKB reads the process's resident set size from /proc.
+func rssKB(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0 // not Linux: not sampled
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+			return n
+		}
+	}
+	return 0
+}
