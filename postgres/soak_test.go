@@ -31,12 +31,13 @@ type soakSample struct {
 	goroutines  int
 	connections int // the relay's, as the server counts them (pool and LISTEN)
 	backlog     int // committed, not yet delivered
+	claimP99    time.Duration
 }
 
 func (s soakSample) String() string {
-	return fmt.Sprintf("%6s  %6d/s  p50 %7s  p99 %7s  rss %6d KiB  goroutines %4d  connections %2d  backlog %5d",
+	return fmt.Sprintf("%6s  %6d/s  p50 %7s  p99 %7s  claim p99 %7s  rss %6d KiB  goroutines %4d  connections %2d  backlog %5d",
 		s.at.Round(time.Second), s.delivered/10, s.p50.Round(100*time.Microsecond), s.p99.Round(100*time.Microsecond),
-		s.rssKB, s.goroutines, s.connections, s.backlog)
+		s.claimP99.Round(100*time.Microsecond), s.rssKB, s.goroutines, s.connections, s.backlog)
 }
 
 // TestSoak runs a relay at a steady 1,000 events/s into an HTTP receiver for
@@ -89,6 +90,7 @@ func TestSoak(t *testing.T) {
 		mu        sync.Mutex
 		committed = map[string]time.Time{} // ID → when its commit returned
 		latencies []time.Duration          // in the current window
+		claims    = &claimTimes{}
 		delivered int
 	)
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -114,7 +116,7 @@ func TestSoak(t *testing.T) {
 		return nil
 	})
 	p, err := outbox.NewProcessor(s, handler, outbox.Config{
-		BatchSize: 100, MaxConcurrent: 16, BatchesInFlight: 2, Logger: outboxtest.Discard,
+		BatchSize: 100, MaxConcurrent: 16, BatchesInFlight: 2, Logger: outboxtest.Discard, Observer: claims,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -173,9 +175,13 @@ func TestSoak(t *testing.T) {
 		backlog := len(committed)
 		mu.Unlock()
 		slices.Sort(lat)
+		cl := claims.take()
 		smp := soakSample{at: at, delivered: n, backlog: backlog, goroutines: runtime.NumGoroutine(), rssKB: rssKB(t)}
 		if len(lat) > 0 {
 			smp.p50, smp.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
+		}
+		if len(cl) > 0 {
+			smp.claimP99 = cl[len(cl)*99/100]
 		}
 		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&smp.connections); err != nil {
 			t.Fatal(err)
@@ -249,4 +255,27 @@ func rssKB(t *testing.T) int {
 		}
 	}
 	return 0
+}
+
+// claimTimes collects how long the relay's claims take, per window.
+type claimTimes struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (c *claimTimes) ObserveClaim(_ int, d time.Duration) {
+	c.mu.Lock()
+	c.ds = append(c.ds, d)
+	c.mu.Unlock()
+}
+
+func (c *claimTimes) ObserveDelivery(outbox.Event, outbox.Outcome, time.Duration) {}
+
+func (c *claimTimes) take() []time.Duration {
+	c.mu.Lock()
+	ds := c.ds
+	c.ds = nil
+	c.mu.Unlock()
+	slices.Sort(ds)
+	return ds
 }
