@@ -270,7 +270,8 @@ The store is named by one DSN, given as --dsn or OUTBOX_DSN:
   postgres://user@host:5432/db?sslmode=disable   PostgreSQL (add schema=NAME, table=NAME to
                                                  use a non-default outbox table)
 
-Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input (or, for health, cannot tell).
+Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input, or cannot tell (for
+health; and for any command whose store did not answer within --timeout, default 10s).
 Run 'outbox COMMAND --help' for a command's flags and examples.
 `)
 }

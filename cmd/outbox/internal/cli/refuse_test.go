@@ -219,20 +219,22 @@ func TestNeverAnsweringServerIsCannotTell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	held := make(chan net.Conn, 100)
+	var held []net.Conn // accepted, never answered
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			held <- c // accepted, never answered
+			held = append(held, c)
 		}
 	}()
 	defer func() {
-		close(held)
-		for c := range held {
+		ln.Close()
+		<-done
+		for _, c := range held {
 			c.Close()
 		}
 	}()

@@ -324,6 +324,9 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	// The gauges read the store too: under the processor's deadline, so that a silent
+	// connection cannot hold them (or the drain's last refresh) forever.
+	gauges := outbox.BoundStore(store, p.Config().RoundTripTimeout, log)
 
 	if rc.metricsAddr != "" {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -344,10 +347,10 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
-		if err := m.Refresh(ctx, store); err != nil {
+		if err := m.Refresh(ctx, gauges); err != nil {
 			log.Warn("refreshing outbox gauges failed", "err", err)
 		}
-		wg.Go(func() { m.Run(runCtx, store, o.metricsInterval) })
+		wg.Go(func() { m.Run(runCtx, gauges, o.metricsInterval) })
 		log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 		if env.onListen != nil {
 			env.onListen(ln.Addr().String())
@@ -356,7 +359,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 
 	if o.once {
 		n, err := p.Drain(ctx)
-		_ = m.Refresh(context.WithoutCancel(ctx), store)
+		_ = m.Refresh(context.WithoutCancel(ctx), gauges)
 		if err != nil {
 			return fmt.Errorf("after claiming %d events: %w", n, err)
 		}
@@ -384,7 +387,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return fmt.Errorf("drain: %w (interrupted deliveries were released, to be delivered again)", err)
 	}
 	cancelRun()
-	_ = m.Refresh(context.Background(), store)
+	_ = m.Refresh(context.Background(), gauges)
 	log.Info("relay stopped")
 	return nil
 }
