@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
@@ -32,12 +33,14 @@ type soakSample struct {
 	connections int // the relay's, as the server counts them (pool and LISTEN)
 	backlog     int // committed, not yet delivered
 	claimP99    time.Duration
+	deadTuples  int // in the outbox table, as the server's statistics count them
+	vacuums     int // vacuums of it so far (autovacuum's, or the soak's own)
 }
 
 func (s soakSample) String() string {
-	return fmt.Sprintf("%6s  %6d/s  p50 %7s  p99 %7s  claim p99 %7s  rss %6d KiB  goroutines %4d  connections %2d  backlog %5d",
+	return fmt.Sprintf("%6s  %6d/s  p50 %7s  p99 %7s  claim p99 %7s  rss %6d KiB  goroutines %4d  connections %2d  backlog %5d  dead tuples %7d  vacuums %2d",
 		s.at.Round(time.Second), s.delivered/10, s.p50.Round(100*time.Microsecond), s.p99.Round(100*time.Microsecond),
-		s.claimP99.Round(100*time.Microsecond), s.rssKB, s.goroutines, s.connections, s.backlog)
+		s.claimP99.Round(100*time.Microsecond), s.rssKB, s.goroutines, s.connections, s.backlog, s.deadTuples, s.vacuums)
 }
 
 // TestSoak runs a relay at a steady 1,000 events/s into an HTTP receiver for
@@ -78,6 +81,18 @@ func TestSoak(t *testing.T) {
 		return pool
 	}()
 	s := newStore(t, relayPool, postgres.Config{Schema: freshSchema(t, sharedPool(t))})
+	// The outbox table churns (every event is inserted and updated twice), and its
+	// claims walk the pending index past the dead entries: without vacuum their cost
+	// grows with the dead tuples. A test server may run with autovacuum off; then the
+	// soak does its work, every 30 s, so that it measures the outbox and not that.
+	var autovacuum string
+	if err := sharedPool(t).QueryRow(ctx, `SHOW autovacuum`).Scan(&autovacuum); err != nil {
+		t.Fatal(err)
+	}
+	vacuumSelf := autovacuum != "on" && os.Getenv("OUTBOX_SOAK_NO_VACUUM") == ""
+	if vacuumSelf {
+		t.Log("the server's autovacuum is off: the soak vacuums the outbox table every 30s itself (OUTBOX_SOAK_NO_VACUUM=1 to see what happens without)")
+	}
 	wcfg := s.Config()
 	wcfg.DisableListen = true
 	writer, err := postgres.New(ctx, newPool(t, 4, ""), wcfg)
@@ -163,6 +178,24 @@ func TestSoak(t *testing.T) {
 		}
 	})
 
+	if vacuumSelf {
+		table := pgx.Identifier{s.Config().Schema, s.Config().Table}.Sanitize()
+		wg.Go(func() {
+			tick := time.NewTicker(30 * time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+				}
+				if _, err := sharedPool(t).Exec(ctx, `VACUUM `+table); err != nil {
+					t.Errorf("vacuum: %v", err)
+				}
+			}
+		})
+	}
+
 	var samples []soakSample
 	admin := sharedPool(t)
 	for at := window; at <= duration; at += window {
@@ -184,6 +217,10 @@ func TestSoak(t *testing.T) {
 			smp.claimP99 = cl[len(cl)*99/100]
 		}
 		if err := admin.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&smp.connections); err != nil {
+			t.Fatal(err)
+		}
+		if err := admin.QueryRow(ctx, `SELECT n_dead_tup, autovacuum_count + vacuum_count FROM pg_stat_user_tables WHERE schemaname = $1 AND relname = $2`,
+			s.Config().Schema, s.Config().Table).Scan(&smp.deadTuples, &smp.vacuums); err != nil {
 			t.Fatal(err)
 		}
 		samples = append(samples, smp)
