@@ -348,7 +348,7 @@ func (h *Handler) serveEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(d.Metadata, func(a, b kv) int { return strings.Compare(a.Key, b.Key) })
 	d.Timeline = history(e, now)
-	if ki, ok := h.store.(outbox.KeyInspector); ok && e.OrderingKey != "" {
+	if ki, ok := outbox.StoreAs[outbox.KeyInspector](h.store); ok && e.OrderingKey != "" {
 		d.HeadKnown = true
 		head, err := ki.KeyHead(ctx, e.OrderingKey)
 		switch {

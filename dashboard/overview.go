@@ -54,7 +54,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 		timelineErr error
 		wg          sync.WaitGroup
 	)
-	tl, hasTimeline := h.store.(outbox.Timeline)
+	tl, hasTimeline := outbox.StoreAs[outbox.Timeline](h.store)
 	// Whole minutes, the current one included.
 	until := now.Truncate(time.Minute).Add(time.Minute)
 	since := until.Add(-h.cfg.ChartWindow)
