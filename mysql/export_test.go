@@ -35,6 +35,7 @@ func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 		"countActive":     pick(s.q.countActiveAll, s.q.countActiveUser),
 		"countCompleted":  pick(s.q.countCompletedAll, s.q.countCompletedUser),
 		"countBlocked":    pick(s.q.countBlockedAll, s.q.countBlockedUser),
+		"countRecent":     pick(s.q.countRecentAll, s.q.countRecentUser),
 		"deleteCompleted": s.q.deleteCompleted,
 		"maxSeq":          s.q.maxSeq,
 		"completeEvents":  s.q.completeEvents,
@@ -45,3 +46,6 @@ func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 	}
 	return st.bind(a)
 }
+
+// ListStatement renders List's statement for f.
+func (s *Store) ListStatement(f outbox.Filter) (string, []any) { return s.listQuery(f) }
