@@ -169,6 +169,10 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		// failed_at; per user, the completions of the window are looked up for their user.
 		{"countRecent", window, []string{"due", "failed_at"}, false, nil},
 		{"countRecent", user(window), []string{"due", "failed_at", "counts"}, false, nil},
+		// The dashboard's timeline and the head of a key.
+		{"timelineCompleted", map[string]any{"since": nowUs - 3600_000_000, "until": nowUs}, []string{"due"}, false, nil},
+		{"timelineFailed", map[string]any{"since": nowUs - 3600_000_000, "until": nowUs}, []string{"failed_at"}, false, nil},
+		{"keyHead", map[string]any{"key": "entity-1004"}, []string{"open_key"}, true, nil},
 		{"maxSeq", nil, nil, false, nil}, // "Select tables optimized away": the end of the primary key
 		// List with the operator's filters for stuck and blocked events: the in-flight or
 		// waiting range of an index that leads with status.
