@@ -186,10 +186,11 @@ func waitUntil(t *testing.T, cond func() bool) {
 	}
 }
 
-// A locking read locks each row it reads, and InnoDB keeps the lock of a row the
-// server then rejects until the transaction ends, at READ COMMITTED too (observed on
-// MariaDB 10.11): a claim that passes over an event, here because it is scoped to
-// other types, makes every other claim pass over it with SKIP LOCKED until then.
+// A locking read locks each row it reads. A claim scoped to other types keeps the lock
+// of a row it passed over for its type until its transaction ends, at READ COMMITTED
+// too (observed on MariaDB 10.11; a row passed over as not the head of its key is let
+// go at once at READ COMMITTED), and every other claim passes over the row with SKIP
+// LOCKED until then.
 func TestClaimHoldsTheRowsItPassedOverUntilItEnds(t *testing.T) {
 	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
 		t.Run(level.String(), func(t *testing.T) {
@@ -224,13 +225,14 @@ func TestClaimHoldsTheRowsItPassedOverUntilItEnds(t *testing.T) {
 
 // The cause of an empty claim while an event is due, made to happen on purpose. Claim
 // B reads with a snapshot from before relay A settled the first event of a key, so it
-// passes over the next one (not the head in its snapshot) and holds it. A, which sees
-// the next event as the head, passes over it with SKIP LOCKED: both claims come back
-// empty. Here B's snapshot is its transaction's (REPEATABLE READ); at READ COMMITTED
-// it is the statement's, and the same happens when A's settle commits while B's
-// locking read runs: a race, which the relays of
-// TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers run into now and then.
-// Nothing is lost: the next claim takes the event.
+// passes over the next one (not the head in its snapshot) while holding its lock. A,
+// which sees the next event as the head, passes over it with SKIP LOCKED: both claims
+// come back empty. Here B's snapshot is its transaction's and the lock is kept until B
+// ends (REPEATABLE READ). At READ COMMITTED the snapshot is the statement's and the
+// lock is let go once B has looked at the row, so the same happens only when A's
+// settle commits while B's locking read runs and A reaches the row in that moment: a
+// race, which the relays of TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers
+// run into now and then. Nothing is lost: the next claim takes the event.
 func TestClaimPassesOverADueEventAnotherClaimIsReading(t *testing.T) {
 	db := openDB(t, 4, nil)
 	s := newStore(t, db, mysql.Config{Isolation: sql.LevelRepeatableRead})
