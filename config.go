@@ -60,6 +60,14 @@ type Config struct {
 	// long events of a crashed processor wait, not how long a delivery may take.
 	// Defaults to 30s.
 	LeaseDuration time.Duration
+	// RoundTripTimeout bounds each call the processor makes to the store (a claim, a
+	// lease renewal, recording outcomes, a cleanup batch, stats). A call that has not
+	// answered by then is abandoned and tried again, on a database store over a fresh
+	// connection, so that a connection gone silent (a hung server, a failover, a NAT
+	// that dropped the flow) stalls delivery for one timeout, not for as long as the
+	// silence lasts. It must fit well inside the lease. Defaults to a third of
+	// LeaseDuration; negative means no deadline.
+	RoundTripTimeout time.Duration
 	// HandlerTimeout bounds one delivery; a delivery that overruns fails and is retried.
 	// Defaults to 30s; negative means no timeout.
 	HandlerTimeout time.Duration
@@ -114,6 +122,7 @@ func (c Config) withDefaults() Config {
 	c.Retry = c.Retry.withDefaults()
 	c.Breaker = c.Breaker.withDefaults()
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, DefaultLeaseDuration)
+	c.RoundTripTimeout = cmp.Or(c.RoundTripTimeout, c.LeaseDuration/3)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, DefaultHandlerTimeout)
 	c.CleanupInterval = cmp.Or(c.CleanupInterval, DefaultCleanupInterval)
 	c.Retention = cmp.Or(c.Retention, DefaultRetention)
@@ -153,6 +162,15 @@ func (c Config) Validate() error {
 		if err := ValidateType(fmt.Sprintf("Config.Types[%d]", i), t); err != nil {
 			return err
 		}
+	}
+	if c.LeaseDuration > 0 && c.LeaseDuration < MinLeaseDuration {
+		// The lease is renewed every third of it: shorter than this, renewals and store
+		// calls cannot keep up (and a lease under 3ns would not even make a ticker).
+		return fieldError("Config.LeaseDuration", fmt.Sprintf("must be at least %s, got %s", MinLeaseDuration, c.LeaseDuration))
+	}
+	lease := cmp.Or(c.LeaseDuration, DefaultLeaseDuration)
+	if c.RoundTripTimeout >= lease {
+		return fieldError("Config.RoundTripTimeout", fmt.Sprintf("must be shorter than the lease (%s), got %s", lease, c.RoundTripTimeout))
 	}
 	if c.BatchSize < 0 {
 		return fieldError("Config.BatchSize", fmt.Sprintf("must be positive, got %d", c.BatchSize))

@@ -52,6 +52,13 @@ var configDefaults = map[string]any{
 	"Health.MaxStale":       outbox.DefaultMaxStale,
 	"Health.MaxFailureRate": outbox.DefaultMaxFailureRate,
 	"Health.MaxPending":     outbox.DefaultMaxPending,
+	"Health.MaxStuck":       outbox.DefaultMaxStuck,
+	"Health.MaxGivenUp":     outbox.DefaultMaxGivenUp,
+	"Health.MaxOldestDue":   outbox.DefaultMaxOldestDue,
+	"Health.Window":         outbox.DefaultHealthWindow,
+	"Breaker.Threshold":     outbox.DefaultBreakerThreshold,
+	"Breaker.Cooldown":      outbox.DefaultBreakerCooldown,
+	"Breaker.MaxCooldown":   outbox.DefaultBreakerMaxCooldown,
 }
 
 func TestDocsConfigurationTableMatchesDefaults(t *testing.T) {

@@ -268,6 +268,8 @@ func (e *Event) Prepare(now time.Time, maxPayloadBytes int) error {
 		}
 		e.ID = id.String()
 	}
+	// One spelling of each ID on every store, so that what the caller holds is what Get returns.
+	e.ID, _ = CanonicalID(e.ID) // Validate has checked it is a UUID
 	now = Timestamp(now)
 	e.Status = StatusPending
 	e.Attempts = 0

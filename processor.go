@@ -51,7 +51,7 @@ func NewProcessor(store Store, handler Handler, cfg Config) (*Processor, error) 
 	}
 	cfg = cfg.withDefaults()
 	return &Processor{
-		store:   store,
+		store:   BoundStore(store, cfg.RoundTripTimeout, cfg.Logger.With("component", "outbox.processor", "owner", cfg.Owner)),
 		handler: handler,
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "outbox.processor", "owner", cfg.Owner),

@@ -141,7 +141,7 @@ func TestBrowser(t *testing.T) {
 			t.Errorf("overview %s = %q, want %q", sel, got, want)
 		}
 	}
-	if got := text("#health h2"); got != "Unhealthy: 2 alert(s)" {
+	if got := text("#health h2"); got != "Unhealthy: 4 alert(s)" { // stuck, stale, failure rate, given up
 		t.Errorf("health = %q", got)
 	}
 	screenshot("dashboard-overview.png")

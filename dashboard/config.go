@@ -117,5 +117,7 @@ func (c Config) rules() outbox.HealthRules {
 	r := c.Health
 	r.MaxFailureRate = cmp.Or(r.MaxFailureRate, outbox.DefaultMaxFailureRate)
 	r.MaxPending = cmp.Or(r.MaxPending, outbox.DefaultMaxPending)
+	r.MaxOldestDue = cmp.Or(r.MaxOldestDue, outbox.DefaultMaxOldestDue)
+	r.Window = cmp.Or(r.Window, outbox.DefaultHealthWindow)
 	return r
 }

@@ -19,11 +19,8 @@ import (
 	"github.com/fitiq/outbox"
 )
 
-// PLUG-IN(issue 9, blocked filter): when outbox.Filter can select events blocked
-// behind a given-up event of their key, set blockedFilter to true and, in
-// Handler.selection (the "q.Blocked" branch), set that Filter field from q.Blocked; the
-// list's form then offers the checkbox (templates/events.html already has it).
-const blockedFilter = false
+// blockedFilter: the list offers the blocked checkbox (outbox.Filter.Blocked).
+const blockedFilter = true
 
 // listQuery is the events list's form, as it travels in the URL.
 type listQuery struct {
@@ -95,10 +92,9 @@ func (q listQuery) Filtered() bool { return q.Encode() != "" }
 // the dashboard applies to what the store returns.
 type selection struct {
 	filter  outbox.Filter
-	stuck   bool      // only processing events under an expired lease
 	toSeq   int64     // when > 0: only events with a Seq up to this one
 	toEmpty bool      // the time range ends before the first event: nothing matches
-	now     time.Time // for stuck
+	now     time.Time // for stuck and stale
 }
 
 // errQuery is a list query the dashboard cannot run; its message is for the user.
@@ -124,17 +120,12 @@ func (h *Handler) selection(ctx context.Context, q listQuery) (selection, error)
 		f.DueBefore = sel.now.Add(-h.cfg.StaleAfter)
 	}
 	if q.Stuck {
-		// PLUG-IN(issue 9, stuck filter): when outbox.Filter can select stuck events,
-		// set it here and drop sel.stuck.
 		if f.Status != "" && f.Status != outbox.StatusProcessing {
 			return sel, &errQuery{"stuck events are processing: clear the status or choose processing"}
 		}
-		f.Status, sel.stuck = outbox.StatusProcessing, true
+		f.StuckAt = sel.now
 	}
-	if q.Blocked && !blockedFilter {
-		return sel, &errQuery{"this store cannot list blocked events yet"}
-	}
-	// PLUG-IN(issue 9, blocked filter): f.Blocked = q.Blocked
+	f.Blocked = q.Blocked
 	if q.Q != "" {
 		for _, id := range strings.FieldsFunc(q.Q, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
 			if _, err := uuid.Parse(id); err != nil {
@@ -247,9 +238,6 @@ func (h *Handler) find(ctx context.Context, sel selection, limit int) ([]outbox.
 			if sel.toSeq > 0 && e.Seq > sel.toSeq {
 				return trim(out, limit)
 			}
-			if sel.stuck && !isStuck(e, sel.now) {
-				continue
-			}
 			out = append(out, e)
 		}
 		if len(events) < f.Limit || len(out) > limit {
@@ -360,7 +348,7 @@ func (h *Handler) serveEvent(w http.ResponseWriter, r *http.Request) {
 	}
 	slices.SortFunc(d.Metadata, func(a, b kv) int { return strings.Compare(a.Key, b.Key) })
 	d.Timeline = history(e, now)
-	if ki, ok := h.store.(outbox.KeyInspector); ok && e.OrderingKey != "" {
+	if ki, ok := outbox.StoreAs[outbox.KeyInspector](h.store); ok && e.OrderingKey != "" {
 		d.HeadKnown = true
 		head, err := ki.KeyHead(ctx, e.OrderingKey)
 		switch {

@@ -20,11 +20,10 @@ type overview struct {
 	Health outbox.Health      `json:"health"`
 	Rules  outbox.HealthRules `json:"rules"`
 	// Stuck counts processing events whose lease has expired: their relay is gone and
-	// no claim has taken them over yet. StuckAtLeast says the count stopped at the cap.
-	Stuck        int           `json:"stuck"`
-	StuckAtLeast bool          `json:"stuck_at_least,omitempty"`
-	StaleAfter   time.Duration `json:"stale_after"`
-	Types        []typeRow     `json:"-"`
+	// no claim has taken them over yet.
+	Stuck      int           `json:"stuck"`
+	StaleAfter time.Duration `json:"stale_after"`
+	Types      []typeRow     `json:"-"`
 	// Window sums the chart's buckets; Chart is nil when the store has no Timeline.
 	Window *windowTotals `json:"window,omitempty"`
 	Chart  *chart        `json:"-"`
@@ -46,10 +45,6 @@ type windowTotals struct {
 	FailureRate float64 `json:"failure_rate"` // failed of (completed + failed) in the window
 }
 
-// stuckScanLimit bounds the processing events read to count stuck ones. Processing
-// events are those in flight, a few batches per relay, so the cap is rarely reached.
-const stuckScanLimit = 1000
-
 func (h *Handler) overview(ctx context.Context) (overview, error) {
 	now := h.cfg.Clock.Now()
 	// The timeline is read beside the counts: the two are the overview's cost, and
@@ -59,7 +54,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 		timelineErr error
 		wg          sync.WaitGroup
 	)
-	tl, hasTimeline := h.store.(outbox.Timeline)
+	tl, hasTimeline := outbox.StoreAs[outbox.Timeline](h.store)
 	// Whole minutes, the current one included.
 	until := now.Truncate(time.Minute).Add(time.Minute)
 	since := until.Add(-h.cfg.ChartWindow)
@@ -70,7 +65,9 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 			buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until, CompletedSince: completedSince})
 		})
 	}
-	st, err := h.store.Stats(ctx, outbox.StatsQuery{Now: now, StaleAfter: h.cfg.StaleAfter})
+	// The health rules' window too, so that the failure-rate and given-up rules see the
+	// recent outcomes (Stats.Recent).
+	st, err := h.store.Stats(ctx, h.cfg.Health.StatsQuery("", now, h.cfg.StaleAfter))
 	wg.Wait()
 	if err != nil {
 		return overview{}, err
@@ -82,11 +79,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	o.Health = outbox.CheckHealth(st, h.cfg.Health)
 	o.Health.Stats = outbox.Stats{} // already in o.Stats
 
-	// PLUG-IN(issue 9, stuck count): when outbox.Stats carries the count of processing
-	// events under an expired lease, replace this call with `o.Stuck = st.Stuck`.
-	if o.Stuck, o.StuckAtLeast, err = h.countStuck(ctx, now); err != nil {
-		return overview{}, err
-	}
+	o.Stuck = st.Stuck
 
 	for typ, tc := range st.ByType {
 		o.Types = append(o.Types, typeRow{Type: typ, Paused: slices.Contains(st.Paused, typ), TypeCounts: tc})
@@ -102,28 +95,14 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 			o.Window.Failed += b.Failed
 			o.Window.GivenUp += b.GivenUp
 		}
-		// PLUG-IN(issue 9, window rates): when the store reports failure rates over a
-		// recent window, show those here instead of the rate computed from the chart.
+		// The chart's hour, from the timeline; the failure-rate alert reads the health
+		// window (Stats.Recent) instead.
 		if settled := o.Window.Completed + o.Window.Failed; settled > 0 {
 			o.Window.FailureRate = float64(o.Window.Failed) / float64(settled)
 		}
 		o.Chart = newChart(o.Timeline, now)
 	}
 	return o, nil
-}
-
-// countStuck counts processing events whose lease expired at or before now.
-func (h *Handler) countStuck(ctx context.Context, now time.Time) (n int, atLeast bool, err error) {
-	events, err := h.store.List(ctx, outbox.Filter{Status: outbox.StatusProcessing, Limit: stuckScanLimit})
-	if err != nil {
-		return 0, false, err
-	}
-	for _, e := range events {
-		if isStuck(e, now) {
-			n++
-		}
-	}
-	return n, len(events) == stuckScanLimit, nil
 }
 
 func isStuck(e outbox.Event, now time.Time) bool {

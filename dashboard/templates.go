@@ -29,9 +29,8 @@ func parseTemplates(prefix string) (map[string]*template.Template, error) {
 			}
 			return roundDuration(d) + " ago"
 		},
-		"dur":  roundDuration,
-		"pct":  func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
-		"rate": func(s outbox.Stats) float64 { return 1 - s.SuccessRate() },
+		"dur": roundDuration,
+		"pct": func(f float64) string { return fmt.Sprintf("%.1f%%", f*100) },
 		// waiting is what the "pending" health rule counts.
 		"waiting": func(s outbox.Stats) int { return s.Pending + s.Failed - s.PausedWaiting() },
 		"short": func(s string, n int) string {

@@ -64,6 +64,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"RetryResetsMatchingEvents", testRetry},
 		{"DeleteRemovesEvents", testDelete},
 		{"ListFiltersAndPages", testList},
+		{"OtherSpellingsOfIDFindTheSameEvent", testOtherSpellingsOfID},
 		{"ProcessorBacksOffThenGivesUp", testProcessorBackoff},
 		{"ProcessorGivesUpPermanentErrorsAtOnce", testProcessorPermanent},
 		{"ProcessorKeepsKeyOrderUnderConcurrency", testProcessorOrdering},

@@ -51,6 +51,12 @@ type Config struct {
 	// Defaults to 5s.
 	ReconnectMaxDelay time.Duration
 
+	// ListenCheckInterval is how long the LISTEN connection may stay quiet before it
+	// must answer a ping, within the same time; one that does not is replaced (a
+	// connection whose server or network went silent receives nothing, and would
+	// say nothing). Defaults to 10s.
+	ListenCheckInterval time.Duration
+
 	// Logger receives the store's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -73,6 +79,7 @@ func (c Config) withDefaults() Config {
 	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
 	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, time.Millisecond)
 	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
+	c.ListenCheckInterval = cmp.Or(c.ListenCheckInterval, 10*time.Second)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -107,8 +114,16 @@ func (c Config) validate() error {
 	if c.ReconnectMaxDelay < 0 {
 		return configError("ReconnectMaxDelay", fmt.Sprintf("must not be negative, got %s", c.ReconnectMaxDelay))
 	}
+	if c.ListenCheckInterval < 0 {
+		return configError("ListenCheckInterval", fmt.Sprintf("must not be negative, got %s", c.ListenCheckInterval))
+	}
 	return nil
 }
+
+// Validate reports the first field of c that cannot work, naming it, with the
+// defaults applied to zero fields; New and Migrate call it. Callers need it only to
+// check a configuration before connecting, as the outbox command does.
+func (c Config) Validate() error { return c.withDefaults().validate() }
 
 func configError(field, problem string) error {
 	return &outbox.FieldError{Field: "postgres.Config." + field, Problem: problem}

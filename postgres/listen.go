@@ -2,6 +2,8 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ type listener struct {
 	connConfig   *pgx.ConnConfig
 	listenSQL    string
 	maxReconnect time.Duration
+	checkAfter   time.Duration // quiet time before the connection is pinged, and the ping's bound
 	log          *slog.Logger
 
 	ctx    context.Context
@@ -52,6 +55,7 @@ func newListener(connConfig *pgx.ConnConfig, cfg Config, log *slog.Logger) *list
 		connConfig:   connConfig,
 		listenSQL:    "LISTEN " + newNames(cfg).Listen,
 		maxReconnect: cfg.ReconnectMaxDelay,
+		checkAfter:   cfg.ListenCheckInterval,
 		log:          log,
 		ctx:          ctx, cancel: cancel,
 		subs: map[*subscription]struct{}{},
@@ -164,10 +168,24 @@ func (l *listener) session() (bool, error) {
 	l.log.Debug("listening for notifications")
 	l.fan.AddAll() // catch up with commits made while nobody listened
 	for {
-		n, err := conn.WaitForNotification(l.ctx)
-		if err != nil {
+		// A LISTEN connection only ever reads, so a peer gone silent would go unnoticed
+		// for as long as the silence lasts: after a quiet spell, it must answer a ping.
+		wctx, cancel := context.WithTimeout(l.ctx, l.checkAfter)
+		n, err := conn.WaitForNotification(wctx)
+		quiet := errors.Is(wctx.Err(), context.DeadlineExceeded)
+		cancel()
+		if err == nil {
+			l.fan.Add(n.Payload)
+			continue
+		}
+		if !quiet || l.ctx.Err() != nil {
 			return true, err
 		}
-		l.fan.Add(n.Payload)
+		pctx, cancel := context.WithTimeout(l.ctx, l.checkAfter)
+		err = conn.Ping(pctx)
+		cancel()
+		if err != nil {
+			return true, fmt.Errorf("LISTEN connection did not answer a ping within %s: %w", l.checkAfter, err)
+		}
 	}
 }

@@ -40,6 +40,7 @@ type Store struct {
 
 	// claimConflicts counts claims run again after losing a race for an ordering key.
 	claimConflicts atomic.Int64
+	lastReset      atomic.Int64 // when abandoned last reset the pool, Unix ns
 
 	listener *listener // LISTEN, fanned out to this process's processors
 	notifier *notifier // NOTIFY after the store's own commits
@@ -366,6 +367,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 			s.log.Debug("claim raced another relay for an ordering key; claiming again", "err", err)
 			continue
 		}
+		s.abandoned(ctx, err)
 		return nil, fmt.Errorf("outbox/postgres: claim: %w", err)
 	}
 }
@@ -424,6 +426,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 	}
 	rows, err := s.pool.Query(ctx, s.q.extendLease, pgx.NamedArgs{"until": ts(until), "ids": parseIDs(ids), "owner": owner})
 	if err != nil {
+		s.abandoned(ctx, err)
 		return nil, fmt.Errorf("outbox/postgres: extend lease: %w", err)
 	}
 	held, err := pgx.CollectRows(rows, pgx.RowTo[pgtype.UUID])
@@ -480,6 +483,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 	}
 	var nDone, nFailed, nReleasedUsers int64
 	if err := s.pool.QueryRow(ctx, s.q.settleEvents, args).Scan(&nDone, &nFailed, &nReleasedUsers); err != nil {
+		s.abandoned(ctx, err)
 		return fmt.Errorf("outbox/postgres: settle: %w", err)
 	}
 	if nReleasedUsers > 0 {
@@ -640,6 +644,7 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	// One snapshot for all the counts, so that they add up while relays are working.
 	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
+		s.abandoned(ctx, err)
 		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
 	}
 	defer tx.Rollback(ctx)

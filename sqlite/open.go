@@ -48,7 +48,10 @@ func Open(path string, cfg OpenConfig) (*sql.DB, error) {
 	q.Add("_pragma", "synchronous("+sync+")")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	// The path goes into a file: URI, so it is escaped there: a '#', '?' or '%' in a
+	// file name is part of the name, not of the URI.
+	dsn := (&url.URL{Scheme: "file", Opaque: fileURIPath(path), RawQuery: q.Encode()}).String()
+	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/sqlite: open %s: %w", path, err)
 	}
@@ -57,4 +60,18 @@ func Open(path string, cfg OpenConfig) (*sql.DB, error) {
 		return nil, fmt.Errorf("outbox/sqlite: open %s: %w", path, err)
 	}
 	return db, nil
+}
+
+// fileURIPath escapes path for the path part of a file: URI, keeping '/' (and, for a
+// relative path, its being relative).
+func fileURIPath(path string) string {
+	parts := strings.Split(path, "/")
+	for i, p := range parts {
+		parts[i] = url.PathEscape(p)
+	}
+	escaped := strings.Join(parts, "/")
+	if strings.HasPrefix(path, "/") {
+		return "//" + escaped // file:///abs/path: an empty authority
+	}
+	return escaped
 }

@@ -36,6 +36,8 @@ func nullString(s string) any {
 }
 
 func jsonIDs(ids []string) string {
+	// IDs are stored in their canonical spelling; another spelling must find them too.
+	ids = outbox.CanonicalIDs(ids)
 	if len(ids) == 0 {
 		return "[]"
 	}
@@ -92,4 +94,13 @@ func scanEvents(rows *sql.Rows) ([]outbox.Event, error) {
 		events = append(events, e)
 	}
 	return events, rows.Err()
+}
+
+// canonicalID is the stored spelling of id; a string that is not a UUID is passed
+// as it is, and matches no event.
+func canonicalID(id string) string {
+	if c, err := outbox.CanonicalID(id); err == nil {
+		return c
+	}
+	return id
 }

@@ -309,7 +309,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 	}
 	var lost []string
 	for _, id := range ids {
-		if !held[id] {
+		if c, err := outbox.CanonicalID(id); err != nil || !held[c] {
 			lost = append(lost, id)
 		}
 	}
@@ -342,7 +342,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		}
 		for _, o := range failed {
 			if _, err := tx.ExecContext(ctx, failEvent,
-				sql.Named("now", at), sql.Named("id", o.ID), sql.Named("owner", owner),
+				sql.Named("now", at), sql.Named("id", canonicalID(o.ID)), sql.Named("owner", owner),
 				sql.Named("error", o.Error), sql.Named("next_attempt_at", nullMicros(o.NextAttemptAt))); err != nil {
 				return fmt.Errorf("fail %s: %w", o.ID, err)
 			}
@@ -366,7 +366,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 
 // Get implements outbox.Store.
 func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
-	rows, err := s.db.QueryContext(ctx, getEvent, sql.Named("id", id))
+	rows, err := s.db.QueryContext(ctx, getEvent, sql.Named("id", canonicalID(id)))
 	if err != nil {
 		return outbox.Event{}, fmt.Errorf("outbox/sqlite: get %s: %w", id, err)
 	}
@@ -414,7 +414,7 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, updateEvent,
-			sql.Named("id", e.ID), sql.Named("now", micros(now)),
+			sql.Named("id", canonicalID(e.ID)), sql.Named("now", micros(now)),
 			sql.Named("status", string(e.Status)), sql.Named("attempts", e.Attempts),
 			sql.Named("max_attempts", e.MaxAttempts), sql.Named("priority", e.Priority),
 			sql.Named("metadata", metadata), sql.Named("next_attempt_at", nullMicros(e.NextAttemptAt)),

@@ -134,7 +134,15 @@ func (c Config) Validate() error {
 	if c.MaxRetryAfter < 0 {
 		return fieldError("MaxRetryAfter", fmt.Sprintf("must not be negative, got %s", c.MaxRetryAfter))
 	}
-	for name := range c.Header {
+	for name, values := range c.Header {
+		if !validFieldName(name) {
+			return fieldError("Header", fmt.Sprintf("%q is not a header name (RFC 9110: letters, digits and !#$%%&'*+-.^_`|~)", name))
+		}
+		for _, v := range values {
+			if !validFieldValue(v) {
+				return fieldError("Header", fmt.Sprintf("the value of %s, %q, holds a control character or surrounding white space (RFC 9110)", name, v))
+			}
+		}
 		for _, r := range reserved {
 			if textproto.CanonicalMIMEHeaderKey(name) == r {
 				return fieldError("Header", fmt.Sprintf("cannot set %s; the sink sets it", r))

@@ -292,6 +292,13 @@ func TestConfigValidation(t *testing.T) {
 		{"negative timeout", httpsink.Config{URL: "http://x", Timeout: -1}, "Timeout must not be negative"},
 		{"reserved header", httpsink.Config{URL: "http://x", Header: http.Header{"idempotency-key": {"x"}}}, "cannot set Idempotency-Key"},
 		{"token with newline", httpsink.Config{URL: "http://x", BearerToken: "a\nb"}, "BearerToken must not contain line breaks"},
+		{"header name with a space", httpsink.Config{URL: "http://x", Header: http.Header{"Bad Name": {"v"}}}, `"Bad Name" is not a header name`},
+		{"header name with a colon", httpsink.Config{URL: "http://x", Header: http.Header{"X:Y": {"v"}}}, `"X:Y" is not a header name`},
+		{"empty header name", httpsink.Config{URL: "http://x", Header: http.Header{"": {"v"}}}, `"" is not a header name`},
+		{"header value with a line break", httpsink.Config{URL: "http://x", Header: http.Header{"X-A": {"a\r\nX-Evil: 1"}}}, "the value of X-A"},
+		{"header value with a NUL", httpsink.Config{URL: "http://x", Header: http.Header{"X-A": {"a\x00b"}}}, "control character"},
+		{"header value with DEL", httpsink.Config{URL: "http://x", Header: http.Header{"X-A": {"a\x7fb"}}}, "control character"},
+		{"header value with a leading space", httpsink.Config{URL: "http://x", Header: http.Header{"X-A": {" v"}}}, "surrounding white space"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -300,6 +307,11 @@ func TestConfigValidation(t *testing.T) {
 				t.Fatalf("New = %v, want ErrInvalid mentioning %q", err, tt.want)
 			}
 		})
+	}
+	// What RFC 9110 allows is accepted: token punctuation, inner spaces and tabs, obs-text.
+	ok := httpsink.Config{URL: "http://x", Header: http.Header{"X-Odd!#$%&'*+.^_`|~1": {"a b\tc", "caf\xc3\xa9", ""}}}
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid headers refused: %v", err)
 	}
 }
 

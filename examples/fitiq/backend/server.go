@@ -19,6 +19,7 @@
 package backend
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -33,6 +34,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"go.opentelemetry.io/otel"
@@ -245,14 +247,15 @@ func (s *Server) refuse(c *call, status int, msg string) {
 func (s *Server) authorized(h func(*call)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		c := &call{w: w, r: r, userID: r.PathValue("user")}
-		c.req = Request{Method: r.Method, UserID: c.userID, ID: r.PathValue("id")}
+		c.req = Request{Method: r.Method, UserID: c.userID, ID: canonicalID(r.PathValue("id"))}
 		defer func() {
 			if s.cfg.Observer != nil && c.req.Status != 0 {
 				s.cfg.Observer(c.req)
 			}
 		}()
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || strings.TrimSpace(token) == "" {
+		// The scheme is case-insensitive (RFC 9110 §11.1): "bearer x" is "Bearer x".
+		scheme, token, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+		if !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(token) == "" {
 			s.stats.unauthorized.Add(1)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="fitiq"`)
 			s.refuse(c, http.StatusUnauthorized, "missing bearer token (Authorization: Bearer <token>)")
@@ -305,9 +308,17 @@ func (s *Server) decode(c *call) fitiq.Entity {
 	}
 	body := http.MaxBytesReader(c.w, c.r.Body, s.cfg.MaxBodyBytes)
 	e, _ := fitiq.NewEntity(c.kind)
-	dec := json.NewDecoder(body)
+	raw, err := io.ReadAll(body)
+	if err == nil && !utf8.Valid(raw) {
+		// encoding/json would quietly store U+FFFD in place of the bad bytes.
+		s.refuse(c, http.StatusBadRequest, "request body is not valid UTF-8")
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(e)
+	if err == nil {
+		err = dec.Decode(e)
+	}
 	if err == nil {
 		if _, extra := dec.Token(); extra != io.EOF {
 			err = errors.New("unexpected data after the JSON object")
@@ -323,6 +334,9 @@ func (s *Server) decode(c *call) fitiq.Entity {
 		s.refuse(c, http.StatusBadRequest, err.Error())
 		return nil
 	}
+	// One spelling per entity: the upper-case spelling of an ID is the same entity,
+	// not a second one.
+	r.ID = canonicalID(r.ID)
 	return e
 }
 
@@ -413,7 +427,7 @@ func (s *Server) update(c *call) {
 	if e == nil {
 		return
 	}
-	if id := c.r.PathValue("id"); e.Base().ID != id {
+	if id := canonicalID(c.r.PathValue("id")); e.Base().ID != id {
 		s.refuse(c, http.StatusBadRequest, fmt.Sprintf("id: the body's %q is not the path's %q", e.Base().ID, id))
 		return
 	}
@@ -441,7 +455,7 @@ func (s *Server) update(c *call) {
 }
 
 func (s *Server) get(c *call) {
-	rec, err := s.db.Get(c.r.Context(), c.userID, c.kind, c.r.PathValue("id"))
+	rec, err := s.db.Get(c.r.Context(), c.userID, c.kind, canonicalID(c.r.PathValue("id")))
 	if errors.Is(err, fitiq.ErrNotFound) {
 		s.refuse(c, http.StatusNotFound, fmt.Sprintf("no %s with id %q", c.kind, c.r.PathValue("id")))
 		return
@@ -495,4 +509,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	err := hs.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+// canonicalID is the lower-case spelling of a UUID; anything else is left as it is
+// (and then matches nothing, or is refused by validation).
+func canonicalID(id string) string {
+	if c, err := outbox.CanonicalID(id); err == nil {
+		return c
+	}
+	return id
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -74,11 +75,16 @@ type command struct {
 
 // call is one invocation: parsed flags and positional arguments.
 type call struct {
-	cmd  *command
-	opts any
-	args []string
-	dsn  string
+	cmd     *command
+	opts    any
+	args    []string
+	dsn     string
+	timeout time.Duration // --timeout: connecting, and each statement of an operator command
 }
+
+// DefaultTimeout is how long a command waits for the store to connect, and for each
+// statement, before it gives up with exit 2 ("cannot tell").
+const DefaultTimeout = 10 * time.Second
 
 var commands []*command
 
@@ -202,6 +208,7 @@ func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, erro
 	var dsn string
 	if cmd.needsDSN {
 		fs.StringVar(&dsn, "dsn", "", "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)")
+		timeoutFlag(fs, &c.timeout)
 	}
 	if cmd.flags != nil {
 		c.opts = cmd.flags(fs)
@@ -227,6 +234,9 @@ func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, erro
 		args = args[1:]
 	}
 	if cmd.needsDSN {
+		if c.timeout <= 0 {
+			return nil, usagef("--timeout must be positive, got %s", c.timeout)
+		}
 		c.dsn = firstNonEmpty(dsn, globalDSN, env.Getenv("OUTBOX_DSN"))
 		if c.dsn == "" {
 			return nil, usagef("no store given: pass --dsn sqlite:PATH or --dsn postgres://…, or set OUTBOX_DSN")
@@ -261,7 +271,8 @@ The store is named by one DSN, given as --dsn or OUTBOX_DSN:
   postgres://user@host:5432/db?sslmode=disable   PostgreSQL (add schema=NAME, table=NAME to
                                                  use a non-default outbox table)
 
-Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input (or, for health, cannot tell).
+Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input, or cannot tell (for
+health; and for any command whose store did not answer within --timeout, default 10s).
 Run 'outbox COMMAND --help' for a command's flags and examples.
 `)
 }
@@ -341,8 +352,12 @@ func durationVar(fs *flag.FlagSet, p *time.Duration, name string, def time.Durat
 func parseDuration(s string) (time.Duration, error) {
 	if days, ok := strings.CutSuffix(s, "d"); ok {
 		var n float64
-		if _, err := fmt.Sscanf(days, "%g", &n); err != nil || fmt.Sprint(n) != strings.TrimLeft(days, "+") {
+		if _, err := fmt.Sscanf(days, "%g", &n); err != nil || fmt.Sprint(n) != strings.TrimLeft(days, "+") || math.IsNaN(n) {
 			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		// A time.Duration holds about 292 years; beyond that the conversion would wrap.
+		if d := n * float64(24*time.Hour); d >= math.MaxInt64 || d <= math.MinInt64 {
+			return 0, fmt.Errorf("invalid duration %q: longer than %dd", s, math.MaxInt64/int64(24*time.Hour))
 		}
 		return time.Duration(n * float64(24*time.Hour)), nil
 	}
@@ -380,12 +395,16 @@ func withStore(ctx context.Context, c *call, fn func(s outbox.Store) error) erro
 	if err != nil {
 		return err
 	}
-	s, err := d.open(ctx, false)
+	s, err := d.open(ctx, false, c.timeout)
 	if err != nil {
 		return err
 	}
 	defer s.close()
-	return fn(s.Store)
+	return timedOut(fn(outbox.BoundStore(s.Store, c.timeout, slog.New(slog.DiscardHandler))), c.timeout)
+}
+
+func timeoutFlag(fs *flag.FlagSet, p *time.Duration) {
+	durationVar(fs, p, "timeout", DefaultTimeout, "give up (exit 2, cannot tell) when the store does not connect, or a statement does not answer, within this")
 }
 
 func noArgs(c *call) error {

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/google/uuid"
-
 	"github.com/fitiq/outbox"
 )
 
@@ -158,9 +156,9 @@ Examples:
 		if len(c.args) != 1 {
 			return usagef("want exactly one event ID, got %d arguments", len(c.args))
 		}
-		id := c.args[0]
-		if _, err := uuid.Parse(id); err != nil {
-			return usagef("%q is not an event ID (a UUID)", id)
+		id, err := outbox.CanonicalID(c.args[0]) // the spelling every store keeps
+		if err != nil {
+			return usagef("%q is not an event ID (a UUID)", c.args[0])
 		}
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err

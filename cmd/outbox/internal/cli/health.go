@@ -64,8 +64,10 @@ Examples:
 		if o.window <= 0 {
 			return usagef("--window must be positive, got %s", o.window)
 		}
-		if o.maxFailureRate > 1 {
-			return usagef("--max-failure-rate is a share from 0 to 1, got %g", o.maxFailureRate)
+		// The library's own check, so that the flag refuses what the rules refuse (a NaN
+		// would silently turn the rule off).
+		if err := (outbox.HealthRules{MaxFailureRate: o.maxFailureRate}).Validate(); err != nil {
+			return usagef("--max-failure-rate is a share from 0 to 1 (negative: no rule), got %g", o.maxFailureRate)
 		}
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err

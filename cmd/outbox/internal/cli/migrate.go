@@ -28,7 +28,7 @@ Examples:
 		if err != nil {
 			return err
 		}
-		s, err := d.open(ctx, true)
+		s, err := d.open(ctx, true, c.timeout)
 		if err != nil {
 			return err
 		}

@@ -127,7 +127,7 @@ func checkTypes(types []string) error {
 
 func withPauser(ctx context.Context, c *call, fn func(outbox.Store, outbox.TypePauser) error) error {
 	return withStore(ctx, c, func(s outbox.Store) error {
-		p, ok := s.(outbox.TypePauser)
+		p, ok := outbox.StoreAs[outbox.TypePauser](s)
 		if !ok {
 			return usagef("this store cannot pause types")
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -202,6 +203,9 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		Retention: o.retention, StaleAfter: o.staleAfter, SkipGivenUp: o.skipGivenUp, Owner: o.owner,
 		Clock: env.Clock,
 	}}
+	if err := rc.proc.Validate(); err != nil {
+		return nil, usagef("%s", relayFlagNames(err))
+	}
 	if o.metricsAddr != "" {
 		addr, err := metricsAddr(o.metricsAddr)
 		if err != nil {
@@ -231,6 +235,9 @@ func metricsAddr(s string) (string, error) {
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {
 		return "", usagef("--metrics-addr %q: want HOST:PORT or :PORT", s)
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		return "", usagef("--metrics-addr %q: port %q is not a number from 0 to 65535", s, port)
 	}
 	if host == "" {
 		host = "127.0.0.1"
@@ -264,6 +271,10 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 			BearerToken: firstNonEmpty(o.bearerToken, env.Getenv("OUTBOX_SINK_TOKEN")),
 		}
 		s, err := httpsink.New(cfg)
+		var fe *outbox.FieldError
+		if errors.As(err, &fe) && fe.Field == "httpsink.Config.Header" {
+			return nil, usagef("--header: %s", fe.Problem)
+		}
 		if err != nil {
 			return nil, usagef("--sink: %v", err)
 		}
@@ -419,7 +430,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
-	opened, err := d.open(ctx, false)
+	opened, err := d.open(ctx, false, c.timeout)
 	if err != nil {
 		return err
 	}
@@ -462,6 +473,9 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
+	// The gauges read the store too: under the processor's deadline, so that a silent
+	// connection cannot hold them (or the drain's last refresh) forever.
+	gauges := outbox.BoundStore(store, p.Config().RoundTripTimeout, log)
 
 	if rc.metricsAddr != "" {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -496,10 +510,10 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			defer cancel()
 			_ = srv.Shutdown(sctx)
 		}()
-		if err := m.Refresh(ctx, store); err != nil {
+		if err := m.Refresh(ctx, gauges); err != nil {
 			log.Warn("refreshing outbox gauges failed", "err", err)
 		}
-		wg.Go(func() { m.Run(runCtx, store, o.metricsInterval) })
+		wg.Go(func() { m.Run(runCtx, gauges, o.metricsInterval) })
 		log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 		if env.onListen != nil {
 			env.onListen(ln.Addr().String())
@@ -508,7 +522,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 
 	if o.once {
 		n, err := p.Drain(ctx)
-		_ = m.Refresh(context.WithoutCancel(ctx), store)
+		_ = m.Refresh(context.WithoutCancel(ctx), gauges)
 		if err != nil {
 			return fmt.Errorf("after claiming %d events: %w", n, err)
 		}
@@ -541,7 +555,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return fmt.Errorf("drain: %w (interrupted deliveries were released, to be delivered again)", err)
 	}
 	cancelRun()
-	_ = m.Refresh(context.Background(), store)
+	_ = m.Refresh(context.Background(), gauges)
 	log.Info("relay stopped")
 	return nil
 }
@@ -634,4 +648,19 @@ func (l observerList) ObserveBreaker(open bool) {
 			bo.ObserveBreaker(open)
 		}
 	}
+}
+
+// relayFlagNames names the flag behind a refused processor setting.
+func relayFlagNames(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "outbox: ")
+	for field, flag := range map[string]string{
+		"Config.LeaseDuration": "--lease", "Config.RoundTripTimeout": "--lease", "Config.PollInterval": "--poll-interval",
+		"Config.Retry.MaxAttempts": "--max-attempts", "Config.Retry.Delays": "--retry-delays",
+		"Config.BatchSize": "--batch-size", "Config.MaxConcurrent": "--max-concurrent",
+	} {
+		if strings.HasPrefix(msg, field) {
+			return flag + " " + strings.TrimSpace(strings.TrimPrefix(msg, field))
+		}
+	}
+	return msg
 }

@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/fitiq/outbox"
 )
 
@@ -53,10 +51,12 @@ Examples:
 		case o.batch <= 0:
 			return usagef("--batch-size must be positive, got %d", o.batch)
 		}
-		for _, id := range c.args {
-			if _, err := uuid.Parse(id); err != nil {
+		for i, id := range c.args {
+			cid, err := outbox.CanonicalID(id) // the spelling every store keeps
+			if err != nil {
 				return usagef("%q is not an event ID (a UUID)", id)
 			}
+			c.args[i] = cid
 		}
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
+	"regexp"
+	"slices"
 	"strings"
+	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -30,7 +34,9 @@ type dsn struct {
 	myCfg  mysql.Config    // table from the query string
 }
 
-// parseDSN checks a DSN without touching the store.
+// parseDSN checks a DSN without touching the store: its form, and for PostgreSQL the
+// outbox table's names (schema=, table=, channel=), so that a name the store would
+// refuse is bad input (exit 2), not a failure to open.
 func parseDSN(raw string) (dsn, error) {
 	d := dsn{raw: raw}
 	scheme, rest, ok := strings.Cut(raw, ":")
@@ -50,15 +56,22 @@ func parseDSN(raw string) (dsn, error) {
 		if err != nil || u.Host == "" {
 			return d, usagef("malformed DSN %q: want postgres://user@host:port/database", redactDSN(raw))
 		}
-		// schema and table are ours; anything else is passed to the server by pgx.
-		q := u.Query()
-		d.pgCfg.Schema, d.pgCfg.Table = q.Get("schema"), q.Get("table")
+		// schema, table and channel are ours; anything else is passed to the server by pgx.
+		q, err := url.ParseQuery(u.RawQuery)
+		if err != nil {
+			return d, usagef("DSN %q: the query string does not parse: %v", redactDSN(raw), scrub(err.Error(), raw))
+		}
+		d.pgCfg.Schema, d.pgCfg.Table, d.pgCfg.Channel = q.Get("schema"), q.Get("table"), q.Get("channel")
 		q.Del("schema")
 		q.Del("table")
+		q.Del("channel")
+		if err := d.pgCfg.Validate(); err != nil {
+			return d, usagef("DSN %q: %s", redactDSN(raw), dsnParam(err))
+		}
 		u.RawQuery = q.Encode()
 		cfg, err := pgxpool.ParseConfig(u.String())
 		if err != nil {
-			return d, usagef("malformed DSN %q: %v", redactDSN(raw), err)
+			return d, usagef("malformed DSN %q: %s", redactDSN(raw), scrub(err.Error(), raw))
 		}
 		d.pg = cfg
 		return d, nil
@@ -69,11 +82,67 @@ func parseDSN(raw string) (dsn, error) {
 	}
 }
 
-func redactDSN(raw string) string {
-	if u, err := url.Parse(raw); err == nil && u.User != nil {
-		return u.Redacted()
+// dsnParam names a refused store setting by the DSN parameter that set it.
+func dsnParam(err error) string {
+	msg := err.Error()
+	for field, param := range map[string]string{
+		"postgres.Config.Schema": "schema=", "postgres.Config.Table": "table=", "postgres.Config.Channel": "channel=",
+	} {
+		if strings.Contains(msg, field) {
+			msg = strings.Replace(strings.TrimPrefix(msg, "outbox: "), field, param, 1)
+			if param == "channel=" {
+				msg += " (with ?channel=NAME)"
+			}
+			return msg
+		}
 	}
-	return raw
+	return msg
+}
+
+// redactDSN returns raw without its passwords, whatever its shape: it need not parse.
+func redactDSN(raw string) string {
+	if scheme, _, _ := strings.Cut(raw, ":"); scheme == "sqlite" || scheme == "sqlite3" {
+		return raw // a file path, which may hold ':' and '@'
+	}
+	return scrub(raw, raw)
+}
+
+// passwordParam is a password given as a parameter: key=value DSNs, URL queries.
+var passwordParam = regexp.MustCompile(`(?i)password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]*)`)
+
+// scrub replaces in s every password found in dsn, as written and URL-decoded.
+func scrub(s, dsn string) string {
+	var secrets []string
+	rest := dsn
+	if _, r, ok := strings.Cut(dsn, "://"); ok {
+		rest = r
+	}
+	// The user info runs to the last '@': a password may hold '@', '/' or '?' when the
+	// DSN is malformed, and over-redacting is harmless.
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		if _, pw, ok := strings.Cut(rest[:at], ":"); ok && pw != "" {
+			secrets = append(secrets, pw)
+		}
+	}
+	for _, m := range passwordParam.FindAllStringSubmatch(dsn, -1) {
+		if pw := strings.Trim(m[1], "'"); pw != "" {
+			secrets = append(secrets, m[1], pw)
+		}
+	}
+	for _, pw := range secrets {
+		if dec, err := url.PathUnescape(pw); err == nil && dec != pw {
+			secrets = append(secrets, dec)
+		}
+		if dec, err := url.QueryUnescape(pw); err == nil && dec != pw {
+			secrets = append(secrets, dec)
+		}
+	}
+	// Longest first, so that a password containing another is replaced whole.
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, pw := range secrets {
+		s = strings.ReplaceAll(s, pw, "xxxxx")
+	}
+	return s
 }
 
 // parseMySQLDSN reads mysql://user:pass@host:3306/db?table=…; the other query
@@ -102,15 +171,19 @@ func parseMySQLDSN(d dsn) (dsn, error) {
 }
 
 // openMySQL connects to MySQL or MariaDB.
-func (d dsn) openMySQL(ctx context.Context, forMigrate bool, log *slog.Logger) (*openedStore, error) {
-	connector, err := gomysql.NewConnector(d.my)
+func (d dsn) openMySQL(ctx context.Context, forMigrate bool, log *slog.Logger, timeout time.Duration) (*openedStore, error) {
+	my := d.my.Clone()
+	if my.Timeout == 0 {
+		my.Timeout = timeout // the dial; ctx bounds the rest
+	}
+	connector, err := gomysql.NewConnector(my)
 	if err != nil {
 		return nil, fmt.Errorf("connect to MySQL: %w", err)
 	}
 	db := sql.OpenDB(connector)
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("connect to MySQL: %w", err)
+		return nil, d.unreachable(err, timeout)
 	}
 	cfg := d.myCfg
 	cfg.Logger = log
@@ -123,7 +196,10 @@ func (d dsn) openMySQL(ctx context.Context, forMigrate bool, log *slog.Logger) (
 	s, err := mysql.New(ctx, db, cfg)
 	if err != nil {
 		db.Close()
-		return nil, fmt.Errorf("%w (run 'outbox migrate' if the table is missing)", err)
+		if errors.Is(err, mysql.ErrNotMigrated) {
+			return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
+		}
+		return nil, timedOut(err, timeout)
 	}
 	return &openedStore{Store: s, close: func() { s.Close(); db.Close() }}, nil
 }
@@ -136,17 +212,21 @@ type openedStore struct {
 	close   func()
 }
 
-// open connects to the store. Only migrate may create a SQLite file: for every other
-// command a missing file is an error, so that a mistyped path writes nothing.
-func (d dsn) open(ctx context.Context, forMigrate bool) (*openedStore, error) {
+// open connects to the store, giving up after timeout: connecting, checking the
+// schema, and (see withStore) each statement after. Only migrate may create a SQLite
+// file: for every other command a missing file is an error, so that a mistyped path
+// writes nothing.
+func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (*openedStore, error) {
 	log := slog.New(slog.DiscardHandler) // the commands report errors themselves
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	if d.sqlite != "" {
 		if !forMigrate {
 			if _, err := os.Stat(d.sqlite); errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("no SQLite database at %s (create it with 'outbox migrate')", d.sqlite)
 			}
 		}
-		db, err := sqlite.Open(d.sqlite, sqlite.OpenConfig{})
+		db, err := sqlite.Open(d.sqlite, sqlite.OpenConfig{BusyTimeout: timeout})
 		if err != nil {
 			return nil, err
 		}
@@ -162,20 +242,26 @@ func (d dsn) open(ctx context.Context, forMigrate bool) (*openedStore, error) {
 			if errors.Is(err, sqlite.ErrNotMigrated) {
 				return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
 			}
-			return nil, err
+			return nil, timedOut(err, timeout)
 		}
 		return &openedStore{Store: s, close: func() { db.Close() }}, nil
 	}
 	if d.my != nil {
-		return d.openMySQL(ctx, forMigrate, log)
+		return d.openMySQL(ctx, forMigrate, log, timeout)
 	}
-	pool, err := pgxpool.NewWithConfig(ctx, d.pg)
+	pgc := d.pg.Copy()
+	postgres.ConfigurePool(pgc, timeout)
+	pool, err := pgxpool.NewWithConfig(ctx, pgc)
 	if err != nil {
-		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+		return nil, d.unreachable(err, timeout)
 	}
 	cfg := d.pgCfg
 	cfg.Logger = log
 	if forMigrate {
+		if err := pool.Ping(ctx); err != nil {
+			pool.Close()
+			return nil, d.unreachable(err, timeout)
+		}
 		return &openedStore{
 			migrate: func(ctx context.Context) ([]int, error) { return postgres.Migrate(ctx, pool, cfg) },
 			close:   pool.Close,
@@ -184,9 +270,47 @@ func (d dsn) open(ctx context.Context, forMigrate bool) (*openedStore, error) {
 	s, err := postgres.New(ctx, pool, cfg)
 	if err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("%w (run 'outbox migrate' if the schema is missing)", err)
+		if errors.Is(err, postgres.ErrNotMigrated) {
+			return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
+		}
+		return nil, d.unreachable(err, timeout)
 	}
 	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }}, nil
+}
+
+// unreachable says that the server could not be reached, and why, without the
+// password; no answer within the timeout is "cannot tell" (exit 2).
+func (d dsn) unreachable(err error, timeout time.Duration) error {
+	server := "PostgreSQL"
+	if d.my != nil {
+		server = "MySQL"
+	}
+	msg := fmt.Sprintf("cannot reach %s at %s: %s", server, d.describe(), scrub(err.Error(), d.raw))
+	if isTimeout(err) {
+		return &exitError{code: ExitUsage, msg: fmt.Sprintf("cannot tell: no answer within %s (--timeout): %s", timeout, msg)}
+	}
+	return errors.New(msg)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, outbox.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// timedOut turns a store that did not answer within the timeout into "cannot tell"
+// (exit 2): the command could not find out, which is not the same as a failure.
+func timedOut(err error, timeout time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return err
+	}
+	if isTimeout(err) {
+		return &exitError{code: ExitUsage, msg: fmt.Sprintf("cannot tell: the store did not answer within %s (--timeout): %v", timeout, err)}
+	}
+	return err
 }
 
 // describe names the store for messages, without a password.
