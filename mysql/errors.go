@@ -3,6 +3,7 @@ package mysql
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	gomysql "github.com/go-sql-driver/mysql"
 
@@ -46,12 +47,33 @@ func isClaimConflict(err error) bool {
 // store's own short transactions run again after one.
 func isDeadlock(err error) bool { return errorNumber(err) == erLockDeadlock }
 
+// duplicateKey returns the name of the unique index that refused a row (error 1062),
+// or "" for any other error. The server reports the key only inside the message,
+// last and quoted: "for key 'id_key'" (MariaDB) or "for key 'table.id_key'" (MySQL
+// 8.0.19+); the name is read from there, not the wording around it.
+func duplicateKey(err error) string {
+	var me *gomysql.MySQLError
+	if !errors.As(err, &me) || me.Number != erDupEntry {
+		return ""
+	}
+	msg := strings.TrimSuffix(me.Message, "'")
+	if len(msg) == len(me.Message) {
+		return ""
+	}
+	key := msg[strings.LastIndexByte(msg, '\'')+1:]
+	return key[strings.LastIndexByte(key, '.')+1:]
+}
+
 // enqueueError turns a database refusal of an insert into the error a caller can act
-// on. An insert writes a pending event, whose key_in_flight is NULL: a duplicate can
-// only be the event ID.
+// on. An insert writes a pending event, whose key_in_flight is NULL, so id_key is the
+// only unique index it can run into; a duplicate whose key cannot be read is taken
+// for it too.
 func enqueueError(err error) error {
 	switch errorNumber(err) {
 	case erDupEntry:
+		if key := duplicateKey(err); key != "" && key != "id_key" {
+			return fmt.Errorf("outbox/mysql: insert events: %w", err)
+		}
 		return fmt.Errorf("outbox/mysql: insert events: %w", &outbox.FieldError{Field: "ID", Problem: "is already used by another event"})
 	case erTruncatedWrongValue, erCheckConstraint, erCheckConstraintMySQL, erInvalidJSONText:
 		return fmt.Errorf("outbox/mysql: insert events: %w: %w", outbox.ErrInvalid, err)

@@ -29,19 +29,26 @@ func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 		return all
 	}
 	st, ok := map[string]stmt{
-		"expiredLeases":   pick(s.q.claims[0][0].expired, s.q.claims[1][0].expired),
-		"pendingHeads":    pick(s.q.claims[0][0].pending, s.q.claims[1][0].pending),
-		"retryHeads":      pick(s.q.claims[0][0].retry, s.q.claims[1][0].retry),
-		"countActive":     pick(s.q.countActiveAll, s.q.countActiveUser),
-		"countCompleted":  pick(s.q.countCompletedAll, s.q.countCompletedUser),
-		"countBlocked":    pick(s.q.countBlockedAll, s.q.countBlockedUser),
-		"deleteCompleted": s.q.deleteCompleted,
-		"maxSeq":          s.q.maxSeq,
-		"completeEvents":  s.q.completeEvents,
-		"claimEvents":     s.q.claimEvents,
+		"expiredLeases":     pick(s.q.claims[0][0].expired, s.q.claims[1][0].expired),
+		"pendingHeads":      pick(s.q.claims[0][0].pending, s.q.claims[1][0].pending),
+		"retryHeads":        pick(s.q.claims[0][0].retry, s.q.claims[1][0].retry),
+		"countActive":       pick(s.q.countActiveAll, s.q.countActiveUser),
+		"countCompleted":    pick(s.q.countCompletedAll, s.q.countCompletedUser),
+		"countBlocked":      pick(s.q.countBlockedAll, s.q.countBlockedUser),
+		"countRecent":       pick(s.q.countRecentAll, s.q.countRecentUser),
+		"deleteCompleted":   s.q.deleteCompleted,
+		"maxSeq":            s.q.maxSeq,
+		"completeEvents":    s.q.completeEvents,
+		"claimEvents":       s.q.claimEvents,
+		"timelineCompleted": s.render(timelineCompleted),
+		"timelineFailed":    s.render(timelineFailed),
+		"keyHead":           s.render(keyHead),
 	}[name]
 	if !ok {
 		panic("no statement " + name)
 	}
 	return st.bind(a)
 }
+
+// ListStatement renders List's statement for f.
+func (s *Store) ListStatement(f outbox.Filter) (string, []any) { return s.listQuery(f) }

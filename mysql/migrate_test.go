@@ -164,12 +164,14 @@ func TestEnqueueRefusesWhatMySQLCannotHold(t *testing.T) {
 	}
 }
 
-// What MySQL would change is handed back as written: a NUL byte, four-byte UTF-8, a
-// payload's spacing and key order, an uppercase or braced ID (canonicalized).
+// What MySQL would change is handed back as written: control characters and a
+// trailing space, four-byte UTF-8, quotes and backslashes inside JSON metadata, a
+// payload's spacing and key order, an uppercase or braced ID (canonicalized). (A NUL
+// byte is refused by the core before any store sees it.)
 func TestEnqueueRoundTripsExactly(t *testing.T) {
 	s := newStore(t, nil, mysql.Config{})
-	e := &outbox.Event{ID: "{0190A6E2-8C4B-7D3E-9F00-0123456789AB}", Type: "t", EntityID: "a\x00b", UserID: "🙂",
-		Payload: []byte(`{"z": 1,  "a": [true]}`), Metadata: map[string]string{"k": "v\x00🙂"}}
+	e := &outbox.Event{ID: "{0190A6E2-8C4B-7D3E-9F00-0123456789AB}", Type: "t", EntityID: "a\tb\x01 ", UserID: "🙂",
+		Payload: []byte(`{"z": 1,  "a": [true]}`), Metadata: map[string]string{"k": "v\"\\\x1f🙂"}}
 	if err := s.Enqueue(context.Background(), time.Now(), e); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	gomysql "github.com/go-sql-driver/mysql"
 
+	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/mysql"
 )
 
@@ -137,7 +138,8 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		}
 		return b
 	}
-	stats := map[string]any{"stale_before": nowUs - 3600_000_000}
+	stats := map[string]any{"now": nowUs, "stale_before": nowUs - 3600_000_000}
+	window := map[string]any{"since": nowUs - 15*60_000_000}
 	seqs := []int64{int64(rows - 5), int64(rows - 3)}
 	tests := []struct {
 		name string
@@ -146,28 +148,48 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		// ordered: the locking read walks an index in delivery order and stops at its
 		// limit. A filesort would read, and lock, every match before cutting.
 		ordered bool
+		list    *outbox.Filter // List's statement for this filter, in place of a named one
 	}{
-		{"expiredLeases", claim, []string{"due"}, false},
-		{"expiredLeases", user(claim), []string{"due", "counts"}, false},
-		{"pendingHeads", claim, []string{"claim", "open_key", "key_in_flight"}, true},
-		{"pendingHeads", user(claim), []string{"claim", "counts", "open_key", "key_in_flight"}, true},
-		{"retryHeads", claim, []string{"due", "claim", "open_key", "key_in_flight"}, false},
-		{"retryHeads", user(claim), []string{"due", "claim", "counts", "open_key", "key_in_flight"}, true},
-		{"claimEvents", map[string]any{"now": nowUs, "owner": "o", "lease_until": nowUs, "seqs": seqs}, []string{"PRIMARY"}, false},
-		{"completeEvents", map[string]any{"now": nowUs, "owner": "relay-a", "ids": inFlight}, []string{"id_key", "due"}, false}, // the IDs, or the in-flight range of due
-		{"deleteCompleted", map[string]any{"before": nowUs, "limit": 1000}, []string{"due"}, false},
-		{"countActive", stats, []string{"counts"}, false},
-		{"countActive", user(stats), []string{"counts"}, false},
-		{"countCompleted", stats, []string{"counts"}, false},
-		{"countCompleted", user(stats), []string{"counts"}, false},
-		{"countBlocked", stats, []string{"due", "open_key"}, false},
-		{"countBlocked", user(stats), []string{"due", "open_key", "counts"}, false},
-		{"maxSeq", nil, nil, false}, // "Select tables optimized away": the end of the primary key
+		{"expiredLeases", claim, []string{"due"}, false, nil},
+		{"expiredLeases", user(claim), []string{"due", "counts"}, false, nil},
+		{"pendingHeads", claim, []string{"claim", "open_key", "key_in_flight"}, true, nil},
+		{"pendingHeads", user(claim), []string{"claim", "counts", "open_key", "key_in_flight"}, true, nil},
+		{"retryHeads", claim, []string{"due", "claim", "open_key", "key_in_flight"}, false, nil},
+		{"retryHeads", user(claim), []string{"due", "claim", "counts", "open_key", "key_in_flight"}, true, nil},
+		{"claimEvents", map[string]any{"now": nowUs, "owner": "o", "lease_until": nowUs, "seqs": seqs}, []string{"PRIMARY"}, false, nil},
+		{"completeEvents", map[string]any{"now": nowUs, "owner": "relay-a", "ids": inFlight}, []string{"id_key", "due"}, false, nil}, // the IDs, or the in-flight range of due
+		{"deleteCompleted", map[string]any{"before": nowUs, "limit": 1000}, []string{"due"}, false, nil},
+		{"countActive", stats, []string{"counts"}, false, nil},
+		{"countActive", user(stats), []string{"counts"}, false, nil},
+		{"countCompleted", stats, []string{"counts"}, false, nil},
+		{"countCompleted", user(stats), []string{"counts"}, false, nil},
+		{"countBlocked", stats, []string{"due", "open_key"}, false, nil},
+		{"countBlocked", user(stats), []string{"due", "open_key", "counts"}, false, nil},
+		// The window's completions from the completed range of due, its failures from
+		// failed_at; per user, the completions of the window are looked up for their user.
+		{"countRecent", window, []string{"due", "failed_at"}, false, nil},
+		{"countRecent", user(window), []string{"due", "failed_at", "counts"}, false, nil},
+		// The dashboard's timeline and the head of a key.
+		{"timelineCompleted", map[string]any{"since": nowUs - 3600_000_000, "until": nowUs}, []string{"due"}, false, nil},
+		{"timelineFailed", map[string]any{"since": nowUs - 3600_000_000, "until": nowUs}, []string{"failed_at"}, false, nil},
+		{"keyHead", map[string]any{"key": "entity-1004"}, []string{"open_key"}, true, nil},
+		{"maxSeq", nil, nil, false, nil}, // "Select tables optimized away": the end of the primary key
+		// List with the operator's filters for stuck and blocked events: the in-flight or
+		// waiting range of an index that leads with status.
+		{"list stuck", nil, []string{"due", "claim"}, false, &outbox.Filter{StuckAt: now}},
+		{"list stuck", map[string]any{"user_id": "user-42"}, []string{"due", "counts"}, false, &outbox.Filter{StuckAt: now, UserID: "user-42"}},
+		{"list blocked", nil, []string{"due", "claim", "counts", "open_key"}, false, &outbox.Filter{Blocked: true}},
 	}
 	for _, tc := range tests {
 		_, perUser := tc.args["user_id"]
 		t.Run(fmt.Sprintf("%s/user=%v", tc.name, perUser), func(t *testing.T) {
-			query, args := s.Statement(tc.name, tc.args)
+			var query string
+			var args []any
+			if tc.list != nil {
+				query, args = s.ListStatement(*tc.list)
+			} else {
+				query, args = s.Statement(tc.name, tc.args)
+			}
 			plan := explain(t, db, query, args)
 			var lines []string
 			for _, row := range plan {

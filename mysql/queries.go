@@ -73,13 +73,16 @@ FOR UPDATE SKIP LOCKED`
 // leaseLost is the error recorded for an attempt whose processor never reported back.
 const leaseLost = `CONCAT('lease of ', COALESCE(lease_owner, '?'), ' expired before it recorded an outcome')`
 
-// appendError is the errors column with one more entry. MySQL assigns an UPDATE's
+// appendError is the errors column with one more entry, numbered over the event's
+// whole life: one more than the entries already there (attempts restarts at zero when
+// an operator retries the event; the history does not). MySQL assigns an UPDATE's
 // columns left to right, each seeing the ones before, and MariaDB does too unless
 // sql_mode has SIMULTANEOUS_ASSIGNMENT: every statement below reads a column only
-// before assigning it (errors before attempts, status last), so that both read the
+// before assigning it (errors and last_error before status), so that both read the
 // old values.
 func appendError(message string) string {
-	return `JSON_ARRAY_APPEND(COALESCE(errors, JSON_ARRAY()), '$', JSON_OBJECT('attempt', attempts, 'at', :now, 'error', ` + message + `))`
+	return `JSON_ARRAY_APPEND(COALESCE(errors, JSON_ARRAY()), '$', JSON_OBJECT(
+	'attempt', JSON_LENGTH(COALESCE(errors, JSON_ARRAY())) + 1, 'at', :now, 'error', ` + message + `))`
 }
 
 // giveUp records the lost attempt of expired leases with no attempts left.
@@ -176,13 +179,32 @@ ORDER BY state_at
 LIMIT :limit`
 
 // countActive counts the events that are not completed, and finds the oldest waiting
-// one and the stale ones, from the counts index alone (state_at is next_attempt_at
-// for pending and failed events).
+// one, the stale and the stuck ones, and since when the longest-due one has been due
+// (a pending event since it became due, a retry since its time came, a stuck one
+// since its lease expired), from the counts index alone: state_at is next_attempt_at
+// for pending and failed events and lease_expires_at for processing ones. Stats
+// leaves out the rows of paused types where it should.
 const countActive = `
-SELECT type, status, state_at IS NULL, COUNT(*), MIN(created_at), COALESCE(SUM(state_at < :stale_before), 0)
+SELECT type, status, state_at IS NULL, COUNT(*), MIN(created_at),
+       COALESCE(SUM(status <> 'processing' AND state_at < :stale_before), 0),
+       COALESCE(SUM(status = 'processing' AND state_at <= :now), 0),
+       MIN(CASE WHEN status = 'pending' OR state_at <= :now THEN state_at END)
 FROM {{table}} e
 WHERE e.status IN ('pending', 'processing', 'failed') {{and_user}}
 GROUP BY type, status, state_at IS NULL`
+
+// countRecent counts the outcomes recorded since :since, each from an index on its
+// time, so that the cost follows the events of the window however many older ones are
+// kept: completions from the completed range of the due index (state_at is
+// completed_at), failures from failed_at (migration 3), by the time they were
+// recorded.
+const countRecent = `
+SELECT (SELECT COUNT(*) FROM {{table}} e
+        WHERE e.status = 'completed' AND e.state_at >= :since {{and_user}}),
+       (SELECT COUNT(*) FROM {{table}} e
+        WHERE e.status = 'failed' AND e.updated_at >= :since AND e.state_at IS NOT NULL {{and_user}}),
+       (SELECT COUNT(*) FROM {{table}} e
+        WHERE e.status = 'failed' AND e.updated_at >= :since AND e.state_at IS NULL {{and_user}})`
 
 // countCompleted reads the completed range of the counts index.
 const countCompleted = `
@@ -298,6 +320,7 @@ type queries struct {
 	countActiveAll, countActiveUser       stmt
 	countCompletedAll, countCompletedUser stmt
 	countBlockedAll, countBlockedUser     stmt
+	countRecentAll, countRecentUser       stmt
 	maxSeq                                stmt
 	table                                 string
 }
@@ -344,6 +367,7 @@ func newQueries(n names) queries {
 	q.countActiveAll, q.countActiveUser = both(countActive)
 	q.countCompletedAll, q.countCompletedUser = both(countCompleted)
 	q.countBlockedAll, q.countBlockedUser = both(countBlocked)
+	q.countRecentAll, q.countRecentUser = both(countRecent)
 	return q
 }
 

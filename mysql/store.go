@@ -702,7 +702,7 @@ func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
 
 // filterSQL renders the conditions of f, only those set, so that the server plans
 // each query for the filters it has.
-func filterSQL(f outbox.Filter) (string, args) {
+func filterSQL(table string, f outbox.Filter) (string, args) {
 	conds := []string{"TRUE"}
 	a := args{}
 	if len(f.IDs) > 0 {
@@ -720,6 +720,18 @@ func filterSQL(f outbox.Filter) (string, args) {
 		conds = append(conds, "status IN ('pending', 'failed') AND next_attempt_at < :due_before")
 		a["due_before"] = micros(f.DueBefore)
 	}
+	if !f.StuckAt.IsZero() {
+		// state_at is lease_expires_at in flight: the processing range of the due index.
+		conds = append(conds, "status = 'processing' AND state_at <= :stuck_at")
+		a["stuck_at"] = micros(f.StuckAt)
+	}
+	if f.Blocked {
+		// Waiting behind a given-up earlier event of the key, found through open_key
+		// (a given-up event is unfinished, so it is there).
+		conds = append(conds, "ordering_key IS NOT NULL AND status IN ('pending', 'failed') AND next_attempt_at IS NOT NULL"+
+			" AND EXISTS (SELECT 1 FROM "+table+" g WHERE g.open_key = "+table+".ordering_key AND g.seq < "+table+".seq"+
+			" AND g.status = 'failed' AND g.next_attempt_at IS NULL)")
+	}
 	if f.Type != "" {
 		conds = append(conds, "type = :type")
 		a["type"] = f.Type
@@ -735,14 +747,19 @@ func filterSQL(f outbox.Filter) (string, args) {
 	return strings.Join(conds, " AND "), a
 }
 
+// listQuery renders List's statement for f.
+func (s *Store) listQuery(f outbox.Filter) (string, []any) {
+	where, a := filterSQL(s.q.table, f)
+	a["limit"] = cmp.Or(f.Limit, 100)
+	return compile(`SELECT ` + eventColumns + ` FROM ` + s.q.table + ` WHERE ` + where + ` ORDER BY seq LIMIT :limit`).bind(a)
+}
+
 // List implements outbox.Store.
 func (s *Store) List(ctx context.Context, f outbox.Filter) ([]outbox.Event, error) {
 	if err := f.Validate(); err != nil {
 		return nil, err
 	}
-	where, a := filterSQL(f)
-	a["limit"] = cmp.Or(f.Limit, 100)
-	query, qa := compile(`SELECT ` + eventColumns + ` FROM ` + s.q.table + ` WHERE ` + where + ` ORDER BY seq LIMIT :limit`).bind(a)
+	query, qa := s.listQuery(f)
 	rows, err := s.db.QueryContext(ctx, query, qa...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/mysql: list: %w", err)
@@ -823,7 +840,7 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
 		f.Status = outbox.StatusFailed
 	}
-	where, a := filterSQL(f)
+	where, a := filterSQL(s.q.table, f)
 	at := micros(outbox.Timestamp(now))
 	a["now"] = at
 	var n int
@@ -917,37 +934,49 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 	}
 	defer tx.Rollback()
-	active, completed, blocked := s.q.countActiveAll, s.q.countCompletedAll, s.q.countBlockedAll
+	active, completed, blocked, recent := s.q.countActiveAll, s.q.countCompletedAll, s.q.countBlockedAll, s.q.countRecentAll
 	if q.UserID != "" {
-		active, completed, blocked = s.q.countActiveUser, s.q.countCompletedUser, s.q.countBlockedUser
+		active, completed, blocked, recent = s.q.countActiveUser, s.q.countCompletedUser, s.q.countBlockedUser, s.q.countRecentUser
 	}
 	paused, err := s.pausedSet(ctx, tx, &st)
 	if err != nil {
 		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 	}
-	a := args{"user_id": q.UserID, "stale_before": micros(q.Now.Add(-q.StaleAfter))}
+	a := args{"user_id": q.UserID, "now": micros(q.Now), "stale_before": micros(q.Now.Add(-q.StaleAfter))}
 	query, qa := active.bind(a)
 	rows, err := tx.QueryContext(ctx, query, qa...)
 	if err != nil {
 		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 	}
 	oldest := int64(-1)
+	dueSince := sql.NullInt64{}
 	for rows.Next() {
 		var (
-			typ, status   string
-			givenUp       bool
-			n, stale, min int64
+			typ, status          string
+			givenUp              bool
+			n, stale, stuck, min int64
+			due                  sql.NullInt64
 		)
-		if err := rows.Scan(&typ, &status, &givenUp, &n, &min, &stale); err != nil {
+		if err := rows.Scan(&typ, &status, &givenUp, &n, &min, &stale, &stuck, &due); err != nil {
 			rows.Close()
 			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
 		}
 		st.Add(typ, outbox.Status(status), givenUp, int(n))
+		// A stuck event counts whatever its type: a pause stops claims, not a lease
+		// from running out.
+		counted := status == string(outbox.StatusProcessing)
+		if counted {
+			st.Stuck += int(stuck)
+		}
 		if status != string(outbox.StatusProcessing) && !givenUp && !paused[typ] {
+			counted = true
 			st.Stale += int(stale)
 			if oldest < 0 || min < oldest {
 				oldest = min
 			}
+		}
+		if counted && due.Valid && (!dueSince.Valid || due.Int64 < dueSince.Int64) {
+			dueSince = due
 		}
 	}
 	rows.Close()
@@ -956,6 +985,16 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	}
 	if oldest >= 0 {
 		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest)), 0)
+	}
+	if dueSince.Valid {
+		st.OldestDueAge = max(q.Now.Sub(fromMicros(dueSince.Int64)), 0)
+	}
+	if q.Window > 0 {
+		st.Recent.Window = q.Window
+		query, qa := recent.bind(args{"user_id": q.UserID, "since": micros(q.Now.Add(-q.Window))})
+		if err := tx.QueryRowContext(ctx, query, qa...).Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
+			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
+		}
 	}
 	query, qa = completed.bind(a)
 	rows, err = tx.QueryContext(ctx, query, qa...)
