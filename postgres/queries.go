@@ -18,7 +18,22 @@ const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_a
 const notifyUsers = `CROSS JOIN LATERAL pg_notify(@channel, r.user_id)`
 
 // notifyAfterCommit is the NOTIFY the store sends after its own commits, one per user.
-const notifyAfterCommit = `SELECT pg_notify(@channel, u) FROM unnest(@users::text[]) AS u`
+// Its transaction commits without waiting for the WAL flush (synchronous_commit off
+// for it alone): a wake-up needs no durability, and PostgreSQL holds its cluster-wide
+// notification lock until the commit is done, so a flush would make every other
+// notifying commit queue behind this one.
+const notifyAfterCommit = `SELECT pg_notify(@channel, u)
+FROM set_config('synchronous_commit', 'off', true) AS c, unnest(@users::text[]) AS u`
+
+// notifyVisible is the watcher's look (see watch.go): which of the given seqs have
+// committed, and a NOTIFY for their users, in one statement outside any caller's
+// transaction. The primary key finds them; an invisible seq (not committed yet, or
+// rolled back) returns nothing.
+const notifyVisible = `
+WITH v AS MATERIALIZED (SELECT seq, user_id FROM {{table}} WHERE seq = ANY(@seqs::bigint[])),
+n AS (SELECT count(pg_notify(@channel, u.user_id)) AS sent
+      FROM set_config('synchronous_commit', 'off', true) AS c, (SELECT DISTINCT user_id FROM v) u)
+SELECT v.seq, v.user_id FROM v, n WHERE n.sent >= 0`
 
 // insertEvent writes one event. Metadata and payload travel as text and are cast here,
 // so that what the caller wrote is what the column holds.
@@ -289,7 +304,7 @@ const (
 type queries struct {
 	insertEvent, insertEvents     string // with NOTIFY, unless disabled
 	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
-	notifyUsers                   string
+	notifyUsers, notifyVisible    string
 	claim                         [2][3]string // [by user][all types, one type, several]
 	pauseType, resumeType         string
 	pausedTypes                   string
@@ -322,6 +337,7 @@ func newQueries(n names, notify bool) queries {
 		insertQuiet:      quiet.Replace(insertEvent),
 		insertBatchQuiet: quiet.Replace(insertEvents),
 		notifyUsers:      notifyAfterCommit,
+		notifyVisible:    render(notifyVisible, ""),
 		claim: [2][3]string{
 			{renderWith(claimEvents, "", ""), renderWith(claimEvents, "", byType), renderWith(claimEvents, "", byTypes)},
 			{renderWith(claimEvents, byUser, ""), renderWith(claimEvents, byUser, byType), renderWith(claimEvents, byUser, byTypes)},

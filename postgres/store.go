@@ -42,6 +42,11 @@ type Store struct {
 
 	listener *listener // LISTEN, fanned out to this process's processors
 	notifier *notifier // NOTIFY after the store's own commits
+	watcher  *watcher  // NOTIFY for caller's transactions that did not carry one
+
+	// lastInTxNotify is when (Unix ns) an enqueue last sent its NOTIFY inside the
+	// caller's transaction; see notifyInTx.
+	lastInTxNotify atomic.Int64
 
 	mu      sync.Mutex
 	ownTxes map[pgx.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
@@ -78,6 +83,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
 	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
+	s.watcher = newWatcher(pool, s.q.notifyVisible, cfg.Channel, cfg.NotifyDebounce, s.log, s.announce)
 	return s, nil
 }
 
@@ -91,6 +97,7 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // connection and waits for its goroutines. Subscribers are then woken only by this
 // store's own commits. The pool is left open; Close it after the store.
 func (s *Store) Close() {
+	s.watcher.close()
 	s.notifier.close()
 	s.listener.close()
 }
@@ -145,9 +152,15 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	s.mu.Lock()
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
-	users, err := s.insert(ctx, time.Now(), events, !own, queryPgx(ctx, tx))
-	if err != nil || !own {
+	now := time.Now()
+	inTx := !own && s.notifyInTx(now)
+	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
+	if err != nil {
 		return err
+	}
+	if !own {
+		s.watchUnlessNotified(now, inTx, events)
+		return nil
 	}
 	s.mu.Lock()
 	if _, ok := s.ownTxes[tx]; ok { // still running
@@ -168,8 +181,42 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	_, err := s.insert(ctx, time.Now(), events, true, querySQL(ctx, tx))
-	return err
+	now := time.Now()
+	inTx := s.notifyInTx(now)
+	if _, err := s.insert(ctx, now, events, inTx, querySQL(ctx, tx)); err != nil {
+		return err
+	}
+	s.watchUnlessNotified(now, inTx, events)
+	return nil
+}
+
+// notifyInTx reports whether an enqueue in the caller's transaction sends its NOTIFY
+// inside that transaction: at most one per Config.NotifyDebounce does. PostgreSQL
+// holds a cluster-wide lock from a notifying transaction's commit until its WAL flush
+// is done, so notifying commits go one at a time; most enqueues of a busy writer leave
+// the wake-up to the watcher instead, which sends it once their commit is visible.
+func (s *Store) notifyInTx(now time.Time) bool {
+	if s.cfg.DisableNotify {
+		return false
+	}
+	last := s.lastInTxNotify.Load()
+	if now.UnixNano()-last < int64(s.cfg.NotifyDebounce) {
+		return false
+	}
+	return s.lastInTxNotify.CompareAndSwap(last, now.UnixNano())
+}
+
+// watchUnlessNotified hands the events of an enqueue that sent no NOTIFY to the
+// watcher.
+func (s *Store) watchUnlessNotified(now time.Time, notified bool, events []*outbox.Event) {
+	if notified || s.cfg.DisableNotify || len(events) == 0 {
+		return
+	}
+	seqs := make([]int64, len(events))
+	for i, e := range events {
+		seqs[i] = e.Seq
+	}
+	s.watcher.add(now, seqs...)
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
