@@ -91,6 +91,14 @@ const leaseLost = `'lease of ' || coalesce(t.lease_owner, '?') || ' expired befo
 // type's rows are skipped by a lookup in the paused table (a handful of rows). Either
 // way a skipped row costs a heap visit, so a claim behind a large backlog of skipped
 // types pays for it: docs/adopting.md gives the measured cost.
+//
+// The claim commits without waiting for its WAL flush (synchronous_commit off for
+// this statement's transaction alone; the WAL writer flushes it within a few hundred
+// milliseconds): delivery waits for the claim, and a flush on a busy disk took up to
+// 100 ms of a wake-up's latency (bench/). A claim lost with the
+// server's last moments of WAL leaves its events as they were before it, due again:
+// they are delivered again, which at-least-once allows, and the lost attempt is not
+// counted. Settle, Retry and the rest keep the server's durability.
 const claimEvents = `
 WITH pending AS (
     SELECT e.seq, e.priority FROM {{table}} e
@@ -144,7 +152,8 @@ WITH pending AS (
     WHERE t.seq = ANY(ARRAY(SELECT seq FROM picked))
     RETURNING t.*
 )
-SELECT ` + eventColumns + ` FROM claimed ORDER BY priority DESC, seq`
+SELECT ` + eventColumns + ` FROM claimed, set_config('synchronous_commit', 'off', true) AS c
+ORDER BY priority DESC, seq`
 
 const extendLease = `
 UPDATE {{table}} SET lease_expires_at = @until
@@ -158,6 +167,12 @@ RETURNING id`
 // It records completions, failures with their own error and retry time (NULL gives
 // up), and releases of unstarted claims (the attempt is not counted, and the event is
 // due as before). Only events @owner still holds are touched.
+//
+// Like the claim, it commits without waiting for its WAL flush: a processor settles a
+// batch before it claims the next, so a slow flush held up the next event's delivery
+// (bench/: up to 90 ms at p99 on a shared disk). Outcomes lost with the server's last
+// moments of WAL leave their events leased, so they are delivered again once the lease
+// expires: at-least-once, as after a relay's crash.
 const settleEvents = `
 WITH completed AS (
     UPDATE {{table}} t
@@ -186,7 +201,8 @@ WITH completed AS (
     RETURNING t.user_id
 )
 SELECT (SELECT count(*) FROM completed), (SELECT count(*) FROM failed),
-       (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})`
+       (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})
+FROM set_config('synchronous_commit', 'off', true) AS c`
 
 const getEvent = `SELECT ` + eventColumns + ` FROM {{table}} WHERE id = @id`
 

@@ -12,15 +12,19 @@ import (
 // watchMaxDelay caps the wait between two looks at an event still invisible, and
 // watchGiveUp ends the watch of one: its transaction is still open, or was rolled back
 // (then it never appears), and the relays' poll finds it if it ever commits.
+// An event is looked for every NotifyDebounce during its first watchSteadyLooks
+// intervals (most commits land within a few milliseconds of their enqueue), then at
+// doubling intervals.
 const (
-	watchMaxDelay = time.Second
-	watchGiveUp   = 10 * time.Second
+	watchSteadyLooks = 20
+	watchMaxDelay    = time.Second
+	watchGiveUp      = 10 * time.Second
 )
 
 // watcher wakes relays for events written in a caller's transaction that did not carry
 // the NOTIFY itself (see Store.notifyInTx). The store cannot see that transaction
-// commit, so it looks: a short while after the enqueue, and again at doubling
-// intervals, one statement reads which of the watched seqs are visible and NOTIFYs
+// commit, so it looks: a short while after the enqueue, and again at short and then
+// doubling intervals; one statement reads which of the watched seqs are visible and NOTIFYs
 // their users, outside any caller's transaction. A rolled-back or still-open event is
 // invisible, so it wakes nobody.
 type watcher struct {
@@ -140,7 +144,9 @@ func (w *watcher) look() {
 			delete(w.watched, s)
 			continue
 		}
-		wt.delay = min(2*wt.delay, watchMaxDelay)
+		if now.Sub(wt.since) >= watchSteadyLooks*w.first {
+			wt.delay = min(2*wt.delay, watchMaxDelay)
+		}
 		wt.due = now.Add(wt.delay)
 	}
 	if w.closed {
