@@ -46,6 +46,16 @@ WITH r AS (
     RETURNING id, seq, user_id)
 SELECT r.id, r.seq FROM r {{notify}}`
 
+// insertOne is insertEvent without NOTIFY, as most single enqueues run: a bare INSERT
+// with positional parameters, which PostgreSQL runs without the CTE's materialization
+// and pgx binds without rewriting named arguments. Parameters: id, type, entity_id,
+// user_id, max_attempts, priority, is_new_record, metadata, payload, ordering_key, now.
+const insertOne = `
+INSERT INTO {{table}} (id, type, entity_id, user_id, status, max_attempts, priority,
+    is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
+VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8::text::jsonb, $9::text::json, $10, $11, $11, $11)
+RETURNING seq`
+
 // insertEvents writes a batch in one statement: one array per column, in the order given.
 const insertEvents = `
 WITH r AS (
@@ -320,6 +330,7 @@ const (
 type queries struct {
 	insertEvent, insertEvents     string // with NOTIFY, unless disabled
 	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
+	insertQuietNamed              string // insertEvent without NOTIFY, for database/sql
 	notifyUsers, notifyVisible    string
 	claim                         [2][3]string // [by user][all types, one type, several]
 	pauseType, resumeType         string
@@ -350,7 +361,8 @@ func newQueries(n names, notify bool) queries {
 	return queries{
 		insertEvent:      render(insertEvent, ""),
 		insertEvents:     render(insertEvents, ""),
-		insertQuiet:      quiet.Replace(insertEvent),
+		insertQuiet:      quiet.Replace(insertOne),
+		insertQuietNamed: quiet.Replace(insertEvent),
 		insertBatchQuiet: quiet.Replace(insertEvents),
 		notifyUsers:      notifyAfterCommit,
 		notifyVisible:    render(notifyVisible, ""),

@@ -230,14 +230,18 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Ev
 	return nil
 }
 
-// runInsert runs an insert statement and returns the seq of each ID it inserted.
-type runInsert func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error)
+// runInsert runs an insert statement and returns the seq of each ID it inserted;
+// one, when set, runs the single-event insertOne instead and returns its seq.
+type runInsert struct {
+	many func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error)
+	one  func(query string, args ...any) (int64, error)
+}
 
 // queryPgx runs inserts on a pgx.Tx or the pool.
 func queryPgx(ctx context.Context, q interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }) runInsert {
-	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
+	return runInsert{many: func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
 		rows, err := q.Query(ctx, query, args)
 		if err != nil {
 			return nil, err
@@ -252,13 +256,19 @@ func queryPgx(ctx context.Context, q interface {
 			return nil
 		})
 		return seqs, err
-	}
+	}, one: func(query string, args ...any) (int64, error) {
+		rows, err := q.Query(ctx, query, args...)
+		if err != nil {
+			return 0, err
+		}
+		return pgx.CollectExactlyOneRow(rows, pgx.RowTo[int64])
+	}}
 }
 
 // querySQL runs inserts on a database/sql transaction; pgx's stdlib driver passes
 // pgx.NamedArgs through, and returns a UUID as its string.
 func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
-	return func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
+	return runInsert{many: func(query string, args pgx.NamedArgs) (map[[16]byte]int64, error) {
 		rows, err := tx.QueryContext(ctx, query, args)
 		if err != nil {
 			return nil, err
@@ -280,7 +290,7 @@ func querySQL(ctx context.Context, tx *sql.Tx) runInsert {
 			seqs[u] = seq
 		}
 		return seqs, rows.Err()
-	}
+	}}
 }
 
 // insert writes events with run; notify sends the NOTIFY in the same statement (unless
@@ -327,11 +337,22 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 		query string
 		args  pgx.NamedArgs
 	)
+	if len(events) == 1 && !notify && run.one != nil {
+		e := events[0]
+		seq, err := run.one(s.q.insertQuiet, ids[0], e.Type, e.EntityID, e.UserID, e.MaxAttempts, e.Priority,
+			e.IsNewRecord, metadata[0], nullString(string(e.Payload)), nullString(e.OrderingKey), created)
+		if err != nil {
+			return nil, s.enqueueError(err)
+		}
+		e.Seq = seq
+		s.logCreated(ctx, events)
+		return users, nil
+	}
 	if len(events) == 1 {
 		e := events[0]
 		query = s.q.insertEvent
 		if !notify {
-			query = s.q.insertQuiet
+			query = s.q.insertQuietNamed
 		}
 		args = pgx.NamedArgs{
 			"id": ids[0], "type": e.Type, "entity_id": e.EntityID, "user_id": e.UserID,
@@ -364,15 +385,25 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 	if notify && !s.cfg.DisableNotify {
 		args["channel"] = s.cfg.Channel
 	}
-	seqs, err := run(query, args)
+	seqs, err := run.many(query, args)
 	if err != nil {
 		return nil, s.enqueueError(err)
 	}
 	for i, e := range events {
 		e.Seq = seqs[ids[i].Bytes]
+	}
+	s.logCreated(ctx, events)
+	return users, nil
+}
+
+// logCreated logs each event written, when the store's logger is at debug level.
+func (s *Store) logCreated(ctx context.Context, events []*outbox.Event) {
+	if !s.log.Enabled(ctx, slog.LevelDebug) {
+		return
+	}
+	for _, e := range events {
 		s.log.Debug("event created", "event_id", e.ID, "type", e.Type, "entity_id", e.EntityID, "user_id", e.UserID)
 	}
-	return users, nil
 }
 
 // Claim implements outbox.Store. See claimEvents for the statement. A claim that loses
