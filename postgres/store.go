@@ -5,8 +5,9 @@
 // for a database/sql transaction on pgx's stdlib driver), so that data and events
 // commit together. Relays claim due events with FOR UPDATE SKIP LOCKED under a lease,
 // in one statement, and never hold two events of one ordering key at once. A commit
-// that enqueues sends a NOTIFY that wakes idle relays at once; the poll interval is
-// only the fallback.
+// that enqueues wakes idle relays at once through NOTIFY (sent so that writers do not
+// queue on PostgreSQL's notification lock: see EnqueueTx); the poll interval is only
+// the fallback.
 package postgres
 
 import (
@@ -140,11 +141,13 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 
 // EnqueueTx writes events in the caller's transaction and never commits it: roll the
 // transaction back and the events are gone with the data. Every event is validated
-// first, and nothing is written when any is invalid; a batch is one INSERT. The
-// NOTIFY that wakes relays is sent in the same transaction, so PostgreSQL delivers it
-// when (and only if) the transaction commits. (In a transaction of Transact, the store
-// sends it itself once the commit succeeded, gathered with those of other commits.)
-// It fills ID, Seq, Status and the times of each event.
+// first, and nothing is written when any is invalid; a batch is one INSERT. Relays
+// are woken once the transaction commits, and not if it rolls back: the first enqueue
+// after a quiet spell (at most one per Config.NotifyDebounce) sends its NOTIFY inside
+// the transaction, which PostgreSQL delivers at commit; the others are looked for by
+// the store shortly after, and notified once visible (see watch.go). In a transaction
+// of Transact, the store notifies after the commit itself. It fills ID, Seq, Status
+// and the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
