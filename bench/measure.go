@@ -24,6 +24,7 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	cpu0 := snapCPU(ctx, pool)
 	start := time.Now()
 	from, until := start.Add(o.enqueueWarm), start.Add(o.enqueueWarm+o.enqueueTime)
 	var (
@@ -72,6 +73,7 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	if err := ctx.Err(); err != nil {
 		return result{}, err
 	}
+	cpu1 := snapCPU(ctx, pool)
 	lsn1, err := walLSN(ctx, pool)
 	if err != nil {
 		return result{}, err
@@ -79,11 +81,11 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	tps := float64(counted) / o.enqueueTime.Seconds()
 	return result{
 		Phase: "Enqueue", Label: s.Name(), N: counted,
-		Metrics: []metric{
+		Metrics: append([]metric{
 			{"ns/op", float64(o.enqueueTime.Nanoseconds()) / float64(max(counted, 1))},
 			{"txn/s", tps},
 			{"WAL-B/txn", float64(lsn1-lsn0) / float64(max(total, 1))},
-		},
+		}, cpuMetrics(cpu0, cpu1, total)...),
 	}, nil
 }
 
@@ -106,6 +108,7 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 		return result{}, err
 	}
 	rec := newRecorder(o.drainEvents)
+	cpu0 := snapCPU(ctx, s.Pool())
 	start := time.Now()
 	stop, err := s.Consume(ctx, v, rec.deliver)
 	if err != nil {
@@ -121,6 +124,7 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 		waitErr = ctx.Err()
 	}
 	elapsed := time.Since(start)
+	cpu1 := snapCPU(ctx, s.Pool())
 	lsn1, lsnErr := walLSN(ctx, s.Pool())
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -133,11 +137,11 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 	}
 	return result{
 		Phase: "Drain", Label: v.Label, N: o.drainEvents,
-		Metrics: []metric{
+		Metrics: append([]metric{
 			{"ns/op", float64(elapsed.Nanoseconds()) / float64(o.drainEvents)},
 			{"events/s", float64(o.drainEvents) / elapsed.Seconds()},
 			{"WAL-B/event", float64(lsn1-lsn0) / float64(o.drainEvents)},
-		},
+		}, cpuMetrics(cpu0, cpu1, o.drainEvents)...),
 	}, nil
 }
 

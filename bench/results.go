@@ -170,6 +170,17 @@ func (rs *results) summary(o options, m machine) string {
 		}
 		b.WriteString("\n")
 	}
+	if len(rs.labels["Enqueue"])+len(rs.labels["Drain"]) > 0 {
+		b.WriteString("### CPU per transaction (enqueue) or event (drain), µs, medians over rounds\n\n")
+		b.WriteString("Client: this process (writers, or relays and receiver). Server: the PostgreSQL backends on the benchmark's database (from /proc; the WAL writer and checkpointer are not counted).\n\n")
+		b.WriteString("| phase | system | client µs | server µs |\n|---|---|--:|--:|\n")
+		for _, phase := range []string{"Enqueue", "Drain"} {
+			for _, l := range rs.labels[phase] {
+				fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f |\n", phase, l, median(rs.values(phase, l, "client-cpu-us/op")), median(rs.values(phase, l, "server-cpu-us/op")))
+			}
+		}
+		b.WriteString("\n")
+	}
 	for _, rate := range o.latencyRates {
 		phase := fmt.Sprintf("Latency/rate=%d", rate)
 		labels := rs.labels[phase]

@@ -15,6 +15,13 @@ import (
 // ClaimConflicts is how many claims ran again after losing a race for an ordering key.
 func (s *Store) ClaimConflicts() int64 { return s.claimConflicts.Load() }
 
+// Watched is how many seqs the store is looking for, and how many looks it took.
+func (s *Store) Watched() (seqs, looks int) {
+	s.watcher.mu.Lock()
+	defer s.watcher.mu.Unlock()
+	return len(s.watcher.watched), s.watcher.looks
+}
+
 // ListenerPID is the backend PID of the LISTEN connection (0 before the first one).
 func (s *Store) ListenerPID() uint32 { return s.listener.pid.Load() }
 

@@ -41,6 +41,7 @@ type watcher struct {
 	armedAt time.Time // when the timer fires; zero while disarmed
 	running bool      // a look is under way; it re-arms the timer itself
 	closed  bool
+	looks   int // looks taken, for tests
 }
 
 type poolQuerier interface {
@@ -134,6 +135,7 @@ func (w *watcher) look() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.running = false
+	w.looks++
 	var next time.Time
 	for _, s := range due {
 		wt := w.watched[s]
