@@ -6,14 +6,29 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/migrate"
 )
 
 // Hooks for the package's external tests.
 
 // ClaimConflicts is how many claims ran again after losing a race for an ordering key.
 func (s *Store) ClaimConflicts() int64 { return s.claimConflicts.Load() }
+
+// MigrateTo applies the migrations up to version only, as an older release of this
+// package would have.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int) error {
+	cfg = cfg.withDefaults()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	_, err = migrate.Run(ctx, target{conn: conn.Conn(), cfg: cfg, names: newNames(cfg)}, migrations[:version])
+	return err
+}
 
 // Watched is how many seqs the store is looking for, and how many looks it took.
 func (s *Store) Watched() (seqs, looks int) {
