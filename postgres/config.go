@@ -33,7 +33,7 @@ type Config struct {
 	// caller's transaction, which PostgreSQL delivers when, and only if, that
 	// transaction commits, but at most once per NotifyDebounce: a notifying commit holds
 	// a cluster-wide lock through its WAL flush. The store looks for the events of the
-	// others by their seq, every NotifyDebounce for a short while and then less often,
+	// others by their seq, every 4 NotifyDebounce for a short while and then less often,
 	// and notifies them once they are visible. Defaults to "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new

@@ -12,8 +12,8 @@ import (
 // watchMaxDelay caps the wait between two looks at an event still invisible, and
 // watchGiveUp ends the watch of one: its transaction is still open, or was rolled back
 // (then it never appears), and the relays' poll finds it if it ever commits.
-// An event is looked for every NotifyDebounce during its first watchSteadyLooks
-// intervals (most commits land within a few milliseconds of their enqueue), then at
+// An event is looked for at the watcher's interval (4 NotifyDebounce) during its first
+// watchSteadyLooks intervals (most commits land within a few milliseconds of their enqueue), then at
 // doubling intervals.
 const (
 	watchSteadyLooks = 20
