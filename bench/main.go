@@ -51,7 +51,7 @@ type options struct {
 	drainTimeout time.Duration
 }
 
-const defaultDrain = "outbox:b=1000,c=100,k=2;outbox:b=2000,c=200,k=2;river:w=1000;river:w=10000;watermill"
+const defaultDrain = "limit:b=1000;outbox:b=1000,c=100,k=2;outbox:b=2000,c=200,k=2;river:w=1000;river:w=10000;watermill"
 
 func main() {
 	var o options
@@ -266,7 +266,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 					if err != nil {
 						return fmt.Errorf("round %d: latency %s at %d/s: %w", round+1, name, rate, err)
 					}
-					progress("round %d latency %-10s %4d/s  p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms", round+1, name, rate, r.value("p50-ms"), r.value("p99-ms"), r.value("max-ms"))
+					progress("round %d latency %-10s %4d/s  p50 %7.1f ms  p99 %7.1f ms  max %7.1f ms  (1ms sleep overran by %.1f ms at p99)", round+1, name, rate, r.value("p50-ms"), r.value("p99-ms"), r.value("max-ms"), r.value("late-p99-ms"))
 					lines = append(lines, r)
 				}
 			}

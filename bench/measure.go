@@ -24,6 +24,7 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	cpu0 := snapCPU(ctx, pool)
 	start := time.Now()
 	from, until := start.Add(o.enqueueWarm), start.Add(o.enqueueWarm+o.enqueueTime)
 	var (
@@ -72,6 +73,7 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	if err := ctx.Err(); err != nil {
 		return result{}, err
 	}
+	cpu1 := snapCPU(ctx, pool)
 	lsn1, err := walLSN(ctx, pool)
 	if err != nil {
 		return result{}, err
@@ -79,11 +81,11 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 	tps := float64(counted) / o.enqueueTime.Seconds()
 	return result{
 		Phase: "Enqueue", Label: s.Name(), N: counted,
-		Metrics: []metric{
+		Metrics: append([]metric{
 			{"ns/op", float64(o.enqueueTime.Nanoseconds()) / float64(max(counted, 1))},
 			{"txn/s", tps},
 			{"WAL-B/txn", float64(lsn1-lsn0) / float64(max(total, 1))},
-		},
+		}, cpuMetrics(cpu0, cpu1, total)...),
 	}, nil
 }
 
@@ -106,6 +108,7 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 		return result{}, err
 	}
 	rec := newRecorder(o.drainEvents)
+	cpu0 := snapCPU(ctx, s.Pool())
 	start := time.Now()
 	stop, err := s.Consume(ctx, v, rec.deliver)
 	if err != nil {
@@ -121,6 +124,7 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 		waitErr = ctx.Err()
 	}
 	elapsed := time.Since(start)
+	cpu1 := snapCPU(ctx, s.Pool())
 	lsn1, lsnErr := walLSN(ctx, s.Pool())
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -133,11 +137,11 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 	}
 	return result{
 		Phase: "Drain", Label: v.Label, N: o.drainEvents,
-		Metrics: []metric{
+		Metrics: append([]metric{
 			{"ns/op", float64(elapsed.Nanoseconds()) / float64(o.drainEvents)},
 			{"events/s", float64(o.drainEvents) / elapsed.Seconds()},
 			{"WAL-B/event", float64(lsn1-lsn0) / float64(o.drainEvents)},
-		},
+		}, cpuMetrics(cpu0, cpu1, o.drainEvents)...),
 	}, nil
 }
 
@@ -156,6 +160,8 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 	}
 	stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
+	lateness := watchLateness()
+	claimTimes.take()
 	type sent struct {
 		key string
 		at  time.Time
@@ -206,6 +212,8 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 	if err := errors.Join(produce(), stop(stopCtx)); err != nil {
 		return result{}, err
 	}
+	late := lateness()
+	claims := claimTimes.take()
 	if len(sents) == 0 {
 		return result{}, errors.New("no event was written: -latency-time too short for the rate")
 	}
@@ -220,6 +228,9 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 		lat = append(lat, max(got.Sub(sn.at).Seconds()*1000, 0))
 	}
 	slices.Sort(lat)
+	if len(claims) > 0 {
+		progress("  %s: %d claims with events, p50 %.1f ms, p99 %.1f ms, max %.1f ms", s.Name(), len(claims), quantile(claims, 0.5), quantile(claims, 0.99), claims[len(claims)-1])
+	}
 	return result{
 		Phase: fmt.Sprintf("Latency/rate=%d", rate), Label: s.Name(), N: len(lat),
 		Metrics: []metric{
@@ -227,6 +238,7 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 			{"p90-ms", quantile(lat, 0.90)},
 			{"p99-ms", quantile(lat, 0.99)},
 			{"max-ms", lat[len(lat)-1]},
+			{"late-p99-ms", quantile(late, 0.99)},
 		},
 		samples: lat,
 	}, nil
@@ -253,4 +265,28 @@ func quantile(sorted []float64, q float64) float64 {
 	}
 	i := int(q*float64(len(sorted))+0.999999) - 1
 	return sorted[min(max(i, 0), len(sorted)-1)]
+}
+
+// watchLateness sleeps 1ms at a time until the returned function is called, which
+// returns by how much each sleep overran (ms, sorted): the delay this process waits
+// for a CPU on the shared machine, which bounds any latency measured beside it.
+func watchLateness() func() []float64 {
+	done := make(chan struct{})
+	out := make(chan []float64, 1)
+	go func() {
+		var late []float64
+		for {
+			select {
+			case <-done:
+				slices.Sort(late)
+				out <- late
+				return
+			default:
+			}
+			t0 := time.Now()
+			time.Sleep(time.Millisecond)
+			late = append(late, max(time.Since(t0).Seconds()*1000-1, 0))
+		}
+	}()
+	return func() []float64 { close(done); return <-out }
 }

@@ -55,6 +55,9 @@ type variant struct {
 	// Ours: processor batch size, deliveries at once per batch, batches in flight per
 	// processor, processors in this process.
 	BatchSize, MaxConcurrent, BatchesInFlight, Relays int
+	// Ours: instead of processors, a bare loop claiming BatchSize events and settling
+	// them delivered, the floor of the store's SQL (the "limit" row).
+	Floor bool
 	// River: the default queue's MaxWorkers (River has no default; its docs use 100).
 	Workers int
 	// Watermill: the PostgreSQL schema adapter's SubscribeBatchSize (default 100).

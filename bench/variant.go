@@ -8,7 +8,8 @@ import (
 
 // A consumer spec names a system and its configuration, e.g. "outbox:b=1000,c=100,r=2",
 // "river:w=10000", "watermill" (keys: b batch size, c max concurrent, k batches in
-// flight per processor, r processors,
+// flight per processor, r processors; "limit:b=1000" is the store's claim and settle
+// statements run back to back by a bare loop at that batch size, no processor;
 // w River MaxWorkers, sb Watermill SubscribeBatchSize). No keys means the system's defaults.
 type spec struct {
 	System string
@@ -36,8 +37,12 @@ func parseSpec(s string) (spec, error) {
 	sp := spec{System: name}
 	switch name {
 	case "outbox", "river", "watermill":
+	case "limit":
+		// The floor of our SQL: the store's claim and settle run back to back.
+		sp.System, sp.V.Floor = "outbox", true
+		name = "outbox"
 	default:
-		return sp, fmt.Errorf("consumer %q: unknown system %q (want outbox, river or watermill)", s, name)
+		return sp, fmt.Errorf("consumer %q: unknown system %q (want outbox, limit, river or watermill)", s, name)
 	}
 	if opts != "" {
 		for kv := range strings.SplitSeq(opts, ",") {
@@ -73,6 +78,9 @@ func (sp spec) label() string {
 	v := sp.V
 	switch sp.System {
 	case "outbox":
+		if v.Floor {
+			return fmt.Sprintf("limit-b%d", orDefault(v.BatchSize, 10))
+		}
 		if v.BatchSize == 0 && v.MaxConcurrent == 0 && v.BatchesInFlight == 0 && v.Relays == 0 {
 			return "outbox"
 		}

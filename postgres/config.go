@@ -28,10 +28,13 @@ type Config struct {
 
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
-	// ID. EnqueueTx and EnqueueSQLTx send it inside the caller's transaction, so that
-	// PostgreSQL delivers it when, and only if, that transaction commits; the store's
-	// own commits (Transact, Enqueue) send it right after committing. Defaults to
-	// "<Schema>.<Table>".
+	// ID, once the event has committed. The store's own commits (Transact, Enqueue)
+	// send it right after committing. EnqueueTx and EnqueueSQLTx send it inside the
+	// caller's transaction, which PostgreSQL delivers when, and only if, that
+	// transaction commits, but at most once per NotifyDebounce: a notifying commit holds
+	// a cluster-wide lock through its WAL flush. The store looks for the events of the
+	// others by their seq, every 4 NotifyDebounce for a short while and then less often,
+	// and notifies them once they are visible. Defaults to "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new
 	// events at their next poll. Defaults to false.
@@ -42,9 +45,10 @@ type Config struct {
 	// pooler. Defaults to false.
 	DisableListen bool
 	// NotifyDebounce is the least time between two wake-ups fanned out from received
-	// notifications, and between two NOTIFYs sent after the store's own commits. The
-	// first after a quiet spell goes at once; those within NotifyDebounce of it are
-	// gathered into one. Defaults to 1ms.
+	// notifications, between two NOTIFYs sent after the store's own commits, and
+	// between two NOTIFYs sent inside callers' transactions (see Channel). The first
+	// after a quiet spell goes at once; those within NotifyDebounce of it are gathered
+	// into one. Defaults to 1ms.
 	NotifyDebounce time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.

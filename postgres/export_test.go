@@ -17,6 +17,26 @@ import (
 // ClaimConflicts is how many claims ran again after losing a race for an ordering key.
 func (s *Store) ClaimConflicts() int64 { return s.claimConflicts.Load() }
 
+// MigrateTo applies the migrations up to version only, as an older release of this
+// package would have.
+func MigrateTo(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int) error {
+	cfg = cfg.withDefaults()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	_, err = migrate.Run(ctx, target{conn: conn.Conn(), cfg: cfg, names: newNames(cfg)}, migrations[:version])
+	return err
+}
+
+// Watched is how many seqs the store is looking for, and how many looks it took.
+func (s *Store) Watched() (seqs, looks int) {
+	s.watcher.mu.Lock()
+	defer s.watcher.mu.Unlock()
+	return len(s.watcher.watched), s.watcher.looks
+}
+
 // ListenerPID is the backend PID of the LISTEN connection (0 before the first one).
 func (s *Store) ListenerPID() uint32 { return s.listener.pid.Load() }
 
@@ -76,16 +96,3 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 
 // PendingWakeUps returns the user IDs notified since the last fan-out.
 func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }
-
-// MigrateTo applies the migrations up to version only, as an older release of this
-// package left the table: for tests of the upgrade in place.
-func MigrateTo(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int) error {
-	cfg = cfg.withDefaults()
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer conn.Release()
-	_, err = migrate.Run(ctx, target{conn: conn.Conn(), cfg: cfg, names: newNames(cfg)}, migrations[:version])
-	return err
-}

@@ -21,7 +21,18 @@ func (s *Store) PauseType(ctx context.Context, eventType string, now time.Time) 
 	if _, err := s.pool.Exec(ctx, s.q.pauseType, pgx.NamedArgs{"type": eventType, "now": outbox.Timestamp(now)}); err != nil {
 		return fmt.Errorf("outbox/postgres: pause %q: %w", eventType, err)
 	}
+	s.analyzePaused(ctx)
 	return nil
+}
+
+// analyzePaused refreshes the planner's statistics of the paused-types table after a
+// change, so that claims are planned for the types actually paused (see migration
+// 003). Autovacuum would wait for 50 changes. A failure (say, a role that may not
+// analyze the table) only leaves the statistics older.
+func (s *Store) analyzePaused(ctx context.Context) {
+	if _, err := s.pool.Exec(ctx, s.q.analyzePaused); err != nil {
+		s.log.Warn("analyzing the paused-types table failed; claims are planned with older statistics", "err", err)
+	}
 }
 
 // ResumeType implements outbox.TypePauser. Relays are told at once, as for a commit.
@@ -33,6 +44,7 @@ func (s *Store) ResumeType(ctx context.Context, eventType string) (bool, error) 
 	if tag.RowsAffected() == 0 {
 		return false, nil
 	}
+	s.analyzePaused(ctx)
 	s.committed(map[string]struct{}{"": {}})
 	return true, nil
 }

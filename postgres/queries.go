@@ -18,7 +18,22 @@ const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_a
 const notifyUsers = `CROSS JOIN LATERAL pg_notify(@channel, r.user_id)`
 
 // notifyAfterCommit is the NOTIFY the store sends after its own commits, one per user.
-const notifyAfterCommit = `SELECT pg_notify(@channel, u) FROM unnest(@users::text[]) AS u`
+// Its transaction commits without waiting for the WAL flush (synchronous_commit off
+// for it alone): a wake-up needs no durability, and PostgreSQL holds its cluster-wide
+// notification lock until the commit is done, so a flush would make every other
+// notifying commit queue behind this one.
+const notifyAfterCommit = `SELECT pg_notify(@channel, u)
+FROM set_config('synchronous_commit', 'off', true) AS c, unnest(@users::text[]) AS u`
+
+// notifyVisible is the watcher's look (see watch.go): which of the given seqs have
+// committed, and a NOTIFY for their users, in one statement outside any caller's
+// transaction. The primary key finds them; an invisible seq (not committed yet, or
+// rolled back) returns nothing.
+const notifyVisible = `
+WITH v AS MATERIALIZED (SELECT seq, user_id FROM {{table}} WHERE seq = ANY(@seqs::bigint[])),
+n AS (SELECT count(pg_notify(@channel, u.user_id)) AS sent
+      FROM set_config('synchronous_commit', 'off', true) AS c, (SELECT DISTINCT user_id FROM v) u)
+SELECT v.seq, v.user_id FROM v, n WHERE n.sent >= 0`
 
 // insertEvent writes one event. Metadata and payload travel as text and are cast here,
 // so that what the caller wrote is what the column holds.
@@ -30,6 +45,16 @@ WITH r AS (
         @is_new_record, @metadata::text::jsonb, @payload::text::json, @ordering_key, @now, @now, @now)
     RETURNING id, seq, user_id)
 SELECT r.id, r.seq FROM r {{notify}}`
+
+// insertOne is insertEvent without NOTIFY, as most single enqueues run: a bare INSERT
+// with positional parameters, which PostgreSQL runs without the CTE's materialization
+// and pgx binds without rewriting named arguments. Parameters: id, type, entity_id,
+// user_id, max_attempts, priority, is_new_record, metadata, payload, ordering_key, now.
+const insertOne = `
+INSERT INTO {{table}} (id, type, entity_id, user_id, status, max_attempts, priority,
+    is_new_record, metadata, payload, ordering_key, created_at, updated_at, next_attempt_at)
+VALUES ($1, $2, $3, $4, 'pending', $5, $6, $7, $8::text::jsonb, $9::text::json, $10, $11, $11, $11)
+RETURNING seq`
 
 // insertEvents writes a batch in one statement: one array per column, in the order given.
 const insertEvents = `
@@ -76,22 +101,38 @@ const leaseLost = `'lease of ' || coalesce(t.lease_owner, '?') || ' expired befo
 // type's rows are skipped by a lookup in the paused table (a handful of rows). Either
 // way a skipped row costs a heap visit, so a claim behind a large backlog of skipped
 // types pays for it: docs/adopting.md gives the measured cost.
+//
+// The claim commits without waiting for its WAL flush (synchronous_commit off for
+// this statement's transaction alone; the WAL writer flushes it within a few hundred
+// milliseconds): delivery waits for the claim, and a flush on a busy disk took up to
+// 100 ms of a wake-up's latency (bench/). A claim lost with the
+// server's last moments of WAL leaves its events as they were before it, due again:
+// they are delivered again, which at-least-once allows, and the lost attempt is not
+// counted. Settle, Retry and the rest keep the server's durability.
+//
+// The paused types are an anti-join (NOT EXISTS), not "type <> ALL(ARRAY(…))": with
+// few distinct types the planner took the latter to leave about one row, and so
+// costed the claim as a scan of the whole backlog (349,000 at 45,000 pending). Above
+// jit_above_cost (100,000) PostgreSQL then compiled the statement with JIT on every
+// claim: 0.1 to 1.5 s a claim of 1,000 on a loaded machine, against 13 to 23 ms
+// without (bench/, docs/performance.md). The anti-join is estimated from the paused
+// table's statistics, which the store keeps current (migration 003, PauseType).
 const claimEvents = `
 WITH pending AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'pending' {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
+    WHERE e.status = 'pending' {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), retrying AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + isHead + `
+    WHERE e.status = 'failed' AND e.next_attempt_at <= @now {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + isHead + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
 ), expired AS (
     SELECT e.seq, e.priority FROM {{table}} e
-    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} {{and_types}} AND e.type <> ALL(ARRAY(SELECT type FROM {{paused}})) AND ` + attemptsLeft + `
+    WHERE e.status = 'processing' AND e.lease_expires_at <= @now {{and_user}} {{and_types}} AND NOT EXISTS (SELECT 1 FROM {{paused}} p WHERE p.type = e.type) AND ` + attemptsLeft + `
     ORDER BY e.priority DESC, e.seq
     LIMIT @limit
     FOR UPDATE SKIP LOCKED
@@ -129,7 +170,8 @@ WITH pending AS (
     WHERE t.seq = ANY(ARRAY(SELECT seq FROM picked))
     RETURNING t.*
 )
-SELECT ` + eventColumns + ` FROM claimed ORDER BY priority DESC, seq`
+SELECT ` + eventColumns + ` FROM claimed, set_config('synchronous_commit', 'off', true) AS c
+ORDER BY priority DESC, seq`
 
 const extendLease = `
 UPDATE {{table}} SET lease_expires_at = @until
@@ -143,6 +185,12 @@ RETURNING id`
 // It records completions, failures with their own error and retry time (NULL gives
 // up), and releases of unstarted claims (the attempt is not counted, and the event is
 // due as before). Only events @owner still holds are touched.
+//
+// Like the claim, it commits without waiting for its WAL flush: a processor settles a
+// batch before it claims the next, so a slow flush held up the next event's delivery
+// (bench/: up to 90 ms at p99 on a shared disk). Outcomes lost with the server's last
+// moments of WAL leave their events leased, so they are delivered again once the lease
+// expires: at-least-once, as after a relay's crash.
 const settleEvents = `
 WITH completed AS (
     UPDATE {{table}} t
@@ -171,7 +219,8 @@ WITH completed AS (
     RETURNING t.user_id
 )
 SELECT (SELECT count(*) FROM completed), (SELECT count(*) FROM failed),
-       (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})`
+       (SELECT count(*) FROM (SELECT DISTINCT user_id FROM r) r {{notify}})
+FROM set_config('synchronous_commit', 'off', true) AS c`
 
 const getEvent = `SELECT ` + eventColumns + ` FROM {{table}} WHERE id = @id`
 
@@ -308,16 +357,20 @@ const (
 	pauseType   = `INSERT INTO {{paused}} (type, paused_at) VALUES (@type, @now) ON CONFLICT (type) DO NOTHING`
 	resumeType  = `DELETE FROM {{paused}} WHERE type = @type`
 	pausedTypes = `SELECT type, paused_at FROM {{paused}} ORDER BY type`
+	// analyzePaused keeps the planner's view of the paused types current (see
+	// migration 003).
+	analyzePaused = `ANALYZE {{paused}}`
 )
 
 // queries are the statements of one Store, rendered for its table and settings.
 type queries struct {
 	insertEvent, insertEvents     string // with NOTIFY, unless disabled
 	insertQuiet, insertBatchQuiet string // never: the store notifies after its own commits
-	notifyUsers                   string
+	insertQuietNamed              string // insertEvent without NOTIFY, for database/sql
+	notifyUsers, notifyVisible    string
 	claim                         [2][3]string // [by user][all types, one type, several]
 	pauseType, resumeType         string
-	pausedTypes                   string
+	pausedTypes, analyzePaused    string
 	extendLease, settleEvents     string
 	getEvent, retryEvents         string
 	listEvents, listActive        string
@@ -345,9 +398,11 @@ func newQueries(n names, notify bool) queries {
 	return queries{
 		insertEvent:      render(insertEvent, ""),
 		insertEvents:     render(insertEvents, ""),
-		insertQuiet:      quiet.Replace(insertEvent),
+		insertQuiet:      quiet.Replace(insertOne),
+		insertQuietNamed: quiet.Replace(insertEvent),
 		insertBatchQuiet: quiet.Replace(insertEvents),
 		notifyUsers:      notifyAfterCommit,
+		notifyVisible:    render(notifyVisible, ""),
 		claim: [2][3]string{
 			{renderWith(claimEvents, "", ""), renderWith(claimEvents, "", byType), renderWith(claimEvents, "", byTypes)},
 			{renderWith(claimEvents, byUser, ""), renderWith(claimEvents, byUser, byType), renderWith(claimEvents, byUser, byTypes)},
@@ -355,6 +410,7 @@ func newQueries(n names, notify bool) queries {
 		pauseType:       render(pauseType, ""),
 		resumeType:      render(resumeType, ""),
 		pausedTypes:     render(pausedTypes, ""),
+		analyzePaused:   render(analyzePaused, ""),
 		extendLease:     render(extendLease, ""),
 		settleEvents:    render(settleEvents, ""),
 		getEvent:        render(getEvent, ""),

@@ -18,24 +18,27 @@ const createEntries = `CREATE TABLE progress_entries (
 	id TEXT PRIMARY KEY, user_id TEXT NOT NULL, kind TEXT NOT NULL, quantity REAL NOT NULL, date INTEGER NOT NULL)`
 
 // BenchmarkEnqueue measures what the event costs a business transaction: the same
-// transaction writing one row, with and without its outbox event, under both
-// durability settings.
+// transaction writing one row, with its outbox event, and with a bare second row (a
+// table without indexes: the floor of any second write), under both durability
+// settings. Compare row+event and row+row to row within one run.
 func BenchmarkEnqueue(b *testing.B) {
 	for _, sync := range []string{"NORMAL", "FULL"} {
-		for _, withEvent := range []bool{false, true} {
+		for _, second := range []string{"", "event", "row"} {
 			name := "sync=" + sync + "/row"
-			if withEvent {
-				name += "+event"
+			if second != "" {
+				name += "+" + second
 			}
-			b.Run(name, func(b *testing.B) { benchmarkEnqueue(b, sync, withEvent) })
+			b.Run(name, func(b *testing.B) { benchmarkEnqueue(b, sync, second) })
 		}
 	}
 }
 
-func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
+const createBare = `CREATE TABLE bare_events (id TEXT, payload TEXT)`
+
+func benchmarkEnqueue(b *testing.B, synchronous string, second string) {
 	s := sqlitetest.NewStoreWith(b, sqlite.OpenConfig{Synchronous: synchronous})
 	ctx := context.Background()
-	if _, err := s.DB().ExecContext(ctx, createEntries); err != nil {
+	if _, err := s.DB().ExecContext(ctx, createEntries+";"+createBare); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
@@ -46,8 +49,12 @@ func benchmarkEnqueue(b *testing.B, synchronous string, withEvent bool) {
 			if _, err := tx.ExecContext(ctx, `INSERT INTO progress_entries (id, user_id, kind, quantity, date) VALUES (?, 'u', 'weight', 72.5, 0)`, id); err != nil {
 				return err
 			}
-			if !withEvent {
+			switch second {
+			case "":
 				return nil
+			case "row":
+				_, err := tx.ExecContext(ctx, `INSERT INTO bare_events (id, payload) VALUES (?, '{"quantity":72.5}')`, id)
+				return err
 			}
 			e := outbox.NewEvent("order.created", id, "u")
 			e.Priority, e.IsNewRecord, e.OrderingKey = 10, true, id

@@ -1,0 +1,194 @@
+package postgres
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// watchMaxDelay caps the wait between two looks at an event still invisible, and
+// watchGiveUp ends the watch of one: its transaction is still open, or was rolled back
+// (then it never appears), and the relays' poll finds it if it ever commits.
+// An event is looked for at the watcher's interval (4 NotifyDebounce) during its first
+// watchSteadyLooks intervals (most commits land within a few milliseconds of their enqueue), then at
+// doubling intervals.
+const (
+	watchSteadyLooks = 20
+	watchMaxDelay    = time.Second
+	watchGiveUp      = 10 * time.Second
+)
+
+// watcher wakes relays for events written in a caller's transaction that did not carry
+// the NOTIFY itself (see Store.notifyInTx). The store cannot see that transaction
+// commit, so it looks: a short while after the enqueue, and again at short and then
+// doubling intervals; one statement reads which of the watched seqs are visible and NOTIFYs
+// their users, outside any caller's transaction. A rolled-back or still-open event is
+// invisible, so it wakes nobody.
+type watcher struct {
+	pool    poolQuerier
+	sql     string
+	channel string
+	first   time.Duration
+	log     *slog.Logger
+	found   func(users map[string]struct{})
+
+	mu      sync.Mutex
+	watched map[int64]*watch
+	timer   *time.Timer
+	armedAt time.Time // when the timer fires; zero while disarmed
+	running bool      // a look is under way; it re-arms the timer itself
+	closed  bool
+	looks   int // looks taken, for tests
+}
+
+type poolQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+type watch struct {
+	since, due time.Time
+	delay      time.Duration
+}
+
+func newWatcher(pool poolQuerier, sql, channel string, first time.Duration, log *slog.Logger, found func(map[string]struct{})) *watcher {
+	return &watcher{pool: pool, sql: sql, channel: channel, first: first, log: log, found: found, watched: map[int64]*watch{}}
+}
+
+// add watches seqs, written in a transaction that has not committed yet.
+func (w *watcher) add(now time.Time, seqs ...int64) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	due := now.Add(w.first)
+	for _, s := range seqs {
+		w.watched[s] = &watch{since: now, due: due, delay: w.first}
+	}
+	w.armLocked(due)
+}
+
+// armLocked makes the timer fire at due, unless it fires earlier already.
+func (w *watcher) armLocked(due time.Time) {
+	if w.running || (!w.armedAt.IsZero() && !w.armedAt.After(due)) {
+		return
+	}
+	d := time.Until(due)
+	if w.timer == nil {
+		w.timer = time.AfterFunc(d, w.look)
+	} else {
+		w.timer.Reset(d)
+	}
+	w.armedAt = due
+}
+
+// look reads the watched seqs that are due, notifies those now visible, and re-arms
+// for the others.
+func (w *watcher) look() {
+	now := time.Now()
+	w.mu.Lock()
+	w.armedAt = time.Time{}
+	if w.closed && w.watched == nil {
+		w.mu.Unlock()
+		return
+	}
+	w.running = true
+	var due []int64
+	for s, wt := range w.watched {
+		if !wt.due.After(now) || w.closed {
+			due = append(due, s)
+		}
+	}
+	w.mu.Unlock()
+
+	seen := map[int64]bool{}
+	if len(due) > 0 {
+		users := map[string]struct{}{}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		rows, err := w.pool.Query(ctx, w.sql, pgx.NamedArgs{"seqs": due, "channel": w.channel})
+		if err == nil {
+			var (
+				seq  int64
+				user string
+			)
+			_, err = pgx.ForEachRow(rows, []any{&seq, &user}, func() error {
+				seen[seq] = true
+				users[user] = struct{}{}
+				return nil
+			})
+		}
+		cancel()
+		if err != nil {
+			w.log.Warn("looking for committed events to notify failed; relays will find them at their next poll", "err", err)
+			for _, s := range due {
+				seen[s] = true // stop watching: the poll is the fallback
+			}
+		}
+		if len(users) > 0 {
+			w.found(users)
+		}
+	}
+
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.running = false
+	w.looks++
+	var next time.Time
+	for _, s := range due {
+		wt := w.watched[s]
+		if wt == nil {
+			continue
+		}
+		if seen[s] || w.closed || now.Sub(wt.since) >= watchGiveUp {
+			delete(w.watched, s)
+			continue
+		}
+		if now.Sub(wt.since) >= watchSteadyLooks*w.first {
+			wt.delay = min(2*wt.delay, watchMaxDelay)
+		}
+		wt.due = now.Add(wt.delay)
+	}
+	if w.closed {
+		return
+	}
+	for _, wt := range w.watched {
+		if next.IsZero() || wt.due.Before(next) {
+			next = wt.due
+		}
+	}
+	if !next.IsZero() {
+		w.armLocked(next)
+	}
+}
+
+// close takes a last look at everything still watched and stops.
+func (w *watcher) close() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	w.armedAt = time.Time{}
+	pending := len(w.watched) > 0
+	w.mu.Unlock()
+	// A look under way when the timer was stopped still finishes: wait for it.
+	for {
+		w.mu.Lock()
+		running := w.running
+		w.mu.Unlock()
+		if !running {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if pending {
+		w.look()
+	}
+}
