@@ -154,25 +154,8 @@ func splitStatements(text string) []string {
 	return stmts
 }
 
-type queryer interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
-func appliedVersions(ctx context.Context, q queryer, n names) (map[int]bool, error) {
-	rows, err := q.QueryContext(ctx, `SELECT version FROM `+n.Migrations)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	applied := map[int]bool{}
-	for rows.Next() {
-		var v int
-		if err := rows.Scan(&v); err != nil {
-			return nil, err
-		}
-		applied[v] = true
-	}
-	return applied, rows.Err()
+func appliedVersions(ctx context.Context, q migrate.Querier, n names) (map[int]bool, error) {
+	return migrate.AppliedVersions(ctx, q, n.Migrations)
 }
 
 // checkSchema makes New fail early, and clearly, on a database that was not migrated.

@@ -23,7 +23,19 @@ func (t SQLTarget) Applied(ctx context.Context) (map[int]bool, error) {
 )`); err != nil {
 		return nil, err
 	}
-	rows, err := t.DB.QueryContext(ctx, `SELECT version FROM `+t.Table)
+	return AppliedVersions(ctx, t.DB, t.Table)
+}
+
+// Querier is what AppliedVersions reads with: a *sql.DB, *sql.Conn or *sql.Tx.
+type Querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// AppliedVersions reads the versions recorded in the bookkeeping table (a constant of
+// the calling package, written into the SQL as is). Stores call it from their Target
+// and to check, at New, that a database is migrated.
+func AppliedVersions(ctx context.Context, q Querier, table string) (map[int]bool, error) {
+	rows, err := q.QueryContext(ctx, `SELECT version FROM `+table)
 	if err != nil {
 		return nil, err
 	}
