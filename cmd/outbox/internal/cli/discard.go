@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/google/uuid"
 
@@ -115,17 +114,7 @@ func discardIDs(ctx context.Context, env *Env, log *slog.Logger, s outbox.Store,
 		}
 		n += d
 	}
-	if asJSON {
-		if err := writeJSON(env.Stdout, map[string]any{"discarded": n, "problems": append([]string{}, problems...)}); err != nil {
-			return err
-		}
-	} else {
-		fmt.Fprintf(env.Stdout, "discarded %d of %d events\n", n, len(ids))
-	}
-	if len(problems) > 0 {
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
+	return reportByID(env, "discarded", n, len(ids), problems, asJSON)
 }
 
 func discardMatching(ctx context.Context, env *Env, log *slog.Logger, s outbox.Store, o *discardOpts) error {

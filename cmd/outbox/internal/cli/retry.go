@@ -91,12 +91,18 @@ func retryIDs(ctx context.Context, env *Env, s outbox.Store, ids []string, asJSO
 			}
 		}
 	}
+	return reportByID(env, "retried", n, len(ids), problems, asJSON)
+}
+
+// reportByID tells what an action on events named by ID did ("retried 2 of 3 events"),
+// and fails, naming each, when some could not be acted on.
+func reportByID(env *Env, done string, n, asked int, problems []string, asJSON bool) error {
 	if asJSON {
-		if err := writeJSON(env.Stdout, map[string]any{"retried": n, "problems": append([]string{}, problems...)}); err != nil {
+		if err := writeJSON(env.Stdout, map[string]any{done: n, "problems": append([]string{}, problems...)}); err != nil {
 			return err
 		}
 	} else {
-		fmt.Fprintf(env.Stdout, "retried %d of %d events\n", n, len(ids))
+		fmt.Fprintf(env.Stdout, "%s %d of %d events\n", done, n, asked)
 	}
 	if len(problems) > 0 {
 		return errors.New(strings.Join(problems, "; "))
