@@ -14,5 +14,6 @@
 // Clock, so nothing sleeps out a backoff.
 //
 // Besides the suite: Clock (a manual outbox.Clock), Recorder (an Observer that lets a
-// test wait for deliveries), EnqueueN (a mixed workload), and Discard (a quiet logger).
+// test wait for deliveries), EnqueueN (a mixed workload), AwaitLine (wait for a server
+// process the test started to say it is ready), and Discard (a quiet logger).
 package outboxtest

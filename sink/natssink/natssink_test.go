@@ -1,7 +1,6 @@
 package natssink_test
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -255,30 +253,7 @@ func startNATSServer(t *testing.T, ns *natsServer) {
 		t.Fatalf("start nats-server: %v", err)
 	}
 	ns.cmd = cmd
-	ready := make(chan struct{})
-	var lines []string
-	var mu sync.Mutex
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			mu.Lock()
-			lines = append(lines, sc.Text())
-			mu.Unlock()
-			if strings.Contains(sc.Text(), "Server is ready") {
-				close(ready)
-				break
-			}
-		}
-		for sc.Scan() { // keep the pipe drained
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("nats-server did not become ready:\n%s", strings.Join(lines, "\n"))
-	}
+	outboxtest.AwaitLine(t, stderr, "Server is ready", 30*time.Second)
 }
 
 func (ns *natsServer) kill() {

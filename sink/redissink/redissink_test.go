@@ -1,7 +1,6 @@
 package redissink_test
 
 import (
-	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -302,30 +300,7 @@ func (rs *redisServer) start(t *testing.T) {
 		t.Fatalf("start %s: %v", bin, err)
 	}
 	rs.cmd = cmd
-	ready := make(chan struct{})
-	var mu sync.Mutex
-	var lines []string
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			mu.Lock()
-			lines = append(lines, sc.Text())
-			mu.Unlock()
-			if strings.Contains(sc.Text(), "Ready to accept connections") {
-				close(ready)
-				break
-			}
-		}
-		for sc.Scan() { // keep the pipe drained
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("redis-server did not become ready:\n%s", strings.Join(lines, "\n"))
-	}
+	outboxtest.AwaitLine(t, out, "Ready to accept connections", 30*time.Second)
 }
 
 func (rs *redisServer) kill() {
