@@ -59,6 +59,11 @@ func ensureDatabase(ctx context.Context, dsn string) error {
 
 // newPool opens a pool whose connections resolve unqualified names in schema first,
 // so the same business-table SQL serves every system.
+// planCacheMode, when set (-plan-cache-mode), is PostgreSQL's plan_cache_mode on every
+// connection of the harness: force_generic_plan or force_custom_plan show what the
+// planner's choice between a statement's generic plan and one made for each call costs.
+var planCacheMode string
+
 func newPool(ctx context.Context, dsn, schema string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -67,6 +72,9 @@ func newPool(ctx context.Context, dsn, schema string, maxConns int32) (*pgxpool.
 	cfg.MaxConns = maxConns
 	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	cfg.ConnConfig.RuntimeParams["application_name"] = "outbox-bench"
+	if planCacheMode != "" {
+		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = planCacheMode
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -275,3 +276,39 @@ func TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers(t *testing.T) {
 }
 
 var _ = errors.Is
+
+// The claim's limit is written into its statement (see claimStatements), for the first
+// limits a store sees; past them the limit stays a parameter, and claims still take
+// exactly that many events.
+func TestClaimLimitWrittenIntoTheStatement(t *testing.T) {
+	s := newStore(t, nil, postgres.Config{DisableListen: true})
+	ctx := context.Background()
+	now := time.Now()
+	params := func(limit int) outbox.ClaimParams {
+		return outbox.ClaimParams{Owner: "p", Now: now, LeaseUntil: now.Add(time.Minute), Limit: limit}
+	}
+	for limit := 1; limit <= 20; limit++ {
+		query, _, err := s.ClaimStatement(params(limit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		literal := strings.Contains(query, fmt.Sprintf("LIMIT %d\n", limit))
+		parameter := strings.Contains(query, "@limit")
+		if want := limit <= 16; literal != want || parameter == want {
+			t.Errorf("limit %d: written into the statement %v, as @limit %v; want written %v", limit, literal, parameter, want)
+		}
+	}
+	events := make([]*outbox.Event, 30)
+	for i := range events {
+		events[i] = outbox.NewEvent("order.created", fmt.Sprint(i), "u")
+	}
+	if err := s.Enqueue(ctx, now, events...); err != nil {
+		t.Fatal(err)
+	}
+	for _, limit := range []int{3, 19} { // one of each kind
+		got, err := s.Claim(ctx, params(limit))
+		if err != nil || len(got) != limit {
+			t.Fatalf("Claim(limit %d) = %d events, %v", limit, len(got), err)
+		}
+	}
+}

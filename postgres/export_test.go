@@ -85,6 +85,11 @@ func (s *Store) Explain(ctx context.Context, name string, args pgx.NamedArgs, an
 	return strings.Join(lines, "\n"), nil
 }
 
+// ClaimStatement returns the claim statement and arguments Claim would run for p.
+func (s *Store) ClaimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, error) {
+	return s.claimStatement(p)
+}
+
 // ClaimInTx runs one claim statement in tx, which the caller commits or rolls back.
 func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) ([]outbox.Event, error) {
 	query, args, err := s.claimStatement(p)

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/postgres"
 )
 
@@ -144,6 +146,21 @@ func TestPlansUseTheIndexes(t *testing.T) {
 		})
 	}
 
+	t.Run("claim under a generic plan", func(t *testing.T) {
+		query, args, err := s.ClaimStatement(outbox.ClaimParams{Owner: "relay-b", Now: now, LeaseUntil: now.Add(time.Minute), Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		generic, custom := planCosts(t, pool, query, args)
+		t.Logf("claim of 100 with %d pending: generic plan cost %.0f, plan for the call %.0f", rows/10, generic, custom)
+		// PostgreSQL adopts the generic plan of a statement run many times when it looks
+		// no dearer; costed by a tenth of the backlog rather than by its limit, it was
+		// compiled with JIT past jit_above_cost on every claim (docs/performance.md).
+		if generic > 2*custom {
+			t.Errorf("the generic plan is costed at %.0f, %.1f× the plan for the call (%.0f): it is not costed by the claim's limit", generic, generic/custom, custom)
+		}
+	})
+
 	// The remedy docs/postgres.md gives for per-user processors at scale.
 	if _, err := pool.Exec(ctx, `CREATE INDEX outbox_events_pending_by_user ON `+table+
 		` (user_id, priority DESC, seq) WHERE status = 'pending'`); err != nil {
@@ -193,4 +210,47 @@ func with(a pgx.NamedArgs, k string, v any) pgx.NamedArgs {
 		}
 	}
 	return b
+}
+
+// planCosts prepares query and returns the total cost of its generic plan and of the
+// plan made for the arguments named.
+func planCosts(t *testing.T, pool *pgxpool.Pool, query string, named pgx.NamedArgs) (generic, custom float64) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	positional, args, err := named.RewriteQuery(ctx, conn.Conn(), query, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "PREPARE plan_costs AS "+positional); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Exec(ctx, "DEALLOCATE plan_costs; RESET plan_cache_mode")
+	placeholders := make([]string, len(args))
+	for i := range args {
+		placeholders[i] = "$" + strconv.Itoa(i+1)
+	}
+	cost := func(mode string) float64 {
+		if _, err := conn.Exec(ctx, "SET plan_cache_mode = "+mode); err != nil {
+			t.Fatal(err)
+		}
+		var first string
+		// The simple protocol writes the arguments into EXECUTE as literals.
+		err := conn.QueryRow(ctx, "EXPLAIN EXECUTE plan_costs("+strings.Join(placeholders, ", ")+")",
+			append([]any{pgx.QueryExecModeSimpleProtocol}, args...)...).Scan(&first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`cost=[0-9.]+\.\.([0-9.]+)`).FindStringSubmatch(first)
+		if m == nil {
+			t.Fatalf("no cost in %q", first)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v
+	}
+	return cost("force_generic_plan"), cost("force_custom_plan")
 }
