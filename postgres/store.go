@@ -498,18 +498,17 @@ func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, err
 }
 
 // claimStatements holds claim statements with their limit written into the text
-// rather than passed as @limit. PostgreSQL plans a statement run many times once, for
-// any arguments (a generic plan), when that plan looks no dearer than the ones made
-// for each call; a generic plan cannot know a parameter's LIMIT, so it takes it for a
-// tenth of the backlog. With the limit as a parameter the claim was therefore either
-// planned afresh on every call (about 1 ms of a 1.7 ms claim of one event, bench/) or,
-// once a generic plan was adopted on a small table, costed past jit_above_cost when the
-// backlog grew and compiled with JIT on every claim (0.9 s against 23 ms for a claim of
-// 1,000 at 1,000,000 pending, bench/cmd/flat). With the limit in the text the generic
-// plan is costed by the rows it takes. Processors claim with one or two limits (their
-// batch size, and 1 to probe an open circuit); beyond maxLiteralLimits distinct ones
-// the statement keeps its parameter, so that callers passing ever-new limits do not
-// fill every connection's statement cache.
+// rather than passed as @limit. PostgreSQL runs a prepared statement with a generic
+// plan, made without the arguments, when that plan looks no dearer than one made for
+// each call; but a generic plan cannot see a parameter's LIMIT and takes it for a tenth
+// of the rows. With @limit the claim was therefore planned afresh on most calls (about
+// 1 ms of a 1.7 ms claim of one event, bench/), and a generic plan, when used, was
+// costed by the backlog and compiled with JIT past jit_above_cost (0.9 s against 23 ms
+// a claim of 1,000 at 1 M pending, bench/cmd/flat under force_generic_plan). With the
+// limit in the text the generic plan is costed by the rows it takes. A processor claims
+// with one or two limits (its batch size, and 1 to probe an open circuit); past
+// maxLiteralLimits distinct ones the statement keeps its parameter, so that a caller
+// passing ever-new limits cannot fill every connection's statement cache.
 type claimStatements struct {
 	mu sync.Mutex
 	m  map[claimKey]string
