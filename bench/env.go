@@ -57,13 +57,13 @@ func ensureDatabase(ctx context.Context, dsn string) error {
 	return nil
 }
 
-// newPool opens a pool whose connections resolve unqualified names in schema first,
-// so the same business-table SQL serves every system.
 // planCacheMode, when set (-plan-cache-mode), is PostgreSQL's plan_cache_mode on every
 // connection of the harness: force_generic_plan or force_custom_plan show what the
 // planner's choice between a statement's generic plan and one made for each call costs.
 var planCacheMode string
 
+// newPool opens a pool whose connections resolve unqualified names in schema first,
+// so the same business-table SQL serves every system.
 func newPool(ctx context.Context, dsn, schema string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {

@@ -91,8 +91,9 @@ func walFramesPerTxn(b *testing.B, db *sql.DB, txn func(int) error) float64 {
 	if err := db.QueryRowContext(ctx, `PRAGMA page_size`).Scan(&pageSize); err != nil {
 		b.Fatal(err)
 	}
-	if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-		b.Fatal(err)
+	var busy, logFrames, checkpointed int
+	if err := db.QueryRowContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`).Scan(&busy, &logFrames, &checkpointed); err != nil || busy != 0 {
+		b.Fatalf("checkpoint: busy %d, %v", busy, err)
 	}
 	const n = 100
 	for i := range n {
