@@ -99,5 +99,13 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 	return s.claim(ctx, tx, query, args)
 }
 
+// NotifierStarted reports whether the store has ever queued a NOTIFY to send after a
+// commit.
+func (s *Store) NotifierStarted() bool {
+	s.notifier.mu.Lock()
+	defer s.notifier.mu.Unlock()
+	return s.notifier.started
+}
+
 // PendingWakeUps returns the user IDs notified since the last fan-out.
 func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }

@@ -281,7 +281,9 @@ func TestCloseStopsTheListener(t *testing.T) {
 
 // The store's own commits (Transact, Enqueue) are announced after the commit, by NOTIFYs
 // it gathers: a rolled-back Transact announces nothing; under a burst, one NOTIFY per
-// NotifyDebounce goes out; and Close sends what is still gathered.
+// NotifyDebounce goes out; and Close sends what is still gathered. (The rolled-back
+// Transact is the quiet spell's first enqueue, whose NOTIFY went inside it and so
+// nowhere; the later ones are notified after their commits.)
 func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T) {
 	relay := newStore(t, nil, postgres.Config{})
 	markers := otherProcess(t, relay)
@@ -321,4 +323,42 @@ func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T)
 	notWoken(t, later, "a commit gathered for the next NOTIFY")
 	app.Close()
 	awaitWake(t, later, "the NOTIFY that Close flushed")
+}
+
+// Transact's first enqueue after a quiet spell sends its NOTIFY inside the transaction,
+// as an enqueue in a caller's transaction does: PostgreSQL delivers it at the commit,
+// with no statement after it. The next ones within NotifyDebounce are notified by the
+// store after their commit.
+func TestTransactNotifiesInsideItsTransactionAfterAQuietSpell(t *testing.T) {
+	relay := newStore(t, nil, postgres.Config{})
+	markers := otherProcess(t, relay)
+	cfg := relay.Config()
+	cfg.DisableListen, cfg.NotifyDebounce = true, time.Hour
+	app, err := postgres.New(context.Background(), relay.Pool(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Close()
+	ctx := context.Background()
+	first := listening(t, relay, markers, "first")
+	second := listening(t, relay, markers, "second")
+	transact := func(user string) {
+		t.Helper()
+		if err := app.Transact(ctx, func(tx pgx.Tx) error {
+			return app.EnqueueTx(ctx, tx, outbox.NewEvent("t", "e", user))
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	transact("first")
+	awaitWake(t, first, "the NOTIFY inside the first Transact")
+	if app.NotifierStarted() {
+		t.Fatal("the first Transact after a quiet spell left its NOTIFY to after the commit")
+	}
+	transact("second")
+	awaitWake(t, second, "the NOTIFY after the second Transact's commit")
+	if !app.NotifierStarted() {
+		t.Fatal("a Transact within NotifyDebounce of an in-transaction NOTIFY was not notified after its commit")
+	}
 }

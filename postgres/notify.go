@@ -13,10 +13,11 @@ import (
 )
 
 // notifier is the outbound half of wake-ups: it sends the NOTIFYs of the store's own
-// commits (Enqueue, Transact) after them, from a connection of the pool, gathered at
-// most once per NotifyDebounce. A NOTIFY sent inside the commit would hold
-// PostgreSQL's cluster-wide notification lock through the commit and its WAL flush,
-// making concurrent enqueuing transactions commit one at a time.
+// commits (Enqueue, and Transact's beyond the first after a quiet spell, which goes
+// inside the transaction) after them, from a connection of the pool, gathered at most
+// once per NotifyDebounce. A NOTIFY sent inside each commit would hold PostgreSQL's
+// cluster-wide notification lock through the commit and its WAL flush, making
+// concurrent enqueuing transactions commit one at a time.
 type notifier struct {
 	pool    *pgxpool.Pool
 	sql     string
@@ -85,6 +86,11 @@ func (n *notifier) send(users map[string]struct{}) {
 // committed tells relays that the store itself committed events for users.
 func (s *Store) committed(users map[string]struct{}) {
 	s.announce(users)
+	s.queueNotify(users)
+}
+
+// queueNotify has the notifier send NOTIFYs for users after a commit, gathered.
+func (s *Store) queueNotify(users map[string]struct{}) {
 	if s.cfg.DisableNotify || len(users) == 0 {
 		return
 	}

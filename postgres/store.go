@@ -54,7 +54,7 @@ type Store struct {
 	lastInTxNotify atomic.Int64
 
 	mu      sync.Mutex
-	ownTxes map[pgx.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
+	ownTxes map[pgx.Tx]*ownTx // transactions run by Transact, while they run
 
 	claims claimStatements // claim statements with their limit written in
 }
@@ -86,7 +86,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		q:                newQueries(n, !cfg.DisableNotify),
 		idIndex:          cfg.Table + "_id_key",
 		keyInFlightIndex: cfg.Table + "_key_in_flight",
-		ownTxes:          map[pgx.Tx]map[string]struct{}{},
+		ownTxes:          map[pgx.Tx]*ownTx{},
 	}
 	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
 	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
@@ -124,7 +124,7 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		users := s.ownTxes[tx]
+		own := s.ownTxes[tx]
 		delete(s.ownTxes, tx)
 		s.mu.Unlock()
 		if p := recover(); p != nil {
@@ -141,8 +141,9 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 			err = fmt.Errorf("outbox/postgres: commit: %w", err)
 			return
 		}
-		if users != nil {
-			s.committed(users)
+		if own != nil {
+			s.announce(own.users)
+			s.queueNotify(own.unnotified)
 		}
 	}()
 	return fn(tx)
@@ -155,8 +156,9 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // after a quiet spell (at most one per Config.NotifyDebounce) sends its NOTIFY inside
 // the transaction, which PostgreSQL delivers at commit; the others are looked for by
 // the store shortly after, and notified once visible (see watch.go). In a transaction
-// of Transact, the store notifies after the commit itself. It fills ID, Seq, Status
-// and the times of each event.
+// of Transact the first enqueue after a quiet spell notifies inside it too, and the
+// store notifies for the others right after the commit. It fills ID, Seq, Status and
+// the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
@@ -165,7 +167,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
 	now := time.Now()
-	inTx := !own && s.notifyInTx(now)
+	inTx := s.notifyInTx(now)
 	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
 	if err != nil {
 		return err
@@ -175,17 +177,26 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 		return nil
 	}
 	s.mu.Lock()
-	if _, ok := s.ownTxes[tx]; ok { // still running
-		if s.ownTxes[tx] == nil {
-			s.ownTxes[tx] = map[string]struct{}{}
+	if o, ok := s.ownTxes[tx]; ok { // still running
+		if o == nil {
+			o = &ownTx{users: map[string]struct{}{}, unnotified: map[string]struct{}{}}
+			s.ownTxes[tx] = o
 		}
 		for u := range users {
-			s.ownTxes[tx][u] = struct{}{}
+			o.users[u] = struct{}{}
+			if !inTx {
+				o.unnotified[u] = struct{}{}
+			}
 		}
 	}
 	s.mu.Unlock()
 	return nil
 }
+
+// ownTx is what a transaction of Transact enqueued for: the users whose processors in
+// this process are woken after the commit, and those of them whose NOTIFY did not go
+// inside the transaction, which the store sends after the commit.
+type ownTx struct{ users, unnotified map[string]struct{} }
 
 // EnqueueSQLTx is EnqueueTx for a database/sql transaction. The *sql.DB must use pgx's
 // stdlib driver (stdlib.OpenDBFromPool, or sql.Open("pgx", dsn)).
