@@ -29,13 +29,14 @@ type Config struct {
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
 	// ID, once the event has committed. EnqueueTx and EnqueueSQLTx send it inside the
-	// transaction, which PostgreSQL delivers when, and only if, that transaction
-	// commits, but at most once per NotifyDebounce: a notifying commit holds a
-	// cluster-wide lock through its WAL flush. For the other enqueues the store sends it
-	// itself once they are visible: right after the commit in a transaction of Transact
-	// (and after Enqueue), and in a caller's transaction after looking the events up by
-	// their seq, every 4 NotifyDebounce for a short while and then less often. Defaults
-	// to "<Schema>.<Table>".
+	// caller's transaction, which PostgreSQL delivers when, and only if, that
+	// transaction commits, but at most once per NotifyDebounce: a notifying commit holds
+	// a cluster-wide lock through its WAL flush. The store looks for the events of the
+	// others by their seq, every 4 NotifyDebounce for a short while and then less often,
+	// and notifies them once they are visible. In a transaction of Transact, and after
+	// Enqueue, the store sends it right after the commit; an enqueue in Transact after a
+	// quiet spell (no other for NotifyDebounce) sends it inside the transaction instead,
+	// within the same budget. Defaults to "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new
 	// events at their next poll. Defaults to false.

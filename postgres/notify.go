@@ -13,8 +13,8 @@ import (
 )
 
 // notifier is the outbound half of wake-ups: it sends the NOTIFYs of the store's own
-// commits (Enqueue, and Transact's beyond the first after a quiet spell, which goes
-// inside the transaction) after them, from a connection of the pool, gathered at most
+// commits (Enqueue, and Transact's but for the first after a quiet spell, whose NOTIFY
+// goes inside the transaction) after them, from a connection of the pool, gathered at most
 // once per NotifyDebounce. A NOTIFY sent inside each commit would hold PostgreSQL's
 // cluster-wide notification lock through the commit and its WAL flush, making
 // concurrent enqueuing transactions commit one at a time.

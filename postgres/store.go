@@ -52,6 +52,8 @@ type Store struct {
 	// lastInTxNotify is when (Unix ns) an enqueue last sent its NOTIFY inside the
 	// caller's transaction; see notifyInTx.
 	lastInTxNotify atomic.Int64
+	// lastOwnEnqueue is when (Unix ns) an enqueue last ran in a transaction of Transact.
+	lastOwnEnqueue atomic.Int64
 
 	mu      sync.Mutex
 	ownTxes map[pgx.Tx]*ownTx // transactions run by Transact, while they run
@@ -156,9 +158,9 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // after a quiet spell (at most one per Config.NotifyDebounce) sends its NOTIFY inside
 // the transaction, which PostgreSQL delivers at commit; the others are looked for by
 // the store shortly after, and notified once visible (see watch.go). In a transaction
-// of Transact the first enqueue after a quiet spell notifies inside it too, and the
-// store notifies for the others right after the commit. It fills ID, Seq, Status and
-// the times of each event.
+// of Transact the store notifies right after the commit, but for an enqueue after a
+// quiet spell, which notifies inside the transaction. It fills ID, Seq, Status and the
+// times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
@@ -167,7 +169,16 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
 	now := time.Now()
-	inTx := s.notifyInTx(now)
+	var inTx bool
+	if own {
+		// Transact notifies after its commit; only an enqueue after a quiet spell of the
+		// store's own (none for NotifyDebounce) notifies inside as well, which saves a
+		// trickle the statement after the commit and a busy writer the lock.
+		quiet := now.UnixNano()-s.lastOwnEnqueue.Swap(now.UnixNano()) >= int64(s.cfg.NotifyDebounce)
+		inTx = quiet && s.notifyInTx(now)
+	} else {
+		inTx = s.notifyInTx(now)
+	}
 	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
 	if err != nil {
 		return err
