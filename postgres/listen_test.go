@@ -279,21 +279,32 @@ func TestCloseStopsTheListener(t *testing.T) {
 	})
 }
 
-// The store's own commits (Transact, Enqueue) are announced after the commit, by NOTIFYs
-// it gathers: a rolled-back Transact announces nothing; under a burst, one NOTIFY per
-// NotifyDebounce goes out; and Close sends what is still gathered. (The rolled-back
-// Transact is the quiet spell's first enqueue, whose NOTIFY went inside it and so
-// nowhere; the later ones are notified after their commits.)
-func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T) {
-	relay := newStore(t, nil, postgres.Config{})
-	markers := otherProcess(t, relay)
+// appOfARelay returns a relay's store, a writer standing for another process (for
+// markers), and an application's store on the same table that holds no LISTEN
+// connection and gathers its NOTIFYs for an hour: what it sends, and when, is then
+// seen by the relay alone. The application's store is closed when t ends, if the test
+// has not closed it.
+func appOfARelay(t *testing.T) (relay, markers, app *postgres.Store) {
+	t.Helper()
+	relay = newStore(t, nil, postgres.Config{})
+	markers = otherProcess(t, relay)
 	cfg := relay.Config()
 	cfg.DisableListen, cfg.NotifyDebounce = true, time.Hour
 	app, err := postgres.New(context.Background(), relay.Pool(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer app.Close()
+	t.Cleanup(app.Close)
+	return relay, markers, app
+}
+
+// The store's own commits (Transact, Enqueue) are announced after the commit, by NOTIFYs
+// it gathers: a rolled-back Transact announces nothing; under a burst, one NOTIFY per
+// NotifyDebounce goes out; and Close sends what is still gathered. (The rolled-back
+// Transact is the quiet spell's first enqueue, whose NOTIFY went inside it and so
+// nowhere; the later ones are notified after their commits.)
+func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T) {
+	relay, markers, app := appOfARelay(t)
 	ctx := context.Background()
 	first := listening(t, relay, markers, "first")
 	rolledBack := listening(t, relay, markers, "rolled-back")
@@ -330,15 +341,7 @@ func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T)
 // with no statement after it. The next ones within NotifyDebounce are notified by the
 // store after their commit.
 func TestTransactNotifiesInsideItsTransactionAfterAQuietSpell(t *testing.T) {
-	relay := newStore(t, nil, postgres.Config{})
-	markers := otherProcess(t, relay)
-	cfg := relay.Config()
-	cfg.DisableListen, cfg.NotifyDebounce = true, time.Hour
-	app, err := postgres.New(context.Background(), relay.Pool(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Close()
+	relay, markers, app := appOfARelay(t)
 	ctx := context.Background()
 	first := listening(t, relay, markers, "first")
 	second := listening(t, relay, markers, "second")
