@@ -32,7 +32,7 @@ const oursTable = "outbox_events"
 var fillFactor int
 
 // newOurs is the store used as documented: the business row and its event written in
-// Store.Transact, which sends the NOTIFY after its commit.
+// Store.Transact, which notifies after its commit (inside it, after a quiet spell).
 func newOurs(ctx context.Context, dsn string) (system, error) {
 	return openOurs(ctx, dsn, "outbox", schemaOurs, true, postgres.Config{})
 }
