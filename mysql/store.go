@@ -30,6 +30,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/sqltx"
 )
 
 // Store is an outbox.Store and outbox.Notifier on a MySQL or MariaDB database.
@@ -43,9 +44,9 @@ type Store struct {
 	// claimConflicts counts claims run again after losing a race for an ordering key.
 	claimConflicts atomic.Int64
 
-	mu      sync.Mutex
-	subs    map[*subscription]struct{}
-	ownTxes map[*sql.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+	own  sqltx.Tracker // transactions run by Transact, and the users they enqueued for
 
 	stop      chan struct{}
 	stopOnce  sync.Once
@@ -90,7 +91,6 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 		q:         newQueries(n),
 		txOpts:    &sql.TxOptions{Isolation: cfg.Isolation},
 		subs:      map[*subscription]struct{}{},
-		ownTxes:   map[*sql.Tx]map[string]struct{}{},
 		stop:      make(chan struct{}),
 		probeDone: make(chan struct{}),
 	}
@@ -246,38 +246,8 @@ func (s *Store) probe() {
 // it when fn returns nil; it rolls back when fn returns an error or panics. Write your
 // data and EnqueueTx its events inside fn, and both land or neither does. After the
 // commit, processors of this store wake at once.
-func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("outbox/mysql: begin: %w", err)
-	}
-	s.mu.Lock()
-	s.ownTxes[tx] = nil
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		users := s.ownTxes[tx]
-		delete(s.ownTxes, tx)
-		s.mu.Unlock()
-		if p := recover(); p != nil {
-			_ = tx.Rollback()
-			panic(p)
-		}
-		if err != nil {
-			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-				err = errors.Join(err, fmt.Errorf("outbox/mysql: rollback: %w", rbErr))
-			}
-			return
-		}
-		if err = tx.Commit(); err != nil {
-			err = fmt.Errorf("outbox/mysql: commit: %w", err)
-			return
-		}
-		if users != nil {
-			s.notify(users)
-		}
-	}()
-	return fn(tx)
+func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.own.Transact(ctx, s.db, "outbox/mysql", fn, s.notify)
 }
 
 // EnqueueTx writes events in the caller's transaction and never commits it: roll the
@@ -294,17 +264,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Eve
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if own, ok := s.ownTxes[tx]; ok {
-		if own == nil {
-			own = map[string]struct{}{}
-			s.ownTxes[tx] = own
-		}
-		for u := range users {
-			own[u] = struct{}{}
-		}
-	}
-	s.mu.Unlock()
+	s.own.Add(tx, users)
 	return nil
 }
 

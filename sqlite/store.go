@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/sqltx"
 )
 
 // Config tunes a Store.
@@ -35,9 +36,9 @@ type Store struct {
 	log    *slog.Logger
 	insert *sql.Stmt // insertEvent, prepared once: parsing it costs more than running it
 
-	mu      sync.Mutex
-	subs    map[*subscription]struct{}
-	ownTxes map[*sql.Tx]map[string]struct{} // transactions run by Transact: user IDs to announce on commit
+	mu   sync.Mutex
+	subs map[*subscription]struct{}
+	own  sqltx.Tracker // transactions run by Transact, and the users they enqueued for
 }
 
 type subscription struct {
@@ -72,12 +73,11 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("outbox/sqlite: prepare insert: %w", err)
 	}
 	return &Store{
-		db:      db,
-		insert:  insert,
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "outbox.sqlite"),
-		subs:    map[*subscription]struct{}{},
-		ownTxes: map[*sql.Tx]map[string]struct{}{},
+		db:     db,
+		insert: insert,
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "outbox.sqlite"),
+		subs:   map[*subscription]struct{}{},
 	}, nil
 }
 
@@ -116,38 +116,8 @@ func (s *Store) notify(users map[string]struct{}) {
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
 // when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does. After
 // the commit, processors of this store wake at once.
-func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) (err error) {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("outbox/sqlite: begin: %w", err)
-	}
-	s.mu.Lock()
-	s.ownTxes[tx] = nil
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		users := s.ownTxes[tx]
-		delete(s.ownTxes, tx)
-		s.mu.Unlock()
-		if p := recover(); p != nil {
-			_ = tx.Rollback()
-			panic(p)
-		}
-		if err != nil {
-			if rbErr := tx.Rollback(); rbErr != nil && !errors.Is(rbErr, sql.ErrTxDone) {
-				err = errors.Join(err, fmt.Errorf("outbox/sqlite: rollback: %w", rbErr))
-			}
-			return
-		}
-		if err = tx.Commit(); err != nil {
-			err = fmt.Errorf("outbox/sqlite: commit: %w", err)
-			return
-		}
-		if users != nil {
-			s.notify(users)
-		}
-	}()
-	return fn(tx)
+func (s *Store) Transact(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return s.own.Transact(ctx, s.db, "outbox/sqlite", fn, s.notify)
 }
 
 // EnqueueTx writes events in the caller's transaction and never commits it: roll the
@@ -224,19 +194,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 	if !announce || len(events) == 0 {
 		return nil
 	}
-	s.mu.Lock()
-	own, isOwn := s.ownTxes[tx]
-	if isOwn {
-		if own == nil {
-			own = map[string]struct{}{}
-			s.ownTxes[tx] = own
-		}
-		for u := range users {
-			own[u] = struct{}{}
-		}
-	}
-	s.mu.Unlock()
-	if !isOwn {
+	if !s.own.Add(tx, users) {
 		// The caller commits: we cannot see when. Wake processors now; their claim
 		// waits on SQLite's write lock, which the caller holds until commit or rollback.
 		s.notify(users)
