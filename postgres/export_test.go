@@ -109,3 +109,17 @@ func (s *Store) NotifierStarted() bool {
 
 // PendingWakeUps returns the user IDs notified since the last fan-out.
 func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }
+
+// LookFor runs the watcher's look for seqs once, as the watcher runs it, and returns
+// how many of them it found committed.
+func (s *Store) LookFor(ctx context.Context, seqs ...int64) (int, error) {
+	rows, err := s.watcher.query(ctx, seqs)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	return n, rows.Err()
+}

@@ -108,7 +108,7 @@ func (w *watcher) look() {
 	if len(due) > 0 {
 		users := map[string]struct{}{}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		rows, err := w.pool.Query(ctx, w.sql, pgx.NamedArgs{"seqs": due, "channel": w.channel})
+		rows, err := w.query(ctx, due)
 		if err == nil {
 			var (
 				seq  int64
@@ -160,8 +160,20 @@ func (w *watcher) look() {
 		}
 	}
 	if !next.IsZero() {
-		w.armLocked(next)
+		// Never sooner than an interval after this look: under a steady stream of
+		// enqueues some seq is always about to be due, and chasing each one would
+		// run looks back to back instead of one per interval.
+		w.armLocked(later(next, now.Add(w.first)))
 	}
+}
+
+// query runs the look for seqs. Its plan is made afresh on each run, not cached with
+// the connection: a plan cached while the table was nearly empty and never analyzed
+// (a new table, and no autovacuum yet, or none at all) reads the whole table, and
+// would go on doing so at every look as the table grows. Planning this short
+// statement takes about 0.04 ms; a scan of 10,000 rows for it, 1.5–2 ms.
+func (w *watcher) query(ctx context.Context, seqs []int64) (pgx.Rows, error) {
+	return w.pool.Query(ctx, w.sql, pgx.QueryExecModeExec, pgx.NamedArgs{"seqs": seqs, "channel": w.channel})
 }
 
 // close takes a last look at everything still watched and stops.

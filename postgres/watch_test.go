@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/postgres"
 )
@@ -70,4 +72,53 @@ func TestCallerTransactionsWithoutTheirOwnNotifyWakeRelaysAfterCommit(t *testing
 	waitUntil(t, func() bool { _, n := app.Watched(); return n > looks })
 	settleNotifications(t, s, markers)
 	notWoken(t, rolledBack, "a rolled-back enqueue")
+}
+
+// The watcher's look finds seqs by the primary key however the table got to its size.
+// A new table is empty and not analyzed yet (or never is, without autovacuum): a plan
+// cached by its first looks takes the table for a few pages and scans it, and would go
+// on scanning it at every look as it grows. The look is planned on each run, so after
+// the table grew to 20,000 rows unanalyzed it still reads no more than the seqs it asks
+// for. The store has one connection, so the test reads that backend's own counters.
+func TestWatcherLookReadsByKeyAfterTheTableGrewUnanalyzed(t *testing.T) {
+	ctx := context.Background()
+	pool := newPool(t, 1, "")
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
+	table := pgx.Identifier{schema, "outbox_events"}.Sanitize()
+	for range 10 { // what a new deployment's first looks see: nothing
+		if _, err := s.LookFor(ctx, 1, 2, 3); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := pool.Exec(ctx, `
+INSERT INTO `+table+` (id, type, entity_id, user_id, status, payload, created_at, updated_at, next_attempt_at)
+SELECT gen_random_uuid(), 'orderPlaced', 'entity-' || i, 'user-' || (i % 100), 'pending',
+       '{"amount":1250}', now(), now(), now()
+FROM generate_series(1, 20000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	seqScans := func() int64 {
+		t.Helper()
+		// This backend's counts since its last report, reported now.
+		if _, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		if err := pool.QueryRow(ctx, `SELECT seq_scan FROM pg_stat_user_tables WHERE relid = $1::regclass`, table).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := seqScans()
+	found, err := s.LookFor(ctx, 19990, 19991, 19992, 19993, 19994, 19995)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if found != 6 {
+		t.Fatalf("the look found %d of the 6 seqs asked for", found)
+	}
+	if after := seqScans(); after != before {
+		t.Fatalf("the look scanned the table (sequential scans %d → %d): its plan did not see the rows", before, after)
+	}
 }
