@@ -28,15 +28,14 @@ type Config struct {
 
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
-	// ID, once the event has committed. EnqueueTx and EnqueueSQLTx send it inside the
-	// caller's transaction, which PostgreSQL delivers when, and only if, that
-	// transaction commits, but at most once per NotifyDebounce: a notifying commit holds
-	// a cluster-wide lock through its WAL flush. The store looks for the events of the
-	// others by their seq, every 4 NotifyDebounce for a short while and then less often,
-	// and notifies them once they are visible. In a transaction of Transact, and after
-	// Enqueue, the store sends it right after the commit; an enqueue in Transact after a
-	// quiet spell (no other for NotifyDebounce) sends it inside the transaction instead,
-	// within the same budget. Defaults to "<Schema>.<Table>".
+	// ID, once the event has committed. An EnqueueTx or EnqueueSQLTx after a quiet spell
+	// (no other for NotifyDebounce) sends it inside the transaction, which PostgreSQL
+	// delivers when, and only if, that transaction commits; the others do not, since a
+	// notifying commit holds a cluster-wide lock through its WAL flush. For those the
+	// store sends it: right after the commit in a transaction of Transact (and after
+	// Enqueue); for a caller's own transaction once it sees the events committed, which
+	// it looks for by their seq every 4 NotifyDebounce for a short while and then less
+	// often. Defaults to "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new
 	// events at their next poll. Defaults to false.
@@ -47,10 +46,10 @@ type Config struct {
 	// pooler. Defaults to false.
 	DisableListen bool
 	// NotifyDebounce is the least time between two wake-ups fanned out from received
-	// notifications, between two NOTIFYs sent after the store's own commits, and
-	// between two NOTIFYs sent inside callers' transactions (see Channel). The first
-	// after a quiet spell goes at once; those within NotifyDebounce of it are gathered
-	// into one. Defaults to 1ms.
+	// notifications and between two NOTIFYs sent after the store's own commits; the
+	// first after a quiet spell goes at once, those within NotifyDebounce of it are
+	// gathered into one. It is also the quiet spell after which an enqueue notifies
+	// inside its transaction (see Channel). Defaults to 1ms.
 	NotifyDebounce time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.

@@ -49,11 +49,8 @@ type Store struct {
 	notifier *notifier // NOTIFY after the store's own commits
 	watcher  *watcher  // NOTIFY for caller's transactions that did not carry one
 
-	// lastInTxNotify is when (Unix ns) an enqueue last sent its NOTIFY inside the
-	// caller's transaction; see notifyInTx.
-	lastInTxNotify atomic.Int64
-	// lastOwnEnqueue is when (Unix ns) an enqueue last ran in a transaction of Transact.
-	lastOwnEnqueue atomic.Int64
+	// lastEnqueue is when (Unix ns) EnqueueTx or EnqueueSQLTx last ran; see notifyInTx.
+	lastEnqueue atomic.Int64
 
 	mu      sync.Mutex
 	ownTxes map[pgx.Tx]*ownTx // transactions run by Transact, while they run
@@ -154,13 +151,12 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // EnqueueTx writes events in the caller's transaction and never commits it: roll the
 // transaction back and the events are gone with the data. Every event is validated
 // first, and nothing is written when any is invalid; a batch is one INSERT. Relays
-// are woken once the transaction commits, and not if it rolls back: the first enqueue
-// after a quiet spell (at most one per Config.NotifyDebounce) sends its NOTIFY inside
-// the transaction, which PostgreSQL delivers at commit; the others are looked for by
-// the store shortly after, and notified once visible (see watch.go). In a transaction
-// of Transact the store notifies right after the commit, but for an enqueue after a
-// quiet spell, which notifies inside the transaction. It fills ID, Seq, Status and the
-// times of each event.
+// are woken once the transaction commits, and not if it rolls back: an enqueue after a
+// quiet spell (none for Config.NotifyDebounce) sends its NOTIFY inside the transaction,
+// which PostgreSQL delivers at commit. The others are notified by the store: in a
+// transaction of Transact right after the commit; in the caller's own transaction once
+// the store sees the events committed, which it looks for shortly after (see
+// watch.go). It fills ID, Seq, Status and the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
@@ -169,16 +165,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	_, own := s.ownTxes[tx]
 	s.mu.Unlock()
 	now := time.Now()
-	var inTx bool
-	if own {
-		// Transact notifies after its commit; only an enqueue after a quiet spell of the
-		// store's own (none for NotifyDebounce) notifies inside as well, which saves a
-		// trickle the statement after the commit and a busy writer the lock.
-		quiet := now.UnixNano()-s.lastOwnEnqueue.Swap(now.UnixNano()) >= int64(s.cfg.NotifyDebounce)
-		inTx = quiet && s.notifyInTx(now)
-	} else {
-		inTx = s.notifyInTx(now)
-	}
+	inTx := s.notifyInTx(now)
 	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
 	if err != nil {
 		return err
@@ -224,20 +211,18 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 	return nil
 }
 
-// notifyInTx reports whether an enqueue in the caller's transaction sends its NOTIFY
-// inside that transaction: at most one per Config.NotifyDebounce does. PostgreSQL
-// holds a cluster-wide lock from a notifying transaction's commit until its WAL flush
-// is done, so notifying commits go one at a time; most enqueues of a busy writer leave
-// the wake-up to the watcher instead, which sends it once their commit is visible.
+// notifyInTx reports whether an enqueue in a transaction sends its NOTIFY inside that
+// transaction: only one after a quiet spell does, when no other enqueue ran for
+// Config.NotifyDebounce. PostgreSQL holds a cluster-wide lock from a notifying
+// transaction's commit until its WAL flush is done, so notifying commits go one at a
+// time. A trickle has its wake-up delivered with the commit; busy writers rarely have a
+// quiet spell, and leave the wake-up to the store, after the commit, which takes
+// PostgreSQL's lock once for many commits (bench/results/run-12.txt).
 func (s *Store) notifyInTx(now time.Time) bool {
 	if s.cfg.DisableNotify {
 		return false
 	}
-	last := s.lastInTxNotify.Load()
-	if now.UnixNano()-last < int64(s.cfg.NotifyDebounce) {
-		return false
-	}
-	return s.lastInTxNotify.CompareAndSwap(last, now.UnixNano())
+	return now.UnixNano()-s.lastEnqueue.Swap(now.UnixNano()) >= int64(s.cfg.NotifyDebounce)
 }
 
 // watchUnlessNotified hands the events of an enqueue that sent no NOTIFY to the
