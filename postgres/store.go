@@ -89,9 +89,10 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
 	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
-	// Looks every 4 NotifyDebounce: while writers are busy, the in-transaction NOTIFYs
-	// wake relays every NotifyDebounce anyway, so looking more often buys no latency
-	// and costs the server a statement per look.
+	// Looks every 4 NotifyDebounce: a trickle is notified inside its transactions and
+	// needs no look; busy writers, which are not, leave their wake-ups to the looks,
+	// and one per 4 NotifyDebounce keeps them a few milliseconds from the commits for
+	// a statement per look.
 	s.watcher = newWatcher(pool, s.q.notifyVisible, cfg.Channel, 4*cfg.NotifyDebounce, s.log, s.announce)
 	return s, nil
 }

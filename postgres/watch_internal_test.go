@@ -33,7 +33,7 @@ func TestWatcherLooksOncePerIntervalUnderAStream(t *testing.T) {
 	for time.Since(start) < 40*interval {
 		seq++
 		w.add(time.Now(), seq)
-		time.Sleep(interval / 50) // an enqueue every 100µs, as 8 busy writers send them
+		time.Sleep(interval / 50) // a seq every 100µs at most, as from busy writers
 	}
 	w.close()
 	elapsed := time.Since(start)
