@@ -232,7 +232,7 @@ func TestFailoverToASynchronousReplica(t *testing.T) {
 		t.Skip("starts two PostgreSQL servers: skipped with -short")
 	}
 	const (
-		events = 3000
+		events = 6000
 		lease  = 2 * time.Second
 		batch  = 50
 		relays = 2
@@ -326,9 +326,9 @@ func TestFailoverToASynchronousReplica(t *testing.T) {
 		}
 	})
 
-	// A third into the drain, and not before half a second of it, so that some outcomes
-	// are old enough at the kill to have reached the replica (see the duplicates check).
-	for count() < events/3 || time.Since(drainFrom) < 500*time.Millisecond {
+	// A third into the drain, and not before 800 ms of it, so that many outcomes are old
+	// enough at the kill to have reached the replica (see the duplicates check).
+	for count() < events/3 || time.Since(drainFrom) < 800*time.Millisecond {
 		select {
 		case <-progress:
 		case <-time.After(time.Minute):
@@ -413,10 +413,10 @@ func TestFailoverToASynchronousReplica(t *testing.T) {
 	// without waiting for their WAL flush (their loss is a redelivery), so the newest
 	// of them reach the replica only with the next flush: the WAL writer's, within
 	// 3 × wal_writer_delay (30 ms here, 600 ms by default), or any synchronous commit's,
-	// such as the application's next enqueue. An event first delivered 250 ms or more
-	// before the kill had its outcome flushed and replicated, and is never delivered
-	// again.
-	durable := killAt.Add(-250 * time.Millisecond)
+	// such as the application's next enqueue. An event first delivered 500 ms or more
+	// before the kill (its batch of 50, two at a time, takes some 30 ms) had its outcome
+	// flushed and replicated, and is never delivered again.
+	durable := killAt.Add(-500 * time.Millisecond)
 	twice, checked := 0, 0
 	for _, first := range firstAt {
 		if first.Before(durable) {
@@ -424,7 +424,7 @@ func TestFailoverToASynchronousReplica(t *testing.T) {
 		}
 	}
 	if checked == 0 {
-		t.Errorf("no event was delivered 250 ms or more before the kill: the duplicates check had nothing to check")
+		t.Errorf("no event was delivered 500 ms or more before the kill: the duplicates check had nothing to check")
 	}
 	for _, e := range all {
 		switch n := delivered[e.ID]; {
@@ -440,6 +440,6 @@ func TestFailoverToASynchronousReplica(t *testing.T) {
 	if resumed > 2*lease {
 		t.Errorf("the relays resumed %s after the promotion, more than two leases (%s)", resumed, 2*lease)
 	}
-	t.Logf("primary killed after %d deliveries; relays resumed %s after the promotion; %d events (%d committed during the failover), all delivered; %d delivered twice (%d in flight at most); none of the %d first delivered 250 ms or more before the kill",
+	t.Logf("primary killed after %d deliveries; relays resumed %s after the promotion; %d events (%d committed during the failover), all delivered; %d delivered twice (%d in flight at most); none of the %d first delivered 500 ms or more before the kill",
 		killedAt, resumed.Round(time.Millisecond), len(all), nAcked.Load(), twice, relays*batch, checked)
 }
