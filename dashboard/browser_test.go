@@ -2,6 +2,8 @@ package dashboard_test
 
 import (
 	"context"
+	"encoding/json"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -111,6 +113,22 @@ func TestBrowser(t *testing.T) {
 		}
 		return strings.TrimSpace(s)
 	}
+	// liveTexts reads the overview's live part in one script run. The page swaps that
+	// part every RefreshInterval, so reading it node by node can find a node that was
+	// replaced between finding it and reading it.
+	liveTexts := func(sels ...string) map[string]string {
+		t.Helper()
+		list, err := json.Marshal(sels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries(`+string(list)+
+			`.map(s => [s, document.querySelector(s) ? document.querySelector(s).textContent.trim() : "(missing)"]))`))
+		if err != nil {
+			t.Fatalf("read the overview: %v", err)
+		}
+		return got
+	}
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, steps...); err != nil {
@@ -132,17 +150,17 @@ func TestBrowser(t *testing.T) {
 
 	// The overview.
 	do("open the overview", chromedp.Navigate(srv.URL+"/"), chromedp.WaitVisible(chromedp.ID("health")))
-	for sel, want := range map[string]string{
+	wantOverview := map[string]string{
 		"#count-pending .n": "3", "#count-processing .n": "1", "#count-completed .n": "3", "#count-retrying .n": "1",
 		"#count-given-up .n": "2", "#count-stale .n": "3", "#count-blocked .n": "1", "#count-stuck .n": "1",
 		"#count-total .n": "10", "#window-completed": "3", "#window-failed": "3",
-	} {
-		if got := text(sel); got != want {
+		"#health h2": "Unhealthy: 4 alert(s)", // stuck, stale, failure rate, given up
+	}
+	overview := liveTexts(slices.Collect(maps.Keys(wantOverview))...)
+	for sel, want := range wantOverview {
+		if got := overview[sel]; got != want {
 			t.Errorf("overview %s = %q, want %q", sel, got, want)
 		}
-	}
-	if got := text("#health h2"); got != "Unhealthy: 4 alert(s)" { // stuck, stale, failure rate, given up
-		t.Errorf("health = %q", got)
 	}
 	screenshot("dashboard-overview.png")
 
@@ -228,7 +246,7 @@ func TestBrowser(t *testing.T) {
 	}
 	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.querySelector("#count-total .n").textContent === "11"`,
 		chromedp.WithPollingTimeout(30*time.Second))); err != nil {
-		t.Fatalf("the overview did not refresh to 11 events: %v (shows %s)", err, text("#count-total .n"))
+		t.Fatalf("the overview did not refresh to 11 events: %v (shows %s)", err, liveTexts("#count-total .n")["#count-total .n"])
 	}
 	if n := dialogs.Load(); n != 0 {
 		t.Fatalf("%d dialog(s) opened: event content ran as script", n)
