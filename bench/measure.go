@@ -103,6 +103,8 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 	if _, err := s.Pool().Exec(ctx, "ANALYZE"); err != nil {
 		return result{}, fmt.Errorf("analyze: %w", err)
 	}
+	// Printed so that a profiler can be started on the drain alone, after the load.
+	progress("  %s: %d events loaded, draining", v.Label, o.drainEvents)
 	lsn0, err := walLSN(ctx, s.Pool())
 	if err != nil {
 		return result{}, err

@@ -31,6 +31,11 @@ const oursTable = "outbox_events"
 // measured for the drain's non-HOT updates, not a setting the store's migrations make.
 var fillFactor int
 
+// afterMigrate, when not empty, is SQL run on our schema after migrating
+// (-after-migrate): how the cost of one index or constraint is measured, by running
+// without it. It is an experiment's tool; the store needs every index it creates.
+var afterMigrate string
+
 // newOurs is the store used as documented: the business row and its event written in
 // Store.Transact, which notifies after its commit (inside it, after a quiet spell).
 func newOurs(ctx context.Context, dsn string) (system, error) {
@@ -75,6 +80,11 @@ func (s *ours) setup(ctx context.Context) error {
 		q := fmt.Sprintf("ALTER TABLE %s SET (fillfactor = %d)", pgx.Identifier{oursTable}.Sanitize(), fillFactor)
 		if _, err := s.pool.Exec(ctx, q); err != nil {
 			return fmt.Errorf("fillfactor: %w", err)
+		}
+	}
+	if afterMigrate != "" {
+		if _, err := s.pool.Exec(ctx, afterMigrate); err != nil {
+			return fmt.Errorf("-after-migrate: %w", err)
 		}
 	}
 	var err error
