@@ -29,7 +29,7 @@ type Config struct {
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
 	// ID, once the event has committed. An EnqueueTx or EnqueueSQLTx after a quiet spell
-	// (no other for NotifyDebounce) sends it inside the transaction, which PostgreSQL
+	// (no other for 4 NotifyDebounce) sends it inside the transaction, which PostgreSQL
 	// delivers when, and only if, that transaction commits; the others do not, since a
 	// notifying commit holds a cluster-wide lock through its WAL flush. For those the
 	// store sends it: right after the commit in a transaction of Transact (and after
@@ -48,8 +48,9 @@ type Config struct {
 	// NotifyDebounce is the least time between two wake-ups fanned out from received
 	// notifications and between two NOTIFYs sent after the store's own commits; the
 	// first after a quiet spell goes at once, those within NotifyDebounce of it are
-	// gathered into one. It is also the quiet spell after which an enqueue notifies
-	// inside its transaction (see Channel). Defaults to 1ms.
+	// gathered into one. Four of it make the interval of the store's looks for
+	// commits of callers' transactions, and the quiet spell after which an enqueue
+	// notifies inside its transaction (see Channel). Defaults to 1ms.
 	NotifyDebounce time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.

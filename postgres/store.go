@@ -89,11 +89,7 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	}
 	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
 	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
-	// Looks every 4 NotifyDebounce: a trickle is notified inside its transactions and
-	// needs no look; busy writers, which are not, leave their wake-ups to the looks,
-	// and one per 4 NotifyDebounce keeps them a few milliseconds from the commits for
-	// a statement per look.
-	s.watcher = newWatcher(pool, s.q.notifyVisible, cfg.Channel, 4*cfg.NotifyDebounce, s.log, s.announce)
+	s.watcher = newWatcher(pool, s.q.notifyVisible, cfg.Channel, lookInterval(cfg), s.log, s.announce)
 	return s, nil
 }
 
@@ -153,7 +149,7 @@ func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err err
 // transaction back and the events are gone with the data. Every event is validated
 // first, and nothing is written when any is invalid; a batch is one INSERT. Relays
 // are woken once the transaction commits, and not if it rolls back: an enqueue after a
-// quiet spell (none for Config.NotifyDebounce) sends its NOTIFY inside the transaction,
+// quiet spell (none for 4 × Config.NotifyDebounce) sends its NOTIFY inside the transaction,
 // which PostgreSQL delivers at commit. The others are notified by the store: in a
 // transaction of Transact right after the commit; in the caller's own transaction once
 // the store sees the events committed, which it looks for shortly after (see
@@ -213,17 +209,20 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 }
 
 // notifyInTx reports whether an enqueue in a transaction sends its NOTIFY inside that
-// transaction: only one after a quiet spell does, when no other enqueue ran for
-// Config.NotifyDebounce. PostgreSQL holds a cluster-wide lock from a notifying
+// transaction: only one after a quiet spell does, when the store ran no other enqueue
+// for a look interval. PostgreSQL holds a cluster-wide lock from a notifying
 // transaction's commit until its WAL flush is done, so notifying commits go one at a
-// time. A trickle has its wake-up delivered with the commit; busy writers rarely have a
-// quiet spell, and leave the wake-up to the store, after the commit, which takes
-// PostgreSQL's lock once for many commits (bench/results/run-12.txt).
+// time, and writers queue for it when they notify often. With a quiet spell of T,
+// writers enqueueing at random send at most 1/(e·T) such NOTIFYs a second, whatever
+// their rate: with T = 1 ms, up to 370, and writers were seen waiting on the lock
+// (bench/results/quiet-spell.txt); with the look interval, 4 ms by default, up to 92. A trickle still has its wake-up delivered with the
+// commit; any enqueue within a look interval of another leaves it to the watcher,
+// which takes the lock once for all the commits of an interval, without a flush.
 func (s *Store) notifyInTx(now time.Time) bool {
 	if s.cfg.DisableNotify {
 		return false
 	}
-	return now.UnixNano()-s.lastEnqueue.Swap(now.UnixNano()) >= int64(s.cfg.NotifyDebounce)
+	return now.UnixNano()-s.lastEnqueue.Swap(now.UnixNano()) >= int64(lookInterval(s.cfg))
 }
 
 // watchUnlessNotified hands the events of an enqueue that sent no NOTIFY to the

@@ -21,6 +21,13 @@ const (
 	watchGiveUp      = 10 * time.Second
 )
 
+// lookInterval is the watcher's interval, 4 NotifyDebounce: a trickle is notified
+// inside its transactions and needs no look; busy writers, which are not, leave their
+// wake-ups to the looks, and one per interval keeps them a few milliseconds from the
+// commits for a statement per look. It is also the quiet spell after which an enqueue
+// notifies inside its transaction (Store.notifyInTx): within it, a look is coming anyway.
+func lookInterval(c Config) time.Duration { return 4 * c.NotifyDebounce }
+
 // watcher wakes relays for events written in a caller's transaction that did not carry
 // the NOTIFY itself (see Store.notifyInTx). The store cannot see that transaction
 // commit, so it looks: a short while after the enqueue, and again at short and then
@@ -96,9 +103,13 @@ func (w *watcher) look() {
 		return
 	}
 	w.running = true
+	// A seq due before the next look is looked for in this one: waiting for its own
+	// due time would add up to an interval to its wake-up, and one look reads any
+	// number of seqs. If its transaction has not committed yet, the next look finds it.
 	var due []int64
+	horizon := now.Add(w.first)
 	for s, wt := range w.watched {
-		if !wt.due.After(now) || w.closed {
+		if wt.due.Before(horizon) || w.closed {
 			due = append(due, s)
 		}
 	}

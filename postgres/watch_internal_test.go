@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -42,4 +44,49 @@ func TestWatcherLooksOncePerIntervalUnderAStream(t *testing.T) {
 		t.Fatalf("%d seqs over %v: %d looks, want 1 to %d (one per %v)", seq, elapsed.Round(time.Millisecond), looks, most, interval)
 	}
 	t.Logf("%d seqs over %v: %d looks", seq, elapsed.Round(time.Millisecond), looks)
+}
+
+// recordingQuerier keeps the seqs of each look and finds none of them committed.
+type recordingQuerier struct {
+	mu    sync.Mutex
+	looks [][]int64
+}
+
+func (q *recordingQuerier) Query(_ context.Context, _ string, args ...any) (pgx.Rows, error) {
+	for _, a := range args {
+		if named, ok := a.(pgx.NamedArgs); ok {
+			q.mu.Lock()
+			q.looks = append(q.looks, slices.Clone(named["seqs"].([]int64)))
+			q.mu.Unlock()
+		}
+	}
+	return nil, errors.New("connection refused")
+}
+
+// A seq enqueued between two looks is looked for at the next one, not an interval after
+// its own enqueue: a look reads any number of seqs, and waiting for each one's own due
+// time added up to an interval to its wake-up under a stream of enqueues.
+func TestWatcherLooksForEverySeqDueBeforeItsNextLook(t *testing.T) {
+	const interval = 40 * time.Millisecond
+	q := &recordingQuerier{}
+	w := newWatcher(q, "look", "ch", interval, slog.New(slog.NewTextHandler(io.Discard, nil)), func(map[string]struct{}) {})
+	start := time.Now()
+	w.add(start, 1)
+	w.add(start.Add(3*interval/4), 2) // due 3/4 of an interval after seq 1
+	looks := func() [][]int64 {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		return slices.Clone(q.looks)
+	}
+	// The first look comes from the timer, an interval after seq 1 (close would look
+	// at everything still watched, so it must not come first).
+	for deadline := time.Now().Add(5 * time.Second); len(looks()) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the watcher did not look within 5s")
+		}
+	}
+	w.close()
+	if first := looks()[0]; !slices.Contains(first, 1) || !slices.Contains(first, 2) {
+		t.Fatalf("first look read seqs %v, want 1 and 2 (2 is due before the look after it); looks: %v", first, looks())
+	}
 }
