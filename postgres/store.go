@@ -214,10 +214,11 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 // transaction's commit until its WAL flush is done, so notifying commits go one at a
 // time, and writers queue for it when they notify often. With a quiet spell of T,
 // writers enqueueing at random send at most 1/(e·T) such NOTIFYs a second, whatever
-// their rate: with T = 1 ms, up to 370, and writers were seen waiting on the lock
-// (bench/results/quiet-spell.txt); with the look interval, 4 ms by default, up to 92. A trickle still has its wake-up delivered with the
-// commit; any enqueue within a look interval of another leaves it to the watcher,
-// which takes the lock once for all the commits of an interval, without a flush.
+// their rate: with T = 1 ms up to 370, and writers were seen waiting on the lock
+// (bench/results/quiet-spell.txt); with the look interval, 4 ms by default, up to 92.
+// A trickle still has its wake-up delivered with the commit; an enqueue within a look
+// interval of another leaves it to the watcher, which takes the lock once for all the
+// commits of an interval, without a flush.
 func (s *Store) notifyInTx(now time.Time) bool {
 	if s.cfg.DisableNotify {
 		return false

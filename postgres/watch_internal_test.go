@@ -46,7 +46,7 @@ func TestWatcherLooksOncePerIntervalUnderAStream(t *testing.T) {
 	t.Logf("%d seqs over %v: %d looks", seq, elapsed.Round(time.Millisecond), looks)
 }
 
-// recordingQuerier keeps the seqs of each look and finds none of them committed.
+// recordingQuerier keeps the seqs of each look and fails it, as countingQuerier does.
 type recordingQuerier struct {
 	mu    sync.Mutex
 	looks [][]int64
