@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -84,36 +85,100 @@ func RetryAfterDelay(err error) (time.Duration, bool) {
 	return 0, false
 }
 
+// Reasons under which sinks report a destination-wide fault (DestinationError.Reason).
+// A sink may use a phrase of its own; these are the common ones, kept identical across
+// sinks so that alerts and dashboards read alike.
+const (
+	ReasonUnreachable   = "destination unreachable"
+	ReasonCredentials   = "credentials rejected"
+	ReasonTargetMissing = "target missing"
+)
+
+// DestinationError is a failed delivery whose cause is the destination, not the event:
+// every event sent there would meet it alike (the destination cannot be reached, it
+// rejects the credentials, the topic or queue does not exist). The processor does not
+// spend the event's attempt on it and does not give it up; it holds delivery (see
+// BreakerConfig) with Reason named in its logs, Health and metrics, and probes now and
+// then until the destination takes an event again.
+type DestinationError struct {
+	// Reason names the fault for operators: one of the Reason… constants, or a short
+	// phrase of the sink's own ("endpoint answers 404").
+	Reason string
+	// Target, when set, is the part of the destination at fault (a topic, a stream, a
+	// queue): only events that go there are held, and the others go on.
+	Target string
+	// Suspected says the sink cannot tell whether the fault is the destination's or the
+	// event's (an HTTP 404 or 401 may be either). The processor holds such a failure as
+	// the destination's while nothing else gets through; an event that fails so again
+	// after a later delivery succeeded is judged by Err alone (given up when Err is
+	// marked Permanent).
+	Suspected bool
+	// Err is the failure itself.
+	Err error
+}
+
+func (e *DestinationError) Error() string {
+	reason := cmp.Or(e.Reason, ReasonUnreachable)
+	if e.Target != "" {
+		reason += " (" + e.Target + ")"
+	}
+	if e.Err == nil {
+		return reason
+	}
+	return reason + ": " + e.Err.Error()
+}
+
+func (e *DestinationError) Unwrap() error { return e.Err }
+
 // Unavailable marks err as a failure to reach the destination at all (it refused the
-// connection, its name did not resolve, the broker is down): a fault of the way to the
-// destination, not of the event. The processor does not count such an attempt against
-// the event's budget; after Config.Breaker.Threshold of them in a row it stops
-// delivering and probes with one event now and then until the destination answers.
-// A nil err stays nil.
-func Unavailable(err error) error {
+// connection, its name did not resolve, the broker is down): a DestinationError with
+// ReasonUnreachable. A nil err stays nil.
+func Unavailable(err error) error { return DestinationFault(ReasonUnreachable, err) }
+
+// DestinationFault marks err as a fault of the whole destination, named by reason
+// (ReasonCredentials, say). A nil err stays nil.
+func DestinationFault(reason string, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &unavailableError{err}
+	return &DestinationError{Reason: reason, Err: err}
 }
 
-type unavailableError struct{ err error }
+// TargetFault marks err as a fault of one target of the destination (a topic, stream
+// or queue named target), named by reason: only events bound there are held. A nil
+// err stays nil.
+func TargetFault(reason, target string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &DestinationError{Reason: reason, Target: target, Err: err}
+}
 
-func (e *unavailableError) Error() string { return "unavailable: " + e.err.Error() }
-func (e *unavailableError) Unwrap() error { return e.err }
+// SuspectedFault marks err as a failure that may be the destination's or the event's
+// (see DestinationError.Suspected). A nil err stays nil.
+func SuspectedFault(reason string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &DestinationError{Reason: reason, Suspected: true, Err: err}
+}
 
-// IsUnavailable reports whether err says the destination could not be reached: err, or
-// an error it wraps, was marked with Unavailable, or is a network error from before any
+// IsUnavailable reports whether err is a fault of the destination rather than the
+// event: err, or an error it wraps, is a DestinationError that is not merely suspected
+// (Unavailable, DestinationFault, TargetFault), or is a network error from before any
 // request was sent (a refused or reset dial, a name that did not resolve, an unreachable
 // host or network, a dial that timed out). It is the default of
-// Config.Breaker.IsUnavailable. An error marked Permanent is never unavailable.
+// Config.Breaker.IsUnavailable. Otherwise an error marked Permanent is never unavailable.
 func IsUnavailable(err error) bool {
-	if err == nil || IsPermanent(err) {
+	if err == nil {
 		return false
 	}
-	var u *unavailableError
-	if errors.As(err, &u) {
-		return true
+	var de *DestinationError
+	if errors.As(err, &de) {
+		return !de.Suspected
+	}
+	if IsPermanent(err) {
+		return false
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {

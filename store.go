@@ -85,6 +85,10 @@ type ClaimParams struct {
 	// they are, for the processors that serve them. Events of a paused type (see
 	// TypePauser) are never claimed, whatever Types says.
 	Types []string
+	// SkipTypes, when set, leaves events of these types out of the claim, as they are
+	// (not claimed, no attempt spent, nothing given up): the processor holds them while
+	// the target they are delivered to is failing (see DestinationError.Target).
+	SkipTypes []string
 }
 
 // TypePauser is implemented by stores that can pause event types. The pause is kept
