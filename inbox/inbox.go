@@ -34,7 +34,9 @@ const (
 	// Expired: the message was older than the retention window and was refused.
 	Expired
 	// Failed: the effect or the database failed; nothing was kept, and a redelivery
-	// of the message will be applied.
+	// of the message will be applied. (One exception: Process's commit failed and the
+	// look-up of whether it happened anyway failed too; its error says so, and a
+	// redelivery is then either applied or a duplicate.)
 	Failed
 )
 
@@ -143,6 +145,13 @@ func (ib *Inbox) ProcessTx(ctx context.Context, tx *sql.Tx, msgID string, fn fun
 // for a duplicate (fn not run). When fn fails, the transaction, ID included, is rolled
 // back and fn's error returned, so a redelivery applies the message.
 //
+// ctx governs the transaction until fn returns: ended before, the transaction is
+// rolled back and Process fails with ctx's error. The commit itself is not cut off by
+// ctx (only by a bound of its own, 30s, where the driver watches the transaction's
+// context), and when the commit returns an error, Process
+// looks up whether the ID was committed anyway (the reply lost, not the commit) and
+// then reports Applied: the result says what the database kept.
+//
 // On PostgreSQL and MySQL the transaction runs at READ COMMITTED. A transaction the
 // database aborted to break a deadlock or a serialization conflict is run again, up to
 // three times in all, so fn may be called more than once (each time in a fresh
@@ -164,13 +173,15 @@ func (ib *Inbox) Process(ctx context.Context, msgID string, fn func(tx *sql.Tx) 
 const maxTxAttempts = 3
 
 func (ib *Inbox) process(ctx context.Context, msgID string, fn func(tx *sql.Tx) error) (Result, error) {
-	var opts *sql.TxOptions
-	if ib.cfg.Dialect != SQLite {
-		// Under READ COMMITTED a concurrent duplicate waits on the key and then sees
-		// the other's commit; at higher levels MySQL takes gap locks that deadlock more.
-		opts = &sql.TxOptions{Isolation: sql.LevelReadCommitted}
-	}
-	tx, err := ib.db.BeginTx(ctx, opts)
+	// The transaction runs under a context of its own, which ctx ends only until fn
+	// has returned. The driver watches a transaction's context through its COMMIT too,
+	// and a COMMIT cut off in flight (the sender hung up) still completes on the
+	// server: under ctx, Process reported Failed for effects that were kept.
+	txCtx, cancelTx := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelTx()
+	stop := context.AfterFunc(ctx, cancelTx)
+	defer stop() // ctx may outlive many messages (a consumer's): unregister each time
+	tx, err := ib.db.BeginTx(txCtx, ib.txOptions())
 	if err != nil {
 		return Failed, fmt.Errorf("inbox: begin: %w", err)
 	}
@@ -186,10 +197,64 @@ func (ib *Inbox) process(ctx context.Context, msgID string, fn func(tx *sql.Tx) 
 		_ = tx.Rollback()
 		return r, err
 	}
-	if err := tx.Commit(); err != nil {
-		return Failed, fmt.Errorf("inbox: commit %s: %w", msgID, err)
+	if !stop() {
+		// ctx ended before the commit: database/sql is rolling the transaction back.
+		_ = tx.Rollback()
+		return Failed, fmt.Errorf("inbox: message %s: not committed: %w", msgID, ctx.Err())
 	}
-	return Applied, nil
+	// From here ctx cannot end the transaction; a commit that hangs is ended by a
+	// bound of its own, and its outcome then looked up like any other commit error's.
+	timer := time.AfterFunc(commitTimeout, cancelTx)
+	err = tx.Commit()
+	timer.Stop()
+	if err == nil {
+		return Applied, nil
+	}
+	// A commit error may be about the reply alone: the server committed, then the
+	// connection broke. Failed would be a lie then (and a redelivery a duplicate).
+	kept, lerr := ib.committed(ctx, msgID)
+	switch {
+	case lerr != nil:
+		return Failed, fmt.Errorf("inbox: commit %s: %w; whether it committed is unknown: %w", msgID, err, lerr)
+	case kept:
+		return Applied, nil
+	}
+	return Failed, fmt.Errorf("inbox: commit %s: %w", msgID, err)
+}
+
+// commitTimeout bounds a commit, and the look-up of its outcome, once the caller's
+// context no longer can: far above any healthy commit, and short enough that a
+// consumer being stopped is not held by a database that stopped answering.
+const commitTimeout = 30 * time.Second
+
+func (ib *Inbox) txOptions() *sql.TxOptions {
+	if ib.cfg.Dialect == SQLite {
+		return nil
+	}
+	// Under READ COMMITTED a concurrent duplicate waits on the key and then sees the
+	// other's commit; at higher levels MySQL takes gap locks that deadlock more.
+	return &sql.TxOptions{Isolation: sql.LevelReadCommitted}
+}
+
+// committed reports whether msgID is recorded, after its transaction's commit failed.
+// It records msgID again in a transaction of its own and rolls that back: unlike a
+// SELECT, the insert waits for a transaction still holding the ID, so a commit the
+// server is still finishing (its client gone) is seen when it lands. A concurrent
+// delivery of the same message that committed after ours failed is counted as ours:
+// either way the message's effect is kept once.
+func (ib *Inbox) committed(ctx context.Context, msgID string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	tx, err := ib.db.BeginTx(ctx, ib.txOptions())
+	if err != nil {
+		return false, fmt.Errorf("inbox: look up %s: %w", msgID, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	fresh, err := ib.record(ctx, tx, msgID, ib.cfg.Clock.Now())
+	if err != nil {
+		return false, fmt.Errorf("inbox: look up %s: %w", msgID, err)
+	}
+	return !fresh, nil
 }
 
 func (ib *Inbox) processTx(ctx context.Context, tx *sql.Tx, msgID string, fn func(tx *sql.Tx) error) (Result, error) {

@@ -1,7 +1,10 @@
 package inbox_test
 
 import (
+	"context"
 	"database/sql"
+	"database/sql/driver"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,20 +20,52 @@ import (
 
 func TestSQLite(t *testing.T) {
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
-		return inboxtest.Harness{DB: openSQLite(t), Dialect: inbox.SQLite}
+		path := filepath.Join(t.TempDir(), "receiver.db")
+		db := openSQLiteAt(t, path)
+		// The same file through the same driver; sqlite.Open has set WAL on the file, the
+		// rest of its settings that matter here are per connection.
+		dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=busy_timeout(10000)&_txlock=immediate"}).String()
+		return inboxtest.Harness{DB: db, Dialect: inbox.SQLite, Connector: connector(t, db, dsn)}
 	})
 }
 
 func TestPostgres(t *testing.T) {
 	db := postgresDB(t)
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
-		return inboxtest.Harness{DB: db, Dialect: inbox.Postgres}
+		return inboxtest.Harness{DB: db, Dialect: inbox.Postgres, Connector: connector(t, db, os.Getenv("OUTBOX_POSTGRES_DSN"))}
 	})
 }
 
+// connector connects to dsn through db's driver, for the suite's interfering driver.
+func connector(t testing.TB, db *sql.DB, dsn string) driver.Connector {
+	t.Helper()
+	if dc, ok := db.Driver().(driver.DriverContext); ok {
+		c, err := dc.OpenConnector(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return dsnConnector{db.Driver(), dsn}
+}
+
+// dsnConnector is what database/sql does for a driver without OpenConnector.
+type dsnConnector struct {
+	drv driver.Driver
+	dsn string
+}
+
+func (c dsnConnector) Connect(context.Context) (driver.Conn, error) { return c.drv.Open(c.dsn) }
+func (c dsnConnector) Driver() driver.Driver                        { return c.drv }
+
 func openSQLite(t testing.TB) *sql.DB {
 	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "receiver.db"), sqlite.OpenConfig{})
+	return openSQLiteAt(t, filepath.Join(t.TempDir(), "receiver.db"))
+}
+
+func openSQLiteAt(t testing.TB, path string) *sql.DB {
+	t.Helper()
+	db, err := sqlite.Open(path, sqlite.OpenConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +101,7 @@ func postgresDB(t testing.TB) *sql.DB {
 func TestMySQL(t *testing.T) {
 	db := mysqlDB(t)
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
-		return inboxtest.Harness{DB: db, Dialect: inbox.MySQL}
+		return inboxtest.Harness{DB: db, Dialect: inbox.MySQL, Connector: connector(t, db, os.Getenv("OUTBOX_MYSQL_DSN"))}
 	})
 }
 

@@ -1,10 +1,11 @@
 // Package inboxtest is the behaviour suite every inbox dialect passes: a redelivered
 // message has no second effect, concurrent duplicates apply once, a rolled-back effect
-// is applied by the next delivery, and cleanup deletes in bounded batches.
+// is applied by the next delivery, Process reports what the commit kept, and cleanup
+// deletes in bounded batches.
 //
 //	func TestInbox(t *testing.T) {
 //		inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
-//			return inboxtest.Harness{DB: openTestDB(t), Dialect: inbox.Postgres}
+//			return inboxtest.Harness{DB: openTestDB(t), Dialect: inbox.Postgres, Connector: testConnector(t)}
 //		})
 //	}
 package inboxtest
@@ -13,6 +14,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"database/sql/driver"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -34,6 +36,11 @@ import (
 type Harness struct {
 	DB      *sql.DB
 	Dialect inbox.Dialect
+	// Connector, when set, connects to the same database as DB. The suite wraps it in
+	// a driver that interferes with commits (the caller's context cancelled as COMMIT
+	// starts, a COMMIT's reply lost, a COMMIT that fails) to check that Process reports
+	// what the database kept; those tests are skipped without it.
+	Connector driver.Connector
 }
 
 // Run runs the suite; newHarness is called once per test.
@@ -49,6 +56,10 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		{"DuplicateAtRepeatableRead", func(t *testing.T, f *fixture) { testIsolation(t, f, sql.LevelRepeatableRead) }},
 		{"DuplicateAtSerializable", func(t *testing.T, f *fixture) { testIsolation(t, f, sql.LevelSerializable) }},
 		{"RolledBackEffectIsRetried", testRolledBack},
+		{"CancelBeforeCommitKeepsNothing", testCancelBeforeCommit},
+		{"CancelDuringCommitIsApplied", testCancelDuringCommit},
+		{"LostCommitReplyIsApplied", testLostCommitReply},
+		{"FailedCommitKeepsNothing", testFailedCommit},
 		{"ConcurrentDuplicatesAfterRollback", testConcurrentAfterRollback},
 		{"CleanupIsBounded", testCleanup},
 		{"ExpiredMessageIsRefused", testExpired},
@@ -476,4 +487,161 @@ func testBadInput(t *testing.T, f *fixture) {
 	if applied, err := f.inbox.Process(ctx, long, f.effect("y")); err != nil || !applied {
 		t.Fatalf("ID of the longest length: applied %v, %v", applied, err)
 	}
+}
+
+// recorder is an Observer that keeps the results it is told.
+type recorder struct {
+	mu      sync.Mutex
+	results []inbox.Result
+}
+
+func (r *recorder) ObserveMessage(res inbox.Result, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.results = append(r.results, res)
+}
+
+func (r *recorder) ObserveCleanup(int, time.Duration) {}
+
+func (r *recorder) seen() []inbox.Result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]inbox.Result(nil), r.results...)
+}
+
+// hooked returns an inbox on the fixture's tables, reached through the interfering
+// driver (commit.go), and the observer it reports to.
+func (f *fixture) hooked(t *testing.T) (*inbox.Inbox, *recorder) {
+	t.Helper()
+	if f.h.Connector == nil {
+		t.Skip("the harness has no Connector: cannot interfere with commits")
+	}
+	db := sql.OpenDB(hookConnector{f.h.Connector})
+	t.Cleanup(func() { db.Close() })
+	rec := &recorder{}
+	cfg := f.cfg
+	cfg.Observer = rec
+	ib, err := inbox.New(context.Background(), db, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ib, rec
+}
+
+// checkKept fails t unless what ib reported for id (applied, err, Stats, the
+// observer) and what the database holds both say want: Applied with one effect and
+// the ID recorded, or Failed with neither. A redelivery is then a duplicate, or
+// applies.
+func (f *fixture) checkKept(t *testing.T, ib *inbox.Inbox, rec *recorder, id string, applied bool, err error, want inbox.Result) {
+	t.Helper()
+	kept := f.effectsOf(t, id)
+	if n := f.count(t); n != kept {
+		t.Fatalf("%d IDs recorded and %d effects: they must be kept together", n, kept)
+	}
+	st := ib.Stats()
+	switch want {
+	case inbox.Applied:
+		if !applied || err != nil || kept != 1 {
+			t.Fatalf("Process returned applied %v, %v with %d effects kept; want applied, nil and 1 effect", applied, err, kept)
+		}
+		if st.Applied != 1 || st.Failed != 0 {
+			t.Fatalf("stats %+v, want 1 applied, 0 failed", st)
+		}
+	default:
+		if applied || err == nil || kept != 0 {
+			t.Fatalf("Process returned applied %v, %v with %d effects kept; want an error and nothing kept", applied, err, kept)
+		}
+		if st.Applied != 0 || st.Failed != 1 {
+			t.Fatalf("stats %+v, want 0 applied, 1 failed", st)
+		}
+	}
+	if got := rec.seen(); len(got) != 1 || got[0] != want {
+		t.Fatalf("observer saw %v, want [%s]", got, want)
+	}
+	again, err := f.inbox.Process(context.Background(), id, f.effect(id))
+	if err != nil || again != (want != inbox.Applied) {
+		t.Fatalf("redelivery: applied %v, %v; want applied %v", again, err, want != inbox.Applied)
+	}
+	if n := f.effectsOf(t, id); n != 1 {
+		t.Fatalf("%d effects after the redelivery, want 1", n)
+	}
+}
+
+// The caller's context ends inside the effect, before the commit: the transaction is
+// rolled back, and Process says so.
+func testCancelBeforeCommit(t *testing.T, f *fixture) {
+	rec := &recorder{}
+	cfg := f.cfg
+	cfg.Observer = rec
+	ib, err := inbox.New(context.Background(), f.h.DB, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	id := newID()
+	applied, err := ib.Process(ctx, id, func(tx *sql.Tx) error {
+		if err := f.effect(id)(tx); err != nil {
+			return err
+		}
+		cancel() // the sender hung up while the effect ran
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("Process returned %v, want context.Canceled", err)
+	}
+	f.checkKept(t, ib, rec, id, applied, err, inbox.Failed)
+}
+
+// The caller's context is cancelled just as the driver's commit is called (the
+// sender's connection dropped during COMMIT): the commit is not interrupted, and
+// Process reports Applied.
+func testCancelDuringCommit(t *testing.T, f *fixture) {
+	ib, rec := f.hooked(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	id := newID()
+	ctx = withCommitHook(ctx, func(tx driver.Tx) error {
+		cancel()
+		return tx.Commit()
+	})
+	applied, err := ib.Process(ctx, id, f.effect(id))
+	f.checkKept(t, ib, rec, id, applied, err, inbox.Applied)
+}
+
+var errLostReply = errors.New("connection reset by peer (the commit's reply was lost)")
+
+// The database commits, but its reply is lost and the driver reports an error:
+// Process finds the commit and reports Applied, not Failed.
+func testLostCommitReply(t *testing.T, f *fixture) {
+	ib, rec := f.hooked(t)
+	id := newID()
+	ctx := withCommitHook(context.Background(), func(tx driver.Tx) error {
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+		return errLostReply
+	})
+	applied, err := ib.Process(ctx, id, f.effect(id))
+	f.checkKept(t, ib, rec, id, applied, err, inbox.Applied)
+}
+
+var errCommitFailed = errors.New("commit failed")
+
+// The commit fails and the database kept nothing: Process reports Failed with the
+// commit's error, and the redelivery applies.
+func testFailedCommit(t *testing.T, f *fixture) {
+	ib, rec := f.hooked(t)
+	id := newID()
+	ctx := withCommitHook(context.Background(), func(tx driver.Tx) error {
+		if err := tx.Rollback(); err != nil {
+			return err
+		}
+		return errCommitFailed
+	})
+	applied, err := ib.Process(ctx, id, f.effect(id))
+	if !errors.Is(err, errCommitFailed) {
+		t.Fatalf("Process returned %v, want the commit's error", err)
+	}
+	f.checkKept(t, ib, rec, id, applied, err, inbox.Failed)
 }
