@@ -13,24 +13,32 @@ const (
 	DefaultBreakerMaxCooldown = 30 * time.Second
 )
 
-// BreakerConfig tunes the processor's circuit breaker, which keeps an outage of the
-// destination from spending the events' attempts. A delivery that fails as unavailable
-// (see IsUnavailable) is not counted against its event: the event is handed back, due
-// as before. After Threshold such failures in a row the circuit opens: the processor
-// delivers nothing for Cooldown, then probes with one event. A probe the destination
-// answers (success, or a failure that is about the event) closes the circuit; one that
-// fails as unavailable again keeps it open for twice as long, up to MaxCooldown.
+// BreakerConfig tunes the processor's circuit breaker, which keeps a fault of the
+// destination (an outage, rejected credentials, a wrong URL; see DestinationError) from
+// spending the events' attempts. A delivery that fails as the destination's fault is not
+// counted against its event: the event is handed back, due as before. After Threshold
+// such failures in a row the circuit opens: the processor delivers nothing for
+// Cooldown, then probes with one event. A probe the destination answers (success, or a
+// failure that is about the event) closes the circuit; one that fails as the
+// destination's again keeps it open for twice as long, up to MaxCooldown.
+//
+// A fault of one target (a topic or queue: DestinationError.Target) holds only the
+// events of the types that failed there, on a schedule of its own with the same
+// Cooldown and MaxCooldown; events of other types go on.
 type BreakerConfig struct {
-	// Threshold is how many unavailable failures in a row open the circuit. Defaults
-	// to 5; negative disables the breaker, and unavailable failures then count as
-	// ordinary ones (retried under the RetryPolicy, given up when attempts run out).
+	// Threshold is how many destination faults in a row open the circuit. Defaults
+	// to DefaultBreakerThreshold; negative disables the breaker, and destination faults
+	// then count as ordinary failures (retried under the RetryPolicy, given up when
+	// attempts run out or when marked Permanent).
 	Threshold int
-	// Cooldown is how long the circuit stays open before the first probe. Defaults to 1s.
+	// Cooldown is how long the circuit stays open before the first probe. Defaults to
+	// DefaultBreakerCooldown.
 	Cooldown time.Duration
-	// MaxCooldown bounds the doubling of Cooldown after failed probes. Defaults to 30s.
+	// MaxCooldown bounds the doubling of Cooldown after failed probes. Defaults to
+	// DefaultBreakerMaxCooldown.
 	MaxCooldown time.Duration
-	// IsUnavailable tells a failure to reach the destination from a failure of the
-	// event. Defaults to IsUnavailable (the Unavailable marker, and dial errors).
+	// IsUnavailable tells a fault of the destination from a failure of the event, for
+	// errors that are not a DestinationError. Defaults to IsUnavailable (dial errors).
 	IsUnavailable func(error) bool
 }
 
@@ -63,16 +71,23 @@ func (b BreakerConfig) Validate() error {
 
 // BreakerState is what Processor.Breaker reports.
 type BreakerState struct {
-	// Open is true while deliveries are held back: the destination is unreachable.
+	// Open is true while deliveries are held back: the destination is at fault.
 	Open bool `json:"open"`
+	// Reason names the fault that opened the circuit, or that the failures in a row so
+	// far share (DestinationError.Reason); empty when none.
+	Reason string `json:"reason,omitempty"`
+	// Error is the last such failure's error text.
+	Error string `json:"error,omitempty"`
 	// OpenedAt is when the circuit last opened; zero if it never did.
 	OpenedAt time.Time `json:"opened_at,omitzero"`
 	// NextProbe is when an open circuit lets one event through to probe.
 	NextProbe time.Time `json:"next_probe,omitzero"`
-	// Unavailable counts the unavailable failures in a row so far.
+	// Unavailable counts the destination faults in a row so far.
 	Unavailable int `json:"unavailable"`
 	// Opened counts how often the circuit has opened since the processor was made.
 	Opened int `json:"opened"`
+	// Targets lists the targets held on their own (DestinationError.Target), by name.
+	Targets []TargetHold `json:"targets,omitempty"`
 }
 
 // breaker is the state behind BreakerConfig. Its clock is the processor's.
@@ -87,6 +102,8 @@ type breaker struct {
 	until       time.Time
 	cooldown    time.Duration
 	opened      int
+	reason      string
+	lastErr     string
 }
 
 func newBreaker(cfg BreakerConfig) *breaker { return &breaker{cfg: cfg} }
@@ -125,35 +142,39 @@ func (b *breaker) holding() bool {
 	return b.open && !b.probing
 }
 
-// record takes the outcome of one delivery: unavailable or answered. It reports
-// whether the circuit changed (opened or closed).
-func (b *breaker) record(now time.Time, unavailable bool) (changed, open bool) {
+// record takes the outcome of one delivery: a destination fault (with its reason and
+// error text) or answered. It reports whether the circuit changed (opened or closed),
+// and the reason of the fault it opened or closed for.
+func (b *breaker) record(now time.Time, unavailable bool, reason, errText string) (changed, open bool, why string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if !unavailable {
 		b.consecutive = 0
+		why = b.reason
+		b.reason, b.lastErr = "", ""
 		if b.open {
 			b.open, b.probing = false, false
-			return true, false
+			return true, false, why
 		}
-		return false, false
+		return false, false, why
 	}
 	b.consecutive++
+	b.reason, b.lastErr = reason, errText
 	switch {
 	case b.open && b.probing:
 		b.probing = false
 		b.cooldown = min(2*b.cooldown, b.cfg.MaxCooldown)
 		b.until = now.Add(b.cooldown)
-		return false, true
+		return false, true, reason
 	case !b.open && b.consecutive >= b.cfg.Threshold:
 		b.open = true
 		b.opened++
 		b.openedAt = now
 		b.cooldown = b.cfg.Cooldown
 		b.until = now.Add(b.cooldown)
-		return true, true
+		return true, true, reason
 	}
-	return false, b.open
+	return false, b.open, reason
 }
 
 // nextProbe is when an open circuit admits a probe; zero when closed, or while a probe
@@ -170,7 +191,8 @@ func (b *breaker) nextProbe() time.Time {
 func (b *breaker) state() BreakerState {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := BreakerState{Open: b.open, OpenedAt: b.openedAt, Unavailable: b.consecutive, Opened: b.opened}
+	s := BreakerState{Open: b.open, OpenedAt: b.openedAt, Unavailable: b.consecutive, Opened: b.opened,
+		Reason: b.reason, Error: b.lastErr}
 	if b.open {
 		s.NextProbe = b.until
 	}

@@ -90,8 +90,11 @@ type Config struct {
 	Clock Clock
 	// Logger receives the processor's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
-	// Observer, when set, is told about every claim and delivery (for metrics).
-	Observer Observer
+	// Observers are told about every claim and delivery (metrics, tracing, a tally of
+	// one's own). Each is told everything, including the optional interfaces it
+	// implements (BreakerObserver, SettleObserver, LeaseObserver): the processor does
+	// the fan-out, so no observer needs to forward calls to another.
+	Observers []Observer
 }
 
 // Observer is told what a processor does, for metrics. Its methods are called from
@@ -104,14 +107,17 @@ type Observer interface {
 	ObserveDelivery(e Event, o Outcome, d time.Duration)
 }
 
-// BreakerObserver is an Observer that is also told about outages: an Observer that
-// implements it gets these calls too.
+// BreakerObserver is an Observer that is also told about destination faults: an
+// Observer that implements it gets these calls too.
 type BreakerObserver interface {
-	// ObserveUnavailable reports a delivery of e that failed as unavailable (err); the
-	// attempt is not counted, and ObserveDelivery sees it as Released.
+	// ObserveUnavailable reports a delivery of e that failed as the destination's fault
+	// (err; see DestinationError): the attempt is not counted, and ObserveDelivery sees
+	// it as Released.
 	ObserveUnavailable(e Event, err error)
-	// ObserveBreaker reports that the circuit breaker opened (open true) or closed.
-	ObserveBreaker(open bool)
+	// ObserveHold reports that delivery to a target ("" for the whole destination) is
+	// now held (held true) for reason, or resumed (held false, with the reason it was
+	// held for).
+	ObserveHold(target, reason string, held bool)
 }
 
 func (c Config) withDefaults() Config {

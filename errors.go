@@ -130,6 +130,25 @@ func (e *DestinationError) Error() string {
 
 func (e *DestinationError) Unwrap() error { return e.Err }
 
+// destinationError returns the DestinationError in err's chain, unless a Permanent
+// mark wraps it: the outer mark wins, so Permanent(Unavailable(err)) is permanent while
+// SuspectedFault(reason, Permanent(err)) is the destination's until proved otherwise.
+func destinationError(err error) *DestinationError {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch t := e.(type) {
+		case *DestinationError:
+			return t
+		case *permanentError:
+			return nil
+		}
+	}
+	var de *DestinationError
+	if !IsPermanent(err) && errors.As(err, &de) { // a joined error
+		return de
+	}
+	return nil
+}
+
 // Unavailable marks err as a failure to reach the destination at all (it refused the
 // connection, its name did not resolve, the broker is down): a DestinationError with
 // ReasonUnreachable. A nil err stays nil.
@@ -173,8 +192,7 @@ func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
 	}
-	var de *DestinationError
-	if errors.As(err, &de) {
+	if de := destinationError(err); de != nil {
 		return !de.Suspected
 	}
 	if IsPermanent(err) {

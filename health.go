@@ -77,8 +77,12 @@ const (
 	RuleGivenUp     = "given_up"
 	RulePending     = "pending"
 	// RuleCircuitOpen fires only from Processor.Health: its circuit breaker is open,
-	// the destination being unreachable.
+	// the destination being at fault (unreachable, credentials rejected, …); the
+	// message names the reason.
 	RuleCircuitOpen = "circuit_open"
+	// RuleTargetHeld fires only from Processor.Health, once for each target of the
+	// destination held on its own (a missing topic, say); the message names it.
+	RuleTargetHeld = "target_held"
 )
 
 // Alert is one rule that holds.

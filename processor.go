@@ -1,11 +1,13 @@
 package outbox
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 )
@@ -20,9 +22,11 @@ type Processor struct {
 	cfg     Config
 	log     *slog.Logger
 
-	trigger chan struct{}
-	brk     *breaker
-	retries retryTimes
+	trigger  chan struct{}
+	brk      *breaker
+	holds    *targetHolds
+	suspects suspicion
+	retries  retryTimes
 
 	mu      sync.Mutex
 	running *run
@@ -57,6 +61,7 @@ func NewProcessor(store Store, handler Handler, cfg Config) (*Processor, error) 
 		log:     cfg.Logger.With("component", "outbox.processor", "owner", cfg.Owner),
 		trigger: make(chan struct{}, 1),
 		brk:     newBreaker(cfg.Breaker),
+		holds:   newTargetHolds(cfg.Breaker),
 	}, nil
 }
 
@@ -210,8 +215,10 @@ func (p *Processor) idleWait() time.Duration {
 	if !next.IsZero() {
 		wait = min(wait, next.Sub(now))
 	}
-	if probe := p.brk.nextProbe(); !probe.IsZero() {
-		wait = min(wait, max(probe.Sub(now), time.Millisecond))
+	for _, probe := range []time.Time{p.brk.nextProbe(), p.holds.nextProbe()} {
+		if !probe.IsZero() {
+			wait = min(wait, max(probe.Sub(now), time.Millisecond))
+		}
 	}
 	return wait
 }
@@ -278,11 +285,13 @@ func (p *Processor) Drain(ctx context.Context) (int, error) {
 func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int, error) {
 	now := p.cfg.Clock.Now()
 	limit, probe := p.cfg.BatchSize, false
+	var skip []string
 	if p.brk.enabled() {
 		// An open circuit claims nothing until its cooldown is over, then one event.
 		if limit, probe = p.brk.admit(now, limit); limit == 0 {
 			return 0, nil
 		}
+		skip = p.holds.skipTypes(now) // the types whose target is held wait where they are
 	}
 	started := time.Now()
 	events, err := p.store.Claim(ctx, ClaimParams{
@@ -294,9 +303,12 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 		DefaultMaxAttempts: p.cfg.Retry.MaxAttempts,
 		SkipGivenUp:        p.cfg.SkipGivenUp,
 		Types:              p.cfg.Types,
+		SkipTypes:          skip,
 	})
-	if p.cfg.Observer != nil && err == nil {
-		p.cfg.Observer.ObserveClaim(len(events), time.Since(started))
+	if err == nil {
+		for _, o := range p.cfg.Observers {
+			o.ObserveClaim(len(events), time.Since(started))
+		}
 	}
 	if err != nil || len(events) == 0 {
 		if probe {
@@ -321,8 +333,10 @@ func (p *Processor) processBatch(ctx context.Context, soft <-chan struct{}) (int
 
 	settleStarted := time.Now()
 	err = p.settle(ctx, outcomes)
-	if so, ok := p.cfg.Observer.(SettleObserver); ok {
-		so.ObserveSettle(len(outcomes), time.Since(settleStarted), err)
+	for _, o := range p.cfg.Observers {
+		if so, ok := o.(SettleObserver); ok {
+			so.ObserveSettle(len(outcomes), time.Since(settleStarted), err)
+		}
 	}
 	if err != nil {
 		return len(events), err
@@ -359,8 +373,10 @@ func (p *Processor) keepLeases(ctx context.Context, events []Event) (stop func()
 			}
 			if len(lost) > 0 {
 				p.log.Warn("leases lost to another processor; their outcomes will not be recorded here", "event_ids", lost)
-				if lo, ok := p.cfg.Observer.(LeaseObserver); ok {
-					lo.ObserveLeaseLost(lost)
+				for _, o := range p.cfg.Observers {
+					if lo, ok := o.(LeaseObserver); ok {
+						lo.ObserveLeaseLost(lost)
+					}
 				}
 			}
 		}
@@ -369,7 +385,8 @@ func (p *Processor) keepLeases(ctx context.Context, events []Event) (stop func()
 }
 
 // deliver runs the handler over a claimed batch, at most MaxConcurrent at a time, and
-// returns one outcome per event. After soft closes, events not yet started are released.
+// returns one outcome per event. After soft closes, events not yet started are released,
+// and so are events whose destination, or target, is held.
 func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []Event) []Outcome {
 	outcomes := make([]Outcome, len(events))
 	if bh, ok := p.handler.(BatchHandler); ok && !stopping(soft) {
@@ -382,7 +399,7 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 		e := events[i]
 		if stopping(soft) || ctx.Err() != nil || p.brk.holding() {
 			// Stopping, or the circuit opened while this batch ran: hand the rest back
-			// unattempted rather than spend them on an unreachable destination.
+			// unattempted rather than spend them on a destination at fault.
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
 		}
@@ -395,7 +412,11 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
 		}
-		if p.brk.holding() {
+		d, ok := p.admit(e)
+		if !ok || p.brk.holding() {
+			if d.targetProbe {
+				p.holds.endProbe(e.Type)
+			}
 			<-sem
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}
 			continue
@@ -407,39 +428,76 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 			}
 			started := time.Now()
 			err := p.call(ctx, e)
-			outcomes[i] = p.outcome(ctx, e, err, time.Since(started))
+			outcomes[i] = p.outcome(ctx, e, d, err, time.Since(started))
 		})
 	}
 	wg.Wait()
 	return outcomes
 }
 
+// delivery is what the processor knows of one delivery as it starts.
+type delivery struct {
+	n           uint64 // its number, for suspicion
+	targetProbe bool   // it probes a held target
+}
+
+// admit decides whether e may be delivered now, as far as a held target goes, and
+// numbers the delivery.
+func (p *Processor) admit(e Event) (delivery, bool) {
+	if !p.brk.enabled() {
+		return delivery{}, true
+	}
+	ok, probe := p.holds.admit(e.Type, p.cfg.Clock.Now())
+	if !ok {
+		return delivery{}, false
+	}
+	if probe {
+		p.log.Info("target held: probing with one event", "event_id", e.ID, "type", e.Type)
+	}
+	return delivery{n: p.suspects.start(), targetProbe: probe}, true
+}
+
 func (p *Processor) deliverBatch(ctx context.Context, bh BatchHandler, events []Event, outcomes []Outcome) {
+	// Events bound for a held target are handed back before the batch goes out.
+	var send []Event
+	var idx []int
+	var ds []delivery
+	for i, e := range events {
+		d, ok := p.admit(e)
+		if !ok {
+			outcomes[i] = Outcome{ID: e.ID, Result: Released}
+			continue
+		}
+		send, idx, ds = append(send, e), append(idx, i), append(ds, d)
+	}
+	if len(send) == 0 {
+		return
+	}
 	hctx, cancel := p.handlerContext(ctx)
 	defer cancel()
 	started := time.Now()
 	errs := func() (errs []error) {
 		defer func() {
 			if r := recover(); r != nil {
-				errs = make([]error, len(events))
+				errs = make([]error, len(send))
 				for i := range errs {
 					errs[i] = fmt.Errorf("handler panicked: %v", r)
 				}
 				p.log.Error("batch handler panicked", "panic", r, "stack", string(debug.Stack()))
 			}
 		}()
-		return bh.HandleBatch(hctx, events)
+		return bh.HandleBatch(hctx, send)
 	}()
 	took := time.Since(started)
-	if len(errs) != len(events) {
-		err := fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(events))
-		errs = make([]error, len(events))
+	if len(errs) != len(send) {
+		err := fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(send))
+		errs = make([]error, len(send))
 		for i := range errs {
 			errs[i] = err
 		}
 	}
-	for i, e := range events {
-		outcomes[i] = p.outcome(ctx, e, errs[i], took)
+	for j, e := range send {
+		outcomes[idx[j]] = p.outcome(ctx, e, ds[j], errs[j], took)
 	}
 }
 
@@ -469,7 +527,7 @@ func (p *Processor) call(ctx context.Context, e Event) (err error) {
 }
 
 // outcome turns a handler's result into what the store records, and logs it.
-func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.Duration) Outcome {
+func (p *Processor) outcome(ctx context.Context, e Event, d delivery, err error, took time.Duration) Outcome {
 	o := Outcome{ID: e.ID}
 	now := p.cfg.Clock.Now()
 	// The event's logger is made only for a line that is written: Logger.With formats
@@ -477,9 +535,12 @@ func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.D
 	log := func() *slog.Logger {
 		return p.log.With("event_id", e.ID, "type", e.Type, "attempt", e.Attempts).With(traceAttrs(&e)...)
 	}
+	de := destinationError(err)
+	brk := p.brk.enabled() && ctx.Err() == nil
 	switch {
 	case err == nil:
 		o.Result = Delivered
+		p.suspects.succeeded(d.n, e.ID)
 		if p.log.Enabled(ctx, slog.LevelDebug) {
 			log().Debug("event delivered", "took", took)
 		}
@@ -488,61 +549,117 @@ func (p *Processor) outcome(ctx context.Context, e Event, err error, took time.D
 		// Release the event so that it is delivered again, without spending an attempt.
 		o.Result = Released
 		log().Info("delivery interrupted by shutdown; event released", "err", err)
-	case p.brk.enabled() && !IsPermanent(err) && p.cfg.Breaker.IsUnavailable(err):
-		// The destination could not be reached: not the event's fault. Hand it back, due
-		// as before, without spending an attempt; the breaker paces what follows.
-		o.Result = Released
-		log().Warn("destination unavailable; attempt not counted", "err", err)
-		if bo, ok := p.cfg.Observer.(BreakerObserver); ok {
-			bo.ObserveUnavailable(e, err)
+		if d.targetProbe {
+			p.holds.endProbe(e.Type)
 		}
+	case brk && de != nil && !de.Suspected && de.Target != "":
+		// One target of the destination is at fault (a missing topic, say): hold the
+		// events bound there, and only those.
+		o.Result = Released
+		text := errorText(err)
+		if p.holds.fail(now, e.Type, de.Target, de.Reason, text) {
+			log().Error("target held: its events wait, unattempted, until a probe gets through",
+				"target", de.Target, "reason", de.Reason, "err", text)
+			p.observeHold(de.Target, de.Reason, true)
+		} else {
+			log().Warn("target at fault; attempt not counted", "target", de.Target, "reason", de.Reason, "err", text)
+		}
+		p.observeUnavailable(e, err)
+		p.observeDelivery(e, o, took)
+		return o
+	case brk && (de != nil && (!de.Suspected || !p.suspects.eventsFault(e.ID)) ||
+		de == nil && !IsPermanent(err) && p.cfg.Breaker.IsUnavailable(err)):
+		// The destination is at fault (unreachable, credentials rejected, or a suspected
+		// failure that nothing has yet proved to be the event's): not the event's fault.
+		// Hand it back, due as before, without spending an attempt; the breaker paces
+		// what follows.
+		o.Result = Released
+		reason := ReasonUnreachable
+		if de != nil {
+			reason = cmp.Or(de.Reason, reason)
+		}
+		text := errorText(err)
+		log().Warn("destination at fault; attempt not counted", "reason", reason, "err", text)
+		p.observeUnavailable(e, err)
+		p.recordBreaker(now, true, reason, text)
+		p.observeDelivery(e, o, took)
+		return o
 	default:
 		o.Result = Failed
-		o.Error = err.Error()
+		o.Error = errorText(err)
 		maxAttempts := e.EffectiveMaxAttempts(p.cfg.Retry.MaxAttempts)
 		switch {
 		case IsPermanent(err):
-			log().Error("event given up: permanent error", "err", err)
+			log().Error("event given up: permanent error", "err", o.Error)
 		case e.Attempts >= maxAttempts:
-			log().Error("event given up: no attempts left", "err", err, "max_attempts", maxAttempts)
+			log().Error("event given up: no attempts left", "err", o.Error, "max_attempts", maxAttempts)
 		default:
 			o.NextAttemptAt = p.cfg.Retry.NextAttemptAt(now, e.Attempts)
 			if after, ok := RetryAfterDelay(err); ok && now.Add(after).After(o.NextAttemptAt) {
 				o.NextAttemptAt = now.Add(after)
 			}
-			log().Warn("delivery failed, will retry", "err", err, "retry_delay", o.NextAttemptAt.Sub(now).Round(time.Millisecond))
+			log().Warn("delivery failed, will retry", "err", o.Error, "retry_delay", o.NextAttemptAt.Sub(now).Round(time.Millisecond))
 			p.retries.add(o.NextAttemptAt)
 		}
 	}
-	if p.brk.enabled() && ctx.Err() == nil {
-		p.recordBreaker(now, o.Result == Released)
+	if brk && o.Result != Released {
+		// The destination answered: its circuit closes, and so does the hold on the
+		// target the event's type was held at, if any.
+		p.recordBreaker(now, false, "", "")
+		if target, reason, ok := p.holds.answered(e.Type); ok {
+			log().Info("target answers again: its events resume", "target", target, "reason_was", reason)
+			p.observeHold(target, reason, false)
+		}
 	}
-	if p.cfg.Observer != nil {
-		p.cfg.Observer.ObserveDelivery(e, o, took)
-	}
+	p.observeDelivery(e, o, took)
 	return o
 }
 
 // recordBreaker tells the breaker how a delivery went, and logs and reports a change.
-func (p *Processor) recordBreaker(now time.Time, unavailable bool) {
-	changed, open := p.brk.record(now, unavailable)
+func (p *Processor) recordBreaker(now time.Time, unavailable bool, reason, errText string) {
+	changed, open, why := p.brk.record(now, unavailable, reason, errText)
 	if !changed {
 		return
 	}
 	if open {
 		st := p.brk.state()
-		p.log.Error("destination unavailable: circuit open; deliveries paused (attempts are not spent)",
-			"unavailable_in_a_row", st.Unavailable, "next_probe", st.NextProbe)
+		p.log.Error("destination at fault: circuit open; deliveries held (attempts are not spent)",
+			"reason", why, "err", errText, "faults_in_a_row", st.Unavailable, "next_probe", st.NextProbe)
 	} else {
-		p.log.Info("destination reachable again: circuit closed; deliveries resume")
+		p.log.Info("destination answers again: circuit closed; deliveries resume", "reason_was", why)
 	}
-	if bo, ok := p.cfg.Observer.(BreakerObserver); ok {
-		bo.ObserveBreaker(open)
+	p.observeHold("", why, open)
+}
+
+func (p *Processor) observeDelivery(e Event, o Outcome, took time.Duration) {
+	for _, ob := range p.cfg.Observers {
+		ob.ObserveDelivery(e, o, took)
 	}
 }
 
-// Breaker returns the state of the processor's circuit breaker.
-func (p *Processor) Breaker() BreakerState { return p.brk.state() }
+func (p *Processor) observeUnavailable(e Event, err error) {
+	for _, ob := range p.cfg.Observers {
+		if bo, ok := ob.(BreakerObserver); ok {
+			bo.ObserveUnavailable(e, err)
+		}
+	}
+}
+
+func (p *Processor) observeHold(target, reason string, held bool) {
+	for _, ob := range p.cfg.Observers {
+		if bo, ok := ob.(BreakerObserver); ok {
+			bo.ObserveHold(target, reason, held)
+		}
+	}
+}
+
+// Breaker returns the state of the processor's circuit breaker, with the targets it
+// holds on their own.
+func (p *Processor) Breaker() BreakerState {
+	b := p.brk.state()
+	b.Targets = p.holds.state()
+	return b
+}
 
 // settle records outcomes, retrying while the store fails: a delivered event that is
 // not recorded as such would be delivered again once its lease expires.
@@ -557,6 +674,14 @@ func (p *Processor) settle(ctx context.Context, outcomes []Outcome) error {
 		if err == nil {
 			return nil
 		}
+		if len(outcomes) > 1 && sctx.Err() == nil {
+			// One outcome the store refuses must not lose the others: record them one
+			// by one, and go on with those that still fail.
+			outcomes = p.settleEach(sctx, outcomes)
+			if len(outcomes) == 0 {
+				return nil
+			}
+		}
 		p.log.Warn("recording outcomes failed; retrying", "err", err, "events", len(outcomes))
 		select {
 		case <-sctx.Done():
@@ -565,6 +690,24 @@ func (p *Processor) settle(ctx context.Context, outcomes []Outcome) error {
 		}
 		delay = min(2*delay, time.Second)
 	}
+}
+
+// settleEach records outcomes one at a time and returns those the store refused. A
+// failure the store refuses is tried once more with a plain error of its own, so that
+// the event is still retried or given up as its handler's result said.
+func (p *Processor) settleEach(ctx context.Context, outcomes []Outcome) (refused []Outcome) {
+	for _, o := range outcomes {
+		err := p.store.Settle(ctx, p.cfg.Owner, p.cfg.Clock.Now(), []Outcome{o})
+		if err != nil && o.Result == Failed {
+			p.log.Error("the store refused an outcome; recording it with a plain error instead", "event_id", o.ID, "err", err)
+			o.Error = errorText(fmt.Errorf("the store refused this attempt's error text (%v)", err))
+			err = p.store.Settle(ctx, p.cfg.Owner, p.cfg.Clock.Now(), []Outcome{o})
+		}
+		if err != nil {
+			refused = append(refused, o)
+		}
+	}
+	return refused
 }
 
 func stopping(soft <-chan struct{}) bool {
@@ -608,14 +751,21 @@ func (p *Processor) Health(ctx context.Context) (Health, error) {
 	}
 	h := CheckHealth(s, p.cfg.Health)
 	if p.brk.enabled() {
-		b := p.brk.state()
+		b := p.Breaker()
 		h.Breaker = &b
 		if b.Open {
 			h.Alerts = append(h.Alerts, Alert{Rule: RuleCircuitOpen, Value: 1, Threshold: 0,
-				Message: fmt.Sprintf("destination unavailable since %s: deliveries paused, next probe at %s",
-					b.OpenedAt.UTC().Format(time.RFC3339), b.NextProbe.UTC().Format(time.RFC3339))})
-			h.Healthy = false
+				Message: fmt.Sprintf("destination held since %s: %s (%s); deliveries paused, attempts not spent, next probe at %s",
+					b.OpenedAt.UTC().Format(time.RFC3339), cmp.Or(b.Reason, ReasonUnreachable), b.Error,
+					b.NextProbe.UTC().Format(time.RFC3339))})
 		}
+		for _, t := range b.Targets {
+			h.Alerts = append(h.Alerts, Alert{Rule: RuleTargetHeld, Value: 1, Threshold: 0,
+				Message: fmt.Sprintf("target %s held since %s: %s (%s); events of %s wait, attempts not spent, next probe at %s",
+					t.Target, t.Since.UTC().Format(time.RFC3339), t.Reason, t.Error, strings.Join(t.Types, ", "),
+					t.NextProbe.UTC().Format(time.RFC3339))})
+		}
+		h.Healthy = len(h.Alerts) == 0
 	}
 	return h, nil
 }

@@ -85,7 +85,7 @@ func TestTriggerRunsACycleNow(t *testing.T) {
 	h, got := delivered()
 	claims := make(claimObserver, 100)
 	p, err := outbox.NewProcessor(store, h, outbox.Config{
-		PollInterval: time.Hour, UserID: "alice", Logger: outboxtest.Discard, Observer: claims})
+		PollInterval: time.Hour, UserID: "alice", Logger: outboxtest.Discard, Observers: []outbox.Observer{claims}})
 	if err != nil {
 		t.Fatal(err)
 	}

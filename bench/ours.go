@@ -159,7 +159,7 @@ func (s *ours) Consume(ctx context.Context, v variant, deliver func(string)) (fu
 			MaxConcurrent:   v.MaxConcurrent,
 			BatchesInFlight: v.BatchesInFlight,
 			Logger:          quietLogger(),
-			Observer:        claimTimes,
+			Observers:       []outbox.Observer{claimTimes},
 		})
 		if err != nil {
 			return nil, errors.Join(err, stop(ctx))

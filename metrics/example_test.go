@@ -48,7 +48,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	deliver := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error { return nil })
-	p, err := outbox.NewProcessor(store, deliver, outbox.Config{Observer: m, Logger: quiet})
+	p, err := outbox.NewProcessor(store, deliver, outbox.Config{Observers: []outbox.Observer{m}, Logger: quiet})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -1,13 +1,14 @@
 // Package metrics exports what an outbox processor does as Prometheus metrics. A
-// Metrics is an outbox.Observer (set it as Config.Observer) for the counters and
+// Metrics is an outbox.Observer (put it in Config.Observers) for the counters and
 // histograms, and refreshes its gauges from Store.Stats (Refresh, then Run).
 //
 //	outbox_events_delivered_total{type}          deliveries that completed an event
 //	outbox_events_failed_total{type}             failed attempts that will be retried
 //	outbox_events_given_up_total{type}           failed attempts that gave the event up
 //	outbox_events_released_total{type}           claims handed back without counting (shutdown, destination unavailable)
-//	outbox_deliveries_unavailable_total{type}    attempts that failed because the destination was unreachable
+//	outbox_deliveries_unavailable_total{type}    attempts that failed as the destination's fault (not counted against the event)
 //	outbox_circuit_open                          1 while the circuit breaker holds deliveries back
+//	outbox_destination_held{target,reason}       1 while deliveries to target ("" for the whole destination) are held for reason
 //	outbox_circuit_opened_total                  times the circuit breaker opened
 //	outbox_delivery_duration_seconds{type}       handler time per attempt (a batch's time, for batch sinks)
 //	outbox_claim_duration_seconds                time of one claim query
@@ -63,6 +64,7 @@ type Metrics struct {
 
 	unavailable         *prometheus.CounterVec
 	circuitOpen         prometheus.Gauge
+	held                *prometheus.GaugeVec
 	circuitOpened       prometheus.Counter
 	stuck, oldestDueAge prometheus.Gauge
 }
@@ -122,15 +124,19 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		oldestAge:     gauge("oldest_pending_age_seconds", "How long the oldest pending or retrying event has waited, as of the last refresh."),
 		lastRefresh:   gauge("stats_last_refresh_timestamp_seconds", "Unix time of the last successful refresh of the gauges."),
 		refreshErrors: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "stats_refresh_errors_total", Help: "Refreshes of the gauges that failed."}),
-		unavailable:   counter("deliveries_unavailable_total", "Delivery attempts that failed because the destination could not be reached (not counted against the event), by event type."),
-		circuitOpen:   gauge("circuit_open", "1 while the circuit breaker holds deliveries back because the destination is unreachable, else 0."),
+		unavailable:   counter("deliveries_unavailable_total", "Delivery attempts that failed as the destination's fault (unreachable, credentials rejected, target missing; not counted against the event), by event type."),
+		circuitOpen:   gauge("circuit_open", "1 while the circuit breaker holds every delivery back because the destination is at fault, else 0."),
+		held: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Name: "destination_held",
+			Help: "1 while deliveries to a target (empty: the whole destination) are held, not attempted, because of a fault of the destination named by reason (unreachable, credentials rejected, target missing).",
+		}, []string{"target", "reason"}),
 		circuitOpened: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "circuit_opened_total", Help: "Times the circuit breaker opened."}),
 		stuck:         gauge("events_stuck", "Events processing under an expired lease (their processor is gone), as of the last refresh."),
 		oldestDueAge:  gauge("oldest_due_age_seconds", "How long the event due the longest has been due, as of the last refresh."),
 	}
 	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.givenUp, m.released, m.deliveryDuration,
 		m.claimDuration, m.claimed, m.events, m.stale, m.oldestAge, m.lastRefresh, m.refreshErrors,
-		m.unavailable, m.circuitOpen, m.circuitOpened, m.stuck, m.oldestDueAge} {
+		m.unavailable, m.circuitOpen, m.held, m.circuitOpened, m.stuck, m.oldestDueAge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -165,9 +171,16 @@ func (m *Metrics) ObserveUnavailable(e outbox.Event, _ error) {
 	m.unavailable.WithLabelValues(e.Type).Inc()
 }
 
-// ObserveBreaker implements outbox.BreakerObserver.
-func (m *Metrics) ObserveBreaker(open bool) {
-	if open {
+// ObserveHold implements outbox.BreakerObserver.
+func (m *Metrics) ObserveHold(target, reason string, held bool) {
+	m.held.DeletePartialMatch(prometheus.Labels{"target": target})
+	if held {
+		m.held.WithLabelValues(target, reason).Set(1)
+	}
+	if target != "" {
+		return
+	}
+	if held {
 		m.circuitOpen.Set(1)
 		m.circuitOpened.Inc()
 		return

@@ -37,7 +37,7 @@ func TestCountersAndGauges(t *testing.T) {
 		"ok":    outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil }),
 		"flaky": outbox.HandlerFunc(func(context.Context, outbox.Event) error { return errors.New("503") }),
 		"bad":   outbox.HandlerFunc(func(context.Context, outbox.Event) error { return outbox.Permanent(errors.New("400")) }),
-	}, outbox.Config{Clock: clock, Observer: m, Logger: outboxtest.Discard})
+	}, outbox.Config{Clock: clock, Observers: []outbox.Observer{m}, Logger: outboxtest.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestOutageAndStuckMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	down := outbox.HandlerFunc(func(context.Context, outbox.Event) error { return outbox.Unavailable(errors.New("refused")) })
-	p, err := outbox.NewProcessor(store, down, outbox.Config{Clock: clock, Observer: m, Logger: outboxtest.Discard, MaxConcurrent: 1,
+	p, err := outbox.NewProcessor(store, down, outbox.Config{Clock: clock, Observers: []outbox.Observer{m}, Logger: outboxtest.Discard, MaxConcurrent: 1,
 		Breaker: outbox.BreakerConfig{Threshold: 2}})
 	if err != nil {
 		t.Fatal(err)
@@ -131,13 +131,13 @@ func TestOutageAndStuckMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := `
-# HELP outbox_circuit_open 1 while the circuit breaker holds deliveries back because the destination is unreachable, else 0.
+# HELP outbox_circuit_open 1 while the circuit breaker holds every delivery back because the destination is at fault, else 0.
 # TYPE outbox_circuit_open gauge
 outbox_circuit_open 1
 # HELP outbox_circuit_opened_total Times the circuit breaker opened.
 # TYPE outbox_circuit_opened_total counter
 outbox_circuit_opened_total 1
-# HELP outbox_deliveries_unavailable_total Delivery attempts that failed because the destination could not be reached (not counted against the event), by event type.
+# HELP outbox_deliveries_unavailable_total Delivery attempts that failed as the destination's fault (unreachable, credentials rejected, target missing; not counted against the event), by event type.
 # TYPE outbox_deliveries_unavailable_total counter
 outbox_deliveries_unavailable_total{type="sync"} 2
 # HELP outbox_events_stuck Events processing under an expired lease (their processor is gone), as of the last refresh.

@@ -81,7 +81,7 @@ func TestMetricsCountWhatTheProcessorDid(t *testing.T) {
 			return nil
 		}),
 	}
-	p, err := outbox.NewProcessor(s, handlers, outbox.Config{Clock: clock, Observer: m, Logger: discard, MaxConcurrent: 1})
+	p, err := outbox.NewProcessor(s, handlers, outbox.Config{Clock: clock, Observers: []outbox.Observer{m}, Logger: discard, MaxConcurrent: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -160,9 +160,9 @@ func (t *Tracing) EnqueueHook(ctx context.Context, e outbox.Event) map[string]st
 }
 
 // Instrument returns handler wrapped so that every delivery attempt is a span, and
-// sets cfg.Observer to an observer that ends those spans with their outcome (and adds
-// the claim and settle spans when Config.RoundTrips is set); an Observer already in
-// cfg keeps being told everything. Pass the returned handler and cfg to
+// adds to cfg.Observers an observer that ends those spans with their outcome (and adds
+// the claim and settle spans when Config.RoundTrips is set); the observers already
+// there keep being told everything by the processor. Pass the returned handler and cfg to
 // outbox.NewProcessor. A BatchHandler stays a BatchHandler.
 //
 // Each attempt's span, "deliver <type>" of kind consumer, is a child of the create span
@@ -171,7 +171,7 @@ func (t *Tracing) EnqueueHook(ctx context.Context, e outbox.Event) map[string]st
 // the attempt span's context, which the sinks forward: the receiver's span is then a
 // child of the attempt that reached it.
 func (t *Tracing) Instrument(cfg *outbox.Config, handler outbox.Handler) outbox.Handler {
-	cfg.Observer = &observer{t: t, next: cfg.Observer}
+	cfg.Observers = append(cfg.Observers, &observer{t: t})
 	h := &tracedHandler{t: t, next: handler}
 	if bh, ok := handler.(outbox.BatchHandler); ok {
 		return &tracedBatchHandler{tracedHandler: h, batch: bh}
@@ -243,11 +243,8 @@ func (h *tracedBatchHandler) HandleBatch(ctx context.Context, events []outbox.Ev
 	return errs
 }
 
-// observer ends attempt spans with their outcome and forwards everything to next.
-type observer struct {
-	t    *Tracing
-	next outbox.Observer
-}
+// observer ends attempt spans with their outcome.
+type observer struct{ t *Tracing }
 
 var (
 	_ outbox.SettleObserver = (*observer)(nil)
@@ -257,9 +254,6 @@ var (
 func (o *observer) ObserveClaim(n int, d time.Duration) {
 	if o.t.cfg.RoundTrips {
 		o.t.roundTrip("claim", semconv.MessagingOperationTypeReceive, n, d, nil)
-	}
-	if o.next != nil {
-		o.next.ObserveClaim(n, d)
 	}
 }
 
@@ -282,17 +276,11 @@ func (o *observer) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Du
 		}
 		span.End()
 	}
-	if o.next != nil {
-		o.next.ObserveDelivery(e, out, d)
-	}
 }
 
 func (o *observer) ObserveSettle(n int, d time.Duration, err error) {
 	if o.t.cfg.RoundTrips {
 		o.t.roundTrip("settle", semconv.MessagingOperationTypeSettle, n, d, err)
-	}
-	if so, ok := o.next.(outbox.SettleObserver); ok {
-		so.ObserveSettle(n, d, err)
 	}
 }
 
@@ -307,9 +295,6 @@ func (o *observer) ObserveLeaseLost(ids []string) {
 		}
 		return true
 	})
-	if lo, ok := o.next.(outbox.LeaseObserver); ok {
-		lo.ObserveLeaseLost(ids)
-	}
 }
 
 // roundTrip records a store round trip that has just ended after d, as a root span:

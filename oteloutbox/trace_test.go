@@ -345,7 +345,7 @@ func TestLeaseLossIsASpanEvent(t *testing.T) {
 		// No deadline on the store calls: at a third of this lease it would be 10ms, which
 		// a loaded machine's claim can overrun; this test is about the lease, not those.
 		RoundTripTimeout: -1,
-		Observer:         watcher,
+		Observers:        []outbox.Observer{watcher},
 	})
 	if _, err := p.ProcessBatch(ctx); err != nil {
 		t.Fatal(err)

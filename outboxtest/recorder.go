@@ -89,5 +89,5 @@ func (r *Recorder) ObserveUnavailable(outbox.Event, error) {
 	r.failOnce.Do(func() { close(r.firstFailure) })
 }
 
-// ObserveBreaker implements outbox.BreakerObserver.
-func (r *Recorder) ObserveBreaker(bool) {}
+// ObserveHold implements outbox.BreakerObserver.
+func (r *Recorder) ObserveHold(string, string, bool) {}

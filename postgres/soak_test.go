@@ -134,7 +134,7 @@ func TestSoak(t *testing.T) {
 		return nil
 	})
 	p, err := outbox.NewProcessor(s, handler, outbox.Config{
-		BatchSize: 100, MaxConcurrent: 16, BatchesInFlight: 2, Logger: outboxtest.Discard, Observer: claims,
+		BatchSize: 100, MaxConcurrent: 16, BatchesInFlight: 2, Logger: outboxtest.Discard, Observers: []outbox.Observer{claims},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func TestEndToEndSync(t *testing.T) {
 	app := newApp(t, nil)
 	r := newRemote(t)
 	done := make(outcomes, 16)
-	p := newProcessor(t, app, r.url, outbox.Config{Observer: done})
+	p := newProcessor(t, app, r.url, outbox.Config{Observers: []outbox.Observer{done}})
 
 	// 1. Create progress entry.
 	const weight = 72.0
@@ -108,7 +108,7 @@ func TestOfflineThenBackOnline(t *testing.T) {
 		MaxConcurrent: 10,
 		PollInterval:  20 * time.Millisecond,
 		Retry:         outbox.RetryPolicy{Delays: []time.Duration{5 * time.Millisecond, 20 * time.Millisecond, 50 * time.Millisecond}, MaxAttempts: 1_000_000},
-		Observer:      seen,
+		Observers:     []outbox.Observer{seen},
 	})
 	if err := p.Start(ctx); err != nil {
 		t.Fatal(err)

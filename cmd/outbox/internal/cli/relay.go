@@ -455,11 +455,10 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return err
 	}
 	tally := &outcomeTally{}
-	observers := observerList{m, tally}
+	rc.proc.Observers = []outbox.Observer{m, tally}
 	if env.observer != nil {
-		observers = append(observers, env.observer)
+		rc.proc.Observers = append(rc.proc.Observers, env.observer)
 	}
-	rc.proc.Observer = observers
 	rc.proc.Logger = log
 	if rc.tracing {
 		tr, flush, err := startTracing(ctx, env.Getenv, o.otelRoundTrips, log)
@@ -611,43 +610,12 @@ func (t *outcomeTally) ObserveUnavailable(outbox.Event, error) {
 	t.mu.Unlock()
 }
 
-func (t *outcomeTally) ObserveBreaker(bool) {}
+func (t *outcomeTally) ObserveHold(string, string, bool) {}
 
 func (t *outcomeTally) counts() (delivered, failed, unavailable int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.delivered, t.failed, t.unavailable
-}
-
-// observerList tells every observer.
-type observerList []outbox.Observer
-
-func (l observerList) ObserveClaim(n int, d time.Duration) {
-	for _, o := range l {
-		o.ObserveClaim(n, d)
-	}
-}
-
-func (l observerList) ObserveDelivery(e outbox.Event, out outbox.Outcome, d time.Duration) {
-	for _, o := range l {
-		o.ObserveDelivery(e, out, d)
-	}
-}
-
-func (l observerList) ObserveUnavailable(e outbox.Event, err error) {
-	for _, o := range l {
-		if bo, ok := o.(outbox.BreakerObserver); ok {
-			bo.ObserveUnavailable(e, err)
-		}
-	}
-}
-
-func (l observerList) ObserveBreaker(open bool) {
-	for _, o := range l {
-		if bo, ok := o.(outbox.BreakerObserver); ok {
-			bo.ObserveBreaker(open)
-		}
-	}
 }
 
 // relayFlagNames names the flag behind a refused processor setting.

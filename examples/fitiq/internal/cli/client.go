@@ -256,7 +256,7 @@ func runSync(ctx context.Context, args []string, out, errOut io.Writer) int {
 		return failed(errOut, "sync", err)
 	}
 	seen := &counter{log: logger}
-	cfg.Logger, cfg.Observer = logger, seen
+	cfg.Logger, cfg.Observers = logger, []outbox.Observer{seen}
 	p, err := outbox.NewProcessor(store, handlers, cfg)
 	if err != nil {
 		return usageError(errOut, "sync", "%v", err)

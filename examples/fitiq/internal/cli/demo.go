@@ -299,7 +299,7 @@ func (d *demo) setup(ctx context.Context) error {
 		Retry:           retry,
 		HandlerTimeout:  3 * time.Second,
 		CleanupInterval: -1, // keep completed events: the statistics below count them
-		Logger:          d.log, Observer: d.seen,
+		Logger:          d.log, Observers: []outbox.Observer{d.seen},
 	}
 	var handler outbox.Handler = handlers
 	if d.tracing != nil {
