@@ -4,8 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -184,7 +186,7 @@ func TestFailuresRequeueOrReject(t *testing.T) {
 			return errors.New("database hiccup")
 		}
 		return nil
-	}, amqpinbox.Config{Logger: outboxtest.Discard})
+	}, amqpinbox.Config{RequeueDelay: time.Millisecond, Logger: outboxtest.Discard})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,5 +199,202 @@ func TestFailuresRequeueOrReject(t *testing.T) {
 	}
 	if n := queueLength(t, url, queue); n != 0 {
 		t.Fatalf("%d messages left in the queue, want 0", n)
+	}
+}
+
+// delays records the waits a Consumer does before requeueing, and waits them.
+type delays struct {
+	mu  sync.Mutex
+	got []time.Duration
+}
+
+func (w *delays) wait(ctx context.Context, d time.Duration) {
+	w.mu.Lock()
+	w.got = append(w.got, d)
+	w.mu.Unlock()
+	amqpinbox.Sleep(ctx, d)
+}
+
+func (w *delays) seen() []time.Duration {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]time.Duration(nil), w.got...)
+}
+
+// next returns the next delivery of ds, failing t after a minute.
+func next(t *testing.T, ds <-chan amqp.Delivery) amqp.Delivery {
+	t.Helper()
+	select {
+	case d := <-ds:
+		return d
+	case <-time.After(time.Minute):
+		t.Fatal("no delivery within a minute")
+	}
+	panic("unreachable")
+}
+
+// A message whose effect fails four times in a row is held before each requeue, for
+// a delay that doubles up to the cap; it applies on its fifth delivery. That success
+// starts the delays over: the next message's failure waits the first delay again.
+func TestRequeueDelayGrowsPerFailureInARow(t *testing.T) {
+	url := amqpURL(t)
+	queue, prefix, ch := testQueue(t, url)
+	rc := inboxtest.NewReceiver(t)
+	failures := map[string]int{} // to go, per message
+	c, err := amqpinbox.New(rc.Inbox, func(ctx context.Context, tx *sql.Tx, d amqp.Delivery) error {
+		if err := rc.Apply(ctx, tx, d.MessageId); err != nil {
+			return err
+		}
+		if failures[d.MessageId] > 0 {
+			failures[d.MessageId]--
+			return errors.New("database hiccup")
+		}
+		return nil
+	}, amqpinbox.Config{RequeueDelay: 10 * time.Millisecond, MaxRequeueDelay: 40 * time.Millisecond, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &delays{}
+	amqpinbox.SetWait(c, w.wait)
+	ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One message at a time, so that each failure in a row is the same message's.
+	for _, m := range []struct{ failures, deliveries int }{{4, 5}, {1, 2}} {
+		id := uuid.Must(uuid.NewV7()).String()
+		failures[id] = m.failures
+		if err := ch.PublishWithContext(context.Background(), "amq.topic", prefix+".flaky", false, false, amqp.Publishing{MessageId: id}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range m.deliveries {
+			d := next(t, ds)
+			want := inbox.Failed
+			if i == m.deliveries-1 {
+				want = inbox.Applied
+			}
+			if r, err := c.Handle(context.Background(), d); r != want {
+				t.Fatalf("delivery %d of %s: %s (%v), want %s", i+1, id, r, err, want)
+			}
+		}
+		if n := rc.Effects(t, id); n != 1 {
+			t.Fatalf("%s: %d effects, want 1", id, n)
+		}
+	}
+	ms := time.Millisecond
+	if got, want := w.seen(), []time.Duration{10 * ms, 20 * ms, 40 * ms, 40 * ms, 10 * ms}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("waits before requeueing %v, want %v", got, want)
+	}
+	if err := ch.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := queueLength(t, url, queue); n != 0 {
+		t.Fatalf("%d messages left in the queue, want 0", n)
+	}
+}
+
+// An effect that always fails is not redelivered as fast as the broker can: over two
+// seconds with delays of 100ms doubling to 400ms, about seven deliveries (fewer on a
+// slow machine), where requeueing at once gave 2,089 in one run.
+func TestFailingEffectIsNotRedeliveredAtOnce(t *testing.T) {
+	url := amqpURL(t)
+	queue, prefix, ch := testQueue(t, url)
+	rc := inboxtest.NewReceiver(t)
+	c, err := amqpinbox.New(rc.Inbox, func(ctx context.Context, tx *sql.Tx, d amqp.Delivery) error {
+		return errors.New("database down")
+	}, amqpinbox.Config{RequeueDelay: 100 * time.Millisecond, MaxRequeueDelay: 400 * time.Millisecond, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.PublishWithContext(context.Background(), "amq.topic", prefix+".failing", false, false, amqp.Publishing{MessageId: uuid.Must(uuid.NewV7()).String()}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	deliveries := 0
+	c.Handle(ctx, next(t, ds))
+	deliveries++
+	window := time.After(2 * time.Second)
+	for deliveries < 2 || window != nil {
+		select {
+		case d := <-ds:
+			deliveries++
+			c.Handle(ctx, d)
+		case <-window:
+			window = nil
+			cancel() // a wait under way ends, and the delivery is requeued
+		case <-time.After(time.Minute):
+			t.Fatalf("%d deliveries, and no more within a minute", deliveries)
+		}
+	}
+	if deliveries > 15 {
+		t.Fatalf("%d deliveries of a failing message in two seconds, want at most 15", deliveries)
+	}
+	t.Logf("%d deliveries in the two seconds", deliveries)
+}
+
+// The wait before a requeue ends with Handle's context (a consumer being stopped),
+// and the delivery is requeued then, for another consumer.
+func TestRequeueWaitEndsWithTheContext(t *testing.T) {
+	url := amqpURL(t)
+	queue, prefix, ch := testQueue(t, url)
+	rc := inboxtest.NewReceiver(t)
+	c, err := amqpinbox.New(rc.Inbox, func(ctx context.Context, tx *sql.Tx, d amqp.Delivery) error {
+		return errors.New("database down")
+	}, amqpinbox.Config{RequeueDelay: time.Hour, MaxRequeueDelay: time.Hour, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := &delays{}
+	amqpinbox.SetWait(c, func(wctx context.Context, d time.Duration) {
+		cancel() // the consumer is stopped while the delivery is held
+		w.wait(wctx, d)
+	})
+	if err := ch.PublishWithContext(context.Background(), "amq.topic", prefix+".failing", false, false, amqp.Publishing{MessageId: uuid.Must(uuid.NewV7()).String()}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ch.Consume(queue, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := c.Handle(ctx, next(t, ds)); r != inbox.Failed {
+		t.Fatalf("Handle: %s, want failed", r)
+	}
+	if got := w.seen(); len(got) != 1 || got[0] != time.Hour {
+		t.Fatalf("waits %v, want one of an hour, cut short", got)
+	}
+	d := next(t, ds) // requeued, not held for the hour
+	if !d.Redelivered {
+		t.Fatal("the next delivery is not the requeued message")
+	}
+	if err := ch.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := queueLength(t, url, queue); n != 1 {
+		t.Fatalf("%d messages in the queue, want the requeued one", n)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, cfg := range []amqpinbox.Config{
+		{RequeueDelay: -time.Second},
+		{MaxRequeueDelay: -time.Second},
+		{RequeueDelay: time.Minute}, // above the default cap
+		{RequeueDelay: 2 * time.Second, MaxRequeueDelay: time.Second},
+	} {
+		if err := cfg.Validate(); !errors.Is(err, outbox.ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", cfg, err)
+		}
+	}
+	for _, cfg := range []amqpinbox.Config{{}, {RequeueDelay: time.Minute, MaxRequeueDelay: time.Minute}} {
+		if err := cfg.Validate(); err != nil {
+			t.Errorf("%+v: %v", cfg, err)
+		}
 	}
 }

@@ -47,7 +47,7 @@ func (c hookConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver.Tx
 	if b, ok := c.Conn.(driver.ConnBeginTx); ok {
 		tx, err = b.BeginTx(ctx, opts)
 	} else {
-		tx, err = c.Conn.Begin() //nolint:staticcheck // the fallback database/sql itself uses
+		tx, err = c.Conn.Begin() // what database/sql itself falls back to
 	}
 	if err != nil {
 		return nil, err
