@@ -19,7 +19,8 @@ func (s *Store) ClaimInTx(ctx context.Context, tx *sql.Tx, p outbox.ClaimParams)
 }
 
 // Statement renders one of the store's statements, by the name of its constant, with
-// args; the user variant when args has a user_id.
+// args; the user variant when args has a user_id, and the claim's variant holding
+// types back when it has skip_types.
 func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 	_, user := a["user_id"]
 	pick := func(all, one stmt) stmt {
@@ -28,10 +29,18 @@ func (s *Store) Statement(name string, a map[string]any) (string, []any) {
 		}
 		return all
 	}
+	byUser, skipping := 0, 0
+	if user {
+		byUser = 1
+	}
+	if _, ok := a["skip_types"]; ok {
+		skipping = 1
+	}
+	claims := s.q.claims[byUser][0][skipping]
 	st, ok := map[string]stmt{
-		"expiredLeases":     pick(s.q.claims[0][0].expired, s.q.claims[1][0].expired),
-		"pendingHeads":      pick(s.q.claims[0][0].pending, s.q.claims[1][0].pending),
-		"retryHeads":        pick(s.q.claims[0][0].retry, s.q.claims[1][0].retry),
+		"expiredLeases":     claims.expired,
+		"pendingHeads":      claims.pending,
+		"retryHeads":        claims.retry,
 		"countActive":       pick(s.q.countActiveAll, s.q.countActiveUser),
 		"countCompleted":    pick(s.q.countCompletedAll, s.q.countCompletedUser),
 		"countBlocked":      pick(s.q.countBlockedAll, s.q.countBlockedUser),

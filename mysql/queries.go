@@ -11,8 +11,9 @@ import (
 // to the driver's "?" by bind; a list argument (:ids, :seqs) expands to one
 // placeholder per element. {{table}} stands for the quoted table, {{paused}} for the
 // paused types' table, {{and_user}} and {{and_types}} for the optional filters of a
-// processor scoped to a user or to types, all filled in once in New. Times are Unix
-// microseconds.
+// processor scoped to a user or to types, {{and_skip}} for the types a processor holds
+// back (their target is failing; usually none), all filled in once in New; a claim
+// picks its variant. Times are Unix microseconds.
 
 const eventColumns = `seq, id, type, entity_id, user_id, status, attempts, max_attempts, priority,
 	is_new_record, metadata, payload, ordering_key, created_at, updated_at, last_attempt_at,
@@ -44,11 +45,14 @@ const isHead = `(e.ordering_key IS NULL OR (
           AND NOT (:skip_given_up AND h.status = 'failed' AND h.next_attempt_at IS NULL))))`
 
 // expiredLeases locks events whose lease ran out (their processor died mid-delivery)
-// and says which have an attempt left; the others are given up.
+// and says which have an attempt left; the others are given up. Like the other reads
+// of a claim it sees only the events the claim serves (its user and types, not the
+// held-back or paused types), so that a claim never gives up an event it would not
+// deliver.
 const expiredLeases = `
 SELECT e.seq, e.priority, e.attempts < (CASE WHEN e.max_attempts > 0 THEN e.max_attempts ELSE :default_max END)
 FROM {{table}} e
-WHERE e.status = 'processing' AND e.state_at <= :now {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}})
+WHERE e.status = 'processing' AND e.state_at <= :now {{and_user}} {{and_types}} {{and_skip}} AND e.type NOT IN (SELECT type FROM {{paused}})
 ORDER BY e.state_at
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -57,7 +61,7 @@ FOR UPDATE SKIP LOCKED`
 // over rows that other claimers hold.
 const pendingHeads = `
 SELECT e.seq, e.priority FROM {{table}} e
-WHERE e.status = 'pending' {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
+WHERE e.status = 'pending' {{and_user}} {{and_types}} {{and_skip}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
 ORDER BY e.neg_priority, e.seq
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -65,7 +69,7 @@ FOR UPDATE SKIP LOCKED`
 // retryHeads locks the failed events whose retry time has come.
 const retryHeads = `
 SELECT e.seq, e.priority FROM {{table}} e
-WHERE e.status = 'failed' AND e.state_at <= :now {{and_user}} {{and_types}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
+WHERE e.status = 'failed' AND e.state_at <= :now {{and_user}} {{and_types}} {{and_skip}} AND e.type NOT IN (SELECT type FROM {{paused}}) AND ` + isHead + `
 ORDER BY e.neg_priority, e.seq
 LIMIT :limit
 FOR UPDATE SKIP LOCKED`
@@ -309,7 +313,7 @@ func (s stmt) bind(a args) (string, []any) {
 type queries struct {
 	insertColumns                         string
 	seqsOf                                stmt
-	claims                                [2][2]claimStmts // [by user][by types]
+	claims                                [2][2][2]claimStmts // [by user][by types][skipping types]
 	pauseType, resumeType, pausedTypes    stmt
 	giveUp, claimEvents, eventsBySeq      stmt
 	heldByOwner, extendLease              stmt
@@ -326,11 +330,11 @@ type queries struct {
 }
 
 func newQueries(n names) queries {
-	renderWith := func(sql, userFilter, typeFilter string) stmt {
+	renderWith := func(sql, userFilter, typeFilter, skipFilter string) stmt {
 		return compile(strings.NewReplacer("{{table}}", n.Table, "{{paused}}", n.Paused,
-			"{{and_user}}", userFilter, "{{and_types}}", typeFilter).Replace(sql))
+			"{{and_user}}", userFilter, "{{and_types}}", typeFilter, "{{and_skip}}", skipFilter).Replace(sql))
 	}
-	render := func(sql, userFilter string) stmt { return renderWith(sql, userFilter, "") }
+	render := func(sql, userFilter string) stmt { return renderWith(sql, userFilter, "", "") }
 	both := func(sql string) (stmt, stmt) {
 		return render(sql, ""), render(sql, "AND e.user_id = :user_id")
 	}
@@ -354,12 +358,16 @@ func newQueries(n names) queries {
 		maxSeq:          render(maxSeq, ""),
 		table:           n.Table,
 	}
+	// The held-back types' filter is a variant of its own, used only when a processor
+	// holds some back, so that the usual claim's statements stay as they are.
 	for u, userFilter := range []string{"", "AND e.user_id = :user_id"} {
 		for t, typeFilter := range []string{"", "AND e.type IN (:types)"} {
-			q.claims[u][t] = claimStmts{
-				expired: renderWith(expiredLeases, userFilter, typeFilter),
-				pending: renderWith(pendingHeads, userFilter, typeFilter),
-				retry:   renderWith(retryHeads, userFilter, typeFilter),
+			for k, skipFilter := range []string{"", "AND e.type NOT IN (:skip_types)"} {
+				q.claims[u][t][k] = claimStmts{
+					expired: renderWith(expiredLeases, userFilter, typeFilter, skipFilter),
+					pending: renderWith(pendingHeads, userFilter, typeFilter, skipFilter),
+					retry:   renderWith(retryHeads, userFilter, typeFilter, skipFilter),
+				}
 			}
 		}
 	}

@@ -454,7 +454,12 @@ func (s *Store) claim(ctx context.Context, tx *sql.Tx, p outbox.ClaimParams) ([]
 		a["types"] = p.Types
 		byTypes = 1
 	}
-	c := s.q.claims[byUser][byTypes]
+	skipping := 0
+	if len(p.SkipTypes) > 0 {
+		a["skip_types"] = p.SkipTypes
+		skipping = 1
+	}
+	c := s.q.claims[byUser][byTypes][skipping]
 	expired, pending, retry := c.expired, c.pending, c.retry
 	var cands []candidate
 	var givenUp []int64

@@ -71,6 +71,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ProcessorHealthRaisesTheDefaultAlerts", testProcessorHealth},
 		{"NotifierWakesOnCommit", testNotifier},
 		{"ClaimServesOnlyItsTypes", testClaimServesOnlyItsTypes},
+		{"ClaimSkipsSkipTypes", testClaimSkipsSkipTypes},
+		{"ScopedClaimGivesUpOnlyItsTypes", testScopedClaimGivesUpOnlyItsTypes},
 		{"PausedTypeWaitsAndResumes", testPausedTypeWaits},
 		{"ProcessorScopedToTypesLeavesOthersPending", testProcessorScopedToTypes},
 		{"ScopedProcessorsDrainDisjointTypes", testScopedProcessorsDrainDisjointTypes},

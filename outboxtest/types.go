@@ -172,3 +172,88 @@ func testScopedProcessorsDrainDisjointTypes(t *testing.T, h Harness) {
 		t.Fatalf("completed %d of 40", st.Completed)
 	}
 }
+
+// unchanged fails when an event held back from a claim was touched by it.
+func unchanged(t *testing.T, before, after outbox.Event) {
+	t.Helper()
+	if after.Status != before.Status || after.Attempts != before.Attempts || after.LeaseOwner != before.LeaseOwner ||
+		!after.LeaseExpiresAt.Equal(before.LeaseExpiresAt) || !after.NextAttemptAt.Equal(before.NextAttemptAt) ||
+		after.LastError != before.LastError || len(after.Errors) != len(before.Errors) || !after.UpdatedAt.Equal(before.UpdatedAt) {
+		t.Fatalf("event %s was touched by a claim that skips its type:\nbefore %+v\nafter  %+v", before.EntityID, before, after)
+	}
+}
+
+// A claim leaves the events of SkipTypes as they are: a pending one and one under an
+// expired lease alike are neither claimed, nor leased, nor failed. A later claim
+// without SkipTypes serves them.
+func testClaimSkipsSkipTypes(t *testing.T, h Harness) {
+	mustEnqueue(t, h.Store, T0, event("b", "b-leased", "u"))
+	claim(t, h.Store, "dead", T0, 1) // its lease expires at T0+30s, with attempts left
+	mustEnqueue(t, h.Store, T0, event("a", "a1", "u"), event("b", "b1", "u"), event("a", "a2", "u"))
+	before := list(t, h.Store, outbox.Filter{Type: "b"})
+
+	at := T0.Add(time.Minute)
+	got := claimWith(t, h.Store, outbox.ClaimParams{Owner: "relay", Now: at, LeaseUntil: at.Add(time.Minute), Limit: 10, SkipTypes: []string{"b"}})
+	if !slices.Equal(entityIDs(got), []string{"a1", "a2"}) {
+		t.Fatalf("a claim skipping type b claimed %v, want a1 a2", entityIDs(got))
+	}
+	after := list(t, h.Store, outbox.Filter{Type: "b"})
+	if len(after) != len(before) {
+		t.Fatalf("%d events of type b before the claim, %d after", len(before), len(after))
+	}
+	for i := range before {
+		unchanged(t, before[i], after[i])
+	}
+
+	got = claimWith(t, h.Store, outbox.ClaimParams{Owner: "relay", Now: at, LeaseUntil: at.Add(time.Minute), Limit: 10})
+	if !slices.Equal(entityIDs(got), []string{"b-leased", "b1"}) {
+		t.Fatalf("a claim without SkipTypes claimed %v, want b-leased b1", entityIDs(got))
+	}
+}
+
+// The claim's give-up of an expired lease with no attempts left is scoped as the claim
+// is: a claim for other types, one that skips the event's type, or (on a store that
+// pauses types) any claim while its type is paused leaves it alone; only a claim that
+// would serve it gives it up.
+func testScopedClaimGivesUpOnlyItsTypes(t *testing.T, h Harness) {
+	ctx := context.Background()
+	y := event("y", "y1", "u")
+	y.MaxAttempts = 1
+	mustEnqueue(t, h.Store, T0, y)
+	claim(t, h.Store, "dead", T0, 1) // y's only attempt, under a lease that expires at T0+30s
+	mustEnqueue(t, h.Store, T0, event("x", "x1", "u"))
+	before := get(t, h.Store, y.ID)
+
+	at := T0.Add(time.Minute)
+	params := func(p outbox.ClaimParams) outbox.ClaimParams {
+		p.Owner, p.Now, p.LeaseUntil, p.Limit = "relay", at, at.Add(time.Minute), 10
+		return p
+	}
+	if got := claimWith(t, h.Store, params(outbox.ClaimParams{Types: []string{"x"}})); !slices.Equal(entityIDs(got), []string{"x1"}) {
+		t.Fatalf("a claim scoped to type x claimed %v, want x1", entityIDs(got))
+	}
+	unchanged(t, before, get(t, h.Store, y.ID))
+	if got := claimWith(t, h.Store, params(outbox.ClaimParams{SkipTypes: []string{"y"}})); len(got) != 0 {
+		t.Fatalf("a claim skipping type y claimed %v, want none", entityIDs(got))
+	}
+	unchanged(t, before, get(t, h.Store, y.ID))
+	if ps, ok := h.Store.(outbox.TypePauser); ok {
+		if err := ps.PauseType(ctx, "y", at); err != nil {
+			t.Fatal(err)
+		}
+		if got := claimWith(t, h.Store, params(outbox.ClaimParams{})); len(got) != 0 {
+			t.Fatalf("a claim with type y paused claimed %v, want none", entityIDs(got))
+		}
+		unchanged(t, before, get(t, h.Store, y.ID))
+		if _, err := ps.ResumeType(ctx, "y"); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if got := claimWith(t, h.Store, params(outbox.ClaimParams{})); len(got) != 0 {
+		t.Fatalf("claimed %v; want none: y used its only attempt", entityIDs(got))
+	}
+	if e := get(t, h.Store, y.ID); !e.GivenUp() || e.LastError == "" {
+		t.Fatalf("after an unscoped claim y is %q (next %v, error %q); want given up with the lease error", e.Status, e.NextAttemptAt, e.LastError)
+	}
+}

@@ -46,7 +46,8 @@ func (s *Store) Listening() bool { return s.listener.connected.Load() }
 // Statement returns one of the store's statements by the name of its constant.
 func (s *Store) Statement(name string) string {
 	q := map[string]string{
-		"claimAll": s.q.claim[0][0], "claimUser": s.q.claim[1][0], "claimType": s.q.claim[0][1], "claimTypes": s.q.claim[0][2], "settleEvents": s.q.settleEvents,
+		"claimAll": s.q.claim[0][0][0], "claimUser": s.q.claim[1][0][0], "claimType": s.q.claim[0][1][0], "claimTypes": s.q.claim[0][2][0],
+		"claimSkipping": s.q.claim[0][0][1], "settleEvents": s.q.settleEvents,
 		"extendLease": s.q.extendLease, "listEvents": s.q.listEvents, "listActive": s.q.listActive, "retryEvents": s.q.retryEvents,
 		"deleteCompleted": s.q.deleteCompleted, "countActive": s.q.countActive,
 		"countCompleted": s.q.countCompleted, "countWaiting": s.q.countWaiting,

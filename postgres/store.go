@@ -502,7 +502,12 @@ func (s *Store) claimStatement(p outbox.ClaimParams) (string, pgx.NamedArgs, err
 		args["types"] = p.Types
 		byTypes = 2
 	}
-	return s.claims.get(s.q.claim[byUser][byTypes], byUser, byTypes, p.Limit), args, nil
+	skipping := 0
+	if len(p.SkipTypes) > 0 {
+		args["skip_types"] = p.SkipTypes
+		skipping = 1
+	}
+	return s.claims.get(s.q.claim[byUser][byTypes][skipping], claimKey{byUser, byTypes, skipping, p.Limit}), args, nil
 }
 
 // claimStatements holds claim statements with their limit written into the text
@@ -522,12 +527,11 @@ type claimStatements struct {
 	m  map[claimKey]string
 }
 
-type claimKey struct{ byUser, byTypes, limit int }
+type claimKey struct{ byUser, byTypes, skipping, limit int }
 
 const maxLiteralLimits = 16
 
-func (c *claimStatements) get(query string, byUser, byTypes, limit int) string {
-	k := claimKey{byUser, byTypes, limit}
+func (c *claimStatements) get(query string, k claimKey) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if q, ok := c.m[k]; ok {
@@ -539,7 +543,7 @@ func (c *claimStatements) get(query string, byUser, byTypes, limit int) string {
 	if c.m == nil {
 		c.m = map[claimKey]string{}
 	}
-	q := strings.ReplaceAll(query, "@limit", strconv.Itoa(limit))
+	q := strings.ReplaceAll(query, "@limit", strconv.Itoa(k.limit))
 	c.m[k] = q
 	return q
 }

@@ -73,7 +73,8 @@ func queryPaused(ctx context.Context, q querier) ([]outbox.PausedType, error) {
 	return paused, rows.Err()
 }
 
-// jsonTypes is the :types argument of a claim: ” for all types, else a JSON array.
+// jsonTypes is the :types or :skip_types argument of a claim: empty for none, else a
+// JSON array.
 func jsonTypes(types []string) string {
 	if len(types) == 0 {
 		return ""

@@ -18,9 +18,20 @@ INSERT INTO outbox_events (id, type, entity_id, user_id, status, attempts, max_a
 VALUES (:id, :type, :entity_id, :user_id, 'pending', 0, :max_attempts, :priority,
 	:is_new_record, :metadata, :payload, :ordering_key, :now, :now, :now)`
 
+// served is true for the events a claim serves: its user (:user_id; empty for all), its
+// types (:types, a JSON array; empty for all), not the types it skips (:skip_types, a
+// JSON array; empty for none: the processor holds back types whose target is failing),
+// and not the paused types.
+const served = `(:user_id = '' OR e.user_id = :user_id)
+              AND (:types = '' OR e.type IN (SELECT value FROM json_each(:types)))
+              AND (:skip_types = '' OR e.type NOT IN (SELECT value FROM json_each(:skip_types)))
+              AND e.type NOT IN (SELECT type FROM outbox_paused_types)`
+
 // expireLeases turns events whose lease ran out (their processor died mid-delivery)
 // back into due retries, or gives them up when they have no attempts left, recording
-// the lost attempt in their history.
+// the lost attempt in their history. It touches only the events the claim it runs
+// before serves: a processor scoped to other types, or holding this type back, must
+// not fail or give up events it would never deliver.
 const expireLeases = `
 UPDATE outbox_events
 SET status           = 'failed',
@@ -33,15 +44,18 @@ SET status           = 'failed',
     lease_owner      = NULL,
     lease_expires_at = NULL,
     updated_at       = :now
-WHERE status <> 'pending' AND status = 'processing' AND lease_expires_at <= :now`
+WHERE seq IN (
+    SELECT e.seq FROM outbox_events e
+    WHERE e.status <> 'pending' AND e.status = 'processing' AND e.lease_expires_at <= :now
+      AND ` + served + `)`
 
 // claim leases the due heads in (priority desc, seq) order, whether never attempted
 // (pending) or retries whose time has come: an older retry goes before a newer event of
 // the same priority. Each half of the union is limited on its own index first. An event
 // with an ordering key qualifies only when no earlier event of its key is unfinished
-// (:skip_given_up lets given-up ones be passed over). A processor scoped to :types (a
-// JSON array; ” for all) and the paused types narrow the claim: both are read from the
-// pending index, which covers type, and the paused table is a handful of rows.
+// (:skip_given_up lets given-up ones be passed over). Only the events the claim serves
+// qualify (see served): type is read from the pending index, which covers it, and the
+// paused table is a handful of rows.
 const claim = `
 UPDATE outbox_events
 SET status           = 'processing',
@@ -55,9 +69,7 @@ WHERE seq IN (
         SELECT seq, priority FROM (
             SELECT e.seq, e.priority FROM outbox_events e
             WHERE e.status = 'pending'
-              AND (:user_id = '' OR e.user_id = :user_id)
-              AND (:types = '' OR e.type IN (SELECT value FROM json_each(:types)))
-              AND e.type NOT IN (SELECT type FROM outbox_paused_types)
+              AND ` + served + `
               AND ` + isHead + `
             ORDER BY e.priority DESC, e.seq
             LIMIT :limit)
@@ -65,9 +77,7 @@ WHERE seq IN (
         SELECT seq, priority FROM (
             SELECT e.seq, e.priority FROM outbox_events e
             WHERE e.status <> 'pending' AND e.status = 'failed' AND e.next_attempt_at <= :now
-              AND (:user_id = '' OR e.user_id = :user_id)
-              AND (:types = '' OR e.type IN (SELECT value FROM json_each(:types)))
-              AND e.type NOT IN (SELECT type FROM outbox_paused_types)
+              AND ` + served + `
               AND ` + isHead + `
             ORDER BY e.priority DESC, e.seq
             LIMIT :limit))

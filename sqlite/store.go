@@ -212,6 +212,9 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 		now := micros(p.Now)
 		if _, err := tx.ExecContext(ctx, expireLeases,
 			sql.Named("now", now), sql.Named("default_max", cmp.Or(p.DefaultMaxAttempts, outbox.DefaultMaxAttempts)),
+			sql.Named("user_id", p.UserID),
+			sql.Named("types", jsonTypes(p.Types)),
+			sql.Named("skip_types", jsonTypes(p.SkipTypes)),
 		); err != nil {
 			return fmt.Errorf("expire leases: %w", err)
 		}
@@ -223,6 +226,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 			sql.Named("user_id", p.UserID),
 			sql.Named("skip_given_up", p.SkipGivenUp),
 			sql.Named("types", jsonTypes(p.Types)),
+			sql.Named("skip_types", jsonTypes(p.SkipTypes)),
 		)
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
