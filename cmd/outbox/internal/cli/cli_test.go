@@ -314,7 +314,7 @@ func TestCommandsEndToEnd(t *testing.T) {
 		}
 		sink := newAcceptAll(t)
 		r = runEnv(t, env, "relay", "--sink", sink.srv.URL, "--once")
-		if r.code != 0 || !strings.Contains(r.stdout, "claimed 2 events: 2 delivered, 0 failed, 0 could not reach the sink; now 0 pending, 0 retrying, 0 given up, 3 completed") {
+		if r.code != 0 || !strings.Contains(r.stdout, "claimed 2 events: 2 delivered, 0 failed, 0 held by a fault of the sink; now 0 pending, 0 retrying, 0 given up, 3 completed") {
 			t.Fatalf("relay --once: %v", r)
 		}
 		if sink.keys[givenUp.ID] != 1 || sink.keys[pending.ID] != 1 || sink.count() != 2 {

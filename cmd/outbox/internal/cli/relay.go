@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -120,7 +121,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.IntVar(&o.maxConcurrent, "max-concurrent", outbox.DefaultMaxConcurrent, "deliveries at once (HTTP; broker sinks send a batch at once)")
 		fs.IntVar(&o.inFlight, "batches-in-flight", outbox.DefaultBatchesInFlight, "batches worked on at once (claims overlap deliveries under a backlog)")
 		fs.IntVar(&o.maxAttempts, "max-attempts", outbox.DefaultMaxAttempts, "attempts before an event is given up")
-		fs.IntVar(&o.breakerAfter, "breaker-threshold", outbox.DefaultBreakerThreshold, "unreachable-destination failures in a row that pause deliveries (negative: never pause)")
+		fs.IntVar(&o.breakerAfter, "breaker-threshold", outbox.DefaultBreakerThreshold, "destination faults in a row (unreachable, credentials rejected, …) that hold deliveries (negative: never hold)")
 		fs.StringVar(&o.retryDelays, "retry-delays", formatDurations(outbox.DefaultRetryDelays), "delay after the 1st, 2nd, … failed attempt; the last repeats")
 		durationVar(fs, &o.lease, "lease", outbox.DefaultLeaseDuration, "how long a claim holds an event if this relay dies")
 		durationVar(fs, &o.handlerTimeout, "handler-timeout", outbox.DefaultHandlerTimeout, "bound on one delivery (one batch, for broker sinks)")
@@ -530,8 +531,11 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			return err
 		}
 		delivered, failed, unavailable := tally.counts()
-		fmt.Fprintf(env.Stdout, "claimed %d events: %d delivered, %d failed, %d could not reach the sink; now %d pending, %d retrying, %d given up, %d completed\n",
+		fmt.Fprintf(env.Stdout, "claimed %d events: %d delivered, %d failed, %d held by a fault of the sink; now %d pending, %d retrying, %d given up, %d completed\n",
 			n, delivered, failed, unavailable, st.Pending, st.Failed, st.GivenUp, st.Completed)
+		for _, h := range holds(p.Breaker()) {
+			fmt.Fprintln(env.Stdout, h)
+		}
 		if failed+unavailable > 0 {
 			// A cron job must see that this run did not deliver everything it tried.
 			return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d of %d delivery attempts failed", failed+unavailable, delivered+failed+unavailable)}
@@ -579,10 +583,23 @@ func ready(ctx context.Context, store outbox.Store, p *outbox.Processor) error {
 		return fmt.Errorf("store unreachable: %w", err)
 	}
 	if b := p.Breaker(); b.Open {
-		return fmt.Errorf("sink unreachable: circuit open since %s, next probe at %s",
-			b.OpenedAt.UTC().Format(time.RFC3339), b.NextProbe.UTC().Format(time.RFC3339))
+		return fmt.Errorf("sink held since %s: %s; next probe at %s", b.OpenedAt.UTC().Format(time.RFC3339),
+			strings.Join(holds(b), "; "), b.NextProbe.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// holds describes what the breaker holds, one line each, naming the cause.
+func holds(b outbox.BreakerState) []string {
+	var lines []string
+	if b.Open {
+		lines = append(lines, fmt.Sprintf("delivery held: %s (%s); events wait, attempts not spent", cmp.Or(b.Reason, outbox.ReasonUnreachable), b.Error))
+	}
+	for _, t := range b.Targets {
+		lines = append(lines, fmt.Sprintf("target %s held: %s (%s); events of %s wait, attempts not spent",
+			t.Target, t.Reason, t.Error, strings.Join(t.Types, ", ")))
+	}
+	return lines
 }
 
 // outcomeTally counts the outcomes of a run, for --once's exit code.
