@@ -557,6 +557,7 @@ func (p *Processor) outcome(ctx context.Context, e Event, d delivery, err error,
 		// events bound there, and only those.
 		o.Result = Released
 		text := errorText(err)
+		o.Error = heldError(text)
 		if p.holds.fail(now, e.Type, de.Target, de.Reason, text) {
 			log().Error("target held: its events wait, unattempted, until a probe gets through",
 				"target", de.Target, "reason", de.Reason, "err", text)
@@ -579,6 +580,10 @@ func (p *Processor) outcome(ctx context.Context, e Event, d delivery, err error,
 			reason = cmp.Or(de.Reason, reason)
 		}
 		text := errorText(err)
+		if de == nil {
+			text = errorText(fmt.Errorf("%s: %w", reason, err))
+		}
+		o.Error = heldError(text)
 		log().Warn("destination at fault; attempt not counted", "reason", reason, "err", text)
 		p.observeUnavailable(e, err)
 		p.recordBreaker(now, true, reason, text)
@@ -613,6 +618,12 @@ func (p *Processor) outcome(ctx context.Context, e Event, d delivery, err error,
 	}
 	p.observeDelivery(e, o, took)
 	return o
+}
+
+// heldError is the error recorded on an event handed back because its destination is
+// at fault, so that an operator sees why it waits.
+func heldError(text string) string {
+	return errorText(errors.New("held, attempt not counted: " + text))
 }
 
 // recordBreaker tells the breaker how a delivery went, and logs and reports a change.
