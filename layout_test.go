@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -68,5 +69,46 @@ func TestLibraryKnowsNoApplication(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A package links what it needs and nothing more: the observers and sinks link no
+// database driver, and the core links none of the brokers' clients, so that using one
+// piece never drags in another's dependencies.
+func TestPackagesLinkOnlyWhatTheyNeed(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH; this test asks it for the import graph")
+	}
+	drivers := []string{"github.com/go-sql-driver/mysql", "github.com/jackc/pgx", "modernc.org/sqlite"}
+	brokers := []string{"github.com/nats-io/", "github.com/rabbitmq/", "github.com/twmb/franz-go", "github.com/redis/"}
+	cases := map[string][]string{
+		".":                append(append(slices.Clone(drivers), brokers...), "github.com/prometheus/", "go.opentelemetry.io/"),
+		"./metrics":        append(slices.Clone(drivers), brokers...),
+		"./oteloutbox":     append(slices.Clone(drivers), brokers...),
+		"./inbox":          append(slices.Clone(drivers), brokers...),
+		"./sink/httpsink":  append(slices.Clone(drivers), brokers...),
+		"./sink/natssink":  drivers,
+		"./sink/amqpsink":  drivers,
+		"./sink/kafkasink": drivers,
+		"./sink/redissink": drivers,
+		"./outboxtest":     append(slices.Clone(drivers), brokers...),
+		"./sqlite":         {"github.com/go-sql-driver/mysql", "github.com/jackc/pgx"},
+		"./postgres":       {"github.com/go-sql-driver/mysql", "modernc.org/sqlite"},
+		"./mysql":          {"github.com/jackc/pgx", "modernc.org/sqlite"},
+		"./sink/sinktest":  drivers,
+		"./dashboard":      append(slices.Clone(drivers), brokers...),
+	}
+	for pkg, banned := range cases {
+		out, err := exec.Command("go", "list", "-deps", pkg).Output()
+		if err != nil {
+			t.Fatalf("go list -deps %s: %v", pkg, err)
+		}
+		for dep := range strings.Lines(string(out)) {
+			for _, b := range banned {
+				if strings.HasPrefix(strings.TrimSpace(dep), b) {
+					t.Errorf("%s links %s", pkg, strings.TrimSpace(dep))
+				}
+			}
+		}
 	}
 }
