@@ -61,10 +61,10 @@ func (b BreakerConfig) withDefaults() BreakerConfig {
 // Validate reports the first field of b that cannot work, naming it.
 func (b BreakerConfig) Validate() error {
 	if b.Cooldown < 0 {
-		return fieldError("Config.Breaker.Cooldown", fmt.Sprintf("must be positive, got %s", b.Cooldown))
+		return fieldError("Cooldown", fmt.Sprintf("must be positive, got %s", b.Cooldown))
 	}
 	if b.MaxCooldown < 0 || (b.MaxCooldown > 0 && b.MaxCooldown < b.Cooldown) {
-		return fieldError("Config.Breaker.MaxCooldown", fmt.Sprintf("must be at least Cooldown (%s), got %s", b.Cooldown, b.MaxCooldown))
+		return fieldError("MaxCooldown", fmt.Sprintf("must be at least Cooldown (%s), got %s", b.Cooldown, b.MaxCooldown))
 	}
 	return nil
 }

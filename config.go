@@ -34,31 +34,33 @@ type Config struct {
 	// untouched, for the processors that serve them, so that an application can move
 	// its event types onto the outbox one at a time. Defaults to all types.
 	Types []string
-	// BatchSize is how many events one cycle claims. Defaults to 10.
+	// BatchSize is how many events one cycle claims. Defaults to DefaultBatchSize.
 	BatchSize int
 	// PollInterval is how long an idle processor waits before looking for due events
 	// again. Triggers and store notifications cut it short, so it bounds latency only
-	// when neither arrives. Defaults to 2s.
+	// when neither arrives. Defaults to DefaultPollInterval.
 	PollInterval time.Duration
-	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to 3.
+	// MaxConcurrent is how many deliveries of a batch run at once. Defaults to
+	// DefaultMaxConcurrent.
 	MaxConcurrent int
 	// BatchesInFlight is how many batches a running processor works on at once: each
 	// is claimed, delivered and recorded in turn by its own loop, and a loop that finds
 	// a full batch wakes an idle one, so that under a backlog the next claim overlaps
 	// the last batch's deliveries and outcomes (on a database store: its round trips).
 	// Deliveries at once are then up to BatchesInFlight × MaxConcurrent. ProcessBatch
-	// and Drain are not affected. Defaults to 1.
+	// and Drain are not affected. Defaults to DefaultBatchesInFlight.
 	BatchesInFlight int
-	// Retry decides backoff and give-up. Defaults to 1s, 5s, 30s, 2m, 10m; 5 attempts; 10% jitter.
+	// Retry decides backoff and give-up. Defaults to DefaultRetryDelays, DefaultMaxAttempts
+	// and DefaultJitter.
 	Retry RetryPolicy
-	// Breaker keeps an unreachable destination from spending the events' attempts:
-	// see BreakerConfig. Defaults to opening after 5 unavailable failures in a row,
-	// probing after 1s, then after up to 30s.
+	// Breaker keeps a destination at fault (unreachable, rejecting the credentials, a
+	// missing target) from spending the events' attempts: see BreakerConfig. Defaults
+	// to DefaultBreakerThreshold, DefaultBreakerCooldown and DefaultBreakerMaxCooldown.
 	Breaker BreakerConfig
 	// LeaseDuration is how long a claim holds an event before another processor may
 	// take it over. The processor renews its leases while it works, so this bounds how
 	// long events of a crashed processor wait, not how long a delivery may take.
-	// Defaults to 30s.
+	// Defaults to DefaultLeaseDuration.
 	LeaseDuration time.Duration
 	// RoundTripTimeout bounds each call the processor makes to the store (a claim, a
 	// lease renewal, recording outcomes, a cleanup batch, stats). A call that has not
@@ -69,16 +71,18 @@ type Config struct {
 	// LeaseDuration; negative means no deadline.
 	RoundTripTimeout time.Duration
 	// HandlerTimeout bounds one delivery; a delivery that overruns fails and is retried.
-	// Defaults to 30s; negative means no timeout.
+	// Defaults to DefaultHandlerTimeout; negative means no timeout.
 	HandlerTimeout time.Duration
 	// CleanupInterval is how often completed events older than Retention are deleted.
-	// Defaults to 1h; negative disables cleanup.
+	// Defaults to DefaultCleanupInterval; negative disables cleanup.
 	CleanupInterval time.Duration
-	// Retention is how long completed events are kept. Defaults to 7 days.
+	// Retention is how long completed events are kept. Defaults to DefaultRetention.
 	Retention time.Duration
-	// StaleAfter is how long an event may stay due before it counts as stale. Defaults to 5m.
+	// StaleAfter is how long an event may stay due before it counts as stale. Defaults
+	// to DefaultStaleAfter.
 	StaleAfter time.Duration
-	// Health holds the alert thresholds Health applies. Defaults to DefaultHealthRules.
+	// Health holds the alert thresholds Health applies. Each zero field takes its
+	// Default… constant (DefaultMaxPending, …).
 	Health HealthRules
 	// SkipGivenUp lets events proceed past a given-up earlier event of their ordering
 	// key. By default they wait, reported as blocked, until an operator retries or
@@ -188,12 +192,12 @@ func (c Config) Validate() error {
 		return fieldError("Config.BatchesInFlight", fmt.Sprintf("must be positive, got %d", c.BatchesInFlight))
 	}
 	if err := c.Retry.Validate(); err != nil {
-		return err
+		return within("Config.Retry", err)
 	}
 	if err := c.Breaker.Validate(); err != nil {
-		return err
+		return within("Config.Breaker", err)
 	}
-	return c.Health.Validate()
+	return within("Config.Health", c.Health.Validate())
 }
 
 func defaultOwner() string {

@@ -37,6 +37,17 @@ func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
 
 func fieldError(field, problem string) error { return &FieldError{Field: field, Problem: problem} }
 
+// within names err's field as a field of parent (RetryPolicy's "Jitter" becomes
+// "Config.Retry.Jitter"), so that a part's Validate names only its own fields. Other
+// errors, and nil, pass unchanged.
+func within(parent string, err error) error {
+	var fe *FieldError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	return &FieldError{Field: parent + "." + fe.Field, Problem: fe.Problem}
+}
+
 // Permanent marks err as not worth retrying: the processor gives the event up at once,
 // keeping the error. A nil err stays nil.
 func Permanent(err error) error {

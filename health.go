@@ -20,23 +20,28 @@ const (
 // HealthRules are the alert thresholds. An alert fires when a value exceeds its
 // threshold. Every rule can be disabled with a negative threshold.
 type HealthRules struct {
-	// MaxStale is how many stale events are tolerated. Defaults to 0 (any stale event alerts).
+	// MaxStale is how many stale events are tolerated. Defaults to DefaultMaxStale (any
+	// stale event alerts).
 	MaxStale int
 	// MaxStuck is how many stuck events (processing under an expired lease: their
-	// processor died) are tolerated. Defaults to 0 (any stuck event alerts).
+	// processor died) are tolerated. Defaults to DefaultMaxStuck (any stuck event alerts).
 	MaxStuck int
 	// MaxFailureRate is the tolerated share of the outcomes within Window that are
-	// failures (retrying or given up), from 0 to 1. Defaults to 0.10.
+	// failures (retrying or given up), from 0 to 1. Defaults to DefaultMaxFailureRate.
 	MaxFailureRate float64
-	// MaxGivenUp is how many events given up within Window are tolerated. Defaults to 0
+	// MaxGivenUp is how many events given up within Window are tolerated. Defaults to
+	// DefaultMaxGivenUp
 	// (any event given up alerts, for one Window).
 	MaxGivenUp int
-	// MaxPending is how many pending or retrying events are tolerated. Defaults to 50.
+	// MaxPending is how many pending or retrying events are tolerated. Defaults to
+	// DefaultMaxPending.
 	MaxPending int
 	// MaxOldestDue is how long an event may have been due (Stats.OldestDueAge) before
-	// it alerts: whatever the store, it grows when no processor runs. Defaults to 15m.
+	// it alerts: whatever the store, it grows when no processor runs. Defaults to
+	// DefaultMaxOldestDue.
 	MaxOldestDue time.Duration
-	// Window is how far back the failure-rate and given-up rules look. Defaults to 15m.
+	// Window is how far back the failure-rate and given-up rules look. Defaults to
+	// DefaultHealthWindow.
 	Window time.Duration
 }
 
@@ -60,10 +65,10 @@ func (r HealthRules) withDefaults() HealthRules {
 // or is above 1 (a NaN would silently turn the rule off), a negative window.
 func (r HealthRules) Validate() error {
 	if math.IsNaN(r.MaxFailureRate) || r.MaxFailureRate > 1 {
-		return fieldError("Config.Health.MaxFailureRate", fmt.Sprintf("must be a share from 0 to 1 (negative disables), got %g", r.MaxFailureRate))
+		return fieldError("MaxFailureRate", fmt.Sprintf("must be a share from 0 to 1 (negative disables), got %g", r.MaxFailureRate))
 	}
 	if r.Window < 0 {
-		return fieldError("Config.Health.Window", fmt.Sprintf("must not be negative, got %s", r.Window))
+		return fieldError("Window", fmt.Sprintf("must not be negative, got %s", r.Window))
 	}
 	return nil
 }

@@ -25,12 +25,13 @@ var DefaultRetryDelays = []time.Duration{
 // RetryPolicy decides when a failed event is attempted again, and when it is given up.
 type RetryPolicy struct {
 	// Delays is the wait after the 1st, 2nd, … failed attempt; the last repeats.
-	// Defaults to DefaultRetryDelays (1s, 5s, 30s, 2m, 10m).
+	// Defaults to DefaultRetryDelays.
 	Delays []time.Duration
-	// MaxAttempts is the attempt budget of events that do not set their own. Defaults to 5.
+	// MaxAttempts is the attempt budget of events that do not set their own. Defaults to
+	// DefaultMaxAttempts.
 	MaxAttempts int
 	// Jitter spreads each delay uniformly by ±Jitter×delay, so that events failed
-	// together do not return together. Defaults to 0.1; negative disables jitter.
+	// together do not return together. Defaults to DefaultJitter; negative disables jitter.
 	Jitter float64
 }
 
@@ -47,18 +48,19 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 	return p
 }
 
-// Validate reports the first field of p that cannot work, naming it.
+// Validate reports the first field of p that cannot work, naming it (as a field of
+// RetryPolicy: Config.Validate names it as one of Config.Retry).
 func (p RetryPolicy) Validate() error {
 	for i, d := range p.Delays {
 		if d < 0 {
-			return fieldError(fmt.Sprintf("Config.Retry.Delays[%d]", i), fmt.Sprintf("must not be negative, got %s", d))
+			return fieldError(fmt.Sprintf("Delays[%d]", i), fmt.Sprintf("must not be negative, got %s", d))
 		}
 	}
 	if p.MaxAttempts < 0 {
-		return fieldError("Config.Retry.MaxAttempts", fmt.Sprintf("must be positive, got %d", p.MaxAttempts))
+		return fieldError("MaxAttempts", fmt.Sprintf("must be positive, got %d", p.MaxAttempts))
 	}
 	if p.Jitter >= 1 || math.IsNaN(p.Jitter) {
-		return fieldError("Config.Retry.Jitter", fmt.Sprintf("must be below 1, got %g", p.Jitter))
+		return fieldError("Jitter", fmt.Sprintf("must be below 1, got %g", p.Jitter))
 	}
 	return nil
 }

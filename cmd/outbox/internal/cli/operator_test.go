@@ -199,7 +199,7 @@ func TestRelayHealthEndpoints(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		code, body := get("/readyz")
-		if code == http.StatusServiceUnavailable && strings.Contains(body, "circuit open") {
+		if code == http.StatusServiceUnavailable && strings.Contains(body, "delivery held: destination unreachable") {
 			break
 		}
 		if time.Now().After(deadline) {

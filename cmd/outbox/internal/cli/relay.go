@@ -635,17 +635,23 @@ func (t *outcomeTally) counts() (delivered, failed, unavailable int) {
 	return t.delivered, t.failed, t.unavailable
 }
 
-// relayFlagNames names the flag behind a refused processor setting.
+// relayFlags maps the processor's fields to the flags that set them.
+var relayFlags = map[string]string{
+	"Config.LeaseDuration": "--lease", "Config.RoundTripTimeout": "--lease", "Config.PollInterval": "--poll-interval",
+	"Config.Retry.MaxAttempts": "--max-attempts", "Config.Retry.Delays": "--retry-delays",
+	"Config.BatchSize": "--batch-size", "Config.MaxConcurrent": "--max-concurrent",
+	"Config.BatchesInFlight": "--batches-in-flight", "Config.Breaker.Threshold": "--breaker-threshold",
+}
+
+// relayFlagNames names the flag behind a refused processor setting, found by the
+// error's field (an element of a list, Delays[2], names the list's flag).
 func relayFlagNames(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "outbox: ")
-	for field, flag := range map[string]string{
-		"Config.LeaseDuration": "--lease", "Config.RoundTripTimeout": "--lease", "Config.PollInterval": "--poll-interval",
-		"Config.Retry.MaxAttempts": "--max-attempts", "Config.Retry.Delays": "--retry-delays",
-		"Config.BatchSize": "--batch-size", "Config.MaxConcurrent": "--max-concurrent",
-	} {
-		if strings.HasPrefix(msg, field) {
-			return flag + " " + strings.TrimSpace(strings.TrimPrefix(msg, field))
+	var fe *outbox.FieldError
+	if errors.As(err, &fe) {
+		field, _, _ := strings.Cut(fe.Field, "[")
+		if flag, ok := relayFlags[field]; ok {
+			return flag + " " + fe.Problem
 		}
 	}
-	return msg
+	return strings.TrimPrefix(err.Error(), "outbox: ")
 }
