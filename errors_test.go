@@ -9,6 +9,7 @@ import (
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/fitiq/outbox"
 )
@@ -33,6 +34,28 @@ func TestIsUnavailable(t *testing.T) {
 	for _, tc := range cases {
 		if got := outbox.IsUnavailable(tc.err); got != tc.want {
 			t.Errorf("%s: IsUnavailable(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
+		}
+	}
+}
+
+// A part's Validate names its own field; the Config that holds it adds the path.
+func TestValidateNamesTheFieldFromWhereItIsCalled(t *testing.T) {
+	cases := []struct {
+		err  error
+		want string
+	}{
+		{outbox.RetryPolicy{Jitter: 2}.Validate(), "Jitter"},
+		{outbox.Config{Retry: outbox.RetryPolicy{Jitter: 2}}.Validate(), "Config.Retry.Jitter"},
+		{outbox.BreakerConfig{Cooldown: -1}.Validate(), "Cooldown"},
+		{outbox.Config{Breaker: outbox.BreakerConfig{Cooldown: -1}}.Validate(), "Config.Breaker.Cooldown"},
+		{outbox.HealthRules{Window: -1}.Validate(), "Window"},
+		{outbox.Config{Health: outbox.HealthRules{Window: -1}}.Validate(), "Config.Health.Window"},
+		{outbox.Config{Retry: outbox.RetryPolicy{Delays: []time.Duration{time.Second, -1}}}.Validate(), "Config.Retry.Delays[1]"},
+	}
+	for _, c := range cases {
+		var fe *outbox.FieldError
+		if !errors.As(c.err, &fe) || fe.Field != c.want {
+			t.Errorf("%v: field %v, want %s", c.err, fe, c.want)
 		}
 	}
 }
