@@ -131,16 +131,24 @@ const (
 	// Failed: the attempt failed. With a NextAttemptAt the event is retried then;
 	// with a zero NextAttemptAt it is given up.
 	Failed
-	// Released: the attempt never started (the processor was stopping). The event goes
-	// back as it was, due at once, and the attempt does not count.
+	// Released: the attempt never started (the processor was stopping) or does not
+	// count (the delivery failed through the destination's fault, see DestinationError,
+	// and the event is held until the destination recovers). The event goes back as it
+	// was, due at once: the attempt does not count, nothing is given up, and nothing is
+	// added to its history (Event.Errors). A non-empty Outcome.Error is written to
+	// Event.LastError, so that operators see why the event waits; an empty one leaves
+	// LastError as it was.
 	Released
 )
 
 // Outcome is the result of one claimed event, for Store.Settle.
 type Outcome struct {
-	ID            string
-	Result        Result
-	Error         string    // for Failed
+	ID     string
+	Result Result
+	// Error is the reason. For Failed it becomes LastError and is appended to the
+	// event's history. For Released, when not empty, it becomes LastError only (the
+	// attempt did not count, so the history is left as it is); empty keeps LastError.
+	Error         string
 	NextAttemptAt time.Time // for Failed; zero gives the event up
 }
 

@@ -139,13 +139,26 @@ SET last_error = :errors, errors = ` + appendError(":errors") + `,
     updated_at = :now, status = 'failed'
 WHERE id IN (:ids) AND status = 'processing' AND lease_owner = :owner`
 
-// releaseEvents undoes claims whose delivery never started: the attempt is not
-// counted, and the event is due as before.
+// releaseEvents undoes claims whose delivery never started or did not count: the
+// attempt is not counted, and the event is due as before.
 const releaseEvents = `
 UPDATE {{table}}
 SET status = IF(attempts > 1, 'failed', 'pending'),
     attempts = attempts - 1,
     next_attempt_at = COALESCE(next_attempt_at, :now),
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
+WHERE id IN (:ids) AND status = 'processing' AND lease_owner = :owner`
+
+// releaseWithReasons is releaseEvents for a batch in which some released events have
+// a reason: :reasons is a CASE on the event ID over those only, so that the reason
+// becomes last_error (without an entry in the history) and the others (NULL) keep
+// theirs.
+const releaseWithReasons = `
+UPDATE {{table}}
+SET status = IF(attempts > 1, 'failed', 'pending'),
+    attempts = attempts - 1,
+    next_attempt_at = COALESCE(next_attempt_at, :now),
+    last_error = COALESCE(:reasons, last_error),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id IN (:ids) AND status = 'processing' AND lease_owner = :owner`
 
@@ -318,6 +331,7 @@ type queries struct {
 	giveUp, claimEvents, eventsBySeq      stmt
 	heldByOwner, extendLease              stmt
 	completeEvents, failEvents, release   stmt
+	releaseWithReasons                    stmt
 	getEvent, retryEvents, deleteEvents   stmt
 	lockForUpdate, updateEvent            stmt
 	deleteCompleted                       stmt
@@ -339,24 +353,25 @@ func newQueries(n names) queries {
 		return render(sql, ""), render(sql, "AND e.user_id = :user_id")
 	}
 	q := queries{
-		insertColumns:   strings.ReplaceAll(insertColumns, "{{table}}", n.Table),
-		seqsOf:          render(seqsOf, ""),
-		giveUp:          render(giveUp, ""),
-		claimEvents:     render(claimEvents, ""),
-		eventsBySeq:     render(eventsBySeq, ""),
-		heldByOwner:     render(heldByOwner, ""),
-		extendLease:     render(extendLease, ""),
-		completeEvents:  render(completeEvents, ""),
-		failEvents:      render(failEvents, ""),
-		release:         render(releaseEvents, ""),
-		getEvent:        render(getEvent, ""),
-		retryEvents:     render(retryEvents, ""),
-		deleteEvents:    render(deleteEvents, ""),
-		lockForUpdate:   render(lockForUpdate, ""),
-		updateEvent:     render(updateEvent, ""),
-		deleteCompleted: render(deleteCompleted, ""),
-		maxSeq:          render(maxSeq, ""),
-		table:           n.Table,
+		insertColumns:      strings.ReplaceAll(insertColumns, "{{table}}", n.Table),
+		seqsOf:             render(seqsOf, ""),
+		giveUp:             render(giveUp, ""),
+		claimEvents:        render(claimEvents, ""),
+		eventsBySeq:        render(eventsBySeq, ""),
+		heldByOwner:        render(heldByOwner, ""),
+		extendLease:        render(extendLease, ""),
+		completeEvents:     render(completeEvents, ""),
+		failEvents:         render(failEvents, ""),
+		release:            render(releaseEvents, ""),
+		releaseWithReasons: render(releaseWithReasons, ""),
+		getEvent:           render(getEvent, ""),
+		retryEvents:        render(retryEvents, ""),
+		deleteEvents:       render(deleteEvents, ""),
+		lockForUpdate:      render(lockForUpdate, ""),
+		updateEvent:        render(updateEvent, ""),
+		deleteCompleted:    render(deleteCompleted, ""),
+		maxSeq:             render(maxSeq, ""),
+		table:              n.Table,
 	}
 	// The held-back types' filter is a variant of its own, used only when a processor
 	// holds some back, so that the usual claim's statements stay as they are.

@@ -583,6 +583,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcomes []outbox.Outcome) error {
 	var delivered, released [][]byte
 	var failed []outbox.Outcome
+	var reasons byID // released events with a reason: it becomes their last_error
 	for _, o := range outcomes {
 		u, err := uuid.Parse(o.ID)
 		switch o.Result {
@@ -598,6 +599,9 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 			delivered = append(delivered, u[:])
 		case outbox.Released:
 			released = append(released, u[:])
+			if o.Error != "" {
+				reasons = append(reasons, byID{{u[:], o.Error}}...)
+			}
 		case outbox.Failed:
 			failed = append(failed, o)
 		}
@@ -628,7 +632,11 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 			}
 		}
 		if len(released) > 0 {
-			query, qa := s.q.release.bind(args{"now": at, "ids": released, "owner": owner})
+			release, a := s.q.release, args{"now": at, "ids": released, "owner": owner}
+			if len(reasons) > 0 {
+				release, a["reasons"] = s.q.releaseWithReasons, reasons
+			}
+			query, qa := release.bind(a)
 			if _, err := tx.ExecContext(ctx, query, qa...); err != nil {
 				return fmt.Errorf("release: %w", err)
 			}

@@ -121,3 +121,62 @@ func testGivenUpHeadBlocks(t *testing.T, h Harness) {
 		t.Fatalf("after retrying the head claimed %v, want head", entityIDs(got))
 	}
 }
+
+// A Released outcome may carry a reason (the processor holds an event while its
+// destination is broken): it becomes LastError, so that operators see why the event
+// waits, but the attempt does not count, the history is left as it is, and the event
+// is due again at once. A Released outcome without a reason keeps LastError.
+func testSettleReleasedKeepsItsReason(t *testing.T, h Harness) {
+	const reason = "destination held: credentials rejected (401 Unauthorized from https://hooks.example.com/outbox)"
+	const reason2 = "destination held: unreachable (dial tcp 10.0.0.7:443: connect: connection refused)"
+	fresh, retried := event("t", "fresh", "u"), event("t", "retried", "u")
+	mustEnqueue(t, h.Store, T0, fresh, retried)
+	claim(t, h.Store, "a", T0, 10)
+	at1, next := T0.Add(time.Second), T0.Add(5*time.Second)
+	failure := outbox.AttemptError{Attempt: 1, At: at1, Error: "503 Service Unavailable"}
+	settle(t, h.Store, "a", at1,
+		outbox.Outcome{ID: fresh.ID, Result: outbox.Released, Error: reason},
+		outbox.Outcome{ID: retried.ID, Result: outbox.Failed, Error: failure.Error, NextAttemptAt: next})
+	f := get(t, h.Store, fresh.ID)
+	if f.Status != outbox.StatusPending || f.Attempts != 0 || f.LeaseOwner != "" || f.LastError != reason ||
+		len(f.Errors) != 0 || !f.UpdatedAt.Equal(at1) {
+		t.Errorf("released with a reason: status %q attempts %d owner %q last error %q errors %v updated %v;"+
+			" want pending, 0, none, the reason, no history, %v", f.Status, f.Attempts, f.LeaseOwner, f.LastError, f.Errors, f.UpdatedAt, at1)
+	}
+
+	// Both again, the one that failed once now due: released together, one with a
+	// reason and one without.
+	if got := claim(t, h.Store, "a", next, 10); !slices.Equal(entityIDs(got), []string{"fresh", "retried"}) {
+		t.Fatalf("claimed %v, want fresh and retried", entityIDs(got))
+	}
+	at2 := next.Add(time.Second)
+	settle(t, h.Store, "a", at2,
+		outbox.Outcome{ID: fresh.ID, Result: outbox.Released},
+		outbox.Outcome{ID: retried.ID, Result: outbox.Released, Error: reason2})
+	f = get(t, h.Store, fresh.ID)
+	if f.Status != outbox.StatusPending || f.Attempts != 0 || f.LastError != reason || len(f.Errors) != 0 {
+		t.Errorf("released without a reason: status %q attempts %d last error %q errors %v; want pending, 0, the earlier reason kept, no history",
+			f.Status, f.Attempts, f.LastError, f.Errors)
+	}
+	r := get(t, h.Store, retried.ID)
+	if r.Status != outbox.StatusFailed || r.GivenUp() || r.NextAttemptAt.After(at2) || r.Attempts != 1 || r.LeaseOwner != "" ||
+		r.LastError != reason2 || len(r.Errors) != 1 || r.Errors[0] != failure {
+		t.Errorf("released after a failure: status %q next %v attempts %d owner %q last error %q errors %v;"+
+			" want failed and due, 1, none, the reason, only the counted failure %v",
+			r.Status, r.NextAttemptAt, r.Attempts, r.LeaseOwner, r.LastError, r.Errors, failure)
+	}
+
+	// Neither spent an attempt nor waits: both are claimable at once.
+	got := claim(t, h.Store, "b", at2, 10)
+	if !slices.Equal(entityIDs(got), []string{"fresh", "retried"}) || got[0].Attempts != 1 || got[1].Attempts != 2 {
+		t.Fatalf("after the releases claimed %v (attempts %v), want fresh (1) and retried (2)", entityIDs(got), attemptsOf(got))
+	}
+}
+
+func attemptsOf(events []outbox.Event) []int {
+	out := make([]int, len(events))
+	for i, e := range events {
+		out[i] = e.Attempts
+	}
+	return out
+}

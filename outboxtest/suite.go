@@ -54,6 +54,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"ExtendLeaseKeepsEventsAndReportsLost", testExtendLease},
 		{"SettleRecordsEachOutcome", testSettle},
 		{"SettleSkipsEventsNotHeld", testSettleNotHeld},
+		{"SettleReleasedKeepsItsReasonWithoutCountingIt", testSettleReleasedKeepsItsReason},
 		{"RetryIsDueOnlyAtItsTime", testRetryDue},
 		{"OrderingKeyDeliversOneAtATimeInOrder", testOrderingKey},
 		{"GivenUpHeadBlocksItsKey", testGivenUpHeadBlocks},

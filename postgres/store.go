@@ -588,7 +588,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 // Settle implements outbox.Store: all outcomes in one statement.
 func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcomes []outbox.Outcome) error {
 	var delivered, failed, released []pgtype.UUID
-	var errs []string
+	var errs, releasedErrs []string
 	var nexts []pgtype.Timestamptz
 	for _, o := range outcomes {
 		u, err := uuid.Parse(o.ID)
@@ -605,6 +605,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 			nexts = append(nexts, ts(o.NextAttemptAt))
 		case outbox.Released:
 			released = append(released, id)
+			releasedErrs = append(releasedErrs, o.Error) // empty: keep last_error
 		default:
 			return fmt.Errorf("%w: outcome for %s has no result", outbox.ErrInvalid, o.ID)
 		}
@@ -616,6 +617,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 	args := pgx.NamedArgs{
 		"now": now, "now_us": now.UnixMicro(), "owner": owner,
 		"delivered": delivered, "failed": failed, "errors": errs, "next_attempts": nexts, "released": released,
+		"released_errors": releasedErrs,
 	}
 	if !s.cfg.DisableNotify {
 		args["channel"] = s.cfg.Channel

@@ -112,12 +112,15 @@ SET status = 'failed', next_attempt_at = :next_attempt_at, last_error = :error,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id = :id AND status = 'processing' AND lease_owner = :owner`
 
-// releaseEvents undoes claims whose delivery never started: the attempt is not counted
-// and the event is due as before.
+// releaseEvents undoes claims whose delivery never started or did not count: the
+// attempt is not counted and the event is due as before. :reasons is a JSON object of
+// event ID to reason, for the released events that have one: it becomes last_error,
+// without an entry in the history (errors); the others keep their last_error.
 const releaseEvents = `
 UPDATE outbox_events
 SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
     attempts = attempts - 1,
+    last_error = coalesce((SELECT r.value FROM json_each(:reasons) r WHERE r.key = outbox_events.id), last_error),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
 

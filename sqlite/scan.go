@@ -45,6 +45,15 @@ func jsonIDs(ids []string) string {
 	return string(b)
 }
 
+// jsonReasons encodes released events' reasons (canonical ID → reason) for json_each.
+func jsonReasons(reasons map[string]string) string {
+	if len(reasons) == 0 {
+		return "{}"
+	}
+	b, _ := json.Marshal(reasons) // a map[string]string always encodes
+	return string(b)
+}
+
 // storedError is one entry of the errors column, as the SQL writes it.
 type storedError struct {
 	Attempt int    `json:"attempt"`

@@ -282,12 +282,19 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcomes []outbox.Outcome) error {
 	var delivered, released []string
 	var failed []outbox.Outcome
+	var reasons map[string]string // released event ID → its reason, when it has one
 	for _, o := range outcomes {
 		switch o.Result {
 		case outbox.Delivered:
 			delivered = append(delivered, o.ID)
 		case outbox.Released:
 			released = append(released, o.ID)
+			if o.Error != "" {
+				if reasons == nil {
+					reasons = make(map[string]string)
+				}
+				reasons[canonicalID(o.ID)] = o.Error
+			}
 		case outbox.Failed:
 			failed = append(failed, o)
 		default:
@@ -310,8 +317,8 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 			}
 		}
 		if len(released) > 0 {
-			if _, err := tx.ExecContext(ctx, releaseEvents,
-				sql.Named("now", at), sql.Named("ids", jsonIDs(released)), sql.Named("owner", owner)); err != nil {
+			if _, err := tx.ExecContext(ctx, releaseEvents, sql.Named("now", at), sql.Named("ids", jsonIDs(released)),
+				sql.Named("reasons", jsonReasons(reasons)), sql.Named("owner", owner)); err != nil {
 				return fmt.Errorf("release: %w", err)
 			}
 		}
