@@ -93,7 +93,9 @@ type Event struct {
 	NextAttemptAt time.Time `json:"next_attempt_at,omitzero"`
 	CompletedAt   time.Time `json:"completed_at,omitzero"`
 
-	// LastError is the error of the most recent failed attempt.
+	// LastError is the error of the most recent failed attempt, or why the last attempt
+	// was handed back uncounted ("held, attempt not counted: credentials rejected: …")
+	// while its destination was at fault.
 	LastError string `json:"last_error,omitempty"`
 	// Errors is the history of failed attempts, oldest first.
 	Errors []AttemptError `json:"errors,omitempty"`
