@@ -11,8 +11,28 @@
 // confirms are awaited together. Delivery is at least once: a confirm lost with the
 // connection makes the event go again, so receivers deduplicate on message-id.
 //
-// The sink owns its connection. It connects on first use and, when the connection or
-// channel drops, fails the batch in flight and connects again on the next one.
+// What each outcome means for the event (see outbox.DestinationError):
+//
+//	confirmed, not returned                          delivered
+//	broker unreachable (refused, down, dial or
+//	  handshake timed out)                           outbox.Unavailable: delivery held, no attempt spent
+//	connection lost before the confirm (broker
+//	  restarted, network cut)                        outbox.Unavailable; published again later
+//	credentials refused (ACCESS_REFUSED), at
+//	  connect or publish                             held: outbox.ReasonCredentials
+//	virtual host refused (NOT_ALLOWED)               held: "connection not allowed"
+//	exchange missing (NOT_FOUND)                     held, target the exchange: outbox.ReasonTargetMissing
+//	returned (NO_ROUTE: no queue bound to the key)   held, target "exchange/routing key": outbox.ReasonTargetMissing
+//	larger than the broker's max_message_size
+//	  (PRECONDITION_FAILED)                          permanent: given up
+//	nacked, no confirm within ConfirmTimeout         retried
+//
+// The sink owns its connection. It connects on first use and, when the connection
+// drops, fails the batch in flight and connects again on the next one. A channel the
+// broker closed over a publish (a missing exchange, a message too large) is replaced
+// by a new one on the same connection. When a message too large closed it, the other
+// events of the batch that the broker had not confirmed are published again at once,
+// on the new channel, so that one event's fault does not fail its batch.
 package amqpsink
 
 import (
@@ -23,6 +43,8 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"sync"
 	"time"
 
@@ -69,11 +91,12 @@ type Sink struct {
 	routingKey sink.Template
 	log        *slog.Logger
 
-	mu      sync.Mutex
-	conn    *amqp.Connection
-	ch      *amqp.Channel
-	returns chan amqp.Return
-	closed  bool
+	mu       sync.Mutex
+	conn     *amqp.Connection
+	ch       *amqp.Channel
+	returns  chan amqp.Return
+	chClosed chan *amqp.Error // why ch closed, when the broker closed it
+	closed   bool
 }
 
 var _ outbox.BatchHandler = (*Sink)(nil)
@@ -170,18 +193,26 @@ func (s *Sink) disconnect() error {
 			err = nil
 		}
 	}
-	s.conn, s.ch, s.returns = nil, nil, nil
+	s.conn, s.ch, s.returns, s.chClosed = nil, nil, nil, nil
 	return err
 }
 
-// connect makes sure a channel in confirm mode is open, dialing again when the
-// connection or the channel has dropped.
+// connect makes sure a channel in confirm mode is open: a new channel when only the
+// channel was closed, a new connection when the connection dropped. Its error is
+// marked as the destination's fault (see dialError).
 func (s *Sink) connect() error {
 	if s.closed {
 		return errors.New("amqpsink: closed")
 	}
 	if s.ch != nil && !s.ch.IsClosed() && !s.conn.IsClosed() {
 		return nil
+	}
+	if s.conn != nil && !s.conn.IsClosed() {
+		// The broker closed the channel over one publish (a missing exchange, a
+		// message too large): the connection serves on.
+		if err := s.openChannel(); err == nil {
+			return nil
+		}
 	}
 	reconnect := s.conn != nil
 	_ = s.disconnect()
@@ -193,23 +224,56 @@ func (s *Sink) connect() error {
 		Heartbeat:  10 * time.Second,
 	})
 	if err != nil {
-		return fmt.Errorf("connect to %s: %w", redact(s.cfg.URL), err)
+		return dialError(fmt.Errorf("connect to %s: %w", redact(s.cfg.URL), err))
 	}
-	ch, err := conn.Channel()
-	if err == nil {
-		err = ch.Confirm(false)
+	s.conn = conn
+	if err := s.openChannel(); err != nil {
+		_ = s.disconnect()
+		return outbox.Unavailable(fmt.Errorf("open confirm channel: %w", err))
 	}
-	if err != nil {
-		conn.Close()
-		return fmt.Errorf("open confirm channel: %w", err)
-	}
-	s.conn, s.ch = conn, ch
-	s.returns = ch.NotifyReturn(make(chan amqp.Return, chunk))
 	if reconnect {
 		s.log.Info("reconnected to the broker")
 	}
 	return nil
 }
+
+// openChannel opens a channel in confirm mode on s.conn, with its listeners.
+func (s *Sink) openChannel() error {
+	ch, err := s.conn.Channel()
+	if err == nil {
+		err = ch.Confirm(false)
+	}
+	if err != nil {
+		if ch != nil {
+			_ = ch.Close()
+		}
+		return err
+	}
+	s.ch = ch
+	s.returns = ch.NotifyReturn(make(chan amqp.Return, chunk))
+	s.chClosed = ch.NotifyClose(make(chan *amqp.Error, 1))
+	return nil
+}
+
+// dialError marks err, a failure to connect, as the destination's: its credentials
+// refused, its virtual host refused, or (whatever else: refused, unresolved, timed
+// out, not AMQP) unreachable.
+func dialError(err error) error {
+	var ae *amqp.Error
+	if errors.As(err, &ae) {
+		switch ae.Code {
+		case amqp.AccessRefused: // a wrong user or password (ErrCredentials, or the broker's own reply)
+			return outbox.DestinationFault(outbox.ReasonCredentials, err)
+		case amqp.NotAllowed: // no such virtual host, no access to it, a connection limit
+			return outbox.DestinationFault(reasonNotAllowed, err)
+		}
+	}
+	return outbox.Unavailable(err)
+}
+
+// reasonNotAllowed is the DestinationError.Reason of a connection the broker refused
+// after authentication (RabbitMQ's NOT_ALLOWED: the virtual host).
+const reasonNotAllowed = "connection not allowed"
 
 // Handle publishes one event and waits for its confirm.
 func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
@@ -230,27 +294,41 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 }
 
 func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error) {
-	fail := func(from int, err error) {
-		for i := from; i < len(events); i++ {
+	s.publishOnce(ctx, events, errs, true)
+}
+
+// publishOnce publishes events on the current channel and sets errs. When the broker
+// closed the channel over one message (too large), the others it had not confirmed
+// are published once more on a new channel, if again.
+func (s *Sink) publishOnce(ctx context.Context, events []outbox.Event, errs []error, again bool) {
+	if err := s.connect(); err != nil {
+		// The broker cannot be reached, or refuses the sink: not the events' fault.
+		for i := range events {
 			if errs[i] == nil {
 				errs[i] = err
 			}
 		}
-	}
-	if err := s.connect(); err != nil {
-		// The broker cannot be reached: not the events' fault.
-		fail(0, outbox.Unavailable(err))
 		return
 	}
 	// Returns left over from an earlier batch are not about this one.
 	for len(s.returns) > 0 {
 		<-s.returns
 	}
+	ch, chClosed := s.ch, s.chClosed
+	bodies := make([][]byte, len(events))
 	confirms := make([]*amqp.DeferredConfirmation, len(events))
+	var pubErr error // the channel or connection is gone: the events from here on did not go out
 	for i, e := range events {
+		if errs[i] != nil {
+			continue
+		}
 		body, err := sink.Encode(e)
 		if err != nil {
 			errs[i] = err
+			continue
+		}
+		bodies[i] = body
+		if pubErr != nil {
 			continue
 		}
 		headers := amqp.Table{
@@ -263,7 +341,9 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 				headers[k] = v
 			}
 		}
-		confirms[i], err = s.ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, s.RoutingKey(e), true, false, amqp.Publishing{
+		// Mandatory: a message no queue is bound for comes back (basic.return) instead
+		// of being dropped.
+		confirms[i], pubErr = ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, s.RoutingKey(e), true, false, amqp.Publishing{
 			ContentType:  sink.ContentType,
 			DeliveryMode: amqp.Persistent,
 			MessageId:    e.ID,
@@ -273,55 +353,147 @@ func (s *Sink) publish(ctx context.Context, events []outbox.Event, errs []error)
 			Headers:      headers,
 			Body:         body,
 		})
-		if err != nil {
-			// The channel or connection is gone: the rest of the batch cannot go out on
-			// it, and the ones published before it on this channel will never be
-			// confirmed. They may or may not have reached the broker: fail them all, so
-			// that they are published again (at least once), never counted as delivered.
-			fail(0, fmt.Errorf("publish: %w", err))
-			_ = s.disconnect()
-			return
+		if pubErr != nil {
+			confirms[i] = nil
 		}
 	}
 
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.ConfirmTimeout)
 	defer cancel()
 	unsure := false
+	acked := make([]bool, len(events))
 	for i, c := range confirms {
 		if c == nil {
 			continue
 		}
 		ack, err := c.WaitContext(wctx)
-		switch {
-		case err != nil:
+		if err != nil {
 			if ctx.Err() == nil {
 				err = fmt.Errorf("no confirm within %s", s.cfg.ConfirmTimeout)
 			}
 			errs[i] = fmt.Errorf("publish: %w", err)
 			unsure = true
-		case !ack:
-			// A nack, or the channel closed before the confirm came (connection lost,
-			// exchange missing): either way the broker has not taken responsibility.
-			errs[i] = errors.New("publish: not confirmed by the broker (nack or channel closed)")
-			unsure = true
+			continue
 		}
+		acked[i] = ack
 	}
 	// The broker sends basic.return before the confirm of the same message, and the
 	// client has put it in our buffer before it reported the confirm.
-	byID := make(map[string]int, len(events))
-	for i, e := range events {
-		byID[e.ID] = i
-	}
+	returned := make(map[string]amqp.Return)
 	for len(s.returns) > 0 {
 		r := <-s.returns
-		if i, ok := byID[r.MessageId]; ok && errs[i] == nil {
-			errs[i] = fmt.Errorf("returned by the broker: %d %s (exchange %q, routing key %q: no queue bound?)",
-				r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
+		returned[r.MessageId] = r
+	}
+
+	// Why the channel closed, if it did: the client reports it before it resolves the
+	// pending confirms as not acknowledged, but may refuse a publish a moment before.
+	var closeErr *amqp.Error
+	if pubErr != nil || ch.IsClosed() {
+		select {
+		case closeErr = <-chClosed:
+		case <-time.After(time.Second):
+		}
+	}
+	var maxSize int64 // the broker's max_message_size, when a message broke it
+	if closeErr != nil && closeErr.Code == amqp.PreconditionFailed {
+		maxSize = tooLarge(closeErr.Reason)
+	}
+	// The connection itself is gone (the broker stopped, the network failed), not
+	// just the channel.
+	connLost := s.conn.IsClosed()
+
+	var retry []int // innocent events of a channel closed over another's message
+	for i, e := range events {
+		if errs[i] != nil {
+			continue
+		}
+		if r, ok := returned[e.ID]; ok {
+			// Not routed to any queue: whatever the confirm said, it is nowhere.
+			target := s.cfg.Exchange + "/" + r.RoutingKey
+			errs[i] = outbox.TargetFault(outbox.ReasonTargetMissing, target, fmt.Errorf(
+				"returned by the broker: %d %s (exchange %q, routing key %q: no queue bound?)",
+				r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey))
+			continue
+		}
+		if acked[i] {
+			continue
+		}
+		switch {
+		case confirms[i] != nil && !ch.IsClosed():
+			errs[i] = errors.New("publish: nacked by the broker")
+		case closeErr != nil:
+			errs[i] = s.closedError(closeErr, len(bodies[i]), maxSize, connLost)
+			if maxSize > 0 && int64(len(bodies[i])) <= maxSize && again {
+				errs[i] = nil
+				retry = append(retry, i)
+			}
+		case connLost:
+			errs[i] = outbox.Unavailable(fmt.Errorf("publish: connection to the broker lost before the confirm: %w", cmp.Or(pubErr, error(amqp.ErrClosed))))
+		case pubErr != nil:
+			errs[i] = fmt.Errorf("publish: %w", pubErr)
+		default:
+			errs[i] = errors.New("publish: not confirmed by the broker (channel closed)")
 		}
 	}
 	if unsure {
 		// Confirms may still arrive for this batch; start the next one on a fresh
-		// channel rather than match them up.
+		// connection rather than match them up.
 		_ = s.disconnect()
 	}
+	if len(retry) > 0 {
+		sub := make([]outbox.Event, len(retry))
+		subErrs := make([]error, len(retry))
+		for j, i := range retry {
+			sub[j] = events[i]
+		}
+		s.publishOnce(ctx, sub, subErrs, false)
+		for j, i := range retry {
+			errs[i] = subErrs[j]
+		}
+	}
+}
+
+// closedError is the error of an event that the broker did not confirm because it
+// closed the channel (or the connection: connLost) with closeErr; size is the event's
+// message body size, maxSize the broker's limit when closeErr says a message broke it.
+func (s *Sink) closedError(closeErr *amqp.Error, size int, maxSize int64, connLost bool) error {
+	err := fmt.Errorf("publish: %w", closeErr)
+	switch closeErr.Code {
+	case amqp.NotFound:
+		return outbox.TargetFault(outbox.ReasonTargetMissing, s.cfg.Exchange, err)
+	case amqp.AccessRefused:
+		return outbox.DestinationFault(outbox.ReasonCredentials, err)
+	case amqp.PreconditionFailed:
+		if maxSize > 0 && int64(size) > maxSize {
+			return outbox.Permanent(fmt.Errorf("message of %d bytes is larger than the broker takes (%d): %w", size, maxSize, err))
+		}
+		if maxSize > 0 {
+			return fmt.Errorf("publish: the broker closed the channel over another message of the batch: %w", closeErr)
+		}
+	}
+	if connLost {
+		// The broker stopped, or the network failed: an outage, not the event's
+		// fault. The message may or may not have reached the broker; it goes again
+		// (consumers deduplicate on message-id).
+		return outbox.Unavailable(fmt.Errorf("publish: connection to the broker lost before the confirm: %w", closeErr))
+	}
+	// Something else closed the channel: the message may or may not have reached the
+	// broker.
+	return err
+}
+
+var maxSizeRe = regexp.MustCompile(`message size \d+ is larger than configured max size (\d+)`)
+
+// tooLarge returns the broker's max_message_size from the text of RabbitMQ's
+// PRECONDITION_FAILED over a message larger than that, or 0.
+func tooLarge(reason string) int64 {
+	m := maxSizeRe.FindStringSubmatch(reason)
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(m[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }

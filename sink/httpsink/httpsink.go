@@ -6,11 +6,23 @@
 //
 //	2xx, 409 Conflict              delivered (409: the receiver already has it)
 //	408, 425, 429, 5xx             retried, no sooner than the Retry-After the server sent
-//	network error, timeout         retried
-//	other 4xx, 3xx                 permanent: given up at once (kept, visible, retryable by an operator)
+//	network error, timeout         retried; a connection refused (nothing was sent)
+//	                               is outbox.Unavailable: delivery is held, no attempt spent
+//	401, 403                       suspected: the credentials (outbox.ReasonCredentials)
+//	404, 405, 3xx                  suspected: the endpoint (a wrong URL or path)
+//	other 4xx                      permanent: given up at once (kept, visible, retryable by an operator)
+//
+// A suspected failure (outbox.SuspectedFault) may be the destination's or the event's:
+// a typo in the URL or a revoked token makes every event fail so, and then the
+// processor holds delivery instead of giving the backlog up; when other events get
+// through, the event that fails so again is given up, as the permanent error it wraps.
 //
 // Redirects are not followed: a POST that is redirected may be replayed as a GET, so a
-// 3xx is reported (as permanent, since retrying cannot change it) instead.
+// 3xx is reported instead (its Location in the error).
+//
+// The error of an answer that is not success holds the start of the response body,
+// cleaned so that any store can keep it: valid UTF-8, no control characters, at most
+// 512 bytes.
 //
 // The trace the event was enqueued under (its traceparent, tracestate and baggage
 // metadata, see package oteloutbox) goes as the W3C headers of those names, so that
@@ -30,6 +42,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/sink"
@@ -160,22 +174,31 @@ func fieldError(field, problem string) error {
 }
 
 // StatusError is the error of a delivery the server answered with a status that is
-// not success. Body holds the start of the response body, for the event's error history.
+// not success.
 type StatusError struct {
 	StatusCode int
-	Body       string
+	// Body holds the start of the response body, for the event's error history: valid
+	// UTF-8 without control characters (white space runs become one space; invalid
+	// bytes and other control characters become U+FFFD), at most MaxErrorBody bytes,
+	// cut on a rune boundary and then ending in "…".
+	Body string
+	// Location is the redirect target of a 3xx, cleaned as Body is.
+	Location string
 }
 
 func (e *StatusError) Error() string {
 	msg := fmt.Sprintf("http %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	if e.Location != "" {
+		msg += " to " + e.Location
+	}
 	if e.Body != "" {
 		msg += ": " + e.Body
 	}
 	return msg
 }
 
-// maxErrorBody is how much of an error response is kept in the event's history.
-const maxErrorBody = 512
+// MaxErrorBody bounds StatusError.Body, in bytes.
+const MaxErrorBody = 512
 
 // Handle POSTs e and returns nil when the server took it, a retryable error, or an
 // error marked with outbox.Permanent (see the package documentation).
@@ -215,7 +238,8 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 		return err
 	}
 	defer resp.Body.Close()
-	snippet, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+	// One byte more than is kept tells a body that was cut.
+	head, _ := io.ReadAll(io.LimitReader(resp.Body, MaxErrorBody+1))
 	// Drain a little more so that the connection can be reused; give up on huge bodies.
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 
@@ -223,16 +247,89 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 	if code/100 == 2 || code == http.StatusConflict {
 		return nil
 	}
-	serr := &StatusError{StatusCode: code, Body: strings.TrimSpace(string(snippet))}
+	serr := &StatusError{StatusCode: code, Body: cleanText(head, MaxErrorBody)}
 	switch {
 	case code == http.StatusRequestTimeout, code == http.StatusTooEarly, code == http.StatusTooManyRequests, code >= 500:
 		if d, ok := s.retryAfter(resp.Header.Get("Retry-After")); ok {
 			return outbox.RetryAfter(serr, d)
 		}
 		return serr
+	case code == http.StatusUnauthorized, code == http.StatusForbidden:
+		// A revoked or wrong token fails every event alike; a receiver may also
+		// refuse one event's entity to this client. The processor tells them apart.
+		return outbox.SuspectedFault(outbox.ReasonCredentials, outbox.Permanent(serr))
+	case code == http.StatusNotFound, code == http.StatusMethodNotAllowed:
+		// A typo in the URL's path answers 404 (or 405) to everything; a receiver
+		// may also answer 404 for one event's missing parent.
+		return outbox.SuspectedFault(fmt.Sprintf("endpoint not found (HTTP %d)", code), outbox.Permanent(serr))
+	case code/100 == 3:
+		// http:// for https://, a moved API: every event is redirected alike.
+		serr.Location = cleanText([]byte(resp.Header.Get("Location")), MaxErrorBody)
+		return outbox.SuspectedFault(fmt.Sprintf("endpoint redirects (HTTP %d)", code), outbox.Permanent(serr))
 	default:
 		return outbox.Permanent(serr)
 	}
+}
+
+// cleanText makes b, the start of a text a server sent, fit for an error message and
+// any store: valid UTF-8; runs of white space (tabs and line breaks too) become one
+// space, trimmed at both ends; invalid bytes, NUL and other control or bidirectional
+// formatting characters become U+FFFD; at most limit bytes, cut on a rune boundary and
+// then ending in "…". A b longer than limit is taken as cut short already (the reader
+// read one byte more than it keeps): a rune cut in two at its end is dropped, not
+// replaced.
+func cleanText(b []byte, limit int) string {
+	const ellipsis = "…"
+	cut := len(b) > limit
+	if cut {
+		b = b[:limit]
+		// Drop a rune that the limit cut in two.
+		for j := 1; j <= min(utf8.UTFMax, len(b)); j++ {
+			if utf8.RuneStart(b[len(b)-j]) {
+				if !utf8.FullRune(b[len(b)-j:]) {
+					b = b[:len(b)-j]
+				}
+				break
+			}
+		}
+	}
+	var out strings.Builder
+	space := false // a space is pending: written before the next rune, if any
+	for len(b) > 0 {
+		r, size := utf8.DecodeRune(b)
+		b = b[size:]
+		switch {
+		case unicode.IsSpace(r):
+			space = out.Len() > 0
+			continue
+		case r == utf8.RuneError, unicode.IsControl(r), isBidiControl(r):
+			r = utf8.RuneError
+		}
+		if space {
+			out.WriteByte(' ')
+			space = false
+		}
+		out.WriteRune(r)
+	}
+	text := out.String() // at most 3 bytes for each byte of b: U+FFFD for one invalid byte
+	if !cut && len(text) <= limit {
+		return text
+	}
+	end := max(limit-len(ellipsis), 0)
+	if end >= len(text) {
+		return text + ellipsis
+	}
+	for end > 0 && !utf8.RuneStart(text[end]) {
+		end--
+	}
+	return strings.TrimRight(text[:end], " ") + ellipsis
+}
+
+// isBidiControl reports the characters that reorder the text around them (U+202A to
+// U+202E, U+2066 to U+2069, and the marks U+200E, U+200F, U+061C): in an error shown
+// to an operator they could make it read otherwise than it is.
+func isBidiControl(r rune) bool {
+	return r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // retryAfter parses a Retry-After value: delay seconds, or an HTTP date. A date in the

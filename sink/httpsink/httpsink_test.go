@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
@@ -57,11 +59,14 @@ func respond(code int, header map[string]string) http.HandlerFunc {
 	}
 }
 
+// Each status lands in its class: delivered, retried, given up, or suspected (held
+// while no other event gets through: a wrong path or token answers so to every event).
 func TestStatusClasses(t *testing.T) {
 	const (
 		delivered = "delivered"
 		retry     = "retry"
 		permanent = "permanent"
+		suspected = "suspected"
 	)
 	httpDate := t0.Add(90 * time.Second).Format(http.TimeFormat)
 	tests := []struct {
@@ -89,13 +94,20 @@ func TestStatusClasses(t *testing.T) {
 		{"502", 502, nil, retry, 0, false},
 		{"504", 504, nil, retry, 0, false},
 		{"400", 400, nil, permanent, 0, false},
-		{"401", 401, nil, permanent, 0, false},
-		{"403", 403, nil, permanent, 0, false},
-		{"404", 404, nil, permanent, 0, false},
 		{"410", 410, nil, permanent, 0, false},
+		{"413", 413, nil, permanent, 0, false},
 		{"422", 422, nil, permanent, 0, false},
-		{"302 not followed", 302, map[string]string{"Location": "/elsewhere"}, permanent, 0, false},
-		{"308 not followed", 308, map[string]string{"Location": "/elsewhere"}, permanent, 0, false},
+		{"401 suspected: credentials", 401, nil, suspected, 0, false},
+		{"403 suspected: credentials", 403, nil, suspected, 0, false},
+		{"404 suspected: endpoint", 404, nil, suspected, 0, false},
+		{"405 suspected: endpoint", 405, nil, suspected, 0, false},
+		{"302 not followed, suspected", 302, map[string]string{"Location": "/elsewhere"}, suspected, 0, false},
+		{"308 not followed, suspected", 308, map[string]string{"Location": "/elsewhere"}, suspected, 0, false},
+	}
+	wantReason := map[int]string{
+		401: outbox.ReasonCredentials, 403: outbox.ReasonCredentials,
+		404: "endpoint not found (HTTP 404)", 405: "endpoint not found (HTTP 405)",
+		302: "endpoint redirects (HTTP 302)", 308: "endpoint redirects (HTTP 308)",
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,18 +120,30 @@ func TestStatusClasses(t *testing.T) {
 			s := newSink(t, httpsink.Config{URL: srv.URL + "/events", Clock: outboxtest.NewClock(t0)})
 
 			err := s.Handle(context.Background(), testEvent())
+			var de *outbox.DestinationError
+			isDest := errors.As(err, &de)
 			switch tt.want {
 			case delivered:
 				if err != nil {
 					t.Fatalf("Handle = %v, want delivered", err)
 				}
 			case retry:
-				if err == nil || outbox.IsPermanent(err) {
+				if err == nil || outbox.IsPermanent(err) || isDest {
 					t.Fatalf("Handle = %v, want a retryable error", err)
 				}
 			case permanent:
-				if !outbox.IsPermanent(err) {
-					t.Fatalf("Handle = %v, want a permanent error", err)
+				if !outbox.IsPermanent(err) || isDest {
+					t.Fatalf("Handle = %v, want a permanent error of the event", err)
+				}
+			case suspected:
+				// Suspected, wrapping the permanent error the event is judged by once
+				// other events get through; never a plain destination fault.
+				if !isDest || !de.Suspected || de.Reason != wantReason[tt.code] || de.Target != "" ||
+					!outbox.IsPermanent(err) || outbox.IsUnavailable(err) {
+					t.Fatalf("Handle = %v (%+v), want suspected %q wrapping a permanent error", err, de, wantReason[tt.code])
+				}
+				if tt.code/100 == 3 && !strings.Contains(err.Error(), "to /elsewhere") {
+					t.Fatalf("Handle = %v, want the redirect's Location named", err)
 				}
 			}
 			if err != nil {
@@ -397,5 +421,59 @@ func TestRefusedConnectionIsUnavailable(t *testing.T) {
 	s = newSink(t, httpsink.Config{URL: "http://" + silent.Addr().String(), Timeout: 50 * time.Millisecond})
 	if err := s.Handle(context.Background(), testEvent()); outbox.IsUnavailable(err) {
 		t.Fatalf("a request sent and not answered in time is not unavailable (it may have landed): %v", err)
+	}
+}
+
+// A receiver's error body may hold anything: a rune cut by the length limit, NUL bytes,
+// invalid UTF-8, megabytes. What the error keeps is valid UTF-8, bounded, without
+// control characters, so that any store can record it (PostgreSQL refuses NUL and
+// invalid UTF-8 in text).
+func TestErrorBodyIsCleanBoundedUTF8(t *testing.T) {
+	a511 := strings.Repeat("a", 511)
+	tests := []struct {
+		name string
+		body string
+		want string // the whole Body, when set
+		pre  string // else: what Body must start with
+	}{
+		{"511 ASCII bytes then a 3-byte rune", a511 + "€ and more", "", strings.Repeat("a", 509) + "…"},
+		{"511 ASCII bytes then a 2-byte rune, nothing more", a511 + "é", "", strings.Repeat("a", 509) + "…"},
+		{"exactly 512 bytes is kept whole", a511 + "b", a511 + "b", ""},
+		{"NUL and control bytes", "bad\x00input\x07here\x7f\x1b[31m\u0085end", "bad\uFFFDinput\uFFFDhere\uFFFD\uFFFD[31m end", ""},
+		{"invalid UTF-8", "caf\xc3 \xff\xfe ok \xe2\x82", "caf\uFFFD \uFFFD\uFFFD ok \uFFFD\uFFFD", ""},
+		{"white space runs and line breaks", "  {\n\t\"error\": \"x\"\r\n}\n\n", `{ "error": "x" }`, ""},
+		{"bidirectional overrides", "user \u202eevil\u202c ok", "user \uFFFDevil\uFFFD ok", ""},
+		{"huge body of NULs and invalid bytes", strings.Repeat("\x00\xff", 8<<20), "", "\uFFFD\uFFFD"},
+		{"huge body of text", strings.Repeat("é", 4<<20), "", "éé"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.WriteHeader(http.StatusUnprocessableEntity)
+				_, _ = io.WriteString(w, tt.body)
+			}))
+			defer srv.Close()
+			err := newSink(t, httpsink.Config{URL: srv.URL}).Handle(context.Background(), testEvent())
+			var se *httpsink.StatusError
+			if !errors.As(err, &se) || !outbox.IsPermanent(err) {
+				t.Fatalf("Handle = %v, want a permanent StatusError", err)
+			}
+			b := se.Body
+			if !utf8.ValidString(b) || len(b) > httpsink.MaxErrorBody || strings.ContainsFunc(b, unicode.IsControl) {
+				t.Fatalf("Body (%d bytes) %q: want valid UTF-8 of at most %d bytes without control characters", len(b), b, httpsink.MaxErrorBody)
+			}
+			if !utf8.ValidString(err.Error()) || strings.ContainsFunc(err.Error(), unicode.IsControl) {
+				t.Fatalf("error text %q is not clean", err.Error())
+			}
+			switch {
+			case tt.want != "" && b != tt.want:
+				t.Fatalf("Body %q, want %q", b, tt.want)
+			case tt.pre != "" && !strings.HasPrefix(b, tt.pre):
+				t.Fatalf("Body %q, want it to start with %q", b, tt.pre)
+			}
+			if len(tt.body) > httpsink.MaxErrorBody && !strings.HasSuffix(b, "…") {
+				t.Fatalf("Body %q of a body cut short does not end in …", b)
+			}
+		})
 	}
 }

@@ -6,9 +6,19 @@
 // recording it) is stored once. The event's trace metadata (traceparent, tracestate,
 // baggage) goes as message headers of those names, in lower case.
 //
-// A publish that fails because NATS cannot be reached (disconnected, no stream
-// answering) is marked outbox.Unavailable: the processor then pauses deliveries
-// instead of spending the events' attempts.
+// What each outcome means for the event (see outbox.DestinationError):
+//
+//	acknowledged by the stream (stored, or a duplicate)  delivered
+//	connection not up (refused, down, closed)            outbox.Unavailable: delivery held, no attempt spent
+//	credentials rejected (authorization violation,
+//	  authentication expired or revoked)                 held: outbox.ReasonCredentials
+//	no stream captures the subject (no responders),
+//	  or not the one Config.Stream names                 held, for that subject only: outbox.ReasonTargetMissing
+//	publishing to the subject not permitted              held, for that subject only: outbox.ReasonCredentials
+//	larger than the server's max_payload or the
+//	  stream's max_msg_size                              permanent: given up
+//	no acknowledgement within AckTimeout, the stream
+//	  full, other stream errors                          retried
 //
 // A batch is published without waiting in between and its acknowledgements are then
 // awaited together, so a batch of 1000 costs about one round trip, not 1000. An event
@@ -173,6 +183,14 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 // together; errs[i] is nil when the stream has stored events[i] (or already had it).
 func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	errs := make([]error, len(events))
+	if err := s.connError(); err != nil {
+		// Nothing can go out: a publish now would wait in the client's reconnect
+		// buffer, its acknowledgement failed when the connection comes back.
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
 	futures := make([]jetstream.PubAckFuture, len(events))
 	for i, e := range events {
 		if err := ctx.Err(); err != nil {
@@ -195,10 +213,8 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		}
 		futures[i], err = s.js.PublishMsgAsync(msg, s.opts...)
 		if err != nil {
-			if errors.Is(err, nats.ErrMaxPayload) {
-				err = outbox.Permanent(err) // the same message will never fit
-			}
-			errs[i] = fmt.Errorf("publish to %s: %w", msg.Subject, err)
+			futures[i] = nil
+			errs[i] = s.classify(msg.Subject, err)
 		}
 	}
 
@@ -208,39 +224,111 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		if f == nil {
 			continue
 		}
+		var err error
 		select {
 		case <-f.Ok():
 			// Stored, or a duplicate the stream already holds: delivered either way.
-		case err := <-f.Err():
-			errs[i] = fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
+		case err = <-f.Err():
 		case <-actx.Done():
-			err := actx.Err()
-			if ctx.Err() == nil {
-				err = fmt.Errorf("no acknowledgement within %s", s.cfg.AckTimeout)
+			// Past the deadline, an answer that came in time still counts (a select
+			// with several cases ready picks one at random).
+			select {
+			case <-f.Ok():
+			case err = <-f.Err():
+			default:
+				err = actx.Err()
+				if ctx.Err() == nil {
+					err = fmt.Errorf("%w: no acknowledgement within %s", errNoAck, s.cfg.AckTimeout)
+				}
 			}
-			errs[i] = fmt.Errorf("publish to %s: %w", f.Msg().Subject, err)
 		}
-	}
-	for i, err := range errs {
-		if err != nil && s.unreachable(err) {
-			errs[i] = outbox.Unavailable(err)
+		if err != nil {
+			errs[i] = s.classify(f.Msg().Subject, err)
 		}
 	}
 	return errs
 }
 
-// unreachable tells a failure to reach NATS (no connection, no stream answering) from
-// a failure of the message, so that the processor pauses instead of spending attempts.
-func (s *Sink) unreachable(err error) bool {
-	if outbox.IsPermanent(err) || errors.Is(err, context.Canceled) {
-		return false
+// errNoAck is the error of a publish whose acknowledgement did not come in time.
+var errNoAck = errors.New("not acknowledged")
+
+// errCodeStreamNotMatch is JetStream's "expected stream does not match": the subject
+// is captured by a stream other than Config.Stream.
+const errCodeStreamNotMatch jetstream.ErrorCode = 10060
+
+// connError returns why nothing can be published now, or nil when the connection is
+// up: credentials rejected, or NATS unreachable.
+func (s *Sink) connError() error {
+	status := s.nc.Status()
+	if status == nats.CONNECTED || status == nats.DRAINING_SUBS {
+		return nil
 	}
+	last := s.nc.LastError()
+	if isAuthError(last) {
+		// nats.go closes the connection once a server refused the same credentials
+		// twice; it stays so until the caller connects again.
+		return outbox.DestinationFault(outbox.ReasonCredentials,
+			fmt.Errorf("NATS refused the credentials (connection %s): %w", strings.ToLower(status.String()), last))
+	}
+	err := fmt.Errorf("cannot reach NATS (connection %s)", strings.ToLower(status.String()))
+	if last != nil {
+		err = fmt.Errorf("%w: %w", err, last)
+	}
+	return outbox.Unavailable(err)
+}
+
+func isAuthError(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
+// classify marks err, the failure of a publish to subject, with whose fault it is:
+// the connection's (unavailable), the stream's for this subject (a target fault), the
+// message's (permanent), or none that is known (retryable).
+func (s *Sink) classify(subject string, err error) error {
+	wrapped := fmt.Errorf("publish to %s: %w", subject, err)
+	var apiErr *jetstream.APIError
 	switch {
-	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
-		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrConnectionReconnecting),
-		errors.Is(err, jetstream.ErrNoStreamResponse):
-		return true
+	case outbox.IsPermanent(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// The caller's deadline (the handler timeout), not NATS's: retried.
+		return wrapped
+	case errors.Is(err, nats.ErrMaxPayload):
+		return outbox.Permanent(wrapped) // the same message will never fit
+	case errors.As(err, &apiErr):
+		switch apiErr.ErrorCode {
+		case jetstream.JSErrCodeStreamMessageExceedsMaximum:
+			return outbox.Permanent(wrapped) // larger than the stream's max_msg_size
+		case errCodeStreamNotMatch:
+			return outbox.TargetFault(outbox.ReasonTargetMissing, subject,
+				fmt.Errorf("publish to %s: stream %s does not capture the subject: %w", subject, s.cfg.Stream, err))
+		case jetstream.JSErrCodeJetStreamNotEnabled, jetstream.JSErrCodeJetStreamNotEnabledForAccount:
+			return outbox.DestinationFault("JetStream not enabled", wrapped)
+		}
+		return wrapped // stream full, sealed, storage failed: it may take the message later
+	case errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, nats.ErrNoResponders):
+		if cerr := s.connError(); cerr != nil {
+			return cerr
+		}
+		return outbox.TargetFault(outbox.ReasonTargetMissing, subject,
+			fmt.Errorf("publish to %s: no stream captures the subject: %w", subject, err))
+	case errors.Is(err, nats.ErrHeadersNotSupported):
+		if cerr := s.connError(); cerr != nil {
+			return cerr // the client has not heard from any server yet
+		}
+		return outbox.DestinationFault("NATS server does not support headers (2.2 or later needed)", wrapped)
 	}
-	// An acknowledgement that did not come while the connection was down.
-	return !s.nc.IsConnected()
+	if cerr := s.connError(); cerr != nil {
+		// Disconnected, closed, an acknowledgement lost with the connection: the
+		// message may have landed, and is deduplicated when published again.
+		return fmt.Errorf("%w (publish to %s: %w)", cerr, subject, err)
+	}
+	if errors.Is(err, errNoAck) || errors.Is(err, jetstream.ErrAsyncPublishTimeout) {
+		// A publish the server refused for this account's permissions is dropped
+		// without an answer; the client only keeps the refusal as its last error.
+		if last := s.nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) &&
+			strings.Contains(strings.ToLower(last.Error()), strings.ToLower(`publish to "`+subject+`"`)) {
+			return outbox.TargetFault(outbox.ReasonCredentials, subject, fmt.Errorf("%w (%w)", wrapped, last))
+		}
+	}
+	return wrapped
 }

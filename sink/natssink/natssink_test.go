@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -220,31 +221,221 @@ func TestSubjectTemplate(t *testing.T) {
 	}
 }
 
-// A subject no stream captures: the publish fails, retryably, instead of vanishing.
-func TestNoStreamIsRetryableFailure(t *testing.T) {
-	nc := connect(t, natsURL(t))
-	s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.nostream." + uuid.NewString()[:8] + ".{type}", AckTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = s.Handle(context.Background(), outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"})
-	if err == nil || outbox.IsPermanent(err) {
-		t.Fatalf("Handle = %v, want a retryable error", err)
+// wantFault fails the test unless err is a DestinationError of reason (and target,
+// when not empty) that the processor holds (not merely suspected), and not permanent.
+func wantFault(t *testing.T, what string, err error, reason, target string) {
+	t.Helper()
+	var de *outbox.DestinationError
+	if !errors.As(err, &de) || de.Reason != reason || de.Target != target || de.Suspected ||
+		!outbox.IsUnavailable(err) || outbox.IsPermanent(err) {
+		t.Fatalf("%s: %v (%+v), want a destination fault %q, target %q", what, err, de, reason, target)
 	}
 }
 
-// natsServer runs /usr/sbin/nats-server (or OUTBOX_NATS_SERVER) with JetStream stored in dir.
+// wantRetry fails the test unless err is a plain retryable failure: neither a fault
+// of the destination nor permanent.
+func wantRetry(t *testing.T, what string, err error) {
+	t.Helper()
+	var de *outbox.DestinationError
+	if err == nil || errors.As(err, &de) || outbox.IsUnavailable(err) || outbox.IsPermanent(err) {
+		t.Fatalf("%s: %v, want a retryable failure of the event", what, err)
+	}
+}
+
+// A subject no stream captures fails as a fault of that subject only (not of NATS,
+// not of the event): the events of other subjects in the same batch are delivered.
+// So does a subject that Config.Stream does not capture.
+func TestNoStreamIsTargetFault(t *testing.T) {
+	nc := connect(t, natsURL(t))
+	st, prefix := testStream(t, nc, jetstream.MemoryStorage)
+	// The user ID picks the stream: the test's own, or none.
+	s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.{user_id}.{type}", AckTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, nostream := strings.TrimPrefix(prefix, "outboxtest."), "nostream"+uuid.NewString()[:8]
+	events := []outbox.Event{
+		{ID: uuid.NewString(), Type: "a", UserID: id, EntityID: "e1"},
+		{ID: uuid.NewString(), Type: "a", UserID: nostream, EntityID: "e2"},
+		{ID: uuid.NewString(), Type: "b", UserID: id, EntityID: "e3"},
+	}
+	errs := s.HandleBatch(context.Background(), events)
+	if errs[0] != nil || errs[2] != nil {
+		t.Fatalf("events to the stream: %v", errs)
+	}
+	wantFault(t, "event to a subject no stream captures", errs[1], outbox.ReasonTargetMissing, "outboxtest."+nostream+".a")
+	consumeAll(t, st, 2)
+
+	// The subject is captured, but not by the stream the sink must publish to.
+	other, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", Stream: "OUTBOXTEST_OTHER", AckTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = other.Handle(context.Background(), outbox.Event{ID: uuid.NewString(), Type: "c", EntityID: "e4"})
+	wantFault(t, "event captured by another stream than Config.Stream", err, outbox.ReasonTargetMissing, prefix+".c")
+}
+
+// A stream deleted while the relay runs holds its subject's events; once it is
+// created again, they are delivered.
+func TestStreamDeletedAndRecreated(t *testing.T) {
+	nc := connect(t, natsURL(t))
+	st, prefix := testStream(t, nc, jetstream.MemoryStorage)
+	cfg := st.CachedInfo().Config
+	s, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", Stream: cfg.Name, AckTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := func() outbox.Event { return outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"} }
+	if err := s.Handle(context.Background(), ev()); err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	if err := js.DeleteStream(context.Background(), cfg.Name); err != nil {
+		t.Fatal(err)
+	}
+	wantFault(t, "event to a deleted stream", s.Handle(context.Background(), ev()), outbox.ReasonTargetMissing, prefix+".t")
+	if _, err := js.CreateStream(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Handle(context.Background(), ev()); err != nil {
+		t.Fatalf("after the stream was created again: %v", err)
+	}
+}
+
+// A message larger than the server's max_payload, or than the stream's max_msg_size,
+// is the event's own fault: permanent. The other events of the batch go through.
+func TestTooLargeIsPermanent(t *testing.T) {
+	nc := connect(t, natsURL(t))
+	js, _ := jetstream.New(nc)
+	id := strings.ReplaceAll(uuid.NewString()[:13], "-", "")
+	name, prefix := "OUTBOXTEST_"+id, "outboxtest."+id
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: name, Subjects: []string{prefix + ".>"}, Storage: jetstream.MemoryStorage, MaxMsgSize: 4096,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.DeleteStream(context.Background(), name) })
+	s, err := natssink.New(nc, natssink.Config{Subject: prefix + ".{type}", AckTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := func(n int) json.RawMessage { return json.RawMessage(`"` + strings.Repeat("x", n) + `"`) }
+	events := []outbox.Event{
+		{ID: uuid.NewString(), Type: "small", EntityID: "e1"},
+		{ID: uuid.NewString(), Type: "stream", EntityID: "e2", Payload: payload(8 << 10)},              // > max_msg_size
+		{ID: uuid.NewString(), Type: "server", EntityID: "e3", Payload: payload(int(nc.MaxPayload()))}, // > max_payload
+		{ID: uuid.NewString(), Type: "small", EntityID: "e4"},
+	}
+	errs := s.HandleBatch(context.Background(), events)
+	if errs[0] != nil || errs[3] != nil {
+		t.Fatalf("small events: %v", errs)
+	}
+	for _, i := range []int{1, 2} {
+		var de *outbox.DestinationError
+		if !outbox.IsPermanent(errs[i]) || errors.As(errs[i], &de) {
+			t.Fatalf("event %d, too large: %v, want permanent", i, errs[i])
+		}
+	}
+}
+
+// A publish acknowledged by nobody in time (here a plain subscriber takes the subject
+// and never answers) is retried: not delivered, not the destination's fault. In a
+// batch, the events acknowledged in time are delivered although the wait for the
+// first one ran out the batch's time.
+func TestAckTimeoutIsRetryable(t *testing.T) {
+	nc := connect(t, natsURL(t))
+	st, prefix := testStream(t, nc, jetstream.MemoryStorage)
+	silent := "noack" + uuid.NewString()[:8]
+	sub, err := nc.SubscribeSync("outboxtest." + silent + ".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	// The user ID picks the subject: the silent subscriber's, or the stream's.
+	s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.{user_id}.{type}", AckTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unacked := func() outbox.Event { return outbox.Event{ID: uuid.NewString(), UserID: silent, Type: "t"} }
+	wantRetry(t, "publish never acknowledged", s.Handle(context.Background(), unacked()))
+
+	// The handler's deadline ends the wait the same way, and the events of the batch
+	// acknowledged before it count although it passed while the sink waited for the
+	// first one.
+	s, err = natssink.New(nc, natssink.Config{Subject: "outboxtest.{user_id}.{type}", AckTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := []outbox.Event{unacked()}
+	for range 20 {
+		events = append(events, outbox.Event{ID: uuid.NewString(), UserID: strings.TrimPrefix(prefix, "outboxtest."), Type: "t"})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	errs := s.HandleBatch(ctx, events)
+	wantRetry(t, "publish past the handler deadline", errs[0])
+	if !errors.Is(errs[0], context.DeadlineExceeded) {
+		t.Fatalf("past the handler deadline: %v", errs[0])
+	}
+	for i, err := range errs[1:] {
+		if err != nil {
+			t.Fatalf("event %d, acknowledged before the deadline: %v", i+1, err)
+		}
+	}
+	consumeAll(t, st, 20)
+}
+
+// A relay started while NATS is down (nats.RetryOnFailedConnect, as `outbox relay`
+// connects) has never heard from a server: the sink says NATS cannot be reached and
+// marks the events unavailable, instead of "headers not supported".
+func TestUnreachableServerIsUnavailable(t *testing.T) {
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)) // nothing listens there
+	nc := connect(t, url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
+	s, err := natssink.New(nc, natssink.Config{AckTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	errs := s.HandleBatch(context.Background(), []outbox.Event{{ID: uuid.NewString(), Type: "a"}, {ID: uuid.NewString(), Type: "b"}})
+	for i, err := range errs {
+		wantFault(t, fmt.Sprintf("event %d, NATS refusing connections", i), err, outbox.ReasonUnreachable, "")
+		if msg := err.Error(); !strings.Contains(msg, "cannot reach NATS") || strings.Contains(msg, "headers") {
+			t.Fatalf("event %d: %q, want it to say NATS cannot be reached", i, msg)
+		}
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("failing took %s: the sink waited for acknowledgements that cannot come", d)
+	}
+}
+
+// natsServer runs /usr/sbin/nats-server (or OUTBOX_NATS_SERVER) with JetStream stored in
+// dir, configured by the file conf when set.
 type natsServer struct {
 	t    *testing.T
 	bin  string
 	port int
 	dir  string
+	conf string
 	cmd  *exec.Cmd
+}
+
+// natsServerBin returns the nats-server binary, or skips the test saying why.
+func natsServerBin(t *testing.T) string {
+	t.Helper()
+	bin := cmp.Or(os.Getenv("OUTBOX_NATS_SERVER"), "/usr/sbin/nats-server")
+	if _, err := os.Stat(bin); err != nil {
+		t.Skipf("no nats-server binary at %s (set OUTBOX_NATS_SERVER): %v", bin, err)
+	}
+	return bin
 }
 
 func startNATSServer(t *testing.T, ns *natsServer) {
 	t.Helper()
-	cmd := exec.Command(ns.bin, "-a", "127.0.0.1", "-p", fmt.Sprint(ns.port), "-js", "-sd", ns.dir)
+	args := []string{"-a", "127.0.0.1", "-p", fmt.Sprint(ns.port), "-js", "-sd", ns.dir}
+	if ns.conf != "" {
+		args = append(args, "-c", ns.conf)
+	}
+	cmd := exec.Command(ns.bin, args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -274,10 +465,7 @@ func freePort(t *testing.T) int {
 // The broker goes away in the middle of a run and comes back: every event arrives,
 // exactly once, and none is given up.
 func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
-	bin := cmp.Or(os.Getenv("OUTBOX_NATS_SERVER"), "/usr/sbin/nats-server")
-	if _, err := os.Stat(bin); err != nil {
-		t.Skipf("no nats-server binary at %s (set OUTBOX_NATS_SERVER): %v", bin, err)
-	}
+	bin := natsServerBin(t)
 	ns := &natsServer{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
 	startNATSServer(t, ns)
 	t.Cleanup(ns.kill)
@@ -295,7 +483,7 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	obs := outboxtest.NewRecorder(n, n/2)
 	// A retry budget (50 attempts, 100ms apart) far longer than the outage.
 	p, err := outbox.NewProcessor(store, s, outbox.Config{
-		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
+		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observers: []outbox.Observer{obs}, Logger: outboxtest.Discard,
 		Retry: outbox.RetryPolicy{Delays: []time.Duration{100 * time.Millisecond}, MaxAttempts: 50, Jitter: -1},
 	})
 	if err != nil {
@@ -326,4 +514,103 @@ func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	}
 	t.Logf("outage: %d failed attempts retried, %d could not reach the broker (not counted), none given up", obs.Failed.Load(), obs.Unavailable.Load())
 	checkExactlyOnce(t, consumeAll(t, st, n), ids)
+}
+
+// Credentials: a nats-server of the test's own takes users "relay" (publish only to
+// "<prefix>.ok.>") and "admin". A wrong password, or a password changed while the
+// relay runs, holds delivery as a fault of the whole destination; a subject the user
+// may not publish to holds that subject's events only.
+func TestCredentialsRejected(t *testing.T) {
+	bin := natsServerBin(t)
+	dir := t.TempDir()
+	conf := dir + "/nats.conf"
+	writeConf := func(relayPassword string) {
+		t.Helper()
+		c := `authorization {
+  users = [
+    {user: relay, password: "` + relayPassword + `", permissions: {
+      publish: {allow: ["outboxtest.ok.>"]}, subscribe: {allow: ["_INBOX.>"]}}}
+    {user: admin, password: "admin-secret"}
+  ]
+}
+`
+		if err := os.WriteFile(conf, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeConf("relay-secret")
+	ns := &natsServer{t: t, bin: bin, port: freePort(t), dir: dir, conf: conf}
+	startNATSServer(t, ns)
+	t.Cleanup(ns.kill)
+	addr := fmt.Sprintf("127.0.0.1:%d", ns.port)
+	admin := connect(t, "nats://admin:admin-secret@"+addr)
+	js, err := jetstream.New(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{
+		Name: "OUTBOXTEST", Subjects: []string{"outboxtest.>"}, Storage: jetstream.MemoryStorage,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// The options `outbox relay` connects with.
+	relayOpts := []nats.Option{nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(20 * time.Millisecond)}
+	ev := func() outbox.Event { return outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"} }
+
+	t.Run("wrong password", func(t *testing.T) {
+		nc := connect(t, "nats://relay:wrong@"+addr, relayOpts...)
+		s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.ok.{type}", AckTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The client learns of the refusal when its connection attempt is answered.
+		deadline := time.Now().Add(5 * time.Second)
+		err = s.Handle(context.Background(), ev())
+		for !errors.Is(err, nats.ErrAuthorization) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			err = s.Handle(context.Background(), ev())
+		}
+		wantFault(t, "wrong password", err, outbox.ReasonCredentials, "")
+	})
+
+	t.Run("subject not permitted", func(t *testing.T) {
+		nc := connect(t, "nats://relay:relay-secret@"+addr, relayOpts...)
+		s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.{user_id}.{type}", AckTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		events := []outbox.Event{
+			{ID: uuid.NewString(), Type: "a", UserID: "ok", EntityID: "e1"},
+			{ID: uuid.NewString(), Type: "a", UserID: "denied", EntityID: "e2"},
+			{ID: uuid.NewString(), Type: "b", UserID: "ok", EntityID: "e3"},
+		}
+		errs := s.HandleBatch(context.Background(), events)
+		if errs[0] != nil || errs[2] != nil {
+			t.Fatalf("permitted subjects: %v", errs)
+		}
+		wantFault(t, "subject not permitted", errs[1], outbox.ReasonCredentials, "outboxtest.denied.a")
+	})
+
+	t.Run("password changed while running", func(t *testing.T) {
+		nc := connect(t, "nats://relay:relay-secret@"+addr, relayOpts...)
+		s, err := natssink.New(nc, natssink.Config{Subject: "outboxtest.ok.{type}", AckTimeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Handle(context.Background(), ev()); err != nil {
+			t.Fatal(err)
+		}
+		writeConf("rotated")
+		if err := ns.cmd.Process.Signal(syscall.SIGHUP); err != nil { // reload: the server drops clients no longer authorized
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		err = s.Handle(context.Background(), ev())
+		for !errors.Is(err, nats.ErrAuthorization) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			err = s.Handle(context.Background(), ev())
+		}
+		wantFault(t, "password changed", err, outbox.ReasonCredentials, "")
+	})
+
 }
