@@ -7,6 +7,8 @@
 //	outbox_events_given_up_total{type}           failed attempts that gave the event up
 //	outbox_events_released_total{type}           claims handed back without counting (shutdown, destination unavailable)
 //	outbox_deliveries_unavailable_total{type}    attempts that failed as the destination's fault (not counted against the event)
+//	outbox_outcomes_total{result}                the five counters above summed over types, by result: delivered,
+//	                                             failed, given_up, released, unavailable; every result at 0 from the start
 //	outbox_circuit_open                          1 while the circuit breaker holds deliveries back
 //	outbox_destination_held{target,reason}       1 while deliveries to target ("" for the whole destination) are held for reason
 //	outbox_circuit_opened_total                  times the circuit breaker opened
@@ -20,6 +22,9 @@
 //	outbox_oldest_pending_age_seconds            age of the oldest waiting event
 //	outbox_stats_refresh_errors_total            failed Stats refreshes
 //	outbox_stats_last_refresh_timestamp_seconds  when the gauges were last refreshed
+//
+// Prometheus alert rules for these metrics, one for each health rule of package outbox, are
+// in rules/outbox.rules.yml beside this package, with their promtool tests.
 package metrics
 
 import (
@@ -55,12 +60,17 @@ type Metrics struct {
 	cfg Config
 
 	delivered, failed, givenUp, released *prometheus.CounterVec
-	deliveryDuration                     *prometheus.HistogramVec
-	claimDuration                        prometheus.Histogram
-	claimed                              prometheus.Counter
-	events                               *prometheus.GaugeVec
-	stale, oldestAge, lastRefresh        prometheus.Gauge
-	refreshErrors                        prometheus.Counter
+	// outcomes holds the per-type counters' totals, each result exported at 0 from the
+	// start: a per-type counter has no series until its type is seen, so a rule reading
+	// it finds nothing (a sum of nothing is empty, not 0) and an increase misses the
+	// first increment. The alert rules (rules/outbox.rules.yml) read these.
+	outcomes                      *prometheus.CounterVec
+	deliveryDuration              *prometheus.HistogramVec
+	claimDuration                 prometheus.Histogram
+	claimed                       prometheus.Counter
+	events                        *prometheus.GaugeVec
+	stale, oldestAge, lastRefresh prometheus.Gauge
+	refreshErrors                 prometheus.Counter
 
 	unavailable         *prometheus.CounterVec
 	circuitOpen         prometheus.Gauge
@@ -107,6 +117,10 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		failed:    counter("events_failed_total", "Failed delivery attempts that will be retried, by event type."),
 		givenUp:   counter("events_given_up_total", "Failed delivery attempts that gave the event up (permanent error or no attempts left), by event type."),
 		released:  counter("events_released_total", "Claimed events handed back without counting the attempt (the processor was stopping, or the destination was unavailable), by event type."),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Name: "outcomes_total",
+			Help: "Delivery outcomes of all types, by result: delivered, failed (will be retried), given_up, released (handed back uncounted), unavailable (the destination's fault). Every result is exported from the start.",
+		}, []string{"result"}),
 		deliveryDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Name: "delivery_duration_seconds", Buckets: cfg.Buckets,
 			Help: "Time the sink took per delivery attempt (for batch sinks, the whole batch's time), by event type.",
@@ -134,15 +148,29 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 		stuck:         gauge("events_stuck", "Events processing under an expired lease (their processor is gone), as of the last refresh."),
 		oldestDueAge:  gauge("oldest_due_age_seconds", "How long the event due the longest has been due, as of the last refresh."),
 	}
-	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.givenUp, m.released, m.deliveryDuration,
+	for _, c := range []prometheus.Collector{m.delivered, m.failed, m.givenUp, m.released, m.outcomes, m.deliveryDuration,
 		m.claimDuration, m.claimed, m.events, m.stale, m.oldestAge, m.lastRefresh, m.refreshErrors,
 		m.unavailable, m.circuitOpen, m.held, m.circuitOpened, m.stuck, m.oldestDueAge} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
+	for _, r := range outcomeResults {
+		m.outcomes.WithLabelValues(r)
+	}
 	return m, nil
 }
+
+// The results of outbox_outcomes_total.
+const (
+	resultDelivered   = "delivered"
+	resultFailed      = "failed"
+	resultGivenUp     = "given_up"
+	resultReleased    = "released"
+	resultUnavailable = "unavailable"
+)
+
+var outcomeResults = []string{resultDelivered, resultFailed, resultGivenUp, resultReleased, resultUnavailable}
 
 // ObserveClaim implements outbox.Observer.
 func (m *Metrics) ObserveClaim(n int, d time.Duration) {
@@ -155,12 +183,16 @@ func (m *Metrics) ObserveDelivery(e outbox.Event, o outbox.Outcome, d time.Durat
 	switch {
 	case o.Result == outbox.Delivered:
 		m.delivered.WithLabelValues(e.Type).Inc()
+		m.outcomes.WithLabelValues(resultDelivered).Inc()
 	case o.Result == outbox.Failed && o.NextAttemptAt.IsZero():
 		m.givenUp.WithLabelValues(e.Type).Inc()
+		m.outcomes.WithLabelValues(resultGivenUp).Inc()
 	case o.Result == outbox.Failed:
 		m.failed.WithLabelValues(e.Type).Inc()
+		m.outcomes.WithLabelValues(resultFailed).Inc()
 	case o.Result == outbox.Released:
 		m.released.WithLabelValues(e.Type).Inc()
+		m.outcomes.WithLabelValues(resultReleased).Inc()
 		return // never attempted: no duration
 	}
 	m.deliveryDuration.WithLabelValues(e.Type).Observe(d.Seconds())
@@ -169,6 +201,7 @@ func (m *Metrics) ObserveDelivery(e outbox.Event, o outbox.Outcome, d time.Durat
 // ObserveUnavailable implements outbox.BreakerObserver.
 func (m *Metrics) ObserveUnavailable(e outbox.Event, _ error) {
 	m.unavailable.WithLabelValues(e.Type).Inc()
+	m.outcomes.WithLabelValues(resultUnavailable).Inc()
 }
 
 // ObserveHold implements outbox.BreakerObserver.
