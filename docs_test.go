@@ -1,14 +1,20 @@
 package outbox_test
 
 // Tests that hold the documentation to the code: the configuration page's defaults to
-// the exported constants, every link to a file of the repository, and every Go snippet
-// to an Example function that compiles and runs.
+// the exported constants, every link to a file of the repository, every Go snippet to
+// an Example function or tested program that compiles and runs, and the README's
+// program to running as pasted. (The sample outputs of the outbox command are held to
+// the command in cmd/outbox/internal/cli.)
 
 import (
 	"bufio"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -303,11 +309,12 @@ func headingAnchors(t *testing.T, page string) []string {
 	return anchors
 }
 
-// TestDocsGoSnippetsComeFromExamples checks that every line of every Go block in the
-// README and docs/ appears in an Example file, so that the snippets are code that
-// compiles and runs (trimmed, perhaps, but not rewritten).
-func TestDocsGoSnippetsComeFromExamples(t *testing.T) {
-	known := map[string]bool{}
+// snippetSources reads the files a Go snippet of the docs may be taken from: the
+// Example files (example_test.go, example_*_test.go) and the tested programs under
+// examples/quickstart, as path → content.
+func snippetSources(t *testing.T) map[string]string {
+	t.Helper()
+	sources := map[string]string{}
 	err := filepath.WalkDir(".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -316,36 +323,230 @@ func TestDocsGoSnippetsComeFromExamples(t *testing.T) {
 			return filepath.SkipDir
 		}
 		name := d.Name()
-		if name == "example_test.go" || (strings.HasPrefix(name, "example_") && strings.HasSuffix(name, "_test.go")) {
+		example := name == "example_test.go" || (strings.HasPrefix(name, "example_") && strings.HasSuffix(name, "_test.go"))
+		program := strings.HasPrefix(filepath.ToSlash(path), "examples/quickstart/") && strings.HasSuffix(name, ".go")
+		if example || program {
 			b, err := os.ReadFile(path)
 			if err != nil {
 				return err
 			}
-			for line := range strings.Lines(string(b)) {
-				known[strings.TrimSpace(line)] = true
-			}
+			sources[filepath.ToSlash(path)] = string(b)
 		}
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, page := range docPages(t) {
-		b, err := os.ReadFile(page)
-		if err != nil {
-			t.Fatal(err)
+	return sources
+}
+
+// goSnippet is a Go block of a page.
+type goSnippet struct {
+	line   int    // of its first line, from 1
+	text   string // its body
+	around string // the paragraphs just before and just after it, which may name its source
+}
+
+func goSnippets(t *testing.T, page string) []goSnippet {
+	t.Helper()
+	b, err := os.ReadFile(page)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	var out []goSnippet
+	for i := 0; i < len(lines); i++ {
+		if strings.TrimSpace(lines[i]) != "```go" {
+			continue
 		}
-		inGo := false
-		for i, line := range strings.Split(string(b), "\n") {
-			trimmed := strings.TrimSpace(line)
-			switch {
-			case trimmed == "```go":
-				inGo = true
-			case inGo && trimmed == "```":
-				inGo = false
-			case inGo && trimmed != "" && !known[trimmed]:
-				t.Errorf("%s:%d: this line of a Go snippet is in no Example file: %s", page, i+1, trimmed)
+		j := i + 1
+		for j < len(lines) && strings.TrimSpace(lines[j]) != "```" {
+			j++
+		}
+		before := i - 1
+		for before > 0 && strings.TrimSpace(lines[before-1]) != "" {
+			before--
+		}
+		if before < 0 {
+			before = 0
+		}
+		after := min(j+1, len(lines))
+		for after < len(lines) && strings.TrimSpace(lines[after]) != "" {
+			after++
+		}
+		out = append(out, goSnippet{
+			line:   i + 2,
+			text:   strings.Join(lines[i+1:min(j, len(lines))], "\n") + "\n",
+			around: strings.Join(lines[before:i], "\n") + "\n" + strings.Join(lines[min(j+1, len(lines)):after], "\n"),
+		})
+		i = j
+	}
+	return out
+}
+
+// trimmedLines is s line by line, without indentation: a snippet may be indented
+// differently from its source, but not otherwise changed.
+func trimmedLines(s string) []string {
+	var out []string
+	for line := range strings.Lines(s) {
+		out = append(out, strings.TrimSpace(line))
+	}
+	for len(out) > 0 && out[len(out)-1] == "" {
+		out = out[:len(out)-1]
+	}
+	return out
+}
+
+// containsRun reports whether want appears in have as consecutive lines.
+func containsRun(have, want []string) bool {
+	for i := 0; i+len(want) <= len(have); i++ {
+		if slices.Equal(have[i:i+len(want)], want) {
+			return true
+		}
+	}
+	return false
+}
+
+// goFile matches a snippet that is a whole file: it has a package clause.
+var goFile = regexp.MustCompile(`(?m)^package \w+$`)
+
+var goFileMention = regexp.MustCompile("[A-Za-z0-9_./-]+\\.go\\b")
+
+// TestDocsGoSnippetsAreTheirSources holds every Go block of the README and docs/ to
+// code that compiles and runs: each is a run of consecutive lines of an Example file or
+// of a tested program (examples/quickstart), unchanged but for indentation, and of the
+// file its page names when it names one; it is whole Go (statements or a file) and
+// checks each error it assigns. A block that is a whole program is the whole file.
+func TestDocsGoSnippetsAreTheirSources(t *testing.T) {
+	t.Parallel()
+	sources := snippetSources(t)
+	for _, page := range docPages(t) {
+		for _, sn := range goSnippets(t, page) {
+			where := fmt.Sprintf("%s:%d", page, sn.line)
+			want := trimmedLines(sn.text)
+			var in []string
+			for path, src := range sources {
+				if containsRun(trimmedLines(src), want) {
+					in = append(in, path)
+				}
+			}
+			slices.Sort(in)
+			if len(in) == 0 {
+				t.Errorf("%s: this Go snippet is not a run of lines of any Example file or tested program:\n%s", where, sn.text)
+				continue
+			}
+			for _, named := range goFileMention.FindAllString(sn.around, -1) {
+				if _, ok := sources[named]; ok && !slices.Contains(in, named) {
+					t.Errorf("%s: the page names %s as the snippet's source, but the snippet is not in it (it is in %v)", where, named, in)
+				}
+			}
+			if goFile.MatchString(sn.text) {
+				whole := false
+				for _, path := range in {
+					whole = whole || strings.TrimSpace(sources[path]) == strings.TrimSpace(sn.text)
+				}
+				if !whole {
+					t.Errorf("%s: a whole program, but not the whole of %v", where, in)
+				}
+			}
+			for _, problem := range snippetProblems(sn.text) {
+				t.Errorf("%s: %s", where, problem)
 			}
 		}
+	}
+}
+
+// snippetProblems parses a snippet (a file, or statements) and lists what keeps it
+// from being code that runs as shown: a syntax error (a snippet cut mid-statement), an
+// error assigned and not looked at by the next statement, a result discarded with _
+// from a call that returns several (an error, as a rule).
+func snippetProblems(text string) []string {
+	src, offset := text, 0
+	if !goFile.MatchString(text) {
+		src, offset = "package p\n\nfunc _() {\n"+text+"\n}\n", 3
+	}
+	fset := token.NewFileSet()
+	f, err := parser.ParseFile(fset, "snippet.go", src, parser.SkipObjectResolution)
+	if err != nil {
+		return []string{fmt.Sprintf("not whole Go (cut mid-statement?): %v", err)}
+	}
+	var problems []string
+	line := func(n ast.Node) int { return fset.Position(n.Pos()).Line - offset }
+	mentionsErr := func(n ast.Node) bool {
+		found := false
+		ast.Inspect(n, func(n ast.Node) bool {
+			if id, ok := n.(*ast.Ident); ok && id.Name == "err" {
+				found = true
+			}
+			return !found
+		})
+		return found
+	}
+	ast.Inspect(f, func(n ast.Node) bool {
+		var list []ast.Stmt
+		switch b := n.(type) {
+		case *ast.BlockStmt:
+			list = b.List
+		case *ast.CaseClause:
+			list = b.Body
+		case *ast.CommClause:
+			list = b.Body
+		default:
+			return true
+		}
+		for i, st := range list {
+			as, ok := st.(*ast.AssignStmt)
+			if !ok {
+				continue
+			}
+			last := as.Lhs[len(as.Lhs)-1]
+			if id, ok := last.(*ast.Ident); ok && id.Name == "_" && len(as.Lhs) > 1 && len(as.Rhs) == 1 {
+				if _, call := as.Rhs[0].(*ast.CallExpr); call {
+					problems = append(problems, fmt.Sprintf("line %d discards a result (an error?) with _", line(as)))
+				}
+			}
+			assignsErr := false
+			for _, l := range as.Lhs {
+				if id, ok := l.(*ast.Ident); ok && id.Name == "err" {
+					assignsErr = true
+				}
+			}
+			if assignsErr && (i+1 == len(list) || !mentionsErr(list[i+1])) {
+				problems = append(problems, fmt.Sprintf("line %d assigns err, and the next statement does not check it", line(as)))
+			}
+		}
+		return true
+	})
+	return problems
+}
+
+// TestREADMEProgramRunsAsPasted pastes the README's program into a main package of
+// its own and runs it: it must compile, exit 0 and print the delivery it makes.
+func TestREADMEProgramRunsAsPasted(t *testing.T) {
+	t.Parallel()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("no go command to run the README's program with: %v", err)
+	}
+	snippets := goSnippets(t, "README.md")
+	if len(snippets) == 0 || !regexp.MustCompile(`(?m)^package main$`).MatchString(snippets[0].text) {
+		t.Fatalf("the README's first Go block is not a program (package main)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(snippets[0].text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Run from the module, so that its imports are this checkout's packages.
+	cmd := exec.Command(goBin, "run", filepath.Join(dir, "main.go"))
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("the README's program, pasted and run: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if stdout.Len() == 0 {
+		t.Fatalf("the README's program printed nothing (stderr:\n%s)", stderr.String())
+	}
+	if want := "delivered order.created order-1\ncompleted 1 of 1\n"; stdout.String() != want {
+		t.Fatalf("the README's program printed:\n%s\nwant:\n%s", stdout.String(), want)
 	}
 }

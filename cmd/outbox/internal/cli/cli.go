@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -42,9 +43,11 @@ type Env struct {
 	Clock outbox.Clock
 
 	// Test hooks.
-	observer outbox.Observer   // also told about the relay's deliveries
-	onListen func(addr string) // called with the metrics server's address once it listens
-	onStart  func()            // called once the relay's processor runs
+	observer  outbox.Observer                 // also told about the relay's deliveries
+	onListen  func(addr string)               // called with the metrics server's address once it listens
+	onStart   func()                          // called once the relay's processor runs
+	buildInfo func() (*debug.BuildInfo, bool) // defaults to debug.ReadBuildInfo
+	onSummary func()                          // called after each of the relay's summary lines
 }
 
 // usageError is bad input: exit 2, one line.
@@ -82,6 +85,13 @@ type call struct {
 	timeout time.Duration // --timeout: connecting, and each statement of an operator command
 }
 
+// globals are the flags that may come before the command: outbox --dsn X --timeout 2s stats.
+// A command's own --dsn or --timeout wins over them.
+type globals struct {
+	dsn     string
+	timeout time.Duration // zero: not given
+}
+
 // DefaultTimeout is how long a command waits for the store to connect, and for each
 // statement, before it gives up with exit 2 ("cannot tell").
 const DefaultTimeout = 10 * time.Second
@@ -91,7 +101,7 @@ var commands []*command
 func init() {
 	commands = []*command{
 		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, discardCmd, purgeCmd, staleCmd, healthCmd,
-		pauseCmd, resumeCmd, serveCmd,
+		pauseCmd, resumeCmd, serveCmd, versionCmd,
 	}
 }
 
@@ -119,23 +129,51 @@ func Main(ctx context.Context, args []string, env Env) int {
 	if env.Stderr == nil {
 		env.Stderr = io.Discard
 	}
-	// Global flags may come before the command: outbox --dsn X stats.
-	var globalDSN string
-	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+	if env.buildInfo == nil {
+		env.buildInfo = debug.ReadBuildInfo
+	}
+	// Global flags may come before the command: outbox --dsn X --timeout 2s stats.
+	var g globals
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-" {
 		a := args[0]
-		switch {
-		case a == "-h" || a == "--help" || a == "-help":
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		switch name {
+		case "h", "help":
 			topUsage(env.Stdout)
 			return ExitOK
-		case a == "--dsn" || a == "-dsn":
-			if len(args) < 2 {
-				return fail(&env, "", usagef("flag needs an argument: --dsn"))
+		case "version":
+			fmt.Fprintln(env.Stdout, versionLine(env.buildInfo()))
+			return ExitOK
+		case "dsn", "timeout":
+			if hasValue {
+				args = args[1:]
+			} else {
+				if len(args) < 2 {
+					return fail(&env, "", usagef("flag needs an argument: --%s", name))
+				}
+				value, args = args[1], args[2:]
 			}
-			globalDSN, args = args[1], args[2:]
-		case strings.HasPrefix(a, "--dsn=") || strings.HasPrefix(a, "-dsn="):
-			globalDSN, args = a[strings.IndexByte(a, '=')+1:], args[1:]
-		default:
+			if name == "dsn" {
+				g.dsn = value
+				continue
+			}
+			d, err := parseDuration(value)
+			if err != nil {
+				return fail(&env, "", usagef("--timeout: %v", err))
+			}
+			if d <= 0 {
+				return fail(&env, "", usagef("--timeout must be positive, got %s", d))
+			}
+			g.timeout = d
+		case "":
 			return fail(&env, "", usagef("unknown flag %s before the command (see 'outbox --help')", a))
+		default:
+			if slices.Contains(commandFlagNames(), name) {
+				return fail(&env, "", usagef("--%s is a command's flag: give it after the command, as in 'outbox COMMAND --%s' "+
+					"(only --dsn, --timeout, --version and --help go before the command)", name, name))
+			}
+			return fail(&env, "", usagef("unknown flag %s before the command%s (only --dsn, --timeout, --version and --help go there; "+
+				"see 'outbox --help')", a, didYouMean(name, "--", globalFlagNames, commandFlagNames())))
 		}
 	}
 	if len(args) == 0 {
@@ -152,9 +190,9 @@ func Main(ctx context.Context, args []string, env Env) int {
 	}
 	cmd := lookup(args[0])
 	if cmd == nil {
-		return fail(&env, "", usagef("unknown command %q (want one of %s; see 'outbox --help')", args[0], names()))
+		return fail(&env, "", usagef("unknown command %q%s (want one of %s; see 'outbox --help')", args[0], didYouMean(args[0], "", names()), strings.Join(names(), ", ")))
 	}
-	c, err := parse(cmd, args[1:], globalDSN, &env)
+	c, err := parse(cmd, args[1:], g, &env)
 	if errors.Is(err, flag.ErrHelp) {
 		return ExitOK
 	}
@@ -164,12 +202,82 @@ func Main(ctx context.Context, args []string, env Env) int {
 	return fail(&env, cmd.name, cmd.run(ctx, &env, c))
 }
 
-func names() string {
+func names() []string {
 	var ns []string
 	for _, c := range commands {
 		ns = append(ns, c.name)
 	}
-	return strings.Join(ns, ", ")
+	return ns
+}
+
+// globalFlagNames are the flags that may come before the command.
+var globalFlagNames = []string{"dsn", "timeout", "version", "help"}
+
+// commandFlagNames lists the flags of every command, for suggestions.
+func commandFlagNames() []string {
+	var all []string
+	for _, c := range commands {
+		fs := c.flagSet(&call{cmd: c}, new(string))
+		fs.VisitAll(func(f *flag.Flag) { all = append(all, f.Name) })
+	}
+	slices.Sort(all)
+	return slices.Compact(all)
+}
+
+// didYouMean returns "; did you mean X?" naming the candidate nearest to the mistyped
+// name, or "" when none is near: within an edit or two (a swap of neighbours is one),
+// or a prefix of three letters or more. The lists are tried in order: a near name in
+// an earlier one wins; among equally near ones, one with the same first letter.
+func didYouMean(typed, prefix string, lists ...[]string) string {
+	for _, list := range lists {
+		best, bestScore := "", 0
+		for _, c := range list {
+			d := editDistance(typed, c)
+			if len(typed) >= 3 && (strings.HasPrefix(c, typed) || strings.HasPrefix(typed, c)) {
+				d = min(d, 1)
+			}
+			if d > max(1, min(2, len(c)/3)) {
+				continue
+			}
+			score := 2 * d
+			if typed == "" || c[0] != typed[0] {
+				score++
+			}
+			if best == "" || score < bestScore {
+				best, bestScore = c, score
+			}
+		}
+		if best != "" {
+			return "; did you mean " + prefix + best + "?"
+		}
+	}
+	return ""
+}
+
+// editDistance is the optimal-string-alignment distance between a and b, in bytes:
+// insertions, deletions, substitutions and swaps of neighbours count one each.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // fail prints err as one line and returns its exit code.
@@ -198,21 +306,55 @@ func fail(env *Env, cmd string, err error) int {
 	}
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine joins the lines of a message into one, each line once: pgx lists every
+// connection attempt on a line of its own, and two attempts (TLS, then plain) that
+// failed alike would say the same thing twice.
+func oneLine(s string) string {
+	var out strings.Builder
+	var seen []string
+	for line := range strings.Lines(s) {
+		line = strings.Join(strings.Fields(line), " ")
+		if line == "" || slices.Contains(seen, line) {
+			continue
+		}
+		if len(seen) > 0 {
+			if prev := seen[len(seen)-1]; strings.HasSuffix(prev, ":") {
+				out.WriteString(" ")
+			} else {
+				out.WriteString("; ")
+			}
+		}
+		seen = append(seen, line)
+		out.WriteString(line)
+	}
+	return out.String()
+}
 
-// parse reads flags and positional arguments in any order (flags may follow IDs).
-func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, error) {
+// dsnUsage describes --dsn wherever it is listed.
+const dsnUsage = "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)"
+
+// flagSet is the command's flags, set into c (and dsn).
+func (cmd *command) flagSet(c *call, dsn *string) *flag.FlagSet {
 	fs := flag.NewFlagSet("outbox "+cmd.name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard) // errors are reported as one line by fail
-	c := &call{cmd: cmd}
-	var dsn string
 	if cmd.needsDSN {
-		fs.StringVar(&dsn, "dsn", "", "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)")
+		fs.StringVar(dsn, "dsn", "", dsnUsage)
 		timeoutFlag(fs, &c.timeout)
 	}
 	if cmd.flags != nil {
 		c.opts = cmd.flags(fs)
 	}
+	return fs
+}
+
+// undefinedFlag is how the flag package names a flag it does not know.
+const undefinedFlag = "flag provided but not defined: -"
+
+// parse reads flags and positional arguments in any order (flags may follow IDs).
+func parse(cmd *command, args []string, g globals, env *Env) (*call, error) {
+	c := &call{cmd: cmd}
+	var dsn string
+	fs := cmd.flagSet(c, &dsn)
 	for {
 		err := fs.Parse(args)
 		if errors.Is(err, flag.ErrHelp) {
@@ -220,7 +362,13 @@ func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, erro
 			return nil, err
 		}
 		if err != nil {
-			return nil, usagef("%v (see 'outbox %s --help')", err, cmd.name)
+			hint := ""
+			if name, ok := strings.CutPrefix(err.Error(), undefinedFlag); ok {
+				var own []string
+				fs.VisitAll(func(f *flag.Flag) { own = append(own, f.Name) })
+				hint = didYouMean(name, "--", own)
+			}
+			return nil, usagef("%v%s (see 'outbox %s --help')", err, hint, cmd.name)
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -233,14 +381,23 @@ func parse(cmd *command, args []string, globalDSN string, env *Env) (*call, erro
 		c.args = append(c.args, args[0])
 		args = args[1:]
 	}
-	if cmd.needsDSN {
-		if c.timeout <= 0 {
-			return nil, usagef("--timeout must be positive, got %s", c.timeout)
+	if !cmd.needsDSN {
+		if g.dsn != "" || g.timeout != 0 {
+			return nil, usagef("%s takes no --dsn or --timeout", cmd.name)
 		}
-		c.dsn = firstNonEmpty(dsn, globalDSN, env.Getenv("OUTBOX_DSN"))
-		if c.dsn == "" {
-			return nil, usagef("no store given: pass --dsn sqlite:PATH or --dsn postgres://…, or set OUTBOX_DSN")
-		}
+		return c, nil
+	}
+	timeoutSet := false
+	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
+	if !timeoutSet && g.timeout != 0 {
+		c.timeout = g.timeout
+	}
+	if c.timeout <= 0 {
+		return nil, usagef("--timeout must be positive, got %s", c.timeout)
+	}
+	c.dsn = firstNonEmpty(dsn, g.dsn, env.Getenv("OUTBOX_DSN"))
+	if c.dsn == "" {
+		return nil, usagef("no store given: pass --dsn sqlite:PATH, --dsn postgres://… or --dsn mysql://…, or set OUTBOX_DSN")
 	}
 	return c, nil
 }
@@ -258,7 +415,8 @@ func topUsage(w io.Writer) {
 	fmt.Fprint(w, `outbox: the transactional outbox's relay daemon and operator tool.
 
 Usage:
-  outbox [--dsn DSN] COMMAND [flags] [args]
+  outbox [--dsn DSN] [--timeout DURATION] COMMAND [flags] [args]
+  outbox --version
 
 Commands:
 `)
@@ -270,6 +428,8 @@ The store is named by one DSN, given as --dsn or OUTBOX_DSN:
   sqlite:PATH                                    a SQLite file
   postgres://user@host:5432/db?sslmode=disable   PostgreSQL (add schema=NAME, table=NAME to
                                                  use a non-default outbox table)
+  mysql://user:pass@host:3306/db                 MySQL or MariaDB (add table=NAME); the Go
+                                                 driver's user:pass@tcp(host:3306)/db works too
 
 Exit codes: 0 done; 1 failed (or, for health, alerts); 2 bad input, or cannot tell (for
 health; and for any command whose store did not answer within --timeout, default 10s).
@@ -280,13 +440,7 @@ Run 'outbox COMMAND --help' for a command's flags and examples.
 func commandUsage(w io.Writer, c *command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: outbox %s %s\n\n%s\n", c.name, c.args, c.summary)
 	if fs == nil {
-		fs = flag.NewFlagSet(c.name, flag.ContinueOnError)
-		if c.needsDSN {
-			fs.String("dsn", "", "the store: sqlite:PATH, postgres://… or mysql://… (default $OUTBOX_DSN)")
-		}
-		if c.flags != nil {
-			c.flags(fs)
-		}
+		fs = c.flagSet(&call{cmd: c}, new(string))
 	}
 	var flags []*flag.Flag
 	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })

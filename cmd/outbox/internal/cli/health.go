@@ -112,8 +112,8 @@ Examples:
 					return err
 				}
 			} else if h.Healthy {
-				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %.1f%% over the last %s\n",
-					st.Pending+st.Failed, st.Stale, st.Stuck, st.Recent.FailureRate()*100, formatDuration(o.window))
+				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %s over the last %s\n",
+					st.Pending+st.Failed, st.Stale, st.Stuck, percent(recentFailureRate(st.Recent)), formatDuration(o.window))
 			} else {
 				fmt.Fprintf(env.Stdout, "unhealthy: %d alert(s)\n", len(h.Alerts))
 				for _, a := range h.Alerts {

@@ -19,7 +19,8 @@ creates a SQLite file.
 Examples:
   outbox migrate --dsn sqlite:./app.db
   OUTBOX_DSN='postgres://postgres@127.0.0.1:5432/app?sslmode=disable' outbox migrate
-  outbox migrate --dsn 'postgres://…/app?schema=events&table=outbox'`,
+  outbox migrate --dsn 'postgres://…/app?schema=events&table=outbox'
+  outbox migrate --dsn 'mysql://app@127.0.0.1:3306/app'       # or app@tcp(127.0.0.1:3306)/app`,
 	run: func(ctx context.Context, env *Env, c *call) error {
 		if err := noArgs(c); err != nil {
 			return err

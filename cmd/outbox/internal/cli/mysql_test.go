@@ -36,6 +36,12 @@ func TestMySQLDSNs(t *testing.T) {
 		{name: "no database", dsn: "mysql://root@127.0.0.1:3306/", wantErr: "malformed DSN"},
 		{name: "no host", dsn: "mysql:///test", wantErr: "malformed DSN"},
 		{name: "bad driver parameter", dsn: "mysql://root@h:3306/d?timeout=soon", wantErr: "malformed DSN"},
+		// The Go driver's own form, as OUTBOX_MYSQL_DSN is often written.
+		{name: "driver form", dsn: "app:s3cret@tcp(db.example:3307)/shop?table=events", addr: "db.example:3307", db: "shop", user: "app", pw: "s3cret", table: "events"},
+		{name: "driver form, no password", dsn: "root@tcp(127.0.0.1:3306)/test", addr: "127.0.0.1:3306", db: "test", user: "root"},
+		{name: "driver form, driver parameter", dsn: "root@tcp(h:3306)/d?parseTime=true&table=ev", addr: "h:3306", db: "d", user: "root", table: "ev"},
+		{name: "driver form, no database", dsn: "app:s3cret@tcp(127.0.0.1:3306)/", wantErr: "malformed DSN"},
+		{name: "driver form, bad parameter", dsn: "app:s3cret@tcp(h:3306)/d?timeout=soon", wantErr: "malformed DSN"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -193,5 +199,34 @@ func TestMySQLRelayDeliversAndServesMetrics(t *testing.T) {
 	}
 	if obs.count[outbox.Delivered] != len(events) {
 		t.Fatalf("outcomes %v, want %d delivered", obs.count, len(events))
+	}
+}
+
+// The driver's own DSN form (user@tcp(host:port)/db), as docs/testing.md writes
+// OUTBOX_MYSQL_DSN, works as the store's DSN too.
+func TestMySQLDriverFormDSN(t *testing.T) {
+	t.Parallel()
+	dsn, _ := mysqlBackend(t)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := os.Getenv("OUTBOX_MYSQL_DSN")
+	if strings.HasPrefix(raw, "mysql://") {
+		t.Skip("OUTBOX_MYSQL_DSN is in the mysql:// form; this test wants the driver's")
+	}
+	sep := "?"
+	if strings.Contains(raw, "?") {
+		sep = "&"
+	}
+	driverForm := raw + sep + "table=" + u.Query().Get("table")
+	if r := runEnv(t, Env{}, "migrate", "--dsn", driverForm); r.code != 0 || !strings.Contains(r.stdout, "applied migration 1") {
+		t.Fatalf("migrate --dsn %s: %v", driverForm, r)
+	}
+	if r := runEnv(t, Env{}, "stats", "--dsn", dsn); r.code != 0 {
+		t.Fatalf("stats on the mysql:// form of the same table: %v", r)
+	}
+	if r := runEnv(t, Env{}, "health", "--dsn", driverForm); r.code != 0 || !strings.HasPrefix(r.stdout, "healthy") {
+		t.Fatalf("health --dsn %s: %v", driverForm, r)
 	}
 }

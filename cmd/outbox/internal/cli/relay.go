@@ -68,6 +68,7 @@ type relayOpts struct {
 	// operations
 	metricsAddr     string
 	metricsInterval time.Duration
+	summaryInterval time.Duration
 	logLevel        string
 	otel            bool
 	otelRoundTrips  bool
@@ -94,7 +95,15 @@ Sinks, chosen by the URL's scheme:
 
 On SIGINT or SIGTERM the relay stops claiming, lets deliveries in flight finish (up to
 --drain-timeout), records their outcomes, hands back what it had claimed but not
-started, and exits 0. A second signal is not needed and not special.
+started, and exits 0. Past --drain-timeout the deliveries still running are cancelled
+and their events handed back, to be delivered again (nothing is lost: delivery is at
+least once), and it still exits 0, logging a warning: it stopped as asked, and a
+supervisor must not take a requested stop for a crash. Exit 1 is kept for a relay that
+failed. A second signal is not needed and not special.
+
+At info level the relay logs a line every --summary-interval (30s) in which something
+happened: how many events were delivered, failed (to be retried), given up, and held
+by a fault of the sink, and one more for the rest when it stops.
 
 Examples:
   outbox relay --dsn sqlite:./app.db --sink https://api.example.com/outbox/events
@@ -143,6 +152,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		durationVar(fs, &o.dedupWindow, "dedup-window", redissink.DefaultDedupWindow, "Redis: how long an event ID is remembered to refuse its repeat")
 		fs.StringVar(&o.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz at http://ADDR; a bare :PORT binds 127.0.0.1")
 		durationVar(fs, &o.metricsInterval, "metrics-interval", 15*time.Second, "how often the pending/processing gauges are refreshed")
+		durationVar(fs, &o.summaryInterval, "summary-interval", DefaultSummaryInterval, "how often an info line sums up the deliveries since the last one, when there were any")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 		fs.BoolVar(&o.otel, "otel", false, "export traces over OTLP (default: on when OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=otlp is set)")
 		fs.BoolVar(&o.otelRoundTrips, "otel-round-trips", false, "with tracing, also a span per claim and per settle")
@@ -178,7 +188,7 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 	}{
 		{"--poll-interval", o.pollInterval}, {"--lease", o.lease}, {"--handler-timeout", o.handlerTimeout},
 		{"--retention", o.retention}, {"--stale-after", o.staleAfter}, {"--drain-timeout", o.drainTimeout},
-		{"--sink-timeout", o.sinkTimeout}, {"--metrics-interval", o.metricsInterval},
+		{"--sink-timeout", o.sinkTimeout}, {"--metrics-interval", o.metricsInterval}, {"--summary-interval", o.summaryInterval},
 	} {
 		if f.v <= 0 {
 			return nil, usagef("%s must be positive, got %s", f.name, f.v)
@@ -456,7 +466,8 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return err
 	}
 	tally := &outcomeTally{}
-	rc.proc.Observers = []outbox.Observer{m, tally}
+	summary := &outcomeTally{}
+	rc.proc.Observers = []outbox.Observer{m, tally, summary}
 	if env.observer != nil {
 		rc.proc.Observers = append(rc.proc.Observers, env.observer)
 	}
@@ -547,6 +558,22 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return err
 	}
 	log.Info("relay started", "store", d.describe(), "sink", redactURL(o.sink))
+	summaryDone := make(chan struct{})
+	wg.Go(func() {
+		ticker := time.NewTicker(o.summaryInterval)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ticker.C:
+				summary.logSummary(log, o.summaryInterval, "")
+				if env.onSummary != nil {
+					env.onSummary()
+				}
+			case <-summaryDone:
+				return
+			}
+		}
+	})
 	if env.onStart != nil {
 		env.onStart()
 	}
@@ -554,14 +581,23 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	log.Info("signal received: draining in-flight deliveries", "drain_timeout", o.drainTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
-	if err := p.Stop(sctx); err != nil {
-		return fmt.Errorf("drain: %w (interrupted deliveries were released, to be delivered again)", err)
+	err = p.Stop(sctx)
+	close(summaryDone)
+	summary.logSummary(log, 0, "since the last summary")
+	if err != nil {
+		// Stopped as asked all the same: what was cut short is delivered again.
+		log.Warn("drain timeout passed: deliveries still running were cancelled and their events handed back, to be delivered again",
+			"drain_timeout", o.drainTimeout)
 	}
 	cancelRun()
 	_ = m.Refresh(context.Background(), gauges)
 	log.Info("relay stopped")
 	return nil
 }
+
+// DefaultSummaryInterval is how often a running relay logs, at info level, what it
+// delivered since its last such line (--summary-interval).
+const DefaultSummaryInterval = 30 * time.Second
 
 func redactURL(s string) string {
 	if u, err := url.Parse(s); err == nil {
@@ -602,10 +638,11 @@ func holds(b outbox.BreakerState) []string {
 	return lines
 }
 
-// outcomeTally counts the outcomes of a run, for --once's exit code.
+// outcomeTally counts the outcomes of a run, for --once's exit code and the
+// relay's periodic summary.
 type outcomeTally struct {
-	mu                             sync.Mutex
-	delivered, failed, unavailable int
+	mu                                      sync.Mutex
+	delivered, failed, givenUp, unavailable int
 }
 
 func (t *outcomeTally) ObserveClaim(int, time.Duration) {}
@@ -618,6 +655,9 @@ func (t *outcomeTally) ObserveDelivery(_ outbox.Event, o outbox.Outcome, _ time.
 		t.delivered++
 	case outbox.Failed:
 		t.failed++
+		if o.NextAttemptAt.IsZero() {
+			t.givenUp++
+		}
 	}
 }
 
@@ -633,6 +673,27 @@ func (t *outcomeTally) counts() (delivered, failed, unavailable int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.delivered, t.failed, t.unavailable
+}
+
+// logSummary logs, at info level, the outcomes counted since the last call, and
+// starts counting afresh; it logs nothing when there were none. interval (when not
+// zero) or span says what stretch of time the line covers. Failed counts the attempts
+// that failed, given up included; held, the deliveries held by a fault of the sink.
+func (t *outcomeTally) logSummary(log *slog.Logger, interval time.Duration, span string) {
+	t.mu.Lock()
+	delivered, failed, givenUp, held := t.delivered, t.failed, t.givenUp, t.unavailable
+	t.delivered, t.failed, t.givenUp, t.unavailable = 0, 0, 0, 0
+	t.mu.Unlock()
+	if delivered+failed+held == 0 {
+		return
+	}
+	attrs := []any{"delivered", delivered, "failed", failed - givenUp, "given_up", givenUp, "held", held}
+	if interval > 0 {
+		attrs = append(attrs, "in_the_last", formatDuration(interval))
+	} else {
+		attrs = append(attrs, "span", span)
+	}
+	log.Info("deliveries", attrs...)
 }
 
 // relayFlags maps the processor's fields to the flags that set them.

@@ -21,20 +21,78 @@ type statsOpts struct {
 	window     time.Duration
 }
 
-// statsJSON is Stats for scripts: the age in seconds, the success rate computed.
+// statsJSON is Stats for scripts. Durations are seconds, as numbers, in fields named
+// *_seconds; a rate is null when there is nothing to take it over (nothing settled;
+// no outcome in the window), not a 100 % or 0 % that nothing measured.
 type statsJSON struct {
-	outbox.Stats
+	Total      int `json:"total"`
+	Pending    int `json:"pending"`
+	Processing int `json:"processing"`
+	Completed  int `json:"completed"`
+	Failed     int `json:"failed"`
+	GivenUp    int `json:"given_up"`
+	Stale      int `json:"stale"`
+	Blocked    int `json:"blocked"`
+	Stuck      int `json:"stuck"`
+
 	OldestPendingAgeSeconds float64 `json:"oldest_pending_age_seconds"`
 	OldestDueAgeSeconds     float64 `json:"oldest_due_age_seconds"`
-	SuccessRate             float64 `json:"success_rate"`
-	// RecentFailureRate is Recent.FailureRate(), over RecentWindowSeconds.
-	RecentFailureRate   float64 `json:"recent_failure_rate"`
-	RecentWindowSeconds float64 `json:"recent_window_seconds"`
+	// SuccessRate is completed ÷ (completed + retrying + given up).
+	SuccessRate *float64 `json:"success_rate"`
+
+	// Recent counts the outcomes of the last RecentWindowSeconds; RecentFailureRate is
+	// their share of failures (retrying or given up).
+	Recent              recentJSON `json:"recent"`
+	RecentWindowSeconds float64    `json:"recent_window_seconds"`
+	RecentFailureRate   *float64   `json:"recent_failure_rate"`
+
+	ByType map[string]outbox.TypeCounts `json:"by_type,omitempty"`
+	Paused []string                     `json:"paused,omitempty"`
+}
+
+type recentJSON struct {
+	Completed int `json:"completed"`
+	Failed    int `json:"failed"`
+	GivenUp   int `json:"given_up"`
 }
 
 func newStatsJSON(s outbox.Stats) statsJSON {
-	return statsJSON{Stats: s, OldestPendingAgeSeconds: s.OldestPendingAge.Seconds(), OldestDueAgeSeconds: s.OldestDueAge.Seconds(),
-		SuccessRate: s.SuccessRate(), RecentFailureRate: s.Recent.FailureRate(), RecentWindowSeconds: s.Recent.Window.Seconds()}
+	return statsJSON{
+		Total: s.Total, Pending: s.Pending, Processing: s.Processing, Completed: s.Completed, Failed: s.Failed,
+		GivenUp: s.GivenUp, Stale: s.Stale, Blocked: s.Blocked, Stuck: s.Stuck,
+		OldestPendingAgeSeconds: s.OldestPendingAge.Seconds(), OldestDueAgeSeconds: s.OldestDueAge.Seconds(),
+		SuccessRate:         successRate(s),
+		Recent:              recentJSON{Completed: s.Recent.Completed, Failed: s.Recent.Failed, GivenUp: s.Recent.GivenUp},
+		RecentWindowSeconds: s.Recent.Window.Seconds(),
+		RecentFailureRate:   recentFailureRate(s.Recent),
+		ByType:              s.ByType, Paused: s.Paused,
+	}
+}
+
+// successRate is Stats.SuccessRate, or nil when no event is settled.
+func successRate(s outbox.Stats) *float64 {
+	if s.Completed+s.Failed+s.GivenUp == 0 {
+		return nil
+	}
+	r := s.SuccessRate()
+	return &r
+}
+
+// recentFailureRate is the window's failure rate, or nil when it holds no outcome.
+func recentFailureRate(w outbox.WindowCounts) *float64 {
+	if w.Completed+w.Failed+w.GivenUp == 0 {
+		return nil
+	}
+	r := w.FailureRate()
+	return &r
+}
+
+// percent prints a rate for people: "n/a" when there is none.
+func percent(r *float64) string {
+	if r == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.1f%%", *r*100)
 }
 
 var statsCmd = &command{
@@ -43,7 +101,9 @@ var statsCmd = &command{
 	help: `
 "failed" counts events that failed and will be retried; "given up" those that will
 not be retried without an operator (see 'outbox retry'). Blocked events wait behind a
-given-up event of their ordering key.
+given-up event of their ordering key. A rate with nothing to take it over (no event
+settled yet, no outcome in the window) reads n/a. With --json, every duration is in
+seconds (the fields ending in _seconds) and such a rate is null.
 
 Examples:
   outbox stats
@@ -90,11 +150,11 @@ func printStats(env *Env, st outbox.Stats) {
 	t.row("completed", strconv.Itoa(st.Completed))
 	t.row("total", strconv.Itoa(st.Total))
 	t.flush()
-	fmt.Fprintf(env.Stdout, "\nsuccess rate %.1f%% · stale %d · stuck %d · blocked %d · oldest waiting %s · oldest due %s\n",
-		st.SuccessRate()*100, st.Stale, st.Stuck, st.Blocked, fmtAge(st.OldestPendingAge), fmtAge(st.OldestDueAge))
+	fmt.Fprintf(env.Stdout, "\nsuccess rate %s · stale %d · stuck %d · blocked %d · oldest waiting %s · oldest due %s\n",
+		percent(successRate(st)), st.Stale, st.Stuck, st.Blocked, fmtAge(st.OldestPendingAge), fmtAge(st.OldestDueAge))
 	if w := st.Recent; w.Window > 0 {
-		fmt.Fprintf(env.Stdout, "last %s: %d completed · %d failed (retrying) · %d given up · failure rate %.1f%%\n",
-			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, w.FailureRate()*100)
+		fmt.Fprintf(env.Stdout, "last %s: %d completed · %d failed (retrying) · %d given up · failure rate %s\n",
+			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, percent(recentFailureRate(w)))
 	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())

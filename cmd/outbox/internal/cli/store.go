@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
@@ -39,6 +41,9 @@ type dsn struct {
 // refuse is bad input (exit 2), not a failure to open.
 func parseDSN(raw string) (dsn, error) {
 	d := dsn{raw: raw}
+	if goMySQLDSN.MatchString(raw) {
+		return parseMySQLDSN(d)
+	}
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok {
 		return d, usagef("malformed DSN %q: want sqlite:PATH, postgres://… or mysql://…", redactDSN(raw))
@@ -145,23 +150,41 @@ func scrub(s, dsn string) string {
 	return s
 }
 
-// parseMySQLDSN reads mysql://user:pass@host:3306/db?table=…; the other query
-// parameters are the driver's. Parameters are interpolated on the client unless the
-// DSN says otherwise: one round trip per statement instead of a prepare, an execute
-// and a close.
+// goMySQLDSN matches the Go driver's own DSN form, user:pass@tcp(host:3306)/db (also
+// unix(…)), which the tests' OUTBOX_MYSQL_DSN and many applications use.
+var goMySQLDSN = regexp.MustCompile(`^(?:[^@/]*@)?(?:tcp|tcp4|tcp6|unix)\(`)
+
+// parseMySQLDSN reads mysql://user:pass@host:3306/db?table=… or the driver's
+// user:pass@tcp(host:3306)/db?table=…; the query parameters other than table are the
+// driver's. Parameters are interpolated on the client unless the DSN says otherwise:
+// one round trip per statement instead of a prepare, an execute and a close.
 func parseMySQLDSN(d dsn) (dsn, error) {
-	u, err := url.Parse(d.raw)
-	if err != nil || u.Host == "" || strings.Trim(u.Path, "/") == "" {
-		return d, usagef("malformed DSN %q: want mysql://user:pass@host:3306/database", redactDSN(d.raw))
+	raw := d.raw
+	if strings.HasPrefix(raw, "mysql:") {
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || strings.Trim(u.Path, "/") == "" {
+			return d, usagef("malformed DSN %q: want mysql://user:pass@host:3306/database", redactDSN(raw))
+		}
 	}
-	q := u.Query()
+	base, query, _ := strings.Cut(raw, "?")
+	if !strings.HasPrefix(raw, "mysql:") {
+		if _, db, _ := strings.Cut(base, ")/"); db == "" {
+			return d, usagef("malformed DSN %q: want user:pass@tcp(host:3306)/database", redactDSN(raw))
+		}
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return d, usagef("DSN %q: the query string does not parse: %s", redactDSN(raw), scrub(err.Error(), raw))
+	}
 	d.myCfg.Table = q.Get("table")
 	_, interpolate := q["interpolateParams"]
 	q.Del("table")
-	u.RawQuery = q.Encode()
-	cfg, err := mysql.ParseDSN(u.String())
+	if len(q) > 0 {
+		base += "?" + q.Encode()
+	}
+	cfg, err := mysql.ParseDSN(base)
 	if err != nil {
-		return d, usagef("malformed DSN %q: %v", redactDSN(d.raw), err)
+		return d, usagef("malformed DSN %q: %s", redactDSN(raw), scrub(err.Error(), raw))
 	}
 	if !interpolate {
 		cfg.InterpolateParams = true
@@ -197,7 +220,7 @@ func (d dsn) openMySQL(ctx context.Context, forMigrate bool, log *slog.Logger, t
 	if err != nil {
 		db.Close()
 		if errors.Is(err, mysql.ErrNotMigrated) {
-			return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
+			return nil, d.notMigrated(err, mysql.ErrNotMigrated)
 		}
 		return nil, timedOut(err, timeout)
 	}
@@ -221,6 +244,13 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	if d.sqlite != "" {
+		// SQLite says only "unable to open database file (14)" for a folder that is not there.
+		dir := filepath.Dir(d.sqlite)
+		if fi, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no SQLite database at %s: the folder %s does not exist", d.sqlite, dir)
+		} else if err == nil && !fi.IsDir() {
+			return nil, fmt.Errorf("no SQLite database at %s: %s is not a folder", d.sqlite, dir)
+		}
 		if !forMigrate {
 			if _, err := os.Stat(d.sqlite); errors.Is(err, fs.ErrNotExist) {
 				return nil, fmt.Errorf("no SQLite database at %s (create it with 'outbox migrate')", d.sqlite)
@@ -240,7 +270,7 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 		if err != nil {
 			db.Close()
 			if errors.Is(err, sqlite.ErrNotMigrated) {
-				return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
+				return nil, d.notMigrated(err, sqlite.ErrNotMigrated)
 			}
 			return nil, timedOut(err, timeout)
 		}
@@ -271,19 +301,48 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 	if err != nil {
 		pool.Close()
 		if errors.Is(err, postgres.ErrNotMigrated) {
-			return nil, fmt.Errorf("%w (run 'outbox migrate')", err)
+			return nil, d.notMigrated(err, postgres.ErrNotMigrated)
 		}
 		return nil, d.unreachable(err, timeout)
 	}
 	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }}, nil
 }
 
+// notMigrated says that the store is not migrated, and what to run, once: the
+// stores' own errors carry advice for Go callers ("run postgres.Migrate …"), which is
+// cut.
+func (d dsn) notMigrated(err, sentinel error) error {
+	detail := err.Error()
+	if _, after, ok := strings.Cut(detail, sentinel.Error()); ok {
+		detail = strings.TrimPrefix(after, ": ")
+	}
+	detail = migrateAdvice.ReplaceAllString(detail, "")
+	if detail != "" {
+		detail = ": " + detail
+	}
+	return fmt.Errorf("the outbox schema at %s is not migrated%s (run 'outbox migrate')", d.describe(), scrub(detail, d.raw))
+}
+
+// migrateAdvice is the stores' advice to Go callers at the end of ErrNotMigrated.
+var migrateAdvice = regexp.MustCompile(`;\s*run \S+\.Migrate[^;]*$`)
+
 // unreachable says that the server could not be reached, and why, without the
-// password; no answer within the timeout is "cannot tell" (exit 2).
+// password; no answer within the timeout is "cannot tell" (exit 2). A server that
+// answered that the database does not exist was reached: that is said instead.
 func (d dsn) unreachable(err error, timeout time.Duration) error {
 	server := "PostgreSQL"
 	if d.my != nil {
 		server = "MySQL"
+	}
+	var pgErr *pgconn.PgError
+	var myErr *gomysql.MySQLError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "3D000": // invalid_catalog_name
+		return fmt.Errorf("%s at %s has no database %q: create it (CREATE DATABASE), or name another in the DSN",
+			server, d.describe(), d.pg.ConnConfig.Database)
+	case errors.As(err, &myErr) && myErr.Number == 1049: // ER_BAD_DB_ERROR
+		return fmt.Errorf("%s at %s has no database %q: create it (CREATE DATABASE), or name another in the DSN",
+			server, d.describe(), d.my.DBName)
 	}
 	msg := fmt.Sprintf("cannot reach %s at %s: %s", server, d.describe(), scrub(err.Error(), d.raw))
 	if isTimeout(err) {
