@@ -1,0 +1,333 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/fitiq/outbox"
+)
+
+// A LogCursor reads the log by transaction snapshots, as PgQ does. Its position is a
+// snapshot S (pg_current_snapshot() as text): every event whose transaction is
+// visible in S has been delivered, and no other. A read takes a new snapshot N and
+// returns the events visible in N and not in S; acknowledging the batch makes N the
+// position. A transaction is visible in a snapshot once it has committed, and then in
+// every later one, so each committed event falls in exactly one pair (S, N): none is
+// skipped, however late its transaction commits, and none is read twice. A rolled back
+// transaction is never visible, and its events never read. Nothing waits for a long
+// transaction: it is in S's list of running transactions (its xip) until it commits,
+// and meanwhile the events of every other commit go past it.
+//
+// Why not what watermill-sql does (read events whose xid < pg_snapshot_xmin(now)):
+// that is one snapshot instead of two, but xmin is the oldest running transaction, so
+// one transaction left open pauses every reader until it ends. Why not gap-guessing
+// (read by seq, wait a while at a gap for the missing seq to commit): a gap may be a
+// rollback or a transaction slower than the wait, and then events are lost.
+//
+// Order: pairs are read in commit order: every event of a pair committed before the
+// later snapshot N was taken, and every event of the next pair after it. Within a pair,
+// events come by (xid, seq): transactions in the order they were assigned their IDs
+// (when they first wrote), each transaction's events together in the order appended.
+// So when a transaction commits before another one begins writing, its events come
+// first; of two transactions that overlapped and both committed between two reads, the
+// one that began writing first comes first, whichever committed first. PostgreSQL does
+// not tell a reader the commit order of overlapping transactions (without
+// track_commit_timestamp), and the cursor does not promise it.
+//
+// A batch is bounded by a limit. When a pair holds more events than the limit, the
+// position keeps the pair and the last (xid, seq) delivered of it, and the next read
+// goes on in the same pair, with the same N: events that commit meanwhile wait for the
+// next pair, and none of the pair's is skipped.
+//
+// A LogCursor is safe for concurrent use, though one reader per cursor name is the
+// intended use: two would read the same events, and the second to acknowledge gets
+// ErrLogCursorMoved.
+type LogCursor struct {
+	log  *Log
+	name string
+
+	mu  sync.Mutex
+	pos logPosition // as stored, the last this cursor loaded or acknowledged
+}
+
+// logPosition is a cursor's place in the log, as its row stores it.
+type logPosition struct {
+	// snapshot: every event visible in it has been delivered.
+	snapshot string
+	// next: "" or, while a pair is delivered in parts, its later snapshot; then
+	// (afterXID, afterSeq) is the last event of the pair delivered.
+	next     string
+	afterXID string
+	afterSeq int64
+}
+
+// firstSnapshot is the position of a new cursor: a snapshot in which no transaction is
+// visible (xmin = xmax = 1, below every transaction ID), so the first read delivers
+// every event in the log.
+const firstSnapshot = "1:1:"
+
+// LogEvent is an event read from the log, with the transaction that wrote it.
+type LogEvent struct {
+	outbox.Event
+	// XID is the writer's top-level transaction ID (xid8).
+	XID uint64
+}
+
+// LogBatch is what one Read returned: the events and the positions before and after
+// them. Acknowledge it with the LogCursor that read it.
+type LogBatch struct {
+	Events   []LogEvent
+	from, to logPosition
+}
+
+// createCursor makes a cursor's row at the start of the log, unless it exists.
+const createCursor = `
+INSERT INTO {{cursors}} (name, snapshot) VALUES ($1, $2)
+ON CONFLICT (name) DO NOTHING`
+
+// loadCursor reads a cursor's position.
+const loadCursor = `
+SELECT snapshot, coalesce(next, ''), coalesce(after_xid, '0')::text, coalesce(after_seq, 0)
+FROM {{cursors}} WHERE name = $1`
+
+// ackCursor moves a cursor from the position its batch was read from to the one after
+// the batch, and only from there: a row that moved meanwhile (another reader of the
+// name acknowledged) is left alone, and the caller told.
+//
+// Its commit does not wait for the WAL to reach disk (synchronous_commit off, for
+// this transaction only): an acknowledgement lost in a server crash moves the cursor
+// back to a position it had, and the batch is read again, which at least once allows.
+// A reader then pays no disk flush per batch.
+const ackCursor = `
+WITH async AS (SELECT set_config('synchronous_commit', 'off', true))
+UPDATE {{cursors}}
+SET snapshot = $2, next = $3, after_xid = $4::text::xid8, after_seq = $5, updated_at = now()
+FROM async
+WHERE name = $1 AND snapshot = $6 AND next IS NOT DISTINCT FROM $7
+    AND after_xid IS NOT DISTINCT FROM $8::text::xid8 AND after_seq IS NOT DISTINCT FROM $9`
+
+// readLog reads the events visible in snapshot next ($2, or a new one when NULL) and
+// not in snapshot prev ($1), after (xid, seq) ($3, $4), in (xid, seq) order, at most
+// $5 of them. The new snapshot comes back on every row, and alone (with NULL event
+// columns) when there are no events.
+//
+// "Not visible in prev" is written as the two places such an xid can be, each an
+// index range of the primary key, so that a read costs the events it returns and the
+// rows of transactions still open, not the whole log since the oldest open
+// transaction:
+//   - xid >= xmax(prev): transactions that had not finished when prev was taken;
+//   - xid in xip(prev): those running when prev was taken.
+//
+// (An xid below xmax(prev) and not in xip(prev) had committed, and is visible in
+// prev, or rolled back, and has no rows to see.) "Visible in next" is tested by
+// pg_visible_in_snapshot rather than left to the statement's own snapshot: a read that
+// goes on in a pair runs later than next was taken, and must not return what
+// committed since.
+const readLog = `
+WITH pair AS MATERIALIZED (
+    SELECT $1::text::pg_snapshot AS prev,
+           coalesce($2::text::pg_snapshot, pg_current_snapshot()) AS next
+)
+SELECT pair.next::text, e.xid::text, e.seq, e.id, e.type, e.entity_id, e.user_id,
+    e.ordering_key, e.max_attempts, e.priority, e.is_new_record, e.metadata::text,
+    e.payload::text, e.created_at
+FROM pair LEFT JOIN LATERAL (
+    SELECT c.* FROM (
+        (SELECT * FROM {{log}}
+         WHERE xid >= pg_snapshot_xmax(pair.prev) AND xid < pg_snapshot_xmax(pair.next)
+             AND (xid, seq) > ($3::text::xid8, $4::bigint)
+             AND pg_visible_in_snapshot(xid, pair.next)
+         ORDER BY xid, seq LIMIT $5)
+        UNION ALL
+        (SELECT * FROM {{log}}
+         WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(pair.prev)))
+             AND (xid, seq) > ($3::text::xid8, $4::bigint)
+             AND pg_visible_in_snapshot(xid, pair.next)
+         ORDER BY xid, seq LIMIT $5)
+    ) c
+    ORDER BY c.xid, c.seq LIMIT $5
+) e ON true`
+
+// Cursor returns the cursor of the given name, creating it at the start of the log
+// (its first read delivers every event) when there is none. Cursors of different
+// names read the log independently.
+func (l *Log) Cursor(ctx context.Context, name string) (*LogCursor, error) {
+	if name == "" {
+		return nil, fmt.Errorf("%w: log cursor name must not be empty", outbox.ErrInvalid)
+	}
+	if _, err := l.pool.Exec(ctx, l.createCursor, name, firstSnapshot); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: create log cursor %q: %w", name, err)
+	}
+	c := &LogCursor{log: l, name: name}
+	if err := c.load(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Name returns the cursor's name.
+func (c *LogCursor) Name() string { return c.name }
+
+// load reads the stored position; c.mu is held or c not yet shared.
+func (c *LogCursor) load(ctx context.Context) error {
+	var p logPosition
+	if err := c.log.pool.QueryRow(ctx, c.log.loadCursor, c.name).Scan(&p.snapshot, &p.next, &p.afterXID, &p.afterSeq); err != nil {
+		return fmt.Errorf("outbox/postgres: load log cursor %q: %w", c.name, err)
+	}
+	c.pos = p
+	return nil
+}
+
+// Read returns the next events after the cursor's position, at most limit of them
+// (limit > 0), without moving it: until the batch is acknowledged, every Read (and
+// every cursor of the same name, after a crash) reads the same events again, and
+// perhaps more. An empty batch means nothing has committed since the position;
+// acknowledging it is a no-op.
+func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: log cursor read: limit must be positive, got %d", outbox.ErrInvalid, limit)
+	}
+	c.mu.Lock()
+	from := c.pos
+	c.mu.Unlock()
+
+	var next, afterXID any // NULL when a new pair starts
+	afterXID = "0"
+	if from.next != "" {
+		next, afterXID = from.next, from.afterXID
+	}
+	// One more than the limit, to know whether the pair goes on past it.
+	rows, err := c.log.pool.Query(ctx, c.log.readLog, from.snapshot, next, afterXID, from.afterSeq, limit+1)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
+	}
+	snapshot, events, err := scanLogEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
+	}
+	b := &LogBatch{from: from}
+	switch {
+	case len(events) > limit:
+		// The pair goes on: keep it, and where this batch ends in it.
+		b.Events = events[:limit]
+		last := b.Events[limit-1]
+		b.to = logPosition{snapshot: from.snapshot, next: snapshot, afterXID: strconv.FormatUint(last.XID, 10), afterSeq: last.Seq}
+	case len(events) == 0 && from.next == "":
+		// Nothing committed since the position: stay, so that an idle reader writes
+		// nothing. The position's snapshot only gets older, which costs nothing: its
+		// running transactions are a short list, and nothing after it has committed.
+		b.to = from
+	default:
+		b.Events = events
+		b.to = logPosition{snapshot: snapshot}
+	}
+	return b, nil
+}
+
+// Ack records that the batch's events have been delivered: the cursor moves past
+// them, and later reads, by this cursor or any of its name, start after them. A batch
+// read from a position that has moved meanwhile fails with ErrLogCursorMoved.
+func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
+	if b == nil {
+		return fmt.Errorf("%w: log cursor ack: batch must not be nil", outbox.ErrInvalid)
+	}
+	if b.to == b.from {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	to, from := b.to, b.from
+	tag, err := c.log.pool.Exec(ctx, c.log.ackCursor, c.name,
+		to.snapshot, nullString(to.next), positionXID(to), positionSeq(to),
+		from.snapshot, nullString(from.next), positionXID(from), positionSeq(from))
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: ack log cursor %q: %w", c.name, err)
+	}
+	if tag.RowsAffected() == 0 {
+		if err := c.load(ctx); err != nil {
+			return errors.Join(ErrLogCursorMoved, err)
+		}
+		return ErrLogCursorMoved
+	}
+	c.pos = to
+	return nil
+}
+
+// positionXID and positionSeq are the after_xid and after_seq a position is stored
+// with: NULL unless a pair is being delivered in parts.
+func positionXID(p logPosition) *string {
+	if p.next == "" {
+		return nil
+	}
+	return &p.afterXID
+}
+
+func positionSeq(p logPosition) *int64 {
+	if p.next == "" {
+		return nil
+	}
+	return &p.afterSeq
+}
+
+// scanLogEvents reads the rows of readLog and closes them: the snapshot they were read
+// up to, and the events.
+func scanLogEvents(rows pgx.Rows) (string, []LogEvent, error) {
+	defer rows.Close()
+	var (
+		snapshot string
+		events   []LogEvent
+	)
+	for rows.Next() {
+		var (
+			xid, key, metadata, payload *string
+			seq                         *int64
+			id                          pgtype.UUID
+			typ, entity, user           pgtype.Text
+			maxAttempts, priority       pgtype.Int4
+			isNew                       pgtype.Bool
+			created                     pgtype.Timestamptz
+		)
+		if err := rows.Scan(&snapshot, &xid, &seq, &id, &typ, &entity, &user, &key, &maxAttempts,
+			&priority, &isNew, &metadata, &payload, &created); err != nil {
+			return "", nil, err
+		}
+		if xid == nil {
+			continue // the row of an empty read: only the snapshot
+		}
+		x, err := strconv.ParseUint(*xid, 10, 64)
+		if err != nil {
+			return "", nil, fmt.Errorf("parse xid %q: %w", *xid, err)
+		}
+		e := LogEvent{XID: x}
+		e.ID, e.Seq = uuidString(id), *seq
+		e.Type, e.EntityID, e.UserID, e.OrderingKey = typ.String, entity.String, user.String, deref(key)
+		e.MaxAttempts, e.Priority, e.IsNewRecord = int(maxAttempts.Int32), int(priority.Int32), isNew.Bool
+		if metadata != nil {
+			if err := json.Unmarshal([]byte(*metadata), &e.Metadata); err != nil {
+				return "", nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
+			}
+		}
+		if payload != nil {
+			e.Payload = json.RawMessage(*payload)
+		}
+		// What AppendTx's caller held: a pending event, due when it was written.
+		e.Status = outbox.StatusPending
+		e.CreatedAt = created.Time.UTC()
+		e.UpdatedAt, e.NextAttemptAt = e.CreatedAt, e.CreatedAt
+		events = append(events, e)
+	}
+	if err := rows.Err(); err != nil {
+		return "", nil, err
+	}
+	if snapshot == "" {
+		return "", nil, errors.New("read returned no snapshot")
+	}
+	return snapshot, events, nil
+}

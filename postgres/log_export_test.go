@@ -1,0 +1,57 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Hooks for the log's external tests.
+
+// ExplainRead returns the plan of the cursor's read statement for a read from prev to
+// next (a new snapshot when "") after (afterXID, afterSeq): the generic plan, which a
+// connection settles on after its fifth read, when generic is true, and otherwise the
+// plan made for these values.
+func (l *Log) ExplainRead(ctx context.Context, generic bool, prev, next, afterXID string, afterSeq int64, limit int) (string, error) {
+	conn, err := l.pool.Acquire(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Release()
+	mode := "force_custom_plan"
+	if generic {
+		mode = "force_generic_plan"
+	}
+	if _, err := conn.Exec(ctx, `SET plan_cache_mode = `+mode); err != nil {
+		return "", err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
+	if _, err := conn.Exec(ctx, `PREPARE outbox_log_read (text, text, text, bigint, int) AS `+l.readLog); err != nil {
+		return "", err
+	}
+	defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_read`)
+	var nextArg any
+	if next != "" {
+		nextArg = next
+	}
+	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_read ($1, $2, $3, $4, $5)`,
+		pgx.QueryExecModeSimpleProtocol, prev, nextArg, afterXID, afterSeq, limit)
+	if err != nil {
+		return "", err
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return "", fmt.Errorf("explain read: %w", err)
+	}
+	return strings.Join(lines, "\n"), nil
+}
+
+// ScanLogRows decodes rows shaped as the cursor's read returns them (a snapshot, then
+// the event's columns) as the cursor does, so that a benchmark's bare statement pays
+// the same decoding.
+func ScanLogRows(rows pgx.Rows) ([]LogEvent, error) {
+	_, events, err := scanLogEvents(rows)
+	return events, err
+}
