@@ -3,6 +3,7 @@ package outbox
 import (
 	"fmt"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -127,30 +128,51 @@ func CheckHealth(s Stats, rules HealthRules) Health {
 	}
 	if r.MaxStuck >= 0 && s.Stuck > r.MaxStuck {
 		add(RuleStuck, float64(s.Stuck), float64(r.MaxStuck),
-			"%d events stuck in processing under an expired lease (their processor is gone and none has taken them over)", s.Stuck)
+			"%s stuck in processing under an expired lease (their processor is gone and none has taken them over)", events(s.Stuck))
 	}
 	if r.MaxStale >= 0 && s.Stale > r.MaxStale {
 		add(RuleStale, float64(s.Stale), float64(r.MaxStale),
-			"%d stale events (due for too long; oldest waiting %s)", s.Stale, s.OldestPendingAge.Round(time.Second))
+			"%s stale (due for too long; oldest waiting %s)", events(s.Stale), span(s.OldestPendingAge))
 	}
 	if r.MaxOldestDue >= 0 && s.OldestDueAge > r.MaxOldestDue {
 		add(RuleOldestDue, s.OldestDueAge.Seconds(), r.MaxOldestDue.Seconds(),
-			"the oldest due event has been due for %s, over %s: is a processor running?", s.OldestDueAge.Round(time.Second), r.MaxOldestDue)
+			"the oldest due event has been due for %s, over %s: is a processor running?", span(s.OldestDueAge), span(r.MaxOldestDue))
 	}
 	if fr := s.Recent.FailureRate(); r.MaxFailureRate >= 0 && fr > r.MaxFailureRate {
 		add(RuleFailureRate, fr, r.MaxFailureRate,
 			"failure rate %.1f%% over the last %s is above %.1f%% (%d completed, %d retrying, %d given up)",
-			fr*100, window, r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
+			fr*100, span(window), r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
 	}
 	if r.MaxGivenUp >= 0 && s.Recent.GivenUp > r.MaxGivenUp {
 		add(RuleGivenUp, float64(s.Recent.GivenUp), float64(r.MaxGivenUp),
-			"%d events given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", s.Recent.GivenUp, window, s.GivenUp)
+			"%s given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", events(s.Recent.GivenUp), span(window), s.GivenUp)
 	}
 	// A paused type's backlog waits by an operator's choice: it is reported (Stats.Paused)
 	// but raises no alert.
 	if waiting := s.Pending + s.Failed - s.PausedWaiting(); r.MaxPending >= 0 && waiting > r.MaxPending {
-		add(RulePending, float64(waiting), float64(r.MaxPending), "%d events waiting for delivery, above %d", waiting, r.MaxPending)
+		add(RulePending, float64(waiting), float64(r.MaxPending), "%s waiting for delivery, above %d", events(waiting), r.MaxPending)
 	}
 	h.Healthy = len(h.Alerts) == 0
 	return h
+}
+
+// events counts events in words: "1 event", "3 events".
+func events(n int) string {
+	if n == 1 {
+		return "1 event"
+	}
+	return fmt.Sprintf("%d events", n)
+}
+
+// span writes a duration as people read it, to the second and without zero units:
+// "15m", "1h30m", "42s".
+func span(d time.Duration) string {
+	s := d.Round(time.Second).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
