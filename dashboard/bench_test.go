@@ -127,8 +127,10 @@ func BenchmarkPagesPostgres(b *testing.B) {
 		{"overview-live", "GET", "/overview/live", nil},
 		{"api-overview", "GET", "/api/overview", nil},
 		{"events", "GET", "/events", nil},
-		{"events-deep-page", "GET", "/events?after=" + itoa(middle.Seq), nil},
-		{"events-completed-of-type", "GET", "/events?status=completed&type=stock.moved&after=" + itoa(middle.Seq), nil},
+		{"events-deep-page", "GET", "/events?before=" + itoa(middle.Seq), nil},
+		{"events-deep-page-oldest-first", "GET", "/events?order=oldest&after=" + itoa(middle.Seq), nil},
+		{"events-completed-of-type", "GET", "/events?status=completed&type=stock.moved&before=" + itoa(middle.Seq), nil},
+		{"events-retrying", "GET", "/events?retrying=1", nil},
 		{"events-given-up", "GET", "/events?given_up=1", nil},
 		{"events-failed-of-user", "GET", "/events?status=failed&user=user-7", nil},
 		{"events-stale", "GET", "/events?stale=1", nil},
@@ -148,7 +150,7 @@ func BenchmarkPagesPostgres(b *testing.B) {
 				b.Fatal(err)
 			}
 			r := httptest.NewRequest(http.MethodGet, "/", nil)
-			r.RemoteAddr = "127.0.0.1:1"
+			r.RemoteAddr, r.Host = "127.0.0.1:1", "127.0.0.1:8080"
 			w := httptest.NewRecorder()
 			cold.ServeHTTP(w, r)
 			if w.Code != http.StatusOK {
@@ -198,7 +200,7 @@ func BenchmarkPagesPostgres(b *testing.B) {
 					body = strings.NewReader("")
 				}
 				r := httptest.NewRequest(p.method, p.path, body)
-				r.RemoteAddr = "127.0.0.1:1"
+				r.RemoteAddr, r.Host = "127.0.0.1:1", "127.0.0.1:8080"
 				if p.form != nil {
 					r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 				}
@@ -218,7 +220,7 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 func getPage(tb testing.TB, h http.Handler, path string) string {
 	tb.Helper()
 	r := httptest.NewRequest(http.MethodGet, path, nil)
-	r.RemoteAddr = "127.0.0.1:1"
+	r.RemoteAddr, r.Host = "127.0.0.1:1", "127.0.0.1:8080"
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
 	if w.Code != http.StatusOK {

@@ -74,6 +74,7 @@ func (h *Handler) invalidate() {
 	c.gen++
 	c.mu.Unlock()
 	h.completions.reset() // a discard may have removed completed events
+	h.counts.reset()
 }
 
 // completionsCache keeps the completions of minutes already counted for the chart. A
@@ -134,5 +135,44 @@ func (c *completionsCache) merge(dense []outbox.TimelineBucket, since, from, unt
 func (c *completionsCache) reset() {
 	c.mu.Lock()
 	c.counts, c.until = nil, time.Time{}
+	c.mu.Unlock()
+}
+
+// countCache keeps the lists' match counts, by filter, for a refresh interval.
+type countCache struct {
+	mu sync.Mutex
+	m  map[string]countEntry
+}
+
+type countEntry struct {
+	c     matchCount
+	taken time.Time // by the wall clock
+}
+
+// countCacheSize bounds the filters kept; past it the cache starts afresh.
+const countCacheSize = 256
+
+func (c *countCache) get(key string, maxAge time.Duration) (matchCount, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[key]
+	if !ok || time.Since(e.taken) >= maxAge {
+		return matchCount{}, false
+	}
+	return e.c, true
+}
+
+func (c *countCache) put(key string, mc matchCount) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= countCacheSize {
+		c.m = map[string]countEntry{}
+	}
+	c.m[key] = countEntry{mc, time.Now()}
+}
+
+func (c *countCache) reset() {
+	c.mu.Lock()
+	c.m = nil
 	c.mu.Unlock()
 }

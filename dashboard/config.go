@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -24,8 +25,10 @@ type Config struct {
 	Store outbox.Store
 	// Token, when set, is required on every request: as "Authorization: Bearer TOKEN",
 	// or as the password of HTTP basic auth (the user name is then logged as who acted).
-	// When empty, only clients on the loopback interface are served: a dashboard
-	// reachable from the network must have a token. Defaults to "".
+	// When empty, only clients on the loopback interface are served, and only under a
+	// loopback name (Host localhost, 127.0.0.1 or [::1], any port; any other gets 421),
+	// so that no other site can reach it by DNS rebinding: a dashboard reachable from
+	// the network, or under another name, must have a token. Defaults to "".
 	Token string
 	// ReadOnly hides the actions and refuses them. Defaults to false.
 	ReadOnly bool
@@ -52,8 +55,10 @@ type Config struct {
 	ChartWindow time.Duration
 	// Clock supplies "now". Defaults to outbox.SystemClock.
 	Clock outbox.Clock
-	// Logger receives a line for every action taken (who, what, how many). Defaults to
-	// slog.Default().
+	// Logger receives a line for every event an action reaches (who, what, and the event
+	// in full: ID, type, entity, user, status, attempts, ordering key, last error) and
+	// one for the action (how many), and a warning for every request refused. Defaults
+	// to slog.Default().
 	Logger *slog.Logger
 }
 
@@ -92,6 +97,11 @@ func (c Config) Validate() error {
 		return &outbox.FieldError{Field: "dashboard.Config.Prefix", Problem: fmt.Sprintf("must start with / and not end with one, got %q", c.Prefix)}
 	}
 	if err := c.Health.Validate(); err != nil {
+		// HealthRules names its own fields: name them as fields of this one.
+		var fe *outbox.FieldError
+		if errors.As(err, &fe) {
+			return &outbox.FieldError{Field: "dashboard.Config.Health." + fe.Field, Problem: fe.Problem}
+		}
 		return err
 	}
 	return nil

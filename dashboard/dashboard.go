@@ -8,7 +8,8 @@
 // stylesheet are embedded, and the pages load nothing from the network.
 //
 // Access: with Config.Token set, every request must carry it; without, only loopback
-// clients are served. Actions are POST requests that must come from the dashboard's own
+// clients are served, and only under a loopback name (the Host header localhost,
+// 127.0.0.1 or [::1]), so that no other site can reach it by DNS rebinding. Actions are POST requests that must come from the dashboard's own
 // pages (a per-dashboard form token, and the browser's cross-origin headers checked by
 // net/http.CrossOriginProtection), and are refused altogether in read-only mode.
 package dashboard
@@ -28,6 +29,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -49,8 +51,11 @@ type Handler struct {
 	mux    *http.ServeMux
 	origin *http.CrossOriginProtection
 	cache  overviewCache
+	top    atomic.Int64 // the largest Seq last seen, where the next search for it starts
 
 	completions completionsCache
+	counts      countCache
+	scan        scanLimits
 }
 
 // New returns the dashboard for cfg.Store. It fails when cfg holds a value that cannot
@@ -65,6 +70,7 @@ func New(cfg Config) (*Handler, error) {
 		store:  cfg.Store,
 		log:    cfg.Logger.With("component", "outbox.dashboard"),
 		origin: http.NewCrossOriginProtection(),
+		scan:   defaultScanLimits,
 	}
 	// The form token is derived from the access token when there is one, so that every
 	// replica behind a load balancer accepts the others' forms; otherwise it is random
@@ -112,6 +118,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("Cache-Control", "no-store")
+	if h.cfg.Token == "" && !loopbackHost(r.Host) {
+		// A page of another site whose name was pointed at this machine (DNS rebinding)
+		// would otherwise be same-origin with the dashboard, read its form token and act.
+		// No page is rendered: the error page is plain text.
+		h.log.Warn("request refused: not a loopback host name", "host", r.Host, "remote", r.RemoteAddr, "path", r.URL.Path)
+		http.Error(w, fmt.Sprintf("misdirected request: this dashboard has no token, so it answers only to a loopback host name "+
+			"(localhost, 127.0.0.1 or [::1], with any port), not to %q. Open it at http://127.0.0.1:PORT/, "+
+			"or give it a token to serve it under another name.", r.Host), http.StatusMisdirectedRequest)
+		return
+	}
 	who, status, msg := h.authenticate(r)
 	if status != 0 {
 		if status == http.StatusUnauthorized {
@@ -142,6 +158,23 @@ func (h *Handler) authenticate(r *http.Request) (who string, status int, msg str
 		return user, 0, ""
 	}
 	return "", http.StatusUnauthorized, "a token is required"
+}
+
+// loopbackHost reports whether host, a request's Host header, names the loopback
+// interface: localhost, or a loopback IP address (127.0.0.0/8, ::1), with or without
+// a port.
+func loopbackHost(host string) bool {
+	name := host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		name = h
+	} else if strings.HasPrefix(name, "[") && strings.HasSuffix(name, "]") {
+		name = name[1 : len(name)-1]
+	}
+	if strings.EqualFold(name, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(name)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (h *Handler) tokenMatches(got string) bool {

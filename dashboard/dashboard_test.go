@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -74,6 +75,9 @@ func (f *fixture) do(r *http.Request) response {
 	if r.RemoteAddr == "192.0.2.1:1234" { // httptest's default: make it local
 		r.RemoteAddr = "127.0.0.1:5555"
 	}
+	if r.Host == "example.com" { // httptest's default: a loopback name, as a browser on this machine sends
+		r.Host = "127.0.0.1:8080"
+	}
 	w := httptest.NewRecorder()
 	f.h.ServeHTTP(w, r)
 	return response{w.Code, w.Body.String(), w.Header()}
@@ -120,6 +124,7 @@ func listed(body string) []string {
 }
 
 func TestOverviewShowsCountsHealthAndChart(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		f := newFixtureOn(t, newStore(t), dashboard.Config{})
 		r := f.get("/")
@@ -154,6 +159,7 @@ func TestOverviewShowsCountsHealthAndChart(t *testing.T) {
 }
 
 func TestOverviewJSON(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{})
 	r := f.get("/api/overview")
 	if r.code != http.StatusOK || r.header.Get("Content-Type") != "application/json" {
@@ -167,6 +173,7 @@ func TestOverviewJSON(t *testing.T) {
 }
 
 func TestAccess(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		token  string
@@ -185,13 +192,14 @@ func TestAccess(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			h, err := dashboard.New(dashboard.Config{Store: sqlitetest.NewStore(t), Token: tc.token, Logger: outboxtest.Discard})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, path := range []string{"/", "/events", "/api/overview", "/static/app.js"} {
 				r := httptest.NewRequest(http.MethodGet, path, nil)
-				r.RemoteAddr = tc.remote
+				r.RemoteAddr, r.Host = tc.remote, "127.0.0.1:8080"
 				if tc.auth != nil {
 					tc.auth(r)
 				}
@@ -209,6 +217,7 @@ func TestAccess(t *testing.T) {
 }
 
 func TestEventsFilters(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		f := newFixtureOn(t, newStore(t), dashboard.Config{})
 		o := f.o
@@ -220,6 +229,9 @@ func TestEventsFilters(t *testing.T) {
 			{"status=completed", o.completed},
 			{"given_up=1", o.givenUp},
 			{"status=failed", append([]string{o.retrying}, o.givenUp...)},
+			{"retrying=1", []string{o.retrying}},
+			{"status=failed&retrying=1", []string{o.retrying}},
+			{"type=order.shipped&retrying=1", []string{o.retrying}},
 			{"stuck=1", []string{o.stuck}},
 			{"blocked=1", []string{o.blocked}},
 			{"stale=1", append(slices.Clone(o.pending), o.blocked)},
@@ -238,19 +250,51 @@ func TestEventsFilters(t *testing.T) {
 		}
 		for _, tc := range tests {
 			t.Run(tc.query, func(t *testing.T) {
-				r := f.get("/events?" + tc.query)
-				if r.code != http.StatusOK {
-					t.Fatalf("GET /events?%s = %d: %s", tc.query, r.code, r.body)
-				}
-				if got := listed(r.body); !slices.Equal(got, tc.want) {
-					t.Fatalf("listed %v, want %v", got, tc.want)
+				// Newest first by default, oldest first on request; the same events either way.
+				for _, order := range []string{"", "order=oldest&"} {
+					r := f.get("/events?" + order + tc.query)
+					if r.code != http.StatusOK {
+						t.Fatalf("GET /events?%s%s = %d: %s", order, tc.query, r.code, r.body)
+					}
+					want := tc.want
+					if order == "" {
+						want = reversed(want)
+					}
+					if got := listed(r.body); !slices.Equal(got, want) {
+						t.Fatalf("%q listed %v, want %v", order, got, want)
+					}
+					if got := matchCount(t, r.body); got != len(want) {
+						t.Errorf("%q: the match count says %d, want %d", order, got, len(want))
+					}
 				}
 			})
 		}
 	})
 }
 
+// reversed is a reversed copy of ids.
+func reversed(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Reverse(out)
+	return out
+}
+
+// matchCount reads the events list's match count.
+func matchCount(t *testing.T, body string) int {
+	t.Helper()
+	m := regexp.MustCompile(`<strong id="match-count">([0-9,]+)</strong> events? match`).FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no match count in the page: %.600s", body[max(strings.Index(body, `id="matches"`), 0):])
+	}
+	n, err := strconv.Atoi(strings.ReplaceAll(m[1], ",", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func TestEventsBadFilterSaysWhy(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{})
 	for query, want := range map[string]string{
 		"status=done":                               "unknown status",
@@ -268,6 +312,7 @@ func TestEventsBadFilterSaysWhy(t *testing.T) {
 }
 
 func TestEventsPagesWithTheCursor(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		s := newStore(t)
 		var want []string
@@ -283,31 +328,44 @@ func TestEventsPagesWithTheCursor(t *testing.T) {
 			t.Fatal(err)
 		}
 		f := &fixture{t: t, h: h}
-		var got []string
-		next, pages := "/events?type=t", 0
-		for next != "" {
-			r := f.get(next)
-			rows := listed(r.body)
-			if len(rows) > 5 {
-				t.Fatalf("page %d has %d rows, over the page size", pages, len(rows))
+		for _, order := range []string{"newest", "oldest"} {
+			var got []string
+			next, pages := "/events?type=t", 0
+			if order == "oldest" {
+				next += "&order=oldest"
 			}
-			got = append(got, rows...)
-			pages++
-			if pages > 10 {
-				t.Fatalf("still paging after %d pages (at %s)", pages, next)
+			for next != "" {
+				r := f.get(next)
+				rows := listed(r.body)
+				if len(rows) > 5 {
+					t.Fatalf("page %d has %d rows, over the page size", pages, len(rows))
+				}
+				if n := matchCount(t, r.body); n != 23 {
+					t.Fatalf("page %d says %d events match, want 23", pages, n)
+				}
+				got = append(got, rows...)
+				pages++
+				if pages > 10 {
+					t.Fatalf("still paging after %d pages (at %s)", pages, next)
+				}
+				next = ""
+				if m := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`).FindStringSubmatch(r.body); m != nil {
+					next = strings.ReplaceAll(m[1], "&amp;", "&")
+				}
 			}
-			next = ""
-			if m := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`).FindStringSubmatch(r.body); m != nil {
-				next = strings.ReplaceAll(m[1], "&amp;", "&")
+			w := want
+			if order == "newest" {
+				w = reversed(want)
 			}
-		}
-		if !slices.Equal(got, want) || pages != 5 {
-			t.Fatalf("paged through %d pages listing %d events, want 5 pages and the 23 in order", pages, len(got))
+			if !slices.Equal(got, w) || pages != 5 {
+				t.Fatalf("%s first: paged through %d pages listing %d events, want 5 pages and the 23 in order", order, pages, len(got))
+			}
 		}
 	})
 }
 
 func TestEventDetailShowsEverythingEscaped(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		f := newFixtureOn(t, newStore(t), dashboard.Config{})
 		r := f.get("/events/" + f.o.pending[0])
@@ -361,6 +419,7 @@ func TestEventDetailShowsEverythingEscaped(t *testing.T) {
 }
 
 func TestRetryAsksThenRetriesAndLogs(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		f := newFixtureOn(t, newStore(t), dashboard.Config{})
 		id := f.o.givenUp[0]
@@ -390,6 +449,7 @@ func TestRetryAsksThenRetriesAndLogs(t *testing.T) {
 }
 
 func TestDiscardTheFilteredSet(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		f := newFixtureOn(t, newStore(t), dashboard.Config{Token: "s3cret"})
 		auth := func(r *http.Request) *http.Request { r.SetBasicAuth("dana", "s3cret"); return r }
@@ -433,6 +493,7 @@ func TestDiscardTheFilteredSet(t *testing.T) {
 }
 
 func TestActionsRefused(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name     string
 		readOnly bool
@@ -453,6 +514,7 @@ func TestActionsRefused(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t, dashboard.Config{ReadOnly: tc.readOnly})
 			csrf := f.csrf
 			if tc.readOnly { // a read-only page offers no form: take the token from a writable twin
@@ -483,6 +545,7 @@ func TestActionsRefused(t *testing.T) {
 }
 
 func TestReadOnlyOffersNoActions(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{ReadOnly: true})
 	for _, path := range []string{"/events/" + f.o.givenUp[0], "/events?given_up=1"} {
 		r := f.get(path)
@@ -493,6 +556,7 @@ func TestReadOnlyOffersNoActions(t *testing.T) {
 }
 
 func TestPagesLoadNothingFromTheNetwork(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{})
 	external := regexp.MustCompile(`(src|href|action)="(https?:)?//`)
 	for _, path := range []string{"/", "/events", "/events/" + f.o.pending[0], "/static/style.css", "/static/app.js"} {
@@ -507,6 +571,7 @@ func TestPagesLoadNothingFromTheNetwork(t *testing.T) {
 }
 
 func TestMountedUnderAPrefix(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	fillOutbox(t, s)
 	h, err := dashboard.New(dashboard.Config{Store: s, Prefix: "/ops/outbox", Clock: newClock(), Logger: outboxtest.Discard})
@@ -530,6 +595,7 @@ func TestMountedUnderAPrefix(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	tests := []struct {
 		name  string
@@ -543,10 +609,11 @@ func TestConfigValidate(t *testing.T) {
 		{"chart window too long", dashboard.Config{Store: s, ChartWindow: 48 * time.Hour}, "dashboard.Config.ChartWindow"},
 		{"prefix without slash", dashboard.Config{Store: s, Prefix: "outbox"}, "dashboard.Config.Prefix"},
 		{"prefix ending in slash", dashboard.Config{Store: s, Prefix: "/outbox/"}, "dashboard.Config.Prefix"},
-		{"failure rate above 1", dashboard.Config{Store: s, Health: outbox.HealthRules{MaxFailureRate: 2}}, "Config.Health.MaxFailureRate"},
+		{"failure rate above 1", dashboard.Config{Store: s, Health: outbox.HealthRules{MaxFailureRate: 2}}, "dashboard.Config.Health.MaxFailureRate"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			err := tc.cfg.Validate()
 			var fe *outbox.FieldError
 			if !errors.As(err, &fe) || fe.Field != tc.field || !errors.Is(err, outbox.ErrInvalid) {
@@ -563,6 +630,7 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestOverviewIsSharedUntilAnActionChangesTheStore(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{RefreshInterval: time.Hour})
 	if got := card(t, f.get("/").body, "count-total"); got != "10" {
 		t.Fatalf("total = %s, want 10", got)
@@ -587,6 +655,7 @@ func TestOverviewIsSharedUntilAnActionChangesTheStore(t *testing.T) {
 }
 
 func TestActionReturnsOnlyToTheDashboard(t *testing.T) {
+	t.Parallel()
 	for _, back := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)", ""} {
 		f := newFixture(t, dashboard.Config{})
 		r := f.post("/actions/retry", url.Values{"csrf": {f.csrf}, "ids": {f.o.givenUp[0]}, "confirm": {"yes"}, "back": {back}})
@@ -597,6 +666,7 @@ func TestActionReturnsOnlyToTheDashboard(t *testing.T) {
 }
 
 func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
+	t.Parallel()
 	eachStore(t, func(t *testing.T, newStore func(t *testing.T) outbox.Store) {
 		s := newStore(t)
 		ctx := context.Background()
@@ -632,14 +702,22 @@ func TestTimeRangeFindsItsEventsAcrossGaps(t *testing.T) {
 				}
 			}
 			q := url.Values{"from": {from.Format("2006-01-02T15:04")}, "to": {to.Format("2006-01-02T15:04")}}
-			if got := listed(f.get("/events?" + q.Encode()).body); !slices.Equal(got, want) {
-				t.Errorf("from %s to %s: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
+			if got := listed(f.get("/events?order=oldest&" + q.Encode()).body); !slices.Equal(got, want) {
+				t.Errorf("from %s to %s, oldest first: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
+			}
+			r := f.get("/events?" + q.Encode())
+			if got := listed(r.body); !slices.Equal(got, reversed(want)) {
+				t.Errorf("from %s to %s, newest first: listed %d events, want %d", tc.from, tc.to, len(got), len(want))
+			}
+			if n := matchCount(t, r.body); n != len(want) {
+				t.Errorf("from %s to %s: the match count says %d, want %d", tc.from, tc.to, n, len(want))
 			}
 		}
 	})
 }
 
 func TestOverviewShowsPausedTypes(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, dashboard.Config{})
 	pauser, ok := f.store.(outbox.TypePauser)
 	if !ok {
@@ -675,6 +753,7 @@ func (r *timelineRecorder) last() outbox.TimelineQuery {
 }
 
 func TestChartCountsPastMinutesOnce(t *testing.T) {
+	t.Parallel()
 	rec := &timelineRecorder{Store: sqlitetest.NewStore(t)}
 	clock := newClock()
 	// Three completions at t0, counted once and kept; two more later, in the minute shown last.

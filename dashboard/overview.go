@@ -109,6 +109,12 @@ func isStuck(e outbox.Event, now time.Time) bool {
 	return e.Status == outbox.StatusProcessing && !e.LeaseExpiresAt.After(now)
 }
 
+// inFlight reports whether a processor is delivering e: it holds e under a lease that
+// has not expired.
+func inFlight(e outbox.Event, now time.Time) bool {
+	return e.Status == outbox.StatusProcessing && e.LeaseExpiresAt.After(now)
+}
+
 // fillMinutes returns one bucket per minute of [since, until), zeros where the store
 // had none.
 func fillMinutes(buckets []outbox.TimelineBucket, since, until time.Time) []outbox.TimelineBucket {

@@ -83,3 +83,23 @@ func fillOutbox(t testing.TB, s outbox.Store) outboxState {
 }
 
 func newClock() *outboxtest.Clock { return outboxtest.NewClock(now) }
+
+// addInFlight writes an event of type typ at now and leases it to relay-2 until a
+// minute later: a processor is delivering it. It returns its ID.
+func addInFlight(t testing.TB, s outbox.Store, typ, entity string) string {
+	t.Helper()
+	ctx := context.Background()
+	e := outbox.NewEvent(typ, entity, "erin")
+	e.OrderingKey = "key-" + entity
+	if err := s.Enqueue(ctx, now, e); err != nil {
+		t.Fatal(err)
+	}
+	claimed, err := s.Claim(ctx, outbox.ClaimParams{Owner: "relay-2", Now: now, LeaseUntil: now.Add(time.Minute), Limit: 1, Types: []string{typ}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(claimed) != 1 || claimed[0].ID != e.ID {
+		t.Fatalf("claimed %d events, want the new %s alone", len(claimed), typ)
+	}
+	return e.ID
+}

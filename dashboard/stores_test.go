@@ -26,7 +26,10 @@ type storeKind struct {
 func eachStore(t *testing.T, fn func(t *testing.T, newStore func(t *testing.T) outbox.Store)) {
 	kinds := []storeKind{{"sqlite", func(t *testing.T) outbox.Store { return sqlitetest.NewStore(t) }}, {"postgres", newPostgresStore}}
 	for _, k := range kinds {
-		t.Run(k.name, func(t *testing.T) { fn(t, k.new) })
+		t.Run(k.name, func(t *testing.T) {
+			t.Parallel()
+			fn(t, k.new)
+		})
 	}
 }
 

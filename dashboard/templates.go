@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"html/template"
 	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fitiq/outbox"
@@ -40,7 +43,20 @@ func parseTemplates(prefix string) (map[string]*template.Template, error) {
 			return s
 		},
 		"statusOf": statusOf,
-		"typeLink": func(typ string) template.URL { return template.URL(url.Values{"type": {typ}}.Encode()) },
+		// typeLink is the list of typ's events, narrowed by more parameters in pairs:
+		// typeLink "order.created" "status" "pending".
+		"typeLink": func(typ string, kv ...string) template.URL {
+			v := url.Values{"type": {typ}}
+			for i := 0; i+1 < len(kv); i += 2 {
+				v.Set(kv[i], kv[i+1])
+			}
+			return template.URL(v.Encode())
+		},
+		"show":       visible,
+		"plain":      plain,
+		"alertLinks": alertLinks,
+		"alertText":  alertText,
+		"count":      thousands,
 	}
 	pages := map[string]*template.Template{}
 	for _, name := range []string{"overview", "events", "event", "confirm", "error"} {
@@ -84,3 +100,53 @@ func statusOf(e outbox.Event, now time.Time) statusLabel {
 	}
 	return statusLabel{string(e.Status), "info"}
 }
+
+// thousands writes n with a comma between groups of three digits.
+func thousands(n int) string {
+	s := strconv.Itoa(n)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteString(",")
+		}
+		b.WriteRune(c)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// link is a link of the overview to a list.
+type link struct {
+	Text string
+	Href string // from the dashboard's root, without the prefix
+}
+
+// alertLinks names the lists an alert is about.
+func alertLinks(rule string) []link {
+	switch rule {
+	case outbox.RuleStuck:
+		return []link{{"the stuck events", "/events?stuck=1"}}
+	case outbox.RuleStale:
+		return []link{{"the stale events", "/events?stale=1"}}
+	case outbox.RuleOldestDue:
+		return []link{{"the stale events, oldest first", "/events?order=oldest&stale=1"}}
+	case outbox.RuleFailureRate:
+		return []link{{"the retrying events", "/events?retrying=1"}, {"the given-up events", "/events?given_up=1"}}
+	case outbox.RuleGivenUp:
+		return []link{{"the given-up events", "/events?given_up=1"}}
+	case outbox.RulePending:
+		return []link{{"the pending events", "/events?status=pending"}, {"the retrying events", "/events?retrying=1"}}
+	}
+	return nil
+}
+
+// cliHint is a pointer to a CLI command in an alert's message: on the dashboard the
+// alert links to its list instead.
+var cliHint = regexp.MustCompile(`;? ?see '?outbox [^')]*'?`)
+
+// alertText is an alert's message without its pointer to the CLI.
+func alertText(msg string) string { return cliHint.ReplaceAllString(msg, "") }
