@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
 
 var _ outbox.TypePauser = (*Store)(nil)
@@ -16,7 +17,7 @@ func (s *Store) PauseType(ctx context.Context, eventType string, now time.Time) 
 	if err := outbox.ValidateType("type", eventType); err != nil {
 		return err
 	}
-	query, qa := s.q.pauseType.bind(args{"type": eventType, "now": micros(outbox.Timestamp(now))})
+	query, qa := s.q.pauseType.bind(args{"type": eventType, "now": column.Micros(outbox.Timestamp(now))})
 	if _, err := s.db.ExecContext(ctx, query, qa...); err != nil {
 		return fmt.Errorf("outbox/mysql: pause %q: %w", eventType, err)
 	}
@@ -66,7 +67,7 @@ func queryPaused(ctx context.Context, q querier, st stmt) ([]outbox.PausedType, 
 		if err := rows.Scan(&p.Type, &at); err != nil {
 			return nil, err
 		}
-		p.Since = fromMicros(at)
+		p.Since = column.FromMicros(at)
 		paused = append(paused, p)
 	}
 	return paused, rows.Err()

@@ -19,7 +19,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +29,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
+	"github.com/fitiq/outbox/internal/hub"
 	"github.com/fitiq/outbox/internal/sqltx"
 )
 
@@ -44,18 +45,12 @@ type Store struct {
 	// claimConflicts counts claims run again after losing a race for an ordering key.
 	claimConflicts atomic.Int64
 
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs hub.Hub       // the processors to wake
 	own  sqltx.Tracker // transactions run by Transact, and the users they enqueued for
 
 	stop      chan struct{}
 	stopOnce  sync.Once
 	probeDone chan struct{}
-}
-
-type subscription struct {
-	userID string
-	wake   chan struct{}
 }
 
 var (
@@ -90,7 +85,6 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 		log:       cfg.Logger.With("component", "outbox.mysql", "table", cfg.Table),
 		q:         newQueries(n),
 		txOpts:    &sql.TxOptions{Isolation: cfg.Isolation},
-		subs:      map[*subscription]struct{}{},
 		stop:      make(chan struct{}),
 		probeDone: make(chan struct{}),
 	}
@@ -167,79 +161,6 @@ func (s *Store) DB() *sql.DB { return s.db }
 func (s *Store) Close() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	<-s.probeDone
-}
-
-// Subscribe implements outbox.Notifier: the channel receives a value after the
-// store's own commits that enqueued events for userID (or for anyone, when userID is
-// empty), and whenever the probe sees new events.
-func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
-	sub := &subscription{userID: userID, wake: make(chan struct{}, 1)}
-	s.mu.Lock()
-	s.subs[sub] = struct{}{}
-	s.mu.Unlock()
-	return sub.wake, func() {
-		s.mu.Lock()
-		delete(s.subs, sub)
-		s.mu.Unlock()
-	}
-}
-
-// notify wakes the subscribers of the given users and those of all users; nil users
-// wakes every subscriber.
-func (s *Store) notify(users map[string]struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if _, ok := users[sub.userID]; ok || sub.userID == "" || users == nil {
-			select {
-			case sub.wake <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-// probe wakes subscribers when the table's highest seq grows: a commit the store did
-// not run itself. It reads one end of the primary key, and only while someone is
-// subscribed. (An event whose seq is below one already seen when it commits is not
-// noticed: the processors' poll finds it.)
-func (s *Store) probe() {
-	defer close(s.probeDone)
-	ticker := time.NewTicker(s.cfg.ProbeInterval)
-	defer ticker.Stop()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		<-s.stop
-		cancel()
-	}()
-	query, _ := s.q.maxSeq.bind(nil)
-	last := int64(-1)
-	for {
-		select {
-		case <-s.stop:
-			return
-		case <-ticker.C:
-		}
-		s.mu.Lock()
-		idle := len(s.subs) == 0
-		s.mu.Unlock()
-		if idle {
-			last = -1
-			continue
-		}
-		var seq int64
-		if err := s.db.QueryRowContext(ctx, query).Scan(&seq); err != nil {
-			if ctx.Err() == nil {
-				s.log.Debug("wake-up probe failed", "err", err)
-			}
-			continue
-		}
-		if last >= 0 && seq > last {
-			s.notify(nil)
-		}
-		last = seq
-	}
 }
 
 // Transact runs fn in a transaction (at the session's isolation level) and commits
@@ -344,9 +265,9 @@ func (s *Store) insert(ctx context.Context, q querier, now time.Time, events []*
 		}
 		u := uuid.MustParse(e.ID)
 		ids[i] = u[:]
-		at := micros(e.CreatedAt)
+		at := column.Micros(e.CreatedAt)
 		values = append(values, ids[i], e.Type, e.EntityID, e.UserID, e.MaxAttempts, e.Priority, e.IsNewRecord,
-			metadata, payload, nullString(e.OrderingKey), at, at, at)
+			metadata, payload, column.NullString(e.OrderingKey), at, at, at)
 		users[e.UserID] = struct{}{}
 	}
 	res, err := q.ExecContext(ctx, text.String(), values...)
@@ -411,7 +332,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 	const maxTries = 20
 	for try := 1; ; try++ {
 		var events []outbox.Event
-		err := s.inTxOnce(ctx, s.txOpts, func(tx *sql.Tx) error {
+		err := sqltx.Run(ctx, s.db, s.txOpts, func(tx *sql.Tx) error {
 			var err error
 			events, err = s.claim(ctx, tx, p)
 			return err
@@ -438,9 +359,9 @@ type candidate struct {
 func (s *Store) claim(ctx context.Context, tx *sql.Tx, p outbox.ClaimParams) ([]outbox.Event, error) {
 	now := outbox.Timestamp(p.Now)
 	a := args{
-		"now":           micros(now),
+		"now":           column.Micros(now),
 		"owner":         p.Owner,
-		"lease_until":   micros(p.LeaseUntil),
+		"lease_until":   column.Micros(p.LeaseUntil),
 		"limit":         p.Limit,
 		"default_max":   cmp.Or(max(p.DefaultMaxAttempts, 0), outbox.DefaultMaxAttempts),
 		"skip_given_up": p.SkipGivenUp,
@@ -563,7 +484,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 		if err := rows.Err(); err != nil || len(seqs) == 0 {
 			return err
 		}
-		query, qa = s.q.extendLease.bind(args{"until": micros(until), "seqs": seqs})
+		query, qa = s.q.extendLease.bind(args{"until": column.Micros(until), "seqs": seqs})
 		_, err = tx.ExecContext(ctx, query, qa...)
 		return err
 	})
@@ -609,7 +530,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 	if len(delivered)+len(failed)+len(released) == 0 {
 		return nil
 	}
-	at := micros(outbox.Timestamp(now))
+	at := column.Micros(outbox.Timestamp(now))
 	err := s.inTx(ctx, s.txOpts, func(tx *sql.Tx) error {
 		if len(delivered) > 0 {
 			query, qa := s.q.completeEvents.bind(args{"now": at, "ids": delivered, "owner": owner})
@@ -624,7 +545,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 				u := uuid.MustParse(o.ID)
 				ids[i] = u[:]
 				errs[i].id, errs[i].value = ids[i], o.Error
-				nexts[i].id, nexts[i].value = ids[i], nullMicros(outbox.Timestamp(o.NextAttemptAt))
+				nexts[i].id, nexts[i].value = ids[i], column.NullMicros(outbox.Timestamp(o.NextAttemptAt))
 			}
 			query, qa := s.q.failEvents.bind(args{"now": at, "ids": ids, "owner": owner, "errors": errs, "next_attempts": nexts})
 			if _, err := tx.ExecContext(ctx, query, qa...); err != nil {
@@ -691,12 +612,12 @@ func filterSQL(table string, f outbox.Filter) (string, args) {
 	}
 	if !f.DueBefore.IsZero() {
 		conds = append(conds, "status IN ('pending', 'failed') AND next_attempt_at < :due_before")
-		a["due_before"] = micros(f.DueBefore)
+		a["due_before"] = column.Micros(f.DueBefore)
 	}
 	if !f.StuckAt.IsZero() {
 		// state_at is lease_expires_at in flight: the processing range of the due index.
 		conds = append(conds, "status = 'processing' AND state_at <= :stuck_at")
-		a["stuck_at"] = micros(f.StuckAt)
+		a["stuck_at"] = column.Micros(f.StuckAt)
 	}
 	if f.Blocked {
 		// Waiting behind a given-up earlier event of the key, found through open_key
@@ -773,14 +694,14 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 		if err := tx.QueryRowContext(ctx, query, qa...).Scan(&status, &lease); err != nil {
 			return err
 		}
-		if status == string(outbox.StatusProcessing) && lease.Int64 > micros(now) {
+		if status == string(outbox.StatusProcessing) && lease.Int64 > column.Micros(now) {
 			return errLeased
 		}
 		query, qa = s.q.updateEvent.bind(args{
-			"id": u[:], "now": micros(now),
+			"id": u[:], "now": column.Micros(now),
 			"status": string(e.Status), "attempts": e.Attempts, "max_attempts": e.MaxAttempts,
-			"priority": e.Priority, "metadata": metadata, "next_attempt_at": nullMicros(outbox.Timestamp(e.NextAttemptAt)),
-			"completed_at": nullMicros(outbox.Timestamp(e.CompletedAt)), "last_error": nullString(e.LastError),
+			"priority": e.Priority, "metadata": metadata, "next_attempt_at": column.NullMicros(outbox.Timestamp(e.NextAttemptAt)),
+			"completed_at": column.NullMicros(outbox.Timestamp(e.CompletedAt)), "last_error": column.NullString(e.LastError),
 		})
 		_, err := tx.ExecContext(ctx, query, qa...)
 		return err
@@ -814,7 +735,7 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 		f.Status = outbox.StatusFailed
 	}
 	where, a := filterSQL(s.q.table, f)
-	at := micros(outbox.Timestamp(now))
+	at := column.Micros(outbox.Timestamp(now))
 	a["now"] = at
 	var n int
 	err := s.inTx(ctx, s.txOpts, func(tx *sql.Tx) error {
@@ -884,7 +805,7 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 	}
 	var n int64
 	err := s.inTx(ctx, s.txOpts, func(tx *sql.Tx) error {
-		query, qa := s.q.deleteCompleted.bind(args{"before": micros(before), "limit": limit})
+		query, qa := s.q.deleteCompleted.bind(args{"before": column.Micros(before), "limit": limit})
 		res, err := tx.ExecContext(ctx, query, qa...)
 		if err != nil {
 			return err
@@ -896,151 +817,4 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 		return 0, fmt.Errorf("outbox/mysql: delete completed: %w", err)
 	}
 	return int(n), nil
-}
-
-// Stats implements outbox.Store. Each count reads the range of its state in the
-// counts index; all of them read one snapshot, so that they add up while relays work.
-func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
-	var st outbox.Stats
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true})
-	if err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	defer tx.Rollback()
-	active, completed, blocked, recent := s.q.countActiveAll, s.q.countCompletedAll, s.q.countBlockedAll, s.q.countRecentAll
-	if q.UserID != "" {
-		active, completed, blocked, recent = s.q.countActiveUser, s.q.countCompletedUser, s.q.countBlockedUser, s.q.countRecentUser
-	}
-	paused, err := s.pausedSet(ctx, tx, &st)
-	if err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	a := args{"user_id": q.UserID, "now": micros(q.Now), "stale_before": micros(q.Now.Add(-q.StaleAfter))}
-	query, qa := active.bind(a)
-	rows, err := tx.QueryContext(ctx, query, qa...)
-	if err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	oldest := int64(-1)
-	dueSince := sql.NullInt64{}
-	for rows.Next() {
-		var (
-			typ, status          string
-			givenUp              bool
-			n, stale, stuck, min int64
-			due                  sql.NullInt64
-		)
-		if err := rows.Scan(&typ, &status, &givenUp, &n, &min, &stale, &stuck, &due); err != nil {
-			rows.Close()
-			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-		}
-		st.Add(typ, outbox.Status(status), givenUp, int(n))
-		// A stuck event counts whatever its type: a pause stops claims, not a lease
-		// from running out.
-		counted := status == string(outbox.StatusProcessing)
-		if counted {
-			st.Stuck += int(stuck)
-		}
-		if status != string(outbox.StatusProcessing) && !givenUp && !paused[typ] {
-			counted = true
-			st.Stale += int(stale)
-			if oldest < 0 || min < oldest {
-				oldest = min
-			}
-		}
-		if counted && due.Valid && (!dueSince.Valid || due.Int64 < dueSince.Int64) {
-			dueSince = due
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	if oldest >= 0 {
-		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest)), 0)
-	}
-	if dueSince.Valid {
-		st.OldestDueAge = max(q.Now.Sub(fromMicros(dueSince.Int64)), 0)
-	}
-	if q.Window > 0 {
-		st.Recent.Window = q.Window
-		query, qa := recent.bind(args{"user_id": q.UserID, "since": micros(q.Now.Add(-q.Window))})
-		if err := tx.QueryRowContext(ctx, query, qa...).Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
-			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-		}
-	}
-	query, qa = completed.bind(a)
-	rows, err = tx.QueryContext(ctx, query, qa...)
-	if err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	for rows.Next() {
-		var typ string
-		var n int64
-		if err := rows.Scan(&typ, &n); err != nil {
-			rows.Close()
-			return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-		}
-		st.Add(typ, outbox.StatusCompleted, false, int(n))
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	query, qa = blocked.bind(a)
-	if err := tx.QueryRowContext(ctx, query, qa...).Scan(&st.Blocked); err != nil {
-		return st, fmt.Errorf("outbox/mysql: stats: %w", err)
-	}
-	return st, nil
-}
-
-// pausedSet reads the paused types in tx, for Stats: their events are counted, but
-// neither stale nor the oldest waiting.
-func (s *Store) pausedSet(ctx context.Context, tx *sql.Tx, st *outbox.Stats) (map[string]bool, error) {
-	paused, err := queryPaused(ctx, tx, s.q.pausedTypes)
-	if err != nil {
-		return nil, err
-	}
-	set := make(map[string]bool, len(paused))
-	for _, p := range paused {
-		st.Paused = append(st.Paused, p.Type)
-		set[p.Type] = true
-	}
-	return set, nil
-}
-
-// inTx runs fn in a transaction of the store's own and commits it, running it again
-// (a few times) when the server rolled it back to break a deadlock.
-func (s *Store) inTx(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
-	for try := 1; ; try++ {
-		err := s.inTxOnce(ctx, opts, fn)
-		if err == nil || try == 10 || !isDeadlock(err) || ctx.Err() != nil {
-			return err
-		}
-		pause(ctx, try)
-	}
-}
-
-// pause waits a little before a transaction runs again after a conflict, longer
-// after each try and at random, so that the transactions that collided do not
-// collide again in step.
-func pause(ctx context.Context, try int) {
-	t := time.NewTimer(time.Duration(rand.Int64N(int64(try) * int64(time.Millisecond))))
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
-func (s *Store) inTxOnce(ctx context.Context, opts *sql.TxOptions, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, opts)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
 
 var (
@@ -57,12 +58,12 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 	bucket := func(minute int64) *outbox.TimelineBucket {
 		b := buckets[minute]
 		if b == nil {
-			b = &outbox.TimelineBucket{Minute: fromMicros(minute * 60_000_000)}
+			b = &outbox.TimelineBucket{Minute: column.FromMicros(minute * 60_000_000)}
 			buckets[minute] = b
 		}
 		return b
 	}
-	query, qa := s.render(timelineCompleted).bind(args{"since": micros(completedSince), "until": micros(q.Until)})
+	query, qa := s.render(timelineCompleted).bind(args{"since": column.Micros(completedSince), "until": column.Micros(q.Until)})
 	rows, err := tx.QueryContext(ctx, query, qa...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/mysql: timeline: %w", err)
@@ -79,7 +80,7 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("outbox/mysql: timeline: %w", err)
 	}
-	query, qa = s.render(timelineFailed).bind(args{"since": micros(q.Since), "until": micros(q.Until)})
+	query, qa = s.render(timelineFailed).bind(args{"since": column.Micros(q.Since), "until": column.Micros(q.Until)})
 	rows, err = tx.QueryContext(ctx, query, qa...)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/mysql: timeline: %w", err)

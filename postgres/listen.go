@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fitiq/outbox/internal/debounce"
+	"github.com/fitiq/outbox/internal/hub"
 )
 
 // firstReconnectDelay is the wait before the first attempt to re-establish a lost
@@ -38,15 +39,11 @@ type listener struct {
 	connected atomic.Bool
 	pid       atomic.Uint32 // backend of the LISTEN connection, for tests
 
+	subs hub.Hub // this process's subscribers
+
 	mu      sync.Mutex
-	subs    map[*subscription]struct{}
 	started bool
 	closed  bool
-}
-
-type subscription struct {
-	userID string
-	wake   chan struct{}
 }
 
 func newListener(connConfig *pgx.ConnConfig, cfg Config, log *slog.Logger) *listener {
@@ -58,11 +55,10 @@ func newListener(connConfig *pgx.ConnConfig, cfg Config, log *slog.Logger) *list
 		checkAfter:   cfg.ListenCheckInterval,
 		log:          log,
 		ctx:          ctx, cancel: cancel,
-		subs: map[*subscription]struct{}{},
 	}
 	// A burst of commits costs one wake-up per processor per NotifyDebounce, not one
 	// per commit.
-	l.fan = debounce.New(cfg.NotifyDebounce, l.wake)
+	l.fan = debounce.New(cfg.NotifyDebounce, l.subs.Wake)
 	return l
 }
 
@@ -75,9 +71,8 @@ func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
 }
 
 func (l *listener) subscribe(userID string, listen bool) (<-chan struct{}, func()) {
-	sub := &subscription{userID: userID, wake: make(chan struct{}, 1)}
+	wake, unsubscribe := l.subs.Subscribe(userID)
 	l.mu.Lock()
-	l.subs[sub] = struct{}{}
 	start := listen && !l.started && !l.closed
 	l.started = l.started || start
 	l.mu.Unlock()
@@ -85,26 +80,7 @@ func (l *listener) subscribe(userID string, listen bool) (<-chan struct{}, func(
 		l.wg.Go(l.run)
 		l.wg.Go(func() { l.fan.Run(l.ctx) })
 	}
-	return sub.wake, func() {
-		l.mu.Lock()
-		delete(l.subs, sub)
-		l.mu.Unlock()
-	}
-}
-
-// wake signals the subscribers of users (every subscriber, with all); a subscriber for
-// all users is always signalled.
-func (l *listener) wake(users map[string]struct{}, all bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for sub := range l.subs {
-		if _, ok := users[sub.userID]; ok || all || sub.userID == "" {
-			select {
-			case sub.wake <- struct{}{}:
-			default:
-			}
-		}
-	}
+	return wake, unsubscribe
 }
 
 func (l *listener) close() {

@@ -73,7 +73,8 @@ func DialFunc(timeout time.Duration) pgconn.DialFunc {
 // deadline. A connection that went silent rarely goes alone (a failover, a NAT
 // timeout, a hung server take all of them), and each idle one would otherwise cost
 // a caller another full deadline before it is found out; connections in use are
-// closed when they are released, so transactions in flight are not cut.
+// closed when they are released, so transactions in flight are not cut. The pool is
+// the caller's: New's doc comment and docs/postgres.md say that the store does this.
 func (s *Store) abandoned(ctx context.Context, err error) {
 	if err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return

@@ -101,6 +101,6 @@ func (s *Store) queueNotify(users map[string]struct{}) {
 // users, unless the notification will reach them through LISTEN anyway.
 func (s *Store) announce(users map[string]struct{}) {
 	if len(users) > 0 && (s.cfg.DisableNotify || !s.listener.connected.Load()) {
-		s.listener.wake(users, false)
+		s.listener.subs.Wake(users, false)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/sqltx"
 )
 
 // Store is an outbox.Store and outbox.Notifier on a PostgreSQL database.
@@ -52,8 +53,7 @@ type Store struct {
 	// lastEnqueue is when (Unix ns) EnqueueTx or EnqueueSQLTx last ran; see notifyInTx.
 	lastEnqueue atomic.Int64
 
-	mu      sync.Mutex
-	ownTxes map[pgx.Tx]*ownTx // transactions run by Transact, while they run
+	own sqltx.TrackerOf[pgx.Tx, ownTx] // transactions run by Transact, and what they enqueued for
 
 	claims claimStatements // claim statements with their limit written in
 }
@@ -65,7 +65,14 @@ var (
 
 // New returns a Store on pool for the outbox table cfg names, which must have been
 // migrated (see Migrate): otherwise it fails with ErrNotMigrated. The pool stays the
-// caller's; Close stops only what the store started (its LISTEN connection).
+// caller's (Close stops only what the store started: its LISTEN connection), but the
+// store resets it after a silent connection: when a Claim, ExtendLease, Settle or
+// Stats fails at its context's deadline (a connection gone silent, as in a failover,
+// or a statement slower than the deadline), it calls pool.Reset, at most once a
+// second, so that the pool's other connections, likely as dead, do not each cost a
+// caller another deadline. Idle connections close at once and those in use when
+// released, so no transaction in flight is cut, but whoever shares the pool dials new
+// ones. To keep the store off a pool the application uses, give it one of its own.
 func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 	if pool == nil {
 		return nil, configError("pool", "must not be nil")
@@ -85,7 +92,6 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		q:                newQueries(n, !cfg.DisableNotify),
 		idIndex:          cfg.Table + "_id_key",
 		keyInFlightIndex: cfg.Table + "_key_in_flight",
-		ownTxes:          map[pgx.Tx]*ownTx{},
 	}
 	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
 	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
@@ -110,39 +116,18 @@ func (s *Store) Close() {
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
 // when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does.
-func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error) {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("outbox/postgres: begin: %w", err)
-	}
-	s.mu.Lock()
-	s.ownTxes[tx] = nil
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		own := s.ownTxes[tx]
-		delete(s.ownTxes, tx)
-		s.mu.Unlock()
-		if p := recover(); p != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-			panic(p)
-		}
-		if err != nil {
-			if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
-				err = errors.Join(err, fmt.Errorf("outbox/postgres: rollback: %w", rbErr))
-			}
-			return
-		}
-		if err = tx.Commit(ctx); err != nil {
-			err = fmt.Errorf("outbox/postgres: commit: %w", err)
-			return
-		}
-		if own != nil {
-			s.announce(own.users)
-			s.queueNotify(own.unnotified)
-		}
-	}()
-	return fn(tx)
+func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return s.own.Transact(ctx, s.pool.Begin, pgxEnd, "outbox/postgres", fn, func(o *ownTx) {
+		s.announce(o.users)
+		s.queueNotify(o.unnotified)
+	})
+}
+
+// pgxEnd ends the transactions of Transact.
+var pgxEnd = sqltx.End[pgx.Tx]{
+	Commit:   func(ctx context.Context, tx pgx.Tx) error { return tx.Commit(ctx) },
+	Rollback: func(ctx context.Context, tx pgx.Tx) error { return tx.Rollback(ctx) },
+	Done:     pgx.ErrTxClosed,
 }
 
 // EnqueueTx writes events in the caller's transaction and never commits it: roll the
@@ -158,9 +143,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
 	}
-	s.mu.Lock()
-	_, own := s.ownTxes[tx]
-	s.mu.Unlock()
+	own := s.own.Running(tx)
 	now := time.Now()
 	inTx := s.notifyInTx(now)
 	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
@@ -171,11 +154,9 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 		s.watchUnlessNotified(now, inTx, events)
 		return nil
 	}
-	s.mu.Lock()
-	if o, ok := s.ownTxes[tx]; ok { // still running
-		if o == nil {
-			o = &ownTx{users: map[string]struct{}{}, unnotified: map[string]struct{}{}}
-			s.ownTxes[tx] = o
+	s.own.Add(tx, func(o *ownTx) { // unless it ended meanwhile
+		if o.users == nil {
+			o.users, o.unnotified = map[string]struct{}{}, map[string]struct{}{}
 		}
 		for u := range users {
 			o.users[u] = struct{}{}
@@ -183,8 +164,7 @@ func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Even
 				o.unnotified[u] = struct{}{}
 			}
 		}
-	}
-	s.mu.Unlock()
+	})
 	return nil
 }
 
@@ -776,108 +756,4 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 		return 0, fmt.Errorf("outbox/postgres: delete completed: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
-}
-
-// Stats implements outbox.Store. Each count reads the partial index of the state it
-// counts; see countActive and its neighbours.
-func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
-	var st outbox.Stats
-	// One snapshot for all the counts, so that they add up while relays are working.
-	tx, err := s.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		s.abandoned(ctx, err)
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	defer tx.Rollback(ctx)
-	user := pgx.NamedArgs{"user_id": q.UserID}
-	// Planned for these arguments: the user filter folds away when unset.
-	mode := pgx.QueryExecModeExec
-	rows, err := tx.Query(ctx, s.q.countActive, mode, user)
-	if err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	var (
-		typ, status string
-		givenUp     bool
-		n           int
-	)
-	if _, err := pgx.ForEachRow(rows, []any{&typ, &status, &givenUp, &n}, func() error {
-		st.Add(typ, outbox.Status(status), givenUp, n)
-		return nil
-	}); err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	rows, err = tx.Query(ctx, s.q.countCompleted, mode, user)
-	if err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	if _, err := pgx.ForEachRow(rows, []any{&typ, &n}, func() error {
-		st.Add(typ, outbox.StatusCompleted, false, n)
-		return nil
-	}); err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	var oldest, dueSince, stuckSince *time.Time
-	if err := tx.QueryRow(ctx, s.q.countWaiting, mode, pgx.NamedArgs{
-		"user_id": q.UserID, "stale_before": ts(q.Now.Add(-q.StaleAfter)), "now": ts(q.Now),
-	}).Scan(&st.Stale, &oldest, &dueSince); err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	if oldest != nil {
-		st.OldestPendingAge = max(q.Now.Sub(*oldest), 0)
-	}
-	if err := tx.QueryRow(ctx, s.q.countStuck, mode, pgx.NamedArgs{"user_id": q.UserID, "now": ts(q.Now)}).
-		Scan(&st.Stuck, &stuckSince); err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	for _, since := range []*time.Time{dueSince, stuckSince} {
-		if since != nil {
-			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(*since))
-		}
-	}
-	if q.Window > 0 {
-		st.Recent.Window = q.Window
-		if err := tx.QueryRow(ctx, s.q.countRecent, mode, pgx.NamedArgs{"user_id": q.UserID, "since": ts(q.Now.Add(-q.Window))}).
-			Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
-			return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-		}
-	}
-	if err := tx.QueryRow(ctx, s.q.countBlocked, mode, user).Scan(&st.Blocked); err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	paused, err := queryPaused(ctx, tx, s.q.pausedTypes)
-	if err != nil {
-		return st, fmt.Errorf("outbox/postgres: stats: %w", err)
-	}
-	for _, p := range paused {
-		st.Paused = append(st.Paused, p.Type)
-	}
-	return st, nil
-}
-
-func filterArgs(f outbox.Filter) pgx.NamedArgs {
-	return pgx.NamedArgs{
-		"all_ids":    len(f.IDs) == 0,
-		"ids":        parseIDs(f.IDs),
-		"status":     string(f.Status),
-		"given_up":   f.GivenUp,
-		"due_before": ts(f.DueBefore),
-		"stuck_at":   ts(f.StuckAt),
-		"blocked":    f.Blocked,
-		"type":       f.Type,
-		"user_id":    f.UserID,
-		"after_seq":  f.AfterSeq,
-	}
-}
-
-// parseIDs converts event IDs for the database, leaving out strings that are not
-// UUIDs: no event has such an ID.
-func parseIDs(ids []string) []pgtype.UUID {
-	out := make([]pgtype.UUID, 0, len(ids))
-	for _, id := range ids {
-		if u, err := uuid.Parse(id); err == nil {
-			out = append(out, pgtype.UUID{Bytes: u, Valid: true})
-		}
-	}
-	return out
 }

@@ -3,11 +3,11 @@ package sqlite
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
 
 var _ outbox.TypePauser = (*Store)(nil)
@@ -17,7 +17,7 @@ func (s *Store) PauseType(ctx context.Context, eventType string, now time.Time) 
 	if err := outbox.ValidateType("type", eventType); err != nil {
 		return err
 	}
-	if _, err := s.db.ExecContext(ctx, pauseType, sql.Named("type", eventType), sql.Named("now", micros(now))); err != nil {
+	if _, err := s.db.ExecContext(ctx, pauseType, sql.Named("type", eventType), sql.Named("now", column.Micros(now))); err != nil {
 		return fmt.Errorf("outbox/sqlite: pause %q: %w", eventType, err)
 	}
 	return nil
@@ -67,18 +67,8 @@ func queryPaused(ctx context.Context, q querier) ([]outbox.PausedType, error) {
 		if err := rows.Scan(&p.Type, &at); err != nil {
 			return nil, err
 		}
-		p.Since = fromMicros(at)
+		p.Since = column.FromMicros(at)
 		paused = append(paused, p)
 	}
 	return paused, rows.Err()
-}
-
-// jsonTypes is the :types or :skip_types argument of a claim: empty for none, else a
-// JSON array.
-func jsonTypes(types []string) string {
-	if len(types) == 0 {
-		return ""
-	}
-	b, _ := json.Marshal(types) // a []string always marshals
-	return string(b)
 }

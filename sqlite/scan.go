@@ -7,59 +7,8 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
-
-// micros is how the store keeps times: Unix microseconds, UTC.
-func micros(t time.Time) int64 { return t.UnixMicro() }
-
-func nullMicros(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixMicro()
-}
-
-func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
-
-func fromNullMicros(v sql.NullInt64) time.Time {
-	if !v.Valid {
-		return time.Time{}
-	}
-	return fromMicros(v.Int64)
-}
-
-func nullString(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-func jsonIDs(ids []string) string {
-	// IDs are stored in their canonical spelling; another spelling must find them too.
-	ids = outbox.CanonicalIDs(ids)
-	if len(ids) == 0 {
-		return "[]"
-	}
-	b, _ := json.Marshal(ids) // a []string always encodes
-	return string(b)
-}
-
-// jsonReasons encodes released events' reasons (canonical ID → reason) for json_each.
-func jsonReasons(reasons map[string]string) string {
-	if len(reasons) == 0 {
-		return "{}"
-	}
-	b, _ := json.Marshal(reasons) // a map[string]string always encodes
-	return string(b)
-}
-
-// storedError is one entry of the errors column, as the SQL writes it.
-type storedError struct {
-	Attempt int    `json:"attempt"`
-	At      int64  `json:"at"`
-	Error   string `json:"error"`
-}
 
 // scanEvents reads rows of eventColumns and closes them.
 func scanEvents(rows *sql.Rows) ([]outbox.Event, error) {
@@ -79,37 +28,27 @@ func scanEvents(rows *sql.Rows) ([]outbox.Event, error) {
 			return nil, err
 		}
 		e.Status = outbox.Status(status)
-		if metadata.Valid {
-			if err := json.Unmarshal([]byte(metadata.String), &e.Metadata); err != nil {
-				return nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
-			}
+		if err := column.DecodeJSON(nullBytes(metadata), nullBytes(errs), &e.Metadata, func(n int, at time.Time, msg string) {
+			e.Errors = append(e.Errors, outbox.AttemptError{Attempt: n, At: at, Error: msg})
+		}); err != nil {
+			return nil, fmt.Errorf("event %s: %w", e.ID, err)
 		}
 		if payload.Valid {
 			e.Payload = json.RawMessage(payload.String)
 		}
-		if errs.Valid {
-			var stored []storedError
-			if err := json.Unmarshal([]byte(errs.String), &stored); err != nil {
-				return nil, fmt.Errorf("event %s: decode errors: %w", e.ID, err)
-			}
-			for _, se := range stored {
-				e.Errors = append(e.Errors, outbox.AttemptError{Attempt: se.Attempt, At: fromMicros(se.At), Error: se.Error})
-			}
-		}
 		e.OrderingKey, e.LastError, e.LeaseOwner = key.String, lastErr.String, own.String
-		e.CreatedAt, e.UpdatedAt = fromMicros(created), fromMicros(updated)
-		e.LastAttemptAt, e.NextAttemptAt = fromNullMicros(lastAttempt), fromNullMicros(next)
-		e.CompletedAt, e.LeaseExpiresAt = fromNullMicros(completed), fromNullMicros(leaseExp)
+		e.CreatedAt, e.UpdatedAt = column.FromMicros(created), column.FromMicros(updated)
+		e.LastAttemptAt, e.NextAttemptAt = column.FromNullMicros(lastAttempt), column.FromNullMicros(next)
+		e.CompletedAt, e.LeaseExpiresAt = column.FromNullMicros(completed), column.FromNullMicros(leaseExp)
 		events = append(events, e)
 	}
 	return events, rows.Err()
 }
 
-// canonicalID is the stored spelling of id; a string that is not a UUID is passed
-// as it is, and matches no event.
-func canonicalID(id string) string {
-	if c, err := outbox.CanonicalID(id); err == nil {
-		return c
+// nullBytes is the text of v, nil for NULL.
+func nullBytes(v sql.NullString) []byte {
+	if !v.Valid {
+		return nil
 	}
-	return id
+	return []byte(v.String)
 }

@@ -14,10 +14,11 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
+	"github.com/fitiq/outbox/internal/hub"
 	"github.com/fitiq/outbox/internal/sqltx"
 )
 
@@ -36,14 +37,8 @@ type Store struct {
 	log    *slog.Logger
 	insert *sql.Stmt // insertEvent, prepared once: parsing it costs more than running it
 
-	mu   sync.Mutex
-	subs map[*subscription]struct{}
+	subs hub.Hub       // the processors to wake
 	own  sqltx.Tracker // transactions run by Transact, and the users they enqueued for
-}
-
-type subscription struct {
-	userID string
-	wake   chan struct{}
 }
 
 var (
@@ -77,7 +72,6 @@ func New(ctx context.Context, db *sql.DB, cfg Config) (*Store, error) {
 		insert: insert,
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "outbox.sqlite"),
-		subs:   map[*subscription]struct{}{},
 	}, nil
 }
 
@@ -87,31 +81,12 @@ func (s *Store) DB() *sql.DB { return s.db }
 // Subscribe implements outbox.Notifier: the channel receives a value after a commit
 // that enqueued events for userID (or for anyone, when userID is empty).
 func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
-	sub := &subscription{userID: userID, wake: make(chan struct{}, 1)}
-	s.mu.Lock()
-	s.subs[sub] = struct{}{}
-	s.mu.Unlock()
-	return sub.wake, func() {
-		s.mu.Lock()
-		delete(s.subs, sub)
-		s.mu.Unlock()
-	}
+	return s.subs.Subscribe(userID)
 }
 
 // notify wakes the subscribers of the given users and those of all users; nil users
 // wakes every subscriber.
-func (s *Store) notify(users map[string]struct{}) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for sub := range s.subs {
-		if _, ok := users[sub.userID]; ok || sub.userID == "" || users == nil {
-			select {
-			case sub.wake <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
+func (s *Store) notify(users map[string]struct{}) { s.subs.Wake(users, users == nil) }
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
 // when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does. After
@@ -168,9 +143,9 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			sql.Named("priority", e.Priority),
 			sql.Named("is_new_record", e.IsNewRecord),
 			sql.Named("metadata", metadata),
-			sql.Named("payload", nullString(string(e.Payload))),
-			sql.Named("ordering_key", nullString(e.OrderingKey)),
-			sql.Named("now", micros(e.CreatedAt)),
+			sql.Named("payload", column.NullString(string(e.Payload))),
+			sql.Named("ordering_key", column.NullString(e.OrderingKey)),
+			sql.Named("now", column.Micros(e.CreatedAt)),
 		}
 		res, err := tx.StmtContext(ctx, s.insert).ExecContext(ctx, args...)
 		if err != nil && strings.Contains(err.Error(), "statement from different database") {
@@ -209,7 +184,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 	}
 	var events []outbox.Event
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
-		now := micros(p.Now)
+		now := column.Micros(p.Now)
 		if _, err := tx.ExecContext(ctx, expireLeases,
 			sql.Named("now", now), sql.Named("default_max", cmp.Or(p.DefaultMaxAttempts, outbox.DefaultMaxAttempts)),
 			sql.Named("user_id", p.UserID),
@@ -221,7 +196,7 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 		rows, err := tx.QueryContext(ctx, claim,
 			sql.Named("now", now),
 			sql.Named("owner", p.Owner),
-			sql.Named("lease_until", micros(p.LeaseUntil)),
+			sql.Named("lease_until", column.Micros(p.LeaseUntil)),
 			sql.Named("limit", p.Limit),
 			sql.Named("user_id", p.UserID),
 			sql.Named("skip_given_up", p.SkipGivenUp),
@@ -252,7 +227,7 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 	held := make(map[string]bool, len(ids))
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, extendLease,
-			sql.Named("until", micros(until)), sql.Named("ids", jsonIDs(ids)), sql.Named("owner", owner))
+			sql.Named("until", column.Micros(until)), sql.Named("ids", jsonIDs(ids)), sql.Named("owner", owner))
 		if err != nil {
 			return err
 		}
@@ -301,7 +276,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 			return fmt.Errorf("%w: outcome for %s has no result", outbox.ErrInvalid, o.ID)
 		}
 	}
-	at := micros(now)
+	at := column.Micros(now)
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		if len(delivered) > 0 {
 			if _, err := tx.ExecContext(ctx, completeEvents,
@@ -312,7 +287,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		for _, o := range failed {
 			if _, err := tx.ExecContext(ctx, failEvent,
 				sql.Named("now", at), sql.Named("id", canonicalID(o.ID)), sql.Named("owner", owner),
-				sql.Named("error", o.Error), sql.Named("next_attempt_at", nullMicros(o.NextAttemptAt))); err != nil {
+				sql.Named("error", o.Error), sql.Named("next_attempt_at", column.NullMicros(o.NextAttemptAt))); err != nil {
 				return fmt.Errorf("fail %s: %w", o.ID, err)
 			}
 		}
@@ -383,11 +358,11 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, updateEvent,
-			sql.Named("id", canonicalID(e.ID)), sql.Named("now", micros(now)),
+			sql.Named("id", canonicalID(e.ID)), sql.Named("now", column.Micros(now)),
 			sql.Named("status", string(e.Status)), sql.Named("attempts", e.Attempts),
 			sql.Named("max_attempts", e.MaxAttempts), sql.Named("priority", e.Priority),
-			sql.Named("metadata", metadata), sql.Named("next_attempt_at", nullMicros(e.NextAttemptAt)),
-			sql.Named("completed_at", nullMicros(e.CompletedAt)), sql.Named("last_error", nullString(e.LastError)))
+			sql.Named("metadata", metadata), sql.Named("next_attempt_at", column.NullMicros(e.NextAttemptAt)),
+			sql.Named("completed_at", column.NullMicros(e.CompletedAt)), sql.Named("last_error", column.NullString(e.LastError)))
 		if err != nil {
 			return err
 		}
@@ -416,7 +391,7 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 	if f.Status == "" && !f.GivenUp && len(f.IDs) == 0 {
 		f.Status = outbox.StatusFailed
 	}
-	args := append(filterArgs(f), sql.Named("now", micros(now)))
+	args := append(filterArgs(f), sql.Named("now", column.Micros(now)))
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, retryEvents, args...)
@@ -455,7 +430,7 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: DeleteCompleted: limit must be positive, got %d", outbox.ErrInvalid, limit)
 	}
-	res, err := s.db.ExecContext(ctx, deleteCompleted, sql.Named("before", micros(before)), sql.Named("limit", limit))
+	res, err := s.db.ExecContext(ctx, deleteCompleted, sql.Named("before", column.Micros(before)), sql.Named("limit", limit))
 	if err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: delete completed: %w", err)
 	}
@@ -463,104 +438,9 @@ func (s *Store) DeleteCompleted(ctx context.Context, before time.Time, limit int
 	return int(n), err
 }
 
-// Stats implements outbox.Store.
-func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, error) {
-	var st outbox.Stats
-	// One snapshot for all the counts (a read transaction: it takes no write lock), so
-	// that they add up while a processor is working.
-	tx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
-	if err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	defer tx.Rollback()
-	user := sql.Named("user_id", q.UserID)
-	rows, err := tx.QueryContext(ctx, countByTypeAndStatus, user)
-	if err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var (
-			typ, status string
-			givenUp     bool
-			n           int
-		)
-		if err := rows.Scan(&typ, &status, &givenUp, &n); err != nil {
-			return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-		}
-		st.Add(typ, outbox.Status(status), givenUp, n)
-	}
-	if err := rows.Err(); err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	now := sql.Named("now", micros(q.Now))
-	var duePending, dueRetry, stuckSince sql.NullInt64
-	if err := tx.QueryRowContext(ctx, countStale, user, now,
-		sql.Named("stale_before", micros(q.Now.Add(-q.StaleAfter))),
-	).Scan(&st.Stale, &duePending, &dueRetry); err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	if err := tx.QueryRowContext(ctx, countStuck, user, now).Scan(&st.Stuck, &stuckSince); err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	for _, since := range []sql.NullInt64{duePending, dueRetry, stuckSince} {
-		if since.Valid {
-			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(fromMicros(since.Int64)))
-		}
-	}
-	if q.Window > 0 {
-		st.Recent.Window = q.Window
-		if err := tx.QueryRowContext(ctx, countRecent, user, sql.Named("since", micros(q.Now.Add(-q.Window)))).
-			Scan(&st.Recent.Completed, &st.Recent.Failed, &st.Recent.GivenUp); err != nil {
-			return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-		}
-	}
-	var oldest sql.NullInt64
-	if err := tx.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	if oldest.Valid {
-		st.OldestPendingAge = max(q.Now.Sub(fromMicros(oldest.Int64)), 0)
-	}
-	if err := tx.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	paused, err := queryPaused(ctx, tx)
-	if err != nil {
-		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
-	}
-	for _, p := range paused {
-		st.Paused = append(st.Paused, p.Type)
-	}
-	return st, nil
-}
-
 // inTx runs fn in a write transaction of the store's own.
 func (s *Store) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-func filterArgs(f outbox.Filter) []any {
-	return []any{
-		sql.Named("all_ids", len(f.IDs) == 0),
-		sql.Named("ids", jsonIDs(f.IDs)),
-		sql.Named("status", string(f.Status)),
-		sql.Named("given_up", f.GivenUp),
-		sql.Named("due_before", nullMicros(f.DueBefore)),
-		sql.Named("stuck_at", nullMicros(f.StuckAt)),
-		sql.Named("blocked", f.Blocked),
-		sql.Named("type", f.Type),
-		sql.Named("user_id", f.UserID),
-		sql.Named("after_seq", f.AfterSeq),
-	}
+	return sqltx.Run(ctx, s.db, nil, fn)
 }
 
 // SQLite's extended result codes for a unique constraint and a primary key refused.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
 
 var (
@@ -45,13 +46,13 @@ func (s *Store) Timeline(ctx context.Context, q outbox.TimelineQuery) ([]outbox.
 		return nil, fmt.Errorf("outbox/sqlite: timeline: %w", err)
 	}
 	defer tx.Rollback()
-	window := []any{sql.Named("since", micros(q.Since)), sql.Named("until", micros(q.Until))}
-	completedWindow := []any{sql.Named("since", micros(later(q.Since, q.CompletedSince))), sql.Named("until", micros(q.Until))}
+	window := []any{sql.Named("since", column.Micros(q.Since)), sql.Named("until", column.Micros(q.Until))}
+	completedWindow := []any{sql.Named("since", column.Micros(later(q.Since, q.CompletedSince))), sql.Named("until", column.Micros(q.Until))}
 	buckets := map[int64]*outbox.TimelineBucket{}
 	bucket := func(minute int64) *outbox.TimelineBucket {
 		b := buckets[minute]
 		if b == nil {
-			b = &outbox.TimelineBucket{Minute: fromMicros(minute * 60_000_000)}
+			b = &outbox.TimelineBucket{Minute: column.FromMicros(minute * 60_000_000)}
 			buckets[minute] = b
 		}
 		return b

@@ -108,3 +108,71 @@ func TestAddRefusesATransactionItDoesNotRun(t *testing.T) {
 		t.Fatal("Add took a transaction Transact is not running")
 	}
 }
+
+// TrackerOf keeps any record for any comparable transaction type, as the PostgreSQL
+// store does for its pgx transactions; here a fake transaction ends by its own say.
+func TestTrackerOfKeepsARecordPerRunningTransaction(t *testing.T) {
+	type fakeTx struct{ n int }
+	type record struct{ adds []string }
+	var tr sqltx.TrackerOf[*fakeTx, record]
+	var committedTx, rolledBack int
+	end := sqltx.End[*fakeTx]{
+		Commit:   func(context.Context, *fakeTx) error { committedTx++; return nil },
+		Rollback: func(context.Context, *fakeTx) error { rolledBack++; return nil },
+		Done:     errors.New("done"),
+	}
+	begin := func(context.Context) (*fakeTx, error) { return &fakeTx{}, nil }
+	var got []string
+	err := tr.Transact(context.Background(), begin, end, "test", func(tx *fakeTx) error {
+		if !tr.Running(tx) {
+			t.Error("Running: false inside Transact")
+		}
+		for _, u := range []string{"alice", "bob"} {
+			if !tr.Add(tx, func(r *record) { r.adds = append(r.adds, u) }) {
+				t.Error("Add: a transaction of Transact was not known")
+			}
+		}
+		return nil
+	}, func(r *record) { got = r.adds })
+	if err != nil || committedTx != 1 || rolledBack != 0 {
+		t.Fatalf("Transact: err %v, %d commits, %d rollbacks; want one commit", err, committedTx, rolledBack)
+	}
+	if !slices.Equal(got, []string{"alice", "bob"}) {
+		t.Errorf("committed with %v, want [alice bob]", got)
+	}
+	other := &fakeTx{}
+	if tr.Running(other) || tr.Add(other, func(*record) { t.Error("record ran for a transaction Transact does not run") }) {
+		t.Error("a transaction Transact does not run is known")
+	}
+
+	called := false
+	err = tr.Transact(context.Background(), begin, end, "test", func(*fakeTx) error { return errors.New("no") }, func(*record) { called = true })
+	if err == nil || rolledBack != 1 || called {
+		t.Errorf("a failing fn: err %v, %d rollbacks, committed called %v; want the error, one rollback, no call", err, rolledBack, called)
+	}
+}
+
+func TestRunCommitsOnNilAndRollsBackOnAnError(t *testing.T) {
+	db := open(t)
+	ctx := context.Background()
+	insert := func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO rows VALUES ('x')`)
+		return err
+	}
+	if err := sqltx.Run(ctx, db, nil, insert); err != nil {
+		t.Fatal(err)
+	}
+	failed := errors.New("no")
+	err := sqltx.Run(ctx, db, nil, func(tx *sql.Tx) error {
+		if err := insert(tx); err != nil {
+			return err
+		}
+		return failed
+	})
+	if !errors.Is(err, failed) {
+		t.Fatalf("Run: %v, want fn's error", err)
+	}
+	if n := count(t, db); n != 1 {
+		t.Errorf("%d rows, want the committed one only", n)
+	}
+}
