@@ -201,7 +201,7 @@ func TestTenThousandEventsExactlyOnceOnThreeBrokers(t *testing.T) {
 
 	obs := outboxtest.NewRecorder(n, n/2)
 	p, err := outbox.NewProcessor(store, newSink(t, cl, testTopic), outbox.Config{
-		BatchSize: 500, PollInterval: 20 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
+		BatchSize: 500, PollInterval: 20 * time.Millisecond, Observers: []outbox.Observer{obs}, Logger: outboxtest.Discard,
 		Retry: outbox.RetryPolicy{Delays: []time.Duration{0}, MaxAttempts: 1000, Jitter: -1},
 	})
 	if err != nil {
@@ -266,7 +266,7 @@ func TestFailedEventIsNotOvertakenByLaterEventsOfItsKey(t *testing.T) {
 
 	obs := outboxtest.NewRecorder(n, n/3)
 	p, err := outbox.NewProcessor(store, newSink(t, cl, testTopic), outbox.Config{
-		BatchSize: 200, PollInterval: 20 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
+		BatchSize: 200, PollInterval: 20 * time.Millisecond, Observers: []outbox.Observer{obs}, Logger: outboxtest.Discard,
 		Retry: outbox.RetryPolicy{Delays: []time.Duration{0}, MaxAttempts: 1000, Jitter: -1},
 	})
 	if err != nil {
@@ -333,23 +333,33 @@ func TestBadRecordFailsOnlyItsPartition(t *testing.T) {
 	}
 }
 
-// What the brokers (or the client) answer decides whether the outbox retries the event.
+// What the brokers (or the client) answer decides what the outbox does with the event:
+// give it up (the record's own fault), hold it with its topic or with the whole
+// destination (a fault every event bound there meets), or retry it.
 func TestErrorsClassified(t *testing.T) {
+	const (
+		permanent = "permanent"
+		retried   = "retried"
+		target    = "held for the topic"
+		cluster   = "held for the cluster"
+	)
 	tests := []struct {
-		name      string
-		fault     *kerr.Error // answered to every produce request; nil: none
-		topic     string
-		opts      []kgo.Opt
-		permanent bool
-		want      error
+		name   string
+		fault  *kerr.Error // answered to every produce request; nil: none
+		topic  string
+		opts   []kgo.Opt
+		want   error
+		kind   string
+		reason string
 	}{
-		{"record over the client's batch limit", nil, testTopic, []kgo.Opt{kgo.ProducerBatchMaxBytes(512)}, true, kerr.MessageTooLarge},
-		{"broker says too large", kerr.MessageTooLarge, testTopic, nil, true, kerr.MessageTooLarge},
-		{"not authorized for the topic", kerr.TopicAuthorizationFailed, testTopic, nil, true, kerr.TopicAuthorizationFailed},
-		{"not authorized on the cluster", kerr.ClusterAuthorizationFailed, testTopic, nil, true, kerr.ClusterAuthorizationFailed},
-		{"unknown topic, auto-create off", nil, "no-such-topic", nil, true, kerr.UnknownTopicOrPartition},
-		{"not enough replicas, retries exhausted", kerr.NotEnoughReplicas, testTopic, nil, false, kerr.NotEnoughReplicas},
-		{"leader moved, retries exhausted", kerr.NotLeaderForPartition, testTopic, nil, false, kerr.NotLeaderForPartition},
+		{"record over the client's batch limit", nil, testTopic, []kgo.Opt{kgo.ProducerBatchMaxBytes(512)}, kerr.MessageTooLarge, permanent, ""},
+		{"broker says too large", kerr.MessageTooLarge, testTopic, nil, kerr.MessageTooLarge, permanent, ""},
+		{"not authorized for the topic", kerr.TopicAuthorizationFailed, testTopic, nil, kerr.TopicAuthorizationFailed, target, outbox.ReasonCredentials},
+		{"not authorized on the cluster", kerr.ClusterAuthorizationFailed, testTopic, nil, kerr.ClusterAuthorizationFailed, cluster, outbox.ReasonCredentials},
+		{"unknown topic, auto-create off", nil, "no-such-topic", nil, kerr.UnknownTopicOrPartition, target, outbox.ReasonTargetMissing},
+		{"invalid topic", kerr.InvalidTopicException, testTopic, nil, kerr.InvalidTopicException, target, kafkasink.ReasonInvalidTopic},
+		{"not enough replicas, retries exhausted", kerr.NotEnoughReplicas, testTopic, nil, kerr.NotEnoughReplicas, retried, ""},
+		{"leader moved, retries exhausted", kerr.NotLeaderForPartition, testTopic, nil, kerr.NotLeaderForPartition, retried, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -361,15 +371,31 @@ func TestErrorsClassified(t *testing.T) {
 			e := event("a", "e1")
 			e.Payload = json.RawMessage(`"` + strings.Repeat("x", 1000) + `"`)
 			err := newSink(t, newClient(t, c, opts...), tt.topic).Handle(context.Background(), e)
-			if err == nil || outbox.IsPermanent(err) != tt.permanent || !errors.Is(err, tt.want) {
-				t.Fatalf("Handle = %v; want %v, permanent %t", err, tt.want, tt.permanent)
+			var de *outbox.DestinationError
+			isDest := errors.As(err, &de)
+			var kind, reason string
+			switch {
+			case err == nil:
+				kind = "delivered"
+			case outbox.IsPermanent(err) && !isDest:
+				kind = permanent
+			case isDest && de.Target == tt.topic:
+				kind, reason = target, de.Reason
+			case isDest && de.Target == "":
+				kind, reason = cluster, de.Reason
+			case !isDest && !outbox.IsPermanent(err):
+				kind = retried
+			}
+			if !errors.Is(err, tt.want) || kind != tt.kind || reason != tt.reason {
+				t.Fatalf("Handle = %v (%s, %q); want %v, %s, %q", err, kind, reason, tt.want, tt.kind, tt.reason)
 			}
 		})
 	}
 }
 
-// A cluster that cannot be reached fails the batch retryably when the context ends.
-func TestUnreachableClusterIsRetryable(t *testing.T) {
+// A cluster that cannot be reached (nothing listens where the seed broker was) holds
+// delivery at once: unavailable, not an attempt spent.
+func TestUnreachableClusterIsUnavailable(t *testing.T) {
 	c := newCluster(t, 1, 1)
 	addrs := c.ListenAddrs()
 	c.Close() // refuse connections from now on
@@ -378,12 +404,10 @@ func TestUnreachableClusterIsRetryable(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	err = newSink(t, cl, testTopic).Handle(ctx, event("a", "e1"))
-	if err == nil || outbox.IsPermanent(err) {
-		t.Fatalf("Handle = %v; want a retryable error", err)
-	}
+	wantFault(t, err, outbox.ReasonUnreachable, "")
 }
 
 func TestRecordCarriesKeyHeadersAndEnvelope(t *testing.T) {
@@ -391,7 +415,7 @@ func TestRecordCarriesKeyHeadersAndEnvelope(t *testing.T) {
 	s := newSink(t, newClient(t, c), "events.{type}.{user_id}")
 	e := event("order.created", "order-9")
 	e.UserID, e.OrderingKey = "u/1", "customer-4"
-	e.Metadata = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=1", "source": "api"}
+	e.Metadata = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": "a=1", "baggage": "tenant=acme", "source": "api"}
 	e.Payload = json.RawMessage(`{"total":12}`)
 	if err := s.Handle(context.Background(), e); err != nil {
 		t.Fatal(err)
@@ -406,7 +430,7 @@ func TestRecordCarriesKeyHeadersAndEnvelope(t *testing.T) {
 	}
 	for k, want := range map[string]string{
 		kafkasink.HeaderID: e.ID, kafkasink.HeaderType: "order.created", kafkasink.HeaderUserID: "u/1",
-		kafkasink.HeaderContentType: sink.ContentType, "traceparent": e.Metadata["traceparent"], "tracestate": "a=1", "source": "",
+		kafkasink.HeaderContentType: sink.ContentType, "traceparent": e.Metadata["traceparent"], "tracestate": "a=1", "baggage": "tenant=acme", "source": "",
 	} {
 		if got := m.Header(k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)

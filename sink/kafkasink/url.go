@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"strconv"
@@ -21,11 +22,14 @@ import (
 // DefaultPort is the broker port assumed for a host given without one.
 const DefaultPort = "9092"
 
+const scheme = "kafka://"
+
 // ParseURL reads a broker URL into the client options that reach the cluster:
 //
 //	kafka://[user:password@]host[:port][,host[:port]…][/][?param=value&…]
 //
-// Hosts are the bootstrap brokers (port 9092 when omitted). Parameters:
+// Hosts are the bootstrap brokers (port 9092 when omitted); an IPv6 address is written
+// in brackets ([::1]:9092). The scheme is case-insensitive. Parameters:
 //
 //	sasl=plain|scram-sha-256|scram-sha-512   authenticate as user:password from the URL
 //	tls=true                                 connect with TLS, verifying against the system roots
@@ -40,10 +44,11 @@ func ParseURL(s string) ([]kgo.Opt, error) {
 	bad := func(format string, args ...any) error {
 		return &outbox.FieldError{Field: "kafka URL", Problem: fmt.Sprintf(format, args...)}
 	}
-	rest, ok := strings.CutPrefix(s, "kafka://")
-	if !ok {
+	// The scheme is case-insensitive (RFC 3986): KAFKA://… is kafka://….
+	if len(s) < len(scheme) || !strings.EqualFold(s[:len(scheme)], scheme) {
 		return nil, bad("must start with kafka://")
 	}
+	rest := s[len(scheme):]
 	authority, tail := rest, ""
 	if i := strings.IndexAny(rest, "/?"); i >= 0 {
 		authority, tail = rest[:i], rest[i:]
@@ -74,12 +79,11 @@ func ParseURL(s string) ([]kgo.Opt, error) {
 		if h == "" {
 			return nil, bad("has an empty broker in %q", authority)
 		}
-		if _, port, err := net.SplitHostPort(h); err != nil {
-			h = net.JoinHostPort(strings.Trim(h, "[]"), DefaultPort)
-		} else if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
-			return nil, bad("broker %q has an invalid port", h)
+		seed, err := parseBroker(h)
+		if err != nil {
+			return nil, bad("%v", err)
 		}
-		seeds = append(seeds, h)
+		seeds = append(seeds, seed)
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
@@ -152,4 +156,38 @@ func ParseURL(s string) ([]kgo.Opt, error) {
 		}
 	}
 	return opts, nil
+}
+
+// parseBroker reads one broker of the URL, host[:port], [IPv6][:port] or a bare IPv6
+// address, into host:port.
+func parseBroker(h string) (string, error) {
+	host, port, err := net.SplitHostPort(h)
+	if err != nil { // no port, or not host:port at all
+		host, port = h, DefaultPort
+		if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			host = h[1 : len(h)-1]
+		}
+	}
+	switch {
+	case host == "":
+		return "", fmt.Errorf("broker %q names no host", h)
+	case strings.ContainsAny(host, "[]"):
+		return "", fmt.Errorf("broker %q is not host, host:port, [IPv6] or [IPv6]:port", h)
+	case strings.Contains(host, ":") || strings.HasPrefix(h, "["):
+		if _, err := netip.ParseAddr(host); err != nil {
+			return "", fmt.Errorf("broker %q: %q is not an IPv6 address", h, host)
+		}
+	default:
+		if i := strings.IndexFunc(host, func(r rune) bool { return !hostRune(r) }); i >= 0 {
+			return "", fmt.Errorf("broker %q: host %q contains %q", h, host, host[i])
+		}
+	}
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return "", fmt.Errorf("broker %q has an invalid port", h)
+	}
+	return net.JoinHostPort(host, port), nil
+}
+
+func hostRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' || r == '_'
 }

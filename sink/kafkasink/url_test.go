@@ -32,27 +32,41 @@ func TestParseURL(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		url  string
-		opts int    // options returned
-		err  string // part of the error; empty: none
+		url   string
+		opts  int    // options returned
+		err   string // part of the error; empty: none
+		seeds string // the seed brokers, when checked
 	}{
-		{"kafka://b1", 1, ""},
-		{"kafka://b1:9093,b2,b3:19092/", 1, ""},
-		{"kafka://b1/?tls=true", 2, ""},
-		{"kafka://u:p%40ss@b1/?sasl=scram-sha-512&tls=1&client_id=relay", 4, ""},
-		{"kafka://u:p@b1/?sasl=PLAIN", 2, ""},
-		{"kafka://b1/?tls_insecure=true&tls_server_name=kafka.internal", 2, ""},
-		{"http://b1", 0, "must start with kafka://"},
-		{"kafka://", 0, "names no broker"},
-		{"kafka://b1,,b2", 0, "empty broker"},
-		{"kafka://b1:99999", 0, "invalid port"},
-		{"kafka://b1/topic", 0, "has a path"},
-		{"kafka://b1/?sasl=scram-sha-256", 0, "needs user:password@"},
-		{"kafka://u:secret@b1/", 0, "no sasl= mechanism"},
-		{"kafka://u:secret@b1/?sasl=gssapi", 0, "is not plain"},
-		{"kafka://b1/?tls=maybe", 0, "not true or false"},
-		{"kafka://b1/?tls_ca=" + ca, 0, "holds no PEM certificate"},
-		{"kafka://b1/?acks=1", 0, `unknown parameter "acks"`},
+		{"kafka://b1", 1, "", "b1:9092"},
+		{"KAFKA://b1:9093", 1, "", "b1:9093"},
+		{"Kafka://b1/?TLS=true", 0, `unknown parameter "TLS"`, ""}, // the scheme only is case-insensitive
+		{"kafka://[::1]:9093,[::1],::1,10.0.0.1,kafka_1.internal", 1, "", "[::1]:9093,[::1]:9092,[::1]:9092,10.0.0.1:9092,kafka_1.internal:9092"},
+		{"kafka://[::1", 0, "not host, host:port, [IPv6] or [IPv6]:port", ""},
+		{"kafka://[::1]x", 0, "not host, host:port, [IPv6] or [IPv6]:port", ""},
+		{"kafka://[b1]:9093", 0, `"b1" is not an IPv6 address`, ""},
+		{"kafka://::g", 0, `"::g" is not an IPv6 address`, ""},
+		{"kafka://b%201", 0, `contains '%'`, ""},
+		{"kafka:b1:9092", 0, "must start with kafka://", ""},
+		{"kafka:/b1", 0, "must start with kafka://", ""},
+		{"kafka://b1:", 0, "invalid port", ""},
+		{"kafka://b1:0", 0, "invalid port", ""},
+		{"kafka://:9092", 0, "names no host", ""},
+		{"kafka://b1:9093,b2,b3:19092/", 1, "", ""},
+		{"kafka://b1/?tls=true", 2, "", ""},
+		{"kafka://u:p%40ss@b1/?sasl=scram-sha-512&tls=1&client_id=relay", 4, "", ""},
+		{"kafka://u:p@b1/?sasl=PLAIN", 2, "", ""},
+		{"kafka://b1/?tls_insecure=true&tls_server_name=kafka.internal", 2, "", ""},
+		{"http://b1", 0, "must start with kafka://", ""},
+		{"kafka://", 0, "names no broker", ""},
+		{"kafka://b1,,b2", 0, "empty broker", ""},
+		{"kafka://b1:99999", 0, "invalid port", ""},
+		{"kafka://b1/topic", 0, "has a path", ""},
+		{"kafka://b1/?sasl=scram-sha-256", 0, "needs user:password@", ""},
+		{"kafka://u:secret@b1/", 0, "no sasl= mechanism", ""},
+		{"kafka://u:secret@b1/?sasl=gssapi", 0, "is not plain", ""},
+		{"kafka://b1/?tls=maybe", 0, "not true or false", ""},
+		{"kafka://b1/?tls_ca=" + ca, 0, "holds no PEM certificate", ""},
+		{"kafka://b1/?acks=1", 0, `unknown parameter "acks"`, ""},
 	}
 	for _, tt := range tests {
 		opts, err := kafkasink.ParseURL(tt.url)
@@ -67,12 +81,28 @@ func TestParseURL(t *testing.T) {
 		}
 		if err != nil || len(opts) != tt.opts {
 			t.Errorf("%s: %d options, %v; want %d", tt.url, len(opts), err, tt.opts)
+			continue
+		}
+		if tt.seeds == "" {
+			continue
+		}
+		cl, err := kgo.NewClient(opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds, _ := cl.OptValue(kgo.SeedBrokers).([]string)
+		cl.Close()
+		if got := strings.Join(seeds, ","); got != tt.seeds {
+			t.Errorf("%s: seed brokers %s, want %s", tt.url, got, tt.seeds)
 		}
 	}
 }
 
 // The URL's SASL settings authenticate against a cluster that requires SCRAM; a wrong
-// password fails the delivery, retryably.
+// password holds delivery instead of spending the event's attempts. (kfake drops the
+// connection on a wrong password, so the sink cannot tell it from a broker going
+// away: unreachable. A broker that answers SASL_AUTHENTICATION_FAILED, as Kafka does,
+// is "credentials rejected": TestCredentialsRejectedHoldTheCluster.)
 func TestSASLFromURL(t *testing.T) {
 	c := newCluster(t, 1, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "relay", "s3cret"))
 	produce := func(url string) error {
@@ -93,9 +123,7 @@ func TestSASLFromURL(t *testing.T) {
 	if err := produce("kafka://relay:s3cret@" + addr + "/?sasl=scram-sha-256"); err != nil {
 		t.Fatalf("with the right password: %v", err)
 	}
-	if err := produce("kafka://relay:wrong@" + addr + "/?sasl=scram-sha-256"); err == nil || outbox.IsPermanent(err) {
-		t.Fatalf("with a wrong password: %v; want a retryable error", err)
-	}
+	wantFault(t, produce("kafka://relay:wrong@"+addr+"/?sasl=scram-sha-256"), outbox.ReasonUnreachable, "")
 	auth := kgo.SASL(scram.Auth{User: "relay", Pass: "s3cret"}.AsSha256Mechanism())
 	if n := len(readTopic(t, c, testTopic, auth)); n != 1 {
 		t.Fatalf("topic holds %d records, want 1", n)
@@ -129,7 +157,7 @@ func selfSigned(t *testing.T) (*tls.Config, string) {
 }
 
 // tls_ca= verifies the brokers against the given bundle; without it (system roots)
-// the self-signed brokers are refused, retryably.
+// the self-signed brokers are refused, and delivery is held: "TLS handshake failed".
 func TestTLSFromURL(t *testing.T) {
 	srv, ca := selfSigned(t)
 	c := newCluster(t, 1, 1, kfake.TLS(srv))
@@ -151,7 +179,5 @@ func TestTLSFromURL(t *testing.T) {
 	if err := produce("kafka://" + addr + "/?tls_ca=" + ca); err != nil {
 		t.Fatalf("verified against tls_ca: %v", err)
 	}
-	if err := produce("kafka://" + addr + "/?tls=true"); err == nil || outbox.IsPermanent(err) {
-		t.Fatalf("against the system roots: %v; want a retryable failure", err)
-	}
+	wantFault(t, produce("kafka://"+addr+"/?tls=true"), kafkasink.ReasonTLS, "")
 }

@@ -1,7 +1,30 @@
 // Package redissink appends outbox events to Redis Streams. Each event becomes one
 // entry (XADD) in a stream named by a template ("outbox.{type}"), with the fields
 // id (the event ID), type, envelope (the JSON envelope of package sink) and, when the
-// event's metadata carries them, traceparent and tracestate.
+// event's metadata carries them, traceparent, tracestate and baggage. A stream keeps
+// the order its entries were added in; across streams there is none, so with the
+// default "outbox.{type}" a key's create and its updates land in different streams. A
+// stream name without {type} ("outbox.events") keeps all of a key's events in order.
+//
+// What each outcome means for the event (see outbox.DestinationError):
+//
+//	Redis answered the add script (added, or already
+//	  added within DedupWindow)                        delivered
+//	connection refused, name not resolved, or no
+//	  answer (timeout, connection cut) and no answer
+//	  to a PING within Config.ProbeTimeout either;
+//	  LOADING, MASTERDOWN, CLUSTERDOWN, BUSY           outbox.Unavailable: delivery held, no attempt spent
+//	password or user refused (WRONGPASS, NOAUTH),
+//	  a command the user may not run (NOPERM)          held: outbox.ReasonCredentials
+//	a stream key the user may not write (NOPERM)       held, for that stream only: outbox.ReasonCredentials
+//	database index the server does not have            held: ReasonNoDatabase
+//	out of memory (OOM), a read-only replica           held: ReasonOutOfMemory, ReasonReadOnly
+//	the stream key holds another type (WRONGTYPE)      permanent: given up
+//	no answer while Redis answers PING, other errors   retried
+//
+// An event counts as delivered only when the script's reply for it came back: an error
+// of the connection (refused, its handshake failed) leaves every command of the
+// pipeline without a reply, and fails them all.
 //
 // # Deduplication
 //
@@ -37,6 +60,8 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"time"
 
@@ -48,8 +73,9 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultStream      = "outbox.{type}"
-	DefaultDedupWindow = time.Hour
+	DefaultStream       = "outbox.{type}"
+	DefaultDedupWindow  = time.Hour
+	DefaultProbeTimeout = 2 * time.Second
 )
 
 // Field names of a stream entry.
@@ -59,7 +85,12 @@ const (
 	FieldEnvelope = "envelope" // the JSON envelope
 )
 
-var traceKeys = []string{"traceparent", "tracestate"}
+// Reasons of the destination faults the sink reports beside the outbox.Reason… ones.
+const (
+	ReasonNoDatabase  = "database index does not exist"
+	ReasonOutOfMemory = "out of memory"
+	ReasonReadOnly    = "read-only replica"
+)
 
 // Config tunes a Sink.
 type Config struct {
@@ -76,11 +107,17 @@ type Config struct {
 	// have landed. Memory is about 100 bytes per event of the window. Defaults to
 	// DefaultDedupWindow.
 	DedupWindow time.Duration
+	// ProbeTimeout bounds the PING the sink sends after an add got no answer (a
+	// timeout, a connection cut): no answer within it either and the events are
+	// reported unavailable, an answer and they are retried. Defaults to
+	// DefaultProbeTimeout.
+	ProbeTimeout time.Duration
 }
 
 func (c Config) withDefaults() Config {
 	c.Stream = cmp.Or(c.Stream, DefaultStream)
 	c.DedupWindow = cmp.Or(c.DedupWindow, DefaultDedupWindow)
+	c.ProbeTimeout = cmp.Or(c.ProbeTimeout, DefaultProbeTimeout)
 	return c
 }
 
@@ -100,6 +137,9 @@ func (c Config) template() (sink.Template, error) {
 	}
 	if c.DedupWindow < time.Millisecond {
 		return tmpl, &outbox.FieldError{Field: "redissink.Config.DedupWindow", Problem: fmt.Sprintf("must be at least 1ms, got %s", c.DedupWindow)}
+	}
+	if c.ProbeTimeout < 0 {
+		return tmpl, &outbox.FieldError{Field: "redissink.Config.ProbeTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ProbeTimeout)}
 	}
 	return tmpl, nil
 }
@@ -158,7 +198,8 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 }
 
 // HandleBatch adds every event of the batch in one pipeline; errs[i] is nil when
-// events[i] is in its stream, added now or found already added within the window.
+// Redis answered that events[i] is in its stream, added now or found already added
+// within the window.
 func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	errs := make([]error, len(events))
 	type call struct {
@@ -176,7 +217,7 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		stream := s.Stream(e)
 		args := []any{e.ID, s.cfg.DedupWindow.Milliseconds(), s.cfg.MaxLen,
 			FieldID, e.ID, FieldType, e.Type, FieldEnvelope, env}
-		for _, k := range traceKeys {
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
 			if v, ok := e.Metadata[k]; ok && v != "" {
 				args = append(args, k, v)
 			}
@@ -189,9 +230,9 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		if round > 0 {
 			if err := xadd.Load(ctx, s.rdb).Err(); err != nil {
 				for _, c := range calls {
-					errs[c.i] = fmt.Errorf("redissink: load script: %w", err)
+					errs[c.i] = classify(c.keys[0], fmt.Errorf("redissink: load script: %w", err))
 				}
-				return errs
+				break
 			}
 		}
 		pipe := s.rdb.Pipeline()
@@ -199,32 +240,133 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		for j, c := range calls {
 			cmds[j] = xadd.EvalSha(ctx, pipe, c.keys, c.args...)
 		}
-		_, _ = pipe.Exec(ctx) // each command carries its own error
+		// A command's own error is its reply's; Exec's may be the connection's
+		// (refused, handshake refused), which leaves the commands without reply
+		// and without error.
+		_, execErr := pipe.Exec(ctx)
 		var again []call
 		for j, c := range calls {
 			err := cmds[j].Err()
+			if err == nil && !added(cmds[j].Val()) {
+				err = execErr
+				if err == nil {
+					err = fmt.Errorf("unexpected reply %.100q", fmt.Sprint(cmds[j].Val()))
+				}
+			}
 			switch {
 			case err == nil:
 				errs[c.i] = nil
 			case redis.HasErrorPrefix(err, "NOSCRIPT") && round == 0:
 				again = append(again, c)
 			default:
-				errs[c.i] = classify(fmt.Errorf("redissink: add to %s: %w", c.keys[0], err))
+				errs[c.i] = classify(c.keys[0], fmt.Errorf("redissink: add to %s: %w", c.keys[0], err))
 			}
 		}
 		calls = again
 	}
+	s.probeIfSilent(ctx, errs)
 	return errs
 }
 
-// classify marks permanent what the same event cannot get past: the stream's key holds
-// another type. Redis errors are told apart by their code, the reply's first word;
-// every other error (connection lost, OOM, LOADING, READONLY during a failover) is
-// retried.
-func classify(err error) error {
+// added reports whether v is a reply of the add script: the new entry's ID, or 0 for
+// an event already added.
+func added(v any) bool {
+	switch v := v.(type) {
+	case string:
+		ms, seq, ok := strings.Cut(v, "-")
+		return ok && ms != "" && seq != "" && strings.Trim(ms+seq, "0123456789") == ""
+	case int64:
+		return v == 0
+	}
+	return false
+}
+
+// probeIfSilent settles the failures that are not an answer from Redis (a timeout,
+// a connection cut): when Redis does not answer a PING within the probe timeout
+// either, they become unavailable (or what the PING's error says, refused credentials
+// say); when it answers, they stay retryable.
+func (s *Sink) probeIfSilent(ctx context.Context, errs []error) {
+	if !slices.ContainsFunc(errs, silent) || errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ProbeTimeout)
+	defer cancel()
+	perr := s.rdb.Ping(pctx).Err()
+	if perr == nil {
+		return
+	}
+	for i, err := range errs {
+		if !silent(err) {
+			continue
+		}
+		err = fmt.Errorf("%w; no answer to PING: %w", err, perr)
+		var de *outbox.DestinationError
+		if c := classify("", perr); errors.As(c, &de) {
+			errs[i] = outbox.DestinationFault(de.Reason, err)
+		} else {
+			errs[i] = outbox.Unavailable(err)
+		}
+	}
+}
+
+// silent reports whether a classified failure is not an answer from Redis.
+func silent(err error) bool {
+	var (
+		de   *outbox.DestinationError
+		rerr redis.Error
+	)
+	return err != nil && !outbox.IsPermanent(err) && !errors.As(err, &de) && !errors.As(err, &rerr) &&
+		!errors.Is(err, redis.ErrClosed)
+}
+
+// classify marks err by what it says about the event, its stream or the whole
+// destination. Permanent is what the same event cannot get past: its stream's key
+// holds another type. A connection that could not be made, or a Redis not serving
+// (loading its data, its master or cluster down, a script running too long), is
+// unavailable; refused credentials, a missing database, no memory or a read-only
+// replica hold every event alike. Every other error (TRYAGAIN, a lost connection, a
+// timeout) is retried.
+func classify(stream string, err error) error {
 	var rerr redis.Error
-	if errors.As(err, &rerr) && redis.HasErrorPrefix(err, "WRONGTYPE") {
+	if !errors.As(err, &rerr) {
+		if isDialErr(err) {
+			return outbox.Unavailable(err)
+		}
+		return err
+	}
+	msg := rerr.Error()
+	switch {
+	case redis.HasErrorPrefix(err, "WRONGTYPE"):
 		return outbox.Permanent(err)
+	case redis.IsAuthError(err): // NOAUTH, WRONGPASS, unauthenticated
+		return outbox.DestinationFault(outbox.ReasonCredentials, err)
+	case redis.IsPermissionError(err): // NOPERM: a command, or a key, the user may not use
+		if stream != "" && strings.Contains(msg, " key") {
+			return outbox.TargetFault(outbox.ReasonCredentials, stream, err)
+		}
+		return outbox.DestinationFault(outbox.ReasonCredentials, err)
+	case redis.IsOOMError(err):
+		return outbox.DestinationFault(ReasonOutOfMemory, err)
+	case redis.IsReadOnlyError(err):
+		return outbox.DestinationFault(ReasonReadOnly, err)
+	case redis.IsLoadingError(err), redis.IsMasterDownError(err), redis.IsClusterDownError(err),
+		redis.HasErrorPrefix(err, "BUSY"):
+		return outbox.Unavailable(err)
+	}
+	switch lower := strings.ToLower(msg); {
+	case !strings.HasPrefix(lower, "err "):
+	case strings.Contains(lower, "db index"), strings.Contains(lower, "select is not allowed"):
+		return outbox.DestinationFault(ReasonNoDatabase, err)
+	case strings.Contains(lower, "invalid password"), strings.Contains(lower, "auth") && strings.Contains(lower, "password"):
+		// Redis before 6 ("invalid password"), or a password sent to a Redis that
+		// has none ("AUTH <password> called without any password configured").
+		return outbox.DestinationFault(outbox.ReasonCredentials, err)
 	}
 	return err
+}
+
+func isDialErr(err error) bool {
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	return errors.As(err, &opErr) && opErr.Op == "dial" || errors.As(err, &dnsErr)
 }

@@ -190,7 +190,7 @@ func TestEntryFieldsAndTraceContext(t *testing.T) {
 	s := newSink(t, rdb, redissink.Config{Stream: p + ".{user_id}.{type}"})
 	e := event("order.created", "order-1")
 	e.UserID = "u{1}"
-	e.Metadata = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "source": "api"}
+	e.Metadata = map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "baggage": "tenant=acme", "source": "api"}
 	e.Payload = json.RawMessage(`{"total":12}`)
 	if err := s.Handle(context.Background(), e); err != nil {
 		t.Fatal(err)
@@ -204,7 +204,8 @@ func TestEntryFieldsAndTraceContext(t *testing.T) {
 		t.Fatalf("%d entries (%v), want 1", len(msgs), err)
 	}
 	v := msgs[0].Values
-	if v["id"] != e.ID || v["type"] != "order.created" || v["traceparent"] != e.Metadata["traceparent"] || v["source"] != nil || v["tracestate"] != nil {
+	if v["id"] != e.ID || v["type"] != "order.created" || v["traceparent"] != e.Metadata["traceparent"] || v["baggage"] != "tenant=acme" ||
+		v["source"] != nil || v["tracestate"] != nil {
 		t.Fatalf("entry fields %v", v)
 	}
 	env, err := redissink.Message{Values: v}.Envelope()
@@ -266,6 +267,7 @@ func TestConfigValidate(t *testing.T) {
 		{redissink.Config{Stream: "s.{kind}"}, "Config.Stream"},
 		{redissink.Config{MaxLen: -1}, "Config.MaxLen"},
 		{redissink.Config{DedupWindow: -time.Second}, "Config.DedupWindow"},
+		{redissink.Config{ProbeTimeout: -time.Second}, "Config.ProbeTimeout"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()
@@ -340,7 +342,7 @@ func TestRedisKilledMidRunLosesNothing(t *testing.T) {
 	ids := outboxtest.EnqueueN(t, store, n)
 	obs := outboxtest.NewRecorder(n, n/2)
 	p, err := outbox.NewProcessor(store, newSink(t, rdb, redissink.Config{Stream: "outboxtest.{type}"}), outbox.Config{
-		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observer: obs, Logger: outboxtest.Discard,
+		BatchSize: 100, PollInterval: 50 * time.Millisecond, Observers: []outbox.Observer{obs}, Logger: outboxtest.Discard,
 		Retry: outbox.RetryPolicy{Delays: []time.Duration{100 * time.Millisecond}, MaxAttempts: 100, Jitter: -1},
 	})
 	if err != nil {

@@ -258,8 +258,9 @@ func metricsAddr(s string) (string, error) {
 
 // sinkFactory checks the sink URL and options and returns how to build the sink.
 func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
-	// A Kafka URL lists several brokers, which url.Parse may refuse: its own parser decides.
-	if strings.HasPrefix(o.sink, "kafka://") {
+	// A Kafka URL lists several brokers, which url.Parse may refuse: its own parser
+	// decides, whatever follows "kafka:" (schemes are case-insensitive).
+	if scheme, _, ok := strings.Cut(o.sink, ":"); ok && strings.EqualFold(scheme, "kafka") {
 		return o.kafkaSink(env.Getenv("OUTBOX_SINK_PASSWORD"))
 	}
 	u, err := url.Parse(o.sink)
@@ -341,15 +342,16 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 
 func (o *relayOpts) kafkaSink(password string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
 	sinkURL := o.sink
-	if password != "" {
+	const prefix = "kafka://"
+	if password != "" && len(sinkURL) > len(prefix) && strings.EqualFold(sinkURL[:len(prefix)], prefix) {
 		// kafka://user@hosts… becomes kafka://user:password@hosts…
-		rest := strings.TrimPrefix(sinkURL, "kafka://")
+		rest := sinkURL[len(prefix):]
 		authority := rest
 		if i := strings.IndexAny(rest, "/?"); i >= 0 {
 			authority = rest[:i]
 		}
 		if at := strings.LastIndexByte(authority, '@'); at >= 0 && !strings.Contains(authority[:at], ":") {
-			sinkURL = "kafka://" + rest[:at] + ":" + url.PathEscape(password) + rest[at:]
+			sinkURL = sinkURL[:len(prefix)] + rest[:at] + ":" + url.PathEscape(password) + rest[at:]
 		}
 	}
 	opts, err := kafkasink.ParseURL(sinkURL)
@@ -377,7 +379,7 @@ func (o *relayOpts) kafkaSink(password string) (func(*slog.Logger) (outbox.Handl
 }
 
 func (o *relayOpts) redisSink(sinkURL string) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
-	ropts, err := redis.ParseURL(sinkURL)
+	ropts, err := redissink.ParseURL(sinkURL)
 	if err != nil {
 		return nil, usagef("--sink %s: %v", redactURL(o.sink), err)
 	}

@@ -234,6 +234,12 @@ func TestRelayBrokerSinkBadInput(t *testing.T) {
 		{"redis zero dedup window", []string{"--sink", "redis://127.0.0.1:1/0", "--dedup-window", "0s"}, "--dedup-window must be positive"},
 		{"redis bad database", []string{"--sink", "redis://127.0.0.1:1/zero"}, "invalid database number"},
 		{"redis bad stream template", []string{"--sink", "redis://127.0.0.1:1/0", "--subject", "s.{kind}"}, "unknown placeholder {kind}"},
+		{"redis without //", []string{"--sink", "redis:127.0.0.2:16379"}, `has no "//" after "redis:"`},
+		{"redis negative database", []string{"--sink", "redis://127.0.0.1:1/-1"}, "database -1 is negative"},
+		{"redis upper case, no host", []string{"--sink", "REDIS:///0"}, "names no host"},
+		{"kafka without //", []string{"--sink", "kafka:k1:9092"}, "must start with kafka://"},
+		{"kafka unclosed bracket", []string{"--sink", "kafka://[::1"}, "[IPv6]"},
+		{"kafka upper case", []string{"--sink", "KAFKA://k1:9092/?acks=1"}, `unknown parameter "acks"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
