@@ -14,7 +14,7 @@ import (
 // Every method that changes events takes the time to record as an argument, so that
 // callers (and tests) decide what "now" is.
 // Every enqueue path (Enqueue, EnqueueTx and the like) calls Event.Prepare and then
-// OnEnqueue(ctx, e) for each event, so that the trace it is written under goes with it.
+// its Config.OnEnqueue hook for each event, so that the trace it is written under goes with it.
 type Store interface {
 	// Enqueue writes events in a transaction of its own: all or none. It fills each
 	// event's ID, Seq, Status and times.

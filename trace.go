@@ -3,7 +3,6 @@ package outbox
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 )
 
 // The Event.Metadata keys that carry the trace an event was enqueued under, in the W3C
@@ -21,45 +20,28 @@ const (
 var TraceMetadataKeys = [...]string{MetadataTraceparent, MetadataTracestate, MetadataBaggage}
 
 // EnqueueHook adds what the enqueueing context knows to an event about to be written,
-// such as the trace it is enqueued under. It runs inside the store's enqueue, after
-// Event.Prepare, once per event, and returns the metadata to store in place of
-// e.Metadata, or nil to store e.Metadata as it is. It must not write into e.Metadata
-// (the caller may share one map between events) and must be safe for concurrent use.
+// such as the trace it is enqueued under. A store runs the hook of its own Config
+// (sqlite.Config.OnEnqueue, postgres.Config.OnEnqueue, …) inside every enqueue, after
+// Event.Prepare, once per event, and stores the metadata it returns in place of
+// e.Metadata, or e.Metadata as it is when it returns nil. It must not write into
+// e.Metadata (the caller may share one map between events) and must be safe for
+// concurrent use. Two stores in one process may have different hooks, or none.
 //
 // It gets the event by value and can change nothing else: that also keeps the
 // caller's event where the compiler put it (on the stack, often) when no hook is set.
 type EnqueueHook func(ctx context.Context, e Event) (metadata map[string]string)
 
-var enqueueHook atomic.Pointer[EnqueueHook]
-
-// SetEnqueueHook installs h as the hook every store runs on enqueue, for the whole
-// process, and returns the one it replaces; nil removes the hook. Tracing packages call
-// it once at start-up, like otel.SetTracerProvider.
-func SetEnqueueHook(h EnqueueHook) (previous EnqueueHook) {
-	var old *EnqueueHook
-	if h == nil {
-		old = enqueueHook.Swap(nil)
-	} else {
-		old = enqueueHook.Swap(&h)
-	}
-	if old == nil {
-		return nil
-	}
-	return *old
-}
-
-// OnEnqueue runs the installed EnqueueHook on e. Store implementations call it once
-// per event, right after Prepare succeeds and before encoding the event's Metadata:
+// Run runs h on e; a nil hook does nothing. Store implementations call it once per
+// event, right after Prepare succeeds and before encoding the event's Metadata:
 //
 //	if err := e.Prepare(now, maxPayloadBytes); err != nil { … }
-//	outbox.OnEnqueue(ctx, e)
-//
-// With no hook installed it costs an atomic load.
-func OnEnqueue(ctx context.Context, e *Event) {
-	if h := enqueueHook.Load(); h != nil {
-		if md := (*h)(ctx, *e); md != nil {
-			e.Metadata = md
-		}
+//	s.cfg.OnEnqueue.Run(ctx, e)
+func (h EnqueueHook) Run(ctx context.Context, e *Event) {
+	if h == nil {
+		return
+	}
+	if md := h(ctx, *e); md != nil {
+		e.Metadata = md
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
 	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
@@ -33,25 +34,25 @@ func TestCoreImportsNoOpenTelemetry(t *testing.T) {
 	}
 }
 
-func TestEnqueueHookRunsOnEveryEnqueueAndCanBeRemoved(t *testing.T) {
+func TestAStoresEnqueueHookRunsOnEveryEnqueueOfThatStoreOnly(t *testing.T) {
+	t.Parallel()
 	type key struct{}
 	var seen []string
-	prev := outbox.SetEnqueueHook(func(ctx context.Context, e outbox.Event) map[string]string {
+	hooked := sqlitetest.NewStoreConfig(t, sqlite.Config{OnEnqueue: func(ctx context.Context, e outbox.Event) map[string]string {
 		seen = append(seen, e.ID)
 		if v, ok := ctx.Value(key{}).(string); ok {
 			return map[string]string{"from_ctx": v}
 		}
 		return nil
-	})
-	t.Cleanup(func() { outbox.SetEnqueueHook(prev) })
+	}})
+	plain := sqlitetest.NewStore(t)
 
-	s := sqlitetest.NewStore(t)
 	ctx := context.WithValue(context.Background(), key{}, "request-7")
 	e := outbox.NewEvent("order.created", "o-1", "")
-	if err := s.Enqueue(ctx, time.Now(), e); err != nil {
+	if err := hooked.Enqueue(ctx, time.Now(), e); err != nil {
 		t.Fatal(err)
 	}
-	got, err := s.Get(ctx, e.ID)
+	got, err := hooked.Get(ctx, e.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,15 +60,15 @@ func TestEnqueueHookRunsOnEveryEnqueueAndCanBeRemoved(t *testing.T) {
 		t.Fatalf("hook saw %v, stored metadata %v; want the event's ID once and from_ctx=request-7", seen, got.Metadata)
 	}
 	// An invalid event is refused before the hook runs.
-	if err := s.Enqueue(ctx, time.Now(), outbox.NewEvent("", "o-2", "")); !errors.Is(err, outbox.ErrInvalid) {
+	if err := hooked.Enqueue(ctx, time.Now(), outbox.NewEvent("", "o-2", "")); !errors.Is(err, outbox.ErrInvalid) {
 		t.Fatalf("enqueue of an event without a type: %v, want ErrInvalid", err)
 	}
-	outbox.SetEnqueueHook(nil)
-	if err := s.Enqueue(ctx, time.Now(), outbox.NewEvent("order.created", "o-3", "")); err != nil {
+	// Another store in the same process runs no hook.
+	if err := plain.Enqueue(ctx, time.Now(), outbox.NewEvent("order.created", "o-3", "")); err != nil {
 		t.Fatal(err)
 	}
 	if len(seen) != 1 {
-		t.Fatalf("hook ran %d times, want once (not for the invalid event, not after removal)", len(seen))
+		t.Fatalf("hook ran %d times, want once (not for the invalid event, not for another store's)", len(seen))
 	}
 }
 

@@ -46,6 +46,10 @@ type Config struct {
 
 	// Logger receives the store's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
+	// OnEnqueue, when set, runs on every event this store enqueues, before it is
+	// written: see outbox.EnqueueHook (oteloutbox's Tracing.EnqueueHook records the
+	// trace an event is enqueued under).
+	OnEnqueue outbox.EnqueueHook
 }
 
 const (

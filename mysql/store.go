@@ -226,7 +226,7 @@ func (s *Store) insert(ctx context.Context, q querier, now time.Time, events []*
 		}
 		err := e.Prepare(now, s.cfg.MaxPayloadBytes)
 		if err == nil {
-			outbox.OnEnqueue(ctx, e)
+			s.cfg.OnEnqueue.Run(ctx, e)
 			err = checkText(e)
 		}
 		if err != nil {

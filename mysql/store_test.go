@@ -132,6 +132,15 @@ func harness(s *mysql.Store) outboxtest.Harness {
 			}
 			return tx.Rollback()
 		},
+		WithEnqueueHook: func(hook outbox.EnqueueHook) outboxtest.Harness {
+			cfg := s.Config()
+			cfg.OnEnqueue = hook
+			other, err := mysql.New(context.Background(), s.DB(), cfg)
+			if err != nil {
+				panic(err)
+			}
+			return harness(other)
+		},
 	}
 }
 

@@ -19,7 +19,6 @@ import (
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sink/amqpsink"
 	"github.com/fitiq/outbox/sink/natssink"
-	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 // headerCarrier reads message headers whose keys are the W3C names as the sinks write
@@ -36,7 +35,7 @@ var _ propagation.TextMapCarrier = headerCarrier(nil)
 // and returns the event and the use case's span context.
 func relayThrough(t *testing.T, r *recording, h outbox.Handler) (*outbox.Event, trace.SpanContext) {
 	t.Helper()
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	e := outbox.NewEvent("entry.saved", "entry-1", "user-1")
 	parent := useCase(t, r.tp, s, e)
 	p := newProcessor(t, r, s, h, outbox.Config{Clock: outboxtest.NewClock(time.Now())})

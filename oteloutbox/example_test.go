@@ -23,8 +23,6 @@ func Example() {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 
-	tr := oteloutbox.New(oteloutbox.Config{TracerProvider: tp})
-	defer tr.Install()() // every store records the enqueueing trace from now on
 
 	dir, _ := os.MkdirTemp("", "oteloutbox-example")
 	defer os.RemoveAll(dir)
@@ -36,7 +34,8 @@ func Example() {
 	if _, err := sqlite.Migrate(ctx, db); err != nil {
 		panic(err)
 	}
-	store, err := sqlite.New(ctx, db, sqlite.Config{})
+	tr := oteloutbox.New(oteloutbox.Config{TracerProvider: tp})
+	store, err := sqlite.New(ctx, db, sqlite.Config{OnEnqueue: tr.EnqueueHook}) // this store records the enqueueing trace
 	if err != nil {
 		panic(err)
 	}

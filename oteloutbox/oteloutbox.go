@@ -1,16 +1,16 @@
 // Package oteloutbox traces events through the outbox with OpenTelemetry: from the
 // span an event is enqueued under, through every delivery attempt, to the receiver.
 //
-// Three calls wire it in. Install records, at every enqueue on any store, the trace
-// context of the enqueueing ctx in the event's Metadata (traceparent, tracestate,
-// baggage), under a short "create" span. Instrument wraps a processor's Handler and
-// Observer so that each delivery attempt is a "deliver" span, a child of the create
-// span, whose context the sinks forward to the receiver. NewMetrics is an
-// outbox.Observer recording the processor's metrics through the OpenTelemetry metrics
-// API, an alternative to package metrics' Prometheus collectors.
+// Three pieces wire it in. EnqueueHook, set as a store's Config.OnEnqueue, records at
+// every enqueue the trace context of the enqueueing ctx in the event's Metadata
+// (traceparent, tracestate, baggage), under a short "create" span. Instrument wraps a
+// processor's Handler and adds an Observer so that each delivery attempt is a "deliver"
+// span, a child of the create span, whose context the sinks forward to the receiver.
+// NewMetrics is an outbox.Observer recording the processor's metrics through the
+// OpenTelemetry metrics API, an alternative to package metrics' Prometheus collectors.
 //
 //	tr := oteloutbox.New(oteloutbox.Config{})
-//	defer tr.Install()()
+//	store, err := sqlite.New(ctx, db, sqlite.Config{OnEnqueue: tr.EnqueueHook})
 //	cfg := outbox.Config{}
 //	handler := tr.Instrument(&cfg, sink)
 //	p, err := outbox.NewProcessor(store, handler, cfg)
@@ -112,13 +112,6 @@ func (t *Tracing) propagator() propagation.TextMapPropagator {
 		return p
 	}
 	return t.w3c
-}
-
-// Install makes t's EnqueueHook the one every store runs (outbox.SetEnqueueHook) and
-// returns a function that puts back the previous hook.
-func (t *Tracing) Install() (restore func()) {
-	prev := outbox.SetEnqueueHook(t.EnqueueHook)
-	return func() { outbox.SetEnqueueHook(prev) }
 }
 
 // EnqueueHook is an outbox.EnqueueHook. When ctx carries a span (or baggage) it starts

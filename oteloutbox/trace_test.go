@@ -47,8 +47,13 @@ func newRecording(t *testing.T, cfg oteloutbox.Config) *recording {
 	t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
 	cfg.TracerProvider = tp
 	tr := oteloutbox.New(cfg)
-	t.Cleanup(tr.Install())
 	return &recording{tp: tp, rec: rec, tr: tr}
+}
+
+// store returns a fresh store whose enqueues record their trace through r.
+func (r *recording) store(t *testing.T) *sqlite.Store {
+	t.Helper()
+	return sqlitetest.NewStoreConfig(t, sqlite.Config{OnEnqueue: r.tr.EnqueueHook})
 }
 
 // named returns the ended spans called name, in the order they ended.
@@ -142,7 +147,7 @@ func newProcessor(t *testing.T, r *recording, s outbox.Store, h outbox.Handler, 
 func TestOneTraceFromUseCaseThroughRetryToReceiver(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{})
 	ctx := context.Background()
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	srv := receiver(t, r.tp, http.StatusServiceUnavailable) // the first attempt fails, the retry lands
 	sink, err := httpsink.New(httpsink.Config{URL: srv.URL})
 	if err != nil {
@@ -215,7 +220,7 @@ func TestOneTraceFromUseCaseThroughRetryToReceiver(t *testing.T) {
 func TestGivenUpAttemptShowsItsError(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{})
 	ctx := context.Background()
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	srv := receiver(t, r.tp, http.StatusUnprocessableEntity) // a 4xx: permanent
 	sink, err := httpsink.New(httpsink.Config{URL: srv.URL})
 	if err != nil {
@@ -244,8 +249,8 @@ func TestGivenUpAttemptShowsItsError(t *testing.T) {
 }
 
 func TestEnqueueWithoutSpanStoresNoTraceContext(t *testing.T) {
-	newRecording(t, oteloutbox.Config{})
-	s := sqlitetest.NewStore(t)
+	r := newRecording(t, oteloutbox.Config{})
+	s := r.store(t)
 	e := outbox.NewEvent("entry.saved", "entry-1", "")
 	e.Metadata = map[string]string{"source": "test"}
 	if err := s.Enqueue(context.Background(), time.Now(), e); err != nil {
@@ -262,7 +267,7 @@ func TestEnqueueWithoutSpanStoresNoTraceContext(t *testing.T) {
 
 func TestEnqueueKeepsCallersMapAndTraceparent(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{})
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	ctx, span := r.tp.Tracer("app").Start(context.Background(), "batch import")
 	defer span.End()
 	shared := map[string]string{"source": "import"}
@@ -287,7 +292,7 @@ func TestEnqueueKeepsCallersMapAndTraceparent(t *testing.T) {
 
 func TestRoundTripSpansWhenAsked(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{RoundTrips: true})
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	e := outbox.NewEvent("entry.saved", "entry-1", "")
 	useCase(t, r.tp, s, e)
 	p := newProcessor(t, r, s, outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil }), outbox.Config{})
@@ -320,7 +325,7 @@ func (w *leaseWatcher) ObserveLeaseLost([]string) { w.once.Do(func() { close(w.l
 func TestLeaseLossIsASpanEvent(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{})
 	ctx := context.Background()
-	s := sqlitetest.NewStore(t)
+	s := r.store(t)
 	e := outbox.NewEvent("entry.saved", "entry-1", "")
 	useCase(t, r.tp, s, e)
 

@@ -14,6 +14,10 @@ type Harness struct {
 	// EnqueueInTx writes events with the store's transactional enqueue inside a
 	// transaction of the store's own kind, then commits it (commit true) or rolls it back.
 	EnqueueInTx func(ctx context.Context, commit bool, events ...*outbox.Event) error
+	// WithEnqueueHook returns a harness for another store on the same database whose
+	// Config.OnEnqueue is hook. Without it, the suite skips the enqueue-hook test,
+	// saying so.
+	WithEnqueueHook func(hook outbox.EnqueueHook) Harness
 }
 
 // T0 is the time the suite's clocks start at.
@@ -43,7 +47,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
 		{"EnqueueFillsAndRoundTrips", testEnqueueRoundTrip},
 		{"EnqueueInRolledBackTxLeavesNothing", testEnqueueRolledBack},
 		{"EnqueueInvalidWritesNothing", testEnqueueInvalid},
-		{"EnqueueRunsTheEnqueueHook", testEnqueueRunsHook},
+		{"EnqueueRunsItsStoresOwnHook", testEnqueueRunsHook},
 		{"GetUnknownIsNotFound", testGetNotFound},
 		{"ClaimOrdersByPriorityThenSeq", testClaimPriority},
 		{"ClaimLeasesAndCountsAttempt", testClaimLeases},

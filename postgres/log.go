@@ -60,6 +60,8 @@ type LogConfig struct {
 	// MaxPayloadBytes is the largest payload AppendTx accepts. Defaults to
 	// outbox.DefaultMaxPayloadBytes (1 MiB).
 	MaxPayloadBytes int
+	// OnEnqueue, when set, runs on every event AppendTx writes: see outbox.EnqueueHook.
+	OnEnqueue outbox.EnqueueHook
 }
 
 const defaultLogTable = "outbox_log"
@@ -320,7 +322,7 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 			}
 			return err
 		}
-		outbox.OnEnqueue(ctx, e)
+		l.cfg.OnEnqueue.Run(ctx, e)
 	}
 	if len(events) == 0 {
 		return nil

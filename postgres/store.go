@@ -330,7 +330,7 @@ func (s *Store) insert(ctx context.Context, now time.Time, events []*outbox.Even
 		}
 		// One spelling of each ID, so that what the caller holds is what Get returns.
 		e.ID = uuid.MustParse(e.ID).String()
-		outbox.OnEnqueue(ctx, e)
+		s.cfg.OnEnqueue.Run(ctx, e)
 	}
 	if len(events) == 0 {
 		return nil, nil

@@ -117,25 +117,38 @@ func newStore(t testing.TB, pool *pgxpool.Pool, cfg postgres.Config) *postgres.S
 
 func TestConformance(t *testing.T) {
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
-		s := newStore(t, nil, postgres.Config{})
-		return outboxtest.Harness{
-			Store: s,
-			EnqueueInTx: func(ctx context.Context, commit bool, events ...*outbox.Event) error {
-				tx, err := s.Pool().Begin(ctx)
-				if err != nil {
-					return err
-				}
-				if err := s.EnqueueTx(ctx, tx, events...); err != nil {
-					tx.Rollback(ctx)
-					return err
-				}
-				if commit {
-					return tx.Commit(ctx)
-				}
-				return tx.Rollback(ctx)
-			},
-		}
+		return harness(t, newStore(t, nil, postgres.Config{}))
 	}, outboxtest.Parallel())
+}
+
+func harness(t *testing.T, s *postgres.Store) outboxtest.Harness {
+	return outboxtest.Harness{
+		Store: s,
+		EnqueueInTx: func(ctx context.Context, commit bool, events ...*outbox.Event) error {
+			tx, err := s.Pool().Begin(ctx)
+			if err != nil {
+				return err
+			}
+			if err := s.EnqueueTx(ctx, tx, events...); err != nil {
+				tx.Rollback(ctx)
+				return err
+			}
+			if commit {
+				return tx.Commit(ctx)
+			}
+			return tx.Rollback(ctx)
+		},
+		WithEnqueueHook: func(hook outbox.EnqueueHook) outboxtest.Harness {
+			cfg := s.Config()
+			cfg.OnEnqueue = hook
+			other, err := postgres.New(context.Background(), s.Pool(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(other.Close)
+			return harness(t, other)
+		},
+	}
 }
 
 var _ = fmt.Sprintf

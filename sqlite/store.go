@@ -28,6 +28,10 @@ type Config struct {
 	MaxPayloadBytes int
 	// Logger receives the store's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
+	// OnEnqueue, when set, runs on every event this store enqueues, before it is
+	// written: see outbox.EnqueueHook (oteloutbox's Tracing.EnqueueHook records the
+	// trace an event is enqueued under).
+	OnEnqueue outbox.EnqueueHook
 }
 
 // Store is an outbox.Store on a SQLite database.
@@ -122,7 +126,7 @@ func (s *Store) enqueue(ctx context.Context, tx *sql.Tx, now time.Time, events [
 			}
 			return err
 		}
-		outbox.OnEnqueue(ctx, e)
+		s.cfg.OnEnqueue.Run(ctx, e)
 	}
 	users := make(map[string]struct{}, 1)
 	for _, e := range events {

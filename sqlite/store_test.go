@@ -7,30 +7,41 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
 	"github.com/fitiq/outbox/sqlite/sqlitetest"
 )
 
 func TestConformance(t *testing.T) {
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
-		s := sqlitetest.NewStore(t)
-		return outboxtest.Harness{
-			Store: s,
-			EnqueueInTx: func(ctx context.Context, commit bool, events ...*outbox.Event) error {
-				tx, err := s.DB().BeginTx(ctx, nil)
-				if err != nil {
-					return err
-				}
-				if err := s.EnqueueTx(ctx, tx, events...); err != nil {
-					tx.Rollback()
-					return err
-				}
-				if commit {
-					return tx.Commit()
-				}
-				return tx.Rollback()
-			},
-		}
+		return harness(sqlitetest.NewStore(t))
 	}, outboxtest.Parallel())
+}
+
+func harness(s *sqlite.Store) outboxtest.Harness {
+	return outboxtest.Harness{
+		Store: s,
+		EnqueueInTx: func(ctx context.Context, commit bool, events ...*outbox.Event) error {
+			tx, err := s.DB().BeginTx(ctx, nil)
+			if err != nil {
+				return err
+			}
+			if err := s.EnqueueTx(ctx, tx, events...); err != nil {
+				tx.Rollback()
+				return err
+			}
+			if commit {
+				return tx.Commit()
+			}
+			return tx.Rollback()
+		},
+		WithEnqueueHook: func(hook outbox.EnqueueHook) outboxtest.Harness {
+			other, err := sqlite.New(context.Background(), s.DB(), sqlite.Config{OnEnqueue: hook, Logger: outboxtest.Discard})
+			if err != nil {
+				panic(err)
+			}
+			return harness(other)
+		},
+	}
 }
 
 var _ = sql.ErrNoRows

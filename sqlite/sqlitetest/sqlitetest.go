@@ -18,7 +18,22 @@ func NewStore(t testing.TB) *sqlite.Store { return NewStoreWith(t, sqlite.OpenCo
 // NewStoreWith is NewStore with the database opened under cfg.
 func NewStoreWith(t testing.TB, cfg sqlite.OpenConfig) *sqlite.Store {
 	t.Helper()
-	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), cfg)
+	return newStore(t, cfg, sqlite.Config{})
+}
+
+// NewStoreConfig is NewStore with the store made under cfg (its Logger, when nil,
+// logs nowhere), for a test that needs an enqueue hook, say.
+func NewStoreConfig(t testing.TB, cfg sqlite.Config) *sqlite.Store {
+	t.Helper()
+	return newStore(t, sqlite.OpenConfig{}, cfg)
+}
+
+func newStore(t testing.TB, open sqlite.OpenConfig, cfg sqlite.Config) *sqlite.Store {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = outboxtest.Discard
+	}
+	db, err := sqlite.Open(filepath.Join(t.TempDir(), "outbox.db"), open)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +41,7 @@ func NewStoreWith(t testing.TB, cfg sqlite.OpenConfig) *sqlite.Store {
 	if _, err := sqlite.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	s, err := sqlite.New(context.Background(), db, sqlite.Config{Logger: outboxtest.Discard})
+	s, err := sqlite.New(context.Background(), db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

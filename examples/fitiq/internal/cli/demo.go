@@ -271,7 +271,11 @@ func (d *demo) setup(ctx context.Context) error {
 	if _, err := fitiq.Migrate(ctx, db); err != nil {
 		return err
 	}
-	store, err := sqlite.New(ctx, db, sqlite.Config{Logger: d.log})
+	scfg := sqlite.Config{Logger: d.log}
+	if d.tracing != nil {
+		scfg.OnEnqueue = d.tracing.outbox.EnqueueHook // each event records the trace it is logged under
+	}
+	store, err := sqlite.New(ctx, db, scfg)
 	if err != nil {
 		return err
 	}
@@ -681,9 +685,6 @@ func (d *demo) report(r checkResult, took time.Duration) {
 
 func (d *demo) close() error {
 	var errs []error
-	if d.tracing != nil {
-		d.tracing.restore()
-	}
 	if d.network != nil {
 		errs = append(errs, d.network.Close())
 	}

@@ -19,20 +19,17 @@ import (
 
 // demoTracing holds the demo's spans in memory, for --trace to print one entry's.
 type demoTracing struct {
-	exp     *tracetest.InMemoryExporter
-	tp      *sdktrace.TracerProvider
-	prop    propagation.TextMapPropagator
-	outbox  *oteloutbox.Tracing
-	restore func()
+	exp    *tracetest.InMemoryExporter
+	tp     *sdktrace.TracerProvider
+	prop   propagation.TextMapPropagator
+	outbox *oteloutbox.Tracing
 }
 
 func newDemoTracing() *demoTracing {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
-	t := &demoTracing{exp: exp, tp: tp, prop: prop, outbox: oteloutbox.New(oteloutbox.Config{TracerProvider: tp, Propagator: prop})}
-	t.restore = t.outbox.Install()
-	return t
+	return &demoTracing{exp: exp, tp: tp, prop: prop, outbox: oteloutbox.New(oteloutbox.Config{TracerProvider: tp, Propagator: prop})}
 }
 
 // pick chooses the entry whose trace is worth showing: the one whose delivery took

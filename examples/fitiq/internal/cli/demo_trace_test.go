@@ -3,8 +3,6 @@ package cli
 import (
 	"strings"
 	"testing"
-
-	"github.com/fitiq/outbox"
 )
 
 // --trace prints one synced entry's trace: the save at the root, its event's create
@@ -46,8 +44,5 @@ func TestDemoTracePrintsOneEntrysSpanTree(t *testing.T) {
 	}
 	if delivered < 0 || !served {
 		t.Errorf("want a delivered attempt with the backend's server span under it:\n%s", tree)
-	}
-	if h := outbox.SetEnqueueHook(nil); h != nil {
-		t.Error("the demo left its enqueue hook installed")
 	}
 }
