@@ -23,7 +23,6 @@ func Example() {
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 
-
 	dir, _ := os.MkdirTemp("", "oteloutbox-example")
 	defer os.RemoveAll(dir)
 	db, err := sqlite.Open(filepath.Join(dir, "app.db"), sqlite.OpenConfig{})
