@@ -12,10 +12,13 @@
 //     EnqueueTx that writes events in the caller's own transaction and never commits it.
 //   - Processor with Config: claims due events under a lease, calls a Handler, and
 //     records each outcome: completed, retried later under a RetryPolicy, or given up.
-//   - Permanent, RetryAfter and Unavailable: what a handler's error says. An
-//     Unavailable one (the destination cannot be reached) spends no attempt, and a run
-//     of them opens the processor's circuit breaker (BreakerConfig) until a probe gets
-//     through.
+//   - Permanent, RetryAfter and DestinationError (Unavailable, DestinationFault,
+//     TargetFault, SuspectedFault): what a handler's error says. A fault of the
+//     destination spends no attempt and holds delivery (BreakerConfig), the whole
+//     destination or one target of it, with its reason named, until a probe gets
+//     through; a Permanent one gives the event up at once.
+//   - Observers (Config.Observers): metrics, tracing, tallies; the processor tells
+//     every one.
 //   - Stats, Health and CheckHealth: counts (stale, stuck, blocked, the outcomes of a
 //     recent window), and the alert rules (HealthRules).
 //
@@ -23,4 +26,20 @@
 // outcome could not be recorded), so receivers deduplicate on Event.ID or the entity ID.
 // Events that share an OrderingKey are delivered one at a time, in the order they were
 // written; priority orders everything else.
+//
+// # For store authors
+//
+// An application needs none of the following; a Store implementation uses them so that
+// every store behaves alike, and outboxtest.Run checks that it does:
+//
+//   - Event.Prepare validates an event and fills its ID, status and times; then
+//     EnqueueHook.Run runs the store's Config.OnEnqueue hook on it, before it is written.
+//   - Timestamp truncates a time to what every store keeps (microseconds, UTC).
+//   - CanonicalID and CanonicalIDs accept the spellings of an ID a user may type.
+//   - ValidateType and Filter.Validate check an operator's arguments.
+//   - Stats.Add builds Stats from grouped counts.
+//   - ClaimParams, Outcome and Result: what Claim and Settle take, including
+//     SkipTypes (held targets) and a Released outcome's reason.
+//   - The optional interfaces a store may implement: Notifier (wake-ups), TypePauser,
+//     Timeline and KeyInspector.
 package outbox

@@ -134,37 +134,12 @@ func (e *Event) EffectiveMaxAttempts(def int) int {
 	return def
 }
 
-// CanRetry reports whether a processor will attempt the event again without an
-// operator: it is not completed, not given up, and has attempts left under its own
-// MaxAttempts or, when it sets none, the processor's limit defaultMaxAttempts (zero
-// or less means DefaultMaxAttempts).
-func (e *Event) CanRetry(defaultMaxAttempts int) bool {
-	if defaultMaxAttempts <= 0 {
-		defaultMaxAttempts = DefaultMaxAttempts
-	}
-	return e.Status != StatusCompleted && !e.GivenUp() && e.Attempts < e.EffectiveMaxAttempts(defaultMaxAttempts)
-}
-
 // IsStale reports whether the event has been due for longer than staleAfter: it is
 // pending, or failed with a retry time, and that time (for a pending event, when it
 // became pending) is before now-staleAfter.
 func (e *Event) IsStale(now time.Time, staleAfter time.Duration) bool {
 	waiting := e.Status == StatusPending || (e.Status == StatusFailed && !e.GivenUp())
 	return waiting && e.NextAttemptAt.Before(now.Add(-staleAfter))
-}
-
-// ShouldProcess reports whether a processor may claim the event at now: it is pending,
-// due for a retry, or held under a lease that has expired.
-func (e *Event) ShouldProcess(now time.Time) bool {
-	switch e.Status {
-	case StatusPending:
-		return true
-	case StatusFailed:
-		return !e.GivenUp() && !e.NextAttemptAt.After(now)
-	case StatusProcessing:
-		return !e.LeaseExpiresAt.After(now)
-	}
-	return false
 }
 
 // ResetForRetry puts a failed (or completed) event back to pending with a fresh attempt

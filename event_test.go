@@ -15,31 +15,27 @@ var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 func TestEventPredicatesFollowItsState(t *testing.T) {
 	lease := t0.Add(time.Minute)
 	cases := []struct {
-		name                        string
-		e                           outbox.Event
-		at                          time.Time
-		shouldProcess, canRetry, gu bool
+		name          string
+		e             outbox.Event
+		at            time.Time
+		givenUp       bool
+		staleAfterMin bool // stale at at with StaleAfter of a minute
 	}{
-		{"pending", outbox.Event{Status: outbox.StatusPending, NextAttemptAt: t0}, t0, true, true, false},
-		{"processing under its lease", outbox.Event{Status: outbox.StatusProcessing, Attempts: 1, LeaseExpiresAt: lease}, t0.Add(59 * time.Second), false, true, false},
-		{"processing, lease expired", outbox.Event{Status: outbox.StatusProcessing, Attempts: 1, LeaseExpiresAt: lease}, lease, true, true, false},
-		{"retrying, not yet due", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0.Add(time.Second)}, t0, false, true, false},
-		{"retrying, due", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0.Add(time.Second)}, t0.Add(time.Second), true, true, false},
-		{"attempts spent", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts, NextAttemptAt: t0}, t0, true, false, false},
-		{"given up", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts}, t0.Add(24 * time.Hour), false, false, true},
-		{"given up with attempts left (permanent error)", outbox.Event{Status: outbox.StatusFailed, Attempts: 1}, t0, false, false, true},
-		{"completed", outbox.Event{Status: outbox.StatusCompleted, Attempts: 1, CompletedAt: t0}, t0, false, false, false},
+		{"pending", outbox.Event{Status: outbox.StatusPending, NextAttemptAt: t0}, t0.Add(2 * time.Minute), false, true},
+		{"pending, just now", outbox.Event{Status: outbox.StatusPending, NextAttemptAt: t0}, t0, false, false},
+		{"processing under its lease", outbox.Event{Status: outbox.StatusProcessing, Attempts: 1, LeaseExpiresAt: lease}, t0.Add(59 * time.Second), false, false},
+		{"retrying, due long ago", outbox.Event{Status: outbox.StatusFailed, Attempts: 1, NextAttemptAt: t0}, t0.Add(time.Hour), false, true},
+		{"given up", outbox.Event{Status: outbox.StatusFailed, Attempts: outbox.DefaultMaxAttempts}, t0.Add(24 * time.Hour), true, false},
+		{"given up with attempts left (permanent error)", outbox.Event{Status: outbox.StatusFailed, Attempts: 1}, t0, true, false},
+		{"completed", outbox.Event{Status: outbox.StatusCompleted, Attempts: 1, CompletedAt: t0}, t0.Add(time.Hour), false, false},
 	}
 	for _, tc := range cases {
 		e := tc.e
-		if got := e.ShouldProcess(tc.at); got != tc.shouldProcess {
-			t.Errorf("%s: ShouldProcess = %v, want %v", tc.name, got, tc.shouldProcess)
+		if got := e.GivenUp(); got != tc.givenUp {
+			t.Errorf("%s: GivenUp = %v, want %v", tc.name, got, tc.givenUp)
 		}
-		if got := e.CanRetry(0); got != tc.canRetry {
-			t.Errorf("%s: CanRetry = %v, want %v", tc.name, got, tc.canRetry)
-		}
-		if got := e.GivenUp(); got != tc.gu {
-			t.Errorf("%s: GivenUp = %v, want %v", tc.name, got, tc.gu)
+		if got := e.IsStale(tc.at, time.Minute); got != tc.staleAfterMin {
+			t.Errorf("%s: IsStale = %v, want %v", tc.name, got, tc.staleAfterMin)
 		}
 	}
 }
@@ -50,25 +46,11 @@ func TestResetForRetryKeepsTheHistory(t *testing.T) {
 	e := outbox.Event{Status: outbox.StatusFailed, Attempts: 5, LastError: "503",
 		Errors: []outbox.AttemptError{{Attempt: 4, Error: "503"}, {Attempt: 5, Error: "503"}}}
 	e.ResetForRetry(t0)
-	if e.Status != outbox.StatusPending || !e.CanRetry(0) || e.Attempts != 0 || len(e.Errors) != 2 || !e.ShouldProcess(t0) {
+	if e.Status != outbox.StatusPending || e.Attempts != 0 || !e.NextAttemptAt.Equal(t0) || len(e.Errors) != 2 {
 		t.Fatalf("reset for retry: %+v", e)
 	}
 }
 
-// CanRetry follows the processor's attempt limit for events that set none of their own.
-func TestCanRetryFollowsTheProcessorsLimit(t *testing.T) {
-	e := outbox.Event{Status: outbox.StatusFailed, Attempts: 3, NextAttemptAt: t0}
-	if e.CanRetry(3) {
-		t.Fatal("3 attempts made under a limit of 3: CanRetry(3) = true")
-	}
-	if !e.CanRetry(4) || !e.CanRetry(0) {
-		t.Fatal("3 attempts made: CanRetry(4) and CanRetry(0) (the default 5) should be true")
-	}
-	e.MaxAttempts = 10
-	if !e.CanRetry(3) {
-		t.Fatal("an event's own MaxAttempts (10) should win over the processor's limit (3)")
-	}
-}
 
 // A NUL byte (or invalid UTF-8) is refused by the core, whatever the store, naming the field.
 func TestValidateRefusesTextNoStoreCanHold(t *testing.T) {

@@ -54,7 +54,7 @@ func testUpdate(t *testing.T, h Harness) {
 		t.Fatalf("Update: %v", err)
 	}
 	got := get(t, h.Store, e.ID)
-	if got.Status != outbox.StatusPending || !got.CanRetry(0) || got.Attempts != 0 || got.Priority != 3 ||
+	if got.Status != outbox.StatusPending || got.Attempts != 0 || got.Priority != 3 ||
 		got.Metadata["retried_by"] != "test" || len(got.Errors) != 1 {
 		t.Fatalf("after Update: %+v", got)
 	}

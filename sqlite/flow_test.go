@@ -96,8 +96,8 @@ func TestOperatorRetryResetsAFailedEvent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.Status != outbox.StatusPending || !stored.CanRetry(0) {
-		t.Fatalf("after ResetForRetry: status %q canRetry %v, want pending and true", stored.Status, stored.CanRetry(0))
+	if stored.Status != outbox.StatusPending || stored.Attempts != 0 || stored.GivenUp() {
+		t.Fatalf("after ResetForRetry: status %q, %d attempts, given up %v; want pending with a fresh budget", stored.Status, stored.Attempts, stored.GivenUp())
 	}
 }
 
