@@ -384,9 +384,10 @@ func (h *Handler) lastSeq(ctx context.Context) (int64, error) {
 type scanLimits struct {
 	rounds int // store queries of an oldest-first page; twice as many newest first
 	batch  int // rows per query
+	small  int // the most matches a newest-first page reads in full (newestOfAll)
 }
 
-var defaultScanLimits = scanLimits{rounds: 20, batch: 200}
+var defaultScanLimits = scanLimits{rounds: 20, batch: 200, small: 2000}
 
 // find returns up to limit events of sel from cursor after on, oldest first, and the
 // cursor of the next page (0 when there is none).
@@ -463,7 +464,11 @@ func (h *Handler) findNewest(ctx context.Context, sel selection, before int64, l
 		}
 		out = append(out, got...)
 		b = a + 1
-		w = min(w*2, math.MaxInt64/4)
+		if len(got) == 0 {
+			w = min(w*8, math.MaxInt64/16) // nothing here: the matches are sparse, or further down
+		} else {
+			w = min(w*2, math.MaxInt64/16)
+		}
 	}
 	if len(out) > limit {
 		return out[:limit], out[limit-1].Seq, nil
@@ -472,6 +477,57 @@ func (h *Handler) findNewest(ctx context.Context, sel selection, before int64, l
 		return out, s.floor, nil
 	}
 	return out, 0, nil
+}
+
+// newestOfAll returns up to limit events of sel with a Seq below before (0: any),
+// newest first, and the cursor of the next page, by reading every match oldest first:
+// for a small set. It gives up (done false) past twice Handler.scan.small rows read.
+func (h *Handler) newestOfAll(ctx context.Context, sel selection, before int64, limit int) (events []outbox.Event, next int64, done bool, err error) {
+	if sel.empty {
+		return nil, 0, true, nil
+	}
+	hi := sel.hi
+	if before > 0 && (hi == 0 || before < hi) {
+		hi = before
+	}
+	f := sel.filter
+	f.AfterSeq = sel.lo
+	ring := make([]outbox.Event, 0, limit+1) // the newest limit+1 so far, oldest first
+	read := 0
+	for {
+		f.Limit = 1000
+		rows, err := h.store.List(ctx, f)
+		if err != nil {
+			return nil, 0, false, err
+		}
+		end := len(rows) < f.Limit
+		for _, e := range rows {
+			if hi > 0 && e.Seq >= hi {
+				end = true
+				break
+			}
+			if !sel.keep(e) {
+				continue
+			}
+			if len(ring) == limit+1 {
+				ring = append(ring[:0], ring[1:]...)
+			}
+			ring = append(ring, e)
+		}
+		read += len(rows)
+		if end {
+			break
+		}
+		if read >= 2*h.scan.small {
+			return nil, 0, false, nil
+		}
+		f.AfterSeq = rows[len(rows)-1].Seq
+	}
+	slices.Reverse(ring)
+	if len(ring) > limit {
+		return ring[:limit], ring[limit-1].Seq, true, nil
+	}
+	return ring, 0, true, nil
 }
 
 // downScan is one newest-first read.
@@ -725,16 +781,26 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request) {
 		h.storeError(w, r, err)
 		return
 	}
-	if q.Oldest {
-		data.Events, data.Next, err = h.find(ctx, sel, q.After, h.cfg.PageSize)
-	} else {
-		data.Events, data.Next, err = h.findNewest(ctx, sel, q.Before, h.cfg.PageSize)
-	}
-	if err != nil {
+	if data.Count, err = h.matches(ctx, q, sel); err != nil {
 		h.storeError(w, r, err)
 		return
 	}
-	if data.Count, err = h.matches(ctx, q, sel); err != nil {
+	switch {
+	case q.Oldest:
+		data.Events, data.Next, err = h.find(ctx, sel, q.After, h.cfg.PageSize)
+	case data.Count.AsOf.IsZero() && !data.Count.More && data.Count.N <= h.scan.small:
+		// A few matches: reading them all costs a query or two, where reading windows
+		// of Seq downwards would cost one per window (the stores' queries of unfinished
+		// events read every match above the window's start).
+		var done bool
+		data.Events, data.Next, done, err = h.newestOfAll(ctx, sel, q.Before, h.cfg.PageSize)
+		if err == nil && !done {
+			data.Events, data.Next, err = h.findNewest(ctx, sel, q.Before, h.cfg.PageSize)
+		}
+	default:
+		data.Events, data.Next, err = h.findNewest(ctx, sel, q.Before, h.cfg.PageSize)
+	}
+	if err != nil {
 		h.storeError(w, r, err)
 		return
 	}

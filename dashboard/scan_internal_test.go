@@ -5,9 +5,11 @@ import (
 	"html"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,7 +54,8 @@ func TestDashboardPagesCutShortGoOnWhereTheyStopped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.scan = scanLimits{rounds: 2, batch: 10} // a page reads at most 20 rows oldest first, 40 newest first
+	// A page reads at most 20 rows oldest first, 40 newest first; no set is read whole.
+	h.scan = scanLimits{rounds: 2, batch: 10, small: 0}
 
 	rowRE := regexp.MustCompile(`<tr data-id="([^"]+)">`)
 	nextRE := regexp.MustCompile(`href="(/events\?[^"]*)" id="next-page"`)
@@ -92,6 +95,109 @@ func TestDashboardPagesCutShortGoOnWhereTheyStopped(t *testing.T) {
 		}
 		if short == 0 {
 			t.Errorf("order %q: no page was cut short; the test does not reach the stop", order)
+		}
+	}
+}
+
+// TestDashboardNewestFirstReadsMatchOldestFirst: both ways of reading newest first (the
+// windows of Seq downwards, and a small set read whole) list what reading oldest first
+// does, in reverse, page by page, on dense and sparse sets with holes in the numbering.
+func TestDashboardNewestFirstReadsMatchOldestFirst(t *testing.T) {
+	t.Parallel()
+	s := sqlitetest.NewStore(t)
+	ctx := context.Background()
+	t0 := time.Date(2026, 3, 4, 10, 0, 0, 0, time.UTC)
+	var events []*outbox.Event
+	for i := range 500 {
+		typ := "dense"
+		switch {
+		case i%120 == 9:
+			typ = "sparse"
+		case i < 20:
+			typ = "old"
+		case i > 490:
+			typ = "new"
+		}
+		events = append(events, outbox.NewEvent(typ, "e-"+strconv.Itoa(i), "u-"+strconv.Itoa(i%7)))
+	}
+	if err := s.Enqueue(ctx, t0, events...); err != nil {
+		t.Fatal(err)
+	}
+	var gone []string
+	for i := 100; i < 400; i += 2 {
+		gone = append(gone, events[i].ID)
+	}
+	if _, err := s.Delete(ctx, gone...); err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Config{Store: s, Clock: outboxtest.NewClock(t0), Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := func(events []outbox.Event) []int64 {
+		out := make([]int64, len(events))
+		for i, e := range events {
+			out[i] = e.Seq
+		}
+		return out
+	}
+	for _, query := range []string{"", "type=sparse", "type=old", "type=new", "user=u-3", "type=dense&user=u-5", "type=none"} {
+		v, _ := url.ParseQuery(query)
+		sel, err := h.selection(ctx, parseListQuery(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		limits := []int{1, 5}
+		if query == "" || strings.HasPrefix(query, "user=") || strings.Contains(query, "&") {
+			limits = []int{13, 50} // the larger sets
+		}
+		for _, limit := range limits {
+			var want []int64
+			for after := int64(0); ; {
+				page, next, err := h.find(ctx, sel, after, limit)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, seqs(page)...)
+				if next == 0 {
+					break
+				}
+				after = next
+			}
+			slices.Reverse(want)
+			ways := map[string]func(before int64) ([]outbox.Event, int64, error){
+				"windows": func(before int64) ([]outbox.Event, int64, error) { return h.findNewest(ctx, sel, before, limit) },
+				"whole": func(before int64) ([]outbox.Event, int64, error) {
+					page, next, done, err := h.newestOfAll(ctx, sel, before, limit)
+					if err == nil && !done {
+						t.Fatalf("%q: the set of %d was not read whole", query, len(want))
+					}
+					return page, next, err
+				},
+			}
+			for name, read := range ways {
+				var got []int64
+				for before, pages := int64(0), 0; ; pages++ {
+					if pages > 3000 {
+						t.Fatalf("%s %q: still paging", name, query)
+					}
+					page, next, err := read(before)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(page) > limit {
+						t.Fatalf("%s %q: a page of %d over %d", name, query, len(page), limit)
+					}
+					got = append(got, seqs(page)...)
+					if next == 0 {
+						break
+					}
+					before = next
+				}
+				if !slices.Equal(got, want) {
+					t.Errorf("%s %q, %d a page: %d events, want %d in reverse", name, query, limit, len(got), len(want))
+				}
+			}
 		}
 	}
 }
