@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"log/slog"
+	"math"
 	"regexp"
 	"time"
 
@@ -29,13 +30,13 @@ type Config struct {
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
 	// unstarted events) sends a notification on it whose payload is the event's user
 	// ID, once the event has committed. An EnqueueTx or EnqueueSQLTx after a quiet spell
-	// (no other for 4 NotifyDebounce) sends it inside the transaction, which PostgreSQL
+	// (no other for WatchInterval) sends it inside the transaction, which PostgreSQL
 	// delivers when, and only if, that transaction commits; the others do not, since a
 	// notifying commit holds a cluster-wide lock through its WAL flush. For those the
-	// store sends it: right after the commit in a transaction of Transact (and after
-	// Enqueue); for a caller's own transaction once it sees the events committed, which
-	// it looks for by their seq every 4 NotifyDebounce for a short while and then less
-	// often. Defaults to "<Schema>.<Table>".
+	// store sends it: after the commit in a transaction of Transact (and after Enqueue),
+	// gathered per NotifyDebounce; for a caller's own transaction once it sees the events
+	// committed, which it looks for by their seq every WatchInterval for a short while
+	// and then less often. Defaults to "<Schema>.<Table>".
 	Channel string
 	// DisableNotify stops the store from sending notifications. Relays then find new
 	// events at their next poll. Defaults to false.
@@ -45,13 +46,21 @@ type Config struct {
 	// where notifications never arrive, such as behind a transaction-mode connection
 	// pooler. Defaults to false.
 	DisableListen bool
-	// NotifyDebounce is the least time between two wake-ups fanned out from received
-	// notifications and between two NOTIFYs sent after the store's own commits; the
-	// first after a quiet spell goes at once, those within NotifyDebounce of it are
-	// gathered into one. Four of it make the interval of the store's looks for
-	// commits of callers' transactions, and the quiet spell after which an enqueue
-	// notifies inside its transaction (see Channel). Defaults to 1ms.
+	// NotifyDebounce is the least time between two NOTIFYs the store sends after its
+	// own commits (Enqueue, Transact), and between two wake-ups it fans out to this
+	// process's processors from the notifications it receives: the first after a quiet
+	// spell goes at once, those within NotifyDebounce of it are gathered into one.
+	// When WatchInterval is unset it also sets that, to four of it, as it did before
+	// WatchInterval existed. Defaults to DefaultNotifyDebounce.
 	NotifyDebounce time.Duration
+	// WatchInterval is how often the store looks for the commits of callers'
+	// transactions whose enqueues (EnqueueTx, EnqueueSQLTx outside Transact) sent no
+	// NOTIFY: one statement per look, for every event due by then, during an event's
+	// first 20 intervals, then at doubling intervals up to a second, for 10 seconds at
+	// most. It is also the quiet spell after which an enqueue in a transaction sends its
+	// NOTIFY inside it (see Channel): within it, a look is coming anyway. Defaults to
+	// four NotifyDebounce, which is DefaultWatchInterval when NotifyDebounce is unset.
+	WatchInterval time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.
 	// Defaults to 5s.
@@ -72,6 +81,18 @@ type Config struct {
 }
 
 const (
+	// DefaultNotifyDebounce is Config.NotifyDebounce's default.
+	DefaultNotifyDebounce = time.Millisecond
+	// DefaultWatchInterval is Config.WatchInterval's default: four
+	// DefaultNotifyDebounce.
+	DefaultWatchInterval = watchPerDebounce * DefaultNotifyDebounce
+)
+
+// watchPerDebounce is how many NotifyDebounce make the WatchInterval a Config leaves
+// unset.
+const watchPerDebounce = 4
+
+const (
 	defaultSchema = "public"
 	defaultTable  = "outbox_events"
 	// maxIdentifier is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
@@ -87,7 +108,14 @@ func (c Config) withDefaults() Config {
 	c.Table = cmp.Or(c.Table, defaultTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
 	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
-	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, time.Millisecond)
+	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, DefaultNotifyDebounce)
+	if c.WatchInterval == 0 {
+		// Derived, so that a Config that sets only NotifyDebounce keeps its timings.
+		c.WatchInterval = watchPerDebounce * c.NotifyDebounce
+		if c.NotifyDebounce > math.MaxInt64/watchPerDebounce {
+			c.WatchInterval = math.MaxInt64
+		}
+	}
 	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
 	c.ListenCheckInterval = cmp.Or(c.ListenCheckInterval, 10*time.Second)
 	if c.Logger == nil {
@@ -120,6 +148,9 @@ func (c Config) validate() error {
 	}
 	if c.NotifyDebounce < 0 {
 		return configError("NotifyDebounce", fmt.Sprintf("must not be negative, got %s", c.NotifyDebounce))
+	}
+	if c.WatchInterval < 0 {
+		return configError("WatchInterval", fmt.Sprintf("must not be negative, got %s", c.WatchInterval))
 	}
 	if c.ReconnectMaxDelay < 0 {
 		return configError("ReconnectMaxDelay", fmt.Sprintf("must not be negative, got %s", c.ReconnectMaxDelay))

@@ -32,16 +32,16 @@ func MigrateTo(ctx context.Context, pool *pgxpool.Pool, cfg Config, version int)
 
 // Watched is how many seqs the store is looking for, and how many looks it took.
 func (s *Store) Watched() (seqs, looks int) {
-	s.watcher.mu.Lock()
-	defer s.watcher.mu.Unlock()
-	return len(s.watcher.watched), s.watcher.looks
+	s.wake.watcher.mu.Lock()
+	defer s.wake.watcher.mu.Unlock()
+	return len(s.wake.watcher.watched), s.wake.watcher.looks
 }
 
 // ListenerPID is the backend PID of the LISTEN connection (0 before the first one).
-func (s *Store) ListenerPID() uint32 { return s.listener.pid.Load() }
+func (s *Store) ListenerPID() uint32 { return s.wake.listener.pid.Load() }
 
 // Listening reports whether the LISTEN connection is up.
-func (s *Store) Listening() bool { return s.listener.connected.Load() }
+func (s *Store) Listening() bool { return s.wake.listener.connected.Load() }
 
 // Statement returns one of the store's statements by the name of its constant.
 func (s *Store) Statement(name string) string {
@@ -103,18 +103,18 @@ func (s *Store) ClaimInTx(ctx context.Context, tx pgx.Tx, p outbox.ClaimParams) 
 // NotifierStarted reports whether the store has ever queued a NOTIFY to send after a
 // commit.
 func (s *Store) NotifierStarted() bool {
-	s.notifier.mu.Lock()
-	defer s.notifier.mu.Unlock()
-	return s.notifier.started
+	s.wake.notifier.mu.Lock()
+	defer s.wake.notifier.mu.Unlock()
+	return s.wake.notifier.started
 }
 
 // PendingWakeUps returns the user IDs notified since the last fan-out.
-func (s *Store) PendingWakeUps() []string { return s.listener.fan.Pending() }
+func (s *Store) PendingWakeUps() []string { return s.wake.listener.fan.Pending() }
 
 // LookFor runs the watcher's look for seqs once, as the watcher runs it, and returns
 // how many of them it found committed.
 func (s *Store) LookFor(ctx context.Context, seqs ...int64) (int, error) {
-	rows, err := s.watcher.query(ctx, seqs)
+	rows, err := s.wake.watcher.query(ctx, seqs)
 	if err != nil {
 		return 0, err
 	}

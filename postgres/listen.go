@@ -19,9 +19,9 @@ import (
 // LISTEN connection; it doubles up to Config.ReconnectMaxDelay.
 const firstReconnectDelay = 100 * time.Millisecond
 
-// listener is the inbound half of wake-ups: it holds the store's one LISTEN connection
-// and fans what arrives out to this process's subscribers. It starts with the first
-// subscription.
+// listener is the inbound half of wake-ups (see wakeups): it holds the store's one
+// LISTEN connection and fans what arrives out to this process's subscribers, at most
+// once per NotifyDebounce. It starts with the first subscription.
 type listener struct {
 	connConfig   *pgx.ConnConfig
 	listenSQL    string
@@ -35,7 +35,7 @@ type listener struct {
 	fan    *debounce.Batcher // user IDs notified since the last fan-out
 
 	// connected is true while LISTEN is in effect; while it is not, the store wakes its
-	// own subscribers after its own commits (see Store.announce).
+	// own subscribers after its own commits (see wakeups.announce).
 	connected atomic.Bool
 	pid       atomic.Uint32 // backend of the LISTEN connection, for tests
 
@@ -60,14 +60,6 @@ func newListener(connConfig *pgx.ConnConfig, cfg Config, log *slog.Logger) *list
 	// per commit.
 	l.fan = debounce.New(cfg.NotifyDebounce, l.subs.Wake)
 	return l
-}
-
-// Subscribe implements outbox.Notifier: the channel receives a value (at most one
-// waits) when events for userID, or for anyone when userID is empty, may have been
-// committed: by any process, through NOTIFY, or by this store. The first subscription
-// starts the store's LISTEN connection (unless Config.DisableListen).
-func (s *Store) Subscribe(userID string) (<-chan struct{}, func()) {
-	return s.listener.subscribe(userID, !s.cfg.DisableListen)
 }
 
 func (l *listener) subscribe(userID string, listen bool) (<-chan struct{}, func()) {

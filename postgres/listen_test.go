@@ -22,7 +22,7 @@ func otherProcess(t *testing.T, s *postgres.Store) *postgres.Store {
 	t.Helper()
 	cfg := s.Config()
 	cfg.DisableListen = true
-	cfg.NotifyDebounce = 0 // its own default
+	cfg.NotifyDebounce, cfg.WatchInterval = 0, 0 // its own defaults
 	o, err := postgres.New(context.Background(), s.Pool(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -281,15 +281,15 @@ func TestCloseStopsTheListener(t *testing.T) {
 
 // appOfARelay returns a relay's store, a writer standing for another process (for
 // markers), and an application's store on the same table that holds no LISTEN
-// connection and gathers its NOTIFYs for an hour: what it sends, and when, is then
-// seen by the relay alone. The application's store is closed when t ends, if the test
+// connection, gathers its NOTIFYs for an hour and has a quiet spell of four: what it
+// sends, and when, is then seen by the relay alone. The application's store is closed when t ends, if the test
 // has not closed it.
 func appOfARelay(t *testing.T) (relay, markers, app *postgres.Store) {
 	t.Helper()
 	relay = newStore(t, nil, postgres.Config{})
 	markers = otherProcess(t, relay)
 	cfg := relay.Config()
-	cfg.DisableListen, cfg.NotifyDebounce = true, time.Hour
+	cfg.DisableListen, cfg.NotifyDebounce, cfg.WatchInterval = true, time.Hour, 4*time.Hour
 	app, err := postgres.New(context.Background(), relay.Pool(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -338,8 +338,8 @@ func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T)
 
 // Transact's first enqueue after a quiet spell sends its NOTIFY inside the transaction,
 // as an enqueue in a caller's transaction does: PostgreSQL delivers it at the commit,
-// with no statement after it. The next ones within NotifyDebounce are notified by the
-// store after their commit.
+// with no statement after it. The next ones within WatchInterval (the quiet spell) are
+// notified by the store after their commit.
 func TestTransactNotifiesInsideItsTransactionAfterAQuietSpell(t *testing.T) {
 	relay, markers, app := appOfARelay(t)
 	ctx := context.Background()
@@ -362,6 +362,6 @@ func TestTransactNotifiesInsideItsTransactionAfterAQuietSpell(t *testing.T) {
 	transact("second")
 	awaitWake(t, second, "the NOTIFY after the second Transact's commit")
 	if !app.NotifierStarted() {
-		t.Fatal("a Transact within NotifyDebounce of an in-transaction NOTIFY was not notified after its commit")
+		t.Fatal("a Transact within WatchInterval of an in-transaction NOTIFY was not notified after its commit")
 	}
 }

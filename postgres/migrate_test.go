@@ -38,6 +38,7 @@ func TestConfigIsValidatedAtConstruction(t *testing.T) {
 		{"channel too long", postgres.Config{Channel: strings.Repeat("c", 64)}, "postgres.Config.Channel"},
 		{"negative payload limit", postgres.Config{MaxPayloadBytes: -1}, "postgres.Config.MaxPayloadBytes"},
 		{"negative debounce", postgres.Config{NotifyDebounce: -time.Millisecond}, "postgres.Config.NotifyDebounce"},
+		{"negative watch interval", postgres.Config{WatchInterval: -time.Millisecond}, "postgres.Config.WatchInterval"},
 		{"negative reconnect delay", postgres.Config{ReconnectMaxDelay: -time.Second}, "postgres.Config.ReconnectMaxDelay"},
 	}
 	for _, tc := range tests {

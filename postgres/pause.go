@@ -45,7 +45,7 @@ func (s *Store) ResumeType(ctx context.Context, eventType string) (bool, error) 
 		return false, nil
 	}
 	s.analyzePaused(ctx)
-	s.committed(map[string]struct{}{"": {}})
+	s.wake.committed(map[string]struct{}{"": {}})
 	return true, nil
 }
 

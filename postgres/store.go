@@ -46,12 +46,7 @@ type Store struct {
 	claimConflicts atomic.Int64
 	lastReset      atomic.Int64 // when abandoned last reset the pool, Unix ns
 
-	listener *listener // LISTEN, fanned out to this process's processors
-	notifier *notifier // NOTIFY after the store's own commits
-	watcher  *watcher  // NOTIFY for caller's transactions that did not carry one
-
-	// lastEnqueue is when (Unix ns) EnqueueTx or EnqueueSQLTx last ran; see notifyInTx.
-	lastEnqueue atomic.Int64
+	wake *wakeups // NOTIFY and LISTEN: see wake.go
 
 	own sqltx.TrackerOf[pgx.Tx, ownTx] // transactions run by Transact, and what they enqueued for
 
@@ -93,13 +88,13 @@ func New(ctx context.Context, pool *pgxpool.Pool, cfg Config) (*Store, error) {
 		idIndex:          cfg.Table + "_id_key",
 		keyInFlightIndex: cfg.Table + "_key_in_flight",
 	}
-	s.listener = newListener(pool.Config().ConnConfig, cfg, s.log)
-	s.notifier = newNotifier(pool, s.q.notifyUsers, cfg, s.log)
-	s.watcher = newWatcher(pool, s.q.notifyVisible, cfg.Channel, lookInterval(cfg), s.log, s.announce)
+	s.wake = newWakeups(pool, s.q, cfg, s.log)
 	return s, nil
 }
 
-// Config returns the store's configuration, defaults filled in.
+// Config returns the store's configuration, defaults filled in: WatchInterval too, so
+// a copy given another NotifyDebounce keeps this store's WatchInterval unless that is
+// set back to zero.
 func (s *Store) Config() Config { return s.cfg }
 
 // Pool returns the pool the store works on.
@@ -109,17 +104,14 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 // connection and waits for its goroutines. Subscribers are then woken only by this
 // store's own commits. The pool is left open; Close it after the store.
 func (s *Store) Close() {
-	s.watcher.close()
-	s.notifier.close()
-	s.listener.close()
+	s.wake.close()
 }
 
 // Transact runs fn in a transaction and commits it when fn returns nil; it rolls back
 // when fn returns an error or panics. Write your data and EnqueueTx its events inside fn, and both land or neither does.
 func (s *Store) Transact(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return s.own.Transact(ctx, s.pool.Begin, pgxEnd, "outbox/postgres", fn, func(o *ownTx) {
-		s.announce(o.users)
-		s.queueNotify(o.unnotified)
+		s.wake.transacted(o.users, o.unnotified)
 	})
 }
 
@@ -134,24 +126,24 @@ var pgxEnd = sqltx.End[pgx.Tx]{
 // transaction back and the events are gone with the data. Every event is validated
 // first, and nothing is written when any is invalid; a batch is one INSERT. Relays
 // are woken once the transaction commits, and not if it rolls back: an enqueue after a
-// quiet spell (none for 4 × Config.NotifyDebounce) sends its NOTIFY inside the transaction,
+// quiet spell (none for Config.WatchInterval) sends its NOTIFY inside the transaction,
 // which PostgreSQL delivers at commit. The others are notified by the store: in a
 // transaction of Transact right after the commit; in the caller's own transaction once
 // the store sees the events committed, which it looks for shortly after (see
-// watch.go). It fills ID, Seq, Status and the times of each event.
+// wake.go). It fills ID, Seq, Status and the times of each event.
 func (s *Store) EnqueueTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: EnqueueTx: tx must not be nil", outbox.ErrInvalid)
 	}
 	own := s.own.Running(tx)
 	now := time.Now()
-	inTx := s.notifyInTx(now)
+	inTx := s.wake.notifyInTx(now)
 	users, err := s.insert(ctx, now, events, inTx, queryPgx(ctx, tx))
 	if err != nil {
 		return err
 	}
 	if !own {
-		s.watchUnlessNotified(now, inTx, events)
+		s.wake.watchUnlessNotified(now, inTx, events)
 		return nil
 	}
 	s.own.Add(tx, func(o *ownTx) { // unless it ended meanwhile
@@ -180,43 +172,12 @@ func (s *Store) EnqueueSQLTx(ctx context.Context, tx *sql.Tx, events ...*outbox.
 		return fmt.Errorf("%w: EnqueueSQLTx: tx must not be nil", outbox.ErrInvalid)
 	}
 	now := time.Now()
-	inTx := s.notifyInTx(now)
+	inTx := s.wake.notifyInTx(now)
 	if _, err := s.insert(ctx, now, events, inTx, querySQL(ctx, tx)); err != nil {
 		return err
 	}
-	s.watchUnlessNotified(now, inTx, events)
+	s.wake.watchUnlessNotified(now, inTx, events)
 	return nil
-}
-
-// notifyInTx reports whether an enqueue in a transaction sends its NOTIFY inside that
-// transaction: only one after a quiet spell does, when the store ran no other enqueue
-// for a look interval. PostgreSQL holds a cluster-wide lock from a notifying
-// transaction's commit until its WAL flush is done, so notifying commits go one at a
-// time, and writers queue for it when they notify often. With a quiet spell of T,
-// writers enqueueing at random send at most 1/(e·T) such NOTIFYs a second, whatever
-// their rate: with T = 1 ms up to 370, and writers were seen waiting on the lock
-// (bench/results/quiet-spell.txt); with the look interval, 4 ms by default, up to 92.
-// A trickle still has its wake-up delivered with the commit; an enqueue within a look
-// interval of another leaves it to the watcher, which takes the lock once for all the
-// commits of an interval, without a flush.
-func (s *Store) notifyInTx(now time.Time) bool {
-	if s.cfg.DisableNotify {
-		return false
-	}
-	return now.UnixNano()-s.lastEnqueue.Swap(now.UnixNano()) >= int64(lookInterval(s.cfg))
-}
-
-// watchUnlessNotified hands the events of an enqueue that sent no NOTIFY to the
-// watcher.
-func (s *Store) watchUnlessNotified(now time.Time, notified bool, events []*outbox.Event) {
-	if notified || s.cfg.DisableNotify || len(events) == 0 {
-		return
-	}
-	seqs := make([]int64, len(events))
-	for i, e := range events {
-		seqs[i] = e.Seq
-	}
-	s.watcher.add(now, seqs...)
 }
 
 // Enqueue implements outbox.Store: it writes events in one statement, its own
@@ -226,7 +187,7 @@ func (s *Store) Enqueue(ctx context.Context, now time.Time, events ...*outbox.Ev
 	if err != nil {
 		return err
 	}
-	s.committed(users)
+	s.wake.committed(users)
 	return nil
 }
 
@@ -608,7 +569,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		return fmt.Errorf("outbox/postgres: settle: %w", err)
 	}
 	if nReleasedUsers > 0 {
-		s.announce(map[string]struct{}{"": {}}) // released events are due again
+		s.wake.announce(map[string]struct{}{"": {}}) // released events are due again
 	}
 	return nil
 }
@@ -705,7 +666,7 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 	e.UpdatedAt = now
 	e.LeaseOwner, e.LeaseExpiresAt = "", time.Time{}
 	if e.Status != outbox.StatusCompleted {
-		s.announce(map[string]struct{}{e.UserID: {}})
+		s.wake.announce(map[string]struct{}{e.UserID: {}})
 	}
 	return nil
 }
@@ -728,7 +689,7 @@ func (s *Store) Retry(ctx context.Context, now time.Time, f outbox.Filter) (int,
 		return 0, fmt.Errorf("outbox/postgres: retry: %w", err)
 	}
 	if n > 0 {
-		s.announce(map[string]struct{}{f.UserID: {}})
+		s.wake.announce(map[string]struct{}{f.UserID: {}})
 	}
 	return int(n), nil
 }

@@ -12,35 +12,33 @@ import (
 // watchMaxDelay caps the wait between two looks at an event still invisible, and
 // watchGiveUp ends the watch of one: its transaction is still open, or was rolled back
 // (then it never appears), and the relays' poll finds it if it ever commits.
-// An event is looked for at the watcher's interval (4 NotifyDebounce) during its first
-// watchSteadyLooks intervals (most commits land within a few milliseconds of their enqueue), then at
-// doubling intervals.
+// An event is looked for at the watcher's interval (Config.WatchInterval) during its
+// first watchSteadyLooks intervals (most commits land within a few milliseconds of
+// their enqueue), then at doubling intervals.
 const (
 	watchSteadyLooks = 20
 	watchMaxDelay    = time.Second
 	watchGiveUp      = 10 * time.Second
 )
 
-// lookInterval is the watcher's interval, 4 NotifyDebounce: a trickle is notified
-// inside its transactions and needs no look; busy writers, which are not, leave their
-// wake-ups to the looks, and one per interval keeps them a few milliseconds from the
-// commits for a statement per look. It is also the quiet spell after which an enqueue
-// notifies inside its transaction (Store.notifyInTx): within it, a look is coming anyway.
-func lookInterval(c Config) time.Duration { return 4 * c.NotifyDebounce }
-
 // watcher wakes relays for events written in a caller's transaction that did not carry
-// the NOTIFY itself (see Store.notifyInTx). The store cannot see that transaction
+// the NOTIFY itself (see wakeups.notifyInTx). The store cannot see that transaction
 // commit, so it looks: a short while after the enqueue, and again at short and then
 // doubling intervals; one statement reads which of the watched seqs are visible and NOTIFYs
 // their users, outside any caller's transaction. A rolled-back or still-open event is
 // invisible, so it wakes nobody.
+//
+// Its interval is Config.WatchInterval (4 ms by default): a trickle is notified
+// inside its transactions and needs no look; busy writers, which are not, leave their
+// wake-ups to the looks, and one per interval keeps them a few milliseconds from the
+// commits for a statement per look.
 type watcher struct {
-	pool    poolQuerier
-	sql     string
-	channel string
-	first   time.Duration
-	log     *slog.Logger
-	found   func(users map[string]struct{})
+	pool     poolQuerier
+	sql      string
+	channel  string
+	interval time.Duration // Config.WatchInterval
+	log      *slog.Logger
+	found    func(users map[string]struct{})
 
 	mu      sync.Mutex
 	watched map[int64]*watch
@@ -60,8 +58,8 @@ type watch struct {
 	delay      time.Duration
 }
 
-func newWatcher(pool poolQuerier, sql, channel string, first time.Duration, log *slog.Logger, found func(map[string]struct{})) *watcher {
-	return &watcher{pool: pool, sql: sql, channel: channel, first: first, log: log, found: found, watched: map[int64]*watch{}}
+func newWatcher(pool poolQuerier, sql, channel string, interval time.Duration, log *slog.Logger, found func(map[string]struct{})) *watcher {
+	return &watcher{pool: pool, sql: sql, channel: channel, interval: interval, log: log, found: found, watched: map[int64]*watch{}}
 }
 
 // add watches seqs, written in a transaction that has not committed yet.
@@ -71,9 +69,9 @@ func (w *watcher) add(now time.Time, seqs ...int64) {
 	if w.closed {
 		return
 	}
-	due := now.Add(w.first)
+	due := now.Add(w.interval)
 	for _, s := range seqs {
-		w.watched[s] = &watch{since: now, due: due, delay: w.first}
+		w.watched[s] = &watch{since: now, due: due, delay: w.interval}
 	}
 	w.armLocked(due)
 }
@@ -107,7 +105,7 @@ func (w *watcher) look() {
 	// due time would add up to an interval to its wake-up, and one look reads any
 	// number of seqs. If its transaction has not committed yet, the next look finds it.
 	var due []int64
-	horizon := now.Add(w.first)
+	horizon := now.Add(w.interval)
 	for s, wt := range w.watched {
 		if wt.due.Before(horizon) || w.closed {
 			due = append(due, s)
@@ -157,7 +155,7 @@ func (w *watcher) look() {
 			delete(w.watched, s)
 			continue
 		}
-		if now.Sub(wt.since) >= watchSteadyLooks*w.first {
+		if now.Sub(wt.since) >= watchSteadyLooks*w.interval {
 			wt.delay = min(2*wt.delay, watchMaxDelay)
 		}
 		wt.due = now.Add(wt.delay)
@@ -174,7 +172,7 @@ func (w *watcher) look() {
 		// Never sooner than an interval after this look: under a steady stream of
 		// enqueues some seq is always about to be due, and chasing each one would
 		// run looks back to back instead of one per interval.
-		w.armLocked(later(next, now.Add(w.first)))
+		w.armLocked(later(next, now.Add(w.interval)))
 	}
 }
 

@@ -12,13 +12,14 @@ import (
 )
 
 // An enqueue in a caller's transaction soon after another one sends no NOTIFY of its
-// own (one per NotifyDebounce does): the store looks for its event and notifies it once
-// the transaction has committed — not while it is open, and never when it rolled back.
+// own (one after a quiet spell of WatchInterval does): the store looks for its event
+// and notifies it once the transaction has committed — not while it is open, and never
+// when it rolled back.
 func TestCallerTransactionsWithoutTheirOwnNotifyWakeRelaysAfterCommit(t *testing.T) {
 	s := newStore(t, nil, postgres.Config{})
 	markers := otherProcess(t, s)
 	cfg := s.Config()
-	cfg.DisableListen, cfg.NotifyDebounce = true, 50*time.Millisecond
+	cfg.DisableListen, cfg.NotifyDebounce, cfg.WatchInterval = true, 50*time.Millisecond, 200*time.Millisecond
 	app, err := postgres.New(context.Background(), s.Pool(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +50,7 @@ func TestCallerTransactionsWithoutTheirOwnNotifyWakeRelaysAfterCommit(t *testing
 			}
 		}
 	}
-	// Three enqueues within the debounce interval: only the first carries a NOTIFY.
+	// Three enqueues within the quiet spell: only the first carries a NOTIFY.
 	endFirst := enqueue("first")
 	endCommitted := enqueue("committed")
 	endRolledBack := enqueue("rolled-back")
