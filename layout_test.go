@@ -3,6 +3,9 @@ package outbox_test
 import (
 	"bufio"
 	"bytes"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,21 +85,23 @@ func TestPackagesLinkOnlyWhatTheyNeed(t *testing.T) {
 	drivers := []string{"github.com/go-sql-driver/mysql", "github.com/jackc/pgx", "modernc.org/sqlite"}
 	brokers := []string{"github.com/nats-io/", "github.com/rabbitmq/", "github.com/twmb/franz-go", "github.com/redis/"}
 	cases := map[string][]string{
-		".":                append(append(slices.Clone(drivers), brokers...), "github.com/prometheus/", "go.opentelemetry.io/"),
-		"./metrics":        append(slices.Clone(drivers), brokers...),
-		"./oteloutbox":     append(slices.Clone(drivers), brokers...),
-		"./inbox":          append(slices.Clone(drivers), brokers...),
-		"./sink/httpsink":  append(slices.Clone(drivers), brokers...),
-		"./sink/natssink":  drivers,
-		"./sink/amqpsink":  drivers,
-		"./sink/kafkasink": drivers,
-		"./sink/redissink": drivers,
-		"./outboxtest":     append(slices.Clone(drivers), brokers...),
-		"./sqlite":         {"github.com/go-sql-driver/mysql", "github.com/jackc/pgx"},
-		"./postgres":       {"github.com/go-sql-driver/mysql", "modernc.org/sqlite"},
-		"./mysql":          {"github.com/jackc/pgx", "modernc.org/sqlite"},
-		"./sink/sinktest":  drivers,
-		"./dashboard":      append(slices.Clone(drivers), brokers...),
+		".":                  append(append(slices.Clone(drivers), brokers...), "github.com/prometheus/", "go.opentelemetry.io/"),
+		"./metrics":          append(slices.Clone(drivers), brokers...),
+		"./oteloutbox":       append(slices.Clone(drivers), brokers...),
+		"./inbox":            append(slices.Clone(drivers), brokers...),
+		"./inbox/kafkainbox": append(slices.Clone(drivers), "github.com/nats-io/", "github.com/rabbitmq/", "github.com/redis/"),
+		"./inbox/redisinbox": append(slices.Clone(drivers), "github.com/nats-io/", "github.com/rabbitmq/", "github.com/twmb/franz-go"),
+		"./sink/httpsink":    append(slices.Clone(drivers), brokers...),
+		"./sink/natssink":    drivers,
+		"./sink/amqpsink":    drivers,
+		"./sink/kafkasink":   drivers,
+		"./sink/redissink":   drivers,
+		"./outboxtest":       append(slices.Clone(drivers), brokers...),
+		"./sqlite":           {"github.com/go-sql-driver/mysql", "github.com/jackc/pgx"},
+		"./postgres":         {"github.com/go-sql-driver/mysql", "modernc.org/sqlite"},
+		"./mysql":            {"github.com/jackc/pgx", "modernc.org/sqlite"},
+		"./sink/sinktest":    drivers,
+		"./dashboard":        append(slices.Clone(drivers), brokers...),
 	}
 	for pkg, banned := range cases {
 		out, err := exec.Command("go", "list", "-deps", pkg).Output()
@@ -109,6 +114,63 @@ func TestPackagesLinkOnlyWhatTheyNeed(t *testing.T) {
 					t.Errorf("%s links %s", pkg, strings.TrimSpace(dep))
 				}
 			}
+		}
+	}
+}
+
+// The receiving side lives under inbox/: no library package outside it declares a
+// consumer (an exported function, method or type named Consume…), and no sink depends
+// on an inbox package (an inbox package may use its sink's header and field names).
+func TestConsumersLiveUnderInbox(t *testing.T) {
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != "." && (path == "inbox" || path == "examples" || path == "bench" || path == "cmd" ||
+			d.Name() == "testdata" || strings.HasPrefix(d.Name(), ".")) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return err
+		}
+		for _, decl := range f.Decls {
+			var names []*ast.Ident
+			switch decl := decl.(type) {
+			case *ast.FuncDecl:
+				names = append(names, decl.Name)
+			case *ast.GenDecl:
+				for _, spec := range decl.Specs {
+					if ts, ok := spec.(*ast.TypeSpec); ok {
+						names = append(names, ts.Name)
+					}
+				}
+			}
+			for _, n := range names {
+				if n.IsExported() && strings.HasPrefix(n.Name, "Consume") {
+					t.Errorf("%s declares %s: consumers belong under inbox/", path, n.Name)
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not on PATH; this test asks it for the import graph")
+	}
+	out, err := exec.Command("go", "list", "-deps", "./sink/...").Output()
+	if err != nil {
+		t.Fatalf("go list -deps ./sink/...: %v", err)
+	}
+	for dep := range strings.Lines(string(out)) {
+		if dep = strings.TrimSpace(dep); dep == "github.com/fitiq/outbox/inbox" || strings.HasPrefix(dep, "github.com/fitiq/outbox/inbox/") {
+			t.Errorf("a sink links %s: the sinks must not depend on the receiving side", dep)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package kafkasink_test
+package kafkainbox_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/inbox/inboxtest"
-	"github.com/fitiq/outbox/sink/kafkasink"
+	"github.com/fitiq/outbox/inbox/kafkainbox"
 )
 
 // The consumer joined with the inbox: each record's effect commits with its event ID in
@@ -39,7 +39,7 @@ func TestConsumeWithTheInboxHasOneEffectPerEvent(t *testing.T) {
 	defer cancel()
 	crash := errors.New("died after the commit, before the offset")
 	deliveries, seen := 0, map[string]bool{}
-	fn := func(ctx context.Context, m kafkasink.Message) error {
+	fn := func(ctx context.Context, m kafkainbox.Message) error {
 		deliveries++
 		applied, err := r.Inbox.Process(ctx, m.EventID(), func(tx *sql.Tx) error { return r.Apply(ctx, tx, m.EventID()) })
 		if err != nil {
@@ -55,7 +55,7 @@ func TestConsumeWithTheInboxHasOneEffectPerEvent(t *testing.T) {
 		return nil
 	}
 	for range 2*len(events) + 1 {
-		err := kafkasink.Consume(ctx, cons, fn)
+		err := kafkainbox.Consume(ctx, cons, fn)
 		if err == nil || ctx.Err() != nil {
 			break
 		}

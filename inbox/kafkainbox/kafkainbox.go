@@ -1,4 +1,27 @@
-package kafkasink
+// Package kafkainbox consumes the Kafka records kafkasink produced, committing a
+// record's offset only after the application's effect for it has succeeded: Consume
+// polls a consumer group client, hands each record to a callback, one at a time in each
+// partition's order, and commits what the callback completed.
+//
+// What becomes of a record:
+//
+//	callback returned nil                   offset committed (with the poll's others)
+//	callback failed                         not committed: the client is rewound to it, Consume
+//	                                        returns the error, and the next Consume hands it over first
+//	effect applied, commit lost             handed over again (a rebalance, a restart)
+//
+// So the callback must be idempotent. An inbox inside it, keyed by Message.EventID (the
+// Outbox-Id header, kafkasink.HeaderID), makes each event's effect happen once:
+//
+//	err := kafkainbox.Consume(ctx, client, func(ctx context.Context, m kafkainbox.Message) error {
+//		_, err := ib.Process(ctx, m.EventID(), func(tx *sql.Tx) error { return apply(ctx, tx, m) })
+//		return err
+//	})
+//
+// Consume has no settings of its own: the kgo client carries them (kgo.ConsumerGroup,
+// kgo.ConsumeTopics, kgo.DisableAutoCommit, which Consume requires, and
+// kgo.BlockRebalanceOnPoll, which is recommended).
+package kafkainbox
 
 import (
 	"context"
@@ -9,6 +32,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fitiq/outbox/sink"
+	"github.com/fitiq/outbox/sink/kafkasink"
 )
 
 // Message is one record as Consume hands it to its callback.
@@ -16,9 +40,9 @@ type Message struct {
 	Record *kgo.Record
 }
 
-// EventID returns the Outbox-Id header: the ID of the event the record carries, to
-// deduplicate on. It is empty for a record the sink did not produce.
-func (m Message) EventID() string { return m.Header(HeaderID) }
+// EventID returns the Outbox-Id header (kafkasink.HeaderID): the ID of the event the
+// record carries, to deduplicate on. It is empty for a record the sink did not produce.
+func (m Message) EventID() string { return m.Header(kafkasink.HeaderID) }
 
 // Header returns the value of the record's first header named key, or "".
 func (m Message) Header(key string) string {
@@ -34,7 +58,7 @@ func (m Message) Header(key string) string {
 func (m Message) Envelope() (sink.Envelope, error) {
 	var env sink.Envelope
 	if err := json.Unmarshal(m.Record.Value, &env); err != nil {
-		return env, fmt.Errorf("kafkasink: record %s/%d@%d is not an outbox envelope: %w",
+		return env, fmt.Errorf("kafkainbox: record %s/%d@%d is not an outbox envelope: %w",
 			m.Record.Topic, m.Record.Partition, m.Record.Offset, err)
 	}
 	return env, nil
@@ -42,7 +66,7 @@ func (m Message) Envelope() (sink.Envelope, error) {
 
 // ErrAutoCommit is returned by Consume for a client that would commit offsets on its
 // own, before the callback has succeeded.
-var ErrAutoCommit = errors.New("kafkasink: Consume needs a consumer group client with kgo.DisableAutoCommit")
+var ErrAutoCommit = errors.New("kafkainbox: Consume needs a consumer group client with kgo.DisableAutoCommit")
 
 // Consume polls client and calls fn for each record, one at a time in each partition's
 // order, and commits a record's offset only after fn has returned nil for it. It runs
@@ -78,7 +102,7 @@ func Consume(ctx context.Context, client *kgo.Client, fn func(ctx context.Contex
 			for _, r := range p.Records {
 				if failed == nil {
 					if err := fn(ctx, Message{Record: r}); err != nil {
-						failed = fmt.Errorf("kafkasink: record %s/%d@%d (event %s): %w",
+						failed = fmt.Errorf("kafkainbox: record %s/%d@%d (event %s): %w",
 							r.Topic, r.Partition, r.Offset, Message{Record: r}.EventID(), err)
 					} else {
 						done = append(done, r)
@@ -106,7 +130,7 @@ func Consume(ctx context.Context, client *kgo.Client, fn func(ctx context.Contex
 		case failed != nil:
 			return errors.Join(failed, commitErr)
 		case commitErr != nil:
-			return fmt.Errorf("kafkasink: commit offsets: %w", commitErr)
+			return fmt.Errorf("kafkainbox: commit offsets: %w", commitErr)
 		}
 	}
 }

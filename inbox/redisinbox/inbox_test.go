@@ -1,4 +1,4 @@
-package redissink_test
+package redisinbox_test
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/inbox/inboxtest"
+	"github.com/fitiq/outbox/inbox/redisinbox"
 	"github.com/fitiq/outbox/sink/redissink"
 )
 
@@ -31,13 +32,13 @@ func TestConsumeWithTheInboxHasOneEffectPerEvent(t *testing.T) {
 		}
 	}
 	r := inboxtest.NewReceiver(t)
-	cfg := redissink.ConsumerConfig{Streams: []string{p + ".a"}, Group: "g", Consumer: "c1", Block: 50 * time.Millisecond}
+	cfg := redisinbox.Config{Streams: []string{p + ".a"}, Group: "g", Consumer: "c1", Block: 50 * time.Millisecond}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	crash := errors.New("died after the commit, before the XACK")
 	deliveries, seen := 0, map[string]bool{}
-	fn := func(ctx context.Context, m redissink.Message) error {
+	fn := func(ctx context.Context, m redisinbox.Message) error {
 		deliveries++
 		applied, err := r.Inbox.Process(ctx, m.EventID(), func(tx *sql.Tx) error { return r.Apply(ctx, tx, m.EventID()) })
 		if err != nil {
@@ -53,7 +54,7 @@ func TestConsumeWithTheInboxHasOneEffectPerEvent(t *testing.T) {
 		return nil
 	}
 	for range 2*len(events) + 1 {
-		err := redissink.Consume(ctx, rdb, cfg, fn)
+		err := redisinbox.Consume(ctx, rdb, cfg, fn)
 		if err == nil || ctx.Err() != nil {
 			break
 		}

@@ -1,4 +1,26 @@
-package redissink
+// Package redisinbox reads the Redis Streams entries redissink added, as a member of a
+// consumer group, acknowledging (XACK) an entry only after the application's effect for
+// it has succeeded: Consume hands each entry to a callback, one at a time in each
+// stream's order.
+//
+// What becomes of an entry:
+//
+//	callback returned nil                   XACK
+//	callback failed                         left pending for this consumer: Consume returns the error,
+//	                                        and the next Consume hands it over first
+//	effect applied, XACK lost               handed over again (the next Consume, or a consumer
+//	                                        claiming it with Config.ClaimIdle)
+//	pending, trimmed away (MAXLEN) unread   XACK, without the callback
+//
+// So the callback must be idempotent. An inbox inside it, keyed by Message.EventID (the
+// entry's id field, redissink.FieldID), makes each event's effect happen once:
+//
+//	cfg := redisinbox.Config{Streams: []string{"outbox.order.created"}, Group: "billing", Consumer: "billing-1"}
+//	err := redisinbox.Consume(ctx, rdb, cfg, func(ctx context.Context, m redisinbox.Message) error {
+//		_, err := ib.Process(ctx, m.EventID(), func(tx *sql.Tx) error { return apply(ctx, tx, m) })
+//		return err
+//	})
+package redisinbox
 
 import (
 	"cmp"
@@ -12,16 +34,19 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/sink"
+	"github.com/fitiq/outbox/sink/redissink"
 )
 
-// Defaults of ConsumerConfig.
+// Defaults of Config.
 const (
+	// DefaultCount is how many entries one read asks for, per stream.
 	DefaultCount = 100
+	// DefaultBlock is how long one read waits for new entries.
 	DefaultBlock = 2 * time.Second
 )
 
-// ConsumerConfig says what Consume reads, and as whom.
-type ConsumerConfig struct {
+// Config says what Consume reads, and as whom.
+type Config struct {
 	// Streams are the stream keys to read. Required. On Redis Cluster, one read must
 	// stay within a slot: give one stream per Consume, or streams sharing a hash tag.
 	Streams []string
@@ -39,21 +64,21 @@ type ConsumerConfig struct {
 	// ClaimIdle, when positive, makes Consume take over entries that another consumer of
 	// the group was handed and has not acknowledged for this long (XAUTOCLAIM): a
 	// consumer that died leaves its entries to the others. It should be well above the
-	// time fn takes. Zero never takes any. Defaults to 0.
+	// time fn takes. Zero, the default, never takes any.
 	ClaimIdle time.Duration
 }
 
-func (c ConsumerConfig) withDefaults() ConsumerConfig {
+func (c Config) withDefaults() Config {
 	c.Count = cmp.Or(c.Count, DefaultCount)
 	c.Block = cmp.Or(c.Block, DefaultBlock)
 	return c
 }
 
 // Validate reports the first field of c (after defaults) that cannot work.
-func (c ConsumerConfig) Validate() error {
+func (c Config) Validate() error {
 	c = c.withDefaults()
 	bad := func(field, problem string) error {
-		return &outbox.FieldError{Field: "redissink.ConsumerConfig." + field, Problem: problem}
+		return &outbox.FieldError{Field: "redisinbox.Config." + field, Problem: problem}
 	}
 	switch {
 	case len(c.Streams) == 0:
@@ -84,16 +109,16 @@ type Message struct {
 	Values map[string]any
 }
 
-// EventID returns the entry's id field: the ID of the event it carries, to deduplicate
-// on. It is empty for an entry the sink did not add.
-func (m Message) EventID() string { s, _ := m.Values[FieldID].(string); return s }
+// EventID returns the entry's id field (redissink.FieldID): the ID of the event it
+// carries, to deduplicate on. It is empty for an entry the sink did not add.
+func (m Message) EventID() string { s, _ := m.Values[redissink.FieldID].(string); return s }
 
 // Envelope decodes the entry's envelope field.
 func (m Message) Envelope() (sink.Envelope, error) {
 	var env sink.Envelope
-	s, _ := m.Values[FieldEnvelope].(string)
+	s, _ := m.Values[redissink.FieldEnvelope].(string)
 	if err := json.Unmarshal([]byte(s), &env); err != nil {
-		return env, fmt.Errorf("redissink: entry %s of %s is not an outbox envelope: %w", m.ID, m.Stream, err)
+		return env, fmt.Errorf("redisinbox: entry %s of %s is not an outbox envelope: %w", m.ID, m.Stream, err)
 	}
 	return env, nil
 }
@@ -111,7 +136,7 @@ func (m Message) Envelope() (sink.Envelope, error) {
 // entries another consumer left unacknowledged are handled too, before new ones. Pending entries that
 // were trimmed away (MAXLEN) before they were handled cannot be read: Consume
 // acknowledges them without calling fn.
-func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig, fn func(ctx context.Context, m Message) error) error {
+func Consume(ctx context.Context, rdb redis.UniversalClient, cfg Config, fn func(ctx context.Context, m Message) error) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
@@ -119,18 +144,18 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 	for _, s := range cfg.Streams {
 		err := rdb.XGroupCreateMkStream(ctx, s, cfg.Group, "0").Err()
 		if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-			return fmt.Errorf("redissink: create group %s on %s: %w", cfg.Group, s, err)
+			return fmt.Errorf("redisinbox: create group %s on %s: %w", cfg.Group, s, err)
 		}
 	}
 	handle := func(stream string, m redis.XMessage) error {
 		if len(m.Values) > 0 {
 			if err := fn(ctx, Message{Stream: stream, ID: m.ID, Values: m.Values}); err != nil {
-				return fmt.Errorf("redissink: entry %s of %s (event %v): %w", m.ID, stream, m.Values[FieldID], err)
+				return fmt.Errorf("redisinbox: entry %s of %s (event %v): %w", m.ID, stream, m.Values[redissink.FieldID], err)
 			}
 		}
 		// The acknowledgement outlives ctx: an effect that happened should be recorded.
 		if err := rdb.XAck(context.WithoutCancel(ctx), stream, cfg.Group, m.ID).Err(); err != nil {
-			return fmt.Errorf("redissink: acknowledge %s of %s: %w", m.ID, stream, err)
+			return fmt.Errorf("redisinbox: acknowledge %s of %s: %w", m.ID, stream, err)
 		}
 		return nil
 	}
@@ -141,7 +166,7 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 					Stream: st, Group: cfg.Group, Consumer: cfg.Consumer, MinIdle: cfg.ClaimIdle, Start: start, Count: cfg.Count,
 				}).Result()
 				if err != nil {
-					return fmt.Errorf("redissink: claim idle entries of %s: %w", st, err)
+					return fmt.Errorf("redisinbox: claim idle entries of %s: %w", st, err)
 				}
 				for _, m := range msgs {
 					if err := handle(st, m); err != nil {
@@ -184,7 +209,7 @@ func Consume(ctx context.Context, rdb redis.UniversalClient, cfg ConsumerConfig,
 		case err != nil && ctx.Err() != nil:
 			return nil
 		case err != nil:
-			return fmt.Errorf("redissink: read %v: %w", cfg.Streams, err)
+			return fmt.Errorf("redisinbox: read %v: %w", cfg.Streams, err)
 		}
 		n := 0
 		for _, st := range res {

@@ -13,8 +13,9 @@ import (
 	"github.com/fitiq/outbox/sink/kafkasink"
 )
 
-// A relay's sink, and a consumer that commits only what its effect function completed.
-// The cluster here is kfake, in the process; a real one is named by a URL the same way.
+// A relay's sink. The cluster here is kfake, in the process; a real one is named by a URL
+// the same way. The consumer's side, which commits only what its effect function
+// completed, is package inbox/kafkainbox.
 func Example() {
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders"))
 	if err != nil {
@@ -43,26 +44,7 @@ func Example() {
 		log.Fatal(err)
 	}
 
-	consumer, err := kgo.NewClient(append(opts, kgo.ConsumerGroup("billing"), kgo.ConsumeTopics("orders"),
-		kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))...)
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer consumer.Close()
-	ctx, stop := context.WithCancel(context.Background())
-	err = kafkasink.Consume(ctx, consumer, func(ctx context.Context, m kafkasink.Message) error {
-		env, err := m.Envelope()
-		if err != nil {
-			return err
-		}
-		// The effect goes here, deduplicated on m.EventID() (an inbox); an error leaves
-		// the record uncommitted, to be handed over again.
-		fmt.Printf("%s %s key=%s event=%s\n", env.Type, env.EntityID, m.Record.Key, m.EventID())
-		stop()
-		return nil
-	})
-	fmt.Println("consume:", err)
+	fmt.Println("delivered", e.ID)
 	// Output:
-	// order.created order-1 key=customer-4 event=0190f4c2-7d1e-7000-8000-000000000001
-	// consume: <nil>
+	// delivered 0190f4c2-7d1e-7000-8000-000000000001
 }

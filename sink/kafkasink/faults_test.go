@@ -59,7 +59,7 @@ func handleWithin(t *testing.T, s *kafkasink.Sink, d time.Duration, e outbox.Eve
 func idsIn(recs []*kgo.Record) map[string]int {
 	n := map[string]int{}
 	for _, r := range recs {
-		n[kafkasink.Message{Record: r}.EventID()]++
+		n[header(r, kafkasink.HeaderID)]++
 	}
 	return n
 }

@@ -63,6 +63,12 @@
 // partition are written in the order produced. Events without an ordering key share a
 // partition by entity ID but the outbox does not hold them back: a failed one may be
 // overtaken by a later one.
+//
+// # Consumers
+//
+// The receiving side is package inbox/kafkainbox: a consumer group loop that commits a
+// record's offset only after the application's effect succeeded, and reads the headers
+// named here (HeaderID is its deduplication key).
 package kafkasink
 
 import (

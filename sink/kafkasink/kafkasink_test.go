@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -139,12 +138,12 @@ func checkDelivered(t *testing.T, recs []*kgo.Record, ids map[string]bool) {
 	}
 	keys := map[string]*place{}
 	for _, r := range recs {
-		id := kafkasink.Message{Record: r}.EventID()
+		id := header(r, kafkasink.HeaderID)
 		seen[id]++
 		if seen[id] > 1 {
 			continue // counted below
 		}
-		env, err := kafkasink.Message{Record: r}.Envelope()
+		env, err := envelope(r)
 		if err != nil || env.ID != id {
 			t.Fatalf("record %d/%d: envelope %s (%v) does not carry its ID %q", r.Partition, r.Offset, r.Value, err, id)
 		}
@@ -295,6 +294,23 @@ func TestFailedEventIsNotOvertakenByLaterEventsOfItsKey(t *testing.T) {
 	checkDelivered(t, readTopic(t, c, testTopic), ids)
 }
 
+// header returns the value of r's first header named key, or "".
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// envelope decodes r's value.
+func envelope(r *kgo.Record) (sink.Envelope, error) {
+	var env sink.Envelope
+	err := json.Unmarshal(r.Value, &env)
+	return env, err
+}
+
 func event(typ, entity string) outbox.Event {
 	return outbox.Event{ID: uuid.NewString(), Type: typ, EntityID: entity, Attempts: 1, CreatedAt: time.Now()}
 }
@@ -313,7 +329,7 @@ func TestBadRecordFailsOnlyItsPartition(t *testing.T) {
 	errs := s.HandleBatch(context.Background(), events)
 	written := map[string]bool{}
 	for _, r := range readTopic(t, c, testTopic) {
-		written[kafkasink.Message{Record: r}.EventID()] = true
+		written[header(r, kafkasink.HeaderID)] = true
 	}
 	failed := 0
 	for i, err := range errs {
@@ -424,19 +440,19 @@ func TestRecordCarriesKeyHeadersAndEnvelope(t *testing.T) {
 	if len(recs) != 1 {
 		t.Fatalf("%d records, want 1", len(recs))
 	}
-	m := kafkasink.Message{Record: recs[0]}
-	if string(m.Record.Key) != "customer-4" {
-		t.Errorf("key %q, want the ordering key", m.Record.Key)
+	rec := recs[0]
+	if string(rec.Key) != "customer-4" {
+		t.Errorf("key %q, want the ordering key", rec.Key)
 	}
 	for k, want := range map[string]string{
 		kafkasink.HeaderID: e.ID, kafkasink.HeaderType: "order.created", kafkasink.HeaderUserID: "u/1",
 		kafkasink.HeaderContentType: sink.ContentType, "traceparent": e.Metadata["traceparent"], "tracestate": "a=1", "baggage": "tenant=acme", "source": "",
 	} {
-		if got := m.Header(k); got != want {
+		if got := header(rec, k); got != want {
 			t.Errorf("header %s = %q, want %q", k, got, want)
 		}
 	}
-	env, err := m.Envelope()
+	env, err := envelope(rec)
 	if err != nil || env.ID != e.ID || env.EntityID != "order-9" || string(env.Payload) != `{"total":12}` {
 		t.Errorf("envelope %+v (%v)", env, err)
 	}
@@ -517,95 +533,6 @@ func TestNewRefusesUnsafeClients(t *testing.T) {
 		cl.Close()
 		if tt.err == "" && err != nil || tt.err != "" && (err == nil || !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), tt.err)) {
 			t.Errorf("%s: New = %v, want %q", tt.name, err, tt.err)
-		}
-	}
-}
-
-// Consume commits a record only after the callback succeeded: a failure returns, the
-// committed offset stops before the failed record, and the next Consume on the same
-// client hands the failed record over first.
-func TestConsumeCommitsOnlyAfterSuccess(t *testing.T) {
-	c := newCluster(t, 1, 1)
-	s := newSink(t, newClient(t, c), testTopic)
-	var events []outbox.Event
-	for i := range 20 {
-		events = append(events, event("a", fmt.Sprintf("e%d", i)))
-	}
-	for i, err := range s.HandleBatch(context.Background(), events) {
-		if err != nil {
-			t.Fatalf("produce %d: %v", i, err)
-		}
-	}
-	group := "g-" + uuid.NewString()[:8]
-	cons := newClient(t, c, kgo.ConsumerGroup(group), kgo.ConsumeTopics(testTopic), kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-
-	var mu sync.Mutex
-	var order []string
-	boom := errors.New("effect failed")
-	failOnce := events[7].ID
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	handled := map[string]bool{}
-	fn := func(_ context.Context, m kafkasink.Message) error {
-		mu.Lock()
-		defer mu.Unlock()
-		order = append(order, m.EventID())
-		if m.EventID() == failOnce {
-			failOnce = ""
-			return boom
-		}
-		handled[m.EventID()] = true
-		if len(handled) == len(events) {
-			cancel()
-		}
-		return nil
-	}
-	err := kafkasink.Consume(ctx, cons, fn)
-	if !errors.Is(err, boom) {
-		t.Fatalf("Consume = %v, want the callback's error", err)
-	}
-	admin := kadm.NewClient(newClient(t, c))
-	committed := func() int64 {
-		offs, err := admin.FetchOffsets(context.Background(), group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, ok := offs.Lookup(testTopic, 0)
-		if !ok {
-			return 0
-		}
-		return o.At
-	}
-	if got := committed(); got != 7 {
-		t.Fatalf("after the failure, committed offset %d, want 7 (the failed record)", got)
-	}
-	if err := kafkasink.Consume(ctx, cons, fn); err != nil {
-		t.Fatal(err)
-	}
-	if got := committed(); got != 20 {
-		t.Fatalf("committed offset %d, want 20", got)
-	}
-	want := []string{}
-	for _, e := range events[:8] {
-		want = append(want, e.ID)
-	}
-	for _, e := range events[7:] {
-		want = append(want, e.ID)
-	}
-	if strings.Join(order, ",") != strings.Join(want, ",") {
-		t.Fatalf("callback saw %d records %v;\nwant %d: the first 8, then from the failed one on", len(order), order, len(want))
-	}
-}
-
-func TestConsumeRefusesAutoCommit(t *testing.T) {
-	c := newCluster(t, 1, 1)
-	for _, opts := range [][]kgo.Opt{
-		{kgo.ConsumeTopics(testTopic)},
-		{kgo.ConsumerGroup("g"), kgo.ConsumeTopics(testTopic)},
-	} {
-		if err := kafkasink.Consume(context.Background(), newClient(t, c, opts...), nil); !errors.Is(err, kafkasink.ErrAutoCommit) {
-			t.Errorf("Consume = %v, want ErrAutoCommit", err)
 		}
 	}
 }

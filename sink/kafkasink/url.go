@@ -79,11 +79,11 @@ func ParseURL(s string) ([]kgo.Opt, error) {
 		if h == "" {
 			return nil, bad("has an empty broker in %q", authority)
 		}
-		seed, err := parseBroker(h)
+		addr, err := parseBroker(h)
 		if err != nil {
 			return nil, bad("%v", err)
 		}
-		seeds = append(seeds, seed)
+		seeds = append(seeds, addr)
 	}
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {

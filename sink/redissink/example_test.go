@@ -12,8 +12,9 @@ import (
 	"github.com/fitiq/outbox/sink/redissink"
 )
 
-// A relay's sink, and a consumer group reader that acknowledges only what its effect
-// function completed. It needs a Redis, so it is compiled but not run.
+// A relay's sink. It needs a Redis, so it is compiled but not run. The consumer's side,
+// a consumer group reader that acknowledges only what its effect function completed, is
+// package inbox/redisinbox.
 func Example() {
 	opts, err := redis.ParseURL("redis://127.0.0.1:6379/0")
 	if err != nil {
@@ -32,22 +33,5 @@ func Example() {
 			log.Fatal(err)
 		}
 	}
-
-	ctx, stop := context.WithTimeout(context.Background(), 10*time.Second)
-	defer stop()
-	cfg := redissink.ConsumerConfig{Streams: []string{"events.order.created"}, Group: "billing", Consumer: "billing-1"}
-	err = redissink.Consume(ctx, rdb, cfg, func(ctx context.Context, m redissink.Message) error {
-		env, err := m.Envelope()
-		if err != nil {
-			return err
-		}
-		// The effect goes here, deduplicated on m.EventID() (an inbox); an error leaves
-		// the entry pending, to be handed over again.
-		fmt.Println(env.Type, env.EntityID, m.EventID())
-		stop()
-		return nil
-	})
-	if err != nil {
-		log.Fatal(err)
-	}
+	fmt.Println("delivered", e.ID)
 }

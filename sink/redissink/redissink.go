@@ -52,6 +52,12 @@
 // The dedup set of a stream has the key "{<stream>}:outbox-dedup": the braces make it
 // hash to the stream's own slot, so the script runs on Redis Cluster too. Stream names
 // never contain braces (they are escaped from the event's values).
+//
+// # Consumers
+//
+// The receiving side is package inbox/redisinbox: a consumer group reader that
+// acknowledges an entry only after the application's effect succeeded, and reads the
+// fields named here (FieldID is its deduplication key).
 package redissink
 
 import (

@@ -17,7 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/fitiq/outbox"
-	"github.com/fitiq/outbox/sink/kafkasink"
+	"github.com/fitiq/outbox/inbox/kafkainbox"
+	"github.com/fitiq/outbox/inbox/redisinbox"
 	"github.com/fitiq/outbox/sink/redissink"
 )
 
@@ -74,7 +75,7 @@ func TestRelayToKafka(t *testing.T) {
 			t.Fatalf("read %d of %d records", read, total)
 		}
 		for _, rec := range f.Records() {
-			seen[kafkasink.Message{Record: rec}.EventID()]++
+			seen[kafkainbox.Message{Record: rec}.EventID()]++
 			read++
 		}
 	}
@@ -131,7 +132,7 @@ func TestRelayToRedis(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for _, m := range msgs {
-		seen[redissink.Message{Values: m.Values}.EventID()]++
+		seen[redisinbox.Message{Values: m.Values}.EventID()]++
 	}
 	for id := range ids {
 		if seen[id] != 1 {
