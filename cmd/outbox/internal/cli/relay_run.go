@@ -1,0 +1,100 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/metrics"
+)
+
+// relayRun is what the relay's modes share once its processor is made.
+type relayRun struct {
+	env    *Env
+	log    *slog.Logger
+	store  outbox.Store // the store itself (readiness)
+	gauges outbox.Store // the store under the processor's deadlines (metrics)
+	p      *outbox.Processor
+	m      *metrics.Metrics
+	wg     *sync.WaitGroup
+	runCtx context.Context // ends when the relay has stopped
+}
+
+// serveMetrics serves /metrics, /healthz and /readyz at addr, and refreshes the gauges
+// every interval, until the returned stop is called.
+func (r *relayRun) serveMetrics(ctx context.Context, addr string, reg *prometheus.Registry, interval time.Duration) (stop func(), err error) {
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		// Liveness: the process answers. Restarting it would not mend a database or
+		// a destination that is down, so nothing else is asked here.
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
+		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
+		defer cancel()
+		if err := ready(ctx, r.store, r.p); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	r.wg.Go(func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.log.Error("metrics server failed", "err", err)
+		}
+	})
+	if err := r.m.Refresh(ctx, r.gauges); err != nil {
+		r.log.Warn("refreshing outbox gauges failed", "err", err)
+	}
+	r.wg.Go(func() { r.m.Run(r.runCtx, r.gauges, interval) })
+	r.log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	if r.env.onListen != nil {
+		r.env.onListen(ln.Addr().String())
+	}
+	return func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
+}
+
+// once delivers what is due now, prints what happened and what is held, and fails when
+// any attempt of the run failed or was held, so that a cron job notices.
+func (r *relayRun) once(ctx context.Context, tally *outcomeTally) error {
+	n, err := r.p.Drain(ctx)
+	_ = r.m.Refresh(context.WithoutCancel(ctx), r.gauges)
+	if err != nil {
+		return fmt.Errorf("after claiming %d events: %w", n, err)
+	}
+	st, err := r.p.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	delivered, failed, unavailable := tally.counts()
+	fmt.Fprintf(r.env.Stdout, "claimed %d events: %d delivered, %d failed, %d held by a fault of the sink; now %d pending, %d retrying, %d given up, %d completed\n",
+		n, delivered, failed, unavailable, st.Pending, st.Failed, st.GivenUp, st.Completed)
+	for _, h := range holds(r.p.Breaker()) {
+		fmt.Fprintln(r.env.Stdout, h)
+	}
+	if failed+unavailable > 0 {
+		return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d of %d delivery attempts failed", failed+unavailable, delivered+failed+unavailable)}
+	}
+	return nil
+}
