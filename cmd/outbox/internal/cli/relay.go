@@ -90,6 +90,13 @@ Sinks, chosen by the URL's scheme:
                        client_id=NAME
   redis://… rediss://… Redis Streams XADD to stream --subject, trimmed by --max-len; a repeat
                        of an event ID within --dedup-window is refused by Redis
+  sqs://HOST/ACCOUNT/QUEUE  Amazon SQS (the queue URL with sqs:// for https://), in batches
+                       of 10; a .fifo queue gets message group = ordering key (else entity
+                       ID), deduplication ID = event ID. ?region=, ?endpoint=URL
+  sns://arn:aws:sns:REGION:ACCOUNT:TOPIC  Amazon SNS, likewise (FIFO topics too). AWS
+                       credentials and region from the SDK's chain (AWS_*, ~/.aws, roles)
+  pubsub://PROJECT/TOPIC  Google Cloud Pub/Sub, ordering key = the event's; Application
+                       Default Credentials, or PUBSUB_EMULATOR_HOST
   For kafka:// and redis://, a URL with a user and no password takes the password from
   $OUTBOX_SINK_PASSWORD, which keeps it out of the process list.
 
@@ -122,7 +129,7 @@ OTEL_EXPORTER_OTLP_PROTOCOL=grpc). OTEL_SERVICE_NAME names the relay (default
 outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing off.`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &relayOpts{}
-		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://…, kafka://…, redis(s)://… (required)")
+		fs.StringVar(&o.sink, "sink", "", "where to deliver: http(s)://…, nats://…, amqp(s)://…, kafka://…, redis(s)://…, sqs://…, sns://…, pubsub://… (required)")
 		fs.StringVar(&o.user, "user", "", "deliver only this user's events (default: all users)")
 		fs.Var(&o.types, "type", "deliver only events of this type (repeatable; default: all types)")
 		fs.IntVar(&o.batchSize, "batch-size", outbox.DefaultBatchSize, "events claimed per cycle")
@@ -258,6 +265,9 @@ func metricsAddr(s string) (string, error) {
 
 // sinkFactory checks the sink URL and options and returns how to build the sink.
 func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, func(), error), error) {
+	if newSink, ok, err := o.cloudSink(); ok { // sqs://, sns://, pubsub://: relay_cloud.go
+		return newSink, err
+	}
 	// A Kafka URL lists several brokers, which url.Parse may refuse: its own parser
 	// decides, whatever follows "kafka:" (schemes are case-insensitive).
 	if scheme, _, ok := strings.Cut(o.sink, ":"); ok && strings.EqualFold(scheme, "kafka") {
@@ -336,7 +346,7 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 		}
 		return o.redisSink(u.String())
 	default:
-		return nil, usagef("unknown sink scheme %q in --sink (want http, https, nats, amqp, kafka or redis)", u.Scheme)
+		return nil, usagef("unknown sink scheme %q in --sink (want http, https, nats, amqp, kafka, redis, sqs, sns or pubsub)", u.Scheme)
 	}
 }
 
