@@ -51,7 +51,6 @@ func TestResetForRetryKeepsTheHistory(t *testing.T) {
 	}
 }
 
-
 // A NUL byte (or invalid UTF-8) is refused by the core, whatever the store, naming the field.
 func TestValidateRefusesTextNoStoreCanHold(t *testing.T) {
 	cases := []struct {
