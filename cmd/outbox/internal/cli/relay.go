@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -17,8 +16,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -500,70 +497,16 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	// connection cannot hold them (or the drain's last refresh) forever.
 	gauges := outbox.BoundStore(store, p.Config().RoundTripTimeout, log)
 
+	run := &relayRun{env: env, log: log, store: store, gauges: gauges, p: p, m: m, wg: &wg, runCtx: runCtx}
 	if rc.metricsAddr != "" {
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		ln, err := net.Listen("tcp", rc.metricsAddr)
-		if err != nil {
-			return fmt.Errorf("metrics: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-			// Liveness: the process answers. Restarting it would not mend a database or
-			// a destination that is down, so nothing else is asked here.
-			fmt.Fprintln(w, "ok")
-		})
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-			defer cancel()
-			if err := ready(ctx, store, p); err != nil {
-				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-				return
-			}
-			fmt.Fprintln(w, "ready")
-		})
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		wg.Go(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server failed", "err", err)
-			}
-		})
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			_ = srv.Shutdown(sctx)
-		}()
-		if err := m.Refresh(ctx, gauges); err != nil {
-			log.Warn("refreshing outbox gauges failed", "err", err)
-		}
-		wg.Go(func() { m.Run(runCtx, gauges, o.metricsInterval) })
-		log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
-		if env.onListen != nil {
-			env.onListen(ln.Addr().String())
-		}
-	}
-
-	if o.once {
-		n, err := p.Drain(ctx)
-		_ = m.Refresh(context.WithoutCancel(ctx), gauges)
-		if err != nil {
-			return fmt.Errorf("after claiming %d events: %w", n, err)
-		}
-		st, err := p.Stats(ctx)
+		stop, err := run.serveMetrics(ctx, rc.metricsAddr, reg, o.metricsInterval)
 		if err != nil {
 			return err
 		}
-		delivered, failed, unavailable := tally.counts()
-		fmt.Fprintf(env.Stdout, "claimed %d events: %d delivered, %d failed, %d held by a fault of the sink; now %d pending, %d retrying, %d given up, %d completed\n",
-			n, delivered, failed, unavailable, st.Pending, st.Failed, st.GivenUp, st.Completed)
-		for _, h := range holds(p.Breaker()) {
-			fmt.Fprintln(env.Stdout, h)
-		}
-		if failed+unavailable > 0 {
-			// A cron job must see that this run did not deliver everything it tried.
-			return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d of %d delivery attempts failed", failed+unavailable, delivered+failed+unavailable)}
-		}
-		return nil
+		defer stop()
+	}
+	if o.once {
+		return run.once(ctx, tally)
 	}
 
 	if err := p.Start(runCtx); err != nil {
