@@ -96,6 +96,8 @@ func TestPackagesLinkOnlyWhatTheyNeed(t *testing.T) {
 		"./sink/amqpsink":    drivers,
 		"./sink/kafkasink":   drivers,
 		"./sink/redissink":   drivers,
+		"./sink/sqssink":     drivers,
+		"./sink/pubsubsink":  drivers,
 		"./outboxtest":       append(slices.Clone(drivers), brokers...),
 		"./sqlite":           {"github.com/go-sql-driver/mysql", "github.com/jackc/pgx"},
 		"./postgres":         {"github.com/go-sql-driver/mysql", "modernc.org/sqlite"},
