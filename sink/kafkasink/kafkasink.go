@@ -124,7 +124,8 @@ type Config struct {
 	// ProbeTimeout bounds the metadata request the sink sends to any broker after a
 	// produce got no answer (the deadline passed, the connection failed): no answer
 	// within it and the events are reported unavailable, an answer and they are
-	// retried. Defaults to DefaultProbeTimeout.
+	// retried (or held for their topic, when the answer says it is gone). Defaults to
+	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
 }
 
@@ -358,7 +359,7 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		}
 	}
 
-	probe := false
+	probe := map[string]bool{} // the topics of the records no broker answered for
 	s.mu.Lock()
 	for i, f := range waits {
 		switch {
@@ -366,23 +367,32 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 			continue
 		case f.settled.IsZero():
 			errs[i] = &inFlightError{topic: f.record.Topic, err: context.Cause(ctx)}
-			probe = true
+			probe[f.record.Topic] = true
 			continue
 		case s.flights[f.id] == f:
 			delete(s.flights, f.id) // its outcome is taken
 		}
 		if f.err != nil {
 			errs[i] = classify(f.record.Topic, fmt.Errorf("produce to %s: %w", f.record.Topic, f.err))
-			probe = probe || needsProbe(errs[i])
+			if needsProbe(errs[i]) {
+				probe[f.record.Topic] = true
+			}
 		}
 	}
 	s.mu.Unlock()
-	if probe && !errors.Is(ctx.Err(), context.Canceled) {
-		if perr := s.probe(ctx); perr != nil {
-			for i, err := range errs {
-				if needsProbe(err) {
-					errs[i] = unreachable(err, perr)
-				}
+	if len(probe) > 0 && !errors.Is(ctx.Err(), context.Canceled) {
+		gone, perr := s.probe(ctx, probe)
+		for i, err := range errs {
+			switch {
+			case !needsProbe(err):
+			case perr != nil:
+				errs[i] = unreachable(err, perr)
+			case waits[i] != nil && gone[waits[i].record.Topic] != nil:
+				// Deleted while its record was in flight: the client retries an
+				// unknown topic for a long time (about 20s by default) before it
+				// fails the record.
+				topic := waits[i].record.Topic
+				errs[i] = classify(topic, fmt.Errorf("%w; looked up: %w", err, gone[topic]))
 			}
 		}
 	}
@@ -476,7 +486,7 @@ func (s *Sink) lookUp(ctx context.Context, topics map[string]bool) (missing map[
 			return nil, c
 		}
 		if ctx.Err() == nil {
-			if perr := s.probe(ctx); perr != nil {
+			if _, perr := s.probe(ctx, nil); perr != nil {
 				return nil, unreachable(err, perr)
 			}
 		}
@@ -503,12 +513,37 @@ func (s *Sink) lookUp(ctx context.Context, topics map[string]bool) (missing map[
 	return missing, nil
 }
 
-// probe asks any broker for metadata, within the probe timeout: nil means a broker
-// answered.
-func (s *Sink) probe(ctx context.Context) error {
+// probe asks any broker for the metadata of topics (or pings it, when there are
+// none), within the probe timeout: an error means no broker answered. gone holds the
+// broker's error for each topic the sink cannot produce to (it does not exist, the
+// client may not write to it).
+func (s *Sink) probe(ctx context.Context, topics map[string]bool) (gone map[string]error, err error) {
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.probeTimeout)
 	defer cancel()
-	return s.client.Ping(pctx)
+	if len(topics) == 0 {
+		return nil, s.client.Ping(pctx)
+	}
+	req := kmsg.NewPtrMetadataRequest()
+	req.AllowAutoTopicCreation = s.autoCreate
+	for t := range topics {
+		rt := kmsg.NewMetadataRequestTopic()
+		rt.Topic = kmsg.StringPtr(t)
+		req.Topics = append(req.Topics, rt)
+	}
+	resp, err := req.RequestWith(pctx, s.client)
+	if err != nil {
+		return nil, err
+	}
+	gone = map[string]error{}
+	for _, t := range resp.Topics {
+		if t.Topic == nil || !topics[*t.Topic] {
+			continue
+		}
+		if err := kerr.ErrorForCode(t.ErrorCode); err != nil && isDestinationFault(classify(*t.Topic, err)) {
+			gone[*t.Topic] = err
+		}
+	}
+	return gone, nil
 }
 
 // inFlightError is the failure of a record still unanswered when the handler's
