@@ -198,3 +198,18 @@ func (b *breaker) state() BreakerState {
 	}
 	return s
 }
+
+// TargetHold is one target of the destination whose deliveries are held (see
+// DestinationError.Target): its events wait, unattempted, while the processor probes
+// with one of them now and then.
+type TargetHold struct {
+	Target string    `json:"target"`
+	Reason string    `json:"reason"`
+	Error  string    `json:"error,omitempty"`
+	Since  time.Time `json:"since"`
+	// NextProbe is when one event bound there is let through to probe.
+	NextProbe time.Time `json:"next_probe"`
+	// Types are the event types found to go there; their events are not claimed while
+	// the target is held.
+	Types []string `json:"types"`
+}

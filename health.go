@@ -128,45 +128,45 @@ func CheckHealth(s Stats, rules HealthRules) Health {
 	}
 	if r.MaxStuck >= 0 && s.Stuck > r.MaxStuck {
 		add(RuleStuck, float64(s.Stuck), float64(r.MaxStuck),
-			"%s stuck in processing under an expired lease (their processor is gone and none has taken them over)", events(s.Stuck))
+			"%s stuck in processing under an expired lease (their processor is gone and none has taken them over)", countEvents(s.Stuck))
 	}
 	if r.MaxStale >= 0 && s.Stale > r.MaxStale {
 		add(RuleStale, float64(s.Stale), float64(r.MaxStale),
-			"%s stale (due for too long; oldest waiting %s)", events(s.Stale), span(s.OldestPendingAge))
+			"%s stale (due for too long; oldest waiting %s)", countEvents(s.Stale), readable(s.OldestPendingAge))
 	}
 	if r.MaxOldestDue >= 0 && s.OldestDueAge > r.MaxOldestDue {
 		add(RuleOldestDue, s.OldestDueAge.Seconds(), r.MaxOldestDue.Seconds(),
-			"the oldest due event has been due for %s, over %s: is a processor running?", span(s.OldestDueAge), span(r.MaxOldestDue))
+			"the oldest due event has been due for %s, over %s: is a processor running?", readable(s.OldestDueAge), readable(r.MaxOldestDue))
 	}
 	if fr := s.Recent.FailureRate(); r.MaxFailureRate >= 0 && fr > r.MaxFailureRate {
 		add(RuleFailureRate, fr, r.MaxFailureRate,
 			"failure rate %.1f%% over the last %s is above %.1f%% (%d completed, %d retrying, %d given up)",
-			fr*100, span(window), r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
+			fr*100, readable(window), r.MaxFailureRate*100, s.Recent.Completed, s.Recent.Failed, s.Recent.GivenUp)
 	}
 	if r.MaxGivenUp >= 0 && s.Recent.GivenUp > r.MaxGivenUp {
 		add(RuleGivenUp, float64(s.Recent.GivenUp), float64(r.MaxGivenUp),
-			"%s given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", events(s.Recent.GivenUp), span(window), s.GivenUp)
+			"%s given up in the last %s (%d given up in all; see 'outbox ls --status given-up')", countEvents(s.Recent.GivenUp), readable(window), s.GivenUp)
 	}
 	// A paused type's backlog waits by an operator's choice: it is reported (Stats.Paused)
 	// but raises no alert.
 	if waiting := s.Pending + s.Failed - s.PausedWaiting(); r.MaxPending >= 0 && waiting > r.MaxPending {
-		add(RulePending, float64(waiting), float64(r.MaxPending), "%s waiting for delivery, above %d", events(waiting), r.MaxPending)
+		add(RulePending, float64(waiting), float64(r.MaxPending), "%s waiting for delivery, above %d", countEvents(waiting), r.MaxPending)
 	}
 	h.Healthy = len(h.Alerts) == 0
 	return h
 }
 
-// events counts events in words: "1 event", "3 events".
-func events(n int) string {
+// countEvents counts events in words: "1 event", "3 events".
+func countEvents(n int) string {
 	if n == 1 {
 		return "1 event"
 	}
 	return fmt.Sprintf("%d events", n)
 }
 
-// span writes a duration as people read it, to the second and without zero units:
+// readable writes a duration as people read it, to the second and without zero units:
 // "15m", "1h30m", "42s".
-func span(d time.Duration) string {
+func readable(d time.Duration) string {
 	s := d.Round(time.Second).String()
 	if strings.HasSuffix(s, "m0s") {
 		s = strings.TrimSuffix(s, "0s")

@@ -435,33 +435,33 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 	return outcomes
 }
 
-// delivery is what the processor knows of one delivery as it starts.
-type delivery struct {
+// admission is what the processor knows of one delivery as it starts.
+type admission struct {
 	n           uint64 // its number, for suspicion
 	targetProbe bool   // it probes a held target
 }
 
 // admit decides whether e may be delivered now, as far as a held target goes, and
 // numbers the delivery.
-func (p *Processor) admit(e Event) (delivery, bool) {
+func (p *Processor) admit(e Event) (admission, bool) {
 	if !p.brk.enabled() {
-		return delivery{}, true
+		return admission{}, true
 	}
 	ok, probe := p.holds.admit(e.Type, p.cfg.Clock.Now())
 	if !ok {
-		return delivery{}, false
+		return admission{}, false
 	}
 	if probe {
 		p.log.Info("target held: probing with one event", "event_id", e.ID, "type", e.Type)
 	}
-	return delivery{n: p.suspects.start(), targetProbe: probe}, true
+	return admission{n: p.suspects.start(), targetProbe: probe}, true
 }
 
 func (p *Processor) deliverBatch(ctx context.Context, bh BatchHandler, events []Event, outcomes []Outcome) {
 	// Events bound for a held target are handed back before the batch goes out.
 	var send []Event
 	var idx []int
-	var ds []delivery
+	var ds []admission
 	for i, e := range events {
 		d, ok := p.admit(e)
 		if !ok {
@@ -527,7 +527,7 @@ func (p *Processor) call(ctx context.Context, e Event) (err error) {
 }
 
 // outcome turns a handler's result into what the store records, and logs it.
-func (p *Processor) outcome(ctx context.Context, e Event, d delivery, err error, took time.Duration) Outcome {
+func (p *Processor) outcome(ctx context.Context, e Event, d admission, err error, took time.Duration) Outcome {
 	o := Outcome{ID: e.ID}
 	now := p.cfg.Clock.Now()
 	// The event's logger is made only for a line that is written: Logger.With formats

@@ -105,7 +105,7 @@ const DefaultHandlerTimeout = 500 * time.Millisecond
 func Parallel() Option { return func(o *options) { o.parallel = true } }
 
 // HandlerTimeout bounds each delivery (one event, or one batch for a BatchHandler),
-// as outbox.Config.HandlerTimeout does. Defaults to DefaultHandlerTimeout.
+// as the processor's handler timeout does. Defaults to DefaultHandlerTimeout.
 func HandlerTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
 
 // BatchSize is how many events each row delivers, at least 3 (so that the odd event
