@@ -37,21 +37,23 @@ type Config struct {
 	// the pages' links start with it. Defaults to "" (mounted at the root).
 	Prefix string
 	// StaleAfter is how long an event may stay due before it counts as stale.
-	// Defaults to outbox.DefaultStaleAfter (5m).
+	// Defaults to outbox.DefaultStaleAfter.
 	StaleAfter time.Duration
 	// Health holds the alert rules the overview checks. Zero fields take the defaults
 	// of outbox.HealthRules.
 	Health outbox.HealthRules
-	// PageSize is how many events a page of the list shows. Defaults to 50.
+	// PageSize is how many events a page of the list shows. Defaults to
+	// DefaultPageSize.
 	PageSize int
 	// MaxBatch bounds how many events one action on a filtered set reaches; the
-	// confirmation says when a set is larger. Defaults to 1000.
+	// confirmation says when a set is larger. Defaults to DefaultMaxBatch.
 	MaxBatch int
 	// RefreshInterval is how often the overview refreshes itself, and how old the
 	// figures it shows may be: they are computed for all viewers at once, at most once
-	// per interval. Defaults to 5s.
+	// per interval. Defaults to DefaultRefreshInterval.
 	RefreshInterval time.Duration
-	// ChartWindow is how far back the throughput chart reaches, in minutes. Defaults to 1h.
+	// ChartWindow is how far back the throughput chart reaches, in minutes. Defaults to
+	// DefaultChartWindow.
 	ChartWindow time.Duration
 	// Clock supplies "now". Defaults to outbox.SystemClock.
 	Clock outbox.Clock

@@ -58,13 +58,12 @@ type Config struct {
 	// bookkeeping table ("<Table>_schema_migrations") are named after it. On
 	// PostgreSQL and MySQL it may be qualified with an existing schema or database
 	// ("app.inbox_messages"). Lower-case letters, digits and '_'. Defaults to
-	// "inbox_messages".
+	// DefaultTable.
 	Table string
 	// Retention is how long a processed ID is kept, counted from the later of its
 	// processing and its message's time (see MessageTime). Cleanup deletes older IDs,
 	// and a message older than Retention is refused with ErrExpired, since its first
-	// delivery's ID may have been deleted already. Defaults to DefaultRetention (30
-	// days).
+	// delivery's ID may have been deleted already. Defaults to DefaultRetention.
 	Retention time.Duration
 	// MessageTime tells when a message was created, from its ID; ok false means
 	// unknown, and the message is never refused as expired. Defaults to UUIDv7Time,

@@ -45,7 +45,8 @@ type Config struct {
 	// Buckets are the delivery and claim duration histogram buckets, in seconds.
 	// Defaults to prometheus.DefBuckets (5ms … 10s).
 	Buckets []float64
-	// StaleAfter is the staleness threshold for the stale gauge. Defaults to 5m.
+	// StaleAfter is the staleness threshold for the stale gauge. Defaults to
+	// outbox.DefaultStaleAfter.
 	StaleAfter time.Duration
 	// UserID scopes the gauges to one user's events; empty counts all.
 	UserID string
@@ -94,7 +95,7 @@ func New(reg prometheus.Registerer, cfg Config) (*Metrics, error) {
 	if len(cfg.Buckets) == 0 {
 		cfg.Buckets = prometheus.DefBuckets
 	}
-	cfg.StaleAfter = cmp.Or(cfg.StaleAfter, 5*time.Minute)
+	cfg.StaleAfter = cmp.Or(cfg.StaleAfter, outbox.DefaultStaleAfter)
 	if cfg.Clock == nil {
 		cfg.Clock = outbox.SystemClock
 	}

@@ -26,10 +26,10 @@ const (
 type Config struct {
 	// Table names the outbox table, in the connection's current database; its
 	// migrations bookkeeping table is "<Table>_schema_migrations". Defaults to
-	// "outbox_events".
+	// DefaultTable.
 	Table string
 	// MaxPayloadBytes is the largest payload an enqueue accepts. Keep it under the
-	// server's max_allowed_packet. Defaults to outbox.DefaultMaxPayloadBytes (1 MiB).
+	// server's max_allowed_packet. Defaults to outbox.DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 	// Isolation is the level of the store's own transactions (claims, settles,
 	// retries, cleanup): sql.LevelReadCommitted or sql.LevelRepeatableRead. Under READ
@@ -41,7 +41,8 @@ type Config struct {
 	// table's highest seq (one primary-key lookup) to notice events committed by other
 	// writers: EnqueueTx in a transaction the store did not run, or other processes.
 	// The store's own commits wake subscribers at once. A negative value turns the
-	// probe off; processors then rely on their PollInterval. Defaults to 100ms.
+	// probe off; processors then rely on their PollInterval. Defaults to
+	// DefaultProbeInterval.
 	ProbeInterval time.Duration
 
 	// Logger receives the store's log lines. Defaults to slog.Default().

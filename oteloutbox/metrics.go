@@ -28,7 +28,8 @@ const (
 type MetricsConfig struct {
 	// MeterProvider makes the instruments. Defaults to otel.GetMeterProvider().
 	MeterProvider metric.MeterProvider
-	// StaleAfter is the staleness threshold for the stale gauge. Defaults to 5m.
+	// StaleAfter is the staleness threshold for the stale gauge. Defaults to
+	// DefaultStaleAfter.
 	StaleAfter time.Duration
 	// UserID scopes the gauges to one user's events; empty counts all.
 	UserID string

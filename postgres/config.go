@@ -24,7 +24,7 @@ type Config struct {
 	// ("<Table>_schema_migrations") are named after it. Defaults to "outbox_events".
 	Table string
 	// MaxPayloadBytes is the largest payload an enqueue accepts. Defaults to
-	// outbox.DefaultMaxPayloadBytes (1 MiB).
+	// outbox.DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 
 	// Channel is the LISTEN/NOTIFY channel. Every enqueue (and retry, and release of
@@ -63,13 +63,13 @@ type Config struct {
 	WatchInterval time.Duration
 	// ReconnectMaxDelay caps the wait between attempts to re-establish a lost LISTEN
 	// connection; the wait starts at 100ms and doubles. Processors poll meanwhile.
-	// Defaults to 5s.
+	// Defaults to DefaultReconnectMaxDelay.
 	ReconnectMaxDelay time.Duration
 
 	// ListenCheckInterval is how long the LISTEN connection may stay quiet before it
 	// must answer a ping, within the same time; one that does not is replaced (a
 	// connection whose server or network went silent receives nothing, and would
-	// say nothing). Defaults to 10s.
+	// say nothing). Defaults to DefaultListenCheckInterval.
 	ListenCheckInterval time.Duration
 
 	// Logger receives the store's log lines. Defaults to slog.Default().
@@ -86,6 +86,10 @@ const (
 	// DefaultWatchInterval is Config.WatchInterval's default: four
 	// DefaultNotifyDebounce.
 	DefaultWatchInterval = watchPerDebounce * DefaultNotifyDebounce
+	// DefaultReconnectMaxDelay is Config.ReconnectMaxDelay's default.
+	DefaultReconnectMaxDelay = 5 * time.Second
+	// DefaultListenCheckInterval is Config.ListenCheckInterval's default.
+	DefaultListenCheckInterval = 10 * time.Second
 )
 
 // watchPerDebounce is how many NotifyDebounce make the WatchInterval a Config leaves
@@ -116,8 +120,8 @@ func (c Config) withDefaults() Config {
 			c.WatchInterval = math.MaxInt64
 		}
 	}
-	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, 5*time.Second)
-	c.ListenCheckInterval = cmp.Or(c.ListenCheckInterval, 10*time.Second)
+	c.ReconnectMaxDelay = cmp.Or(c.ReconnectMaxDelay, DefaultReconnectMaxDelay)
+	c.ListenCheckInterval = cmp.Or(c.ListenCheckInterval, DefaultListenCheckInterval)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -58,7 +58,7 @@ type LogConfig struct {
 	// after it. Defaults to "outbox_log".
 	Table string
 	// MaxPayloadBytes is the largest payload AppendTx accepts. Defaults to
-	// outbox.DefaultMaxPayloadBytes (1 MiB).
+	// outbox.DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 	// OnEnqueue, when set, runs on every event AppendTx writes: see outbox.EnqueueHook.
 	OnEnqueue outbox.EnqueueHook

@@ -12,6 +12,9 @@ import (
 	_ "modernc.org/sqlite" // the default driver: pure Go, no cgo (docs/sqlite.md has the measurement)
 )
 
+// DefaultBusyTimeout is OpenConfig.BusyTimeout's default.
+const DefaultBusyTimeout = 10 * time.Second
+
 // OpenConfig tunes Open.
 type OpenConfig struct {
 	// Synchronous is SQLite's synchronous setting: "NORMAL" or "FULL". With NORMAL (in
@@ -21,7 +24,7 @@ type OpenConfig struct {
 	// quarter of the write throughput. Defaults to "NORMAL".
 	Synchronous string
 	// BusyTimeout is how long a write waits for another connection's write to finish
-	// before failing with "database is locked". Defaults to 10s.
+	// before failing with "database is locked". Defaults to DefaultBusyTimeout.
 	BusyTimeout time.Duration
 }
 
@@ -41,7 +44,7 @@ func Open(path string, cfg OpenConfig) (*sql.DB, error) {
 	if cfg.BusyTimeout < 0 {
 		return nil, fmt.Errorf("outbox/sqlite: OpenConfig.BusyTimeout must not be negative, got %s", cfg.BusyTimeout)
 	}
-	busy := cmp.Or(cfg.BusyTimeout, 10*time.Second)
+	busy := cmp.Or(cfg.BusyTimeout, DefaultBusyTimeout)
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")

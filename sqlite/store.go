@@ -24,7 +24,8 @@ import (
 
 // Config tunes a Store.
 type Config struct {
-	// MaxPayloadBytes is the largest payload Enqueue accepts. Defaults to 1 MiB.
+	// MaxPayloadBytes is the largest payload Enqueue accepts. Defaults to
+	// outbox.DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
 	// Logger receives the store's log lines. Defaults to slog.Default().
 	Logger *slog.Logger

@@ -46,10 +46,11 @@ const ReplayedHeader = "Idempotent-Replayed"
 
 // Config tunes a Middleware.
 type Config struct {
-	// Header carries the message ID. Defaults to DefaultHeader ("Idempotency-Key").
+	// Header carries the message ID. Defaults to DefaultHeader.
 	Header string
 	// ReplayStatus answers a request whose key was already processed: a 2xx, or 409
-	// Conflict for clients that want to tell a replay apart. Defaults to 200.
+	// Conflict for clients that want to tell a replay apart. Defaults to
+	// DefaultReplayStatus.
 	ReplayStatus int
 	// Replay, when set, answers a replay instead of ReplayStatus: outside any
 	// transaction (Tx returns nil), typically with the resource as it now stands, for

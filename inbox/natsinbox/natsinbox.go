@@ -45,7 +45,7 @@ type Func func(ctx context.Context, tx *sql.Tx, msg jetstream.Msg) error
 // Config tunes a Consumer.
 type Config struct {
 	// NakDelay is how long JetStream waits before redelivering a message whose effect
-	// failed. Defaults to DefaultNakDelay (1s).
+	// failed. Defaults to DefaultNakDelay.
 	NakDelay time.Duration
 	// Logger receives failures. Defaults to slog.Default().
 	Logger *slog.Logger
