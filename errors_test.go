@@ -7,9 +7,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fitiq/outbox"
 )
@@ -57,5 +59,26 @@ func TestValidateNamesTheFieldFromWhereItIsCalled(t *testing.T) {
 		if !errors.As(c.err, &fe) || fe.Field != c.want {
 			t.Errorf("%v: field %v, want %s", c.err, fe, c.want)
 		}
+	}
+}
+
+// CleanError keeps a clean error as it is and gives any other a storable text, with
+// the error still in the chain.
+func TestCleanErrorKeepsTheChain(t *testing.T) {
+	plain := errors.New("http 503 Service Unavailable")
+	if got := outbox.CleanError(plain); got != plain {
+		t.Fatalf("a clean error was wrapped: %v", got)
+	}
+	hostile := fmt.Errorf("answer: %w", outbox.Permanent(errors.New("bad\x00\xff"+strings.Repeat("é", 2000))))
+	got := outbox.CleanError(hostile)
+	text := got.Error()
+	if !utf8.ValidString(text) || strings.ContainsAny(text, "\x00") || len(text) > outbox.MaxErrorLength {
+		t.Fatalf("cleaned text %q (%d bytes) is not storable", text, len(text))
+	}
+	if !outbox.IsPermanent(got) {
+		t.Fatal("the cleaned error lost its chain: Permanent is gone")
+	}
+	if outbox.CleanError(nil) != nil {
+		t.Fatal("CleanError(nil) is not nil")
 	}
 }
