@@ -34,6 +34,8 @@ const (
 // Env is what a command sees of the world.
 type Env struct {
 	Stdout, Stderr io.Writer
+	// Stdin is what enqueue reads events or a payload from. Defaults to os.Stdin.
+	Stdin io.Reader
 	// Getenv reads environment variables (OUTBOX_DSN, OUTBOX_SINK_TOKEN). Defaults to os.Getenv.
 	Getenv func(string) string
 	// StderrIsTerminal makes progress bars redraw in place; otherwise they print a line
@@ -100,7 +102,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		migrateCmd, relayCmd, statsCmd, lsCmd, showCmd, retryCmd, discardCmd, purgeCmd, staleCmd, healthCmd,
+		migrateCmd, relayCmd, enqueueCmd, statsCmd, lsCmd, showCmd, retryCmd, discardCmd, purgeCmd, staleCmd, healthCmd,
 		pauseCmd, resumeCmd, serveCmd, versionCmd,
 	}
 }

@@ -1,0 +1,1011 @@
+package cli
+
+// Events written from other languages (issue 26): the SQL contract of
+// docs/any-language.md, read from the page and run against each store's schema; the
+// statements run by real clients (sqlite3, psql, the mariadb client, Python's
+// psycopg2) in a transaction with a business row, then delivered by `outbox relay
+// --once`; and what the relay does with the rows that break the contract.
+//
+// PostgreSQL and MySQL come from OUTBOX_POSTGRES_DSN and OUTBOX_MYSQL_DSN, and the
+// clients from PATH. Locally a test without them skips, saying why; with CI set it
+// fails instead, so that .ci/run cannot pass without them.
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/mysql"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/postgres"
+	outboxsink "github.com/fitiq/outbox/sink"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+// contractPage is the page that documents the SQL contract.
+var contractPage = filepath.Join(docsDir, "any-language.md")
+
+// contractBlocks returns the fenced blocks of the page marked "<!-- contract 1: NAME -->",
+// by name.
+func contractBlocks(t *testing.T) map[string]string {
+	t.Helper()
+	b, err := os.ReadFile(contractPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := regexp.MustCompile(`^<!-- contract 1: ([a-z0-9 ]+) -->$`)
+	lines := strings.Split(string(b), "\n")
+	blocks := map[string]string{}
+	for i := 0; i < len(lines); i++ {
+		m := marker.FindStringSubmatch(lines[i])
+		if m == nil {
+			continue
+		}
+		if i+1 >= len(lines) || !strings.HasPrefix(lines[i+1], "```") {
+			t.Fatalf("%s:%d: the marker %q is not followed by a fenced block", contractPage, i+1, m[1])
+		}
+		j := i + 2
+		for j < len(lines) && !strings.HasPrefix(lines[j], "```") {
+			j++
+		}
+		blocks[m[1]] = strings.Join(lines[i+2:j], "\n")
+		i = j
+	}
+	for _, name := range []string{"sqlite full", "sqlite minimal", "sqlite uuid", "postgres full", "postgres minimal",
+		"postgres notify", "mysql full", "mysql minimal", "psql transaction", "psycopg2"} {
+		if blocks[name] == "" {
+			t.Fatalf("%s has no block marked <!-- contract 1: %s -->", contractPage, name)
+		}
+	}
+	return blocks
+}
+
+// need returns the value of a service variable. Without it the test skips, unless CI
+// is set: then it fails.
+func need(t *testing.T, variable string) string {
+	t.Helper()
+	v := os.Getenv(variable)
+	if v == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is not set, and CI is: .ci/run sets it", variable)
+		}
+		t.Skipf("%s is not set: skipping (CI runs it)", variable)
+	}
+	return v
+}
+
+// needTool returns the path of the first of names found on PATH. Without any the test
+// skips, unless CI is set: then it fails (.ci/run installs them).
+func needTool(t *testing.T, pkg string, names ...string) string {
+	t.Helper()
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed, and CI is set: .ci/run installs it (Debian package %s)", strings.Join(names, " or "), pkg)
+	}
+	t.Skipf("%s is not installed: skipping (apt-get install %s; CI runs it)", strings.Join(names, " or "), pkg)
+	return ""
+}
+
+// sqlStore is a freshly migrated outbox of one store, the test's own: a SQLite file, a
+// PostgreSQL schema or a MySQL database, with the default table name, so that the
+// page's statements run as written.
+type sqlStore struct {
+	kind  string  // sqlite, postgres, mysql
+	dsn   string  // for the outbox command
+	db    *sql.DB // for the test's own statements (PostgreSQL: search_path is the schema)
+	store outbox.Store
+	// bind rewrites a statement's :name parameters for db's driver.
+	bind func(stmt string, v map[string]any) (string, []any)
+
+	path            string          // sqlite: the file
+	pgURL, pgSchema string          // postgres: the server and the schema
+	my              *gomysql.Config // mysql: the database
+}
+
+var storeKinds = []string{"sqlite", "postgres", "mysql"}
+
+func newSQLStore(t *testing.T, kind string) *sqlStore {
+	t.Helper()
+	ctx := context.Background()
+	suffix := strings.ReplaceAll(uuid.NewString()[:8], "-", "")
+	s := &sqlStore{kind: kind}
+	switch kind {
+	case "sqlite":
+		s.path = filepath.Join(t.TempDir(), "app.db")
+		s.dsn = "sqlite:" + s.path
+		mustMigrate(t, s.dsn)
+		db, err := sqlite.Open(s.path, sqlite.OpenConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		st, err := sqlite.New(ctx, db, sqlite.Config{Logger: outboxtest.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.db, s.store, s.bind = db, st, bindNamed
+	case "postgres":
+		base := need(t, "OUTBOX_POSTGRES_DSN")
+		s.pgURL, s.pgSchema = base, "outbox_xl_"+suffix
+		admin, err := pgx.Connect(ctx, base)
+		if err != nil {
+			t.Fatalf("connect to %s: %v", base, err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.Exec(context.Background(), "DROP SCHEMA IF EXISTS "+s.pgSchema+" CASCADE"); err != nil {
+				t.Logf("drop schema %s: %v", s.pgSchema, err)
+			}
+			admin.Close(context.Background())
+		})
+		sep := "?"
+		if strings.Contains(base, "?") {
+			sep = "&"
+		}
+		s.dsn = base + sep + "schema=" + s.pgSchema
+		mustMigrate(t, s.dsn)
+		cc, err := pgx.ParseConfig(base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cc.RuntimeParams["search_path"] = s.pgSchema
+		s.db = stdlib.OpenDB(*cc)
+		t.Cleanup(func() { s.db.Close() })
+		pool, err := pgxpool.New(ctx, base)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := postgres.New(ctx, pool, postgres.Config{Schema: s.pgSchema, Logger: outboxtest.Discard})
+		if err != nil {
+			pool.Close()
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close(); pool.Close() })
+		s.store, s.bind = st, bindDollar
+	case "mysql":
+		raw := need(t, "OUTBOX_MYSQL_DSN")
+		cfg, err := mysql.ParseDSN(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin, err := sql.Open("mysql", cfg.FormatDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "outbox_xl_" + suffix
+		if _, err := admin.Exec("CREATE DATABASE " + name + " CHARACTER SET utf8mb4"); err != nil {
+			t.Fatalf("create database %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			if _, err := admin.Exec("DROP DATABASE IF EXISTS " + name); err != nil {
+				t.Logf("drop database %s: %v", name, err)
+			}
+			admin.Close()
+		})
+		s.my = cfg.Clone()
+		s.my.DBName = name
+		u := url.URL{Scheme: "mysql", User: url.UserPassword(cfg.User, cfg.Passwd), Host: cfg.Addr, Path: "/" + name}
+		if cfg.Passwd == "" {
+			u.User = url.User(cfg.User)
+		}
+		s.dsn = u.String()
+		mustMigrate(t, s.dsn)
+		db, err := sql.Open("mysql", s.my.FormatDSN())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		st, err := mysql.New(ctx, db, mysql.Config{Logger: outboxtest.Discard})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(st.Close)
+		s.db, s.store, s.bind = db, st, bindQuestion
+	default:
+		t.Fatalf("unknown store %q", kind)
+	}
+	return s
+}
+
+func mustMigrate(t *testing.T, dsn string) {
+	t.Helper()
+	if r := runEnv(t, Env{}, "migrate", "--dsn", dsn); r.code != 0 {
+		t.Fatalf("migrate: %v", r)
+	}
+}
+
+// param is a statement's :name parameter (no statement of the page has a colon anywhere
+// else).
+var param = regexp.MustCompile(`:([a-z_]+)`)
+
+// statement is a statement of the page for a driver: without its final semicolon.
+func statement(stmt string) string {
+	return strings.TrimSuffix(strings.TrimSpace(stmt), ";")
+}
+
+// bindNamed keeps :name, which SQLite's driver binds by name.
+func bindNamed(stmt string, v map[string]any) (string, []any) {
+	stmt = statement(stmt)
+	var args []any
+	seen := map[string]bool{}
+	for _, m := range param.FindAllStringSubmatch(stmt, -1) {
+		if !seen[m[1]] {
+			seen[m[1]] = true
+			args = append(args, sql.Named(m[1], v[m[1]]))
+		}
+	}
+	return stmt, args
+}
+
+// bindDollar writes :name as $1, $2, … (one number per name).
+func bindDollar(stmt string, v map[string]any) (string, []any) {
+	stmt = statement(stmt)
+	var args []any
+	num := map[string]int{}
+	out := param.ReplaceAllStringFunc(stmt, func(p string) string {
+		name := p[1:]
+		if num[name] == 0 {
+			args = append(args, v[name])
+			num[name] = len(args)
+		}
+		return "$" + strconv.Itoa(num[name])
+	})
+	return out, args
+}
+
+// bindQuestion writes each :name as ?.
+func bindQuestion(stmt string, v map[string]any) (string, []any) {
+	stmt = statement(stmt)
+	var args []any
+	out := param.ReplaceAllStringFunc(stmt, func(p string) string {
+		args = append(args, v[p[1:]])
+		return "?"
+	})
+	return out, args
+}
+
+// exec runs statements in one transaction of the test's own connection.
+func (s *sqlStore) exec(t *testing.T, stmts ...string) {
+	t.Helper()
+	for _, q := range stmts {
+		if _, err := s.db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// insert runs the page's statement with values v in a transaction of its own and
+// returns the database's error.
+func (s *sqlStore) insert(stmt string, v map[string]any) error {
+	tx, err := s.db.Begin()
+	if err != nil {
+		return err
+	}
+	q, args := s.bind(stmt, v)
+	if _, err := tx.Exec(q, args...); err != nil {
+		tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// statuses reads each event's status by SQL, seq order (the store's reads may fail
+// on a broken row).
+func (s *sqlStore) statuses(t *testing.T) []string {
+	t.Helper()
+	rows, err := s.db.Query("SELECT status FROM outbox_events ORDER BY seq")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var st string
+		if err := rows.Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// fullValues are the parameters of a full statement: every field set.
+func fullValues(entity string) map[string]any {
+	id, _ := uuid.NewV7()
+	return map[string]any{
+		"id": id.String(), "type": "order.created", "entity_id": entity, "user_id": "alice",
+		"ordering_key": entity, "priority": 7, "max_attempts": 3, "is_new_record": true,
+		"metadata": `{"source":"billing","region":"eu"}`, "payload": `{"total":42.5,"items":["a","b"]}`,
+	}
+}
+
+// recorder is an HTTP sink that keeps every envelope, in arrival order; bodies over
+// limit (when positive) are refused with 413.
+type recorder struct {
+	mu  sync.Mutex
+	got []outboxsink.Envelope
+	url string
+}
+
+func newRecorder(t *testing.T, limit int) *recorder {
+	r := &recorder{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		if limit > 0 && len(body) > limit {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		var e outboxsink.Envelope
+		if err := json.Unmarshal(body, &e); err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		r.mu.Lock()
+		r.got = append(r.got, e)
+		r.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(srv.Close)
+	r.url = srv.URL
+	return r
+}
+
+func (r *recorder) envelopes() []outboxsink.Envelope {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.got)
+}
+
+func (r *recorder) byEntity() map[string][]outboxsink.Envelope {
+	m := map[string][]outboxsink.Envelope{}
+	for _, e := range r.envelopes() {
+		m[e.EntityID] = append(m[e.EntityID], e)
+	}
+	return m
+}
+
+// relayOnce runs `outbox relay --once` against the sink.
+func relayOnce(t *testing.T, dsn, sinkURL string, extra ...string) result {
+	t.Helper()
+	args := append([]string{"relay", "--dsn", dsn, "--sink", sinkURL, "--once", "--log-level", "error"}, extra...)
+	return runEnv(t, Env{}, args...)
+}
+
+// checkDelivered compares what the receiver got with the values written.
+func checkDelivered(t *testing.T, got outboxsink.Envelope, v map[string]any) {
+	t.Helper()
+	str := func(k string) string { s, _ := v[k].(string); return s }
+	if want, _ := outbox.CanonicalID(str("id")); want != "" && got.ID != want {
+		t.Errorf("id %q, want %q", got.ID, want)
+	}
+	if got.Type != str("type") || got.EntityID != str("entity_id") || got.UserID != str("user_id") || got.OrderingKey != str("ordering_key") {
+		t.Errorf("delivered %+v, want the values written %v", got, v)
+	}
+	if p, _ := v["priority"].(int); got.Priority != p {
+		t.Errorf("priority %d, want %d", got.Priority, p)
+	}
+	if b, _ := v["is_new_record"].(bool); got.IsNewRecord != b {
+		t.Errorf("is_new_record %v, want %v", got.IsNewRecord, b)
+	}
+	var wantMeta map[string]string
+	if m := str("metadata"); m != "" {
+		if err := json.Unmarshal([]byte(m), &wantMeta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !maps.Equal(got.Metadata, wantMeta) {
+		t.Errorf("metadata %v, want %v", got.Metadata, wantMeta)
+	}
+	if string(got.Payload) != str("payload") {
+		t.Errorf("payload %s, want %s", got.Payload, str("payload"))
+	}
+}
+
+// The page lists, for contract 1, the schema versions it covers; a new migration of any
+// store fails this test until someone has checked the contract against it and said so
+// on the page.
+func TestSQLContractCoversEveryMigration(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(contractPage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile(`(?m)^\| (SQLite|PostgreSQL|MySQL / MariaDB) \|.*\| 1 to (\d+) \|$`)
+	got := map[string]int{}
+	for _, m := range row.FindAllStringSubmatch(string(b), -1) {
+		got[m[1]], _ = strconv.Atoi(m[2])
+	}
+	for store, latest := range map[string]int{"SQLite": sqlite.SchemaVersion, "PostgreSQL": postgres.SchemaVersion, "MySQL / MariaDB": mysql.SchemaVersion} {
+		if got[store] != latest {
+			t.Errorf("docs/any-language.md says contract 1 covers %s schema versions 1 to %d, but its migrations go to %d: "+
+				"check the page's statements against the new migration (this file's tests run them), then update the table "+
+				"(or start contract 2)", store, got[store], latest)
+		}
+	}
+}
+
+// The page's statements, as written, run against every store's schema and the relay
+// delivers what they wrote, every field as bound: the full statement, the minimal one
+// (defaults for the rest), and on PostgreSQL the NOTIFY beside them.
+func TestSQLContractStatementsRunAsDocumented(t *testing.T) {
+	t.Parallel()
+	blocks := contractBlocks(t)
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			s := newSQLStore(t, kind)
+			full := fullValues("order-1")
+			minID, _ := uuid.NewV7()
+			minimal := map[string]any{"id": minID.String(), "type": "order.noted", "entity_id": "order-2"}
+			before := time.Now().Add(-5 * time.Second)
+
+			tx, err := s.db.Begin()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stmts := []struct {
+				name string
+				v    map[string]any
+			}{{kind + " full", full}, {kind + " minimal", minimal}}
+			if kind == "postgres" {
+				stmts = append(stmts, struct {
+					name string
+					v    map[string]any
+				}{"postgres notify", full})
+			}
+			for _, st := range stmts {
+				q, args := s.bind(blocks[st.name], st.v)
+				if _, err := tx.Exec(q, args...); err != nil {
+					tx.Rollback()
+					t.Fatalf("the page's %q statement: %v\n%s", st.name, err, q)
+				}
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now().Add(5 * time.Second)
+
+			// As the library reads them: pending, due now, the times the database's clock.
+			ctx := context.Background()
+			for _, v := range []map[string]any{full, minimal} {
+				e, err := s.store.Get(ctx, v["id"].(string))
+				if err != nil {
+					t.Fatalf("Get %s: %v", v["id"], err)
+				}
+				if e.Status != outbox.StatusPending || e.Attempts != 0 || e.CreatedAt.Before(before) || e.CreatedAt.After(after) ||
+					!e.UpdatedAt.Equal(e.CreatedAt) || !e.NextAttemptAt.Equal(e.CreatedAt) {
+					t.Errorf("written %+v: want pending, no attempt, created, updated and due now (between %v and %v)", e, before, after)
+				}
+			}
+			if e, _ := s.store.Get(ctx, full["id"].(string)); e.MaxAttempts != 3 {
+				t.Errorf("max_attempts %d, want 3", e.MaxAttempts)
+			}
+			if e, _ := s.store.Get(ctx, minimal["id"].(string)); e.MaxAttempts != 0 || e.UserID != "" || e.OrderingKey != "" ||
+				e.Priority != 0 || e.IsNewRecord || e.Metadata != nil || e.Payload != nil {
+				t.Errorf("minimal event %+v: want the defaults", e)
+			}
+
+			rec := newRecorder(t, 0)
+			if r := relayOnce(t, s.dsn, rec.url); r.code != 0 || !strings.Contains(r.stdout, "2 delivered, 0 failed") {
+				t.Fatalf("relay --once: %v", r)
+			}
+			got := rec.byEntity()
+			if len(got["order-1"]) != 1 || len(got["order-2"]) != 1 {
+				t.Fatalf("delivered %+v, want each event once", rec.envelopes())
+			}
+			checkDelivered(t, got["order-1"][0], full)
+			checkDelivered(t, got["order-2"][0], minimal)
+			if st := s.statuses(t); !slices.Equal(st, []string{"completed", "completed"}) {
+				t.Errorf("statuses after the relay: %v, want both completed", st)
+			}
+		})
+	}
+}
+
+// clientEvents are the two transactions every client runs: one committed, with its
+// business row; one rolled back, with its own.
+func clientEvents() (committed, rolledBack map[string]any) {
+	committed, rolledBack = fullValues("order-1"), fullValues("order-2")
+	rolledBack["type"] = "order.cancelled"
+	return committed, rolledBack
+}
+
+// checkClientRun checks that the committed transaction, and only it, left its order
+// and was delivered, with every field as written.
+func checkClientRun(t *testing.T, s *sqlStore, committed map[string]any) {
+	t.Helper()
+	var orders []string
+	rows, err := s.db.Query("SELECT id FROM orders ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		orders = append(orders, id)
+	}
+	rows.Close()
+	if !slices.Equal(orders, []string{"order-1"}) {
+		t.Errorf("orders %v, want the committed one only", orders)
+	}
+	rec := newRecorder(t, 0)
+	if r := relayOnce(t, s.dsn, rec.url); r.code != 0 || !strings.Contains(r.stdout, "claimed 1 events: 1 delivered") {
+		t.Fatalf("relay --once: %v", r)
+	}
+	got := rec.envelopes()
+	if len(got) != 1 {
+		t.Fatalf("delivered %+v, want the committed event only", got)
+	}
+	checkDelivered(t, got[0], committed)
+	if st := s.statuses(t); !slices.Equal(st, []string{"completed"}) {
+		t.Errorf("statuses %v, want the one event, completed", st)
+	}
+}
+
+// sqlLiteral writes v as a SQL literal; backslashes doubles backslashes too (MySQL).
+func sqlLiteral(v any, backslashes bool) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case bool:
+		if x {
+			return "1"
+		}
+		return "0"
+	case int:
+		return strconv.Itoa(x)
+	case string:
+		if backslashes {
+			x = strings.ReplaceAll(x, `\`, `\\`)
+		}
+		return "'" + strings.ReplaceAll(x, "'", "''") + "'"
+	}
+	panic(fmt.Sprintf("no literal for %T", v))
+}
+
+// runClient runs a client with its script on stdin.
+func runClient(t *testing.T, cmd *exec.Cmd, script string) {
+	t.Helper()
+	cmd.Stdin = strings.NewReader(script)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%s: %v\n%s\nscript:\n%s", strings.Join(cmd.Args, " "), err, out.String(), script)
+	}
+}
+
+// Real clients write an event in a transaction with a business row, as the page shows;
+// the relay delivers it, every field as written; a transaction rolled back delivers
+// nothing and leaves no row.
+func TestWrittenByRealClients(t *testing.T) {
+	t.Parallel()
+	blocks := contractBlocks(t)
+
+	t.Run("sqlite3 shell", func(t *testing.T) {
+		t.Parallel()
+		shell := needTool(t, "sqlite3", "sqlite3")
+		s := newSQLStore(t, "sqlite")
+		s.exec(t, `CREATE TABLE orders (id TEXT PRIMARY KEY, total REAL)`)
+		committed, rolledBack := clientEvents()
+		script := ".bail on\n"
+		for _, tx := range []struct {
+			v   map[string]any
+			end string
+		}{{committed, "COMMIT"}, {rolledBack, "ROLLBACK"}} {
+			stmt := param.ReplaceAllStringFunc(blocks["sqlite full"], func(p string) string {
+				if p == ":id" && tx.end == "COMMIT" {
+					return blocks["sqlite uuid"] // the shell makes the ID, as the page shows
+				}
+				return sqlLiteral(tx.v[p[1:]], false)
+			})
+			script += "BEGIN;\nINSERT INTO orders (id, total) VALUES (" + sqlLiteral(tx.v["entity_id"], false) + ", 42.50);\n" +
+				stmt + "\n" + tx.end + ";\n"
+		}
+		runClient(t, exec.Command(shell, s.path), script)
+		var id string
+		if err := s.db.QueryRow(`SELECT id FROM outbox_events`).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := outbox.CanonicalID(id); err != nil || c != id || id[14] != '4' {
+			t.Fatalf("the shell's ID %q: want a version-4 UUID in the canonical spelling", id)
+		}
+		committed["id"] = id
+		checkClientRun(t, s, committed)
+	})
+
+	t.Run("psql", func(t *testing.T) {
+		t.Parallel()
+		psql := needTool(t, "postgresql-client", "psql")
+		s := newSQLStore(t, "postgres")
+		s.exec(t, `CREATE TABLE orders (id text PRIMARY KEY, total numeric)`)
+		// The page's psql block is its statement with psql's quoted variables.
+		block := blocks["psql transaction"]
+		quoted := param.ReplaceAllString(blocks["postgres full"], ":'$1'")
+		if !strings.Contains(block, quoted) {
+			t.Fatalf("the page's psql block does not hold its PostgreSQL statement as psql writes it:\n%s\nwant within it:\n%s", block, quoted)
+		}
+		committed, rolledBack := clientEvents()
+		for _, tx := range []struct {
+			v      map[string]any
+			script string
+		}{{committed, block}, {rolledBack, strings.Replace(block, "COMMIT;", "ROLLBACK;", 1)}} {
+			args := []string{"-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", s.pgURL}
+			for k, v := range tx.v {
+				args = append(args, "-v", k+"="+strings.Trim(sqlLiteral(v, false), "'"))
+			}
+			cmd := exec.Command(psql, args...)
+			cmd.Env = append(os.Environ(), "PGOPTIONS=-c search_path="+s.pgSchema)
+			runClient(t, cmd, tx.script)
+		}
+		checkClientRun(t, s, committed)
+	})
+
+	t.Run("mariadb client", func(t *testing.T) {
+		t.Parallel()
+		client := needTool(t, "mariadb-client", "mariadb", "mysql")
+		s := newSQLStore(t, "mysql")
+		s.exec(t, `CREATE TABLE orders (id VARCHAR(64) PRIMARY KEY, total DECIMAL(10, 2))`)
+		committed, rolledBack := clientEvents()
+		var script strings.Builder
+		for _, tx := range []struct {
+			v   map[string]any
+			end string
+		}{{committed, "COMMIT"}, {rolledBack, "ROLLBACK"}} {
+			for _, k := range slices.Sorted(maps.Keys(tx.v)) {
+				fmt.Fprintf(&script, "SET @%s = %s;\n", k, sqlLiteral(tx.v[k], true))
+			}
+			script.WriteString("START TRANSACTION;\nINSERT INTO orders (id, total) VALUES (@entity_id, 42.50);\n")
+			script.WriteString(param.ReplaceAllString(blocks["mysql full"], "@$1") + "\n" + tx.end + ";\n")
+		}
+		host, port, _ := strings.Cut(s.my.Addr, ":")
+		cmd := exec.Command(client, "--protocol=TCP", "-h", host, "-P", cmpOr(port, "3306"), "-u", s.my.User,
+			"--default-character-set=utf8mb4", s.my.DBName)
+		cmd.Env = append(os.Environ(), "MYSQL_PWD="+s.my.Passwd)
+		runClient(t, cmd, script.String())
+		checkClientRun(t, s, committed)
+	})
+
+	t.Run("python psycopg2", func(t *testing.T) {
+		t.Parallel()
+		python := pythonWithPsycopg2(t)
+		s := newSQLStore(t, "postgres")
+		s.exec(t, `CREATE TABLE orders (id text PRIMARY KEY, total numeric)`)
+		// The page's Python lines are the script's.
+		if !containsRun(trimmedLines(psycopg2Script), trimmedLines(blocks["psycopg2"])) {
+			t.Fatalf("the page's psycopg2 block is not a run of the test's script:\n%s", blocks["psycopg2"])
+		}
+		dir := t.TempDir()
+		scriptPath := filepath.Join(dir, "write_events.py")
+		if err := os.WriteFile(scriptPath, []byte(psycopg2Script), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		committed, rolledBack := clientEvents()
+		committed["commit"], rolledBack["commit"] = true, false
+		input, err := json.Marshal([]map[string]any{committed, rolledBack})
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(committed, "commit")
+		cmd := exec.Command(python, scriptPath)
+		cmd.Env = append(os.Environ(), "OUTBOX_TEST_DSN="+s.pgURL, "PGOPTIONS=-c search_path="+s.pgSchema,
+			"OUTBOX_INSERT="+param.ReplaceAllString(blocks["postgres full"], "%($1)s"))
+		runClient(t, cmd, string(input))
+		checkClientRun(t, s, committed)
+	})
+}
+
+// psycopg2Script writes each event of stdin (a JSON array) in a transaction of its own
+// with its order, committed or rolled back as the event's "commit" says.
+const psycopg2Script = `import json
+import os
+import sys
+
+import psycopg2
+
+
+class Rollback(Exception):
+    pass
+
+
+dsn = os.environ["OUTBOX_TEST_DSN"]
+OUTBOX_INSERT = os.environ["OUTBOX_INSERT"]
+for event in json.load(sys.stdin):
+    commit = event.pop("commit")
+    try:
+        with psycopg2.connect(dsn) as conn, conn.cursor() as cur:   # one transaction: commit on success
+            cur.execute("INSERT INTO orders (id, total) VALUES (%(entity_id)s, 42.50)", event)
+            cur.execute(OUTBOX_INSERT, event)   # the statement above, :name written %(name)s
+            if not commit:
+                raise Rollback()
+    except Rollback:
+        pass
+`
+
+// pythonWithPsycopg2 finds a Python that imports psycopg2: Debian's python3-psycopg2
+// is for /usr/bin/python3, which a python3 earlier on PATH (pyenv's) may not be.
+func pythonWithPsycopg2(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"python3", "/usr/bin/python3"} {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			continue
+		}
+		if exec.Command(p, "-c", "import psycopg2").Run() == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatal("no python3 imports psycopg2, and CI is set: .ci/run installs it (Debian package python3-psycopg2)")
+	}
+	t.Skip("no python3 imports psycopg2: skipping (apt-get install python3-psycopg2; CI runs it)")
+	return ""
+}
+
+func trimmedLines(s string) []string {
+	var out []string
+	for line := range strings.Lines(s) {
+		if l := strings.TrimSpace(line); l != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func containsRun(have, want []string) bool {
+	for i := 0; i+len(want) <= len(have); i++ {
+		if slices.Equal(have[i:i+len(want)], want) {
+			return true
+		}
+	}
+	return false
+}
+
+// Rows that break the contract but that the database takes are given up with their
+// reason, or delivered as written; none stops the relay or holds back other events.
+// The rows the database refuses are refused. (docs/any-language.md's table.)
+func TestRowsTheRelayCannotUse(t *testing.T) {
+	t.Parallel()
+	blocks := contractBlocks(t)
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			s := newSQLStore(t, kind)
+			stmt := blocks[kind+" full"]
+			row := func(entity string, change func(v map[string]any)) map[string]any {
+				v := fullValues(entity)
+				change(v)
+				return v
+			}
+			long := strings.Repeat("t", 300)
+			var (
+				good1      = row("good-1", func(map[string]any) {})
+				notJSON    = row("not-json", func(v map[string]any) { v["payload"] = `total: 42.5` })
+				longFields = row("long-fields", func(v map[string]any) { v["type"], v["ordering_key"] = long, long })
+				oversize   = row("oversize", func(v map[string]any) { v["payload"] = `"` + strings.Repeat("x", 3<<19) + `"` })
+				emptyKey   []map[string]any
+				good2      = row("good-2", func(map[string]any) {})
+			)
+			for i := range 3 {
+				emptyKey = append(emptyKey, row(fmt.Sprintf("empty-key-%d", i), func(v map[string]any) { v["ordering_key"] = "" }))
+			}
+			write := func(v map[string]any) error { return s.insert(stmt, v) }
+			mustWrite := func(v map[string]any) {
+				t.Helper()
+				if err := write(v); err != nil {
+					t.Fatalf("write %s: %v", v["entity_id"], err)
+				}
+			}
+			mustWrite(good1)
+			wantGivenUp := map[string]string{oversize["id"].(string): "http 413"}
+			wantDelivered := []string{"good-1", "good-2", "empty-key-0", "empty-key-1", "empty-key-2"}
+			switch err := write(notJSON); {
+			case kind == "postgres":
+				if err == nil || !strings.Contains(err.Error(), "invalid input syntax for type json") {
+					t.Errorf("a payload that is not JSON: %v, want PostgreSQL to refuse it", err)
+				}
+			case err != nil:
+				t.Fatalf("write a payload that is not JSON: %v", err)
+			default:
+				wantGivenUp[notJSON["id"].(string)] = "invalid character"
+			}
+			switch err := write(longFields); {
+			case kind == "mysql":
+				if err == nil || !strings.Contains(err.Error(), "Data too long for column 'type'") {
+					t.Errorf("a type of 300 bytes: %v, want MySQL to refuse it", err)
+				}
+			case err != nil:
+				t.Fatalf("write a type of 300 bytes: %v", err)
+			default:
+				wantDelivered = append(wantDelivered, "long-fields")
+			}
+			mustWrite(oversize)
+			for _, v := range emptyKey {
+				mustWrite(v)
+			}
+			mustWrite(good2)
+
+			rec := newRecorder(t, outbox.DefaultMaxPayloadBytes)
+			r := relayOnce(t, s.dsn, rec.url)
+			want := fmt.Sprintf("%d delivered, %d failed", len(wantDelivered), len(wantGivenUp))
+			if r.code != ExitFailure || !strings.Contains(r.stdout, want) ||
+				!strings.Contains(r.stderr, fmt.Sprintf("%d of %d delivery attempts failed", len(wantGivenUp), len(wantGivenUp)+len(wantDelivered))) {
+				t.Fatalf("relay --once: %v\nwant exit 1, %q, and the failures counted", r, want)
+			}
+			got := rec.byEntity()
+			for _, entity := range wantDelivered {
+				if len(got[entity]) != 1 {
+					t.Errorf("%s delivered %d times, want once", entity, len(got[entity]))
+				}
+			}
+			if e := got["long-fields"]; len(e) == 1 && (e[0].Type != long || e[0].OrderingKey != long) {
+				t.Errorf("the long type and key were not delivered as written: %+v", e[0])
+			}
+			// The events of the key '' in the order written.
+			var order []string
+			for _, e := range rec.envelopes() {
+				if strings.HasPrefix(e.EntityID, "empty-key-") {
+					order = append(order, e.EntityID)
+				}
+			}
+			if !slices.Equal(order, []string{"empty-key-0", "empty-key-1", "empty-key-2"}) {
+				t.Errorf("the key '' delivered %v, want its events in the order written", order)
+			}
+			// Given up, with the reason, for the operator to see.
+			for id, reason := range wantGivenUp {
+				sr := runEnv(t, Env{}, "show", "--dsn", s.dsn, id)
+				if sr.code != 0 || !strings.Contains(sr.stdout, "given up") || !strings.Contains(strings.ToLower(sr.stdout), reason) {
+					t.Errorf("outbox show %s: %v\nwant it given up, with %q", id, sr, reason)
+				}
+			}
+			if lr := runEnv(t, Env{}, "ls", "--dsn", s.dsn, "--status", "given-up"); lr.code != 0 || strings.Count(lr.stdout, "given up") != len(wantGivenUp) {
+				t.Errorf("outbox ls --status given-up: %v, want the %d given up", lr, len(wantGivenUp))
+			}
+		})
+	}
+}
+
+// Known defect, held here until it is mended (docs/any-language.md, "Two breaks of the
+// contract stop the relay"): metadata that is not an object of strings makes every
+// read of its row fail, the claim among them. On SQLite and MySQL the claim is rolled
+// back, so nothing is delivered while the row is there; on PostgreSQL the claim has
+// committed, and the batch stays leased, undelivered. Mending the row by SQL lets
+// everything through. When the stores cope with such a row, this test fails: then
+// change it (and the page) to expect the row given up with its reason.
+func TestBadMetadataStopsTheRelay(t *testing.T) {
+	t.Parallel()
+	blocks := contractBlocks(t)
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			s := newSQLStore(t, kind)
+			stmt := blocks[kind+" full"]
+			good1, bad, good2 := fullValues("good-1"), fullValues("bad-metadata"), fullValues("good-2")
+			bad["metadata"] = `{"count": 1}`
+			for _, v := range []map[string]any{good1, bad, good2} {
+				if err := s.insert(stmt, v); err != nil {
+					t.Fatalf("write %s: %v", v["entity_id"], err)
+				}
+			}
+			rec := newRecorder(t, 0)
+			// A short lease (the store's calls must answer within a third of it).
+			r := relayOnce(t, s.dsn, rec.url, "--lease", "1500ms")
+			badID := bad["id"].(string)
+			if r.code != ExitFailure || !strings.Contains(r.stderr, "event "+badID+": decode metadata: json: cannot unmarshal number") {
+				t.Fatalf("relay --once: %v\nwant exit 1 naming the event and its metadata (the known defect; if the relay now copes, update this test and the page)", r)
+			}
+			if n := len(rec.envelopes()); n != 0 {
+				t.Errorf("%d events delivered; the defect as known delivers none of the batch", n)
+			}
+			wantStatus := "pending"
+			if kind == "postgres" {
+				wantStatus = "processing" // leased by the claim that committed
+			}
+			if st := s.statuses(t); !slices.Equal(st, []string{wantStatus, wantStatus, wantStatus}) {
+				t.Errorf("statuses %v, want all %s", st, wantStatus)
+			}
+			if lr := runEnv(t, Env{}, "ls", "--dsn", s.dsn); lr.code != ExitFailure || !strings.Contains(lr.stderr, "decode metadata") {
+				t.Errorf("outbox ls: %v, want it to fail on the row as well (the known defect)", lr)
+			}
+			// The way out: mend (or delete) the row by SQL.
+			q, args := s.bind("UPDATE outbox_events SET metadata = NULL WHERE entity_id = :entity_id", bad)
+			if _, err := s.db.Exec(q, args...); err != nil {
+				t.Fatal(err)
+			}
+			if kind == "postgres" {
+				time.Sleep(1600 * time.Millisecond) // the leases expire
+			}
+			if r := relayOnce(t, s.dsn, rec.url); r.code != 0 || !strings.Contains(r.stdout, "3 delivered, 0 failed") {
+				t.Fatalf("relay --once after the row was mended: %v", r)
+			}
+		})
+	}
+}
+
+// Known defect, held here until it is mended (docs/any-language.md): on SQLite an ID
+// written in another spelling than the canonical one (upper case here) is delivered,
+// but its outcome is recorded under the canonical spelling, which matches no row: the
+// event stays leased and is delivered again once the lease expires.
+func TestSQLiteIDInAnotherSpellingIsDeliveredAgain(t *testing.T) {
+	t.Parallel()
+	s := newSQLStore(t, "sqlite")
+	stmt := contractBlocks(t)["sqlite full"]
+	upper, good := fullValues("upper-id"), fullValues("good")
+	upper["id"] = strings.ToUpper(upper["id"].(string))
+	for _, v := range []map[string]any{upper, good} {
+		if err := s.insert(stmt, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := newRecorder(t, 0)
+	// The lease is short for the test, and long enough for the store's calls, which
+	// must answer within a third of it.
+	for i := range 2 {
+		if i > 0 {
+			time.Sleep(1600 * time.Millisecond) // the first run's lease expires
+		}
+		if r := relayOnce(t, s.dsn, rec.url, "--lease", "1500ms"); r.code != 0 {
+			t.Fatalf("relay --once: %v", r)
+		}
+	}
+	got := rec.byEntity()
+	if len(got["good"]) != 1 || len(got["upper-id"]) != 2 {
+		t.Fatalf("delivered good %d times and upper-id %d times; the defect as known delivers upper-id again after its lease (if it no longer does, update this test and the page)",
+			len(got["good"]), len(got["upper-id"]))
+	}
+	if st := s.statuses(t); !slices.Equal(st, []string{"processing", "completed"}) {
+		t.Errorf("statuses %v, want the upper-case ID still processing", st)
+	}
+}
+
+// Known defect, held here until it is mended (docs/any-language.md): SQLite keeps any
+// type in any column, and a time that is text (datetime('now')) stops every claim, with
+// an error that names the column but not the event.
+func TestSQLiteTextTimeStopsTheRelay(t *testing.T) {
+	t.Parallel()
+	s := newSQLStore(t, "sqlite")
+	stmt := strings.NewReplacer("CAST((julianday('now') - 2440587.5) * 86400000000 AS INTEGER)", "datetime('now')").
+		Replace(contractBlocks(t)["sqlite full"])
+	if err := s.insert(stmt, fullValues("text-time")); err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder(t, 0)
+	r := relayOnce(t, s.dsn, rec.url)
+	if r.code != ExitFailure || !strings.Contains(r.stderr, `Scan error on column index 13, name "created_at"`) {
+		t.Fatalf("relay --once: %v\nwant exit 1 on the text time (the known defect; if the relay now copes, update this test and the page)", r)
+	}
+	if st := s.statuses(t); !slices.Equal(st, []string{"pending"}) || len(rec.envelopes()) != 0 {
+		t.Errorf("statuses %v, %d delivered; the defect as known leaves it pending, undelivered", st, len(rec.envelopes()))
+	}
+}
