@@ -1,5 +1,7 @@
 // Package sink holds what the outbox's delivery targets share: the JSON envelope an
-// event travels in, and the subject / routing-key templates that place it. The sinks
+// event travels in (or, as each sink's Config.Envelope chooses, a CloudEvents 1.0
+// event: see EnvelopeFormat and CloudEventAttributes), and the subject / routing-key
+// templates that place it. The sinks
 // themselves live in httpsink, natssink, amqpsink, kafkasink, redissink, sqssink (SQS
 // and SNS) and pubsubsink; each is an outbox.Handler, uses the event ID as the
 // receiver's deduplication key, and passes the fault matrix of sinktest.

@@ -33,6 +33,16 @@
 // by a new one on the same connection. When a message too large closed it, the other
 // events of the batch that the broker had not confirmed are published again at once,
 // on the new channel, so that one event's fault does not fail its batch.
+//
+// With Config.Envelope set to a CloudEvents format, messages follow the CloudEvents
+// AMQP binding (its application properties are 0-9-1's headers): the structured
+// mode's body is the event's CloudEvents JSON document, content-type
+// application/cloudevents+json; the binary mode's body is the payload, content-type
+// application/json (the datacontenttype attribute), with each other context
+// attribute as a header named cloudEvents_ and the attribute (cloudEvents_id,
+// cloudEvents_source, cloudEvents_type, cloudEvents_subject, cloudEvents_time,
+// cloudEvents_outboxattempt, …). message-id, type, timestamp and the outbox- and
+// trace headers are set either way.
 package amqpsink
 
 import (
@@ -78,6 +88,16 @@ type Config struct {
 	DialTimeout time.Duration
 	// Logger receives connection events. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Envelope is what a message carries: sink.EnvelopeOutbox (the default: the JSON
+	// envelope of package sink), sink.EnvelopeCloudEventsStructured (the CloudEvents
+	// JSON document, content-type application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as the body, content-type
+	// application/json, each other context attribute as a cloudEvents_ header, as
+	// the CloudEvents AMQP binding maps them to application properties).
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 // chunk is the most messages awaiting confirms at once; it sizes the buffer that
@@ -90,6 +110,7 @@ type Sink struct {
 	cfg        Config
 	routingKey sink.Template
 	log        *slog.Logger
+	enc        sink.Encoder
 
 	mu       sync.Mutex
 	conn     *amqp.Connection
@@ -109,7 +130,8 @@ func New(cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{cfg: cfg, routingKey: tmpl, log: cfg.Logger.With("component", "outbox.amqpsink")}, nil
+	return &Sink{cfg: cfg, routingKey: tmpl, log: cfg.Logger.With("component", "outbox.amqpsink"),
+		enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}, nil
 }
 
 func (c Config) withDefaults() Config {
@@ -150,6 +172,9 @@ func (c Config) validate() (sink.Template, error) {
 	}
 	if c.DialTimeout < 0 {
 		return tmpl, fieldError("DialTimeout", fmt.Sprintf("must not be negative, got %s", c.DialTimeout))
+	}
+	if err := sink.CheckEnvelope("amqpsink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return tmpl, err
 	}
 	return tmpl, nil
 }
@@ -322,12 +347,12 @@ func (s *Sink) publishOnce(ctx context.Context, events []outbox.Event, errs []er
 		if errs[i] != nil {
 			continue
 		}
-		body, err := sink.Encode(e)
+		enc, err := s.enc.Encode(e)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		bodies[i] = body
+		bodies[i] = enc.Body
 		if pubErr != nil {
 			continue
 		}
@@ -341,17 +366,20 @@ func (s *Sink) publishOnce(ctx context.Context, events []outbox.Event, errs []er
 				headers[k] = v
 			}
 		}
+		for _, a := range enc.Attributes { // binary mode: the CloudEvents AMQP binding's application properties
+			headers[CloudEventsPrefix+a.Name] = amqpValue(a)
+		}
 		// Mandatory: a message no queue is bound for comes back (basic.return) instead
 		// of being dropped.
 		confirms[i], pubErr = ch.PublishWithDeferredConfirmWithContext(ctx, s.cfg.Exchange, s.RoutingKey(e), true, false, amqp.Publishing{
-			ContentType:  sink.ContentType,
+			ContentType:  enc.ContentType,
 			DeliveryMode: amqp.Persistent,
 			MessageId:    e.ID,
 			Timestamp:    e.CreatedAt,
 			Type:         e.Type,
 			AppId:        "outbox",
 			Headers:      headers,
-			Body:         body,
+			Body:         enc.Body,
 		})
 		if pubErr != nil {
 			confirms[i] = nil
@@ -451,6 +479,24 @@ func (s *Sink) publishOnce(ctx context.Context, events []outbox.Event, errs []er
 			errs[i] = subErrs[j]
 		}
 	}
+}
+
+// CloudEventsPrefix is the prefix of the headers that carry a binary-mode
+// CloudEvent's attributes: the AMQP binding's "cloudEvents_" (the separator it
+// prefers, which JMS selectors can name too).
+const CloudEventsPrefix = "cloudEvents_"
+
+// amqpValue is a CloudEvents attribute's value as the AMQP binding maps it: Boolean
+// and Integer as the native types (boolean, and a long: int64), the rest as the
+// canonical string (time too: a 0-9-1 timestamp holds whole seconds only).
+func amqpValue(a sink.Attribute) any {
+	switch a.Kind {
+	case sink.KindBoolean:
+		return a.Value == "true"
+	case sink.KindInteger:
+		return a.Int()
+	}
+	return a.Value
 }
 
 // closedError is the error of an event that the broker did not confirm because it

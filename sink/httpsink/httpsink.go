@@ -27,6 +27,13 @@
 // The trace the event was enqueued under (its traceparent, tracestate and baggage
 // metadata, see package oteloutbox) goes as the W3C headers of those names, so that
 // the receiver's span joins the trace.
+//
+// With Config.Envelope set to a CloudEvents format, the request follows the
+// CloudEvents HTTP binding: the structured mode POSTs the event's CloudEvents JSON
+// document (Content-Type: application/cloudevents+json); the binary mode POSTs the
+// payload (Content-Type: application/json) with each context attribute as a ce-
+// header (ce-id, ce-source, ce-type, ce-subject, ce-time, ce-outboxattempt, …), its
+// value percent-encoded. Idempotency-Key and the trace headers are sent either way.
 package httpsink
 
 import (
@@ -83,6 +90,16 @@ type Config struct {
 	// Clock reads the time for Retry-After given as an HTTP date. Defaults to
 	// outbox.SystemClock.
 	Clock outbox.Clock
+	// Envelope is what the request carries: sink.EnvelopeOutbox (the default: the
+	// JSON envelope of package sink), sink.EnvelopeCloudEventsStructured (the
+	// CloudEvents JSON document, Content-Type application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as the body, Content-Type
+	// application/json, the context attributes as ce- headers, percent-encoded as
+	// the CloudEvents HTTP binding says).
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 // Sink is an outbox.Handler that POSTs events. It is safe for concurrent use.
@@ -90,6 +107,7 @@ type Sink struct {
 	cfg    Config
 	url    string
 	client *http.Client
+	enc    sink.Encoder
 }
 
 var _ outbox.Handler = (*Sink)(nil)
@@ -114,7 +132,7 @@ func New(cfg Config) (*Sink, error) {
 		client = &c
 	}
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Sink{cfg: cfg, url: cfg.URL, client: client}, nil
+	return &Sink{cfg: cfg, url: cfg.URL, client: client, enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}, nil
 }
 
 func (c Config) withDefaults() Config {
@@ -162,6 +180,12 @@ func (c Config) Validate() error {
 				return fieldError("Header", fmt.Sprintf("cannot set %s; the sink sets it", r))
 			}
 		}
+		if c.Envelope.CloudEvents() && strings.HasPrefix(strings.ToLower(name), "ce-") {
+			return fieldError("Header", fmt.Sprintf("cannot set %s with a CloudEvents envelope: ce- headers are the event's attributes", name))
+		}
+	}
+	if err := sink.CheckEnvelope("httpsink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return err
 	}
 	if strings.ContainsAny(c.BearerToken, "\r\n") {
 		return fieldError("BearerToken", "must not contain line breaks")
@@ -203,18 +227,23 @@ const MaxErrorBody = 512
 // Handle POSTs e and returns nil when the server took it, a retryable error, or an
 // error marked with outbox.Permanent (see the package documentation).
 func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
-	body, err := sink.Encode(e)
+	msg, err := s.enc.Encode(e)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(msg.Body))
 	if err != nil {
 		return outbox.Permanent(fmt.Errorf("build request: %w", err))
 	}
 	for name, values := range s.cfg.Header {
 		req.Header[textproto.CanonicalMIMEHeaderKey(name)] = values
 	}
-	req.Header.Set("Content-Type", sink.ContentType)
+	if msg.ContentType != "" {
+		req.Header.Set("Content-Type", msg.ContentType)
+	}
+	for _, a := range msg.Attributes { // binary mode: the CloudEvents HTTP binding's ce- headers
+		req.Header.Set("ce-"+a.Name, sink.PercentEncode(a.Value))
+	}
 	req.Header.Set("Idempotency-Key", e.ID)
 	req.Header.Set("User-Agent", s.cfg.UserAgent)
 	for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under, for the receiver to continue

@@ -69,6 +69,16 @@
 // The receiving side is package inbox/kafkainbox: a consumer group loop that commits a
 // record's offset only after the application's effect succeeded, and reads the headers
 // named here (HeaderID is its deduplication key).
+//
+// # CloudEvents
+//
+// With Config.Envelope set to a CloudEvents format, records follow the CloudEvents
+// Kafka binding: the structured mode's value is the event's CloudEvents JSON
+// document, with the header content-type: application/cloudevents+json; the binary
+// mode's value is the payload (empty, not null, when there is none: a null value is
+// a tombstone in a compacted topic), with content-type: application/json and each
+// other context attribute as a ce_ header (ce_id, ce_source, ce_type, ce_subject,
+// ce_time, ce_outboxattempt, …). The key and the Outbox- headers stay as they are.
 package kafkasink
 
 import (
@@ -101,7 +111,14 @@ const (
 	HeaderID          = "Outbox-Id"      // the event ID: the consumer's deduplication key
 	HeaderType        = "Outbox-Type"    // the event type
 	HeaderUserID      = "Outbox-User-Id" // the event's user; absent when it has none
-	HeaderContentType = "Content-Type"   // sink.ContentType
+	HeaderContentType = "Content-Type"   // sink.ContentType; with a CloudEvents envelope, HeaderCloudEventsContentType instead
+	// HeaderCloudEventsContentType is the CloudEvents Kafka binding's content type
+	// header: application/cloudevents+json in the structured mode, the payload's
+	// application/json (the datacontenttype attribute) in the binary mode.
+	HeaderCloudEventsContentType = "content-type"
+	// CloudEventsPrefix prefixes the headers of a binary-mode CloudEvent's attributes:
+	// ce_id, ce_source, ce_type, …
+	CloudEventsPrefix = "ce_"
 )
 
 // Reasons of the destination faults the sink reports beside the outbox.Reason… ones.
@@ -127,6 +144,16 @@ type Config struct {
 	// retried (or held for their topic, when the answer says it is gone). Defaults to
 	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// Envelope is what a record carries: sink.EnvelopeOutbox (the default: the JSON
+	// envelope of package sink), sink.EnvelopeCloudEventsStructured (the CloudEvents
+	// JSON document, header content-type: application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as the value, header content-type:
+	// application/json, each other context attribute as a ce_ header, as the
+	// CloudEvents Kafka binding says).
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 func (c Config) withDefaults() Config {
@@ -151,6 +178,9 @@ func (c Config) template() (sink.Template, error) {
 	}
 	if c.ProbeTimeout < 0 {
 		return tmpl, &outbox.FieldError{Field: "kafkasink.Config.ProbeTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ProbeTimeout)}
+	}
+	if err := sink.CheckEnvelope("kafkasink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return tmpl, err
 	}
 	return tmpl, nil
 }
@@ -192,6 +222,7 @@ type Sink struct {
 	topic        sink.Template
 	probeTimeout time.Duration
 	autoCreate   bool // the client asks brokers to create missing topics
+	enc          sink.Encoder
 
 	mu sync.Mutex
 	// known holds the topics the cluster said exist (or took a record for).
@@ -239,6 +270,7 @@ func New(client *kgo.Client, cfg Config) (*Sink, error) {
 	return &Sink{
 		client: client, topic: tmpl, probeTimeout: cfg.ProbeTimeout, autoCreate: autoCreate,
 		known: map[string]bool{}, flights: map[string]*flight{},
+		enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource),
 	}, nil
 }
 
@@ -260,19 +292,32 @@ func (s *Sink) Topic(e outbox.Event) string { return s.topic.Expand(e, escape) }
 
 // Record returns the record e is produced as.
 func (s *Sink) Record(e outbox.Event) (*kgo.Record, error) {
-	value, err := sink.Encode(e)
+	msg, err := s.enc.Encode(e)
 	if err != nil {
 		return nil, err
 	}
 	r := &kgo.Record{
 		Topic: s.Topic(e),
 		Key:   []byte(cmp.Or(e.OrderingKey, e.EntityID)),
-		Value: value,
+		Value: msg.Body,
 		Headers: []kgo.RecordHeader{
 			{Key: HeaderID, Value: []byte(e.ID)},
 			{Key: HeaderType, Value: []byte(e.Type)},
-			{Key: HeaderContentType, Value: []byte(sink.ContentType)},
 		},
+	}
+	switch {
+	case s.enc.Format() == sink.EnvelopeOutbox:
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderContentType, Value: []byte(msg.ContentType)})
+	case msg.ContentType != "":
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderCloudEventsContentType, Value: []byte(msg.ContentType)})
+	}
+	for _, a := range msg.Attributes { // binary mode: the CloudEvents Kafka binding's ce_ headers
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: CloudEventsPrefix + a.Name, Value: []byte(a.Value)})
+	}
+	if msg.Binary && r.Value == nil {
+		// No data: an empty value, not a null one, which a compacted topic would
+		// take for a tombstone of the key.
+		r.Value = []byte{}
 	}
 	if e.UserID != "" {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderUserID, Value: []byte(e.UserID)})

@@ -24,6 +24,13 @@
 // awaited together, so a batch of 1000 costs about one round trip, not 1000. An event
 // counts as delivered only once the stream has acknowledged it (stored, or recognised
 // as a duplicate).
+//
+// With Config.Envelope set to a CloudEvents format, messages follow the CloudEvents
+// NATS binding: the structured mode's data is the event's CloudEvents JSON document,
+// with the header Content-Type: application/cloudevents+json; the binary mode's data
+// is the payload, with each context attribute as a ce- header (ce-id, ce-source,
+// ce-type, ce-subject, ce-time, ce-datacontenttype, ce-outboxattempt, …), its value
+// percent-encoded. Nats-Msg-Id, Outbox-Type and the trace headers are set either way.
 package natssink
 
 import (
@@ -67,6 +74,15 @@ type Config struct {
 	// MaxPending caps the publishes awaiting acknowledgement at once; a larger batch
 	// waits for room. Defaults to 4000.
 	MaxPending int
+	// Envelope is what a message carries: sink.EnvelopeOutbox (the default: the JSON
+	// envelope of package sink), sink.EnvelopeCloudEventsStructured (the CloudEvents
+	// JSON document, header Content-Type: application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as data, each context attribute as a
+	// ce- header, percent-encoded, as the CloudEvents NATS binding says).
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 // Sink is an outbox.BatchHandler that publishes to JetStream. It is safe for
@@ -77,6 +93,7 @@ type Sink struct {
 	subject sink.Template
 	js      jetstream.JetStream
 	opts    []jetstream.PublishOpt
+	enc     sink.Encoder
 }
 
 var _ outbox.BatchHandler = (*Sink)(nil)
@@ -100,7 +117,7 @@ func New(nc *nats.Conn, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natssink: %w", err)
 	}
-	s := &Sink{nc: nc, cfg: cfg, subject: tmpl, js: js}
+	s := &Sink{nc: nc, cfg: cfg, subject: tmpl, js: js, enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}
 	// Wait for room among the pending acks for as long as an ack may take.
 	s.opts = append(s.opts, jetstream.WithStallWait(cfg.AckTimeout))
 	if cfg.Stream != "" {
@@ -139,6 +156,9 @@ func (c Config) validate() (sink.Template, error) {
 	}
 	if strings.ContainsFunc(c.Stream, func(r rune) bool { return r == '.' || r == '*' || r == '>' || unicode.IsSpace(r) }) {
 		return tmpl, &outbox.FieldError{Field: "natssink.Config.Stream", Problem: fmt.Sprintf("%q is not a stream name", c.Stream)}
+	}
+	if err := sink.CheckEnvelope("natssink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return tmpl, err
 	}
 	return tmpl, nil
 }
@@ -207,15 +227,27 @@ func (s *Sink) handleBatch(ctx context.Context, events []outbox.Event) []error {
 			errs[i] = err
 			continue
 		}
-		data, err := sink.Encode(e)
+		enc, err := s.enc.Encode(e)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		msg := &nats.Msg{Subject: s.Subject(e), Data: data, Header: nats.Header{}}
+		msg := &nats.Msg{Subject: s.Subject(e), Data: enc.Body, Header: nats.Header{}}
 		msg.Header.Set(jetstream.MsgIDHeader, e.ID)
-		msg.Header.Set("Content-Type", sink.ContentType)
+		if enc.ContentType != "" {
+			msg.Header.Set("Content-Type", enc.ContentType)
+		}
 		msg.Header.Set("Outbox-Type", e.Type)
+		if enc.Binary {
+			// The CloudEvents NATS binding: every attribute a ce- header,
+			// datacontenttype too.
+			for _, a := range enc.Attributes {
+				msg.Header.Set("ce-"+a.Name, sink.PercentEncode(a.Value))
+			}
+			if enc.ContentType != "" {
+				msg.Header.Set("ce-datacontenttype", enc.ContentType)
+			}
+		}
 		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
 			if v := e.Metadata[k]; v != "" {
 				msg.Header.Set(k, v)

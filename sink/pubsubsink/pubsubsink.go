@@ -31,6 +31,16 @@
 // The client's own retries of a publish are turned off (the outbox retries, with its
 // backoff and its breaker), so that an unreachable Pub/Sub is reported as such within
 // the handler timeout.
+//
+// With Config.Envelope set to a CloudEvents format, messages follow the CloudEvents
+// Pub/Sub binding: the structured mode's data is the event's CloudEvents JSON
+// document, with the attribute Content-Type: application/cloudevents+json; the
+// binary mode's data is the payload, with Content-Type: application/json and each
+// other context attribute as a ce- attribute (ce-id, ce-source, ce-type, ce-subject,
+// ce-time, ce-outboxattempt, …). An event one of whose attribute values is longer
+// than Pub/Sub takes (1024 bytes: a long metadata, say) goes in the structured mode;
+// a receiver tells the modes apart by Content-Type, as the binding says. The outbox-
+// and trace attributes are set either way.
 package pubsubsink
 
 import (
@@ -38,6 +48,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -60,6 +71,15 @@ const DefaultPublishTimeout = 60 * time.Second
 const (
 	AttributeID   = "outbox-id"   // the event ID
 	AttributeType = "outbox-type" // the event type
+	// AttributeContentType is, with a CloudEvents envelope, the media type of the
+	// data: application/cloudevents+json (structured), application/json (binary: the
+	// datacontenttype attribute).
+	AttributeContentType = "Content-Type"
+	// CloudEventsPrefix prefixes the attributes of a binary-mode CloudEvent's context
+	// attributes: ce-id, ce-source, ce-type, …
+	CloudEventsPrefix = "ce-"
+	// MaxAttributeValue is the most bytes Pub/Sub takes in an attribute's value.
+	MaxAttributeValue = 1024
 )
 
 // Config says where a Sink publishes.
@@ -76,6 +96,17 @@ type Config struct {
 	Endpoint string
 	// PublishTimeout bounds one publish request, tried once. Defaults to 60s.
 	PublishTimeout time.Duration
+	// Envelope is what a message carries: sink.EnvelopeOutbox (the default: the JSON
+	// envelope of package sink), sink.EnvelopeCloudEventsStructured (the CloudEvents
+	// JSON document, attribute Content-Type: application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as data, Content-Type:
+	// application/json, each other context attribute as a ce- attribute, as the
+	// CloudEvents Pub/Sub binding says). An event with an attribute value over
+	// Pub/Sub's 1024 bytes goes in the structured mode.
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 func (c Config) withDefaults() Config {
@@ -100,6 +131,9 @@ func (c Config) topicName() (string, error) {
 	}
 	if c.Project != "" && !validID(c.Project) {
 		return "", bad("Project", "%q is not a project ID", c.Project)
+	}
+	if err := sink.CheckEnvelope("pubsubsink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return "", err
 	}
 	switch parts := strings.Split(c.Topic, "/"); {
 	case c.Topic == "":
@@ -132,6 +166,7 @@ type Sink struct {
 	name   string // the topic's full name
 	pub    *pubsub.Publisher
 	client *pubsub.Client // closed by Close when Open made it
+	enc    sink.Encoder
 }
 
 var _ outbox.BatchHandler = (*Sink)(nil)
@@ -183,7 +218,7 @@ func New(client *pubsub.Client, cfg Config) (*Sink, error) {
 	pub := client.Publisher(name)
 	pub.EnableMessageOrdering = true
 	pub.PublishSettings.Timeout = cfg.PublishTimeout
-	return &Sink{name: name, pub: pub}, nil
+	return &Sink{name: name, pub: pub, enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}, nil
 }
 
 // noRetry is a gax.Retryer that never retries.
@@ -223,12 +258,12 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 			errs[i] = s.classify(fmt.Errorf("payload of %d bytes: %w", len(e.Payload), pubsub.ErrOversizedMessage))
 			continue
 		}
-		data, err := sink.Encode(e)
+		m, err := s.message(e)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		msgs[i] = message(e, data)
+		msgs[i] = m
 		results[i] = s.publish(ctx, msgs[i])
 	}
 	var invalid []int // refused as invalid: one of them may have sunk a request of several
@@ -255,14 +290,31 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	return errs
 }
 
-func message(e outbox.Event, data []byte) *pubsub.Message {
+// message returns the message e is published as.
+func (s *Sink) message(e outbox.Event) (*pubsub.Message, error) {
+	enc, err := s.enc.Encode(e)
+	if err != nil {
+		return nil, err
+	}
+	if enc.Binary && slices.ContainsFunc(enc.Attributes, func(a sink.Attribute) bool { return len(a.Value) > MaxAttributeValue }) {
+		// Pub/Sub would refuse the message; the structured mode carries it all.
+		if enc, err = s.enc.Structured(e); err != nil {
+			return nil, err
+		}
+	}
 	attrs := map[string]string{AttributeID: e.ID, AttributeType: e.Type}
 	for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
 		if v := e.Metadata[k]; v != "" {
 			attrs[k] = v
 		}
 	}
-	return &pubsub.Message{Data: data, Attributes: attrs, OrderingKey: e.OrderingKey}
+	if s.enc.Format() != sink.EnvelopeOutbox && enc.ContentType != "" {
+		attrs[AttributeContentType] = enc.ContentType
+	}
+	for _, a := range enc.Attributes { // binary mode: the CloudEvents Pub/Sub binding's ce- attributes
+		attrs[CloudEventsPrefix+a.Name] = a.Value
+	}
+	return &pubsub.Message{Data: enc.Body, Attributes: attrs, OrderingKey: e.OrderingKey}, nil
 }
 
 func (s *Sink) publish(ctx context.Context, m *pubsub.Message) *pubsub.PublishResult {

@@ -58,6 +58,17 @@
 // The receiving side is package inbox/redisinbox: a consumer group reader that
 // acknowledges an entry only after the application's effect succeeded, and reads the
 // fields named here (FieldID is its deduplication key).
+//
+// # CloudEvents
+//
+// With Config.Envelope set to a CloudEvents format (Redis Streams have no CloudEvents
+// binding; this follows the Kafka binding, an entry's fields for a record's headers),
+// every entry still has the id and type fields, and: in the structured mode, the
+// event's CloudEvents JSON document in the envelope field and content-type:
+// application/cloudevents+json; in the binary mode, the payload in the data field,
+// content-type: application/json, and each other context attribute in a field named
+// ce_ and the attribute (ce_specversion, ce_id, ce_source, ce_type, ce_subject,
+// ce_time, ce_outboxattempt, …).
 package redissink
 
 import (
@@ -90,7 +101,15 @@ const (
 const (
 	FieldID       = "id"       // the event ID
 	FieldType     = "type"     // the event type
-	FieldEnvelope = "envelope" // the JSON envelope
+	FieldEnvelope = "envelope" // the JSON envelope; with EnvelopeCloudEventsStructured, the CloudEvents JSON document
+	// With a CloudEvents envelope: the media type of the entry's envelope (structured:
+	// application/cloudevents+json) or data (binary: application/json, the
+	// datacontenttype attribute).
+	FieldContentType = "content-type"
+	FieldData        = "data" // binary CloudEvents: the payload; absent when there is none
+	// CloudEventsPrefix prefixes the fields of a binary-mode CloudEvent's attributes:
+	// ce_id, ce_source, ce_type, …
+	CloudEventsPrefix = "ce_"
 )
 
 // Reasons of the destination faults the sink reports beside the outbox.Reason… ones.
@@ -120,6 +139,17 @@ type Config struct {
 	// reported unavailable, an answer and they are retried. Defaults to
 	// DefaultProbeTimeout.
 	ProbeTimeout time.Duration
+	// Envelope is what an entry carries besides its id and type fields:
+	// sink.EnvelopeOutbox (the default: the JSON envelope of package sink in the
+	// envelope field), sink.EnvelopeCloudEventsStructured (the CloudEvents JSON
+	// document in the envelope field, content-type: application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload in the data field, content-type:
+	// application/json, each other context attribute in a ce_ field). Redis has no
+	// CloudEvents binding; this follows the Kafka one, fields for headers.
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 func (c Config) withDefaults() Config {
@@ -149,6 +179,9 @@ func (c Config) template() (sink.Template, error) {
 	if c.ProbeTimeout < 0 {
 		return tmpl, &outbox.FieldError{Field: "redissink.Config.ProbeTimeout", Problem: fmt.Sprintf("must not be negative, got %s", c.ProbeTimeout)}
 	}
+	if err := sink.CheckEnvelope("redissink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return tmpl, err
+	}
 	return tmpl, nil
 }
 
@@ -163,6 +196,7 @@ type Sink struct {
 	rdb    redis.UniversalClient
 	cfg    Config
 	stream sink.Template
+	enc    sink.Encoder
 }
 
 var _ outbox.BatchHandler = (*Sink)(nil)
@@ -178,7 +212,7 @@ func New(rdb redis.UniversalClient, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sink{rdb: rdb, cfg: cfg, stream: tmpl}, nil
+	return &Sink{rdb: rdb, cfg: cfg, stream: tmpl, enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}, nil
 }
 
 func escape(v string) string {
@@ -218,14 +252,29 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	}
 	calls := make([]call, 0, len(events))
 	for i, e := range events {
-		env, err := sink.Encode(e)
+		msg, err := s.enc.Encode(e)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
 		stream := s.Stream(e)
-		args := []any{e.ID, s.cfg.DedupWindow.Milliseconds(), s.cfg.MaxLen,
-			FieldID, e.ID, FieldType, e.Type, FieldEnvelope, env}
+		args := []any{e.ID, s.cfg.DedupWindow.Milliseconds(), s.cfg.MaxLen, FieldID, e.ID, FieldType, e.Type}
+		switch {
+		case s.enc.Format() == sink.EnvelopeOutbox:
+			args = append(args, FieldEnvelope, msg.Body)
+		case !msg.Binary:
+			args = append(args, FieldContentType, msg.ContentType, FieldEnvelope, msg.Body)
+		default:
+			if msg.ContentType != "" {
+				args = append(args, FieldContentType, msg.ContentType)
+			}
+			for _, a := range msg.Attributes {
+				args = append(args, CloudEventsPrefix+a.Name, a.Value)
+			}
+			if msg.Body != nil {
+				args = append(args, FieldData, msg.Body)
+			}
+		}
 		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
 			if v, ok := e.Metadata[k]; ok && v != "" {
 				args = append(args, k, v)

@@ -37,6 +37,20 @@
 // The SDK's own retries are turned off (the outbox retries, with its backoff and its
 // breaker), so that a refused connection is reported as such within the handler
 // timeout rather than as a timeout after the SDK's backoff.
+//
+// # CloudEvents
+//
+// With Config.Envelope set to a CloudEvents format (SQS and SNS have no CloudEvents
+// binding; this follows the Pub/Sub one), the structured mode's body is the event's
+// CloudEvents JSON document, with the attribute Content-Type:
+// application/cloudevents+json beside Outbox-Id, Outbox-Type and the trace. The
+// binary mode's body is the payload, with Content-Type: application/json and each
+// other context attribute as a ce- attribute (ce-specversion, ce-id, ce-source,
+// ce-type, ce-subject, ce-time, ce-outboxattempt, …) and nothing else, since a
+// message takes ten attributes at most; an event with more (a user, an ordering key,
+// a priority, metadata, a trace: see package sink's extensions), or without a
+// payload, goes in the structured mode. A receiver tells the modes apart by
+// Content-Type.
 package sqssink
 
 import (
@@ -75,6 +89,15 @@ const (
 const (
 	AttributeID   = "Outbox-Id"   // the event ID
 	AttributeType = "Outbox-Type" // the event type
+	// AttributeContentType is, with a CloudEvents envelope, the media type of the body:
+	// application/cloudevents+json (structured), application/json (binary: the
+	// datacontenttype attribute).
+	AttributeContentType = "Content-Type"
+	// CloudEventsPrefix prefixes the attributes of a binary-mode CloudEvent's context
+	// attributes: ce-id, ce-source, ce-type, …
+	CloudEventsPrefix = "ce-"
+	// MaxAttributes is the most message attributes SQS takes on a message.
+	MaxAttributes = 10
 )
 
 // Config says where a Sink sends. Exactly one of QueueURL and TopicARN is required.
@@ -98,6 +121,18 @@ type Config struct {
 	// PublishBatch call; a message larger than that goes alone. Defaults to 262144
 	// (256 KiB).
 	MaxBatchBytes int
+	// Envelope is what a message carries: sink.EnvelopeOutbox (the default: the JSON
+	// envelope of package sink), sink.EnvelopeCloudEventsStructured (the CloudEvents
+	// JSON document, attribute Content-Type: application/cloudevents+json) or
+	// sink.EnvelopeCloudEventsBinary (the payload as the body, Content-Type:
+	// application/json, each other context attribute as a ce- attribute). SQS and SNS
+	// have no CloudEvents binding; this follows the Pub/Sub one. A message takes 10
+	// attributes at most: an event with more (a user, an ordering key, metadata, …),
+	// or without a payload (a body cannot be empty), goes in the structured mode.
+	Envelope sink.EnvelopeFormat
+	// CloudEventsSource is the CloudEvents source attribute, a URI-reference. Only
+	// with a CloudEvents envelope; defaults to sink.DefaultCloudEventsSource.
+	CloudEventsSource string
 }
 
 func (c Config) withDefaults() Config {
@@ -149,6 +184,9 @@ func (c Config) target() (target, error) {
 	if c.MaxBatchBytes < 0 {
 		return t, bad("MaxBatchBytes", "must not be negative, got %d", c.MaxBatchBytes)
 	}
+	if err := sink.CheckEnvelope("sqssink.Config", c.Envelope, c.CloudEventsSource); err != nil {
+		return t, err
+	}
 	return t, nil
 }
 
@@ -182,6 +220,7 @@ type Sink struct {
 	t   target
 	sqs *sqs.Client
 	sns *sns.Client
+	enc sink.Encoder
 }
 
 var _ outbox.BatchHandler = (*Sink)(nil)
@@ -218,7 +257,7 @@ func New(awsCfg aws.Config, cfg Config) (*Sink, error) {
 	if awsCfg.Credentials != nil {
 		awsCfg.Credentials = markCredentials{awsCfg.Credentials}
 	}
-	s := &Sink{cfg: cfg, t: t}
+	s := &Sink{cfg: cfg, t: t, enc: sink.NewEncoder(cfg.Envelope, cfg.CloudEventsSource)}
 	if t.queue {
 		s.sqs = sqs.NewFromConfig(awsCfg, func(o *sqs.Options) {
 			if cfg.Endpoint != "" {
@@ -267,14 +306,34 @@ func MessageGroup(e outbox.Event) string {
 }
 
 func (s *Sink) message(i int, e outbox.Event) (*message, error) {
-	data, err := sink.Encode(e)
+	enc, err := s.enc.Encode(e)
 	if err != nil {
 		return nil, err
 	}
-	m := &message{i: i, body: escapeNoncharacters(string(data)), attrs: map[string]string{AttributeID: e.ID, AttributeType: e.Type}}
-	for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
-		if v := e.Metadata[k]; v != "" {
-			m.attrs[k] = v
+	// Binary mode: the attributes (and the content type) must fit SQS's ten, and the
+	// body must not be empty; else the structured mode carries the event.
+	if enc.Binary && (len(enc.Attributes)+1 > MaxAttributes || len(enc.Body) == 0) {
+		if enc, err = s.enc.Structured(e); err != nil {
+			return nil, err
+		}
+	}
+	m := &message{i: i, body: escapeNoncharacters(string(enc.Body)), attrs: map[string]string{}}
+	if enc.Binary {
+		// ce-id and ce-type stand for Outbox-Id and Outbox-Type, ce-traceparent and
+		// ce-tracestate for the trace: ten attributes at most.
+		m.attrs[AttributeContentType] = enc.ContentType
+		for _, a := range enc.Attributes {
+			m.attrs[CloudEventsPrefix+a.Name] = a.Value
+		}
+	} else {
+		m.attrs[AttributeID], m.attrs[AttributeType] = e.ID, e.Type
+		for _, k := range outbox.TraceMetadataKeys { // the trace the event was enqueued under
+			if v := e.Metadata[k]; v != "" {
+				m.attrs[k] = v
+			}
+		}
+		if s.enc.Format() != sink.EnvelopeOutbox {
+			m.attrs[AttributeContentType] = enc.ContentType
 		}
 	}
 	if s.t.fifo {

@@ -52,6 +52,7 @@ type relayOpts struct {
 	once           bool
 
 	// sinks
+	envelope    envelopeOpts // --envelope, --cloudevents-source: relay_envelope.go
 	sinkTimeout time.Duration
 	subject     string
 	stream      string
@@ -149,6 +150,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
 		fs.StringVar(&o.stream, "stream", "", "NATS: the stream messages must land in (default: any that captures the subject)")
 		fs.StringVar(&o.exchange, "exchange", amqpsink.DefaultExchange, "AMQP exchange")
+		o.envelope.register(fs)
 		fs.Var(&o.headers, "header", "HTTP: extra request header 'Name: value' (repeatable)")
 		fs.StringVar(&o.bearerToken, "bearer-token", "", "HTTP: Authorization bearer token (default $OUTBOX_SINK_TOKEN; prefer the variable)")
 		fs.BoolVar(&o.insecure, "insecure-skip-verify", false, "HTTP: do not verify the server's TLS certificate (test servers only)")
@@ -233,6 +235,9 @@ func (o *relayOpts) validate(env *Env) (*relayConfig, error) {
 		return nil, err
 	}
 	rc.tracing = tracing
+	if err := o.envelope.validate(); err != nil {
+		return nil, err
+	}
 	sinkFn, err := o.sinkFactory(env)
 	if err != nil {
 		return nil, err
@@ -288,6 +293,7 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 		cfg := httpsink.Config{
 			URL: o.sink, Timeout: o.sinkTimeout, Header: header, InsecureSkipVerify: o.insecure,
 			BearerToken: firstNonEmpty(o.bearerToken, env.Getenv("OUTBOX_SINK_TOKEN")),
+			Envelope:    o.envelope.format, CloudEventsSource: o.envelope.source,
 		}
 		s, err := httpsink.New(cfg)
 		var fe *outbox.FieldError
@@ -299,7 +305,8 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 		}
 		return func(*slog.Logger) (outbox.Handler, func(), error) { return s, func() {}, nil }, nil
 	case "nats", "tls":
-		cfg := natssink.Config{Subject: o.subject, Stream: o.stream, AckTimeout: o.sinkTimeout}
+		cfg := natssink.Config{Subject: o.subject, Stream: o.stream, AckTimeout: o.sinkTimeout,
+			Envelope: o.envelope.format, CloudEventsSource: o.envelope.source}
 		if err := cfg.Validate(); err != nil {
 			return nil, usagef("%v", err)
 		}
@@ -323,7 +330,8 @@ func (o *relayOpts) sinkFactory(env *Env) (func(*slog.Logger) (outbox.Handler, f
 			return s, func() { _ = nc.Drain() }, nil
 		}, nil
 	case "amqp", "amqps":
-		cfg := amqpsink.Config{URL: o.sink, Exchange: o.exchange, RoutingKey: o.subject, ConfirmTimeout: o.sinkTimeout}
+		cfg := amqpsink.Config{URL: o.sink, Exchange: o.exchange, RoutingKey: o.subject, ConfirmTimeout: o.sinkTimeout,
+			Envelope: o.envelope.format, CloudEventsSource: o.envelope.source}
 		if err := cfg.Validate(); err != nil {
 			return nil, usagef("%v", err)
 		}
@@ -365,7 +373,7 @@ func (o *relayOpts) kafkaSink(password string) (func(*slog.Logger) (outbox.Handl
 	if err != nil {
 		return nil, usagef("--sink: %v", err)
 	}
-	cfg := kafkasink.Config{Topic: o.subject}
+	cfg := kafkasink.Config{Topic: o.subject, Envelope: o.envelope.format, CloudEventsSource: o.envelope.source}
 	if err := cfg.Validate(); err != nil {
 		return nil, usagef("--subject: %v", err)
 	}
@@ -405,7 +413,8 @@ func (o *relayOpts) redisSink(sinkURL string) (func(*slog.Logger) (outbox.Handle
 			ropts.WriteTimeout = o.sinkTimeout
 		}
 	}
-	cfg := redissink.Config{Stream: o.subject, MaxLen: o.maxLen, DedupWindow: o.dedupWindow}
+	cfg := redissink.Config{Stream: o.subject, MaxLen: o.maxLen, DedupWindow: o.dedupWindow,
+		Envelope: o.envelope.format, CloudEventsSource: o.envelope.source}
 	if err := cfg.Validate(); err != nil {
 		return nil, usagef("%v", err)
 	}

@@ -22,6 +22,7 @@ func (o *relayOpts) cloudSink() (newSink func(*slog.Logger) (outbox.Handler, fun
 		if err != nil {
 			return nil, true, usagef("--sink: %v", err)
 		}
+		cfg.Envelope, cfg.CloudEventsSource = o.envelope.format, o.envelope.source
 		return func(*slog.Logger) (outbox.Handler, func(), error) {
 			s, err := sqssink.Open(context.Background(), cfg)
 			if err != nil {
@@ -34,6 +35,7 @@ func (o *relayOpts) cloudSink() (newSink func(*slog.Logger) (outbox.Handler, fun
 		if err != nil {
 			return nil, true, usagef("--sink: %v", err)
 		}
+		cfg.Envelope, cfg.CloudEventsSource = o.envelope.format, o.envelope.source
 		return func(*slog.Logger) (outbox.Handler, func(), error) {
 			s, err := pubsubsink.Open(context.Background(), cfg)
 			if err != nil {
