@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/fitiq/outbox"
@@ -197,14 +198,25 @@ func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
 	c.mu.Lock()
 	from := c.pos
 	c.mu.Unlock()
+	return c.readFrom(ctx, c.log.pool, from, limit)
+}
 
+// logQuerier is what the cursor's statements run on: the pool, or a transaction of a
+// reader that holds the cursor (LogRelay).
+type logQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+// readFrom reads up to limit events after the position from, on q.
+func (c *LogCursor) readFrom(ctx context.Context, q logQuerier, from logPosition, limit int) (*LogBatch, error) {
 	var next, afterXID any // NULL when a new pair starts
 	afterXID = "0"
 	if from.next != "" {
 		next, afterXID = from.next, from.afterXID
 	}
 	// One more than the limit, to know whether the pair goes on past it.
-	rows, err := c.log.pool.Query(ctx, c.log.readLog, from.snapshot, next, afterXID, from.afterSeq, limit+1)
+	rows, err := q.Query(ctx, c.log.readLog, from.snapshot, next, afterXID, from.afterSeq, limit+1)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
 	}
@@ -231,6 +243,23 @@ func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
 	return b, nil
 }
 
+// loadFrom reads the cursor's stored position on q, without keeping it.
+func (c *LogCursor) loadFrom(ctx context.Context, q logQuerier) (logPosition, error) {
+	rows, err := q.Query(ctx, c.log.loadCursor, c.name)
+	if err != nil {
+		return logPosition{}, fmt.Errorf("outbox/postgres: load log cursor %q: %w", c.name, err)
+	}
+	p, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (logPosition, error) {
+		var p logPosition
+		err := row.Scan(&p.snapshot, &p.next, &p.afterXID, &p.afterSeq)
+		return p, err
+	})
+	if err != nil {
+		return logPosition{}, fmt.Errorf("outbox/postgres: load log cursor %q: %w", c.name, err)
+	}
+	return p, nil
+}
+
 // Ack records that the batch's events have been delivered: the cursor moves past
 // them, and later reads, by this cursor or any of its name, start after them. A batch
 // read from a position that has moved meanwhile fails with ErrLogCursorMoved.
@@ -243,21 +272,40 @@ func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	to, from := b.to, b.from
-	tag, err := c.log.pool.Exec(ctx, c.log.ackCursor, c.name,
-		to.snapshot, nullString(to.next), positionXID(to), positionSeq(to),
-		from.snapshot, nullString(from.next), positionXID(from), positionSeq(from))
+	moved, err := c.ackOn(ctx, c.log.pool, b)
 	if err != nil {
-		return fmt.Errorf("outbox/postgres: ack log cursor %q: %w", c.name, err)
+		return err
 	}
-	if tag.RowsAffected() == 0 {
+	if moved {
 		if err := c.load(ctx); err != nil {
 			return errors.Join(ErrLogCursorMoved, err)
 		}
 		return ErrLogCursorMoved
 	}
-	c.pos = to
+	c.pos = b.to
 	return nil
+}
+
+// ackOn moves the stored position from b's start to its end on q, and reports whether
+// the stored position was not b's start (moved: nothing written). It commits without
+// waiting for the WAL flush when q's transaction commits (see ackCursor).
+func (c *LogCursor) ackOn(ctx context.Context, q logQuerier, b *LogBatch) (moved bool, err error) {
+	to, from := b.to, b.from
+	tag, err := q.Exec(ctx, c.log.ackCursor, c.name,
+		to.snapshot, nullString(to.next), positionXID(to), positionSeq(to),
+		from.snapshot, nullString(from.next), positionXID(from), positionSeq(from))
+	if err != nil {
+		return false, fmt.Errorf("outbox/postgres: ack log cursor %q: %w", c.name, err)
+	}
+	return tag.RowsAffected() == 0, nil
+}
+
+// setPosition records a position the cursor's row was moved to by a transaction of
+// its owner (LogRelay) that has committed.
+func (c *LogCursor) setPosition(p logPosition) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.pos = p
 }
 
 // positionXID and positionSeq are the after_xid and after_seq a position is stored

@@ -1,0 +1,974 @@
+package postgres
+
+// The log layout's delivery path (issue 24, experimental: not wired into the CLI or
+// the default relay). A LogRelay reads the log by its cursor and delivers; an event
+// whose delivery fails leaves the log for the table layout's events table, where
+// today's Processor retries it. See docs/log-layout.md.
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/fitiq/outbox"
+)
+
+// The LogRelay's defaults.
+const (
+	// DefaultLogRelayCursor names the cursor of a LogRelay that names none.
+	DefaultLogRelayCursor = "relay"
+	// DefaultLogRelayBatchSize is how many events a LogRelay reads at a time.
+	DefaultLogRelayBatchSize = 500
+	// DefaultLogRelayPollInterval is how long an idle LogRelay waits before it reads
+	// again. The log has no wake-ups yet, so this bounds latency.
+	DefaultLogRelayPollInterval = 100 * time.Millisecond
+)
+
+// LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
+type LogRelayConfig struct {
+	// Cursor names the log cursor the relay reads and moves. Relays given the same
+	// name share it, and one at a time delivers. Defaults to DefaultLogRelayCursor.
+	Cursor string
+	// BatchSize is how many events one step reads from the log. Defaults to
+	// DefaultLogRelayBatchSize.
+	BatchSize int
+	// MaxConcurrent is how many ordering keys of a batch are delivered at once (events
+	// without a key are each a key of their own). Within a key, one event at a time.
+	// Defaults to outbox.DefaultMaxConcurrent. A BatchHandler is called instead with
+	// one event of each key at a time (see LogRelay).
+	MaxConcurrent int
+	// PollInterval is how long an idle relay, or one whose cursor another relay holds,
+	// waits before it looks again. Defaults to DefaultLogRelayPollInterval.
+	PollInterval time.Duration
+	// LeaseDuration is how long the server lets a relay that holds the cursor stay
+	// silent before it ends the relay's session, which releases the cursor to another
+	// relay. The relay speaks every third of it while it delivers. Defaults to
+	// outbox.DefaultLeaseDuration.
+	LeaseDuration time.Duration
+	// HandlerTimeout bounds one delivery (one HandleBatch call for a BatchHandler);
+	// one that overruns is a failed attempt. Defaults to outbox.DefaultHandlerTimeout;
+	// negative means no timeout.
+	HandlerTimeout time.Duration
+	// Retry schedules the second attempt of an event whose first one failed here, and
+	// gives it up when its attempt budget is one. Give it the Retry of the Processor
+	// that takes over the events table.
+	Retry outbox.RetryPolicy
+	// Breaker tells destination faults from event failures (IsUnavailable) and paces
+	// the relay while the destination is at fault: it waits Cooldown after the first
+	// hold, twice as long after each hold in a row, up to MaxCooldown. Threshold is
+	// only read for its sign: negative disables holds, and destination faults are then
+	// failures of the event. Defaults as outbox.BreakerConfig's.
+	Breaker outbox.BreakerConfig
+	// SkipGivenUp lets a key's events be delivered from the log past a given-up event
+	// of the key in the events table, as Processor's Config.SkipGivenUp does there. By
+	// default they join it there and wait, reported as blocked.
+	SkipGivenUp bool
+	// Clock supplies the time. Defaults to outbox.SystemClock.
+	Clock outbox.Clock
+	// Logger receives the relay's log lines. Defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c LogRelayConfig) withDefaults() LogRelayConfig {
+	c.Cursor = cmp.Or(c.Cursor, DefaultLogRelayCursor)
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultLogRelayBatchSize)
+	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
+	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
+	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
+	c.Retry.MaxAttempts = cmp.Or(c.Retry.MaxAttempts, outbox.DefaultMaxAttempts)
+	c.Breaker.Cooldown = cmp.Or(c.Breaker.Cooldown, outbox.DefaultBreakerCooldown)
+	c.Breaker.MaxCooldown = cmp.Or(c.Breaker.MaxCooldown, max(outbox.DefaultBreakerMaxCooldown, c.Breaker.Cooldown))
+	if c.Breaker.IsUnavailable == nil {
+		c.Breaker.IsUnavailable = outbox.IsUnavailable
+	}
+	if c.Clock == nil {
+		c.Clock = outbox.SystemClock
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports the first field of c that cannot work, naming it; zero fields are
+// fine. NewLogRelay calls it.
+func (c LogRelayConfig) Validate() error {
+	for _, f := range []struct {
+		name  string
+		value int
+	}{{"BatchSize", c.BatchSize}, {"MaxConcurrent", c.MaxConcurrent}} {
+		if f.value < 0 {
+			return logRelayConfigError(f.name, fmt.Sprintf("must be positive, got %d", f.value))
+		}
+	}
+	for _, f := range []struct {
+		name  string
+		value time.Duration
+	}{{"PollInterval", c.PollInterval}, {"LeaseDuration", c.LeaseDuration}} {
+		if f.value < 0 {
+			return logRelayConfigError(f.name, fmt.Sprintf("must be positive, got %s", f.value))
+		}
+	}
+	if c.LeaseDuration > 0 && c.LeaseDuration < 30*time.Millisecond {
+		// The server's idle timeout counts milliseconds, and the relay speaks every third.
+		return logRelayConfigError("LeaseDuration", fmt.Sprintf("must be at least 30ms, got %s", c.LeaseDuration))
+	}
+	if err := c.Retry.Validate(); err != nil {
+		return nest("Retry", err)
+	}
+	if err := c.Breaker.Validate(); err != nil {
+		return nest("Breaker", err)
+	}
+	return nil
+}
+
+func logRelayConfigError(field, problem string) error {
+	return &outbox.FieldError{Field: "postgres.LogRelayConfig." + field, Problem: problem}
+}
+
+// nest names a part's FieldError as a field of LogRelayConfig.
+func nest(part string, err error) error {
+	var fe *outbox.FieldError
+	if errors.As(err, &fe) {
+		return logRelayConfigError(part+"."+fe.Field, fe.Problem)
+	}
+	return err
+}
+
+// A LogRelay delivers the log's events through a Handler, batch by batch, in the
+// cursor's order (commit order between batches; see LogCursor), and moves the events
+// whose delivery fails to a Store's events table, where a Processor on that Store
+// retries them, gives them up, and operators retry or discard them as any event.
+//
+// Each step runs in one transaction of the log's database:
+//
+//  1. It takes the cursor: a transaction-scoped advisory lock on the cursor's name
+//     (pg_try_advisory_xact_lock), so that one relay at a time delivers from a cursor.
+//     Another relay finds it taken and waits a PollInterval. The lock goes with the
+//     transaction: when the relay's process dies, its connection closes and the server
+//     releases it; when the process stops without its connection closing (frozen, or
+//     cut off by the network), the server ends the session once it has been idle in
+//     the transaction for LeaseDuration (idle_in_transaction_session_timeout, set for
+//     this transaction), and the relay speaks every third of that while it delivers.
+//     The next relay then reads from the stored position, and delivers the batch again.
+//  2. It reads the stored position and a batch after it.
+//  3. It looks up which of the batch's ordering keys have an unfinished event in the
+//     events table (not completed; given-up ones too unless SkipGivenUp). Those keys'
+//     events are not delivered: they join the table as pending, behind it.
+//  4. It delivers the others: a key's events in log order, one at a time, and
+//     MaxConcurrent keys at once. A BatchHandler gets one event of each key per call,
+//     the keys' next events in the next call.
+//  5. It writes the outcomes and moves the cursor past the batch, in this same
+//     transaction, and commits. An event whose delivery failed (an error of the event,
+//     or one worth retrying) is inserted into the events table with its ID, type,
+//     entity, user, payload, metadata, ordering key, priority, attempt budget and
+//     creation time, as failed with attempts 1, last_error, the attempt in its history,
+//     and next_attempt_at from the Retry policy (none, given up, when the error is
+//     Permanent or the budget is one). The later events of its key in the batch follow
+//     it there as pending, so that the Processor delivers the key in order, and every
+//     later batch sends the key's events there too while any of them is unfinished.
+//     The cursor never waits for a failing event.
+//
+// A destination fault (a DestinationError that is not merely suspected, or what
+// Breaker.IsUnavailable says is one) moves nothing and spends no attempt: the step
+// rolls back, the cursor stays, and the relay waits (Breaker's Cooldown, doubling up
+// to MaxCooldown) and reads the batch again, one event at first as a probe, the whole
+// batch once the destination answers. A fault of one target (TargetFault) holds the
+// whole log, not only that target's types. A suspected fault is the destination's
+// until a later delivery succeeded and the event fails so again.
+//
+// Delivery is at least once: a relay that dies, or whose step is cancelled, after
+// delivering and before its commit leaves the cursor where it was, and the batch is
+// delivered again (by the next relay to take the cursor), including the events it had
+// delivered. A batch rolled back for a destination fault is delivered again too. The
+// commit does not wait for its WAL flush (see ackCursor): a server crash can lose a
+// step that committed, and then its batch is delivered again and its moves are made
+// again, together, since they are one transaction.
+//
+// The events table must be in the log's database (the step's transaction writes both),
+// and its events of the keys the relay delivers must come from this relay's cursor
+// alone: the relay decides whether a key is blocked by what the table holds when the
+// step starts.
+type LogRelay struct {
+	log     *Log
+	store   *Store
+	handler outbox.Handler
+	cfg     LogRelayConfig
+	logger  *slog.Logger
+	cursor  *LogCursor
+
+	takeCursor, unfinishedKeys, moveEvents string
+	lockScope                              string // the advisory lock's first key: the cursors table
+	idleTimeout                            string // idle_in_transaction_session_timeout, in ms
+
+	suspects logSuspicion
+
+	// silent stops the heartbeat: tests use it for a relay whose process froze.
+	silent bool
+
+	mu        sync.Mutex // one step at a time
+	holdDelay time.Duration
+	probing   bool
+}
+
+// takeCursor is the step's lease: the advisory lock of the cursor's name, taken for the
+// transaction without waiting, and the server's limit on how long the transaction may
+// sit idle (the relay's process frozen or cut off) before the server ends the session
+// and so releases the lock.
+const takeCursor = `
+SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)),
+       set_config('idle_in_transaction_session_timeout', $3, true)`
+
+// unfinishedKeys returns which of the given ordering keys have an event in the events
+// table that is not completed (a given-up one counting unless $2, SkipGivenUp), from
+// the table's key index.
+const unfinishedKeys = `
+SELECT DISTINCT ordering_key FROM {{table}}
+WHERE ordering_key = ANY($1::text[]) AND status <> 'completed'
+  AND NOT ($2 AND status = 'failed' AND next_attempt_at IS NULL)`
+
+// moveEvents inserts events that leave the log into the events table, in the order
+// given (so that the table's seq keeps each key's log order), keeping the event's ID,
+// fields and creation time, with the relay's attempt when it made one. An ID the table
+// already holds (a caller reusing an ID, which the log does not refuse) is left out,
+// and reported by its absence from what the statement returns. Parameters: now, then
+// one array per column: id, type, entity_id, user_id, status, attempts, max_attempts,
+// priority, is_new_record, metadata, payload, ordering_key, created_at,
+// last_attempt_at, next_attempt_at, last_error, the attempt's time in Unix µs.
+const moveEvents = `
+WITH m AS (
+    INSERT INTO {{table}} (id, type, entity_id, user_id, status, attempts, max_attempts, priority,
+        is_new_record, metadata, payload, ordering_key, created_at, updated_at, last_attempt_at,
+        next_attempt_at, last_error, errors)
+    SELECT e.id, e.type, e.entity_id, e.user_id, e.status, e.attempts, e.max_attempts, e.priority,
+        e.is_new_record, e.metadata::jsonb, e.payload::json, e.ordering_key, e.created_at, $1,
+        e.last_attempt_at, e.next_attempt_at, e.last_error,
+        CASE WHEN e.last_error IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+            'attempt', 1, 'at', e.at_us, 'error', e.last_error)) END
+    FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
+                $8::integer[], $9::integer[], $10::boolean[], $11::text[], $12::text[], $13::text[],
+                $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::text[], $18::bigint[])
+         WITH ORDINALITY AS e(id, type, entity_id, user_id, status, attempts, max_attempts, priority,
+                              is_new_record, metadata, payload, ordering_key, created_at,
+                              last_attempt_at, next_attempt_at, last_error, at_us, n)
+    ORDER BY e.n
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, user_id
+)
+SELECT id, user_id FROM m`
+
+// NewLogRelay returns a relay that delivers the log's events through handler and moves
+// those whose delivery fails to store's events table, which must be in the log's
+// database. It opens (or creates, at the start of the log) the cursor cfg names. The
+// relay does nothing until Step, Drain or Run is called.
+func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Handler, cfg LogRelayConfig) (*LogRelay, error) {
+	switch {
+	case log == nil:
+		return nil, logRelayConfigError("log", "must not be nil")
+	case store == nil:
+		return nil, logRelayConfigError("store", "must not be nil")
+	case handler == nil:
+		return nil, logRelayConfigError("handler", "must not be nil")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	n := newNames(store.cfg)
+	var found *string
+	if err := log.pool.QueryRow(ctx, `SELECT to_regclass($1)::text`, n.Table).Scan(&found); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log relay: look for the events table: %w", err)
+	}
+	if found == nil {
+		return nil, logRelayConfigError("store", fmt.Sprintf("names the events table %s, which the log's database does not hold: the relay writes both in one transaction", n.Table))
+	}
+	cursor, err := log.Cursor(ctx, cfg.Cursor)
+	if err != nil {
+		return nil, err
+	}
+	table := strings.NewReplacer("{{table}}", n.Table)
+	return &LogRelay{
+		log: log, store: store, handler: handler, cfg: cfg, cursor: cursor,
+		logger:         cfg.Logger.With("component", "outbox.logrelay", "cursor", cfg.Cursor),
+		takeCursor:     takeCursor,
+		unfinishedKeys: table.Replace(unfinishedKeys),
+		moveEvents:     table.Replace(moveEvents),
+		lockScope:      log.n.Cursors,
+		idleTimeout:    strconv.FormatInt(max(cfg.LeaseDuration.Milliseconds(), 1), 10),
+	}, nil
+}
+
+// Config returns the relay's configuration, defaults filled in.
+func (r *LogRelay) Config() LogRelayConfig { return r.cfg }
+
+// LogRelayStep is what one Step did.
+type LogRelayStep struct {
+	// Read is how many events the step read from the log.
+	Read int
+	// Delivered is how many of them the handler took. When the step did not commit
+	// (Held, or an error), they are delivered again.
+	Delivered int
+	// Failed is how many failed their attempt and moved to the events table.
+	Failed int
+	// Waiting is how many moved to the events table as pending, behind an earlier
+	// event of their ordering key there.
+	Waiting int
+	// Duplicates is how many could not move because the events table already holds an
+	// event of their ID (the log does not refuse a reused ID); they are left out.
+	Duplicates int
+	// Held is true when a destination fault held the batch: nothing moved, the cursor
+	// stayed, and Fault is the error; the relay reads the batch again after RetryIn.
+	Held    bool
+	Fault   error
+	RetryIn time.Duration
+	// Busy is true when another relay holds the cursor: the step did nothing.
+	Busy bool
+}
+
+func (s *LogRelayStep) add(o LogRelayStep) {
+	s.Read += o.Read
+	s.Delivered += o.Delivered
+	s.Failed += o.Failed
+	s.Waiting += o.Waiting
+	s.Duplicates += o.Duplicates
+	s.Held, s.Fault, s.RetryIn, s.Busy = o.Held, o.Fault, o.RetryIn, o.Busy
+}
+
+// errLeaseLost cancels a step's deliveries when its transaction stops answering.
+var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transaction stopped answering; the batch will be delivered again")
+
+// Step delivers one batch: it takes the cursor (or reports Busy), reads a batch,
+// delivers it, and commits the outcomes with the cursor's move (see LogRelay). An
+// error leaves the cursor where it was, and the batch is delivered again; so does a
+// cancelled ctx, which also cuts short deliveries in flight.
+func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var st LogRelayStep
+	tx, err := r.log.pool.Begin(ctx)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx) // after a commit, a no-op
+	}()
+	var locked bool
+	var timeout string
+	if err := tx.QueryRow(ctx, r.takeCursor, r.lockScope, r.cursor.name, r.idleTimeout).Scan(&locked, &timeout); err != nil {
+		return st, fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", r.cursor.name, err)
+	}
+	if !locked {
+		st.Busy = true
+		return st, nil
+	}
+	from, err := r.cursor.loadFrom(ctx, tx)
+	if err != nil {
+		return st, err
+	}
+	limit := r.cfg.BatchSize
+	if r.probing {
+		limit = 1 // the destination was at fault: one event first
+	}
+	batch, err := r.cursor.readFrom(ctx, tx, from, limit)
+	if err != nil {
+		return st, err
+	}
+	st.Read = len(batch.Events)
+	if len(batch.Events) == 0 {
+		if batch.to == batch.from {
+			return st, nil // nothing committed since: the transaction wrote nothing
+		}
+		// The end of a pair read in parts: record it.
+		return st, r.commit(ctx, tx, batch, nil, &st)
+	}
+
+	events := make([]outbox.Event, len(batch.Events))
+	for i := range batch.Events {
+		events[i] = batch.Events[i].Event
+	}
+	groups, keys := logGroups(events)
+	blocked := map[string]bool{}
+	if len(keys) > 0 {
+		rows, err := tx.Query(ctx, r.unfinishedKeys, keys, r.cfg.SkipGivenUp)
+		if err != nil {
+			return st, fmt.Errorf("outbox/postgres: log relay: look up ordering keys: %w", err)
+		}
+		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return st, fmt.Errorf("outbox/postgres: log relay: look up ordering keys: %w", err)
+		}
+		for _, k := range found {
+			blocked[k] = true
+		}
+	}
+	var deliver [][]int
+	results := make([]logDelivery, len(events))
+	for _, g := range groups {
+		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
+			continue // joins its key in the events table, undelivered
+		}
+		deliver = append(deliver, g)
+	}
+
+	// Deliver while the transaction is kept alive; a transaction that stops answering
+	// cuts the deliveries short.
+	dctx, cancel := context.WithCancelCause(ctx)
+	stopBeat := r.heartbeat(dctx, tx, cancel)
+	now := r.cfg.Clock.Now()
+	for i := range events {
+		events[i].Status, events[i].Attempts = outbox.StatusProcessing, 1
+		events[i].LastAttemptAt, events[i].UpdatedAt = now, now
+	}
+	if bh, ok := r.handler.(outbox.BatchHandler); ok {
+		r.deliverWaves(dctx, bh, events, deliver, results)
+	} else {
+		r.deliverEach(dctx, events, deliver, results)
+	}
+	stopBeat()
+	if cause := context.Cause(dctx); cause != nil {
+		cancel(nil)
+		return st, fmt.Errorf("outbox/postgres: log relay: delivery interrupted, the batch will be delivered again: %w", cause)
+	}
+	cancel(nil)
+
+	var moves []logMove
+	answered := false
+	for _, res := range results {
+		if res.kind == logHeld && !st.Held {
+			st.Held, st.Fault = true, res.err
+		}
+		if res.kind == logDelivered {
+			st.Delivered++
+		}
+		answered = answered || res.kind == logDelivered || res.kind == logFailed
+	}
+	if st.Held {
+		r.hold(&st)
+		return st, nil
+	}
+	for _, g := range groups {
+		failedAt := -1
+		for _, i := range g {
+			switch {
+			case failedAt < 0 && results[i].kind == logDelivered:
+			case failedAt < 0 && results[i].kind == logFailed:
+				failedAt = i
+				moves = append(moves, logMove{event: &events[i], failed: &results[i]})
+			default:
+				// Behind a failure of its key here, or behind its key's events in the table.
+				moves = append(moves, logMove{event: &events[i]})
+			}
+		}
+	}
+	if err := r.commit(ctx, tx, batch, moves, &st); err != nil {
+		return st, err
+	}
+	if answered {
+		r.holdDelay, r.probing = 0, false
+	}
+	return st, nil
+}
+
+// hold records that the destination is at fault: the next step waits, and probes.
+func (r *LogRelay) hold(st *LogRelayStep) {
+	if r.holdDelay == 0 {
+		r.holdDelay = r.cfg.Breaker.Cooldown
+	} else {
+		r.holdDelay = min(2*r.holdDelay, r.cfg.Breaker.MaxCooldown)
+	}
+	r.probing = true
+	st.RetryIn = r.holdDelay
+	r.logger.Warn("destination at fault: batch held, cursor kept, attempts not spent; it will be read again",
+		"err", st.Fault, "events", st.Read, "retry_in", st.RetryIn)
+}
+
+// heartbeat runs a statement on tx every third of the lease while the deliveries run,
+// so that the server's idle timeout ends the session only of a relay that stopped.
+// When tx fails, it cancels the deliveries. The returned function stops it; tx may be
+// used again after it returns.
+func (r *LogRelay) heartbeat(ctx context.Context, tx pgx.Tx, cancel context.CancelCauseFunc) (stop func()) {
+	if r.silent {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(r.cfg.LeaseDuration / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if _, err := tx.Exec(ctx, `SELECT 1`); err != nil && ctx.Err() == nil {
+				r.logger.Error("the cursor's transaction stopped answering: deliveries cut short", "err", err)
+				cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
+				return
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
+// logMove is an event that leaves the log for the events table: failed, with its
+// attempt, or pending behind an earlier event of its key.
+type logMove struct {
+	event  *outbox.Event
+	failed *logDelivery // nil: pending
+}
+
+// commit writes the moves and the cursor's new position in tx, and commits.
+func (r *LogRelay) commit(ctx context.Context, tx pgx.Tx, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
+	users := map[string]struct{}{}
+	if len(moves) > 0 {
+		inserted, err := r.move(ctx, tx, moves)
+		if err != nil {
+			return err
+		}
+		for _, m := range moves {
+			u, ok := inserted[m.event.ID]
+			switch {
+			case !ok:
+				st.Duplicates++
+				r.logger.Error("event not moved to the events table: an event of its ID is already there (the log does not refuse a reused ID)",
+					"event_id", m.event.ID, "type", m.event.Type)
+			case m.failed != nil:
+				st.Failed++
+				users[u] = struct{}{}
+			default:
+				st.Waiting++
+				users[u] = struct{}{}
+			}
+		}
+	}
+	moved, err := r.cursor.ackOn(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	if moved {
+		// Only a LogCursor of the same name used outside a relay can do this: the lock
+		// keeps relays apart.
+		return ErrLogCursorMoved
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("outbox/postgres: log relay: commit (whether it took effect is unknown; the batch is delivered again if not): %w", err)
+	}
+	r.cursor.setPosition(batch.to)
+	if len(users) > 0 {
+		r.store.wake.committed(users) // the Processor's retries and waiting events
+	}
+	return nil
+}
+
+// move inserts the moves in order and returns the IDs inserted, with their users.
+func (r *LogRelay) move(ctx context.Context, tx pgx.Tx, moves []logMove) (map[string]string, error) {
+	n := len(moves)
+	ids := make([]pgtype.UUID, n)
+	types, entities, users, statuses := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	attempts, maxAttempts, priorities := make([]int32, n), make([]int32, n), make([]int32, n)
+	isNew := make([]bool, n)
+	metadata, payloads, keys, lastErrors := make([]*string, n), make([]*string, n), make([]*string, n), make([]*string, n)
+	created, lastAttempt, next := make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n), make([]pgtype.Timestamptz, n)
+	at := make([]int64, n)
+	for i, m := range moves {
+		e := m.event
+		u, err := uuid.Parse(e.ID)
+		if err != nil {
+			return nil, fmt.Errorf("outbox/postgres: log relay: event ID %q: %w", e.ID, err)
+		}
+		ids[i] = pgtype.UUID{Bytes: u, Valid: true}
+		types[i], entities[i], users[i] = e.Type, e.EntityID, e.UserID
+		maxAttempts[i], priorities[i], isNew[i] = int32(e.MaxAttempts), int32(e.Priority), e.IsNewRecord
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("outbox/postgres: log relay: encode metadata: %w", err)
+			}
+			s := string(b)
+			metadata[i] = &s
+		}
+		payloads[i], keys[i] = nullString(string(e.Payload)), nullString(e.OrderingKey)
+		created[i] = ts(e.CreatedAt)
+		if f := m.failed; f != nil {
+			statuses[i], attempts[i] = string(outbox.StatusFailed), 1
+			lastAttempt[i], next[i] = ts(f.at), ts(f.next) // a zero next gives it up
+			text := logErrorText(f.err)
+			lastErrors[i] = &text
+			at[i] = outbox.Timestamp(f.at).UnixMicro()
+		} else {
+			// Pending, due since it was written, as an event enqueued to the table is.
+			statuses[i] = string(outbox.StatusPending)
+			next[i] = created[i]
+		}
+	}
+	rows, err := tx.Query(ctx, r.moveEvents, ts(r.cfg.Clock.Now()), ids, types, entities, users, statuses,
+		attempts, maxAttempts, priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
+	}
+	// The log's events carry their IDs as uuidString spells them, as these do.
+	inserted := make(map[string]string, n)
+	var (
+		id   pgtype.UUID
+		user string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &user}, func() error {
+		inserted[uuidString(id)] = user
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
+	}
+	return inserted, nil
+}
+
+// logGroups splits a batch into its keys' runs, in the order each key first appears:
+// the indexes of a key's events in log order, and an event without a key alone. keys
+// lists the distinct ordering keys.
+func logGroups(events []outbox.Event) (groups [][]int, keys []string) {
+	at := map[string]int{}
+	for i, e := range events {
+		if e.OrderingKey == "" {
+			groups = append(groups, []int{i})
+			continue
+		}
+		g, ok := at[e.OrderingKey]
+		if !ok {
+			g = len(groups)
+			at[e.OrderingKey] = g
+			groups = append(groups, nil)
+			keys = append(keys, e.OrderingKey)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups, keys
+}
+
+// logDeliveryKind is how one delivery went.
+type logDeliveryKind int
+
+const (
+	logNotAttempted logDeliveryKind = iota
+	logDelivered
+	logFailed      // the event's failure: it moves to the events table
+	logHeld        // the destination's fault: the batch is held
+	logInterrupted // the step was cancelled mid-delivery
+)
+
+type logDelivery struct {
+	kind logDeliveryKind
+	err  error
+	at   time.Time // when it failed
+	next time.Time // for logFailed: when it is due again; zero gives it up
+}
+
+// deliverEach delivers groups through Handle: MaxConcurrent groups at once, a group's
+// events one after another, each stopping at its first failure; every group stops
+// starting deliveries once one is held or interrupted.
+func (r *LogRelay) deliverEach(ctx context.Context, events []outbox.Event, groups [][]int, results []logDelivery) {
+	if len(groups) == 0 {
+		return
+	}
+	var stop atomic.Bool
+	jobs := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(r.cfg.MaxConcurrent, len(groups)) {
+		wg.Go(func() {
+			for g := range jobs {
+				for _, i := range g {
+					if stop.Load() || ctx.Err() != nil {
+						break
+					}
+					n := r.suspects.start()
+					err := r.call(ctx, events[i])
+					results[i] = r.classify(ctx, events[i], n, err)
+					if k := results[i].kind; k != logDelivered {
+						if k == logHeld || k == logInterrupted {
+							stop.Store(true)
+						}
+						break
+					}
+				}
+			}
+		})
+	}
+	for _, g := range groups {
+		if stop.Load() || ctx.Err() != nil {
+			break
+		}
+		jobs <- g
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// deliverWaves delivers groups through HandleBatch: each call carries the next event of
+// every group still going, so that a key has one event in flight at a time.
+func (r *LogRelay) deliverWaves(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event, groups [][]int, results []logDelivery) {
+	next := make([]int, len(groups))
+	active := make([]int, len(groups))
+	for g := range groups {
+		active[g] = g
+	}
+	for len(active) > 0 && ctx.Err() == nil {
+		send := make([]outbox.Event, len(active))
+		starts := make([]uint64, len(active))
+		for j, g := range active {
+			send[j] = events[groups[g][next[g]]]
+			starts[j] = r.suspects.start()
+		}
+		errs := r.callBatch(ctx, bh, send)
+		var still []int
+		stop := false
+		for j, g := range active {
+			i := groups[g][next[g]]
+			results[i] = r.classify(ctx, events[i], starts[j], errs[j])
+			switch results[i].kind {
+			case logDelivered:
+				if next[g]++; next[g] < len(groups[g]) {
+					still = append(still, g)
+				}
+			case logHeld, logInterrupted:
+				stop = true
+			}
+		}
+		if stop {
+			return
+		}
+		active = still
+	}
+}
+
+func (r *LogRelay) handlerContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if r.cfg.HandlerTimeout > 0 {
+		return context.WithTimeout(ctx, r.cfg.HandlerTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// call runs the handler for one event with the handler timeout, a panic becoming an
+// error.
+func (r *LogRelay) call(ctx context.Context, e outbox.Event) (err error) {
+	hctx, cancel := r.handlerContext(ctx)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+			r.logger.Error("handler panicked", "event_id", e.ID, "type", e.Type, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	err = r.handler.Handle(hctx, e)
+	if err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
+	}
+	return err
+}
+
+// callBatch runs HandleBatch with the handler timeout: one error per event, a panic or
+// a wrong count becoming the error of each.
+func (r *LogRelay) callBatch(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event) (errs []error) {
+	hctx, cancel := r.handlerContext(ctx)
+	defer cancel()
+	every := func(err error) []error {
+		errs := make([]error, len(events))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			r.logger.Error("batch handler panicked", "panic", p, "stack", string(debug.Stack()))
+			errs = every(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	errs = bh.HandleBatch(hctx, events)
+	if len(errs) != len(events) {
+		return every(fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(events)))
+	}
+	if hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		for i, err := range errs {
+			if err != nil {
+				errs[i] = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
+			}
+		}
+	}
+	return errs
+}
+
+// classify turns a handler's result into what the step does with the event, as the
+// Processor's outcome does: delivered; interrupted (the step was cancelled); held (the
+// destination's fault, unless holds are disabled); or failed, due again under the Retry
+// policy, or given up when Permanent or out of attempts.
+func (r *LogRelay) classify(ctx context.Context, e outbox.Event, n uint64, err error) logDelivery {
+	now := r.cfg.Clock.Now()
+	if err == nil {
+		r.suspects.succeeded(n, e.ID)
+		return logDelivery{kind: logDelivered}
+	}
+	if ctx.Err() != nil {
+		return logDelivery{kind: logInterrupted, err: err}
+	}
+	if r.cfg.Breaker.Threshold >= 0 {
+		de := logDestinationError(err)
+		if de != nil && (!de.Suspected || !r.suspects.eventsFault(e.ID)) ||
+			de == nil && !outbox.IsPermanent(err) && r.cfg.Breaker.IsUnavailable(err) {
+			return logDelivery{kind: logHeld, err: err, at: now}
+		}
+	}
+	d := logDelivery{kind: logFailed, err: err, at: now}
+	if outbox.IsPermanent(err) || e.EffectiveMaxAttempts(r.cfg.Retry.MaxAttempts) <= 1 {
+		r.logger.Error("event failed and given up; moved to the events table", "event_id", e.ID, "type", e.Type, "err", err)
+		return d
+	}
+	d.next = r.cfg.Retry.NextAttemptAt(now, 1)
+	if after, ok := outbox.RetryAfterDelay(err); ok && now.Add(after).After(d.next) {
+		d.next = now.Add(after)
+	}
+	r.logger.Warn("delivery failed; event moved to the events table, to be retried there", "event_id", e.ID, "type", e.Type,
+		"err", err, "retry_at", d.next)
+	return d
+}
+
+// logDestinationError is the DestinationError in err's chain, unless a Permanent mark
+// wraps it (the outer mark wins, as for the Processor).
+func logDestinationError(err error) *outbox.DestinationError {
+	var de *outbox.DestinationError
+	if !errors.As(err, &de) {
+		return nil
+	}
+	if outbox.IsPermanent(err) && !outbox.IsPermanent(de.Err) {
+		return nil
+	}
+	return de
+}
+
+// logErrorText is err's text as the events table keeps it: valid UTF-8, no control
+// characters, at most outbox.MaxErrorLength bytes (as the Processor records it).
+func logErrorText(err error) string {
+	const ellipsis = "…"
+	var b strings.Builder
+	for _, c := range strings.ToValidUTF8(err.Error(), "\uFFFD") {
+		switch {
+		case c == '\n' || c == '\r' || c == '\t':
+			c = ' '
+		case unicode.IsControl(c):
+			c = '\uFFFD'
+		}
+		if b.Len()+utf8.RuneLen(c) > outbox.MaxErrorLength-len(ellipsis) {
+			b.WriteString(ellipsis)
+			break
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// logSuspicion decides whose fault a suspected failure is, as the Processor does: the
+// destination's, until a delivery that started after the event's last such failure
+// succeeded; then the event's, if it fails alike again.
+type logSuspicion struct {
+	mu       sync.Mutex
+	started  uint64
+	lastOK   uint64
+	failedAt map[string]uint64
+}
+
+func (s *logSuspicion) start() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.started++
+	return s.started
+}
+
+func (s *logSuspicion) succeeded(n uint64, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastOK = max(s.lastOK, n)
+	delete(s.failedAt, id)
+}
+
+func (s *logSuspicion) eventsFault(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.failedAt[id]; ok && s.lastOK > prev {
+		delete(s.failedAt, id)
+		return true
+	}
+	if s.failedAt == nil || len(s.failedAt) >= 4096 {
+		s.failedAt = map[string]uint64{}
+	}
+	s.failedAt[id] = s.started
+	return false
+}
+
+// Drain runs Step until a step reads nothing, the destination holds a batch, or
+// another relay holds the cursor, and returns the steps' sum (Held, Fault, RetryIn
+// and Busy are the last step's).
+func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
+	var total LogRelayStep
+	for {
+		st, err := r.Step(ctx)
+		total.add(st)
+		if err != nil || st.Read == 0 || st.Held || st.Busy {
+			return total, err
+		}
+	}
+}
+
+// Run delivers until ctx ends, and returns ctx's error. It steps at once after a batch,
+// waits a PollInterval when the log is idle or another relay holds the cursor, RetryIn
+// after a held batch, and backs off (up to a PollInterval) while the database fails.
+func (r *LogRelay) Run(ctx context.Context) error {
+	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
+		"poll_interval", r.cfg.PollInterval)
+	var errDelay time.Duration
+	for {
+		st, err := r.Step(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var wait time.Duration
+		switch {
+		case err != nil:
+			errDelay = min(max(2*errDelay, 50*time.Millisecond), r.cfg.PollInterval)
+			wait = errDelay
+			r.logger.Error("log relay step failed; the batch will be read again", "err", err, "retry_in", wait)
+		case st.Held:
+			errDelay, wait = 0, st.RetryIn
+		case st.Busy || st.Read == 0:
+			errDelay, wait = 0, r.cfg.PollInterval
+		default:
+			errDelay = 0
+			continue
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

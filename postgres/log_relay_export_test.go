@@ -1,0 +1,7 @@
+package postgres
+
+// Hooks for the log relay's external tests.
+
+// SilenceLogRelay stops r's heartbeat, as if its process froze while it delivers: the
+// server then ends its session once LeaseDuration has passed.
+func SilenceLogRelay(r *LogRelay) { r.silent = true }
