@@ -1,0 +1,199 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
+)
+
+// A LogCursor reads the log in rowid order, which on SQLite is commit order (see the
+// comment at the top of log.go). Its position is a rowid, stored under the cursor's
+// name: every event at or below it has been delivered. Read returns the events after
+// the position, at most a limit of them, without moving it; Ack moves it past a
+// batch. So delivery is at least once: a reader that dies between the two, or never
+// acknowledges, reads the same events again.
+//
+// A LogCursor is safe for concurrent use, though one reader per cursor name is the
+// intended use: two would read the same events, and the second to acknowledge gets
+// ErrLogCursorMoved.
+type LogCursor struct {
+	log  *Log
+	name string
+
+	mu    sync.Mutex
+	after int64 // the position, as stored: the last this cursor loaded or acknowledged
+}
+
+// LogBatch is what one Read returned: the events and the positions before and after
+// them. Acknowledge it with the LogCursor that read it.
+type LogBatch struct {
+	Events   []outbox.Event
+	from, to int64
+}
+
+// createLogCursor makes a cursor's row at the start of the log, unless it exists.
+const createLogCursor = `
+INSERT INTO outbox_log_cursors (name, after_seq, updated_at) VALUES (?, 0, ?)
+ON CONFLICT (name) DO NOTHING`
+
+const loadLogCursor = `SELECT after_seq FROM outbox_log_cursors WHERE name = ?`
+
+// readLog is the next events after a position, by the primary key: a range of the
+// rowid, read from one committed snapshot.
+const readLog = `
+SELECT seq, id, type, entity_id, user_id, ordering_key, max_attempts, priority,
+    is_new_record, metadata, payload, created_at
+FROM outbox_log WHERE seq > ? ORDER BY seq LIMIT ?`
+
+// ackLogCursor moves a cursor from the position its batch was read from to the one
+// after the batch, and only from there: a row that moved meanwhile (another reader of
+// the name acknowledged) is left alone, and the caller told.
+const ackLogCursor = `
+UPDATE outbox_log_cursors SET after_seq = ?, updated_at = ?
+WHERE name = ? AND after_seq = ?`
+
+// Cursor returns the cursor of the given name, creating it at the start of the log
+// (its first read delivers every event the log holds) when there is none. Cursors of
+// different names read the log independently.
+func (l *Log) Cursor(ctx context.Context, name string) (*LogCursor, error) {
+	if name == "" {
+		return nil, fmt.Errorf("%w: log cursor name must not be empty", outbox.ErrInvalid)
+	}
+	if _, err := l.db.ExecContext(ctx, createLogCursor, name, time.Now().UnixMicro()); err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: create log cursor %q: %w", name, err)
+	}
+	c := &LogCursor{log: l, name: name}
+	if err := c.load(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Name returns the cursor's name.
+func (c *LogCursor) Name() string { return c.name }
+
+// Position returns the rowid the cursor last loaded or acknowledged: every event at
+// or below it has been delivered.
+func (c *LogCursor) Position() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.after
+}
+
+// load reads the stored position; c.mu is held or c not yet shared.
+func (c *LogCursor) load(ctx context.Context) error {
+	if err := c.log.db.QueryRowContext(ctx, loadLogCursor, c.name).Scan(&c.after); err != nil {
+		return fmt.Errorf("outbox/sqlite: load log cursor %q: %w", c.name, err)
+	}
+	return nil
+}
+
+// Read returns the next events after the cursor's position, in commit order, at most
+// limit of them (limit > 0), without moving it: until the batch is acknowledged,
+// every Read (and every cursor of the same name, after a crash) reads the same events
+// again, and perhaps more. An empty batch means nothing has committed since the
+// position; acknowledging it is a no-op.
+func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: log cursor read: limit must be positive, got %d", outbox.ErrInvalid, limit)
+	}
+	c.mu.Lock()
+	from := c.after
+	c.mu.Unlock()
+	rows, err := c.log.read.QueryContext(ctx, from, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: read log cursor %q: %w", c.name, err)
+	}
+	events, err := scanLogEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: read log cursor %q: %w", c.name, err)
+	}
+	b := &LogBatch{Events: events, from: from, to: from}
+	if len(events) > 0 {
+		b.to = events[len(events)-1].Seq
+		return b, nil
+	}
+	// Nothing after the position. Is the log's largest rowid still at or above it?
+	// Trim keeps it so; a hand-made delete may not have, and then new events would
+	// get rowids the cursor has passed.
+	if from > 0 {
+		var last sql.NullInt64
+		if err := c.log.db.QueryRowContext(ctx, `SELECT max(seq) FROM outbox_log`).Scan(&last); err != nil {
+			return nil, fmt.Errorf("outbox/sqlite: read log cursor %q: %w", c.name, err)
+		}
+		if last.Int64 < from {
+			return nil, fmt.Errorf("%w: cursor %q is at %d, the log's largest rowid is %d", ErrLogRewound, c.name, from, last.Int64)
+		}
+	}
+	return b, nil
+}
+
+// Ack records that the batch's events have been delivered: the cursor moves past
+// them, and later reads, by this cursor or any of its name, start after them. It is
+// one short write transaction. A batch read from a position that has moved meanwhile
+// fails with ErrLogCursorMoved.
+func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
+	if b == nil {
+		return fmt.Errorf("%w: log cursor ack: batch must not be nil", outbox.ErrInvalid)
+	}
+	if b.to == b.from {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	res, err := c.log.ack.ExecContext(ctx, b.to, time.Now().UnixMicro(), c.name, b.from)
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: ack log cursor %q: %w", c.name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: ack log cursor %q: %w", c.name, err)
+	}
+	if n == 0 {
+		if err := c.load(ctx); err != nil {
+			return errors.Join(ErrLogCursorMoved, err)
+		}
+		return ErrLogCursorMoved
+	}
+	c.after = b.to
+	return nil
+}
+
+// scanLogEvents reads the rows of readLog and closes them.
+func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
+	defer rows.Close()
+	var events []outbox.Event
+	for rows.Next() {
+		var (
+			e                      outbox.Event
+			key, metadata, payload sql.NullString
+			created                int64
+		)
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.EntityID, &e.UserID, &key, &e.MaxAttempts,
+			&e.Priority, &e.IsNewRecord, &metadata, &payload, &created); err != nil {
+			return nil, err
+		}
+		if metadata.Valid {
+			if err := json.Unmarshal([]byte(metadata.String), &e.Metadata); err != nil {
+				return nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
+			}
+		}
+		if payload.Valid {
+			e.Payload = json.RawMessage(payload.String)
+		}
+		e.OrderingKey = key.String
+		// What AppendTx's caller held: a pending event, due when it was written.
+		e.Status = outbox.StatusPending
+		e.CreatedAt = column.FromMicros(created)
+		e.UpdatedAt, e.NextAttemptAt = e.CreatedAt, e.CreatedAt
+		events = append(events, e)
+	}
+	return events, rows.Err()
+}
