@@ -210,16 +210,27 @@ type logQuerier interface {
 
 // readFrom reads up to limit events after the position from, on q.
 func (c *LogCursor) readFrom(ctx context.Context, q logQuerier, from logPosition, limit int) (*LogBatch, error) {
+	rows, err := q.Query(ctx, c.log.readLog, c.readArgs(from, limit)...)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
+	}
+	return c.batchFrom(rows, from, limit)
+}
+
+// readArgs are readLog's arguments for a read of up to limit events after from: one
+// more than the limit, to know whether the pair goes on past it.
+func (c *LogCursor) readArgs(from logPosition, limit int) []any {
 	var next, afterXID any // NULL when a new pair starts
 	afterXID = "0"
 	if from.next != "" {
 		next, afterXID = from.next, from.afterXID
 	}
-	// One more than the limit, to know whether the pair goes on past it.
-	rows, err := q.Query(ctx, c.log.readLog, from.snapshot, next, afterXID, from.afterSeq, limit+1)
-	if err != nil {
-		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
-	}
+	return []any{from.snapshot, next, afterXID, from.afterSeq, limit + 1}
+}
+
+// batchFrom reads the rows of a read from the position from, up to limit events, and
+// closes them.
+func (c *LogCursor) batchFrom(rows pgx.Rows, from logPosition, limit int) (*LogBatch, error) {
 	snapshot, events, err := scanLogEvents(rows)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
@@ -249,6 +260,11 @@ func (c *LogCursor) loadFrom(ctx context.Context, q logQuerier) (logPosition, er
 	if err != nil {
 		return logPosition{}, fmt.Errorf("outbox/postgres: load log cursor %q: %w", c.name, err)
 	}
+	return c.positionFrom(rows)
+}
+
+// positionFrom reads the row of loadCursor and closes it.
+func (c *LogCursor) positionFrom(rows pgx.Rows) (logPosition, error) {
 	p, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (logPosition, error) {
 		var p logPosition
 		err := row.Scan(&p.snapshot, &p.next, &p.afterXID, &p.afterSeq)
@@ -258,6 +274,13 @@ func (c *LogCursor) loadFrom(ctx context.Context, q logQuerier) (logPosition, er
 		return logPosition{}, fmt.Errorf("outbox/postgres: load log cursor %q: %w", c.name, err)
 	}
 	return p, nil
+}
+
+// position returns the position the cursor last loaded or acknowledged.
+func (c *LogCursor) position() logPosition {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pos
 }
 
 // Ack records that the batch's events have been delivered: the cursor moves past
@@ -290,14 +313,19 @@ func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
 // the stored position was not b's start (moved: nothing written). It commits without
 // waiting for the WAL flush when q's transaction commits (see ackCursor).
 func (c *LogCursor) ackOn(ctx context.Context, q logQuerier, b *LogBatch) (moved bool, err error) {
-	to, from := b.to, b.from
-	tag, err := q.Exec(ctx, c.log.ackCursor, c.name,
-		to.snapshot, nullString(to.next), positionXID(to), positionSeq(to),
-		from.snapshot, nullString(from.next), positionXID(from), positionSeq(from))
+	tag, err := q.Exec(ctx, c.log.ackCursor, c.ackArgs(b)...)
 	if err != nil {
 		return false, fmt.Errorf("outbox/postgres: ack log cursor %q: %w", c.name, err)
 	}
 	return tag.RowsAffected() == 0, nil
+}
+
+// ackArgs are ackCursor's arguments for b.
+func (c *LogCursor) ackArgs(b *LogBatch) []any {
+	to, from := b.to, b.from
+	return []any{c.name,
+		to.snapshot, nullString(to.next), positionXID(to), positionSeq(to),
+		from.snapshot, nullString(from.next), positionXID(from), positionSeq(from)}
 }
 
 // setPosition records a position the cursor's row was moved to by a transaction of

@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgtype"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
 )
@@ -213,9 +214,9 @@ type LogRelay struct {
 	logger  *slog.Logger
 	cursor  *LogCursor
 
-	takeCursor, unfinishedKeys, moveEvents string
-	lockScope                              string // the advisory lock's first key: the cursors table
-	idleTimeout                            string // idle_in_transaction_session_timeout, in ms
+	takeCursor, unfinishedKeys, moveEvents, ackOrAbort string
+	lockScope                                          string // the advisory lock's first key: the cursors table
+	idleTimeout                                        string // idle_in_transaction_session_timeout, in ms
 
 	suspects logSuspicion
 
@@ -223,6 +224,7 @@ type LogRelay struct {
 	silent bool
 
 	mu        sync.Mutex // one step at a time
+	warm      bool       // the last step left the cursor's position known: read from it speculatively
 	holdDelay time.Duration
 	probing   bool
 }
@@ -273,6 +275,17 @@ WITH m AS (
 )
 SELECT id, user_id FROM m`
 
+// codeDivisionByZero is the SQLSTATE of ackOrAbort's abort.
+const codeDivisionByZero = "22012"
+
+// ackOrAbort is the cursor's compare-and-set move (ackCursor) that aborts the
+// transaction when the stored position is not the batch's start, so that a COMMIT sent
+// after it in the same round trip commits nothing: 1 / 0 raises division_by_zero
+// (SQLSTATE 22012), which commit reports as ErrLogCursorMoved.
+const ackOrAbort = `WITH acked AS (` + ackCursor + `
+RETURNING 1)
+SELECT 1 / count(*)::integer FROM acked`
+
 // NewLogRelay returns a relay that delivers the log's events through handler and moves
 // those whose delivery fails to store's events table, which must be in the log's
 // database. It opens (or creates, at the start of the log) the cursor cfg names. The
@@ -309,6 +322,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		takeCursor:     takeCursor,
 		unfinishedKeys: table.Replace(unfinishedKeys),
 		moveEvents:     table.Replace(moveEvents),
+		ackOrAbort:     log.n.render(ackOrAbort),
 		lockScope:      log.n.Cursors,
 		idleTimeout:    strconv.FormatInt(max(cfg.LeaseDuration.Milliseconds(), 1), 10),
 	}, nil
@@ -357,47 +371,100 @@ var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transact
 // delivers it, and commits the outcomes with the cursor's move (see LogRelay). An
 // error leaves the cursor where it was, and the batch is delivered again; so does a
 // cancelled ctx, which also cuts short deliveries in flight.
-func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
+//
+// A step costs two or three round trips to the server: BEGIN, the lock, the stored
+// position and the read go together (the read from the position this relay last
+// left, which the stored one is checked against, and read again when another relay
+// moved it); the lookup of the batch's ordering keys in the events table, when it has
+// any; and the moves, the cursor's move and COMMIT together. An idle step is the first
+// and a ROLLBACK, and writes nothing.
+func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var st LogRelayStep
-	tx, err := r.log.pool.Begin(ctx)
-	if err != nil {
-		return st, fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
-	}
 	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tx.Rollback(rctx) // after a commit, a no-op
+		// Unless the step ended with the stored position known, read it before the next.
+		r.warm = err == nil && !st.Busy
 	}()
-	var locked bool
-	var timeout string
-	if err := tx.QueryRow(ctx, r.takeCursor, r.lockScope, r.cursor.name, r.idleTimeout).Scan(&locked, &timeout); err != nil {
-		return st, fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", r.cursor.name, err)
+	conn, err := r.log.pool.Acquire(ctx)
+	if err != nil {
+		return st, fmt.Errorf("outbox/postgres: log relay: acquire a connection: %w", err)
+	}
+	defer conn.Release() // a connection left in a transaction is closed, not reused
+	defer func() {
+		if conn.Conn().PgConn().TxStatus() != 'I' && !conn.Conn().IsClosed() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_, _ = conn.Exec(rctx, `ROLLBACK`)
+		}
+	}()
+
+	limit := r.cfg.BatchSize
+	if r.probing {
+		limit = 1 // the destination was at fault: one event first
+	}
+	guess := r.cursor.position()
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(r.takeCursor, r.lockScope, r.cursor.name, r.idleTimeout)
+	b.Queue(r.log.loadCursor, r.cursor.name)
+	if r.warm {
+		b.Queue(r.log.readLog, r.cursor.readArgs(guess, limit)...)
+	}
+	var (
+		locked bool
+		from   logPosition
+		batch  *LogBatch
+	)
+	err = func() error {
+		br := conn.SendBatch(ctx, b)
+		defer br.Close()
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
+		}
+		var timeout string
+		if err := br.QueryRow().Scan(&locked, &timeout); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", r.cursor.name, err)
+		}
+		rows, err := br.Query()
+		if err == nil {
+			from, err = r.cursor.positionFrom(rows)
+		}
+		if err != nil {
+			return err
+		}
+		if r.warm {
+			rows, err := br.Query()
+			if err != nil {
+				return fmt.Errorf("outbox/postgres: read log cursor %q: %w", r.cursor.name, err)
+			}
+			if batch, err = r.cursor.batchFrom(rows, guess, limit); err != nil {
+				return err
+			}
+		}
+		return br.Close()
+	}()
+	if err != nil {
+		return st, err
 	}
 	if !locked {
 		st.Busy = true
 		return st, nil
 	}
-	from, err := r.cursor.loadFrom(ctx, tx)
-	if err != nil {
-		return st, err
-	}
-	limit := r.cfg.BatchSize
-	if r.probing {
-		limit = 1 // the destination was at fault: one event first
-	}
-	batch, err := r.cursor.readFrom(ctx, tx, from, limit)
-	if err != nil {
-		return st, err
+	if batch == nil || from != guess {
+		// Another relay moved the cursor since this one last did (or this one has not
+		// read yet): read from where it is.
+		if batch, err = r.cursor.readFrom(ctx, conn, from, limit); err != nil {
+			return st, err
+		}
 	}
 	st.Read = len(batch.Events)
 	if len(batch.Events) == 0 {
 		if batch.to == batch.from {
+			r.cursor.setPosition(from)
 			return st, nil // nothing committed since: the transaction wrote nothing
 		}
 		// The end of a pair read in parts: record it.
-		return st, r.commit(ctx, tx, batch, nil, &st)
+		return st, r.commit(ctx, conn, batch, nil, &st)
 	}
 
 	events := make([]outbox.Event, len(batch.Events))
@@ -407,7 +474,7 @@ func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	groups, keys := logGroups(events)
 	blocked := map[string]bool{}
 	if len(keys) > 0 {
-		rows, err := tx.Query(ctx, r.unfinishedKeys, keys, r.cfg.SkipGivenUp)
+		rows, err := conn.Query(ctx, r.unfinishedKeys, keys, r.cfg.SkipGivenUp)
 		if err != nil {
 			return st, fmt.Errorf("outbox/postgres: log relay: look up ordering keys: %w", err)
 		}
@@ -431,7 +498,8 @@ func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	// Deliver while the transaction is kept alive; a transaction that stops answering
 	// cuts the deliveries short.
 	dctx, cancel := context.WithCancelCause(ctx)
-	stopBeat := r.heartbeat(dctx, tx, cancel)
+	defer cancel(nil)
+	stopBeat := r.heartbeat(dctx, conn, cancel)
 	now := r.cfg.Clock.Now()
 	for i := range events {
 		events[i].Status, events[i].Attempts = outbox.StatusProcessing, 1
@@ -444,12 +512,9 @@ func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	}
 	stopBeat()
 	if cause := context.Cause(dctx); cause != nil {
-		cancel(nil)
 		return st, fmt.Errorf("outbox/postgres: log relay: delivery interrupted, the batch will be delivered again: %w", cause)
 	}
-	cancel(nil)
 
-	var moves []logMove
 	answered := false
 	for _, res := range results {
 		if res.kind == logHeld && !st.Held {
@@ -461,16 +526,18 @@ func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 		answered = answered || res.kind == logDelivered || res.kind == logFailed
 	}
 	if st.Held {
+		r.cursor.setPosition(from)
 		r.hold(&st)
 		return st, nil
 	}
+	var moves []logMove
 	for _, g := range groups {
-		failedAt := -1
+		failed := false
 		for _, i := range g {
 			switch {
-			case failedAt < 0 && results[i].kind == logDelivered:
-			case failedAt < 0 && results[i].kind == logFailed:
-				failedAt = i
+			case !failed && results[i].kind == logDelivered:
+			case !failed && results[i].kind == logFailed:
+				failed = true
 				moves = append(moves, logMove{event: &events[i], failed: &results[i]})
 			default:
 				// Behind a failure of its key here, or behind its key's events in the table.
@@ -478,7 +545,7 @@ func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 			}
 		}
 	}
-	if err := r.commit(ctx, tx, batch, moves, &st); err != nil {
+	if err := r.commit(ctx, conn, batch, moves, &st); err != nil {
 		return st, err
 	}
 	if answered {
@@ -500,11 +567,17 @@ func (r *LogRelay) hold(st *LogRelayStep) {
 		"err", st.Fault, "events", st.Read, "retry_in", st.RetryIn)
 }
 
-// heartbeat runs a statement on tx every third of the lease while the deliveries run,
-// so that the server's idle timeout ends the session only of a relay that stopped.
-// When tx fails, it cancels the deliveries. The returned function stops it; tx may be
-// used again after it returns.
-func (r *LogRelay) heartbeat(ctx context.Context, tx pgx.Tx, cancel context.CancelCauseFunc) (stop func()) {
+// heartbeat runs a statement on conn's transaction at once and then every third of the lease while
+// the deliveries run, so that the server's idle timeout ends the session only of a
+// relay that stopped. When it fails, it cancels the deliveries. The returned function
+// stops it; conn may be used again after it returns.
+//
+// The statement goes by the simple protocol (pgx's Exec without arguments), whose
+// portal the server drops when it is done. So the first beat also drops the portal of
+// the step's last query, which held that query's snapshot: while it delivers, the
+// step's transaction holds no snapshot (and it has no transaction ID until it writes
+// its outcomes), so it holds back neither vacuum nor anyone's snapshot.
+func (r *LogRelay) heartbeat(ctx context.Context, conn *pgxpool.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	if r.silent {
 		return func() {}
 	}
@@ -514,17 +587,17 @@ func (r *LogRelay) heartbeat(ctx context.Context, tx pgx.Tx, cancel context.Canc
 		t := time.NewTicker(r.cfg.LeaseDuration / 3)
 		defer t.Stop()
 		for {
+			if _, err := conn.Exec(ctx, `SELECT 1`); err != nil && ctx.Err() == nil {
+				r.logger.Error("the cursor's transaction stopped answering: deliveries cut short", "err", err)
+				cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
+				return
+			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
-			}
-			if _, err := tx.Exec(ctx, `SELECT 1`); err != nil && ctx.Err() == nil {
-				r.logger.Error("the cursor's transaction stopped answering: deliveries cut short", "err", err)
-				cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
-				return
 			}
 		}
 	})
@@ -538,51 +611,81 @@ type logMove struct {
 	failed *logDelivery // nil: pending
 }
 
-// commit writes the moves and the cursor's new position in tx, and commits.
-func (r *LogRelay) commit(ctx context.Context, tx pgx.Tx, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
-	users := map[string]struct{}{}
+// commit writes the moves and the cursor's new position, and commits, in one round
+// trip. A cursor moved meanwhile by another reader of its name (a LogCursor used
+// outside a relay: the lock keeps relays apart) aborts the transaction before the
+// COMMIT, so that nothing is moved either.
+func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
+	b := &pgx.Batch{}
 	if len(moves) > 0 {
-		inserted, err := r.move(ctx, tx, moves)
+		args, err := r.moveArgs(moves)
 		if err != nil {
 			return err
 		}
-		for _, m := range moves {
-			u, ok := inserted[m.event.ID]
-			switch {
-			case !ok:
-				st.Duplicates++
-				r.logger.Error("event not moved to the events table: an event of its ID is already there (the log does not refuse a reused ID)",
-					"event_id", m.event.ID, "type", m.event.Type)
-			case m.failed != nil:
-				st.Failed++
-				users[u] = struct{}{}
-			default:
-				st.Waiting++
-				users[u] = struct{}{}
+		b.Queue(r.moveEvents, args...)
+	}
+	b.Queue(r.ackOrAbort, r.cursor.ackArgs(batch)...)
+	b.Queue(`COMMIT`)
+	inserted := map[string]string{}
+	err := func() error {
+		br := conn.SendBatch(ctx, b)
+		defer br.Close()
+		if len(moves) > 0 {
+			rows, err := br.Query()
+			if err != nil {
+				return fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
+			}
+			var (
+				id   pgtype.UUID
+				user string
+			)
+			// The log's events carry their IDs as uuidString spells them, as these do.
+			if _, err := pgx.ForEachRow(rows, []any{&id, &user}, func() error {
+				inserted[uuidString(id)] = user
+				return nil
+			}); err != nil {
+				return fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
 			}
 		}
-	}
-	moved, err := r.cursor.ackOn(ctx, tx, batch)
+		if _, err := br.Exec(); err != nil {
+			if code, _ := pgCode(err); code == codeDivisionByZero {
+				return ErrLogCursorMoved
+			}
+			return fmt.Errorf("outbox/postgres: ack log cursor %q: %w", r.cursor.name, err)
+		}
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: commit (whether it took effect is unknown; the batch is delivered again if not): %w", err)
+		}
+		return br.Close()
+	}()
 	if err != nil {
 		return err
 	}
-	if moved {
-		// Only a LogCursor of the same name used outside a relay can do this: the lock
-		// keeps relays apart.
-		return ErrLogCursorMoved
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("outbox/postgres: log relay: commit (whether it took effect is unknown; the batch is delivered again if not): %w", err)
-	}
 	r.cursor.setPosition(batch.to)
+	users := map[string]struct{}{}
+	for _, m := range moves {
+		u, ok := inserted[m.event.ID]
+		switch {
+		case !ok:
+			st.Duplicates++
+			r.logger.Error("event not moved to the events table: an event of its ID is already there (the log does not refuse a reused ID)",
+				"event_id", m.event.ID, "type", m.event.Type)
+		case m.failed != nil:
+			st.Failed++
+			users[u] = struct{}{}
+		default:
+			st.Waiting++
+			users[u] = struct{}{}
+		}
+	}
 	if len(users) > 0 {
 		r.store.wake.committed(users) // the Processor's retries and waiting events
 	}
 	return nil
 }
 
-// move inserts the moves in order and returns the IDs inserted, with their users.
-func (r *LogRelay) move(ctx context.Context, tx pgx.Tx, moves []logMove) (map[string]string, error) {
+// moveArgs are moveEvents' arguments for the moves, in order.
+func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 	n := len(moves)
 	ids := make([]pgtype.UUID, n)
 	types, entities, users, statuses := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -622,25 +725,8 @@ func (r *LogRelay) move(ctx context.Context, tx pgx.Tx, moves []logMove) (map[st
 			next[i] = created[i]
 		}
 	}
-	rows, err := tx.Query(ctx, r.moveEvents, ts(r.cfg.Clock.Now()), ids, types, entities, users, statuses,
-		attempts, maxAttempts, priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at)
-	if err != nil {
-		return nil, fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
-	}
-	// The log's events carry their IDs as uuidString spells them, as these do.
-	inserted := make(map[string]string, n)
-	var (
-		id   pgtype.UUID
-		user string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &user}, func() error {
-		inserted[uuidString(id)] = user
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("outbox/postgres: log relay: move events to the events table: %w", err)
-	}
-	return inserted, nil
+	return []any{ts(r.cfg.Clock.Now()), ids, types, entities, users, statuses, attempts, maxAttempts,
+		priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at}, nil
 }
 
 // logGroups splits a batch into its keys' runs, in the order each key first appears:

@@ -234,8 +234,24 @@ func TestLogRelayDeliveredEventsStayOutOfTheTable(t *testing.T) {
 			if events := tableEvents(t, env.store); len(events) != 0 {
 				t.Fatalf("the events table holds %d events, want none: delivered events never enter it", len(events))
 			}
-			if st, err := r.Step(ctx); err != nil || st.Read != 0 {
-				t.Fatalf("a step after the drain: %+v, %v; want nothing read", st, err)
+			// Idle steps write nothing: the cursor's row keeps its version.
+			cursors := pgx.Identifier{env.log.Config().Schema, env.log.Config().Table + "_cursors"}.Sanitize()
+			version := func() string {
+				var v string
+				if err := env.pool.QueryRow(ctx, `SELECT xmin::text || ctid::text FROM `+cursors+` WHERE name = $1`,
+					postgres.DefaultLogRelayCursor).Scan(&v); err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			before := version()
+			for range 5 {
+				if st, err := r.Step(ctx); err != nil || st.Read != 0 {
+					t.Fatalf("a step after the drain: %+v, %v; want nothing read", st, err)
+				}
+			}
+			if after := version(); after != before {
+				t.Errorf("idle steps rewrote the cursor's row (%s, then %s)", before, after)
 			}
 		})
 	}
@@ -579,6 +595,39 @@ func TestLogRelayCrashRedeliversTheBatch(t *testing.T) {
 	}
 }
 
+// TestLogRelayCursorMovedMeanwhile: a LogCursor of the relay's name used outside any
+// relay (which the lock does not keep out) acknowledges while the relay delivers: the
+// relay's step then commits nothing, not even its moves.
+func TestLogRelayCursorMovedMeanwhile(t *testing.T) {
+	t.Parallel()
+	env := newLogRelayEnv(t, nil)
+	ctx := context.Background()
+	appendKeyed(t, env.log, env.pool, "a/0", "b/0")
+	other := logCursor(t, env.log, postgres.DefaultLogRelayCursor)
+	var once sync.Once
+	rec := &logReceiver{fail: func(e outbox.Event, _ int) error {
+		once.Do(func() {
+			if got := readAckLog(t, other, 10); len(got) != 2 {
+				t.Errorf("the other reader read %v", got)
+			}
+		})
+		if e.EntityID == "a/0" {
+			return errors.New("receiver answers 500")
+		}
+		return nil
+	}}
+	r := env.relay(t, rec, postgres.LogRelayConfig{MaxConcurrent: 1})
+	if st, err := r.Step(ctx); !errors.Is(err, postgres.ErrLogCursorMoved) {
+		t.Fatalf("step: %+v, %v; want ErrLogCursorMoved", st, err)
+	}
+	if events := tableEvents(t, env.store); len(events) != 0 {
+		t.Fatalf("the step whose cursor moved moved %d events to the table; want none", len(events))
+	}
+	if st, err := r.Step(ctx); err != nil || st.Read != 0 {
+		t.Fatalf("the next step: %+v, %v; want it to read from where the other reader left the cursor", st, err)
+	}
+}
+
 // TestLogRelayTakeover: a relay whose session ends (its process died; or it froze, and
 // the server ended the session after LeaseDuration) loses the cursor to another, which
 // delivers the batch again; one that is alive keeps it however long it delivers.
@@ -625,6 +674,26 @@ func TestLogRelayTakeover(t *testing.T) {
 			<-inside
 			if st, err := b.Step(ctx); err != nil || !st.Busy {
 				t.Fatalf("b while a delivers: %+v, %v; want Busy", st, err)
+			}
+			// While it delivers, a's transaction holds the lock and nothing else: no
+			// transaction ID, and once its first heartbeat has dropped the last query's
+			// portal, no snapshot, so it holds back neither readers nor vacuum.
+			if how != "frozen" {
+				var state string
+				var xid, xmin *string
+				for range 100 {
+					if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
+						WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
+						t.Fatal(err)
+					}
+					if xmin == nil {
+						break
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				if state != "idle in transaction" || xid != nil || xmin != nil {
+					t.Errorf("a's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
+				}
 			}
 			switch how {
 			case "killed":
@@ -800,4 +869,11 @@ func TestLogRelayConfigValidate(t *testing.T) {
 	if err := (postgres.LogRelayConfig{}).Validate(); err != nil {
 		t.Errorf("the zero config: %v", err)
 	}
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
 }

@@ -1,0 +1,128 @@
+package postgres_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/postgres"
+)
+
+// BenchmarkLogRelayDrain measures delivery end to end into a receiver that accepts
+// everything (noop, a BatchHandler): each round appends 10,000 events to the log and
+// enqueues 10,000 to the events table (untimed), then drains each, 1,000 at a time,
+// in an order rotated from round to round. processor is today's Processor.Drain on the
+// Store (claim, deliver, settle); relay is LogRelay.Drain on the log (take the cursor,
+// read, look up the keys, deliver, ack, commit); cursor is LogCursor.Read and Ack
+// under another cursor name, over the same events, without delivery: the relay's
+// limit. keys=entity gives every event an ordering key (its entity), as an
+// application that orders by entity does; keys=none gives none.
+func BenchmarkLogRelayDrain(b *testing.B) {
+	for _, keyed := range []bool{false, true} {
+		name := "keys=none"
+		if keyed {
+			name = "keys=entity"
+		}
+		b.Run(name, func(b *testing.B) {
+			const perRound, batch = 10_000, 1000
+			pool := newPool(b, 8, "")
+			ctx := context.Background()
+			schema := freshSchema(b, pool)
+			s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
+			l := newTestLogIn(b, pool, schema)
+			r, err := postgres.NewLogRelay(ctx, l, s, noop{}, postgres.LogRelayConfig{BatchSize: batch, MaxConcurrent: batch, Logger: outboxtest.Discard})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := outbox.NewProcessor(s, noop{}, outbox.Config{BatchSize: batch, MaxConcurrent: batch, Logger: outboxtest.Discard})
+			if err != nil {
+				b.Fatal(err)
+			}
+			limit := logCursor(b, l, "limit")
+			drained := func(what string, got, want int) {
+				if got != want {
+					b.Fatalf("%s drained %d events, want %d", what, got, want)
+				}
+			}
+			variants := []*logBenchVariant{
+				{name: "processor", run: func(n int) {
+					got, err := p.Drain(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					drained("processor", got, n)
+				}},
+				{name: "relay", run: func(n int) {
+					st, err := r.Drain(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if st.Delivered != n || st.Failed+st.Waiting != 0 {
+						b.Fatalf("relay: %+v, want %d delivered", st, n)
+					}
+				}},
+				{name: "cursor", run: func(n int) {
+					got := 0
+					for {
+						lb, err := limit.Read(ctx, batch)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if err := limit.Ack(ctx, lb); err != nil {
+							b.Fatal(err)
+						}
+						if len(lb.Events) == 0 {
+							break
+						}
+						got += len(lb.Events)
+					}
+					drained("cursor", got, n)
+				}},
+			}
+			round := 0
+			fill := func() {
+				round++
+				// Keys of their own: the relay would send a key's log events to the table
+				// while the table holds the key unfinished.
+				fillKeyed(b, pool, perRound, fmt.Sprintf("log-r%d", round), keyed, func(tx pgx.Tx, events []*outbox.Event) error {
+					return l.AppendTx(ctx, tx, events...)
+				})
+				fillKeyed(b, pool, perRound, fmt.Sprintf("table-r%d", round), keyed, func(tx pgx.Tx, events []*outbox.Event) error {
+					return s.EnqueueTx(ctx, tx, events...)
+				})
+				for _, table := range []string{"outbox_log", "outbox_events"} {
+					if _, err := pool.Exec(ctx, `VACUUM ANALYZE `+pgx.Identifier{schema, table}.Sanitize()); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			runLogBenchRounds(b, pool, "event", perRound, variants, fill)
+		})
+	}
+}
+
+// fillKeyed writes n events in transactions of 1,000 through write, each with its
+// entity as its ordering key when keyed.
+func fillKeyed(tb testing.TB, pool *pgxpool.Pool, n int, prefix string, keyed bool, write func(tx pgx.Tx, events []*outbox.Event) error) {
+	tb.Helper()
+	ctx := context.Background()
+	for start := 0; start < n; start += 1000 {
+		var batch []*outbox.Event
+		for i := start; i < min(start+1000, n); i++ {
+			e := outbox.NewEvent("order.created", fmt.Sprintf("%s-%d", prefix, i), fmt.Sprintf("user-%d", i%100))
+			e.Payload = []byte(`{"kind":"weight","quantity":72.5}`)
+			if keyed {
+				e.OrderingKey = e.EntityID
+			}
+			batch = append(batch, e)
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return write(tx, batch) }); err != nil {
+			tb.Fatal(err)
+		}
+	}
+}
