@@ -23,8 +23,11 @@ import (
 // application/cloudevents+json for the structured mode) as its event, each event
 // once. In the binary mode, an event whose attributes would pass SQS's ten, or that
 // has no payload (a body cannot be empty), comes structured, whole.
+//
+// Not parallel with the package's other tests (its four cases run in parallel with
+// each other, before those start): moto is one process for them all, and the
+// conformance rows' timing should not have to share it with this test.
 func TestCloudEventsOnSQSAndSNS(t *testing.T) {
-	t.Parallel()
 	srv := sharedMoto(t)
 	for _, topic := range []bool{false, true} {
 		for _, tt := range []struct {
