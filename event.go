@@ -104,6 +104,16 @@ type Event struct {
 	// processing event whose lease has expired is claimable again.
 	LeaseOwner     string    `json:"lease_owner,omitempty"`
 	LeaseExpiresAt time.Time `json:"lease_expires_at,omitzero"`
+
+	// Unusable, set by a store when it reads the event, says why the stored row cannot
+	// be delivered as it is: a row written by SQL that breaks the contract of
+	// docs/any-language.md ("metadata is not a JSON object of strings: …", a time or an
+	// integer column that cannot be read). The store reads the rest of the row (the
+	// field in question is left zero), so that listing and showing it work; a processor
+	// gives the event up at its claim, with this reason and without calling the
+	// handler. Mend the row by SQL, then retry it. Empty for every event written through
+	// a Store.
+	Unusable string `json:"unusable,omitempty"`
 }
 
 // AttemptError records one failed attempt.

@@ -397,6 +397,10 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 	var wg sync.WaitGroup
 	for i := range events {
 		e := events[i]
+		if e.Unusable != "" {
+			outcomes[i] = p.unusable(e)
+			continue
+		}
 		if stopping(soft) || ctx.Err() != nil || p.brk.holding() {
 			// Stopping, or the circuit opened while this batch ran: hand the rest back
 			// unattempted rather than spend them on a destination at fault.
@@ -435,6 +439,17 @@ func (p *Processor) deliver(ctx context.Context, soft <-chan struct{}, events []
 	return outcomes
 }
 
+// unusable gives up an event whose row the store could not read in full (see
+// Event.Unusable) without calling the handler: no attempt can succeed until the row is
+// mended. The destination is not involved, so the breaker and the holds hear nothing.
+func (p *Processor) unusable(e Event) Outcome {
+	o := Outcome{ID: e.ID, Result: Failed, Error: errorText(Permanent(errors.New("unusable row: " + e.Unusable)))}
+	p.log.Error("event given up: its row breaks the SQL contract (docs/any-language.md); mend it, then retry it",
+		"event_id", e.ID, "seq", e.Seq, "type", e.Type, "err", o.Error)
+	p.observeDelivery(e, o, 0)
+	return o
+}
+
 // admission is what the processor knows of one delivery as it starts.
 type admission struct {
 	n           uint64 // its number, for suspicion
@@ -463,6 +478,10 @@ func (p *Processor) deliverBatch(ctx context.Context, bh BatchHandler, events []
 	var idx []int
 	var ds []admission
 	for i, e := range events {
+		if e.Unusable != "" {
+			outcomes[i] = p.unusable(e)
+			continue
+		}
 		d, ok := p.admit(e)
 		if !ok {
 			outcomes[i] = Outcome{ID: e.ID, Result: Released}

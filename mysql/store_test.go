@@ -141,6 +141,10 @@ func harness(s *mysql.Store) outboxtest.Harness {
 			}
 			return harness(other)
 		},
+		SetMetadataJSON: func(ctx context.Context, id, text string) error {
+			_, err := s.DB().ExecContext(ctx, "UPDATE `"+s.Config().Table+"` SET metadata = ? WHERE id = UNHEX(REPLACE(?, '-', ''))", text, id)
+			return err
+		},
 	}
 }
 

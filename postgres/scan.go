@@ -33,7 +33,10 @@ func scanEvents(rows pgx.Rows) ([]outbox.Event, error) {
 		}
 		e.ID = uuidString(id)
 		e.Status = outbox.Status(status)
-		if err := column.DecodeJSON(metadata, errs, &e.Metadata, func(n int, at time.Time, msg string) {
+		// Metadata written by SQL that is not an object of strings does not fail the
+		// read: the processor gives the event up with the reason (Event.Unusable).
+		e.Metadata, e.Unusable = column.DecodeMetadata(metadata)
+		if err := column.DecodeErrors(errs, func(n int, at time.Time, msg string) {
 			e.Errors = append(e.Errors, outbox.AttemptError{Attempt: n, At: at, Error: msg})
 		}); err != nil {
 			return nil, fmt.Errorf("event %s: %w", e.ID, err)

@@ -148,6 +148,12 @@ func harness(t *testing.T, s *postgres.Store) outboxtest.Harness {
 			t.Cleanup(other.Close)
 			return harness(t, other)
 		},
+		SetMetadataJSON: func(ctx context.Context, id, text string) error {
+			cfg := s.Config()
+			table := pgx.Identifier{cfg.Schema, cfg.Table}.Sanitize()
+			_, err := s.Pool().Exec(ctx, `UPDATE `+table+` SET metadata = CAST($1 AS jsonb) WHERE id = CAST($2 AS uuid)`, text, id)
+			return err
+		},
 	}
 }
 

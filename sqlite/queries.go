@@ -101,16 +101,20 @@ SET status = 'completed', completed_at = :now, next_attempt_at = NULL,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
 
-// failEvent records a failed attempt; a NULL :next_attempt_at gives the event up. The
-// history numbers attempts over the event's life (every earlier attempt failed and is
-// in it), so that they go on after an operator's retry resets the budget.
+// failEvent records a failed attempt of the event :id (:ids its spellings, see
+// jsonIDs: should two rows spell one UUID, the one that holds :id as written); a NULL
+// :next_attempt_at gives the event up. The history numbers attempts over the event's
+// life (every earlier attempt failed and is in it), so that they go on after an
+// operator's retry resets the budget.
 const failEvent = `
 UPDATE outbox_events
 SET status = 'failed', next_attempt_at = :next_attempt_at, last_error = :error,
     errors = json_insert(coalesce(errors, '[]'), '$[#]', json_object(
                  'attempt', json_array_length(coalesce(errors, '[]')) + 1, 'at', :now, 'error', :error)),
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE id = :id AND status = 'processing' AND lease_owner = :owner`
+WHERE seq = (SELECT seq FROM outbox_events
+             WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner
+             ORDER BY id <> :id LIMIT 1)`
 
 // releaseEvents undoes claims whose delivery never started or did not count: the
 // attempt is not counted and the event is due as before. :reasons is a JSON object of
@@ -124,7 +128,13 @@ SET status = CASE WHEN attempts > 1 THEN 'failed' ELSE 'pending' END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
 WHERE id IN (SELECT value FROM json_each(:ids)) AND status = 'processing' AND lease_owner = :owner`
 
-const getEvent = `SELECT ` + eventColumns + ` FROM outbox_events WHERE id = :id`
+// getEvent finds an event by the spellings of lookupIDs.
+const getEvent = `SELECT ` + eventColumns + ` FROM outbox_events WHERE id IN (SELECT value FROM json_each(:ids))
+ORDER BY id <> :id, seq LIMIT 1`
+
+// respellID writes a claimed event's ID in the canonical spelling, unless another
+// event's row already holds that spelling.
+const respellID = `UPDATE OR IGNORE outbox_events SET id = :id WHERE seq = :seq`
 
 // filterWhere is shared by List and Retry; unset filters match everything.
 const filterWhere = `
@@ -152,12 +162,14 @@ WHERE ` + filterWhere + `
   AND status <> 'completed'
   AND NOT (status = 'processing' AND lease_expires_at > :now)`
 
+// updateEvent writes the event Get would find.
 const updateEvent = `
 UPDATE outbox_events
 SET status = :status, attempts = :attempts, max_attempts = :max_attempts, priority = :priority,
     metadata = :metadata, next_attempt_at = :next_attempt_at, completed_at = :completed_at,
     last_error = :last_error, lease_owner = NULL, lease_expires_at = NULL, updated_at = :now
-WHERE id = :id AND NOT (status = 'processing' AND lease_expires_at > :now)`
+WHERE seq = (SELECT seq FROM outbox_events WHERE id IN (SELECT value FROM json_each(:ids)) ORDER BY id <> :id, seq LIMIT 1)
+  AND NOT (status = 'processing' AND lease_expires_at > :now)`
 
 const deleteEvents = `DELETE FROM outbox_events WHERE id IN (SELECT value FROM json_each(:ids))`
 

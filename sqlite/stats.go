@@ -40,7 +40,9 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
 	now := sql.Named("now", column.Micros(q.Now))
-	var duePending, dueRetry, stuckSince sql.NullInt64
+	// The times are read as the scan reads them: a row written by SQL may hold one
+	// that is not an integer (see scanEvents), and a count must not fail on it.
+	var duePending, dueRetry, stuckSince anyValue
 	if err := tx.QueryRowContext(ctx, countStale, user, now,
 		sql.Named("stale_before", column.Micros(q.Now.Add(-q.StaleAfter))),
 	).Scan(&st.Stale, &duePending, &dueRetry); err != nil {
@@ -49,9 +51,9 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 	if err := tx.QueryRowContext(ctx, countStuck, user, now).Scan(&st.Stuck, &stuckSince); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	for _, since := range []sql.NullInt64{duePending, dueRetry, stuckSince} {
-		if since.Valid {
-			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(column.FromMicros(since.Int64)))
+	for _, since := range []anyValue{duePending, dueRetry, stuckSince} {
+		if at := since.time("", new(column.Problems)); !at.IsZero() {
+			st.OldestDueAge = max(st.OldestDueAge, q.Now.Sub(at))
 		}
 	}
 	if q.Window > 0 {
@@ -61,12 +63,12 @@ func (s *Store) Stats(ctx context.Context, q outbox.StatsQuery) (outbox.Stats, e
 			return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 		}
 	}
-	var oldest sql.NullInt64
+	var oldest anyValue
 	if err := tx.QueryRowContext(ctx, oldestWaiting, user).Scan(&oldest); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)
 	}
-	if oldest.Valid {
-		st.OldestPendingAge = max(q.Now.Sub(column.FromMicros(oldest.Int64)), 0)
+	if at := oldest.time("", new(column.Problems)); !at.IsZero() {
+		st.OldestPendingAge = max(q.Now.Sub(at), 0)
 	}
 	if err := tx.QueryRowContext(ctx, countBlocked, user).Scan(&st.Blocked); err != nil {
 		return st, fmt.Errorf("outbox/sqlite: stats: %w", err)

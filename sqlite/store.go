@@ -211,8 +211,11 @@ func (s *Store) Claim(ctx context.Context, p outbox.ClaimParams) ([]outbox.Event
 		if err != nil {
 			return fmt.Errorf("claim: %w", err)
 		}
-		events, err = scanEvents(rows)
-		return err
+		var respelled map[int]string
+		if events, respelled, err = scanStored(rows); err != nil {
+			return err
+		}
+		return respell(ctx, tx, events, respelled)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("outbox/sqlite: %w", err)
@@ -251,11 +254,35 @@ func (s *Store) ExtendLease(ctx context.Context, owner string, ids []string, unt
 	}
 	var lost []string
 	for _, id := range ids {
-		if c, err := outbox.CanonicalID(id); err != nil || !held[c] {
+		if c, err := outbox.CanonicalID(id); !held[id] && (err != nil || !held[c]) {
 			lost = append(lost, id)
 		}
 	}
 	return lost, nil
+}
+
+// respell writes in the canonical spelling the IDs of claimed events that were stored
+// in another (respelled, by event index: upper case, braces, … written by SQL), so
+// that outcomes, lease renewals and lookups find them as every other event. An ID
+// whose canonical spelling another row already holds is left as stored, and its
+// event, which holds the same ID as another, is given up with the reason.
+func respell(ctx context.Context, tx *sql.Tx, events []outbox.Event, respelled map[int]string) error {
+	for i, stored := range respelled {
+		e := &events[i]
+		res, err := tx.ExecContext(ctx, respellID, sql.Named("id", e.ID), sql.Named("seq", e.Seq))
+		if err != nil {
+			return fmt.Errorf("event %d: write its ID %s in the canonical spelling: %w", e.Seq, column.Quote(stored), err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("event %d: write its ID %s in the canonical spelling: %w", e.Seq, column.Quote(stored), err)
+		} else if n == 0 {
+			var problems column.Problems
+			problems.Add(e.Unusable)
+			problems.Add(fmt.Sprintf("id %s is another spelling of the ID of another event", column.Quote(stored)))
+			e.ID, e.Unusable = stored, problems.String()
+		}
+	}
+	return nil
 }
 
 // Settle implements outbox.Store.
@@ -273,7 +300,10 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 				if reasons == nil {
 					reasons = make(map[string]string)
 				}
-				reasons[canonicalID(o.ID)] = o.Error
+				reasons[o.ID] = o.Error
+				if c, err := outbox.CanonicalID(o.ID); err == nil {
+					reasons[c] = o.Error
+				}
 			}
 		case outbox.Failed:
 			failed = append(failed, o)
@@ -291,7 +321,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 		}
 		for _, o := range failed {
 			if _, err := tx.ExecContext(ctx, failEvent,
-				sql.Named("now", at), sql.Named("id", canonicalID(o.ID)), sql.Named("owner", owner),
+				sql.Named("now", at), sql.Named("ids", jsonIDs([]string{o.ID})), sql.Named("id", o.ID), sql.Named("owner", owner),
 				sql.Named("error", o.Error), sql.Named("next_attempt_at", column.NullMicros(o.NextAttemptAt))); err != nil {
 				return fmt.Errorf("fail %s: %w", o.ID, err)
 			}
@@ -315,7 +345,7 @@ func (s *Store) Settle(ctx context.Context, owner string, now time.Time, outcome
 
 // Get implements outbox.Store.
 func (s *Store) Get(ctx context.Context, id string) (outbox.Event, error) {
-	rows, err := s.db.QueryContext(ctx, getEvent, sql.Named("id", canonicalID(id)))
+	rows, err := s.db.QueryContext(ctx, getEvent, sql.Named("ids", lookupIDs([]string{id})), sql.Named("id", id))
 	if err != nil {
 		return outbox.Event{}, fmt.Errorf("outbox/sqlite: get %s: %w", id, err)
 	}
@@ -363,7 +393,7 @@ func (s *Store) Update(ctx context.Context, now time.Time, e *outbox.Event) erro
 	var n int64
 	err := s.inTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, updateEvent,
-			sql.Named("id", canonicalID(e.ID)), sql.Named("now", column.Micros(now)),
+			sql.Named("ids", lookupIDs([]string{e.ID})), sql.Named("id", e.ID), sql.Named("now", column.Micros(now)),
 			sql.Named("status", string(e.Status)), sql.Named("attempts", e.Attempts),
 			sql.Named("max_attempts", e.MaxAttempts), sql.Named("priority", e.Priority),
 			sql.Named("metadata", metadata), sql.Named("next_attempt_at", column.NullMicros(e.NextAttemptAt)),
@@ -422,7 +452,7 @@ func (s *Store) Delete(ctx context.Context, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	res, err := s.db.ExecContext(ctx, deleteEvents, sql.Named("ids", jsonIDs(ids)))
+	res, err := s.db.ExecContext(ctx, deleteEvents, sql.Named("ids", lookupIDs(ids)))
 	if err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: delete: %w", err)
 	}

@@ -41,6 +41,10 @@ func harness(s *sqlite.Store) outboxtest.Harness {
 			}
 			return harness(other)
 		},
+		SetMetadataJSON: func(ctx context.Context, id, text string) error {
+			_, err := s.DB().ExecContext(ctx, `UPDATE outbox_events SET metadata = ? WHERE id = ?`, text, id)
+			return err
+		},
 	}
 }
 

@@ -213,6 +213,9 @@ func printEvent(env *Env, e outbox.Event) {
 	t.row("Metadata", cmp.Or(strings.Join(md, " "), "-"))
 	t.row("Payload", cmp.Or(truncate(string(e.Payload), 200), "-"))
 	t.row("Last error", cmp.Or(e.LastError, "-"))
+	if e.Unusable != "" { // a row written by SQL that breaks the contract: given up at its claim
+		t.row("Unusable", e.Unusable)
+	}
 	t.flush()
 	if len(e.Errors) == 0 {
 		return
