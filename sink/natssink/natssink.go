@@ -41,7 +41,6 @@ import (
 	"strings"
 	"time"
 	"unicode"
-	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -202,11 +201,11 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 
 // HandleBatch publishes every event of the batch, then awaits the acknowledgements
 // together; errs[i] is nil when the stream has stored events[i] (or already had it).
-// An error's text is fit for a store whatever the server answered (see cleanError).
+// An error's text is fit for a store whatever the server answered (outbox.CleanError).
 func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	errs := s.handleBatch(ctx, events)
 	for i, err := range errs {
-		errs[i] = cleanError(err)
+		errs[i] = outbox.CleanError(err) // a server's answer may hold anything
 	}
 	return errs
 }
@@ -382,44 +381,3 @@ func (s *Sink) classify(subject string, err error) error {
 	}
 	return wrapped
 }
-
-// cleanError returns err with a text any store can keep: valid UTF-8, no control
-// characters (newlines and tabs become spaces), at most outbox.MaxErrorLength bytes.
-// A server's answer, such as a JetStream API error's description, may hold anything.
-// err itself stays in the chain for errors.Is and errors.As.
-func cleanError(err error) error {
-	if err == nil {
-		return nil
-	}
-	text := err.Error()
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return '\uFFFD'
-		}
-		return r
-	}, strings.ToValidUTF8(text, "\uFFFD"))
-	if len(clean) > outbox.MaxErrorLength {
-		const ellipsis = "…"
-		cut := outbox.MaxErrorLength - len(ellipsis)
-		for !utf8.RuneStart(clean[cut]) {
-			cut--
-		}
-		clean = clean[:cut] + ellipsis
-	}
-	if clean == text {
-		return err
-	}
-	return &textError{err: err, text: clean}
-}
-
-// textError is an error shown with another text.
-type textError struct {
-	err  error
-	text string
-}
-
-func (e *textError) Error() string { return e.text }
-func (e *textError) Unwrap() error { return e.err }

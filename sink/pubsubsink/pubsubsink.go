@@ -51,8 +51,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/googleapis/gax-go/v2"
@@ -285,7 +283,7 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		}
 	}
 	for i, err := range errs {
-		errs[i] = cleanError(err)
+		errs[i] = outbox.CleanError(err) // a server's answer may hold anything
 	}
 	return errs
 }
@@ -359,44 +357,3 @@ func (s *Sink) classify(err error) error {
 	}
 	return wrapped // paused after an earlier failure, deadline, quota, internal: retried
 }
-
-// cleanError returns err with a text any store can keep: valid UTF-8, no control
-// characters (newlines and tabs become spaces), at most outbox.MaxErrorLength bytes.
-// A server's status message may hold anything. err itself stays in the chain for
-// errors.Is, errors.As and status.Code.
-func cleanError(err error) error {
-	if err == nil {
-		return nil
-	}
-	text := err.Error()
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return '\uFFFD'
-		}
-		return r
-	}, strings.ToValidUTF8(text, "\uFFFD"))
-	if len(clean) > outbox.MaxErrorLength {
-		const ellipsis = "…"
-		cut := outbox.MaxErrorLength - len(ellipsis)
-		for !utf8.RuneStart(clean[cut]) {
-			cut--
-		}
-		clean = clean[:cut] + ellipsis
-	}
-	if clean == text {
-		return err
-	}
-	return &textError{err: err, text: clean}
-}
-
-// textError is an error shown with another text.
-type textError struct {
-	err  error
-	text string
-}
-
-func (e *textError) Error() string { return e.text }
-func (e *textError) Unwrap() error { return e.err }

@@ -81,8 +81,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/redis/go-redis/v9"
 
@@ -242,7 +240,7 @@ func (s *Sink) Handle(ctx context.Context, e outbox.Event) error {
 // HandleBatch adds every event of the batch in one pipeline; errs[i] is nil when
 // Redis answered that events[i] is in its stream, added now or found already added
 // within the window. An error's text is fit for a store whatever Redis answered (see
-// cleanError).
+// outbox.CleanError).
 func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	errs := make([]error, len(events))
 	type call struct {
@@ -324,51 +322,10 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 	}
 	s.probeIfSilent(ctx, errs)
 	for i, err := range errs {
-		errs[i] = cleanError(err)
+		errs[i] = outbox.CleanError(err) // a server's answer may hold anything
 	}
 	return errs
 }
-
-// cleanError returns err with a text any store can keep: valid UTF-8, no control
-// characters (newlines and tabs become spaces), at most outbox.MaxErrorLength bytes.
-// An error reply may hold anything. err itself stays in the chain for errors.Is and
-// errors.As.
-func cleanError(err error) error {
-	if err == nil {
-		return nil
-	}
-	text := err.Error()
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return '\uFFFD'
-		}
-		return r
-	}, strings.ToValidUTF8(text, "\uFFFD"))
-	if len(clean) > outbox.MaxErrorLength {
-		const ellipsis = "…"
-		cut := outbox.MaxErrorLength - len(ellipsis)
-		for !utf8.RuneStart(clean[cut]) {
-			cut--
-		}
-		clean = clean[:cut] + ellipsis
-	}
-	if clean == text {
-		return err
-	}
-	return &textError{err: err, text: clean}
-}
-
-// textError is an error shown with another text.
-type textError struct {
-	err  error
-	text string
-}
-
-func (e *textError) Error() string { return e.text }
-func (e *textError) Unwrap() error { return e.err }
 
 // added reports whether v is a reply of the add script: the new entry's ID, or 0 for
 // an event already added.

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	snstypes "github.com/aws/aws-sdk-go-v2/service/sns/types"
@@ -167,44 +165,3 @@ func (p markCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) 
 	}
 	return c, err
 }
-
-// cleanError returns err with a text any store can keep: valid UTF-8, no control
-// characters (newlines and tabs become spaces), at most outbox.MaxErrorLength bytes.
-// The service's answer (an error message, a body that could not be parsed) may hold
-// anything. err itself stays in the chain for errors.Is and errors.As.
-func cleanError(err error) error {
-	if err == nil {
-		return nil
-	}
-	text := err.Error()
-	clean := strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r):
-			return '\uFFFD'
-		}
-		return r
-	}, strings.ToValidUTF8(text, "\uFFFD"))
-	if len(clean) > outbox.MaxErrorLength {
-		const ellipsis = "…"
-		cut := outbox.MaxErrorLength - len(ellipsis)
-		for !utf8.RuneStart(clean[cut]) {
-			cut--
-		}
-		clean = clean[:cut] + ellipsis
-	}
-	if clean == text {
-		return err
-	}
-	return &textError{err: err, text: clean}
-}
-
-// textError is an error shown with another text.
-type textError struct {
-	err  error
-	text string
-}
-
-func (e *textError) Error() string { return e.text }
-func (e *textError) Unwrap() error { return e.err }

@@ -414,7 +414,7 @@ func (s *Sink) HandleBatch(ctx context.Context, events []outbox.Event) []error {
 		}
 	}
 	for i, err := range errs {
-		errs[i] = cleanError(err)
+		errs[i] = outbox.CleanError(err) // a server's answer may hold anything
 	}
 	return errs
 }
