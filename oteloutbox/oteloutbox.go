@@ -153,9 +153,10 @@ func (t *Tracing) EnqueueHook(ctx context.Context, e outbox.Event) map[string]st
 }
 
 // Instrument returns handler wrapped so that every delivery attempt is a span, and
-// adds to cfg.Observers an observer that ends those spans with their outcome (and adds
-// the claim and settle spans when Config.RoundTrips is set); the observers already
-// there keep being told everything by the processor. Pass the returned handler and cfg to
+// puts first in cfg.Observers an observer that ends those spans with their outcome (and
+// adds the claim and settle spans when Config.RoundTrips is set); the observers already
+// there keep being told everything by the processor, after the span is done, so that
+// one of them that reads the spans finds them complete. Pass the returned handler and cfg to
 // outbox.NewProcessor. A BatchHandler stays a BatchHandler.
 //
 // Each attempt's span, "deliver <type>" of kind consumer, is a child of the create span
@@ -164,7 +165,7 @@ func (t *Tracing) EnqueueHook(ctx context.Context, e outbox.Event) map[string]st
 // the attempt span's context, which the sinks forward: the receiver's span is then a
 // child of the attempt that reached it.
 func (t *Tracing) Instrument(cfg *outbox.Config, handler outbox.Handler) outbox.Handler {
-	cfg.Observers = append(cfg.Observers, &observer{t: t})
+	cfg.Observers = append([]outbox.Observer{&observer{t: t}}, cfg.Observers...)
 	h := &tracedHandler{t: t, next: handler}
 	if bh, ok := handler.(outbox.BatchHandler); ok {
 		return &tracedBatchHandler{tracedHandler: h, batch: bh}
