@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -309,9 +308,13 @@ func TestRoundTripSpansWhenAsked(t *testing.T) {
 }
 
 // leaseWatcher is the Observer already configured before Instrument: it keeps being
-// told, and tells the test when a lease is lost.
+// told, and tells the test when a lease is lost. The processor tells its observers in
+// order, this one first: told once, it would let the handler return before the tracing
+// observer behind it had marked the attempt's span. It closes lost when told the
+// second time, by the next renewal, which begins only after the first has told every
+// observer.
 type leaseWatcher struct {
-	once      sync.Once
+	reports   atomic.Int32
 	lost      chan struct{}
 	delivered atomic.Int32
 }
@@ -320,7 +323,11 @@ func (w *leaseWatcher) ObserveClaim(int, time.Duration) {}
 func (w *leaseWatcher) ObserveDelivery(outbox.Event, outbox.Outcome, time.Duration) {
 	w.delivered.Add(1)
 }
-func (w *leaseWatcher) ObserveLeaseLost([]string) { w.once.Do(func() { close(w.lost) }) }
+func (w *leaseWatcher) ObserveLeaseLost([]string) {
+	if w.reports.Add(1) == 2 {
+		close(w.lost)
+	}
+}
 
 func TestLeaseLossIsASpanEvent(t *testing.T) {
 	r := newRecording(t, oteloutbox.Config{})
@@ -337,7 +344,7 @@ func TestLeaseLossIsASpanEvent(t *testing.T) {
 			return err
 		}
 		select {
-		case <-watcher.lost: // this processor's next renewal found out
+		case <-watcher.lost: // this processor's renewals found out, and told every observer
 			return nil
 		case <-time.After(10 * time.Second):
 			t.Error("the lease loss was never reported")
