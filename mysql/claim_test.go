@@ -55,6 +55,7 @@ func count(t *testing.T, db *sql.DB, s *mysql.Store, where string) int {
 // transaction commits: an earlier seq can appear after a later one of the same key was
 // claimed. It must then wait for that one, not join it in flight.
 func TestOrderingKeyEventCommittedLateWaitsForTheOneInFlight(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, mysql.Config{})
 	ctx := context.Background()
 	late, early := keyed("late", "k"), keyed("early", "k")
@@ -98,6 +99,7 @@ func TestOrderingKeyEventCommittedLateWaitsForTheOneInFlight(t *testing.T) {
 // C wait for B and then fail with a duplicate; the store claims again and sees B's
 // claim. Without the index both would be in flight.
 func TestOrderingKeyClaimsRacingFromDifferentSnapshots(t *testing.T) {
+	t.Parallel()
 	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
 		t.Run(level.String(), func(t *testing.T) {
 			db := openDB(t, 4, nil)
@@ -174,13 +176,14 @@ func TestOrderingKeyClaimsRacingFromDifferentSnapshots(t *testing.T) {
 }
 
 // waitUntil polls cond, for conditions that only the database can tell (a
-// transaction waiting on a lock), failing after 10s.
+// transaction waiting on a lock), failing after a minute: generous, so that a busy
+// machine cannot fail it (it costs nothing when the condition comes).
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
+			t.Fatal("condition not reached within a minute")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -192,6 +195,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 // go at once at READ COMMITTED), and every other claim passes over the row with SKIP
 // LOCKED until then.
 func TestClaimHoldsTheRowsItPassedOverUntilItEnds(t *testing.T) {
+	t.Parallel()
 	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
 		t.Run(level.String(), func(t *testing.T) {
 			db := openDB(t, 4, nil)
@@ -234,6 +238,7 @@ func TestClaimHoldsTheRowsItPassedOverUntilItEnds(t *testing.T) {
 // race, which the relays of TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers
 // run into now and then. Nothing is lost: the next claim takes the event.
 func TestClaimPassesOverADueEventAnotherClaimIsReading(t *testing.T) {
+	t.Parallel()
 	db := openDB(t, 4, nil)
 	s := newStore(t, db, mysql.Config{Isolation: sql.LevelRepeatableRead})
 	ctx := context.Background()
@@ -286,6 +291,7 @@ func TestClaimPassesOverADueEventAnotherClaimIsReading(t *testing.T) {
 // next poll finds the event; here, one last claimer, alone, plays that poll. Alone it
 // skips nothing, so what it cannot find is lost.
 func TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers(t *testing.T) {
+	t.Parallel()
 	for _, level := range []sql.IsolationLevel{sql.LevelReadCommitted, sql.LevelRepeatableRead} {
 		t.Run(level.String(), func(t *testing.T) {
 			db := openDB(t, 8, nil)
@@ -425,6 +431,7 @@ func TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers(t *testing.T) {
 // stopped early (the race of TestClaimPassesOverADueEventAnotherClaimIsReading: on
 // this machine about one run in seven).
 func TestEmptyClaimsWhileEventsAreDueLoseNothing(t *testing.T) {
+	t.Parallel()
 	db := openDB(t, 10, nil)
 	ctx := context.Background()
 	const runs, events, relays = 10, 100, 8

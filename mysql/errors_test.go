@@ -9,6 +9,7 @@ import (
 
 // The unique index that refused a row is read from where each server puts its name.
 func TestDuplicateKeyNamesTheIndex(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		err  error

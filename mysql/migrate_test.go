@@ -19,6 +19,7 @@ import (
 // Runs without a server: the configuration is refused before the pool is used (a
 // *sql.DB connects lazily).
 func TestConfigIsValidatedAtConstruction(t *testing.T) {
+	t.Parallel()
 	cfg := gomysql.NewConfig()
 	cfg.Net, cfg.Addr, cfg.DBName = "tcp", "127.0.0.1:1", "none"
 	c, err := gomysql.NewConnector(cfg)
@@ -64,6 +65,7 @@ func TestConfigIsValidatedAtConstruction(t *testing.T) {
 }
 
 func TestNewFailsClearlyOnAnUnmigratedTable(t *testing.T) {
+	t.Parallel()
 	db := sharedDB(t)
 	_, err := mysql.New(context.Background(), db, mysql.Config{Table: freshTable(t, db)})
 	if !errors.Is(err, mysql.ErrNotMigrated) || !strings.Contains(err.Error(), "Migrate") {
@@ -74,6 +76,7 @@ func TestNewFailsClearlyOnAnUnmigratedTable(t *testing.T) {
 // A session whose default isolation is READ UNCOMMITTED would show events that may
 // still roll back: New refuses it.
 func TestNewRefusesReadUncommittedSessions(t *testing.T) {
+	t.Parallel()
 	db := openDB(t, 2, func(c *gomysql.Config) {
 		c.Params = map[string]string{isolationVariable(t): "'READ-UNCOMMITTED'"}
 	})
@@ -90,6 +93,7 @@ func TestNewRefusesReadUncommittedSessions(t *testing.T) {
 // Several relays start at once, each running Migrate: one applies the migrations,
 // the others wait on the named lock and find nothing to do.
 func TestMigrateConcurrentlyAppliesOnce(t *testing.T) {
+	t.Parallel()
 	db := openDB(t, 8, nil)
 	cfg := mysql.Config{Table: freshTable(t, db)}
 	var (
@@ -132,6 +136,7 @@ func TestMigrateConcurrentlyAppliesOnce(t *testing.T) {
 }
 
 func TestEnqueueRefusesWhatMySQLCannotHold(t *testing.T) {
+	t.Parallel()
 	db := sharedDB(t)
 	s := newStore(t, db, mysql.Config{})
 	ctx := context.Background()
@@ -169,6 +174,7 @@ func TestEnqueueRefusesWhatMySQLCannotHold(t *testing.T) {
 // payload's spacing and key order, an uppercase or braced ID (canonicalized). (A NUL
 // byte is refused by the core before any store sees it.)
 func TestEnqueueRoundTripsExactly(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, mysql.Config{})
 	e := &outbox.Event{ID: "{0190A6E2-8C4B-7D3E-9F00-0123456789AB}", Type: "t", EntityID: "a\tb\x01 ", UserID: "🙂",
 		Payload: []byte(`{"z": 1,  "a": [true]}`), Metadata: map[string]string{"k": "v\"\\\x1f🙂"}}

@@ -82,6 +82,7 @@ func explain(t *testing.T, db *sql.DB, query string, args []any) []map[string]st
 // index only, as PostgreSQL's do: their cost follows the events in that state.) OUTBOX_MYSQL_PLANS_ROWS sets the size (default 100,000; the plans at
 // 1,000,000 are the same, see docs/mysql.md); run with -v to read the plans.
 func TestPlansUseTheIndexes(t *testing.T) {
+	t.Parallel()
 	rows := 100_000
 	if v, err := strconv.Atoi(os.Getenv("OUTBOX_MYSQL_PLANS_ROWS")); err == nil && v > 0 {
 		rows = v

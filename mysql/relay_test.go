@@ -222,6 +222,7 @@ func enqueueKeyed(tb testing.TB, s *mysql.Store, n int) {
 // lease on it was valid, and each ordering key in seq order. OUTBOX_MYSQL_RELAY_EVENTS
 // sets the number of events: 10,000 by default (CI), 50,000 for the size.
 func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
+	t.Parallel()
 	events := 10_000
 	if v, err := strconv.Atoi(os.Getenv("OUTBOX_MYSQL_RELAY_EVENTS")); err == nil && v > 0 {
 		events = v
@@ -264,8 +265,8 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 
 	select {
 	case <-rec.half:
-	case <-time.After(time.Minute):
-		t.Fatalf("%d of %d events delivered within a minute", rec.delivered(), events)
+	case <-time.After(3 * time.Minute): // generous: a busy machine must not fail it
+		t.Fatalf("%d of %d events delivered within 3 minutes", rec.delivered(), events)
 	}
 	if err := procs[0].Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -279,8 +280,8 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 
 	select {
 	case <-rec.all:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("%d of %d events delivered within 2 minutes", rec.delivered(), events)
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("%d of %d events delivered within 3 minutes", rec.delivered(), events)
 	}
 	// Delivered; now wait for the relays to record it.
 	ctx := context.Background()
@@ -292,7 +293,7 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 		if st.Completed == events {
 			break
 		}
-		if time.Since(start) > 3*time.Minute {
+		if time.Since(start) > 6*time.Minute {
 			t.Fatalf("stats %+v: not all %d completed", st, events)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -149,14 +149,16 @@ func harness(s *mysql.Store) outboxtest.Harness {
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(newStore(t, nil, mysql.Config{}))
-	})
+	}, outboxtest.Parallel())
 }
 
 // Sessions whose default is READ COMMITTED (the callers' transactions, the store's
 // reads outside transactions) pass the same suite.
 func TestConformanceSessionReadCommitted(t *testing.T) {
+	t.Parallel()
 	db := openDB(t, 8, func(c *gomysql.Config) {
 		c.Params = map[string]string{isolationVariable(t): "'READ-COMMITTED'"}
 	})
@@ -166,7 +168,7 @@ func TestConformanceSessionReadCommitted(t *testing.T) {
 	}
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(newStore(t, db, mysql.Config{}))
-	})
+	}, outboxtest.Parallel())
 }
 
 // isolationVariable names the session's isolation variable: MySQL 8 has only
@@ -185,6 +187,7 @@ func isolationVariable(t testing.TB) string {
 // instead of left to right: the store's statements read each column before assigning
 // it, so they mean the same under both, and the suite passes.
 func TestConformanceSimultaneousAssignment(t *testing.T) {
+	t.Parallel()
 	var version string
 	if err := sharedDB(t).QueryRow(`SELECT VERSION()`).Scan(&version); err != nil {
 		t.Fatal(err)
@@ -201,12 +204,13 @@ func TestConformanceSimultaneousAssignment(t *testing.T) {
 	}
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(newStore(t, db, mysql.Config{}))
-	})
+	}, outboxtest.Parallel())
 }
 
 // The store's own transactions at REPEATABLE READ pass the same suite.
 func TestConformanceRepeatableRead(t *testing.T) {
+	t.Parallel()
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(newStore(t, nil, mysql.Config{Isolation: sql.LevelRepeatableRead}))
-	})
+	}, outboxtest.Parallel())
 }

@@ -6,6 +6,7 @@ import (
 )
 
 func TestCheckVersionNeedsSkipLocked(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		version string
 		ok      bool
@@ -35,6 +36,7 @@ func TestCheckVersionNeedsSkipLocked(t *testing.T) {
 }
 
 func TestSplitStatementsDropsCommentsAndCutsAtSemicolons(t *testing.T) {
+	t.Parallel()
 	got := splitStatements("-- a comment\nCREATE TABLE a (\n  x INT -- inline\n);\n\n-- another\nCREATE INDEX i ON a (x);\n")
 	if len(got) != 2 || !strings.HasPrefix(got[0], "CREATE TABLE a") || strings.HasSuffix(got[0], ";") || got[1] != "CREATE INDEX i ON a (x)" {
 		t.Fatalf("splitStatements = %q", got)
@@ -42,6 +44,7 @@ func TestSplitStatementsDropsCommentsAndCutsAtSemicolons(t *testing.T) {
 }
 
 func TestBindExpandsLists(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, sql string
 		args      args
