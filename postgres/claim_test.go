@@ -45,6 +45,7 @@ func entities(events []outbox.Event) []string {
 // transaction commits: an earlier seq can appear after a later one of the same key was
 // claimed. It must then wait for that one, not join it in flight.
 func TestOrderingKeyEventCommittedLateWaitsForTheOneInFlight(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	ctx := context.Background()
 	late, early := keyed("late", "k"), keyed("early", "k")
@@ -86,6 +87,7 @@ func TestOrderingKeyEventCommittedLateWaitsForTheOneInFlight(t *testing.T) {
 // The key_in_flight unique index makes C wait for B and then fail; the store claims
 // again and sees B's claim. Without the index both would be in flight.
 func TestOrderingKeyClaimsRacingFromDifferentSnapshots(t *testing.T) {
+	t.Parallel()
 	pool := newPool(t, 4, "")
 	s := newStore(t, pool, postgres.Config{})
 	ctx := context.Background()
@@ -174,6 +176,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 // transactions committing late (so that seq order and commit order disagree). At no
 // moment may two events of one key be in flight.
 func TestOrderingKeysNeverTwoInFlightAcrossConcurrentClaimers(t *testing.T) {
+	t.Parallel()
 	pool := newPool(t, 8, "")
 	s := newStore(t, pool, postgres.Config{DisableListen: true})
 	ctx := context.Background()
@@ -281,6 +284,7 @@ var _ = errors.Is
 // limits a store sees; past them the limit stays a parameter, and claims still take
 // exactly that many events.
 func TestClaimLimitWrittenIntoTheStatement(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{DisableListen: true})
 	ctx := context.Background()
 	now := time.Now()

@@ -28,6 +28,7 @@ func count(t *testing.T, s *postgres.Store) int {
 
 // The data and its event commit together through database/sql too.
 func TestEnqueueSQLTxCommitsAndRollsBackWithTheData(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	ctx := context.Background()
 	db := stdlib.OpenDBFromPool(s.Pool())
@@ -81,6 +82,7 @@ func TestEnqueueSQLTxCommitsAndRollsBackWithTheData(t *testing.T) {
 
 // What PostgreSQL cannot store is refused before anything is written, naming the field.
 func TestEnqueueRefusesWhatPostgreSQLCannotHold(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	ctx := context.Background()
 	existing := outbox.NewEvent("t", "e", "u")
@@ -115,6 +117,7 @@ func TestEnqueueRefusesWhatPostgreSQLCannotHold(t *testing.T) {
 
 // An uppercase or braced UUID is stored, and given back, in its canonical form.
 func TestEnqueueCanonicalizesTheID(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	e := &outbox.Event{ID: "{0190A6E2-8C4B-7D3E-9F00-0123456789AB}", Type: "t", EntityID: "e"}
 	if err := s.Enqueue(context.Background(), time.Now(), e); err != nil {
@@ -131,6 +134,7 @@ func TestEnqueueCanonicalizesTheID(t *testing.T) {
 // A database/sql transaction of another driver is refused with an error that says
 // what EnqueueSQLTx needs, not the driver's "unsupported type pgx.NamedArgs".
 func TestEnqueueSQLTxOfAnotherDriverSaysWhatItNeeds(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	ctx := context.Background()
 	other, err := sqlite.Open(filepath.Join(t.TempDir(), "other.db"), sqlite.OpenConfig{})

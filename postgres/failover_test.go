@@ -228,6 +228,7 @@ func (c *cluster) pool(t *testing.T) *pgxpool.Pool {
 // acknowledged (before or during the failover) is delivered and completed; and only
 // events delivered in the last moments before the kill are delivered twice.
 func TestFailoverToASynchronousReplica(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("starts two PostgreSQL servers: skipped with -short")
 	}

@@ -81,6 +81,7 @@ func listening(t *testing.T, s, writer *postgres.Store, user string) <-chan stru
 }
 
 func TestNotifyIsDeliveredOnCommitOnly(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	writer := otherProcess(t, s)
 	ctx := context.Background()
@@ -132,6 +133,7 @@ func TestNotifyIsDeliveredOnCommitOnly(t *testing.T) {
 }
 
 func TestNotifyWakesSubscribersOfThatUserAndOfAll(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	writer := otherProcess(t, s)
 	all := listening(t, s, writer, "")
@@ -152,6 +154,7 @@ func TestNotifyWakesSubscribersOfThatUserAndOfAll(t *testing.T) {
 // Behind a transaction-mode pooler notifications never arrive: with DisableListen the
 // store holds no LISTEN connection and wakes its own subscribers after its commits.
 func TestDisableListenWakesOnOwnCommits(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{DisableListen: true})
 	ctx := context.Background()
 	wake, cancel := s.Subscribe("")
@@ -191,6 +194,7 @@ func TestDisableListenWakesOnOwnCommits(t *testing.T) {
 // store reconnects by itself, wakes every subscriber for what it may have missed,
 // and notifications flow again.
 func TestListenReconnectsAfterTheConnectionIsTerminated(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	writer := otherProcess(t, s)
 	wake := listening(t, s, writer, "")
@@ -214,6 +218,7 @@ func TestListenReconnectsAfterTheConnectionIsTerminated(t *testing.T) {
 // Under a burst of commits, subscribers are woken once per NotifyDebounce, however
 // many notifications arrive: the first at once, the rest gathered for the next.
 func TestNotificationsAreDebounced(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{NotifyDebounce: time.Hour})
 	writer := otherProcess(t, s)
 	wake, cancel := s.Subscribe("")
@@ -240,6 +245,7 @@ var _ = outboxtest.T0
 
 // With DisableNotify a store's commits send nothing: listeners learn of them by polling.
 func TestDisableNotifySendsNoNotification(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	writer := otherProcess(t, s)
 	cfg := s.Config()
@@ -304,6 +310,7 @@ func appOfARelay(t *testing.T) (relay, markers, app *postgres.Store) {
 // Transact is the quiet spell's first enqueue, whose NOTIFY went inside it and so
 // nowhere; the later ones are notified after their commits.)
 func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T) {
+	t.Parallel()
 	relay, markers, app := appOfARelay(t)
 	ctx := context.Background()
 	first := listening(t, relay, markers, "first")
@@ -341,6 +348,7 @@ func TestOwnCommitsAreNotifiedAfterCommitGatheredAndFlushedOnClose(t *testing.T)
 // with no statement after it. The next ones within WatchInterval (the quiet spell) are
 // notified by the store after their commit.
 func TestTransactNotifiesInsideItsTransactionAfterAQuietSpell(t *testing.T) {
+	t.Parallel()
 	relay, markers, app := appOfARelay(t)
 	ctx := context.Background()
 	first := listening(t, relay, markers, "first")

@@ -14,6 +14,7 @@ import (
 // gives the paused-types table statistics (so that claims are planned for what it
 // holds) and leaves every event and pause as it was.
 func TestMigration4AnalyzesThePausedTypesOfAVersion3Database(t *testing.T) {
+	t.Parallel()
 	pool := sharedPool(t)
 	ctx := context.Background()
 	cfg := postgres.Config{Schema: freshSchema(t, pool), Logger: outboxtest.Discard}
@@ -69,6 +70,7 @@ func TestMigration4AnalyzesThePausedTypesOfAVersion3Database(t *testing.T) {
 // Claims are planned from the paused table's statistics, so PauseType and ResumeType
 // refresh them: autovacuum would wait for 50 changes.
 func TestPauseAndResumeKeepThePausedTypesStatisticsCurrent(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	ctx := context.Background()
 	table := s.Config().Schema + ".outbox_events_paused_types"

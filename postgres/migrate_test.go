@@ -20,6 +20,7 @@ import (
 // Runs without a server: the configuration is refused before the pool is used (a
 // pgxpool connects lazily).
 func TestConfigIsValidatedAtConstruction(t *testing.T) {
+	t.Parallel()
 	pool, err := pgxpool.New(context.Background(), "postgres://nobody@127.0.0.1:1/none")
 	if err != nil {
 		t.Fatal(err)
@@ -61,6 +62,7 @@ func TestConfigIsValidatedAtConstruction(t *testing.T) {
 }
 
 func TestNewFailsClearlyOnAnUnmigratedSchema(t *testing.T) {
+	t.Parallel()
 	pool := sharedPool(t)
 	schema := freshSchema(t, pool)
 	_, err := postgres.New(context.Background(), pool, postgres.Config{Schema: schema})
@@ -72,6 +74,7 @@ func TestNewFailsClearlyOnAnUnmigratedSchema(t *testing.T) {
 // Several relays start at once, each running Migrate: one applies the migrations,
 // the others wait on the advisory lock and find nothing to do.
 func TestMigrateConcurrentlyAppliesOnce(t *testing.T) {
+	t.Parallel()
 	pool := newPool(t, 8, "")
 	schema := freshSchema(t, pool)
 	cfg := postgres.Config{Schema: schema}
@@ -114,6 +117,7 @@ func TestMigrateConcurrentlyAppliesOnce(t *testing.T) {
 
 // Names are quoted, not spliced: a mixed-case schema and table work as written.
 func TestSchemaAndTableNamesAreQuoted(t *testing.T) {
+	t.Parallel()
 	pool := sharedPool(t)
 	schema := "Outbox_Quoted_" + randomName("")
 	t.Cleanup(func() {
@@ -133,6 +137,7 @@ func TestSchemaAndTableNamesAreQuoted(t *testing.T) {
 // A table left at version 1 by an older release is upgraded in place: its events stay,
 // and the window counts (which read migration 2's index) see them.
 func TestMigrateUpgradesVersion1InPlace(t *testing.T) {
+	t.Parallel()
 	pool := sharedPool(t)
 	cfg := postgres.Config{Schema: freshSchema(t, pool), Logger: outboxtest.Discard}
 	ctx := context.Background()

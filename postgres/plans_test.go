@@ -43,6 +43,7 @@ FROM generate_series(1, $2::int + $3::int) AS i`, at, completed, pending)
 // blocked: none may read the whole table. OUTBOX_PG_PLANS_ROWS sets the size
 // (default 100,000); run with -v to read the plans.
 func TestPlansUseTheIndexes(t *testing.T) {
+	t.Parallel()
 	rows := 100_000
 	if v, err := strconv.Atoi(os.Getenv("OUTBOX_PG_PLANS_ROWS")); err == nil && v > 0 {
 		rows = v

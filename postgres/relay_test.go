@@ -156,9 +156,11 @@ func (r *receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // Relay processes (separate OS processes, each with its own pool and LISTEN
 // connection) drain one outbox into a recording receiver: every event is delivered,
 // and none twice while a relay's lease on it was valid. The throughput of one relay
-// and of four is logged; OUTBOX_PG_RELAY_EVENTS changes the number of events (50,000).
+// and of four is logged; OUTBOX_PG_RELAY_EVENTS changes the number of events: 10,000 by
+// default (CI; what is checked holds at any size), 50,000 for the size.
 func TestRelayProcessesDrainOneOutbox(t *testing.T) {
-	events := 50_000
+	t.Parallel()
+	events := 10_000
 	if v, err := strconv.Atoi(os.Getenv("OUTBOX_PG_RELAY_EVENTS")); err == nil && v > 0 {
 		events = v
 	}
@@ -207,11 +209,11 @@ func drainWithRelays(t *testing.T, relays, events int) float64 {
 
 	select {
 	case <-rec.all:
-	case <-time.After(2 * time.Minute):
+	case <-time.After(3 * time.Minute): // generous: a busy machine must not fail it
 		rec.mu.Lock()
 		n := len(rec.deliveries)
 		rec.mu.Unlock()
-		t.Fatalf("%d of %d events delivered within 2 minutes", n, events)
+		t.Fatalf("%d of %d events delivered within 3 minutes", n, events)
 	}
 	// Delivered; now wait for the relays to record it.
 	ctx := context.Background()
@@ -223,7 +225,7 @@ func drainWithRelays(t *testing.T, relays, events int) float64 {
 		if st.Completed == events {
 			break
 		}
-		if time.Since(start) > 3*time.Minute {
+		if time.Since(start) > 4*time.Minute {
 			t.Fatalf("stats %+v: not all %d completed", st, events)
 		}
 		time.Sleep(20 * time.Millisecond)

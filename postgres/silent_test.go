@@ -170,6 +170,7 @@ func (w *warnings) count(msg string) int {
 // fails a ping), and delivers everything committed meanwhile within one lease
 // duration of the silence, having logged what it was waiting for.
 func TestRelayResumesAfterItsConnectionsGoSilent(t *testing.T) {
+	t.Parallel()
 	const lease = 3 * time.Second
 	proxy := newSilentProxy(t, mustHost(t))
 	pool := proxiedPool(t, proxy, 2*time.Second)
@@ -271,6 +272,7 @@ func mustHost(t *testing.T) string {
 // a firewall that drops): the library's calls return an error once their deadline or
 // the dead-peer timeout passes, instead of hanging.
 func TestNeverAnsweringServerFailsCallsInsteadOfHanging(t *testing.T) {
+	t.Parallel()
 	proxy := newSilentProxy(t, mustHost(t))
 	pool := proxiedPool(t, proxy, time.Second)
 	s := newStore(t, pool, postgres.Config{Schema: freshSchema(t, sharedPool(t))})

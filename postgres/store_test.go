@@ -116,6 +116,7 @@ func newStore(t testing.TB, pool *pgxpool.Pool, cfg postgres.Config) *postgres.S
 }
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(t, newStore(t, nil, postgres.Config{}))
 	}, outboxtest.Parallel())

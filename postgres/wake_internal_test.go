@@ -15,6 +15,7 @@ import (
 // found one every few transactions, and queued on PostgreSQL's notification lock behind
 // each other.
 func TestAnEnqueueNotifiesInsideItsTransactionOnlyAfterALookIntervalWithoutEnqueues(t *testing.T) {
+	t.Parallel()
 	cfg := Config{NotifyDebounce: time.Millisecond}.withDefaults()
 	if got := cfg.WatchInterval; got != 4*time.Millisecond {
 		t.Fatalf("look interval %s, want 4 NotifyDebounce", got)
@@ -48,6 +49,7 @@ func TestAnEnqueueNotifiesInsideItsTransactionOnlyAfterALookIntervalWithoutEnque
 // sets neither, or only NotifyDebounce, keeps the timings it had: the watcher's interval
 // (and the quiet spell) is four NotifyDebounce unless WatchInterval is set.
 func TestWakeUpSettingsKeepTheirTimingsUnlessSet(t *testing.T) {
+	t.Parallel()
 	pool, err := pgxpool.New(context.Background(), "postgres://127.0.0.1:1/unused") // connects on first use, which never comes
 	if err != nil {
 		t.Fatal(err)

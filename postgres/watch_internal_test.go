@@ -47,6 +47,7 @@ func (q *recordingQuerier) seen() [][]int64 {
 // looks once per interval for all of them, not once per seq. Looks are counted against
 // the time the stream really took, so a slow machine only makes fewer of them.
 func TestWatcherLooksOncePerIntervalUnderAStream(t *testing.T) {
+	t.Parallel()
 	const interval = 5 * time.Millisecond
 	q := &recordingQuerier{}
 	w := quietWatcher(q, interval)
@@ -70,7 +71,11 @@ func TestWatcherLooksOncePerIntervalUnderAStream(t *testing.T) {
 // its own enqueue: a look reads any number of seqs, and waiting for each one's own due
 // time added up to an interval to its wake-up under a stream of enqueues.
 func TestWatcherLooksForEverySeqDueBeforeItsNextLook(t *testing.T) {
-	const interval = 40 * time.Millisecond
+	t.Parallel()
+	// Long enough that the second add comes before the first look even on a busy
+	// machine: were the test stalled for an interval between the two adds, the first
+	// look would rightly come without seq 2.
+	const interval = 250 * time.Millisecond
 	q := &recordingQuerier{}
 	w := quietWatcher(q, interval)
 	start := time.Now()
@@ -78,9 +83,9 @@ func TestWatcherLooksForEverySeqDueBeforeItsNextLook(t *testing.T) {
 	w.add(start.Add(3*interval/4), 2) // due 3/4 of an interval after seq 1
 	// The first look comes from the timer, an interval after seq 1 (close would look
 	// at everything still watched, so it must not come first).
-	for deadline := time.Now().Add(5 * time.Second); len(q.seen()) == 0; time.Sleep(time.Millisecond) {
+	for deadline := time.Now().Add(time.Minute); len(q.seen()) == 0; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("the watcher did not look within 5s")
+			t.Fatal("the watcher did not look within a minute")
 		}
 	}
 	w.close()

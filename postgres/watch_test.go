@@ -16,6 +16,7 @@ import (
 // and notifies it once the transaction has committed — not while it is open, and never
 // when it rolled back.
 func TestCallerTransactionsWithoutTheirOwnNotifyWakeRelaysAfterCommit(t *testing.T) {
+	t.Parallel()
 	s := newStore(t, nil, postgres.Config{})
 	markers := otherProcess(t, s)
 	cfg := s.Config()
@@ -82,6 +83,7 @@ func TestCallerTransactionsWithoutTheirOwnNotifyWakeRelaysAfterCommit(t *testing
 // the table grew to 20,000 rows unanalyzed it still reads no more than the seqs it asks
 // for. The store has one connection, so the test reads that backend's own counters.
 func TestWatcherLookReadsByKeyAfterTheTableGrewUnanalyzed(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	pool := newPool(t, 1, "")
 	var version int
