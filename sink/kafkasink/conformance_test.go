@@ -33,6 +33,7 @@ import (
 // garbles the broker's answers to produce requests. The sink's client is made as
 // `outbox relay` makes it: kafkasink.ParseURL and franz-go's defaults.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	h := &kafkaHarness{run: strings.ReplaceAll(uuid.NewString()[:13], "-", "")}
 	sinktest.Run(t, sinktest.Harness{Name: "kafka", Setup: h.setup}, h.want(),
 		sinktest.Parallel(), sinktest.HandlerTimeout(kafkaConfTimeout))

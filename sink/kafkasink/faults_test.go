@@ -71,6 +71,7 @@ func idsIn(recs []*kgo.Record) map[string]int {
 // next delivery, on the same sink, is acknowledged, and the topic holds it once: the
 // record sent during the outage was not produced a second time.
 func TestClusterDownIsUnavailableThenDelivered(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	start := func(opts ...kfake.Opt) *kfake.Cluster {
 		c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1), kfake.DataDir(dir)}, opts...)...)
@@ -105,6 +106,7 @@ func TestClusterDownIsUnavailableThenDelivered(t *testing.T) {
 // otherwise: the event is retried (not held: the brokers are up), and its next
 // delivery takes the late acknowledgement instead of producing the record again.
 func TestAckSlowerThanTheDeadlineIsRetriedWithoutDuplicate(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, 1)
 	release := make(chan struct{})
 	c.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
@@ -133,6 +135,7 @@ func TestAckSlowerThanTheDeadlineIsRetriedWithoutDuplicate(t *testing.T) {
 // topic ID instead of failing with UNKNOWN_TOPIC_ID until restarted. The same when the
 // topic is deleted and recreated between two deliveries.
 func TestTopicDeletedAndRecreatedRecoversOnTheSameSink(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, 1)
 	s := newSink(t, newClient(t, c), testTopic)
 	if err := s.Handle(context.Background(), event("a", "e0")); err != nil {
@@ -177,6 +180,7 @@ func TestTopicDeletedAndRecreatedRecoversOnTheSameSink(t *testing.T) {
 // look-up can answer before the deadline, which is why the errors must not be the
 // deadline's. Once the topic exists, its events go through on the same sink.
 func TestMissingTopicFailsAtOnceAndAlone(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, 1, kfake.SeedTopics(1, "outbox.present"))
 	s := newSink(t, newClient(t, c, kgo.UnknownTopicRetries(-1)), "")
 	batch := []outbox.Event{event("present", "1"), event("absent", "2"), event("present", "3"), event("absent", "4")}
@@ -212,6 +216,7 @@ func TestMissingTopicFailsAtOnceAndAlone(t *testing.T) {
 // A broker that refuses the credentials, as Kafka does (SASL_AUTHENTICATION_FAILED),
 // holds the whole destination with the cause named, at once.
 func TestCredentialsRejectedHoldTheCluster(t *testing.T) {
+	t.Parallel()
 	c := newCluster(t, 1, 1, kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-256", "relay", "s3cret"))
 	c.ControlKey(int16(kmsg.SASLAuthenticate), func(req kmsg.Request) (kmsg.Response, error, bool) {
 		c.KeepControl()
@@ -238,6 +243,7 @@ func TestCredentialsRejectedHoldTheCluster(t *testing.T) {
 }
 
 func TestProbeTimeoutMustNotBeNegative(t *testing.T) {
+	t.Parallel()
 	err := kafkasink.Config{ProbeTimeout: -time.Second}.Validate()
 	if !errors.Is(err, outbox.ErrInvalid) || !strings.Contains(err.Error(), "Config.ProbeTimeout") {
 		t.Fatalf("Validate = %v; want an error naming Config.ProbeTimeout", err)

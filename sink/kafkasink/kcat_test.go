@@ -17,6 +17,7 @@ import (
 // with its key and Outbox-Id header. Skipped where kcat is not installed
 // (apt-get install kcat).
 func TestKcatReadsWhatTheRelayProduced(t *testing.T) {
+	t.Parallel()
 	bin, err := exec.LookPath("kcat")
 	if err != nil {
 		t.Skip("kcat is not installed (apt-get install -y kcat): skipping the cross-check with librdkafka")
