@@ -31,6 +31,7 @@ import (
 // sink's connection goes through a sinktest.Proxy (and, where the acknowledgements
 // must come late, a link that delays them) for the faults of the wire.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	raw := natsURL(t)
 	u, err := neturl.Parse(raw)
 	if err != nil {
