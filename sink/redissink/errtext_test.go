@@ -23,6 +23,7 @@ import (
 // store can keep (valid UTF-8, no control characters, at most outbox.MaxErrorLength
 // bytes), and is still Redis's error underneath, retried.
 func TestHostileErrorRepliesGiveStorableText(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -75,7 +75,7 @@ func batchOf(n int, typ string) []outbox.Event {
 // the batch fails as "credentials rejected" (held, not given up), and the stream has
 // gained nothing. The same sink delivers once the password is right.
 func TestRefusedCredentialsAreNeverReportedDelivered(t *testing.T) {
-	redis.SetLogger(quiet{})
+	t.Parallel()
 	addr := ownRedis(t, "--requirepass", "s3cret")
 	good := client(t, &redis.Options{Addr: addr, Password: "s3cret"})
 	for _, tt := range []struct{ name, password, code string }{
@@ -109,6 +109,7 @@ func TestRefusedCredentialsAreNeverReportedDelivered(t *testing.T) {
 // A database index the server does not have: the connection's SELECT fails, every
 // event fails as a fault of the destination, and nothing is reported delivered.
 func TestMissingDatabaseIsNeverReportedDelivered(t *testing.T) {
+	t.Parallel()
 	shared := redisClient(t)
 	dbs := 16
 	if v, err := shared.ConfigGet(context.Background(), "databases").Result(); err == nil {
@@ -125,6 +126,7 @@ func TestMissingDatabaseIsNeverReportedDelivered(t *testing.T) {
 // A user whose ACL does not cover a stream's key holds that stream's events only; the
 // batch's other events are added.
 func TestStreamNotPermittedHoldsThatStreamOnly(t *testing.T) {
+	t.Parallel()
 	addr := ownRedis(t)
 	admin := client(t, &redis.Options{Addr: addr})
 	if err := admin.Do(context.Background(), "ACL", "SETUSER", "relay", "on", ">pw", "~allowed.*", "~{allowed.*", "+@all").Err(); err != nil {
@@ -145,7 +147,7 @@ func TestStreamNotPermittedHoldsThatStreamOnly(t *testing.T) {
 // never answers (blackholed): unavailable too, once the PING probe got no answer
 // either, rather than a failure that spends the events' attempts.
 func TestUnreachableRedisIsUnavailable(t *testing.T) {
-	redis.SetLogger(quiet{})
+	t.Parallel()
 	refused := newSink(t, client(t, &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), MaxRetries: -1}), redissink.Config{})
 	for _, err := range refused.HandleBatch(context.Background(), batchOf(3, "a")) {
 		wantFault(t, err, outbox.ReasonUnreachable, "")
@@ -175,6 +177,7 @@ func TestUnreachableRedisIsUnavailable(t *testing.T) {
 // A server that answers every command with +OK (not the add script's reply: an entry
 // ID or 0) gets no event reported delivered: it is retried.
 func TestUnexpectedRepliesAreNotDeliveries(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -77,6 +77,7 @@ func (p *replyCutter) serve(client net.Conn, target string) {
 // reports the batch failed, the outbox delivers it again, and Redis refuses every
 // event it already has. Each event ends up in the stream once.
 func TestLostRepliesThenRedeliveryAddsNoDuplicate(t *testing.T) {
+	t.Parallel()
 	direct := redisClient(t)
 	p := prefix(t, direct)
 	proxy := newReplyCutter(t, direct.Options().Addr)

@@ -10,6 +10,7 @@ import (
 )
 
 func TestParseURL(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		url  string
 		addr string // the address the client dials; empty: an error
