@@ -140,11 +140,15 @@ func newSink(t *testing.T, cfg amqpsink.Config) *amqpsink.Sink {
 	return s
 }
 
-func TestTenThousandEventsAtLeastOnce(t *testing.T) {
+// Thousands of events through a processor in batches of 500: every one in the queue.
+// (2,000: four batches, two of the sink's publishing chunks of 1,000; what is checked
+// holds at any size. It was 10,000; the SQLite outbox under -race took most of its time.)
+func TestThousandsOfEventsAtLeastOnce(t *testing.T) {
+	t.Parallel()
 	url := amqpURL(t)
 	queue, prefix, ch := testQueue(t, url)
 	store := sqlitetest.NewStore(t)
-	const n = 10_000
+	const n = 2_000
 	ids := outboxtest.EnqueueN(t, store, n)
 	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: prefix + ".{type}"})
 	p, err := outbox.NewProcessor(store, s, outbox.Config{BatchSize: 500, Logger: outboxtest.Discard})
@@ -190,6 +194,7 @@ func wantRetry(t *testing.T, what string, err error) {
 // of that routing key (the queue is missing), held for events going there only; once
 // a queue is bound, they are delivered.
 func TestUnroutableIsTargetFault(t *testing.T) {
+	t.Parallel()
 	url := amqpURL(t)
 	queue, prefix, ch := testQueue(t, url)
 	s := newSink(t, amqpsink.Config{URL: url, RoutingKey: "{type}"})
@@ -226,6 +231,7 @@ func TestUnroutableIsTargetFault(t *testing.T) {
 // batch, which goes through once the exchange exists; deleting it and creating it
 // again does the same.
 func TestMissingExchangeIsTargetFaultThenRecovers(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	queue, prefix, ch := testQueue(t, raw)
 	u, _ := url.Parse(raw)
@@ -269,6 +275,7 @@ func TestMissingExchangeIsTargetFaultThenRecovers(t *testing.T) {
 // Credentials the broker refuses, or a virtual host it does not have, hold delivery
 // as faults of the whole destination, named.
 func TestCredentialsRefusedIsDestinationFault(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	u, _ := url.Parse(raw)
 	u.User = url.UserPassword(u.User.Username(), "not-the-password")
@@ -289,6 +296,7 @@ func TestCredentialsRefusedIsDestinationFault(t *testing.T) {
 // A queue that refuses more messages (x-overflow reject-publish) nacks them: the
 // events are retried, not delivered and not the destination's fault.
 func TestNackIsRetryable(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	conn, err := amqp.Dial(raw)
 	if err != nil {
@@ -381,6 +389,7 @@ func freePort(t *testing.T) int {
 // published on that channel and not confirmed, go again on a new one and are
 // delivered. (A RabbitMQ node of the test's own, with a 64 KiB limit.)
 func TestTooLargeIsPermanentOthersDelivered(t *testing.T) {
+	t.Parallel()
 	raw := rabbitMQ(t, "max_message_size = 65536")
 	queue, prefix, ch := testQueue(t, raw)
 	s := newSink(t, amqpsink.Config{URL: raw, RoutingKey: prefix + ".{type}"})
@@ -489,6 +498,7 @@ func (p *proxy) cut() int {
 // The connection to the broker drops in the middle of a run: the sink reconnects and
 // every event arrives; none is given up.
 func TestDroppedConnectionReconnects(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	queue, prefix, ch := testQueue(t, raw)
 	u, err := url.Parse(raw)
@@ -542,6 +552,7 @@ func TestDroppedConnectionReconnects(t *testing.T) {
 // (a broker restart, a network cut): the events are held as an outage, not retried
 // against their attempts; the next batch goes out on a new connection.
 func TestConnectionLostBeforeConfirmIsUnavailable(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	queue, prefix, ch := testQueue(t, raw)
 	u, _ := url.Parse(raw)
@@ -576,12 +587,15 @@ func TestConnectionLostBeforeConfirmIsUnavailable(t *testing.T) {
 // Confirms that do not come in time fail the batch, retryably; the sink drops the
 // channel they were owed on and the next batch goes out on a new connection.
 func TestConfirmTimeoutFailsBatchThenRecovers(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	queue, prefix, ch := testQueue(t, raw)
 	u, _ := url.Parse(raw)
 	px := newProxy(t, u.Host)
 	u.Host = px.ln.Addr().String()
-	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 200 * time.Millisecond})
+	// The stalled batch waits all of it; the batches before and after must be confirmed
+	// within it, which 2 s leaves room for on a busy machine.
+	s := newSink(t, amqpsink.Config{URL: u.String(), RoutingKey: prefix + ".{type}", ConfirmTimeout: 2 * time.Second})
 	ev := func() outbox.Event { return outbox.Event{ID: uuid.NewString(), Type: "t", EntityID: "e"} }
 	if err := s.Handle(context.Background(), ev()); err != nil { // connected
 		t.Fatal(err)
@@ -610,6 +624,7 @@ func TestConfirmTimeoutFailsBatchThenRecovers(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		cfg  amqpsink.Config
@@ -633,6 +648,7 @@ func TestConfigValidation(t *testing.T) {
 // A broker that cannot be reached (nothing listens on its port) makes every event of
 // the batch unavailable: an outage, which the processor does not count against them.
 func TestUnreachableBrokerIsUnavailable(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 // the sink's connection goes through a sinktest.Proxy (and, where confirms must come
 // late or garbled, a link) for the faults of the wire.
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	raw := amqpURL(t)
 	u, err := neturl.Parse(raw)
 	if err != nil {
