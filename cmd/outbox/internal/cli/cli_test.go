@@ -204,6 +204,7 @@ func tableRows(out string) [][]string {
 }
 
 func TestCommandsEndToEnd(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, b backend) {
 		r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn)
 		if r.code != 0 || !strings.Contains(r.stdout, "applied migration 1") {
@@ -351,6 +352,7 @@ func compact(b []byte) string {
 }
 
 func TestHealthExitCodes(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, b backend) {
 		store := migrated(t, b)
 		clock := outboxtest.NewClock(t0)
@@ -424,6 +426,7 @@ func fileSum(t *testing.T, path string) [32]byte {
 
 // Bad input: exit 2, one line naming the problem, and nothing written.
 func TestBadInput(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "outbox.db")
 	b := backend{dsn: "sqlite:" + dbPath}
@@ -490,6 +493,7 @@ func TestBadInput(t *testing.T) {
 }
 
 func TestHelpOnEveryCommand(t *testing.T) {
+	t.Parallel()
 	for _, c := range commands {
 		r := runEnv(t, Env{}, c.name, "--help")
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "Usage: outbox "+c.name) || !strings.Contains(r.stdout, "Examples:") {
@@ -541,6 +545,7 @@ func givenUpEvents(t *testing.T, s outbox.Store, clock *outboxtest.Clock, n int)
 // the operator commands, a third of --lease for the relay's calls, none for the
 // setup's processor), so that a busy machine cannot fail it.
 func TestRetryAndPurgeManyWithProgress(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	clock := outboxtest.NewClock(t0)
@@ -583,6 +588,7 @@ func TestRetryAndPurgeManyWithProgress(t *testing.T) {
 }
 
 func TestProgressBarOnTerminal(t *testing.T) {
+	t.Parallel()
 	var buf bytes.Buffer
 	p := newProgress(&Env{Stderr: &buf, StderrIsTerminal: true}, "retrying", 4, 1)
 	p.add(1)
@@ -604,6 +610,7 @@ func TestProgressBarOnTerminal(t *testing.T) {
 }
 
 func TestDurations(t *testing.T) {
+	t.Parallel()
 	for in, want := range map[string]time.Duration{"7d": 7 * 24 * time.Hour, "1.5d": 36 * time.Hour, "90s": 90 * time.Second, "2h30m": 150 * time.Minute} {
 		if got, err := parseDuration(in); err != nil || got != want {
 			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)

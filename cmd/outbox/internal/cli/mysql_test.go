@@ -23,6 +23,7 @@ import (
 )
 
 func TestMySQLDSNs(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name, dsn string
 		addr, db  string // want, on success
@@ -111,6 +112,7 @@ func mysqlBackend(t *testing.T) (string, func(t *testing.T) *mysql.Store) {
 
 // The CLI migrates a MySQL table, reads it, and retries its given-up events.
 func TestMySQLMigrateStatsRetry(t *testing.T) {
+	t.Parallel()
 	dsn, open := mysqlBackend(t)
 	if r := runEnv(t, Env{}, "stats", "--dsn", dsn); r.code == 0 || !strings.Contains(r.stderr, "outbox migrate") {
 		t.Fatalf("stats before migrate: %v; want a failure that says to migrate", r)
@@ -155,6 +157,7 @@ func TestMySQLMigrateStatsRetry(t *testing.T) {
 // `outbox relay` on a mysql:// DSN delivers every event to the sink and serves the
 // store's metrics; on its signal it stops cleanly.
 func TestMySQLRelayDeliversAndServesMetrics(t *testing.T) {
+	t.Parallel()
 	dsn, open := mysqlBackend(t)
 	if r := runEnv(t, Env{}, "migrate", "--dsn", dsn); r.code != 0 {
 		t.Fatalf("migrate: %v", r)

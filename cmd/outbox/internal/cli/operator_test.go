@@ -21,6 +21,7 @@ import (
 // A poison head given up blocks its key; discarding it from the CLI unblocks the key,
 // and the relay then delivers the events behind it, in order.
 func TestDiscardPoisonHeadUnblocksItsKey(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, b backend) {
 		store := migrated(t, b)
 		clock := outboxtest.NewClock(t0)
@@ -105,6 +106,7 @@ func TestDiscardPoisonHeadUnblocksItsKey(t *testing.T) {
 
 // Bulk discard with --yes deletes every given-up event, and logs each.
 func TestDiscardGivenUpWithYes(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	clock := outboxtest.NewClock(t0)
@@ -123,6 +125,7 @@ func TestDiscardGivenUpWithYes(t *testing.T) {
 
 // A stuck event is listed by ls --stuck and by stale.
 func TestStuckEventsAreListed(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	e := outbox.NewEvent("t", "e", "u")
@@ -147,6 +150,7 @@ func TestStuckEventsAreListed(t *testing.T) {
 
 // relay --once exits 1 when its deliveries failed.
 func TestRelayOnceFailsWhenDeliveriesFail(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	if err := store.Enqueue(context.Background(), time.Now(), outbox.NewEvent("t", "e", "u")); err != nil {
@@ -165,6 +169,7 @@ func TestRelayOnceFailsWhenDeliveriesFail(t *testing.T) {
 // The relay serves /healthz and /readyz beside /metrics; it is not ready while its
 // sink cannot be reached (the circuit is open).
 func TestRelayHealthEndpoints(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -221,6 +226,7 @@ func TestRelayHealthEndpoints(t *testing.T) {
 }
 
 func TestPurgeHelpShowsNoBogusDefault(t *testing.T) {
+	t.Parallel()
 	if r := runEnv(t, Env{}, "purge", "--help"); strings.Contains(r.stdout, "-1ns") {
 		t.Fatalf("purge --help: %s", r.stdout)
 	}

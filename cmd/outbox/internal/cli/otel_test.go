@@ -77,6 +77,7 @@ func newCollector(t *testing.T) *collector {
 }
 
 func TestRelayExportsTracesOverOTLPHTTP(t *testing.T) {
+	t.Parallel()
 	const (
 		traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 		spanID  = "00f067aa0ba902b7" // the span the event was enqueued under
@@ -126,6 +127,7 @@ func TestRelayExportsTracesOverOTLPHTTP(t *testing.T) {
 }
 
 func TestTracingWanted(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		flag    bool
@@ -162,6 +164,7 @@ func TestTracingWanted(t *testing.T) {
 
 // A relay running as a daemon flushes its spans when it is stopped.
 func TestRelayDaemonFlushesSpansOnStop(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	var events []*outbox.Event

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -22,15 +21,8 @@ import (
 // A relay in another process obeys a pause made from this one at its next claim, and
 // delivers the paused type's events, in order, once it is resumed.
 func TestPauseStopsAnotherProcessesRelayAndResumeLetsItThrough(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command to build cmd/outbox with: %v", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "outbox")
-	if out, err := exec.Command(goBin, "build", "-o", bin, "github.com/fitiq/outbox/cmd/outbox").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	t.Parallel()
+	bin := outboxBinary(t)
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 
@@ -109,6 +101,7 @@ func TestPauseStopsAnotherProcessesRelayAndResumeLetsItThrough(t *testing.T) {
 }
 
 func TestPauseAndResumeRefuseBadInput(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	migrated(t, b)
 	for _, args := range [][]string{

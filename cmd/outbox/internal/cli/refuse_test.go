@@ -15,6 +15,7 @@ import (
 // Each bad input found by trying the command as an operator would is refused at the
 // door: exit 2, one line naming it, nothing written, nothing opened.
 func TestBadInputRefusedAtTheDoor(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	dbPath := filepath.Join(dir, "outbox.db")
 	dsn := "sqlite:" + dbPath
@@ -92,6 +93,7 @@ func TestBadInputRefusedAtTheDoor(t *testing.T) {
 
 // A shorter channel makes a long schema usable: the DSN's channel= reaches the store.
 func TestChannelParamAcceptsALongSchema(t *testing.T) {
+	t.Parallel()
 	d, err := parseDSN("postgres://u@127.0.0.1:1/db?schema=" + strings.Repeat("s", 60) + "&channel=outbox_wake")
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +105,7 @@ func TestChannelParamAcceptsALongSchema(t *testing.T) {
 
 // 7. A server that is not there is said to be unreachable, not unmigrated.
 func TestUnreachablePostgresSaysSo(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -120,6 +123,7 @@ func TestUnreachablePostgresSaysSo(t *testing.T) {
 
 // 4. No output of the command ever holds a password, whatever the shape of the DSN.
 func TestPasswordNeverPrinted(t *testing.T) {
+	t.Parallel()
 	const pw = "s3cr3tpw"
 	dsns := []string{
 		"postgres://u:" + pw + "@127.0.0.1:badport/db",
@@ -163,6 +167,7 @@ func TestPasswordNeverPrinted(t *testing.T) {
 
 // 5. A SQLite path is a file name, whatever it holds: '#', '?', '%', spaces.
 func TestSQLitePathsAreFileNames(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"we#ird.db", "a%20b.db", "what?.db", "sp ace.db", "per%cent.db"} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -190,6 +195,7 @@ func TestSQLitePathsAreFileNames(t *testing.T) {
 
 // 9. Every spelling of an event's UUID finds it, on every store.
 func TestOtherSpellingsOfAnIDFindTheEvent(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, b backend) {
 		s := migrated(t, b)
 		clock := outboxtest.NewClock(t0)
@@ -215,6 +221,7 @@ func TestOtherSpellingsOfAnIDFindTheEvent(t *testing.T) {
 // A server that accepts connections and never answers: the commands give up after
 // --timeout with exit 2 ("cannot tell") instead of hanging.
 func TestNeverAnsweringServerIsCannotTell(t *testing.T) {
+	t.Parallel()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

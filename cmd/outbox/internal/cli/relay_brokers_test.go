@@ -42,6 +42,7 @@ func enqueueBrokerEvents(t *testing.T, s outbox.Store, n int) map[string]bool {
 // relay --once to a three-broker cluster named by a kafka:// URL: every event lands in
 // the topic of --subject, once.
 func TestRelayToKafka(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "relay-orders"))
 	if err != nil {
 		t.Fatal(err)
@@ -92,6 +93,7 @@ func TestRelayToKafka(t *testing.T) {
 // relay --once to Redis, twice over the same events (the second run as if the first
 // had not recorded its outcomes): each event is in its stream once.
 func TestRelayToRedis(t *testing.T) {
+	t.Parallel()
 	u := os.Getenv("OUTBOX_REDIS_URL")
 	if u == "" {
 		t.Skip("OUTBOX_REDIS_URL is not set: skipping the relay test against Redis (e.g. OUTBOX_REDIS_URL=redis://127.0.0.1:6379/0)")
@@ -144,6 +146,7 @@ func TestRelayToRedis(t *testing.T) {
 // The password of a kafka:// URL that names only the user comes from
 // $OUTBOX_SINK_PASSWORD: the relay authenticates against a SASL cluster with it.
 func TestRelayKafkaPasswordFromEnvironment(t *testing.T) {
+	t.Parallel()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "relay-orders"),
 		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", "relay", "p@ss:w/rd"))
 	if err != nil {
@@ -170,6 +173,7 @@ func TestRelayKafkaPasswordFromEnvironment(t *testing.T) {
 
 // Likewise for redis://user@…: a Redis of the test's own that requires a password.
 func TestRelayRedisPasswordFromEnvironment(t *testing.T) {
+	t.Parallel()
 	if os.Getenv("OUTBOX_REDIS_URL") == "" {
 		t.Skip("OUTBOX_REDIS_URL is not set: skipping the Redis tests (this one starts its own redis-server)")
 	}
@@ -220,6 +224,7 @@ func TestRelayRedisPasswordFromEnvironment(t *testing.T) {
 }
 
 func TestRelayBrokerSinkBadInput(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	migrated(t, b)
 	tests := []struct {
@@ -256,6 +261,7 @@ func TestRelayBrokerSinkBadInput(t *testing.T) {
 }
 
 func TestRelayHelpNamesBrokerSinks(t *testing.T) {
+	t.Parallel()
 	r := runEnv(t, Env{}, "relay", "--help")
 	for _, want := range []string{"kafka://", "redis://", "--max-len", "--dedup-window", "sasl=plain|scram-sha-256|scram-sha-512", "tls_ca="} {
 		if !strings.Contains(r.stdout+r.stderr, want) {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -126,6 +125,7 @@ func waitClosed(t *testing.T, ch <-chan struct{}, what string) {
 // but not started are handed back (no attempt counted, no lease held), and the relay
 // exits 0.
 func TestRelaySignalDrains(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, b backend) {
 		store := migrated(t, b)
 		var batch []*outbox.Event
@@ -185,6 +185,7 @@ func TestRelaySignalDrains(t *testing.T) {
 
 // /metrics after a relay run: the counters match what was delivered.
 func TestMetricsAfterRelay(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	store := migrated(t, b)
 	var events []*outbox.Event
@@ -305,17 +306,9 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 
 // The built command, stopped with a real SIGTERM, drains and exits 0.
 func TestBinaryExitsCleanlyOnSIGTERM(t *testing.T) {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command to build cmd/outbox with: %v", err)
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "outbox")
-	build := exec.Command(goBin, "build", "-o", bin, "github.com/fitiq/outbox/cmd/outbox")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	dsn := "sqlite:" + filepath.Join(dir, "outbox.db")
+	t.Parallel()
+	bin := outboxBinary(t)
+	dsn := "sqlite:" + filepath.Join(t.TempDir(), "outbox.db")
 	if out, err := exec.Command(bin, "migrate", "--dsn", dsn).CombinedOutput(); err != nil {
 		t.Fatalf("migrate: %v\n%s", err, out)
 	}
@@ -340,17 +333,17 @@ func TestBinaryExitsCleanlyOnSIGTERM(t *testing.T) {
 	for sc.Scan() {
 		log = append(log, sc.Text())
 	}
-	err = cmd.Wait()
+	err := cmd.Wait()
 	text := strings.Join(log, "\n")
 	if err != nil || !strings.Contains(text, "signal received") || !strings.Contains(text, "relay stopped") {
 		t.Fatalf("relay after SIGTERM: %v\n%s", err, text)
 	}
-	_ = os.Remove(bin)
 }
 
 // On PostgreSQL a commit anywhere wakes the relay (LISTEN/NOTIFY): with an hour's poll
 // interval, an event enqueued after the start is delivered at once.
 func TestRelayWokenByNotify(t *testing.T) {
+	t.Parallel()
 	b, ok := postgresBackend(t)
 	if !ok {
 		t.Skip("OUTBOX_POSTGRES_DSN is not set: skipping the relay's NOTIFY wake-up on PostgreSQL")

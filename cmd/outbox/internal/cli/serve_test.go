@@ -12,6 +12,7 @@ import (
 )
 
 func TestServeRefusesTheNetworkWithoutAToken(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != ExitOK {
 		t.Fatal(r)
@@ -56,6 +57,7 @@ func startServe(t *testing.T, args ...string) (addr string, stop func() result) 
 }
 
 func TestServeShowsTheOutbox(t *testing.T) {
+	t.Parallel()
 	b := sqliteBackend(t)
 	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != ExitOK {
 		t.Fatal(r)
