@@ -83,12 +83,14 @@ func runSize() size {
 }
 
 func TestExactlyOnceHTTP(t *testing.T) {
+	t.Parallel()
 	runExactlyOnce(t, "http", "", "")
 }
 
 // The same with the receiver on PostgreSQL, where the consumer's requests run
 // concurrently instead of taking turns on SQLite's write lock.
 func TestExactlyOnceHTTPPostgres(t *testing.T) {
+	t.Parallel()
 	dsn := os.Getenv("OUTBOX_POSTGRES_DSN")
 	if dsn == "" {
 		t.Skip("OUTBOX_POSTGRES_DSN is not set: skipping the run with a PostgreSQL receiver (e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
@@ -117,6 +119,7 @@ func TestExactlyOnceHTTPPostgres(t *testing.T) {
 }
 
 func TestExactlyOnceNATS(t *testing.T) {
+	t.Parallel()
 	url := os.Getenv("OUTBOX_NATS_URL")
 	if url == "" {
 		t.Skip("OUTBOX_NATS_URL is not set: skipping the test through NATS JetStream (e.g. OUTBOX_NATS_URL=nats://127.0.0.1:4222)")
