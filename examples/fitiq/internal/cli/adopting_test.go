@@ -12,6 +12,7 @@ import (
 // Every sh block of docs/adopting.md, run in order with the binaries built from this
 // tree, against a real backend: the page's commands work as written.
 func TestAdoptingPageCommandsRun(t *testing.T) {
+	t.Parallel()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("no go command to build the binaries with: %v", err)
@@ -29,11 +30,10 @@ func TestAdoptingPageCommandsRun(t *testing.T) {
 		t.Fatalf("docs/adopting.md has %d sh blocks; want one per phase at least", len(blocks))
 	}
 
-	bin := t.TempDir()
-	for _, pkg := range []string{"github.com/fitiq/outbox/cmd/outbox", "github.com/fitiq/outbox/examples/fitiq/cmd/fitiq"} {
-		if out, err := exec.Command(goBin, "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", pkg, err, out)
-		}
+	bin := t.TempDir() // both binaries, built by one go command (it links them side by side)
+	if out, err := exec.Command(goBin, "build", "-o", bin+string(os.PathSeparator),
+		"github.com/fitiq/outbox/cmd/outbox", "github.com/fitiq/outbox/examples/fitiq/cmd/fitiq").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	url, token := startBackend(t, "alice")
 	db := filepath.Join(t.TempDir(), "fitiq.db")

@@ -46,6 +46,7 @@ func run(t *testing.T, args ...string) result {
 
 // The README's first command, shortened: it must pass its own check.
 func TestDemoQuickPassesItsCheck(t *testing.T) {
+	t.Parallel()
 	r := run(t, "demo", "--quick")
 	if r.code != exitOK {
 		t.Fatalf("fitiq demo --quick exited %d\n%s%s", r.code, r.out, r.errOut)
@@ -67,6 +68,7 @@ func TestDemoQuickPassesItsCheck(t *testing.T) {
 // The check is not a formality: lose an entry at the backend behind the demo's back
 // and it fails, with a non-zero exit.
 func TestDemoCheckCatchesALostEntry(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	d := &demo{cfg: demoConfig{entries: 20, seed: 5, offline: 0, faults: 0, pace: time.Millisecond, timeout: time.Minute}, out: &out}
 	d.beforeCheck = func(d *demo) {
@@ -89,6 +91,7 @@ func TestDemoCheckCatchesALostEntry(t *testing.T) {
 }
 
 func TestHelpEverywhere(t *testing.T) {
+	t.Parallel()
 	for _, name := range []string{"log", "status", "sync", "history", "backend", "demo"} {
 		r := run(t, name, "--help")
 		if r.code != exitOK || !strings.Contains(r.out, "Usage:") || !strings.Contains(r.out, "Examples:") {
@@ -104,6 +107,7 @@ func TestHelpEverywhere(t *testing.T) {
 }
 
 func TestBadInputIsAUsageErrorAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	db := filepath.Join(t.TempDir(), "client.db")
 	cases := []struct {
 		args []string
@@ -176,6 +180,7 @@ func startBackend(t *testing.T, user string) (url, token string) {
 }
 
 func TestCLIEndToEnd(t *testing.T) {
+	t.Parallel()
 	url, token := startBackend(t, "me")
 	db := filepath.Join(t.TempDir(), "client.db")
 	client := []string{"--db", db, "--user", "me", "--api", url, "--token", token}
@@ -236,6 +241,7 @@ func TestCLIEndToEnd(t *testing.T) {
 // A sync that cannot reach the API gives its events up after the attempt budget and
 // says so with exit code 1; --retry-given-up brings them back once the API is there.
 func TestSyncGivesUpThenRetries(t *testing.T) {
+	t.Parallel()
 	url, token := startBackend(t, "me")
 	// An API that answers, and fails every request: a failure that counts. (One that
 	// cannot be reached at all is an outage, which spends no attempt and gives nothing up.)
@@ -268,6 +274,7 @@ func TestSyncGivesUpThenRetries(t *testing.T) {
 // Offline is not a failure of the entries: sync against an API that cannot be reached
 // stops at once (the breaker opened), marks nothing failed, and syncs all once online.
 func TestSyncOfflineKeepsEntriesQueued(t *testing.T) {
+	t.Parallel()
 	url, token := startBackend(t, "me")
 	dead := httptest.NewServer(nil)
 	deadURL := dead.URL
@@ -294,6 +301,7 @@ func TestSyncOfflineKeepsEntriesQueued(t *testing.T) {
 // The demo's synced count does not go backwards when an update makes a synced entry
 // pending again: it counts the entries the backend holds.
 func TestDemoSyncedCountIsMonotonic(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	d := &demo{cfg: demoConfig{entries: 1, timeout: time.Minute}, out: io.Discard}
 	if err := d.setup(ctx); err != nil {

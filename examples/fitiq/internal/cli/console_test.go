@@ -10,6 +10,7 @@ import (
 // At its default level, fitiq sync writes the console lines of a good sync: the batch,
 // each event processed, what was uploaded, the backend ID it got, and the success.
 func TestSyncLogsTheGoodSyncLinesByDefault(t *testing.T) {
+	t.Parallel()
 	url, token := startBackend(t, "me")
 	client := []string{"--db", filepath.Join(t.TempDir(), "client.db"), "--user", "me", "--api", url, "--token", token}
 	if r := run(t, append([]string{"log", "weight", "72.5"}, client...)...); r.code != exitOK {

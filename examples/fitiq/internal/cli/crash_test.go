@@ -29,6 +29,7 @@ import (
 // the client never got the answer. After a restart every entry syncs, and the backend
 // holds each exactly once: the redelivered create is answered 409 and resolved.
 func TestCrashMidSyncLosesNothing(t *testing.T) {
+	t.Parallel()
 	const (
 		user    = "me"
 		token   = "crash-test-token-0123456789"

@@ -9,6 +9,7 @@ import (
 // span under it, the delivery attempts under that, and the backend's handling under
 // the attempt that reached it.
 func TestDemoTracePrintsOneEntrysSpanTree(t *testing.T) {
+	t.Parallel()
 	r := run(t, "demo", "--quick", "--trace")
 	if r.code != exitOK {
 		t.Fatalf("fitiq demo --quick --trace exited %d\n%s%s", r.code, r.out, r.errOut)
