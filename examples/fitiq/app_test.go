@@ -14,6 +14,7 @@ import (
 )
 
 func TestSaveWeightWritesEntryAndEventTogether(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	clock := outboxtest.NewClock(time.Date(2025, 1, 31, 9, 30, 0, 0, time.UTC))
 	app := newApp(t, clock)
@@ -72,6 +73,7 @@ func TestSaveWeightWritesEntryAndEventTogether(t *testing.T) {
 }
 
 func TestSaveRejectsBadInputAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2025, 1, 31, 9, 30, 0, 0, time.UTC)
 	day := now.Add(-24 * time.Hour)
 	cases := []struct {
@@ -182,6 +184,7 @@ func assertNothingWritten(t *testing.T, app *fitiq.App) {
 // When the event cannot be written, the entry is not written either: the seed's
 // transaction safety, with the failure made real inside SQLite.
 func TestSaveRollsBackTheEntryWhenTheEventFails(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	if _, err := app.Store().DB().ExecContext(ctx, `
@@ -197,6 +200,7 @@ BEGIN SELECT RAISE(ABORT, 'disk full'); END`); err != nil {
 }
 
 func TestProfilesAreOnePerUser(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	uc := fitiq.SaveProfileMetadataUseCase{App: app}
@@ -218,6 +222,7 @@ func TestProfilesAreOnePerUser(t *testing.T) {
 }
 
 func TestSaveAnotherUsersEntityIsRefused(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	id, err := fitiq.SaveWeightProgressUseCase{App: app}.Execute(ctx, 70, time.Now())
@@ -240,6 +245,7 @@ func TestSaveAnotherUsersEntityIsRefused(t *testing.T) {
 }
 
 func TestNewAppValidatesConfig(t *testing.T) {
+	t.Parallel()
 	app := newApp(t, nil)
 	for _, c := range []struct {
 		cfg   fitiq.Config
@@ -259,6 +265,7 @@ func TestNewAppValidatesConfig(t *testing.T) {
 // MarkSynced does not mark a newer local version synced: the save that happened while
 // the older one was in flight keeps the entity pending until its own event delivers.
 func TestMarkSyncedKeepsANewerVersionPending(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	id, _ := fitiq.SaveWeightProgressUseCase{App: app}.Execute(ctx, 70, time.Now())

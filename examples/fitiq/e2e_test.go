@@ -18,6 +18,7 @@ import (
 // trigger processing, see the event completed and the weight in the remote history.
 // Where the seed sleeps three seconds, this waits for the delivery to be reported.
 func TestEndToEndSync(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	r := newRemote(t)
@@ -91,6 +92,7 @@ func TestEndToEndSync(t *testing.T) {
 // without spending attempts. When the network returns, the running processor syncs them all on
 // its own, and the backend holds each exactly once.
 func TestOfflineThenBackOnline(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	r := newRemote(t)
@@ -211,6 +213,7 @@ func assertBackendHoldsEachOnce(t *testing.T, app *fitiq.App, r *remote, ids []s
 // with its answer lost. The update waits behind the create (same ordering key); the
 // backend ends with the updated value and never sees the update before the create.
 func TestCreateThenUpdateWithFirstDeliveryFailing(t *testing.T) {
+	t.Parallel()
 	for _, c := range []struct {
 		fault faultproxy.Fault
 		// want is the backend's view of the entry, in order: method and status.
@@ -284,6 +287,7 @@ func TestCreateThenUpdateWithFirstDeliveryFailing(t *testing.T) {
 
 // User IDs are opaque: one with a space and a slash reaches its own data, and only it.
 func TestUserIDsWithAnyCharacter(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r := newRemote(t)
 	const odd = "ana maria/2"

@@ -44,6 +44,7 @@ func (s *scriptedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func TestSyncHandlerOutcomes(t *testing.T) {
+	t.Parallel()
 	const backendID = `{"backend_id":"b-42","id":"x","kind":"progress-entries","version":1}`
 	type want int
 	const (
@@ -139,6 +140,7 @@ func TestSyncHandlerOutcomes(t *testing.T) {
 
 // A network that never answers is a retry, not a give-up.
 func TestSyncHandlerNetworkErrorRetries(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	app := newApp(t, nil)
 	hs := httptest.NewServer(http.NotFoundHandler())
@@ -153,6 +155,7 @@ func TestSyncHandlerNetworkErrorRetries(t *testing.T) {
 }
 
 func TestParseRetryAfter(t *testing.T) {
+	t.Parallel()
 	now := time.Date(2025, 1, 31, 8, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
 		header string
