@@ -244,6 +244,11 @@ func (p *Proxy) pump(r *relay, src, dst net.Conn, fromClient bool) {
 			case mode == ModeCut && fromClient:
 				_, _ = dst.Write(buf[:n])
 				return
+			case mode == ModeCut:
+				// The server's answer: never delivered in this mode, even when it comes
+				// back before the cut closes the connection (the row would otherwise
+				// depend on which goroutine runs first).
+				return
 			default:
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
