@@ -35,8 +35,8 @@ func waitFor(t *testing.T, ch <-chan outbox.Event) outbox.Event {
 	select {
 	case e := <-ch:
 		return e
-	case <-time.After(10 * time.Second):
-		t.Fatal("no delivery within 10s")
+	case <-time.After(time.Minute): // generous: a busy machine must not fail it
+		t.Fatal("no delivery within a minute")
 		return outbox.Event{}
 	}
 }
@@ -496,10 +496,10 @@ func TestCancellingStartsContextStopsTheProcessor(t *testing.T) {
 	}
 	cancel()
 	// Once the run has wound down, the processor can be started again.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for p.Start(context.Background()) != nil {
 		if time.Now().After(deadline) {
-			t.Fatal("the processor still counts as running 10s after its context was cancelled")
+			t.Fatal("the processor still counts as running a minute after its context was cancelled")
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -602,7 +602,7 @@ func TestBatchesInFlightOverlap(t *testing.T) {
 	for range 2 {
 		select {
 		case <-started:
-		case <-time.After(10 * time.Second):
+		case <-time.After(time.Minute):
 			t.Fatal("the second batch's delivery did not start while the first one's was in flight")
 		}
 	}
@@ -659,8 +659,8 @@ func TestRetryWakesTheProcessorBeforeThePoll(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no second attempt within 10s")
+	case <-time.After(time.Minute):
+		t.Fatal("no second attempt within a minute")
 	}
 	mu.Lock()
 	gap := at[1].Sub(at[0])

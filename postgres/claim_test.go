@@ -160,13 +160,14 @@ func TestOrderingKeyClaimsRacingFromDifferentSnapshots(t *testing.T) {
 }
 
 // waitUntil polls cond, for conditions that only the database can tell (a backend
-// waiting on a lock), failing after 10s.
+// waiting on a lock), failing after a minute: generous, so that a busy machine cannot
+// fail it (it costs nothing when the condition comes).
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
+			t.Fatal("condition not reached within a minute")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

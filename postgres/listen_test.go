@@ -35,8 +35,8 @@ func awaitWake(t *testing.T, wake <-chan struct{}, what string) {
 	t.Helper()
 	select {
 	case <-wake:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("no wake-up within 10s: %s", what)
+	case <-time.After(time.Minute): // generous: a busy machine must not fail it
+		t.Fatalf("no wake-up within a minute: %s", what)
 	}
 }
 

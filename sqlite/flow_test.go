@@ -149,8 +149,8 @@ func TestEndToEndSync(t *testing.T) {
 		if got != (synced{"entry-72", 72.0}) {
 			t.Fatalf("remote received %+v, want entry-72 = 72", got)
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("entry not synced within 10s")
+	case <-time.After(time.Minute): // generous: a busy machine must not fail it
+		t.Fatal("entry not synced within a minute")
 	}
 	if err := p.Stop(ctx); err != nil {
 		t.Fatal(err)

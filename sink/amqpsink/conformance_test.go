@@ -186,7 +186,7 @@ func (h *amqpHarness) setup(t *testing.T, c sinktest.Case) sinktest.Setup {
 		// 200ms late, so that the restart (once the queue holds one event of the batch)
 		// catches them on the way. The restart drops them, and the connection that
 		// follows is not slow.
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 		defer cancel()
 		if err := s.Handle(ctx, outbox.Event{ID: uuid.NewString(), Type: sinktest.EventType}); err != nil {
 			t.Fatalf("connect: %v", err)

@@ -77,7 +77,7 @@ func TestCloudEventsOnJetStream(t *testing.T) {
 			}
 			seen := map[string]int{}
 			for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
-				ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+				ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 				m, err := st.GetMsg(ctx, seq)
 				cancel()
 				if err != nil {

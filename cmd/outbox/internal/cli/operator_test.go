@@ -201,7 +201,7 @@ func TestRelayHealthEndpoints(t *testing.T) {
 	if code, _ := get("/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz = %d", code)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute)
 	for {
 		code, body := get("/readyz")
 		if code == http.StatusServiceUnavailable && strings.Contains(body, "delivery held: destination unreachable") {

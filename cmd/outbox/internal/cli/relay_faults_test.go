@@ -166,7 +166,7 @@ func redisWrongPassword(t *testing.T) faultyDestination {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	rdb := redis.NewClient(&redis.Options{Addr: addr, Password: "right"})
 	t.Cleanup(func() { rdb.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for rdb.Ping(ctx).Err() != nil {
 		if ctx.Err() != nil {
