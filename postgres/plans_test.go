@@ -48,7 +48,7 @@ func TestPlansUseTheIndexes(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("OUTBOX_PG_PLANS_ROWS")); err == nil && v > 0 {
 		rows = v
 	}
-	pool := newPool(t, 4, "")
+	pool := ownDatabase(t, 4)
 	schema := freshSchema(t, pool)
 	s := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
 	table := pgx.Identifier{schema, "outbox_events"}.Sanitize()
@@ -193,6 +193,38 @@ func TestPlansUseTheIndexes(t *testing.T) {
 	if !strings.Contains(plan, "outbox_events_pending_by_type") || rowsRemoved(plan) > rows/100 {
 		t.Errorf("the claim scoped to a type does not use the per-type index")
 	}
+}
+
+// ownDatabase creates a database of the test's own, dropped when the test ends, and
+// returns a pool on it. VACUUM marks a page all-visible only once no transaction of the
+// same database may still need its old row versions: in the shared database, any other
+// test (or a second run of the suite) holding a transaction open during the VACUUM
+// left the visibility map empty, and the planner then rightly chose a sequential scan
+// over an index-only one. Transactions in other databases do not hold it back.
+func ownDatabase(t *testing.T, maxConns int32) *pgxpool.Pool {
+	t.Helper()
+	ctx := context.Background()
+	admin := sharedPool(t)
+	name := randomName("outbox_plans_")
+	if _, err := admin.Exec(ctx, `CREATE DATABASE `+name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(context.Background(), `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	cfg, err := pgxpool.ParseConfig(dsn(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ConnConfig.Database, cfg.MaxConns = name, maxConns
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
 
 // rowsRemoved adds up the "Rows Removed by Filter" of a plan.
