@@ -19,6 +19,7 @@ import (
 )
 
 func TestSQLite(t *testing.T) {
+	t.Parallel()
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
 		path := filepath.Join(t.TempDir(), "receiver.db")
 		db := openSQLiteAt(t, path)
@@ -26,14 +27,15 @@ func TestSQLite(t *testing.T) {
 		// rest of its settings that matter here are per connection.
 		dsn := (&url.URL{Scheme: "file", Path: path, RawQuery: "_pragma=busy_timeout(10000)&_txlock=immediate"}).String()
 		return inboxtest.Harness{DB: db, Dialect: inbox.SQLite, Connector: connector(t, db, dsn)}
-	})
+	}, inboxtest.Parallel())
 }
 
 func TestPostgres(t *testing.T) {
+	t.Parallel()
 	db := postgresDB(t)
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
 		return inboxtest.Harness{DB: db, Dialect: inbox.Postgres, Connector: connector(t, db, os.Getenv("OUTBOX_POSTGRES_DSN"))}
-	})
+	}, inboxtest.Parallel())
 }
 
 // connector connects to dsn through db's driver, for the suite's interfering driver.
@@ -99,10 +101,11 @@ func postgresDB(t testing.TB) *sql.DB {
 }
 
 func TestMySQL(t *testing.T) {
+	t.Parallel()
 	db := mysqlDB(t)
 	inboxtest.Run(t, func(t *testing.T) inboxtest.Harness {
 		return inboxtest.Harness{DB: db, Dialect: inbox.MySQL, Connector: connector(t, db, os.Getenv("OUTBOX_MYSQL_DSN"))}
-	})
+	}, inboxtest.Parallel())
 }
 
 var (

@@ -43,8 +43,23 @@ type Harness struct {
 	Connector driver.Connector
 }
 
-// Run runs the suite; newHarness is called once per test.
-func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
+// Option changes how Run runs the suite.
+type Option func(*options)
+
+type options struct{ parallel bool }
+
+// Parallel runs the tests in parallel. Each test makes its own uniquely named tables,
+// so that is safe whenever the harnesses' databases take concurrent connections (a
+// SQLite harness should open a file of its own per test).
+func Parallel() Option { return func(o *options) { o.parallel = true } }
+
+// Run runs the suite; newHarness is called once per test. The tests run one at a time
+// unless Parallel is given.
+func Run(t *testing.T, newHarness func(t *testing.T) Harness, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	tests := []struct {
 		name string
 		fn   func(t *testing.T, f *fixture)
@@ -67,6 +82,9 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if o.parallel {
+				t.Parallel()
+			}
 			tt.fn(t, newFixture(t, newHarness(t)))
 		})
 	}
