@@ -59,6 +59,7 @@ func runCrashChild(path string) int {
 }
 
 func TestCrashRecovery(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "crash.db")
 	db, err := sqlite.Open(path, sqlite.OpenConfig{})
 	if err != nil {

@@ -49,6 +49,7 @@ func saveWeight(ctx context.Context, s *sqlite.Store, id, userID string, kg floa
 }
 
 func TestEventIsCreatedWithItsData(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	e := outbox.NewEvent("order.created", "6f1c2a7e-entry", "test-user")
 	e.IsNewRecord = true
@@ -65,6 +66,7 @@ func TestEventIsCreatedWithItsData(t *testing.T) {
 }
 
 func TestOperatorRetryResetsAFailedEvent(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	clock := outboxtest.NewClock(outboxtest.T0)
@@ -102,6 +104,7 @@ func TestOperatorRetryResetsAFailedEvent(t *testing.T) {
 }
 
 func TestEndToEndSync(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	repo := newProgressRepo(t, s)
@@ -163,6 +166,7 @@ func TestEndToEndSync(t *testing.T) {
 }
 
 func TestRolledBackTransactionLeavesNeitherDataNorEvent(t *testing.T) {
+	t.Parallel()
 	s := sqlitetest.NewStore(t)
 	ctx := context.Background()
 	newProgressRepo(t, s)

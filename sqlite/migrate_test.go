@@ -15,6 +15,7 @@ import (
 // A database left at version 1 by an older release is upgraded in place: its events
 // stay, and the window counts (which read migration 2's index) see them.
 func TestMigrateUpgradesVersion1InPlace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db, err := Open(filepath.Join(t.TempDir(), "old.db"), OpenConfig{})
 	if err != nil {

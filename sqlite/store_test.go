@@ -12,6 +12,7 @@ import (
 )
 
 func TestConformance(t *testing.T) {
+	t.Parallel()
 	outboxtest.Run(t, func(t *testing.T) outboxtest.Harness {
 		return harness(sqlitetest.NewStore(t))
 	}, outboxtest.Parallel())
