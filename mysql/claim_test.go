@@ -435,59 +435,70 @@ func TestEmptyClaimsWhileEventsAreDueLoseNothing(t *testing.T) {
 	db := openDB(t, 10, nil)
 	ctx := context.Background()
 	const runs, events, relays = 10, 100, 8
-	early := 0
-	for run := range runs {
-		s := newStore(t, db, mysql.Config{Isolation: sql.LevelReadCommitted})
-		var evs []*outbox.Event
-		for i := range events {
-			evs = append(evs, keyed(fmt.Sprintf("e%03d", i), "k"))
+	var early atomic.Int32
+	// The runs are independent (a table each), so they run side by side; the pool is
+	// shared, and a relay waits for a connection like any other caller.
+	t.Run("runs", func(t *testing.T) {
+		for run := range runs {
+			t.Run(fmt.Sprint(run), func(t *testing.T) {
+				t.Parallel()
+				emptyClaimsRun(t, ctx, db, run, events, relays, &early)
+			})
 		}
-		if err := s.Enqueue(ctx, time.Now(), evs...); err != nil {
-			t.Fatal(err)
-		}
-		var (
-			mu        sync.Mutex
-			delivered []string
-			wg        sync.WaitGroup
-		)
-		drain := func(owner string) {
-			for {
-				now := time.Now()
-				got, err := s.Claim(ctx, outbox.ClaimParams{Owner: owner, Now: now, LeaseUntil: now.Add(time.Hour), Limit: 1})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if len(got) == 0 {
-					return
-				}
-				mu.Lock()
-				delivered = append(delivered, entities(got)...)
-				mu.Unlock()
-				if err := s.Settle(ctx, owner, time.Now(), []outbox.Outcome{{ID: got[0].ID, Result: outbox.Delivered}}); err != nil {
-					t.Error(err)
-					return
-				}
+	})
+	t.Logf("in %d of %d runs the relays stopped at an empty claim while events were due", early.Load(), runs)
+}
+
+func emptyClaimsRun(t *testing.T, ctx context.Context, db *sql.DB, run, events, relays int, early *atomic.Int32) {
+	s := newStore(t, db, mysql.Config{Isolation: sql.LevelReadCommitted})
+	var evs []*outbox.Event
+	for i := range events {
+		evs = append(evs, keyed(fmt.Sprintf("e%03d", i), "k"))
+	}
+	if err := s.Enqueue(ctx, time.Now(), evs...); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu        sync.Mutex
+		delivered []string
+		wg        sync.WaitGroup
+	)
+	drain := func(owner string) {
+		for {
+			now := time.Now()
+			got, err := s.Claim(ctx, outbox.ClaimParams{Owner: owner, Now: now, LeaseUntil: now.Add(time.Hour), Limit: 1})
+			if err != nil {
+				t.Error(err)
+				return
 			}
-		}
-		for c := range relays {
-			wg.Go(func() { drain(fmt.Sprintf("relay-%d", c)) })
-		}
-		wg.Wait()
-		if len(delivered) < events {
-			early++
-			if held := count(t, db, s, "status = 'processing'"); held != 0 {
-				t.Fatalf("run %d: the relays stopped with %d events in flight", run, held)
+			if len(got) == 0 {
+				return
 			}
-		}
-		drain("last")
-		var want []string
-		for _, e := range evs {
-			want = append(want, e.EntityID)
-		}
-		if !slices.Equal(delivered, want) {
-			t.Fatalf("run %d: delivered %v, want each event once in order", run, delivered)
+			mu.Lock()
+			delivered = append(delivered, entities(got)...)
+			mu.Unlock()
+			if err := s.Settle(ctx, owner, time.Now(), []outbox.Outcome{{ID: got[0].ID, Result: outbox.Delivered}}); err != nil {
+				t.Error(err)
+				return
+			}
 		}
 	}
-	t.Logf("in %d of %d runs the relays stopped at an empty claim while events were due", early, runs)
+	for c := range relays {
+		wg.Go(func() { drain(fmt.Sprintf("relay-%d", c)) })
+	}
+	wg.Wait()
+	if len(delivered) < events {
+		early.Add(1)
+		if held := count(t, db, s, "status = 'processing'"); held != 0 {
+			t.Fatalf("run %d: the relays stopped with %d events in flight", run, held)
+		}
+	}
+	drain("last")
+	var want []string
+	for _, e := range evs {
+		want = append(want, e.EntityID)
+	}
+	if !slices.Equal(delivered, want) {
+		t.Fatalf("run %d: delivered %v, want each event once in order", run, delivered)
+	}
 }
