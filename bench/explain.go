@@ -55,7 +55,7 @@ func explain(ctx context.Context, o options, out io.Writer) error {
 		}
 		s.Close()
 	}()
-	if err := s.Preload(ctx, o.drainEvents); err != nil {
+	if err := s.Preload(ctx, variant{}, o.drainEvents); err != nil {
 		return fmt.Errorf("preload: %w", err)
 	}
 	if _, err := s.pool.Exec(ctx, "ANALYZE"); err != nil {

@@ -96,7 +96,7 @@ func measureDrain(ctx context.Context, s system, v variant, o options) (result, 
 	if err := s.Reset(ctx); err != nil {
 		return result{}, fmt.Errorf("reset: %w", err)
 	}
-	if err := s.Preload(ctx, o.drainEvents); err != nil {
+	if err := s.Preload(ctx, v, o.drainEvents); err != nil {
 		return result{}, fmt.Errorf("preload: %w", err)
 	}
 	// Fresh statistics for every system alike: the planner should see the backlog.

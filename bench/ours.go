@@ -95,14 +95,19 @@ func (s *ours) setup(ctx context.Context) error {
 func (s *ours) Name() string        { return s.name }
 func (s *ours) Pool() *pgxpool.Pool { return s.pool }
 
-func (s *ours) event(o order) *outbox.Event {
+// outboxEvent is the event announcing o, as ours and the log write it; keyed gives it
+// its entity as its ordering key, as an application that orders by entity does.
+func outboxEvent(o order, keyed bool) *outbox.Event {
 	e := outbox.NewEvent("orderPlaced", o.ID.String(), o.UserID)
 	e.Payload = o.payload()
+	if keyed {
+		e.OrderingKey = e.EntityID
+	}
 	return e
 }
 
 func (s *ours) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string, error) {
-	e := s.event(o)
+	e := outboxEvent(o, false)
 	if err := s.store.EnqueueTx(ctx, tx, e); err != nil {
 		return "", err
 	}
@@ -118,12 +123,12 @@ func (s *ours) Transact(ctx context.Context, fn func(pgx.Tx) error) (ok bool, er
 	return true, s.store.Transact(ctx, fn)
 }
 
-func (s *ours) Preload(ctx context.Context, n int) error {
+func (s *ours) Preload(ctx context.Context, v variant, n int) error {
 	const chunk = 1000
 	for done := 0; done < n; done += chunk {
 		events := make([]*outbox.Event, 0, min(chunk, n-done))
 		for i := range cap(events) {
-			events = append(events, s.event(newOrder(0, done+i)))
+			events = append(events, outboxEvent(newOrder(0, done+i), v.Keyed))
 		}
 		if err := s.store.Enqueue(ctx, time.Now(), events...); err != nil {
 			return err

@@ -42,7 +42,7 @@ func (p *plain) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string, erro
 	return o.ID.String(), err
 }
 
-func (p *plain) Preload(context.Context, int) error { return errors.ErrUnsupported }
+func (p *plain) Preload(context.Context, variant, int) error { return errors.ErrUnsupported }
 
 func (p *plain) Reset(ctx context.Context) error {
 	_, err := p.pool.Exec(ctx, `TRUNCATE orders, events`)

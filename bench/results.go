@@ -112,6 +112,21 @@ func (rs *results) ratios(phase, a, b, unit string) []float64 {
 	return out
 }
 
+// best is the label among labels that starts with prefix and has the highest median
+// of unit in phase, or "" when none starts with it.
+func (rs *results) best(phase string, labels []string, prefix, unit string) string {
+	best, rate := "", math.Inf(-1)
+	for _, l := range labels {
+		if !strings.HasPrefix(l, prefix) {
+			continue
+		}
+		if m := median(rs.values(phase, l, unit)); best == "" || m > rate {
+			best, rate = l, m
+		}
+	}
+	return best
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return math.NaN()
@@ -129,6 +144,15 @@ func spread(v []float64, format string) string {
 		return "–"
 	}
 	return fmt.Sprintf(format+"–"+format, slices.Min(v), slices.Max(v))
+}
+
+// bytesCell prints a WAL figure in whole bytes, or to two decimals below 10 bytes: the
+// log's drain writes one cursor row per batch, a fraction of a byte per event.
+func bytesCell(v float64) string {
+	if v < 10 {
+		return fmt.Sprintf("%.2f", v)
+	}
+	return fmt.Sprintf("%.0f", v)
 }
 
 func ratioCell(v []float64) string {
@@ -155,18 +179,27 @@ func (rs *results) summary(o options, m machine) string {
 		b.WriteString("\n")
 	}
 	if labels := rs.labels["Drain"]; len(labels) > 0 {
-		best := ""
-		for _, l := range labels {
-			if strings.HasPrefix(l, "outbox") && (best == "" || median(rs.values("Drain", l, "events/s")) > median(rs.values("Drain", best, "events/s"))) {
-				best = l
-			}
+		ours := rs.best("Drain", labels, "outbox", "events/s")
+		river := rs.best("Drain", labels, "river", "events/s")
+		specOf := map[string]spec{}
+		for _, sp := range o.drainSpecs {
+			specOf[sp.V.Label] = sp
 		}
 		fmt.Fprintf(&b, "### Drain: %d-event backlog to a no-op receiver\n\n", o.drainEvents)
-		fmt.Fprintf(&b, "| consumer | events/s (median) | range over rounds | %s ÷ consumer | WAL bytes/event |\n|---|--:|--:|--:|--:|\n", cmp.Or(best, "outbox"))
+		b.WriteString("The limit column reads each consumer against the bare loop of its layout's own statements (limit-b… for the outbox, log-limit-b… for the log).\n\n")
+		fmt.Fprintf(&b, "| consumer | events/s (median) | range over rounds | %s ÷ consumer | consumer ÷ %s | consumer ÷ its limit | WAL bytes/event |\n|---|--:|--:|--:|--:|--:|--:|\n",
+			cmp.Or(ours, "outbox"), cmp.Or(river, "river"))
 		for _, l := range labels {
 			v := rs.values("Drain", l, "events/s")
-			fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %.0f |\n", l, median(v), spread(v, "%.0f"),
-				ratioCell(rs.ratios("Drain", best, l, "events/s")), median(rs.values("Drain", l, "WAL-B/event")))
+			limit := "–"
+			if sp, ok := specOf[l]; ok {
+				if lim := limitOf(sp, o.drainSpecs); lim != "" {
+					limit = lim + ": " + ratioCell(rs.ratios("Drain", l, lim, "events/s"))
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %.0f | %s | %s | %s | %s | %s |\n", l, median(v), spread(v, "%.0f"),
+				ratioCell(rs.ratios("Drain", ours, l, "events/s")), ratioCell(rs.ratios("Drain", l, river, "events/s")),
+				limit, bytesCell(median(rs.values("Drain", l, "WAL-B/event"))))
 		}
 		b.WriteString("\n")
 	}

@@ -65,7 +65,7 @@ func (s *riverSystem) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string
 	return strconv.FormatInt(res.Job.ID, 10), nil
 }
 
-func (s *riverSystem) Preload(ctx context.Context, n int) error {
+func (s *riverSystem) Preload(ctx context.Context, _ variant, n int) error {
 	const chunk = 5000
 	for done := 0; done < n; done += chunk {
 		params := make([]river.InsertManyParams, 0, min(chunk, n-done))

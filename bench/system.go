@@ -22,8 +22,9 @@ type system interface {
 	// EnqueueTx writes the event announcing o inside tx and returns the key the
 	// receiver will see for it.
 	EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (key string, err error)
-	// Preload writes n events as fast as the system allows; it is not timed.
-	Preload(ctx context.Context, n int) error
+	// Preload writes n events as fast as the system allows, as the consumer v will
+	// find them (v.Keyed: with ordering keys); it is not timed.
+	Preload(ctx context.Context, v variant, n int) error
 	// Reset empties the system's tables between measurements.
 	Reset(ctx context.Context) error
 	// Consume starts delivering events to deliver with the given configuration and
@@ -56,8 +57,15 @@ type variant struct {
 	// processor, processors in this process.
 	BatchSize, MaxConcurrent, BatchesInFlight, Relays int
 	// Ours: instead of processors, a bare loop claiming BatchSize events and settling
-	// them delivered, the floor of the store's SQL (the "limit" row).
+	// them delivered, the floor of the store's SQL (the "limit" row). The log: instead
+	// of a LogRelay, a bare loop reading BatchSize events by a cursor and acknowledging
+	// them (the "log-limit" row).
 	Floor bool
+	// Ours and the log: every event of the backlog has an ordering key, its entity.
+	Keyed bool
+	// The log: the LogRelay hands its batches to a BatchHandler rather than calling a
+	// Handler per event (MaxConcurrent keys at once).
+	BatchHandler bool
 	// River: the default queue's MaxWorkers (River has no default; its docs use 100).
 	Workers int
 	// Watermill: the PostgreSQL schema adapter's SubscribeBatchSize (default 100).

@@ -19,6 +19,15 @@ func TestParseSpecs(t *testing.T) {
 		{in: "outbox:w=10", wantErr: `unknown key "w" for outbox`},
 		{in: "river:w=0", wantErr: `"w=0" is not key=positive number`},
 		{in: "outbox:b", wantErr: `"b" is not key=positive number`},
+		{in: "limit:b=1000;outbox:b=1000,o=1;limit:b=1000,o=1", labels: []string{"limit-b1000", "outbox-b1000-c3-k1-r1-keyed", "limit-b1000-keyed"}},
+		{in: "limit:c=5", wantErr: `unknown key "c" for limit`},
+		{in: "log-relay", labels: []string{"log-relay-b500"}},
+		{in: "log-relay:b=1000;log-relay:b=1000,c=100;log-relay:b=1000,o=1;log-limit:b=1000", labels: []string{"log-relay-b1000", "log-relay-b1000-c100", "log-relay-b1000-keyed", "log-limit-b1000"}},
+		{in: "log-relay:k=2", wantErr: `unknown key "k" for log-relay`},
+		{in: "log-relay:r=2", wantErr: `unknown key "r" for log-relay`},
+		{in: "log-limit:c=2", wantErr: `unknown key "c" for log-limit`},
+		{in: "log-relay:o=2", wantErr: `o takes 1`},
+		{in: "river:o=1", wantErr: `unknown key "o" for river`},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			specs, err := parseSpecs(tc.in)
@@ -93,5 +102,98 @@ func TestRotate(t *testing.T) {
 	}
 	if strings.Join(s, "") != "abc" {
 		t.Errorf("rotate changed its input: %v", s)
+	}
+}
+
+func TestLogSpecs(t *testing.T) {
+	specs, err := parseSpecs("log-relay:b=1000;log-relay:b=1000,c=100,o=1;log-limit:b=1000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sp := range specs {
+		if sp.System != "log-tx" {
+			t.Errorf("%s runs on system %q, want log-tx", sp.V.Label, sp.System)
+		}
+	}
+	want := []variant{
+		{Label: "log-relay-b1000", BatchSize: 1000, BatchHandler: true},
+		{Label: "log-relay-b1000-c100-keyed", BatchSize: 1000, MaxConcurrent: 100, Keyed: true},
+		{Label: "log-limit-b1000", BatchSize: 1000, Floor: true},
+	}
+	for i, w := range want {
+		if specs[i].V != w {
+			t.Errorf("spec %d = %+v, want %+v", i, specs[i].V, w)
+		}
+	}
+}
+
+func TestLimitOf(t *testing.T) {
+	specs, err := parseSpecs("limit:b=1000;outbox:b=1000,c=100,k=2;outbox:b=2000,c=200,k=2;" +
+		"log-limit:b=500;log-limit:b=1000;log-limit:b=1000,o=1;log-relay:b=1000;log-relay:b=1000,o=1;log-relay:b=2000;river:w=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"limit-b1000":             "",
+		"outbox-b1000-c100-k2-r1": "limit-b1000",
+		"outbox-b2000-c200-k2-r1": "limit-b1000", // no floor of its batch size: the first
+		"log-limit-b500":          "",
+		"log-relay-b1000":         "log-limit-b1000",
+		"log-relay-b1000-keyed":   "log-limit-b1000-keyed",
+		"log-relay-b2000":         "log-limit-b500",
+		"river-w100":              "",
+	}
+	for _, sp := range specs {
+		w, ok := want[sp.V.Label]
+		if !ok {
+			continue
+		}
+		if got := limitOf(sp, specs); got != w {
+			t.Errorf("limitOf(%s) = %q, want %q", sp.V.Label, got, w)
+		}
+	}
+}
+
+func TestDrainSummaryReadsTheLogAgainstRiverAndItsLimit(t *testing.T) {
+	specs, err := parseSpecs("limit:b=1000;outbox:b=1000,c=100,k=2;log-limit:b=1000;log-relay:b=1000;river:w=1000;river:w=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := newResults()
+	// Per round: outbox limit, outbox, log limit, log relay, river-w1000, river-w10000.
+	// River's best by median is river-w10000 (30 > 20), though one round it is slower.
+	for _, v := range [][6]float64{{40, 50, 100, 80, 20, 30}, {40, 50, 100, 90, 20, 10}, {40, 50, 100, 60, 20, 30}} {
+		var round []result
+		for i, sp := range specs {
+			round = append(round, result{Phase: "Drain", Label: sp.V.Label, Metrics: []metric{{"events/s", v[i]}, {"WAL-B/event", 0.5}}})
+		}
+		rs.add(round)
+	}
+	if got := rs.best("Drain", rs.labels["Drain"], "river", "events/s"); got != "river-w10000" {
+		t.Fatalf("best river = %q, want river-w10000", got)
+	}
+	sum := rs.summary(options{drainSpecs: specs, drainEvents: 50000}, machine{})
+	var row string
+	for line := range strings.SplitSeq(sum, "\n") {
+		if strings.HasPrefix(line, "| log-relay-b1000 |") {
+			row = line
+		}
+	}
+	if row == "" {
+		t.Fatalf("no log-relay row in\n%s", sum)
+	}
+	// ÷ river-w10000 within rounds: 80/30, 90/10, 60/30 → median 2.67; ÷ its limit
+	// (log-limit-b1000): 0.8, 0.9, 0.6 → median 0.80; outbox ÷ relay: 50/80, 50/90,
+	// 50/60 → median 0.62.
+	for _, cell := range []string{"| **0.62×** (0.56–0.83) |", "| **2.67×** (2.00–9.00) |", "| log-limit-b1000: **0.80×** (0.60–0.90) |"} {
+		if !strings.Contains(row, cell) {
+			t.Errorf("log-relay row lacks %q:\n%s", cell, row)
+		}
+	}
+	if !strings.HasSuffix(row, "| 0.50 |") {
+		t.Errorf("log-relay row's WAL per event is not 0.50:\n%s", row)
+	}
+	if !strings.Contains(sum, "consumer ÷ river-w10000") {
+		t.Errorf("summary does not name River's best in its header:\n%s", sum)
 	}
 }

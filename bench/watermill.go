@@ -82,7 +82,7 @@ func (s *watermillSystem) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (st
 	return msg.UUID, pub.Publish(watermillDestTopic, msg)
 }
 
-func (s *watermillSystem) Preload(ctx context.Context, n int) error {
+func (s *watermillSystem) Preload(ctx context.Context, _ variant, n int) error {
 	const chunk = 5000 // three parameters a row, under PostgreSQL's 65,535
 	for done := 0; done < n; done += chunk {
 		err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
