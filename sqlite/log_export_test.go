@@ -5,3 +5,6 @@ const (
 	ReadLogQuery = readLog
 	TrimLogQuery = trimLog
 )
+
+// ScanLogEvents decodes the rows of ReadLogQuery, for the read benchmark's limit row.
+var ScanLogEvents = scanLogEvents
