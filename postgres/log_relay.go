@@ -35,9 +35,13 @@ const (
 	DefaultLogRelayCursor = "relay"
 	// DefaultLogRelayBatchSize is how many events a LogRelay reads at a time.
 	DefaultLogRelayBatchSize = 500
-	// DefaultLogRelayPollInterval is how long an idle LogRelay waits before it reads
-	// again. The log has no wake-ups yet, so this bounds latency.
+	// DefaultLogRelayPollInterval is how long an idle LogRelay waits, at most, before
+	// it reads again, whatever its head polls and wake-ups say.
 	DefaultLogRelayPollInterval = 100 * time.Millisecond
+	// DefaultLogRelayHeadPollInterval is how often an idle LogRelay asks the database
+	// whether anything committed since it last looked. It bounds the latency of events
+	// appended by other processes: about half of it is added on average.
+	DefaultLogRelayHeadPollInterval = time.Millisecond
 )
 
 // LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
@@ -53,9 +57,18 @@ type LogRelayConfig struct {
 	// Defaults to outbox.DefaultMaxConcurrent. A BatchHandler is called instead with
 	// one event of each key at a time (see LogRelay).
 	MaxConcurrent int
-	// PollInterval is how long an idle relay, or one whose cursor another relay holds,
-	// waits before it looks again. Defaults to DefaultLogRelayPollInterval.
+	// PollInterval is how long an idle relay waits, at most, before it reads the log
+	// again, and how long one whose cursor another relay holds waits before it tries
+	// again. Defaults to DefaultLogRelayPollInterval.
 	PollInterval time.Duration
+	// HeadPollInterval is how often an idle relay polls the log's head between reads:
+	// one statement, outside any transaction, that writes nothing and tells whether a
+	// transaction has finished since the last poll and, if one has, whether the log
+	// holds events past the cursor; the relay reads at once when it does. Appenders of
+	// this process can wake their relays without it (Log.Transact, Log.Committed).
+	// Defaults to DefaultLogRelayHeadPollInterval; negative turns head polls off, and
+	// then events committed without a wake-up wait up to a PollInterval.
+	HeadPollInterval time.Duration
 	// LeaseDuration is how long the server lets a relay that holds the cursor stay
 	// silent before it ends the relay's session, which releases the cursor to another
 	// relay. The relay speaks every third of it while it delivers. Defaults to
@@ -90,6 +103,7 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.BatchSize = cmp.Or(c.BatchSize, DefaultLogRelayBatchSize)
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
+	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
 	c.Retry.MaxAttempts = cmp.Or(c.Retry.MaxAttempts, outbox.DefaultMaxAttempts)
@@ -1023,12 +1037,18 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	}
 }
 
-// Run delivers until ctx ends, and returns ctx's error. It steps at once after a batch,
-// waits a PollInterval when the log is idle or another relay holds the cursor, RetryIn
-// after a held batch, and backs off (up to a PollInterval) while the database fails.
+// Run delivers until ctx ends, and returns ctx's error. It steps at once after a batch.
+// When the log is idle it steps again as soon as an appender of this process says it
+// committed (Log.Transact, Log.Committed) or a head poll finds events past the cursor,
+// and after a PollInterval at the latest (see log_wake.go). It waits a PollInterval
+// when another relay holds the cursor, RetryIn after a held batch, and backs off (up
+// to a PollInterval) while the database fails.
 func (r *LogRelay) Run(ctx context.Context) error {
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
-		"poll_interval", r.cfg.PollInterval)
+		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval)
+	wake, unsubscribe := r.log.wakeups().Subscribe("")
+	defer unsubscribe()
+	head := newLogHead(r.log.pool, r.log)
 	var errDelay time.Duration
 	for {
 		st, err := r.Step(ctx)
@@ -1043,8 +1063,14 @@ func (r *LogRelay) Run(ctx context.Context) error {
 			r.logger.Error("log relay step failed; the batch will be read again", "err", err, "retry_in", wait)
 		case st.Held:
 			errDelay, wait = 0, st.RetryIn
-		case st.Busy || st.Read == 0:
+		case st.Busy:
 			errDelay, wait = 0, r.cfg.PollInterval
+		case st.Read == 0:
+			errDelay = 0
+			if err := r.awaitNews(ctx, head, wake); err != nil {
+				return err
+			}
+			continue
 		default:
 			errDelay = 0
 			continue

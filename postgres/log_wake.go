@@ -1,0 +1,208 @@
+package postgres
+
+// Wake-ups of the log layout's relay (issue 24, docs/log-layout.md). AppendTx sends no
+// NOTIFY inside the caller's transaction, so an idle LogRelay learns of a commit in
+// one of two ways, and either is only a hint: the step that follows reads the log,
+// and its read decides what there is to deliver.
+//
+//   - In-process: Log.Transact, or Log.Committed after a transaction of the caller's
+//     own, wakes the relays of this process that read the log, through a hub (as
+//     Store.Transact wakes the Store's processors).
+//   - Across processes: the relay's head poll (logHead), a statement of one round trip
+//     outside any transaction, every HeadPollInterval while the relay is idle.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"time"
+	"weak"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fitiq/outbox/internal/hub"
+)
+
+// logHeadSnapshot is the head poll's usual statement. pg_current_snapshot() lists
+// xmax (one past the latest transaction ID to have finished) and the IDs below it
+// still running. A transaction that finishes either raises xmax (when its ID is at or
+// above it) or leaves that list (when below): so two equal snapshots mean that no
+// transaction holding an ID finished between them, and none can have committed events
+// to the log. A new transaction taking an ID changes neither. The statement reads no
+// table and takes no lock; its cost is that of a statement's round trip.
+const logHeadSnapshot = `SELECT pg_current_snapshot()::text`
+
+// logHeadNews tells, once the snapshot has changed, whether the log holds events
+// visible now and not in the position's snapshot $1: the cursor's read (readLog) with a
+// limit of one and no columns, on the same two ranges of the primary key, so that index
+// probes answer it. The snapshot is the cluster's, so commits to other tables or
+// databases change it too; this keeps them from costing a step. It returns the
+// snapshot it judged by. As in readLog, the limit comes from the CTE, where the planner
+// cannot see it: knowing it is one, it may plan to sort every row of a range whose
+// bounds it cannot see, rather than to merge the partitions' index ranges.
+const logHeadNews = `
+WITH h AS MATERIALIZED (
+    SELECT $1::text::pg_snapshot AS prev, pg_current_snapshot() AS now, 1::bigint AS lim
+)
+SELECT h.now::text, EXISTS (
+    (SELECT 1 FROM {{log}}
+     WHERE xid >= pg_snapshot_xmax(h.prev) AND xid < pg_snapshot_xmax(h.now)
+         AND pg_visible_in_snapshot(xid, h.now)
+     ORDER BY xid, seq LIMIT h.lim)
+    UNION ALL
+    (SELECT 1 FROM {{log}}
+     WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(h.prev)))
+         AND pg_visible_in_snapshot(xid, h.now)
+     ORDER BY xid, seq LIMIT h.lim))
+FROM h`
+
+// logHeadQuerier runs the head poll's statements: the log's pool.
+type logHeadQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// logHead is an idle relay's head poll: look reports whether events may have been
+// committed to the log past the relay's position. It never misses one: it answers
+// "nothing" only when logHeadNews found nothing for this position at a snapshot
+// (quiet) and no transaction has finished since (the snapshot is still quiet's). Not
+// safe for concurrent use: Run owns it.
+type logHead struct {
+	q    logHeadQuerier
+	news string // logHeadNews, rendered for the log
+
+	quiet    string      // the last snapshot at which news found nothing; "" none
+	quietPos logPosition // the position it found nothing from
+	checks   int         // how many times news ran, for tests
+}
+
+func newLogHead(q logHeadQuerier, l *Log) *logHead {
+	return &logHead{q: q, news: l.n.render(logHeadNews)}
+}
+
+// look asks the database whether the log holds events past pos: one round trip when no
+// transaction has finished since the last look that found nothing from pos, two when
+// one has.
+func (h *logHead) look(ctx context.Context, pos logPosition) (bool, error) {
+	if pos.next != "" {
+		return true, nil // in the middle of a pair: the rest of it is there to read
+	}
+	var now string
+	if err := h.q.QueryRow(ctx, logHeadSnapshot).Scan(&now); err != nil {
+		return false, fmt.Errorf("outbox/postgres: log relay: poll the log's head: %w", err)
+	}
+	if h.quiet != "" && now == h.quiet && pos == h.quietPos {
+		return false, nil
+	}
+	h.checks++
+	var found bool
+	if err := h.q.QueryRow(ctx, h.news, pos.snapshot).Scan(&now, &found); err != nil {
+		h.quiet = ""
+		return false, fmt.Errorf("outbox/postgres: log relay: look for events past the cursor: %w", err)
+	}
+	if found {
+		h.quiet = ""
+	} else {
+		h.quiet, h.quietPos = now, pos
+	}
+	return found, nil
+}
+
+// awaitNews is Run's wait after a step that read nothing: it returns when a local
+// appender says it committed (wake), when the head poll finds events past the cursor,
+// when PollInterval has passed (the step then reads regardless: the poll is a hint),
+// or with ctx's error. A failed poll is logged and ends the polling of this wait.
+func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan struct{}) error {
+	full := time.NewTimer(r.cfg.PollInterval)
+	defer full.Stop()
+	var tick <-chan time.Time
+	if r.cfg.HeadPollInterval > 0 && r.cfg.HeadPollInterval < r.cfg.PollInterval {
+		t := time.NewTicker(r.cfg.HeadPollInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-full.C:
+			return nil
+		case <-wake:
+			return nil
+		case <-tick:
+			found, err := head.look(ctx, r.cursor.position())
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				r.logger.Warn("head poll failed; the relay reads again after its poll interval", "err", err,
+					"retry_in", r.cfg.PollInterval)
+				tick = nil
+				continue
+			}
+			if found {
+				return nil
+			}
+		}
+	}
+}
+
+// logHubs holds each Log's in-process wake-up hub, keyed weakly by the Log so that an
+// entry goes when its Log is collected (a cleanup deletes it). The hub is not a field
+// of Log: relays find it through the Log they were built on, as appenders do.
+var logHubs sync.Map // weak.Pointer[Log] → *hub.Hub
+
+// wakeups returns l's hub of waiting relays.
+func (l *Log) wakeups() *hub.Hub {
+	key := weak.Make(l)
+	if h, ok := logHubs.Load(key); ok {
+		return h.(*hub.Hub)
+	}
+	h, loaded := logHubs.LoadOrStore(key, new(hub.Hub))
+	if !loaded {
+		runtime.AddCleanup(l, func(k weak.Pointer[Log]) { logHubs.Delete(k) }, key)
+	}
+	return h.(*hub.Hub)
+}
+
+// Committed wakes this process's LogRelays of l (those built on l) that are waiting
+// for events, so that they read the log at once instead of at their next poll. Call
+// it after a transaction that appended to l with AppendTx has committed, when that
+// transaction is not Transact's. It is a hint only: a relay woken when nothing was
+// committed reads nothing; one not woken finds the events at its next head poll or
+// PollInterval. It never blocks, and it sends nothing to the database.
+func (l *Log) Committed() {
+	l.wakeups().Wake(nil, true)
+}
+
+// Transact runs fn in a transaction of the log's pool and commits it when fn returns
+// nil; it rolls back when fn returns an error or panics (and panics again). Append to
+// the log in fn with AppendTx, with the application's own writes. Once the
+// transaction has committed, this process's relays of l are woken (see Committed);
+// relays in other processes find the events by their head poll. No NOTIFY is sent.
+// fn's error is returned as it is.
+func (l *Log) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error) {
+	tx, err := l.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: log transact: begin: %w", err)
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			panic(p)
+		}
+		if err != nil {
+			if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+				err = errors.Join(err, fmt.Errorf("outbox/postgres: log transact: rollback: %w", rbErr))
+			}
+			return
+		}
+		if err = tx.Commit(ctx); err != nil {
+			err = fmt.Errorf("outbox/postgres: log transact: commit: %w", err)
+			return
+		}
+		l.Committed()
+	}()
+	return fn(tx)
+}

@@ -1,0 +1,787 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+)
+
+// The log relay's wake-ups (log_wake.go). These tests live inside the package, to reach
+// the head poll and the relay's read-only idle path; they set up their own log and
+// events table in a schema of their own, as the external tests do.
+
+// wakeDeadline bounds the wait for an outcome that comes at once when the wake-up path
+// works. The relays under test poll the log only once an hour, so an outcome that
+// needed that poll would miss it by far; the bound itself is no performance claim.
+const wakeDeadline = time.Minute
+
+// wakeEnv is a log and an events table in a fresh schema, on a pool of their own.
+type wakeEnv struct {
+	pool  *pgxpool.Pool
+	log   *Log
+	store *Store
+}
+
+func wakeDSN(t *testing.T) string {
+	t.Helper()
+	dsn := os.Getenv("OUTBOX_POSTGRES_DSN")
+	if dsn == "" {
+		t.Skip("OUTBOX_POSTGRES_DSN is not set: skipping a PostgreSQL test (.ci/run sets it, e.g. postgres://postgres@127.0.0.1:5432/test?sslmode=disable)")
+	}
+	return dsn
+}
+
+// wakePool opens a pool of its own on the test database, closed when t ends;
+// configure, when not nil, adjusts its config.
+func wakePool(t *testing.T, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(wakeDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = 6
+	if configure != nil {
+		configure(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// newWakeEnv makes a wakeEnv on a pool of its own; configure, when not nil, adjusts
+// the pool's config.
+func newWakeEnv(t *testing.T, configure func(*pgxpool.Config)) wakeEnv {
+	t.Helper()
+	ctx := context.Background()
+	dsn := wakeDSN(t)
+	pool := wakePool(t, configure)
+	schema := fmt.Sprintf("outbox_test_wake_%x", rand.Uint64())
+	t.Cleanup(func() {
+		admin, err := pgx.Connect(context.Background(), dsn)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+			return
+		}
+		defer admin.Close(context.Background())
+		if _, err := admin.Exec(context.Background(), `DROP SCHEMA IF EXISTS `+pgx.Identifier{schema}.Sanitize()+` CASCADE`); err != nil {
+			t.Errorf("drop schema %s: %v", schema, err)
+		}
+	})
+	storeCfg := Config{Schema: schema, DisableListen: true, Logger: outboxtest.Discard}
+	if _, err := Migrate(ctx, pool, storeCfg); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, pool, storeCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	logCfg := LogConfig{Schema: schema}
+	if _, err := MigrateLog(ctx, pool, logCfg); err != nil {
+		t.Fatal(err)
+	}
+	l, err := NewLog(ctx, pool, logCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wakeEnv{pool: pool, log: l, store: s}
+}
+
+func (env wakeEnv) relay(t *testing.T, h outbox.Handler, cfg LogRelayConfig) *LogRelay {
+	t.Helper()
+	cfg.Logger = outboxtest.Discard
+	r, err := NewLogRelay(context.Background(), env.log, env.store, h, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// appendIn appends one event per entity in tx.
+func (env wakeEnv) appendIn(t *testing.T, tx pgx.Tx, entities ...string) {
+	t.Helper()
+	for _, entity := range entities {
+		if err := env.log.AppendTx(context.Background(), tx, outbox.NewEvent("order.created", entity, "user-1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (env wakeEnv) begin(t *testing.T) pgx.Tx {
+	t.Helper()
+	tx, err := env.pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+	return tx
+}
+
+func wakeCommit(t *testing.T, tx pgx.Tx) {
+	t.Helper()
+	if err := tx.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wakeReceiver records the entities it was handed and signals each delivery.
+type wakeReceiver struct {
+	mu     sync.Mutex
+	got    []string
+	signal chan struct{}
+}
+
+func newWakeReceiver() *wakeReceiver { return &wakeReceiver{signal: make(chan struct{}, 1)} }
+
+func (w *wakeReceiver) Handle(_ context.Context, e outbox.Event) error {
+	w.mu.Lock()
+	w.got = append(w.got, e.EntityID)
+	w.mu.Unlock()
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (w *wakeReceiver) entities() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.got)
+}
+
+// await waits until every one of entities has been delivered, or fails after
+// wakeDeadline naming what is missing.
+func (w *wakeReceiver) await(t *testing.T, why string, entities ...string) {
+	t.Helper()
+	deadline := time.NewTimer(wakeDeadline)
+	defer deadline.Stop()
+	for {
+		got := w.entities()
+		missing := slices.DeleteFunc(slices.Clone(entities), func(e string) bool { return slices.Contains(got, e) })
+		if len(missing) == 0 {
+			return
+		}
+		select {
+		case <-w.signal:
+		case <-deadline.C:
+			t.Fatalf("%s: %v not delivered within %s, with the relay's poll interval an hour (delivered: %v)", why, missing, wakeDeadline, got)
+		}
+	}
+}
+
+// runRelay runs r until the test ends, and fails the test if Run returns early.
+func runRelay(t *testing.T, r *LogRelay) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v, want context.Canceled", err)
+		}
+	})
+}
+
+// scriptedHead answers the head poll's two statements from a script, and counts them.
+type scriptedHead struct {
+	snapshot  string // what logHeadSnapshot returns
+	found     bool   // what logHeadNews returns (with snapshot)
+	newsErr   error
+	snapshots int
+	news      []string // the positions news was asked about
+}
+
+func (s *scriptedHead) QueryRow(_ context.Context, sql string, args ...any) pgx.Row {
+	if sql == logHeadSnapshot {
+		s.snapshots++
+		return scriptedRow{values: []any{s.snapshot}}
+	}
+	s.news = append(s.news, args[0].(string))
+	if s.newsErr != nil {
+		return scriptedRow{err: s.newsErr}
+	}
+	return scriptedRow{values: []any{s.snapshot, s.found}}
+}
+
+type scriptedRow struct {
+	values []any
+	err    error
+}
+
+func (r scriptedRow) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	for i, d := range dest {
+		switch d := d.(type) {
+		case *string:
+			*d = r.values[i].(string)
+		case *bool:
+			*d = r.values[i].(bool)
+		}
+	}
+	return nil
+}
+
+// The head poll skips the log only while the snapshot is the one at which it last
+// found nothing from the same position: any finished transaction, or a moved cursor,
+// makes it look in the log again. What the look says is what it returns.
+func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	q := &scriptedHead{snapshot: "100:100:"}
+	h := &logHead{q: q, news: "news"}
+	at := logPosition{snapshot: "90:95:91"}
+	step := func(name string, pos logPosition, wantFound bool, wantSnapshots, wantNews int) {
+		t.Helper()
+		found, err := h.look(ctx, pos)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if found != wantFound || q.snapshots != wantSnapshots || len(q.news) != wantNews {
+			t.Fatalf("%s: found %v after %d snapshot and %d log statements, want %v after %d and %d",
+				name, found, q.snapshots, len(q.news), wantFound, wantSnapshots, wantNews)
+		}
+	}
+
+	step("first look", at, false, 1, 1)
+	if q.news[0] != at.snapshot {
+		t.Fatalf("looked past %q, want the position's snapshot %q", q.news[0], at.snapshot)
+	}
+	step("nothing finished since", at, false, 2, 1)
+	step("nothing finished since, again", at, false, 3, 1)
+
+	q.snapshot = "100:101:" // a transaction finished
+	step("a transaction finished, not in the log", at, false, 4, 2)
+	step("nothing finished since that look", at, false, 5, 2)
+
+	q.snapshot, q.found = "100:102:", true
+	step("a transaction finished, with events", at, true, 6, 3)
+	step("the same snapshot, not yet read", at, true, 7, 4) // found is never remembered as quiet
+
+	q.found = false
+	moved := logPosition{snapshot: "100:102:"}
+	step("the cursor moved past them", moved, false, 8, 5)
+	step("quiet again", moved, false, 9, 5)
+	step("the same snapshot, another position", at, false, 10, 6)
+
+	step("in the middle of a pair", logPosition{snapshot: "1:1:", next: "100:102:", afterXID: "101", afterSeq: 3}, true, 10, 6)
+
+	q.newsErr = errors.New("connection reset")
+	q.snapshot = "100:103:"
+	if _, err := h.look(ctx, at); err == nil {
+		t.Fatal("a failed look in the log: no error")
+	}
+	q.newsErr = nil
+	step("after a failed look", at, false, 12, 8) // the snapshot is not trusted: look in the log
+}
+
+// The head poll against the server, step by step: it answers "something" exactly when
+// the relay's next step reads something, whatever the order of commits, rollbacks,
+// savepoints, commits to other tables, and batches split by the limit; then at random,
+// with up to five transactions open at once.
+func TestLogHeadSeesEveryCommitToTheLog(t *testing.T) {
+	t.Parallel()
+	env := newWakeEnv(t, func(c *pgxpool.Config) { c.MaxConns = 10 })
+	ctx := context.Background()
+	other := pgx.Identifier{env.log.cfg.Schema, "business_rows"}.Sanitize()
+	if _, err := env.pool.Exec(ctx, `CREATE TABLE `+other+` (id bigserial PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	recv := newWakeReceiver()
+	r := env.relay(t, recv, LogRelayConfig{BatchSize: 2})
+	head := newLogHead(env.pool, env.log)
+	delivered := 0
+	check := func(what string, want bool) {
+		t.Helper()
+		found, err := head.look(ctx, r.cursor.position())
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		st, err := r.Step(ctx)
+		if err != nil {
+			t.Fatalf("%s: step: %v", what, err)
+		}
+		delivered += st.Delivered
+		if found != want || found != (st.Read > 0) {
+			t.Fatalf("%s: the head poll found news %v, and the step then read %d events; want news %v", what, found, st.Read, want)
+		}
+	}
+	commitOther := func() {
+		t.Helper()
+		if _, err := env.pool.Exec(ctx, `INSERT INTO `+other+` DEFAULT VALUES`); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	check("an empty log", false)
+	t1 := env.begin(t)
+	env.appendIn(t, t1, "t1")
+	check("an append not committed", false)
+	t2 := env.begin(t)
+	env.appendIn(t, t2, "t2")
+	wakeCommit(t, t2)
+	check("a commit after another transaction's append", true)
+	check("nothing since", false)
+	wakeCommit(t, t1)
+	check("the older transaction commits last", true)
+	t3 := env.begin(t)
+	env.appendIn(t, t3, "t3")
+	if err := t3.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("a rollback", false)
+	commitOther()
+	check("a commit to another table", false)
+	t4 := env.begin(t)
+	commitOther()
+	sp, err := t4.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.appendIn(t, sp, "t4-rolled-back")
+	if err := sp.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wakeCommit(t, t4)
+	check("a commit whose append was in a rolled-back savepoint", false)
+	t5 := env.begin(t)
+	sp, err = t5.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.appendIn(t, sp, "t5")
+	if err := sp.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wakeCommit(t, t5)
+	check("an append in a released savepoint", true)
+	t6 := env.begin(t)
+	env.appendIn(t, t6, "t6-a", "t6-b", "t6-c")
+	wakeCommit(t, t6)
+	check("three events, two read", true)
+	check("the rest of the pair", true)
+	check("the pair read", false)
+	if want := []string{"t2", "t1", "t5", "t6-a", "t6-b", "t6-c"}; !slices.Equal(recv.entities(), want) {
+		t.Fatalf("delivered %v, want %v", recv.entities(), want)
+	}
+
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 0))
+	var open []pgx.Tx
+	var openEvents []int
+	committed := delivered
+	n := 0
+	for op := range 300 {
+		switch k := rng.IntN(10); {
+		case k < 4 && len(open) < 5:
+			tx := env.begin(t)
+			events := 1 + rng.IntN(3)
+			for range events {
+				n++
+				env.appendIn(t, tx, fmt.Sprintf("r%d", n))
+			}
+			open, openEvents = append(open, tx), append(openEvents, events)
+			check(fmt.Sprintf("op %d: an append not committed", op), false)
+			continue
+		case k < 5:
+			commitOther()
+			check(fmt.Sprintf("op %d: a commit to another table", op), false)
+			continue
+		case len(open) == 0:
+			continue
+		}
+		i := rng.IntN(len(open))
+		tx, events := open[i], openEvents[i]
+		open, openEvents = slices.Delete(open, i, i+1), slices.Delete(openEvents, i, i+1)
+		if rng.IntN(4) == 0 {
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+			check(fmt.Sprintf("op %d: a rollback", op), false)
+			continue
+		}
+		wakeCommit(t, tx)
+		committed += events
+		for left := events; left > 0; left -= 2 { // BatchSize 2
+			check(fmt.Sprintf("op %d: a commit of %d events, %d left to read", op, events, left), true)
+		}
+		check(fmt.Sprintf("op %d: the commit read", op), false)
+	}
+	if delivered != committed {
+		t.Fatalf("delivered %d events, want the %d committed", delivered, committed)
+	}
+}
+
+// The head poll's look in the log is two ranges of the primary key, whether planned
+// for its values or generically, as the cursor's read is.
+func TestLogHeadNewsUsesThePrimaryKey(t *testing.T) {
+	t.Parallel()
+	env := newWakeEnv(t, nil)
+	ctx := context.Background()
+	if _, err := env.pool.Exec(ctx, `INSERT INTO `+env.log.n.Table+` (xid, created_at, id, type, entity_id)
+		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i
+		FROM generate_series(1, 100000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.pool.Exec(ctx, `ANALYZE `+env.log.n.Table); err != nil {
+		t.Fatal(err)
+	}
+	var snapshot string
+	if err := env.pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snapshot); err != nil {
+		t.Fatal(err)
+	}
+	sql := env.log.n.render(logHeadNews)
+	for _, prev := range []string{"1:1:", snapshot} {
+		for _, mode := range []string{"force_custom_plan", "force_generic_plan"} {
+			plan := func() string {
+				conn, err := env.pool.Acquire(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Release()
+				if _, err := conn.Exec(ctx, `SET plan_cache_mode = `+mode); err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
+				if _, err := conn.Exec(ctx, `PREPARE outbox_log_head_news (text) AS `+sql); err != nil {
+					t.Fatal(err)
+				}
+				defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_head_news`)
+				rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_head_news ($1)`, pgx.QueryExecModeSimpleProtocol, prev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				if err != nil {
+					t.Fatal(err)
+				}
+				return strings.Join(lines, "\n")
+			}()
+			if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "->  Sort") || strings.Count(plan, "Index Only Scan") < 2 {
+				t.Errorf("from %s (%s): plan\n%s\nwant index scans of the primary key only", prev, mode, plan)
+			}
+		}
+	}
+}
+
+// An idle relay writes nothing: its steps that read nothing and its head polls run on
+// sessions the server keeps read-only (default_transaction_read_only), where any write
+// would fail. A step with something to move does fail there, which shows the test would
+// catch a write.
+func TestLogRelayIdleWritesNothing(t *testing.T) {
+	t.Parallel()
+	var readOnly atomic.Bool
+	env := newWakeEnv(t, func(c *pgxpool.Config) {
+		c.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			if readOnly.Load() {
+				_, err := conn.Exec(ctx, `SET default_transaction_read_only = on`)
+				return err
+			}
+			return nil
+		}
+	})
+	ctx := context.Background()
+	recv := newWakeReceiver()
+	r := env.relay(t, recv, LogRelayConfig{})
+	tx := env.begin(t)
+	env.appendIn(t, tx, "first")
+	wakeCommit(t, tx)
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 {
+		t.Fatalf("first step: %+v, %v; want one event delivered", st, err)
+	}
+
+	// From here on every new session of the pool is read-only.
+	readOnly.Store(true)
+	env.pool.Reset()
+	head := newLogHead(env.pool, env.log)
+	for i := range 50 {
+		found, err := head.look(ctx, r.cursor.position())
+		if err != nil || found {
+			t.Fatalf("head poll %d on a read-only session: found %v, %v; want nothing, no error", i, found, err)
+		}
+		if i%10 == 0 {
+			if st, err := r.Step(ctx); err != nil || st.Read != 0 {
+				t.Fatalf("idle step %d on a read-only session: %+v, %v; want nothing read, no error", i, st, err)
+			}
+		}
+	}
+	var ro string
+	if err := env.pool.QueryRow(ctx, `SHOW transaction_read_only`).Scan(&ro); err != nil || ro != "on" {
+		t.Fatalf("the relay's sessions: transaction_read_only %q, %v; want on", ro, err)
+	}
+
+	writer, err := pgx.Connect(ctx, env.pool.Config().ConnConfig.ConnString())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close(ctx)
+	if err := pgx.BeginFunc(ctx, writer, func(tx pgx.Tx) error {
+		return env.log.AppendTx(ctx, tx, outbox.NewEvent("order.created", "second", "user-1"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := head.look(ctx, r.cursor.position()); err != nil || !found {
+		t.Fatalf("head poll after a commit: found %v, %v; want news", found, err)
+	}
+	_, err = r.Step(ctx)
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != "25006" { // read_only_sql_transaction
+		t.Fatalf("a step that acknowledges on a read-only session: %v, want SQLSTATE 25006", err)
+	}
+}
+
+// A relay that polls the log once an hour and never polls its head still delivers at
+// once what an appender of its process commits with Log.Transact, or with its own
+// transaction followed by Log.Committed.
+func TestLogRelayWakesOnCommitsOfItsProcess(t *testing.T) {
+	t.Parallel()
+	env := newWakeEnv(t, nil)
+	ctx := context.Background()
+	recv := newWakeReceiver()
+	tx := env.begin(t)
+	env.appendIn(t, tx, "before")
+	wakeCommit(t, tx)
+	r := env.relay(t, recv, LogRelayConfig{PollInterval: time.Hour, HeadPollInterval: -1})
+	runRelay(t, r)
+	// Run's first step reads at once; once it has, Run listens for wake-ups.
+	recv.await(t, "the first step", "before")
+
+	for i := range 3 {
+		name := fmt.Sprintf("transact-%d", i)
+		if err := env.log.Transact(ctx, func(tx pgx.Tx) error {
+			return env.log.AppendTx(ctx, tx, outbox.NewEvent("order.created", name, "user-1"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		recv.await(t, "after Log.Transact", name)
+	}
+	tx = env.begin(t)
+	env.appendIn(t, tx, "own-transaction")
+	wakeCommit(t, tx)
+	env.log.Committed()
+	recv.await(t, "after Log.Committed", "own-transaction")
+}
+
+// A relay that polls the log once an hour finds, by its head poll, what appenders on
+// another pool commit without telling it: one after another, out of order (the older
+// transaction committing last), and from four writers at once, a quarter of whose
+// transactions roll back. Nothing rolled back is delivered.
+func TestLogRelayHeadPollFindsCommitsOfOtherProcesses(t *testing.T) {
+	t.Parallel()
+	env := newWakeEnv(t, nil)
+	ctx := context.Background()
+	recv := newWakeReceiver()
+	r := env.relay(t, recv, LogRelayConfig{PollInterval: time.Hour})
+	runRelay(t, r)
+	// The same log, appended to through another pool and another Log, which never wakes
+	// the relay: as from another process.
+	appPool := wakePool(t, nil)
+	appLog, err := NewLog(ctx, appPool, env.log.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin := func() pgx.Tx {
+		t.Helper()
+		tx, err := appPool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
+		return tx
+	}
+	appendOn := func(tx pgx.Tx, entities ...string) {
+		t.Helper()
+		for _, e := range entities {
+			if err := appLog.AppendTx(ctx, tx, outbox.NewEvent("order.created", e, "user-1")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	tx := begin()
+	appendOn(tx, "one")
+	wakeCommit(t, tx)
+	recv.await(t, "a commit", "one")
+	older, newer := begin(), begin()
+	appendOn(older, "older")
+	appendOn(newer, "newer")
+	wakeCommit(t, newer)
+	recv.await(t, "the newer transaction", "newer")
+	wakeCommit(t, older)
+	recv.await(t, "the older transaction, committed last", "older")
+
+	var (
+		mu        sync.Mutex
+		committed []string
+		wg        sync.WaitGroup
+	)
+	for w := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), rand.Uint64()))
+			for i := range 50 {
+				name := fmt.Sprintf("w%d-%d", w, i)
+				tx, err := appPool.Begin(ctx)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := appLog.AppendTx(ctx, tx, outbox.NewEvent("order.created", name, "user-1")); err != nil {
+					t.Error(err)
+					_ = tx.Rollback(ctx)
+					return
+				}
+				if rng.IntN(4) == 0 {
+					_ = tx.Rollback(ctx)
+					continue
+				}
+				if err := tx.Commit(ctx); err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				committed = append(committed, name)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	recv.await(t, "four writers", committed...)
+	got := recv.entities()
+	for _, e := range got {
+		if strings.HasPrefix(e, "w") && !slices.Contains(committed, e) {
+			t.Errorf("%s was rolled back, and delivered", e)
+		}
+	}
+}
+
+// Log.Transact commits what fn wrote and wakes the log's relays after the commit; it
+// rolls back, and wakes nobody, when fn fails or panics.
+func TestLogTransactCommitsThenWakes(t *testing.T) {
+	t.Parallel()
+	env := newWakeEnv(t, nil)
+	ctx := context.Background()
+	wake, unsubscribe := env.log.wakeups().Subscribe("")
+	defer unsubscribe()
+	woken := func() bool {
+		select {
+		case <-wake:
+			return true
+		default:
+			return false
+		}
+	}
+	c, err := env.log.Cursor(ctx, "check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() []string {
+		t.Helper()
+		b, err := c.Read(ctx, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Ack(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range b.Events {
+			out = append(out, e.EntityID)
+		}
+		return out
+	}
+	appendOne := func(tx pgx.Tx, entity string) error {
+		return env.log.AppendTx(ctx, tx, outbox.NewEvent("order.created", entity, "user-1"))
+	}
+
+	failure := errors.New("the application's write failed")
+	err = env.log.Transact(ctx, func(tx pgx.Tx) error {
+		if err := appendOne(tx, "failed"); err != nil {
+			return err
+		}
+		return failure
+	})
+	if !errors.Is(err, failure) {
+		t.Fatalf("Transact returned %v, want fn's error", err)
+	}
+	if woken() {
+		t.Error("a rolled-back transaction woke the relays")
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != "boom" {
+				t.Errorf("recovered %v, want fn's panic", p)
+			}
+		}()
+		_ = env.log.Transact(ctx, func(tx pgx.Tx) error {
+			if err := appendOne(tx, "panicked"); err != nil {
+				return err
+			}
+			panic("boom")
+		})
+	}()
+	if woken() {
+		t.Error("a panicking transaction woke the relays")
+	}
+	if got := read(); len(got) != 0 {
+		t.Fatalf("read %v after a failed and a panicked Transact, want nothing", got)
+	}
+
+	if err := env.log.Transact(ctx, func(tx pgx.Tx) error { return appendOne(tx, "committed") }); err != nil {
+		t.Fatal(err)
+	}
+	if !woken() {
+		t.Error("a committed transaction did not wake the relays by the time Transact returned")
+	}
+	if got := read(); !slices.Equal(got, []string{"committed"}) {
+		t.Fatalf("read %v, want [committed]", got)
+	}
+
+	other, err := NewLog(ctx, env.pool, env.log.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Committed()
+	if woken() {
+		t.Error("another Log value's Committed woke this one's relays")
+	}
+}
+
+// HeadPollInterval defaults, and a negative one turns head polls off and is valid.
+func TestLogRelayConfigHeadPollInterval(t *testing.T) {
+	t.Parallel()
+	if got := (LogRelayConfig{}).withDefaults().HeadPollInterval; got != DefaultLogRelayHeadPollInterval {
+		t.Errorf("default HeadPollInterval %s, want %s", got, DefaultLogRelayHeadPollInterval)
+	}
+	cfg := LogRelayConfig{HeadPollInterval: -1}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("HeadPollInterval -1: %v, want valid (head polls off)", err)
+	}
+	if got := cfg.withDefaults().HeadPollInterval; got != -1 {
+		t.Errorf("HeadPollInterval -1 became %s", got)
+	}
+}
