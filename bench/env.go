@@ -23,6 +23,7 @@ const (
 	schemaRiver    = "bench_river"
 	schemaWater    = "bench_watermill"
 	schemaPlain    = "bench_plain"
+	schemaLog      = "bench_log"
 	schemaLogTx    = "bench_log_tx"
 	poolMaxConns   = 12 // 8 writers, a listener and some slack; the server is shared
 	orderTableDDL  = `CREATE TABLE %s.orders (id uuid PRIMARY KEY, user_id text NOT NULL, amount bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`

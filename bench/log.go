@@ -12,17 +12,19 @@ import (
 	"github.com/fitiq/outbox/postgres"
 )
 
-// logSystem is the log layout (issue 24, experimental): postgres.Log.AppendTx in the
-// caller's transaction, and a postgres.LogRelay delivering from the log by its cursor.
+// logSystem is the log layout (issue 24, experimental): postgres.Log.AppendTx in
+// Log.Transact or in the caller's own transaction, and a postgres.LogRelay delivering
+// from the log by its cursor.
 // The relay moves an event whose delivery fails to a Store's events table, which must
 // be in the log's database: it is migrated in the same schema, and stays empty while
 // the receiver accepts everything.
 type logSystem struct {
-	name   string
-	schema string
-	pool   *pgxpool.Pool
-	log    *postgres.Log
-	store  *postgres.Store // the relay's failures table
+	name     string
+	transact bool // enqueue through Log.Transact rather than the caller's own transaction
+	schema   string
+	pool     *pgxpool.Pool
+	log      *postgres.Log
+	store    *postgres.Store // the relay's failures table
 }
 
 // logLimitCursor names the cursor of the log-limit loop. The relay's is the library's
@@ -33,18 +35,25 @@ const logLimitCursor = "limit"
 // as ours writes its backlog 1,000 at a time.
 const logPreloadChunk = 1000
 
-// newLogTx is Log.AppendTx in the caller's own pgx transaction. The log sends no NOTIFY
-// from the writer's transaction, so nothing else happens at commit.
-func newLogTx(ctx context.Context, dsn string) (system, error) {
-	return openLog(ctx, dsn, "log-tx", schemaLogTx)
+// newLog is the log used as documented, as newOurs is the store: the business row and
+// its event written in Log.Transact, which wakes this process's relays after its
+// commit.
+func newLog(ctx context.Context, dsn string) (system, error) {
+	return openLog(ctx, dsn, "log", schemaLog, true)
 }
 
-func openLog(ctx context.Context, dsn, name, schema string) (*logSystem, error) {
+// newLogTx is Log.AppendTx in the caller's own pgx transaction, with nothing done after
+// the commit: the log sends no NOTIFY, and the relay finds the events by its head poll.
+func newLogTx(ctx context.Context, dsn string) (system, error) {
+	return openLog(ctx, dsn, "log-tx", schemaLogTx, false)
+}
+
+func openLog(ctx context.Context, dsn, name, schema string, transact bool) (*logSystem, error) {
 	pool, err := newPool(ctx, dsn, schema, poolMaxConns)
 	if err != nil {
 		return nil, err
 	}
-	s := &logSystem{name: name, schema: schema, pool: pool}
+	s := &logSystem{name: name, transact: transact, schema: schema, pool: pool}
 	if err := s.setup(ctx); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -83,6 +92,15 @@ func (s *logSystem) EnqueueTx(ctx context.Context, tx pgx.Tx, o order) (string, 
 		return "", err
 	}
 	return e.ID, nil
+}
+
+// Transact runs fn in Log.Transact when the system enqueues that way; ok is false when
+// it uses the caller's own transaction instead.
+func (s *logSystem) Transact(ctx context.Context, fn func(pgx.Tx) error) (ok bool, err error) {
+	if !s.transact {
+		return false, nil
+	}
+	return true, s.log.Transact(ctx, fn)
 }
 
 // Preload appends n events in transactions of logPreloadChunk, each one AppendTx of

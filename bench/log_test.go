@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/postgres"
 )
@@ -96,9 +98,10 @@ func TestReadAllAcksBeforeItDeliversAndStopsWhenEmpty(t *testing.T) {
 	}
 }
 
-// testLogSystem is the log-tx system in a schema of its own, in the database of
-// OUTBOX_POSTGRES_DSN; the test is skipped without it.
-func testLogSystem(t *testing.T) *logSystem {
+// testLogSystem is the log system of that name (log: Log.Transact; log-tx: the
+// caller's transaction) in a schema of its own, in the database of OUTBOX_POSTGRES_DSN;
+// the test is skipped without it.
+func testLogSystem(t *testing.T, name string) *logSystem {
 	t.Helper()
 	dsn := os.Getenv("OUTBOX_POSTGRES_DSN")
 	if dsn == "" {
@@ -107,7 +110,7 @@ func testLogSystem(t *testing.T) *logSystem {
 	suffix := make([]byte, 6)
 	_, _ = rand.Read(suffix)
 	schema := "bench_test_log_" + hex.EncodeToString(suffix)
-	s, err := openLog(context.Background(), dsn, "log-tx", schema)
+	s, err := openLog(context.Background(), dsn, name, schema, name == "log")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +128,7 @@ func testLogSystem(t *testing.T) *logSystem {
 // and nothing moves to the failures table.
 func TestLogSystemDrainsEveryEventOnce(t *testing.T) {
 	t.Parallel()
-	s := testLogSystem(t)
+	s := testLogSystem(t, "log-tx")
 	ctx := context.Background()
 	const n = 2345
 	specs, err := parseSpecs("log-relay:b=1000;log-relay:b=1000,c=100;log-relay:b=1000,o=1;log-limit:b=1000")
@@ -177,36 +180,48 @@ func TestLogSystemDrainsEveryEventOnce(t *testing.T) {
 	}
 }
 
-// TestLogSystemEnqueueAndLatency runs the enqueue and latency phases' code on the log:
-// every transaction writes its business row and its event together, and the relay at
-// its defaults delivers every event committed meanwhile.
+// TestLogSystemEnqueueAndLatency runs the enqueue and latency phases' code on both log
+// systems: every transaction writes its business row and its event together (in
+// Log.Transact, or in a transaction of the harness), and the relay at its defaults
+// delivers every event committed meanwhile.
 func TestLogSystemEnqueueAndLatency(t *testing.T) {
 	t.Parallel()
-	s := testLogSystem(t)
-	ctx := context.Background()
-	o := options{writers: 2, enqueueWarm: 50 * time.Millisecond, enqueueTime: 200 * time.Millisecond,
-		latencyWarm: 50 * time.Millisecond, latencyTime: 500 * time.Millisecond}
-	r, err := measureEnqueue(ctx, s, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Phase != "Enqueue" || r.Label != "log-tx" {
-		t.Fatalf("enqueue result %s/%s, want Enqueue/log-tx", r.Phase, r.Label)
-	}
-	var orders, events int
-	if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox_log)`).Scan(&orders, &events); err != nil {
-		t.Fatal(err)
-	}
-	if orders == 0 || orders != events {
-		t.Fatalf("after enqueue: %d orders, %d events; want as many events as orders, and some", orders, events)
-	}
+	for _, name := range []string{"log", "log-tx"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			s := testLogSystem(t, name)
+			ctx := context.Background()
+			// log enqueues through Log.Transact (which wakes the relay after its commit);
+			// log-tx leaves the transaction to the harness.
+			if ok, err := s.Transact(ctx, func(pgx.Tx) error { return nil }); err != nil || ok != (name == "log") {
+				t.Fatalf("Transact: ok %v, err %v; want ok %v", ok, err, name == "log")
+			}
+			o := options{writers: 2, enqueueWarm: 50 * time.Millisecond, enqueueTime: 500 * time.Millisecond,
+				latencyWarm: 50 * time.Millisecond, latencyTime: 500 * time.Millisecond}
+			r, err := measureEnqueue(ctx, s, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Phase != "Enqueue" || r.Label != name {
+				t.Fatalf("enqueue result %s/%s, want Enqueue/%s", r.Phase, r.Label, name)
+			}
+			var orders, events int
+			if err := s.pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM orders), (SELECT count(*) FROM outbox_log)`).Scan(&orders, &events); err != nil {
+				t.Fatal(err)
+			}
+			if orders != events {
+				t.Fatalf("after enqueue: %d orders, %d events; want one event per order", orders, events)
+			}
+			t.Logf("enqueue committed %d transactions", orders)
 
-	// 40 events/s for 0.5 s: the Poisson writer writes none with probability e^-20.
-	lat, err := measureLatency(ctx, s, 40, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if lat.Label != "log-tx" || lat.N != len(lat.samples) || lat.N == 0 {
-		t.Fatalf("latency result %s with %d samples (%d kept), want log-tx with some", lat.Label, lat.N, len(lat.samples))
+			// 40 events/s for 0.5 s: the Poisson writer writes none with probability e^-20.
+			lat, err := measureLatency(ctx, s, 40, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lat.Label != name || lat.N != len(lat.samples) || lat.N == 0 {
+				t.Fatalf("latency result %s with %d samples (%d kept), want %s with some", lat.Label, lat.N, len(lat.samples), name)
+			}
+		})
 	}
 }

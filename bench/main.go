@@ -13,7 +13,7 @@
 //	cd bench && go run . | tee results/run.txt
 //
 // The harness creates the database named in -dsn when it is missing and works only in its
-// own schemas there (bench_outbox, bench_outbox_tx, bench_outbox_nonotify, bench_log_tx,
+// own schemas there (bench_outbox, bench_outbox_tx, bench_outbox_nonotify, bench_log, bench_log_tx,
 // bench_river, bench_watermill, bench_plain).
 package main
 
@@ -61,8 +61,8 @@ func main() {
 		"PostgreSQL to measure on; the database is created when missing (env OUTBOX_BENCH_DSN)")
 	flag.IntVar(&o.rounds, "count", 5, "rounds; each runs every phase for every system once")
 	flag.StringVar(&phases, "phases", "enqueue,drain,latency", "phases to run")
-	flag.StringVar(&systems, "systems", "plain,outbox,outbox-tx,outbox-nonotify,log-tx,river,watermill",
-		"systems to run (outbox: Store.Transact; outbox-tx: EnqueueTx in the caller's transaction; outbox-nonotify: that without NOTIFY, enqueue only; log-tx: the log layout, Log.AppendTx in the caller's transaction, drained by the log-relay and log-limit consumers)")
+	flag.StringVar(&systems, "systems", "plain,outbox,outbox-tx,outbox-nonotify,log,log-tx,river,watermill",
+		"systems to run (outbox: Store.Transact; outbox-tx: EnqueueTx in the caller's transaction; outbox-nonotify: that without NOTIFY, enqueue only; log: the log layout, Log.AppendTx in Log.Transact; log-tx: AppendTx in the caller's transaction, and the system the log-relay and log-limit consumers drain)")
 	flag.IntVar(&o.writers, "writers", 8, "enqueue: concurrent writers")
 	flag.DurationVar(&o.enqueueWarm, "enqueue-warmup", time.Second, "enqueue: time before counting starts")
 	flag.DurationVar(&o.enqueueTime, "enqueue-time", 5*time.Second, "enqueue: measured time per system per round")
@@ -158,6 +158,7 @@ var constructors = map[string]func(context.Context, string) (system, error){
 	"outbox":          newOurs,
 	"outbox-tx":       newOursTx,
 	"outbox-nonotify": newOursNoNotify,
+	"log":             newLog,
 	"log-tx":          newLogTx,
 	"river":           newRiver,
 	"watermill":       newWatermill,
@@ -165,7 +166,7 @@ var constructors = map[string]func(context.Context, string) (system, error){
 
 // systemOrder is the canonical order of systems in the output: the baseline of each
 // phase first, so that benchstat -col /system compares against it.
-var systemOrder = []string{"plain", "outbox", "outbox-tx", "outbox-nonotify", "log-tx", "river", "watermill"}
+var systemOrder = []string{"plain", "outbox", "outbox-tx", "outbox-nonotify", "log", "log-tx", "river", "watermill"}
 
 func run(ctx context.Context, o options, out io.Writer) error {
 	if err := ensureDatabase(ctx, o.dsn); err != nil {
@@ -293,7 +294,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 // consumed, and the store without NOTIFY would only measure the poll interval.
 var enqueueOnly = map[string]bool{"plain": true, "outbox-nonotify": true}
 
-var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "outbox-tx": schemaOursTx, "outbox-nonotify": schemaOursNN, "log-tx": schemaLogTx, "river": schemaRiver, "watermill": schemaWater}
+var schemaOf = map[string]string{"plain": schemaPlain, "outbox": schemaOurs, "outbox-tx": schemaOursTx, "outbox-nonotify": schemaOursNN, "log": schemaLog, "log-tx": schemaLogTx, "river": schemaRiver, "watermill": schemaWater}
 
 func present(systems map[string]system, order []string) []string {
 	var out []string
