@@ -258,7 +258,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 				if err != nil {
 					return fmt.Errorf("round %d: drain %s: %w", round+1, sp.V.Label, err)
 				}
-				progress("round %d drain   %-24s %8.0f events/s  %6.0f WAL B/event", round+1, sp.V.Label, r.value("events/s"), r.value("WAL-B/event"))
+				progress("round %d drain   %-24s %8.0f events/s  %8.1f WAL B/event", round+1, sp.V.Label, r.value("events/s"), r.value("WAL-B/event"))
 				lines = append(lines, r)
 			}
 		}
