@@ -62,6 +62,21 @@ type LogConfig struct {
 	MaxPayloadBytes int
 	// OnEnqueue, when set, runs on every event AppendTx writes: see outbox.EnqueueHook.
 	OnEnqueue outbox.EnqueueHook
+	// Partitions is the number of partitions in the log's ring (log_retention.go), at
+	// least 2 and at most 64. MigrateLog uses it when it makes the ring; a log keeps the
+	// ring it was made with. Defaults to DefaultLogPartitions.
+	Partitions int
+	// PartitionXIDs is how many consecutive transaction IDs share a partition of the
+	// ring: Retain empties a partition once every cursor has passed its newest, so the
+	// log keeps up to about this many transactions' events beyond what its cursors
+	// still need. MigrateLog uses it when it makes the ring. Defaults to
+	// DefaultLogPartitionXIDs.
+	PartitionXIDs int64
+	// MaintenanceLockTimeout bounds how long Retain waits for a partition's lock: the
+	// log's readers queue behind that request as long (appenders do not). A partition
+	// not locked in time is left for the next call. Defaults to
+	// DefaultLogMaintenanceLockTimeout.
+	MaintenanceLockTimeout time.Duration
 }
 
 const defaultLogTable = "outbox_log"
@@ -70,6 +85,9 @@ func (c LogConfig) withDefaults() LogConfig {
 	c.Schema = cmp.Or(c.Schema, defaultSchema)
 	c.Table = cmp.Or(c.Table, defaultLogTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
+	c.Partitions = cmp.Or(c.Partitions, DefaultLogPartitions)
+	c.PartitionXIDs = cmp.Or(c.PartitionXIDs, DefaultLogPartitionXIDs)
+	c.MaintenanceLockTimeout = cmp.Or(c.MaintenanceLockTimeout, DefaultLogMaintenanceLockTimeout)
 	return c
 }
 
@@ -91,7 +109,7 @@ func (c LogConfig) validate() error {
 	if c.MaxPayloadBytes < 0 {
 		return logConfigError("MaxPayloadBytes", fmt.Sprintf("must not be negative, got %d", c.MaxPayloadBytes))
 	}
-	return nil
+	return c.validateRing()
 }
 
 // Validate reports the first field of c that cannot work, naming it, with the
@@ -109,15 +127,23 @@ type logNames struct {
 	Schema     string // "schema"
 	Migrations string // "schema"."outbox_log_schema_migrations"
 	table      string // unquoted, for constraint names
+	schema     string // unquoted
+
+	// The ring a migration makes (log_retention.go).
+	Partitions    int
+	PartitionXIDs int64
 }
 
 func newLogNames(c LogConfig) logNames {
 	return logNames{
-		Table:      pgx.Identifier{c.Schema, c.Table}.Sanitize(),
-		Cursors:    pgx.Identifier{c.Schema, c.Table + "_cursors"}.Sanitize(),
-		Schema:     pgx.Identifier{c.Schema}.Sanitize(),
-		Migrations: pgx.Identifier{c.Schema, c.Table + "_schema_migrations"}.Sanitize(),
-		table:      c.Table,
+		Table:         pgx.Identifier{c.Schema, c.Table}.Sanitize(),
+		Cursors:       pgx.Identifier{c.Schema, c.Table + "_cursors"}.Sanitize(),
+		Schema:        pgx.Identifier{c.Schema}.Sanitize(),
+		Migrations:    pgx.Identifier{c.Schema, c.Table + "_schema_migrations"}.Sanitize(),
+		table:         c.Table,
+		schema:        c.Schema,
+		Partitions:    c.Partitions,
+		PartitionXIDs: c.PartitionXIDs,
 	}
 }
 

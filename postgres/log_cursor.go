@@ -131,10 +131,18 @@ WHERE name = $1 AND snapshot = $6 AND next IS NOT DISTINCT FROM $7
 // pg_visible_in_snapshot rather than left to the statement's own snapshot: a read that
 // goes on in a pair runs later than next was taken, and must not return what
 // committed since.
+//
+// The log is partitioned (log_retention.go), so each range is a merge of the
+// partitions' index ranges. The ranges' LIMIT is the pair's column lim rather than $5 so
+// that the planner does not know it: it then plans to fetch a fraction of the rows and
+// picks the merge, which stops after the limit. Knowing the limit, it compares it with
+// its guess for ranges whose bounds it cannot see (a few rows) and may pick a Sort of
+// every row in them instead, which grows with the backlog.
 const readLog = `
 WITH pair AS MATERIALIZED (
     SELECT $1::text::pg_snapshot AS prev,
-           coalesce($2::text::pg_snapshot, pg_current_snapshot()) AS next
+           coalesce($2::text::pg_snapshot, pg_current_snapshot()) AS next,
+           $5::bigint AS lim
 )
 SELECT pair.next::text, e.xid::text, e.seq, e.id, e.type, e.entity_id, e.user_id,
     e.ordering_key, e.max_attempts, e.priority, e.is_new_record, e.metadata::text,
@@ -145,13 +153,13 @@ FROM pair LEFT JOIN LATERAL (
          WHERE xid >= pg_snapshot_xmax(pair.prev) AND xid < pg_snapshot_xmax(pair.next)
              AND (xid, seq) > ($3::text::xid8, $4::bigint)
              AND pg_visible_in_snapshot(xid, pair.next)
-         ORDER BY xid, seq LIMIT $5)
+         ORDER BY xid, seq LIMIT pair.lim)
         UNION ALL
         (SELECT * FROM {{log}}
          WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(pair.prev)))
              AND (xid, seq) > ($3::text::xid8, $4::bigint)
              AND pg_visible_in_snapshot(xid, pair.next)
-         ORDER BY xid, seq LIMIT $5)
+         ORDER BY xid, seq LIMIT pair.lim)
     ) c
     ORDER BY c.xid, c.seq LIMIT $5
 ) e ON true`

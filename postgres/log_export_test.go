@@ -6,6 +6,9 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox/internal/migrate"
 )
 
 // Hooks for the log's external tests.
@@ -54,4 +57,17 @@ func (l *Log) ExplainRead(ctx context.Context, generic bool, prev, next, afterXI
 func ScanLogRows(rows pgx.Rows) ([]LogEvent, error) {
 	_, events, err := scanLogEvents(rows)
 	return events, err
+}
+
+// MigrateLogTo is MigrateLog stopped at the given version, so that a test can fill a
+// log of an earlier layout and then migrate it with MigrateLog.
+func MigrateLogTo(ctx context.Context, pool *pgxpool.Pool, cfg LogConfig, version int) error {
+	cfg = cfg.withDefaults()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	_, err = migrate.Run(ctx, logTarget{conn: conn.Conn(), schema: cfg.Schema, names: newLogNames(cfg)}, logMigrations[:version])
+	return err
 }
