@@ -284,7 +284,8 @@ func TestLogRetainKeepsWhatACursorHasNotPassed(t *testing.T) {
 
 // TestLogRetainWaitsForAnOpenTransaction: a transaction that appended and is left open
 // across Retain keeps its partition, and every later one, even though the cursor has
-// read past it; older partitions go. When it commits, its event is read, once.
+// read past it; older partitions go. When it commits, the cursor, which has not read it
+// yet, keeps it; then its event is read, once, and its partition goes.
 func TestLogRetainWaitsForAnOpenTransaction(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 4, "")
@@ -302,6 +303,7 @@ func TestLogRetainWaitsForAnOpenTransaction(t *testing.T) {
 		burnXIDs(t, pool, 128)
 		after = append(after, appendXID(t, l, pool, e))
 	}
+	burnXIDs(t, pool, 128)
 	got := drainLog(t, c, 100)
 	checkReadOnce(t, got, []string{"before", "after-1", "after-2"})
 
@@ -329,10 +331,28 @@ func TestLogRetainWaitsForAnOpenTransaction(t *testing.T) {
 		t.Errorf("after Retain truncated %v, the log holds %v", truncated, kept)
 	}
 
+	// It commits, and every transaction ends: only the cursor holds it now, since its
+	// position's snapshot saw the transaction running.
 	commitTx(t, open)
+	waitForRunningPast(t, pool, headXID(t, pool))
+	r = retainAll(t, l)
+	if r.Horizon > openXID || slices.Contains(partitionNames(r.Truncated), partitionOf(l, openXID)) {
+		t.Errorf("Retain before the cursor read the committed transaction: horizon %d, truncated %v; want %s kept",
+			r.Horizon, partitionNames(r.Truncated), partitionOf(l, openXID))
+	}
 	late := drainLog(t, c, 100)
 	checkReadOnce(t, late, []string{"open"})
 	checkReadOnce(t, append(got, late...), []string{"before", "open", "after-1", "after-2"})
+
+	r = retainAll(t, l)
+	if !ringCameRound(t, l, pool, before) {
+		truncated = append(truncated, partitionNames(r.Truncated)...)
+		for _, x := range append([]uint64{openXID}, after...) {
+			if !slices.Contains(truncated, partitionOf(l, x)) {
+				t.Errorf("once read, Retain truncated %v; want %s too", truncated, partitionOf(l, x))
+			}
+		}
+	}
 }
 
 // TestLogDropCursorReleasesTheLog: an abandoned cursor holds every partition until it is
