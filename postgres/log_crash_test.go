@@ -69,6 +69,14 @@ type logCrashRequest struct {
 	Events []logCrashEvent `json:"events"`
 }
 
+// TestLogRelaySurvivesSIGKILL: three relay processes, each a LogRelay on the log and a
+// Processor on the events table, deliver to a receiver that refuses 3 % of attempts,
+// while writers append. Every logCrashKillEvery deliveries or so the receiver has a
+// relay SIGKILLed, in turn the one whose delivery from the log it is answering, a
+// random one, and the one whose delivery from the events table it is answering, each
+// before it hears the answer; a new relay replaces it. Once the survivors have drained:
+// every committed event was delivered, no rolled-back one was, each key's first
+// deliveries came in append order, and the events table holds nothing unfinished.
 func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	if name := os.Getenv(logCrashChildEnv); name != "" {
 		runLogCrashChild(t, name)
@@ -132,7 +140,7 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	committed := book.count()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for !logCrashDrained(t, ctx, l, store) {
+	for !logCrashDrained(ctx, t, l, store) {
 		select {
 		case <-tick.C:
 		case <-ctx.Done():
@@ -143,7 +151,7 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	}
 	drained := time.Since(start)
 	sup.stop()
-	if !logCrashDrained(t, ctx, l, store) {
+	if !logCrashDrained(ctx, t, l, store) {
 		t.Fatal("the relays moved something while they stopped")
 	}
 
@@ -227,7 +235,7 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 		committed, len(book.rolledBack), logCrashWriters, logCrashWriters*logCrashKeys, appended.Round(time.Millisecond), drained.Round(time.Millisecond))
 	t.Logf("kills: %d (%d mid-delivery from the log, %d mid-delivery from the events table, %d of a random relay); %d relay processes started; fewer than 2 relays ready for %s of the run",
 		k.kills, k.midLog, k.midTable, k.random, k.started, k.thin.Round(time.Millisecond))
-	t.Logf("receiver: %d attempts, %d refused, %d accepted (%d from the log, %d from the events table), %d redeliveries; %d takeovers of the log",
+	t.Logf("receiver: %d attempts, %d refused, %d accepted (%d from the log, %d from the events table), %d redeliveries; delivery from the log changed relays %d times",
 		attempts, refused, len(got), fromLog, fromTable, redeliveries, takeovers)
 	t.Logf("moved to the events table: %d (%d refused from the log, %d behind an earlier event of their key)", len(moved), failedHere, len(moved)-failedHere)
 	if k.midLog == 0 {
@@ -238,7 +246,7 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	}
 }
 
-// logCrashComplaints reports the first few failures of a kind in full and counts the rest.
+// logCrashComplaints reports the first 20 failures in full and counts the rest.
 type logCrashComplaints struct{ n int }
 
 func (c *logCrashComplaints) add(t *testing.T, format string, args ...any) {
@@ -256,7 +264,7 @@ func (c *logCrashComplaints) summary(t *testing.T) {
 
 // logCrashDrained tells whether the relay's cursor is at the end of the log and the
 // events table holds nothing unfinished, in that order.
-func logCrashDrained(t *testing.T, ctx context.Context, l *postgres.Log, store *postgres.Store) bool {
+func logCrashDrained(ctx context.Context, t *testing.T, l *postgres.Log, store *postgres.Store) bool {
 	t.Helper()
 	c, err := l.Cursor(ctx, postgres.DefaultLogRelayCursor) // loads the stored position
 	if err != nil {
