@@ -152,6 +152,10 @@ func TestExactlyOnceNATS(t *testing.T) {
 	runExactlyOnce(t, "nats", stream, "")
 }
 
+// progress is what a live run keeps changing: effects, events with an effect, events
+// the outbox counts completed, and the kills done.
+type progress struct{ effects, distinct, completed, relayKills, consumerKills int }
+
 // runExactlyOnce runs the test through transport; receiverDSN names a PostgreSQL
 // receiver, or "" for a SQLite one.
 func runExactlyOnce(t *testing.T, transport, stream, receiverDSN string) {
@@ -218,7 +222,21 @@ func runExactlyOnce(t *testing.T, transport, stream, receiverDSN string) {
 	nextRelayKill := 1
 	poll := time.NewTicker(20 * time.Millisecond)
 	defer poll.Stop()
-	deadline := time.After(5 * time.Minute)
+
+	// The run fails when it stops moving, not after a fixed time: on a busy machine the
+	// race-built children are slow but keep going, while a lost event or a stuck
+	// relay stops every count below. stallTimeout is far beyond any pause of a live
+	// run (a relay's lease, a consumer's restart).
+	// It also stops short of go test's own -timeout, so that a slow run says where it
+	// stood instead of dying in a panic.
+	const stallTimeout = 2 * time.Minute
+	var last progress
+	lastMoved := time.Now()
+	var giveUp <-chan time.Time
+	if d, ok := t.Deadline(); ok {
+		giveUp = time.After(time.Until(d) - 30*time.Second)
+	}
+	completed := 0
 	for {
 		select {
 		case n := <-h.hangs:
@@ -227,13 +245,19 @@ func runExactlyOnce(t *testing.T, transport, stream, receiverDSN string) {
 			h.killedAt[n.where]++
 			h.startConsumer(sz)
 			continue
-		case <-deadline:
+		case <-giveUp:
 			effects, distinct := counts(t, rdb)
-			t.Fatalf("after 5 minutes: %d effects of %d events, %d distinct; %d relay and %d consumer kills",
-				effects, sz.events, distinct, h.relayKills, h.consumerKills)
+			t.Fatalf("go test's deadline is near (after %v): %d effects of %d events, %d distinct; %d relay and %d consumer kills",
+				time.Since(started).Round(time.Second), effects, sz.events, distinct, h.relayKills, h.consumerKills)
 		case <-poll.C:
 		}
-		_, distinct := counts(t, rdb)
+		effects, distinct := counts(t, rdb)
+		if now := (progress{effects, distinct, completed, h.relayKills, h.consumerKills}); now != last {
+			last, lastMoved = now, time.Now()
+		} else if time.Since(lastMoved) > stallTimeout {
+			t.Fatalf("nothing moved for %v (after %v): %d effects of %d events, %d distinct, %d completed; %d relay and %d consumer kills",
+				stallTimeout, time.Since(started).Round(time.Second), effects, sz.events, distinct, completed, h.relayKills, h.consumerKills)
+		}
 		if nextRelayKill <= sz.relayKills && distinct >= sz.events*nextRelayKill/(sz.relayKills+1) {
 			i := h.rng.IntN(len(h.relays))
 			h.kill(h.relays[i])
@@ -248,6 +272,7 @@ func runExactlyOnce(t *testing.T, transport, stream, receiverDSN string) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		completed = st.Completed
 		if st.Completed == sz.events && h.consumerKills >= sz.consumerKills && nextRelayKill > sz.relayKills {
 			break
 		}
