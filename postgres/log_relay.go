@@ -12,14 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -27,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/logdelivery"
 )
 
 // The LogRelay's defaults.
@@ -232,15 +229,13 @@ type LogRelay struct {
 	lockScope                                          string // the advisory lock's first key: the cursors table
 	idleTimeout                                        string // idle_in_transaction_session_timeout, in ms
 
-	suspects logSuspicion
+	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 
 	// silent stops the heartbeat: tests use it for a relay whose process froze.
 	silent bool
 
-	mu        sync.Mutex // one step at a time
-	warm      bool       // the last step left the cursor's position known: read from it speculatively
-	holdDelay time.Duration
-	probing   bool
+	mu   sync.Mutex // one step at a time
+	warm bool       // the last step left the cursor's position known: read from it speculatively
 }
 
 // takeCursor is the step's lease: the advisory lock of the cursor's name, taken for the
@@ -330,9 +325,13 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		return nil, err
 	}
 	table := strings.NewReplacer("{{table}}", n.Table)
+	logger := cfg.Logger.With("component", "outbox.logrelay", "cursor", cfg.Cursor)
 	return &LogRelay{
-		log: log, store: store, handler: handler, cfg: cfg, cursor: cursor,
-		logger:         cfg.Logger.With("component", "outbox.logrelay", "cursor", cfg.Cursor),
+		log: log, store: store, handler: handler, cfg: cfg, cursor: cursor, logger: logger,
+		deliver: logdelivery.New(handler, logdelivery.Config{
+			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
+			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger,
+		}),
 		takeCursor:     takeCursor,
 		unfinishedKeys: table.Replace(unfinishedKeys),
 		moveEvents:     table.Replace(moveEvents),
@@ -412,10 +411,7 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 		}
 	}()
 
-	limit := r.cfg.BatchSize
-	if r.probing {
-		limit = 1 // the destination was at fault: one event first
-	}
+	limit := r.deliver.Limit(r.cfg.BatchSize) // one event while the destination was at fault
 	guess := r.cursor.position()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
@@ -485,7 +481,7 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	for i := range batch.Events {
 		events[i] = batch.Events[i].Event
 	}
-	groups, keys := logGroups(events)
+	groups, keys := logdelivery.Groups(events)
 	blocked := map[string]bool{}
 	if len(keys) > 0 {
 		rows, err := conn.Query(ctx, r.unfinishedKeys, keys, r.cfg.SkipGivenUp)
@@ -501,7 +497,6 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 		}
 	}
 	var deliver [][]int
-	results := make([]logDelivery, len(events))
 	for _, g := range groups {
 		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
 			continue // joins its key in the events table, undelivered
@@ -514,71 +509,31 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	dctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stopBeat := r.heartbeat(dctx, conn, cancel)
-	now := r.cfg.Clock.Now()
-	for i := range events {
-		events[i].Status, events[i].Attempts = outbox.StatusProcessing, 1
-		events[i].LastAttemptAt, events[i].UpdatedAt = now, now
-	}
-	if bh, ok := r.handler.(outbox.BatchHandler); ok {
-		r.deliverWaves(dctx, bh, events, deliver, results)
-	} else {
-		r.deliverEach(dctx, events, deliver, results)
-	}
+	results := r.deliver.Deliver(dctx, events, deliver)
 	stopBeat()
 	if cause := context.Cause(dctx); cause != nil {
 		return st, fmt.Errorf("outbox/postgres: log relay: delivery interrupted, the batch will be delivered again: %w", cause)
 	}
 
-	answered := false
-	for _, res := range results {
-		if res.kind == logHeld && !st.Held {
-			st.Held, st.Fault = true, res.err
-		}
-		if res.kind == logDelivered {
-			st.Delivered++
-		}
-		answered = answered || res.kind == logDelivered || res.kind == logFailed
-	}
-	if st.Held {
+	sum := logdelivery.Summarize(groups, results)
+	st.Delivered = sum.Delivered
+	if sum.Fault != nil {
+		st.Held, st.Fault = true, sum.Fault
 		r.cursor.setPosition(from)
-		r.hold(&st)
+		st.RetryIn = r.deliver.Hold(st.Fault, st.Read)
 		return st, nil
 	}
-	var moves []logMove
-	for _, g := range groups {
-		failed := false
-		for _, i := range g {
-			switch {
-			case !failed && results[i].kind == logDelivered:
-			case !failed && results[i].kind == logFailed:
-				failed = true
-				moves = append(moves, logMove{event: &events[i], failed: &results[i]})
-			default:
-				// Behind a failure of its key here, or behind its key's events in the table.
-				moves = append(moves, logMove{event: &events[i]})
-			}
-		}
+	moves := make([]logMove, len(sum.Moves))
+	for k, m := range sum.Moves {
+		moves[k] = logMove{event: &events[m.Index], failed: m.Failed}
 	}
 	if err := r.commit(ctx, conn, batch, moves, &st); err != nil {
 		return st, err
 	}
-	if answered {
-		r.holdDelay, r.probing = 0, false
+	if sum.Answered {
+		r.deliver.Answered()
 	}
 	return st, nil
-}
-
-// hold records that the destination is at fault: the next step waits, and probes.
-func (r *LogRelay) hold(st *LogRelayStep) {
-	if r.holdDelay == 0 {
-		r.holdDelay = r.cfg.Breaker.Cooldown
-	} else {
-		r.holdDelay = min(2*r.holdDelay, r.cfg.Breaker.MaxCooldown)
-	}
-	r.probing = true
-	st.RetryIn = r.holdDelay
-	r.logger.Warn("destination at fault: batch held, cursor kept, attempts not spent; it will be read again",
-		"err", st.Fault, "events", st.Read, "retry_in", st.RetryIn)
 }
 
 // heartbeat runs a statement on conn's transaction at once and then every third of the lease while
@@ -622,7 +577,7 @@ func (r *LogRelay) heartbeat(ctx context.Context, conn *pgxpool.Conn, cancel con
 // attempt, or pending behind an earlier event of its key.
 type logMove struct {
 	event  *outbox.Event
-	failed *logDelivery // nil: pending
+	failed *logdelivery.Result // nil: pending
 }
 
 // commit writes the moves and the cursor's new position, and commits, in one round
@@ -729,10 +684,10 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 		created[i] = ts(e.CreatedAt)
 		if f := m.failed; f != nil {
 			statuses[i], attempts[i] = string(outbox.StatusFailed), 1
-			lastAttempt[i], next[i] = ts(f.at), ts(f.next) // a zero next gives it up
-			text := logErrorText(f.err)
+			lastAttempt[i], next[i] = ts(f.At), ts(f.Next) // a zero next gives it up
+			text := logdelivery.ErrorText(f.Err)
 			lastErrors[i] = &text
-			at[i] = outbox.Timestamp(f.at).UnixMicro()
+			at[i] = outbox.Timestamp(f.At).UnixMicro()
 		} else {
 			// Pending, due since it was written, as an event enqueued to the table is.
 			statuses[i] = string(outbox.StatusPending)
@@ -741,286 +696,6 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 	}
 	return []any{ts(r.cfg.Clock.Now()), ids, types, entities, users, statuses, attempts, maxAttempts,
 		priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at}, nil
-}
-
-// logGroups splits a batch into its keys' runs, in the order each key first appears:
-// the indexes of a key's events in log order, and an event without a key alone. keys
-// lists the distinct ordering keys.
-func logGroups(events []outbox.Event) (groups [][]int, keys []string) {
-	at := map[string]int{}
-	for i, e := range events {
-		if e.OrderingKey == "" {
-			groups = append(groups, []int{i})
-			continue
-		}
-		g, ok := at[e.OrderingKey]
-		if !ok {
-			g = len(groups)
-			at[e.OrderingKey] = g
-			groups = append(groups, nil)
-			keys = append(keys, e.OrderingKey)
-		}
-		groups[g] = append(groups[g], i)
-	}
-	return groups, keys
-}
-
-// logDeliveryKind is how one delivery went.
-type logDeliveryKind int
-
-const (
-	logNotAttempted logDeliveryKind = iota
-	logDelivered
-	logFailed      // the event's failure: it moves to the events table
-	logHeld        // the destination's fault: the batch is held
-	logInterrupted // the step was cancelled mid-delivery
-)
-
-type logDelivery struct {
-	kind logDeliveryKind
-	err  error
-	at   time.Time // when it failed
-	next time.Time // for logFailed: when it is due again; zero gives it up
-}
-
-// deliverEach delivers groups through Handle: MaxConcurrent groups at once, a group's
-// events one after another, each stopping at its first failure; every group stops
-// starting deliveries once one is held or interrupted.
-func (r *LogRelay) deliverEach(ctx context.Context, events []outbox.Event, groups [][]int, results []logDelivery) {
-	if len(groups) == 0 {
-		return
-	}
-	var stop atomic.Bool
-	jobs := make(chan []int)
-	var wg sync.WaitGroup
-	for range min(r.cfg.MaxConcurrent, len(groups)) {
-		wg.Go(func() {
-			for g := range jobs {
-				for _, i := range g {
-					if stop.Load() || ctx.Err() != nil {
-						break
-					}
-					n := r.suspects.start()
-					err := r.call(ctx, events[i])
-					results[i] = r.classify(ctx, events[i], n, err)
-					if k := results[i].kind; k != logDelivered {
-						if k == logHeld || k == logInterrupted {
-							stop.Store(true)
-						}
-						break
-					}
-				}
-			}
-		})
-	}
-	for _, g := range groups {
-		if stop.Load() || ctx.Err() != nil {
-			break
-		}
-		jobs <- g
-	}
-	close(jobs)
-	wg.Wait()
-}
-
-// deliverWaves delivers groups through HandleBatch: each call carries the next event of
-// every group still going, so that a key has one event in flight at a time.
-func (r *LogRelay) deliverWaves(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event, groups [][]int, results []logDelivery) {
-	next := make([]int, len(groups))
-	active := make([]int, len(groups))
-	for g := range groups {
-		active[g] = g
-	}
-	for len(active) > 0 && ctx.Err() == nil {
-		send := make([]outbox.Event, len(active))
-		starts := make([]uint64, len(active))
-		for j, g := range active {
-			send[j] = events[groups[g][next[g]]]
-			starts[j] = r.suspects.start()
-		}
-		errs := r.callBatch(ctx, bh, send)
-		var still []int
-		stop := false
-		for j, g := range active {
-			i := groups[g][next[g]]
-			results[i] = r.classify(ctx, events[i], starts[j], errs[j])
-			switch results[i].kind {
-			case logDelivered:
-				if next[g]++; next[g] < len(groups[g]) {
-					still = append(still, g)
-				}
-			case logHeld, logInterrupted:
-				stop = true
-			}
-		}
-		if stop {
-			return
-		}
-		active = still
-	}
-}
-
-func (r *LogRelay) handlerContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if r.cfg.HandlerTimeout > 0 {
-		return context.WithTimeout(ctx, r.cfg.HandlerTimeout)
-	}
-	return context.WithCancel(ctx)
-}
-
-// call runs the handler for one event with the handler timeout, a panic becoming an
-// error.
-func (r *LogRelay) call(ctx context.Context, e outbox.Event) (err error) {
-	hctx, cancel := r.handlerContext(ctx)
-	defer cancel()
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("handler panicked: %v", p)
-			r.logger.Error("handler panicked", "event_id", e.ID, "type", e.Type, "panic", p, "stack", string(debug.Stack()))
-		}
-	}()
-	err = r.handler.Handle(hctx, e)
-	if err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-		err = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
-	}
-	return err
-}
-
-// callBatch runs HandleBatch with the handler timeout: one error per event, a panic or
-// a wrong count becoming the error of each.
-func (r *LogRelay) callBatch(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event) (errs []error) {
-	hctx, cancel := r.handlerContext(ctx)
-	defer cancel()
-	every := func(err error) []error {
-		errs := make([]error, len(events))
-		for i := range errs {
-			errs[i] = err
-		}
-		return errs
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			r.logger.Error("batch handler panicked", "panic", p, "stack", string(debug.Stack()))
-			errs = every(fmt.Errorf("handler panicked: %v", p))
-		}
-	}()
-	errs = bh.HandleBatch(hctx, events)
-	if len(errs) != len(events) {
-		return every(fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(events)))
-	}
-	if hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
-		for i, err := range errs {
-			if err != nil {
-				errs[i] = fmt.Errorf("handler timed out after %s: %w", r.cfg.HandlerTimeout, err)
-			}
-		}
-	}
-	return errs
-}
-
-// classify turns a handler's result into what the step does with the event, as the
-// Processor's outcome does: delivered; interrupted (the step was cancelled); held (the
-// destination's fault, unless holds are disabled); or failed, due again under the Retry
-// policy, or given up when Permanent or out of attempts.
-func (r *LogRelay) classify(ctx context.Context, e outbox.Event, n uint64, err error) logDelivery {
-	now := r.cfg.Clock.Now()
-	if err == nil {
-		r.suspects.succeeded(n, e.ID)
-		return logDelivery{kind: logDelivered}
-	}
-	if ctx.Err() != nil {
-		return logDelivery{kind: logInterrupted, err: err}
-	}
-	if r.cfg.Breaker.Threshold >= 0 {
-		de := logDestinationError(err)
-		if de != nil && (!de.Suspected || !r.suspects.eventsFault(e.ID)) ||
-			de == nil && !outbox.IsPermanent(err) && r.cfg.Breaker.IsUnavailable(err) {
-			return logDelivery{kind: logHeld, err: err, at: now}
-		}
-	}
-	d := logDelivery{kind: logFailed, err: err, at: now}
-	if outbox.IsPermanent(err) || e.EffectiveMaxAttempts(r.cfg.Retry.MaxAttempts) <= 1 {
-		r.logger.Error("event failed and given up; moved to the events table", "event_id", e.ID, "type", e.Type, "err", err)
-		return d
-	}
-	d.next = r.cfg.Retry.NextAttemptAt(now, 1)
-	if after, ok := outbox.RetryAfterDelay(err); ok && now.Add(after).After(d.next) {
-		d.next = now.Add(after)
-	}
-	r.logger.Warn("delivery failed; event moved to the events table, to be retried there", "event_id", e.ID, "type", e.Type,
-		"err", err, "retry_at", d.next)
-	return d
-}
-
-// logDestinationError is the DestinationError in err's chain, unless a Permanent mark
-// wraps it (the outer mark wins, as for the Processor).
-func logDestinationError(err error) *outbox.DestinationError {
-	var de *outbox.DestinationError
-	if !errors.As(err, &de) {
-		return nil
-	}
-	if outbox.IsPermanent(err) && !outbox.IsPermanent(de.Err) {
-		return nil
-	}
-	return de
-}
-
-// logErrorText is err's text as the events table keeps it: valid UTF-8, no control
-// characters, at most outbox.MaxErrorLength bytes (as the Processor records it).
-func logErrorText(err error) string {
-	const ellipsis = "…"
-	var b strings.Builder
-	for _, c := range strings.ToValidUTF8(err.Error(), "\uFFFD") {
-		switch {
-		case c == '\n' || c == '\r' || c == '\t':
-			c = ' '
-		case unicode.IsControl(c):
-			c = '\uFFFD'
-		}
-		if b.Len()+utf8.RuneLen(c) > outbox.MaxErrorLength-len(ellipsis) {
-			b.WriteString(ellipsis)
-			break
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-// logSuspicion decides whose fault a suspected failure is, as the Processor does: the
-// destination's, until a delivery that started after the event's last such failure
-// succeeded; then the event's, if it fails alike again.
-type logSuspicion struct {
-	mu       sync.Mutex
-	started  uint64
-	lastOK   uint64
-	failedAt map[string]uint64
-}
-
-func (s *logSuspicion) start() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.started++
-	return s.started
-}
-
-func (s *logSuspicion) succeeded(n uint64, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastOK = max(s.lastOK, n)
-	delete(s.failedAt, id)
-}
-
-func (s *logSuspicion) eventsFault(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if prev, ok := s.failedAt[id]; ok && s.lastOK > prev {
-		delete(s.failedAt, id)
-		return true
-	}
-	if s.failedAt == nil || len(s.failedAt) >= 4096 {
-		s.failedAt = map[string]uint64{}
-	}
-	s.failedAt[id] = s.started
-	return false
 }
 
 // Drain runs Step until a step reads nothing, the destination holds a batch, or

@@ -1,0 +1,476 @@
+// Package logdelivery is the part of the log layout's relays (issue 24) that does not
+// depend on the database: given a batch read from a log, it groups the events by
+// ordering key, hands them to the handler (a key's events one at a time, in log order),
+// classifies each outcome as the Processor would, and paces the relay while the
+// destination is at fault. The stores' relays (postgres.LogRelay, sqlite.LogRelay)
+// read the batch, take the cursor, and write the outcomes; this package decides what
+// the outcomes are.
+package logdelivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/fitiq/outbox"
+)
+
+// Config is what a Deliverer needs of its relay's configuration. The relay fills the
+// defaults before it builds one: New takes the fields as given.
+type Config struct {
+	// MaxConcurrent is how many groups Handle is called for at once.
+	MaxConcurrent int
+	// HandlerTimeout bounds one Handle or HandleBatch call; zero or negative, none.
+	HandlerTimeout time.Duration
+	// Retry schedules the second attempt of a failed event, and its MaxAttempts is the
+	// budget of an event that sets none.
+	Retry outbox.RetryPolicy
+	// Breaker tells destination faults from event failures (IsUnavailable, which must
+	// be set) and paces holds (Cooldown doubling to MaxCooldown). A negative Threshold
+	// disables holds.
+	Breaker outbox.BreakerConfig
+	// Clock gives the time of failures and of their next attempt.
+	Clock outbox.Clock
+	// Logger receives the failures, panics and holds.
+	Logger *slog.Logger
+}
+
+// Kind is how one event's delivery went.
+type Kind int
+
+const (
+	// NotAttempted: the handler was not called for it (its key is blocked, or an
+	// earlier event of its group failed, or the batch was held or interrupted).
+	NotAttempted Kind = iota
+	// Delivered: the handler took it.
+	Delivered
+	// Failed: the event's own failure; it leaves the log for the events table.
+	Failed
+	// Held: the destination's fault; the batch is held and nothing moves.
+	Held
+	// Interrupted: the delivery's context ended while it ran.
+	Interrupted
+)
+
+// Result is one event's outcome.
+type Result struct {
+	Kind Kind
+	Err  error
+	// At is when it failed or was held.
+	At time.Time
+	// Next, for Failed, is when it is due again; zero gives it up.
+	Next time.Time
+}
+
+// Deliverer delivers a relay's batches through its handler. Deliver may run its
+// handler calls concurrently; a relay calls Deliver, Limit, Hold and Answered from one
+// step at a time.
+type Deliverer struct {
+	handler outbox.Handler
+	cfg     Config
+
+	suspects suspicion
+
+	mu        sync.Mutex
+	holdDelay time.Duration // the last hold's wait; zero once the destination answered
+	probing   bool          // the destination was at fault: read one event next
+}
+
+// New returns a Deliverer of handler, configured by cfg with its defaults filled.
+func New(handler outbox.Handler, cfg Config) *Deliverer {
+	return &Deliverer{handler: handler, cfg: cfg}
+}
+
+// Groups splits a batch into its keys' runs, in the order each key first appears: the
+// indexes of a key's events in log order, and an event without a key alone. keys lists
+// the distinct ordering keys.
+func Groups(events []outbox.Event) (groups [][]int, keys []string) {
+	at := map[string]int{}
+	for i, e := range events {
+		if e.OrderingKey == "" {
+			groups = append(groups, []int{i})
+			continue
+		}
+		g, ok := at[e.OrderingKey]
+		if !ok {
+			g = len(groups)
+			at[e.OrderingKey] = g
+			groups = append(groups, nil)
+			keys = append(keys, e.OrderingKey)
+		}
+		groups[g] = append(groups[g], i)
+	}
+	return groups, keys
+}
+
+// Deliver marks every event of the batch as in its first attempt (processing, one
+// attempt, last attempted and updated now) and delivers the given groups of it (a
+// subset of Groups' answer: the keys not blocked): through HandleBatch when the
+// handler is an outbox.BatchHandler, one event of each group per call; otherwise
+// through Handle, MaxConcurrent groups at once. A group's events go one after another
+// and stop at the group's first failure; every group stops once one is held or
+// interrupted. The results are indexed as events; the events of groups not given, and
+// those not reached, are NotAttempted.
+func (d *Deliverer) Deliver(ctx context.Context, events []outbox.Event, groups [][]int) []Result {
+	now := d.cfg.Clock.Now()
+	for i := range events {
+		events[i].Status, events[i].Attempts = outbox.StatusProcessing, 1
+		events[i].LastAttemptAt, events[i].UpdatedAt = now, now
+	}
+	results := make([]Result, len(events))
+	if bh, ok := d.handler.(outbox.BatchHandler); ok {
+		d.deliverWaves(ctx, bh, events, groups, results)
+	} else {
+		d.deliverEach(ctx, events, groups, results)
+	}
+	return results
+}
+
+// deliverEach delivers groups through Handle: MaxConcurrent groups at once, a group's
+// events one after another, each stopping at its first failure; every group stops
+// starting deliveries once one is held or interrupted.
+func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, groups [][]int, results []Result) {
+	if len(groups) == 0 {
+		return
+	}
+	var stop atomic.Bool
+	jobs := make(chan []int)
+	var wg sync.WaitGroup
+	for range min(max(d.cfg.MaxConcurrent, 1), len(groups)) {
+		wg.Go(func() {
+			for g := range jobs {
+				for _, i := range g {
+					if stop.Load() || ctx.Err() != nil {
+						break
+					}
+					n := d.suspects.start()
+					err := d.call(ctx, events[i])
+					results[i] = d.classify(ctx, events[i], n, err)
+					if k := results[i].Kind; k != Delivered {
+						if k == Held || k == Interrupted {
+							stop.Store(true)
+						}
+						break
+					}
+				}
+			}
+		})
+	}
+	for _, g := range groups {
+		if stop.Load() || ctx.Err() != nil {
+			break
+		}
+		jobs <- g
+	}
+	close(jobs)
+	wg.Wait()
+}
+
+// deliverWaves delivers groups through HandleBatch: each call carries the next event of
+// every group still going, so that a key has one event in flight at a time.
+func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event, groups [][]int, results []Result) {
+	next := make([]int, len(groups))
+	active := make([]int, len(groups))
+	for g := range groups {
+		active[g] = g
+	}
+	for len(active) > 0 && ctx.Err() == nil {
+		send := make([]outbox.Event, len(active))
+		starts := make([]uint64, len(active))
+		for j, g := range active {
+			send[j] = events[groups[g][next[g]]]
+			starts[j] = d.suspects.start()
+		}
+		errs := d.callBatch(ctx, bh, send)
+		var still []int
+		stop := false
+		for j, g := range active {
+			i := groups[g][next[g]]
+			results[i] = d.classify(ctx, events[i], starts[j], errs[j])
+			switch results[i].Kind {
+			case Delivered:
+				if next[g]++; next[g] < len(groups[g]) {
+					still = append(still, g)
+				}
+			case Held, Interrupted:
+				stop = true
+			}
+		}
+		if stop {
+			return
+		}
+		active = still
+	}
+}
+
+func (d *Deliverer) handlerContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d.cfg.HandlerTimeout > 0 {
+		return context.WithTimeout(ctx, d.cfg.HandlerTimeout)
+	}
+	return context.WithCancel(ctx)
+}
+
+// call runs the handler for one event with the handler timeout, a panic becoming an
+// error.
+func (d *Deliverer) call(ctx context.Context, e outbox.Event) (err error) {
+	hctx, cancel := d.handlerContext(ctx)
+	defer cancel()
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+			d.cfg.Logger.Error("handler panicked", "event_id", e.ID, "type", e.Type, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	err = d.handler.Handle(hctx, e)
+	if err != nil && hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		err = fmt.Errorf("handler timed out after %s: %w", d.cfg.HandlerTimeout, err)
+	}
+	return err
+}
+
+// callBatch runs HandleBatch with the handler timeout: one error per event, a panic or
+// a wrong count becoming the error of each.
+func (d *Deliverer) callBatch(ctx context.Context, bh outbox.BatchHandler, events []outbox.Event) (errs []error) {
+	hctx, cancel := d.handlerContext(ctx)
+	defer cancel()
+	every := func(err error) []error {
+		errs := make([]error, len(events))
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			d.cfg.Logger.Error("batch handler panicked", "panic", p, "stack", string(debug.Stack()))
+			errs = every(fmt.Errorf("handler panicked: %v", p))
+		}
+	}()
+	errs = bh.HandleBatch(hctx, events)
+	if len(errs) != len(events) {
+		return every(fmt.Errorf("outbox: batch handler returned %d results for %d events", len(errs), len(events)))
+	}
+	if hctx.Err() == context.DeadlineExceeded && ctx.Err() == nil {
+		for i, err := range errs {
+			if err != nil {
+				errs[i] = fmt.Errorf("handler timed out after %s: %w", d.cfg.HandlerTimeout, err)
+			}
+		}
+	}
+	return errs
+}
+
+// classify turns a handler's result into what the step does with the event, as the
+// Processor's outcome does: delivered; interrupted (the step was cancelled); held (the
+// destination's fault, unless holds are disabled); or failed, due again under the Retry
+// policy, or given up when Permanent or out of attempts.
+func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error) Result {
+	now := d.cfg.Clock.Now()
+	if err == nil {
+		d.suspects.succeeded(n, e.ID)
+		return Result{Kind: Delivered}
+	}
+	if ctx.Err() != nil {
+		return Result{Kind: Interrupted, Err: err}
+	}
+	if d.cfg.Breaker.Threshold >= 0 {
+		de := destinationError(err)
+		if de != nil && (!de.Suspected || !d.suspects.eventsFault(e.ID)) ||
+			de == nil && !outbox.IsPermanent(err) && d.cfg.Breaker.IsUnavailable(err) {
+			return Result{Kind: Held, Err: err, At: now}
+		}
+	}
+	r := Result{Kind: Failed, Err: err, At: now}
+	if outbox.IsPermanent(err) || e.EffectiveMaxAttempts(d.cfg.Retry.MaxAttempts) <= 1 {
+		d.cfg.Logger.Error("event failed and given up; moved to the events table", "event_id", e.ID, "type", e.Type, "err", err)
+		return r
+	}
+	r.Next = d.cfg.Retry.NextAttemptAt(now, 1)
+	if after, ok := outbox.RetryAfterDelay(err); ok && now.Add(after).After(r.Next) {
+		r.Next = now.Add(after)
+	}
+	d.cfg.Logger.Warn("delivery failed; event moved to the events table, to be retried there", "event_id", e.ID, "type", e.Type,
+		"err", err, "retry_at", r.Next)
+	return r
+}
+
+// destinationError is the DestinationError in err's chain, unless a Permanent mark
+// wraps it (the outer mark wins, as for the Processor).
+func destinationError(err error) *outbox.DestinationError {
+	var de *outbox.DestinationError
+	if !errors.As(err, &de) {
+		return nil
+	}
+	if outbox.IsPermanent(err) && !outbox.IsPermanent(de.Err) {
+		return nil
+	}
+	return de
+}
+
+// Move is an event that leaves the log for the events table: failed, with its
+// attempt, or (Failed nil) pending behind an earlier event of its key.
+type Move struct {
+	Index  int     // into the batch's events
+	Failed *Result // nil: pending
+}
+
+// Summary is what a batch's results add up to.
+type Summary struct {
+	// Delivered is how many events the handler took.
+	Delivered int
+	// Fault is the first held event's error; non-nil means the batch is held.
+	Fault error
+	// Answered is true when the destination answered one event at least (delivered,
+	// or failed for the event's own reason): it is not at fault.
+	Answered bool
+	// Moves lists the events that leave the log, in log order within each key and in
+	// groups' order: a key's first failure, then the key's events after it; every
+	// event of a group that was not delivered (a blocked key) pending. Empty when the
+	// batch is held.
+	Moves []Move
+}
+
+// Summarize adds up a batch's results over all of its groups (Groups' answer, blocked
+// keys included).
+func Summarize(groups [][]int, results []Result) Summary {
+	var s Summary
+	for i := range results {
+		switch results[i].Kind {
+		case Held:
+			if s.Fault == nil {
+				s.Fault = results[i].Err
+			}
+		case Delivered:
+			s.Delivered++
+			s.Answered = true
+		case Failed:
+			s.Answered = true
+		}
+	}
+	if s.Fault != nil {
+		return s
+	}
+	for _, g := range groups {
+		failed := false
+		for _, i := range g {
+			switch {
+			case !failed && results[i].Kind == Delivered:
+			case !failed && results[i].Kind == Failed:
+				failed = true
+				s.Moves = append(s.Moves, Move{Index: i, Failed: &results[i]})
+			default:
+				// Behind a failure of its key here, or behind its key's events in the table.
+				s.Moves = append(s.Moves, Move{Index: i})
+			}
+		}
+	}
+	return s
+}
+
+// Limit is how many events the next step should read: batchSize, or one while the
+// destination is at fault (a probe).
+func (d *Deliverer) Limit(batchSize int) int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.probing {
+		return 1
+	}
+	return batchSize
+}
+
+// Hold records that the destination held a batch of n events for fault, and returns
+// how long the relay waits before it reads again: Cooldown after the first hold, twice
+// the last wait after each hold in a row, at most MaxCooldown. The next read is a probe
+// of one event (Limit).
+func (d *Deliverer) Hold(fault error, n int) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.holdDelay == 0 {
+		d.holdDelay = d.cfg.Breaker.Cooldown
+	} else {
+		d.holdDelay = min(2*d.holdDelay, d.cfg.Breaker.MaxCooldown)
+	}
+	d.probing = true
+	d.cfg.Logger.Warn("destination at fault: batch held, cursor kept, attempts not spent; it will be read again",
+		"err", fault, "events", n, "retry_in", d.holdDelay)
+	return d.holdDelay
+}
+
+// Answered records that the destination answered a committed batch: holds start again
+// from Cooldown, and reads are whole batches.
+func (d *Deliverer) Answered() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.holdDelay, d.probing = 0, false
+}
+
+// ErrorText is err's text as the events table keeps it: valid UTF-8, no control
+// characters, at most outbox.MaxErrorLength bytes (as the Processor records it).
+func ErrorText(err error) string {
+	const ellipsis = "…"
+	var b strings.Builder
+	for _, c := range strings.ToValidUTF8(err.Error(), "\uFFFD") {
+		switch {
+		case c == '\n' || c == '\r' || c == '\t':
+			c = ' '
+		case unicode.IsControl(c):
+			c = '\uFFFD'
+		}
+		if b.Len()+utf8.RuneLen(c) > outbox.MaxErrorLength-len(ellipsis) {
+			b.WriteString(ellipsis)
+			break
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}
+
+// suspicion decides whose fault a suspected failure is, as the Processor does: the
+// destination's, until a delivery that started after the event's last such failure
+// succeeded; then the event's, if it fails alike again.
+type suspicion struct {
+	mu       sync.Mutex
+	started  uint64
+	lastOK   uint64
+	failedAt map[string]uint64
+}
+
+// maxSuspects bounds the events remembered; past it the memory starts afresh, which
+// at worst holds an event once more before its failure counts as its own.
+const maxSuspects = 4096
+
+func (s *suspicion) start() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.started++
+	return s.started
+}
+
+func (s *suspicion) succeeded(n uint64, id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lastOK = max(s.lastOK, n)
+	delete(s.failedAt, id)
+}
+
+func (s *suspicion) eventsFault(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if prev, ok := s.failedAt[id]; ok && s.lastOK > prev {
+		delete(s.failedAt, id)
+		return true
+	}
+	if s.failedAt == nil || len(s.failedAt) >= maxSuspects {
+		s.failedAt = map[string]uint64{}
+	}
+	s.failedAt[id] = s.started
+	return false
+}

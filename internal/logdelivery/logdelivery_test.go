@@ -1,0 +1,365 @@
+package logdelivery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/fitiq/outbox"
+)
+
+type fixedClock struct{ t time.Time }
+
+func (c fixedClock) Now() time.Time { return c.t }
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+func testConfig() Config {
+	return Config{
+		MaxConcurrent:  3,
+		HandlerTimeout: time.Minute,
+		Retry:          outbox.RetryPolicy{Delays: []time.Duration{time.Second, 5 * time.Second}, MaxAttempts: 5, Jitter: -1},
+		Breaker: outbox.BreakerConfig{Cooldown: time.Second, MaxCooldown: 5 * time.Second,
+			IsUnavailable: outbox.IsUnavailable},
+		Clock:  fixedClock{t0},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func events(keys ...string) []outbox.Event {
+	es := make([]outbox.Event, len(keys))
+	for i, k := range keys {
+		es[i] = outbox.Event{ID: fmt.Sprintf("e%d", i), Type: "t", OrderingKey: k}
+	}
+	return es
+}
+
+func TestGroupsKeepKeyOrderAndFirstAppearance(t *testing.T) {
+	t.Parallel()
+	groups, keys := Groups(events("a", "", "b", "a", "", "b", "c", "a"))
+	want := [][]int{{0, 3, 7}, {1}, {2, 5}, {4}, {6}}
+	if !slices.EqualFunc(groups, want, slices.Equal) {
+		t.Fatalf("groups = %v, want %v", groups, want)
+	}
+	if !slices.Equal(keys, []string{"a", "b", "c"}) {
+		t.Fatalf("keys = %v", keys)
+	}
+}
+
+// TestDeliverEachOneEventOfAKeyAtATime: per-event handler, MaxConcurrent groups at once
+// and never two of one key; each key in log order; a key stops at its first failure.
+func TestDeliverEachOneEventOfAKeyAtATime(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	inFlight, most := map[string]int{}, 0
+	total := 0
+	var seen []string
+	es := events("a", "b", "c", "d", "a", "b", "c", "d", "a", "b", "c", "d", "x", "x")
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		mu.Lock()
+		inFlight[e.OrderingKey]++
+		total++
+		if inFlight[e.OrderingKey] > 1 {
+			t.Errorf("two events of key %s at once", e.OrderingKey)
+		}
+		most = max(most, total)
+		seen = append(seen, e.ID)
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight[e.OrderingKey]--
+			total--
+			mu.Unlock()
+		}()
+		if e.ID == "e12" {
+			return errors.New("boom")
+		}
+		return nil
+	})
+	d := New(h, testConfig())
+	groups, _ := Groups(es)
+	res := d.Deliver(context.Background(), es, groups)
+	if most > 3 {
+		t.Errorf("%d deliveries at once, MaxConcurrent 3", most)
+	}
+	for i, r := range res {
+		want := Delivered
+		switch i {
+		case 12:
+			want = Failed
+		case 13:
+			want = NotAttempted
+		}
+		if r.Kind != want {
+			t.Errorf("event %d: kind %v, want %v", i, r.Kind, want)
+		}
+	}
+	pos := map[string]int{}
+	for i, id := range seen {
+		pos[id] = i
+	}
+	for _, g := range groups {
+		for j := 1; j < len(g); j++ {
+			a, b := es[g[j-1]].ID, es[g[j]].ID
+			if pb, ok := pos[b]; ok && pos[a] > pb {
+				t.Errorf("%s delivered before %s", b, a)
+			}
+		}
+	}
+	for _, e := range es {
+		if e.Status != outbox.StatusProcessing || e.Attempts != 1 || !e.LastAttemptAt.Equal(t0) {
+			t.Fatalf("event %s not marked as in its first attempt: %+v", e.ID, e)
+		}
+	}
+}
+
+type batchFunc func(ctx context.Context, es []outbox.Event) []error
+
+func (f batchFunc) Handle(ctx context.Context, e outbox.Event) error {
+	return f(ctx, []outbox.Event{e})[0]
+}
+func (f batchFunc) HandleBatch(ctx context.Context, es []outbox.Event) []error { return f(ctx, es) }
+
+// TestDeliverWavesOneEventPerKeyPerCall: a BatchHandler gets each key's next event in
+// the next call; a failed key leaves the waves, the others go on.
+func TestDeliverWavesOneEventPerKeyPerCall(t *testing.T) {
+	t.Parallel()
+	var calls [][]string
+	es := events("a", "b", "a", "b", "a", "", "b")
+	h := batchFunc(func(ctx context.Context, batch []outbox.Event) []error {
+		ids := []string{}
+		errs := make([]error, len(batch))
+		for i, e := range batch {
+			ids = append(ids, e.ID)
+			if e.ID == "e1" {
+				errs[i] = errors.New("b fails")
+			}
+		}
+		calls = append(calls, ids)
+		return errs
+	})
+	d := New(h, testConfig())
+	groups, _ := Groups(es)
+	res := d.Deliver(context.Background(), es, groups)
+	want := [][]string{{"e0", "e1", "e5"}, {"e2"}, {"e4"}}
+	if !slices.EqualFunc(calls, want, slices.Equal) {
+		t.Fatalf("calls = %v, want %v", calls, want)
+	}
+	kinds := []Kind{Delivered, Failed, Delivered, NotAttempted, Delivered, Delivered, NotAttempted}
+	for i, r := range res {
+		if r.Kind != kinds[i] {
+			t.Errorf("event %d: %v, want %v", i, r.Kind, kinds[i])
+		}
+	}
+	s := Summarize(groups, res)
+	var moved []int
+	for _, m := range s.Moves {
+		moved = append(moved, m.Index)
+	}
+	// Key b's failure, then its later events pending; nothing else.
+	if !slices.Equal(moved, []int{1, 3, 6}) || s.Moves[0].Failed == nil || s.Moves[1].Failed != nil {
+		t.Fatalf("moves = %+v", s.Moves)
+	}
+	if s.Delivered != 4 || !s.Answered || s.Fault != nil {
+		t.Fatalf("summary = %+v", s)
+	}
+}
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	plain := errors.New("500")
+	for _, tc := range []struct {
+		name      string
+		err       error
+		budget    int
+		noHolds   bool
+		kind      Kind
+		next      time.Duration // from t0; 0: given up
+		textMatch string
+	}{
+		{name: "retryable", err: plain, kind: Failed, next: time.Second},
+		{name: "retry-after longer wins", err: outbox.RetryAfter(plain, time.Minute), kind: Failed, next: time.Minute},
+		{name: "retry-after shorter loses", err: outbox.RetryAfter(plain, time.Millisecond), kind: Failed, next: time.Second},
+		{name: "permanent", err: outbox.Permanent(plain), kind: Failed},
+		{name: "budget of one", err: plain, budget: 1, kind: Failed},
+		{name: "unreachable holds", err: outbox.Unavailable(plain), kind: Held},
+		{name: "target fault holds", err: outbox.TargetFault("missing", "topic", plain), kind: Held},
+		{name: "permanent over destination", err: outbox.Permanent(outbox.Unavailable(plain)), kind: Failed},
+		{name: "holds disabled", err: outbox.Unavailable(plain), noHolds: true, kind: Failed, next: time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := testConfig()
+			if tc.noHolds {
+				cfg.Breaker.Threshold = -1
+			}
+			d := New(outbox.HandlerFunc(func(context.Context, outbox.Event) error { return tc.err }), cfg)
+			es := []outbox.Event{{ID: "x", Type: "t", MaxAttempts: tc.budget}}
+			r := d.Deliver(context.Background(), es, [][]int{{0}})[0]
+			if r.Kind != tc.kind {
+				t.Fatalf("kind %v, want %v (err %v)", r.Kind, tc.kind, r.Err)
+			}
+			if !errors.Is(r.Err, plain) {
+				t.Fatalf("err %v does not wrap the handler's", r.Err)
+			}
+			if tc.kind == Failed {
+				var want time.Time
+				if tc.next > 0 {
+					want = t0.Add(tc.next)
+				}
+				if !r.Next.Equal(want) || !r.At.Equal(t0) {
+					t.Fatalf("next %v at %v, want next %v at %v", r.Next, r.At, want, t0)
+				}
+			}
+		})
+	}
+}
+
+// TestSuspectedFaultIsTheDestinationsUntilAnotherSucceeds: a suspected fault holds
+// until a delivery that started after it succeeded; then the same event's same failure
+// is its own.
+func TestSuspectedFaultIsTheDestinationsUntilAnotherSucceeds(t *testing.T) {
+	t.Parallel()
+	suspect := outbox.SuspectedFault("404", errors.New("not found"))
+	d := New(outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		if e.ID == "bad" {
+			return suspect
+		}
+		return nil
+	}), testConfig())
+	bad := []outbox.Event{{ID: "bad", Type: "t"}}
+	if k := d.Deliver(context.Background(), bad, [][]int{{0}})[0].Kind; k != Held {
+		t.Fatalf("first suspected failure: %v, want Held", k)
+	}
+	if k := d.Deliver(context.Background(), bad, [][]int{{0}})[0].Kind; k != Held {
+		t.Fatalf("again with nothing delivered meanwhile: %v, want Held", k)
+	}
+	good := []outbox.Event{{ID: "good", Type: "t"}}
+	if k := d.Deliver(context.Background(), good, [][]int{{0}})[0].Kind; k != Delivered {
+		t.Fatalf("good: %v", k)
+	}
+	if k := d.Deliver(context.Background(), bad, [][]int{{0}})[0].Kind; k != Failed {
+		t.Fatalf("after another delivery succeeded: %v, want Failed", k)
+	}
+}
+
+func TestHeldStopsTheOtherGroups(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig()
+	cfg.MaxConcurrent = 1
+	calls := 0
+	d := New(outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		calls++
+		if e.ID == "e1" {
+			return outbox.Unavailable(errors.New("refused"))
+		}
+		return nil
+	}), cfg)
+	es := events("a", "b", "c", "d")
+	groups, _ := Groups(es)
+	res := d.Deliver(context.Background(), es, groups)
+	s := Summarize(groups, res)
+	if calls != 2 || s.Fault == nil || len(s.Moves) != 0 || res[2].Kind != NotAttempted {
+		t.Fatalf("calls %d, summary %+v, results %+v", calls, s, res)
+	}
+}
+
+func TestPanicsTimeoutsAndWrongCountsAreFailures(t *testing.T) {
+	t.Parallel()
+	t.Run("panic", func(t *testing.T) {
+		t.Parallel()
+		d := New(outbox.HandlerFunc(func(context.Context, outbox.Event) error { panic("oops") }), testConfig())
+		r := d.Deliver(context.Background(), events(""), [][]int{{0}})[0]
+		if r.Kind != Failed || !strings.Contains(r.Err.Error(), "panicked: oops") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("batch panic", func(t *testing.T) {
+		t.Parallel()
+		d := New(batchFunc(func(context.Context, []outbox.Event) []error { panic("oops") }), testConfig())
+		res := d.Deliver(context.Background(), events("", ""), [][]int{{0}, {1}})
+		for _, r := range res {
+			if r.Kind != Failed || !strings.Contains(r.Err.Error(), "panicked: oops") {
+				t.Fatalf("%+v", r)
+			}
+		}
+	})
+	t.Run("wrong count", func(t *testing.T) {
+		t.Parallel()
+		d := New(batchFunc(func(context.Context, []outbox.Event) []error { return nil }), testConfig())
+		res := d.Deliver(context.Background(), events("", ""), [][]int{{0}, {1}})
+		for _, r := range res {
+			if r.Kind != Failed || !strings.Contains(r.Err.Error(), "0 results for 2 events") {
+				t.Fatalf("%+v", r)
+			}
+		}
+	})
+	t.Run("timeout", func(t *testing.T) {
+		t.Parallel()
+		cfg := testConfig()
+		cfg.HandlerTimeout = time.Nanosecond
+		d := New(outbox.HandlerFunc(func(ctx context.Context, _ outbox.Event) error {
+			<-ctx.Done() // the handler waits for its deadline, as a slow sink would
+			return ctx.Err()
+		}), cfg)
+		r := d.Deliver(context.Background(), events(""), [][]int{{0}})[0]
+		if r.Kind != Failed || !errors.Is(r.Err, context.DeadlineExceeded) || !strings.Contains(r.Err.Error(), "timed out after 1ns") {
+			t.Fatalf("%+v", r)
+		}
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		t.Parallel()
+		ctx, cancel := context.WithCancel(context.Background())
+		d := New(outbox.HandlerFunc(func(ctx context.Context, _ outbox.Event) error {
+			cancel()
+			return ctx.Err()
+		}), testConfig())
+		res := d.Deliver(ctx, events("a", "a"), [][]int{{0, 1}})
+		if res[0].Kind != Interrupted || res[1].Kind != NotAttempted {
+			t.Fatalf("%+v", res)
+		}
+	})
+}
+
+func TestHoldBacksOffAndProbes(t *testing.T) {
+	t.Parallel()
+	d := New(outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil }), testConfig())
+	if d.Limit(500) != 500 {
+		t.Fatal("limit before any hold")
+	}
+	var waits []time.Duration
+	for range 5 {
+		waits = append(waits, d.Hold(errors.New("down"), 1))
+		if d.Limit(500) != 1 {
+			t.Fatal("not probing after a hold")
+		}
+	}
+	want := []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 5 * time.Second, 5 * time.Second}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v", waits, want)
+	}
+	d.Answered()
+	if d.Limit(500) != 500 || d.Hold(errors.New("down"), 1) != time.Second {
+		t.Fatal("Answered did not reset the backoff")
+	}
+}
+
+func TestErrorText(t *testing.T) {
+	t.Parallel()
+	got := ErrorText(errors.New("a\nb\tc\x00d\xffe"))
+	if got != "a b c\uFFFDd\uFFFDe" {
+		t.Fatalf("%q", got)
+	}
+	long := ErrorText(errors.New(strings.Repeat("é", outbox.MaxErrorLength)))
+	if len(long) > outbox.MaxErrorLength || !strings.HasSuffix(long, "…") || !utf8.ValidString(long) {
+		t.Fatalf("long text: %d bytes, suffix %q", len(long), long[len(long)-5:])
+	}
+}
