@@ -43,7 +43,9 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/internal/column"
+	"github.com/fitiq/outbox/internal/hub"
 	"github.com/fitiq/outbox/internal/migrate"
+	"github.com/fitiq/outbox/internal/sqltx"
 )
 
 //go:embed logmigrations/*.sql
@@ -96,13 +98,17 @@ type LogConfig struct {
 }
 
 // Log is an append-only event log on SQLite: AppendTx writes events in the caller's
-// transaction, LogCursors read them back in commit order, and Trim deletes what every
-// cursor has passed. It is experimental: no Store, processor or command uses it yet.
+// transaction, LogCursors read them back in commit order, LogRelays deliver them, and
+// Trim deletes what every cursor has passed. It is experimental: no processor or
+// command uses it yet.
 type Log struct {
 	db  *sql.DB
 	cfg LogConfig
 
-	insert, read, ack *sql.Stmt // prepared once: parsing costs more than running them
+	insert, read, ack, head *sql.Stmt // prepared once: parsing costs more than running them
+
+	wake hub.Hub       // this process's relays, woken after a commit that appended
+	own  sqltx.Tracker // transactions run by Transact that appended
 }
 
 // NewLog returns the log of db, which must have been migrated by MigrateLog:
@@ -124,7 +130,7 @@ func NewLog(ctx context.Context, db *sql.DB, cfg LogConfig) (*Log, error) {
 	for _, p := range []struct {
 		stmt  **sql.Stmt
 		query string
-	}{{&l.insert, appendLog}, {&l.read, readLog}, {&l.ack, ackLogCursor}} {
+	}{{&l.insert, appendLog}, {&l.read, readLog}, {&l.ack, ackLogCursor}, {&l.head, logHead}} {
 		stmt, err := db.PrepareContext(ctx, p.query)
 		if err != nil {
 			l.Close()
@@ -138,7 +144,7 @@ func NewLog(ctx context.Context, db *sql.DB, cfg LogConfig) (*Log, error) {
 // Close releases the log's prepared statements; the database stays open.
 func (l *Log) Close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{l.insert, l.read, l.ack} {
+	for _, s := range []*sql.Stmt{l.insert, l.read, l.ack, l.head} {
 		if s != nil {
 			errs = append(errs, s.Close())
 		}
@@ -183,8 +189,10 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 //
 // Cursors read the events in commit order, and the events of one transaction in the
 // order appended (see the comment at the top of log.go). Unlike EnqueueTx, a
-// caller-supplied ID already in the log is not refused (the log keeps no index on it),
-// and no processor is woken: nothing reads the log yet but cursors, which poll.
+// caller-supplied ID already in the log is not refused (the log keeps no index on it).
+// Inside Transact, this process's relays wake once the transaction commits; in a
+// transaction of the caller's own, call Committed after the commit, or the relays
+// find the events by their head poll.
 func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Event) error {
 	if tx == nil {
 		return fmt.Errorf("%w: AppendTx: tx must not be nil", outbox.ErrInvalid)
@@ -205,6 +213,7 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Event)
 	if len(events) == 0 {
 		return nil
 	}
+	l.own.Add(tx, nil) // when Transact runs tx, wake the relays after its commit
 	insert := tx.StmtContext(ctx, l.insert)
 	defer insert.Close()
 	for _, e := range events {
@@ -232,6 +241,23 @@ func (l *Log) AppendTx(ctx context.Context, tx *sql.Tx, events ...*outbox.Event)
 	}
 	return nil
 }
+
+// logHead is the relays' head poll: the log's largest rowid, from the last page of its
+// primary key. Events past a cursor's position exist when it is above the position.
+const logHead = `SELECT coalesce(max(seq), 0) FROM outbox_log`
+
+// Transact runs fn in a transaction of the log's database and commits it when fn
+// returns nil; it rolls back when fn returns an error or panics. Write your data and
+// AppendTx its events inside fn, and both land or neither does. After a commit in
+// which fn appended, this process's LogRelays wake at once.
+func (l *Log) Transact(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return l.own.Transact(ctx, l.db, "outbox/sqlite: log", fn, func(map[string]struct{}) { l.Committed() })
+}
+
+// Committed wakes this process's LogRelays of this log: call it after committing a
+// transaction of your own in which AppendTx wrote. It is a hint: a relay woken with
+// nothing new reads nothing and waits again.
+func (l *Log) Committed() { l.wake.Wake(nil, true) }
 
 // trimLog deletes the oldest events every cursor has passed, at most :limit of them:
 // the rows below the lowest cursor position (none when there is no cursor), and below

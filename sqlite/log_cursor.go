@@ -87,6 +87,21 @@ func (c *LogCursor) Position() int64 {
 	return c.after
 }
 
+// setPosition records a position the caller read from the cursor's row (a relay
+// that took the cursor's lease, or whose move was refused).
+func (c *LogCursor) setPosition(after int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.after = after
+}
+
+// reload reads the stored position.
+func (c *LogCursor) reload(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.load(ctx)
+}
+
 // load reads the stored position; c.mu is held or c not yet shared.
 func (c *LogCursor) load(ctx context.Context) error {
 	if err := c.log.db.QueryRowContext(ctx, loadLogCursor, c.name).Scan(&c.after); err != nil {

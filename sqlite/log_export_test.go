@@ -4,6 +4,8 @@ package sqlite
 const (
 	ReadLogQuery = readLog
 	TrimLogQuery = trimLog
+	// UnfinishedLogKeysQuery is the relay's lookup of a batch's keys in the events table.
+	UnfinishedLogKeysQuery = unfinishedLogKeys
 )
 
 // ScanLogEvents decodes the rows of ReadLogQuery, for the read benchmark's limit row.
