@@ -77,6 +77,13 @@ type LogConfig struct {
 	// not locked in time is left for the next call. Defaults to
 	// DefaultLogMaintenanceLockTimeout.
 	MaintenanceLockTimeout time.Duration
+	// Shards is how many shards the log's events are spread over, by ordering key (or
+	// entity when there is none), from 1 to 256: relays share the shards, one relay at
+	// a time per shard (log_shard.go). MigrateLog uses it when it makes the log, and a
+	// log keeps the shards it was made with: NewLog refuses a config that says
+	// otherwise, so that every appender puts a key in the shard its relays read.
+	// Defaults to DefaultLogShards.
+	Shards int
 }
 
 const defaultLogTable = "outbox_log"
@@ -88,6 +95,7 @@ func (c LogConfig) withDefaults() LogConfig {
 	c.Partitions = cmp.Or(c.Partitions, DefaultLogPartitions)
 	c.PartitionXIDs = cmp.Or(c.PartitionXIDs, DefaultLogPartitionXIDs)
 	c.MaintenanceLockTimeout = cmp.Or(c.MaintenanceLockTimeout, DefaultLogMaintenanceLockTimeout)
+	c.Shards = cmp.Or(c.Shards, DefaultLogShards)
 	return c
 }
 
@@ -108,6 +116,9 @@ func (c LogConfig) validate() error {
 	}
 	if c.MaxPayloadBytes < 0 {
 		return logConfigError("MaxPayloadBytes", fmt.Sprintf("must not be negative, got %d", c.MaxPayloadBytes))
+	}
+	if err := c.validateShards(); err != nil {
+		return err
 	}
 	return c.validateRing()
 }
@@ -132,6 +143,8 @@ type logNames struct {
 	// The ring a migration makes (log_retention.go).
 	Partitions    int
 	PartitionXIDs int64
+	// The shards a migration makes (log_shard.go).
+	Shards int
 }
 
 func newLogNames(c LogConfig) logNames {
@@ -144,6 +157,7 @@ func newLogNames(c LogConfig) logNames {
 		schema:        c.Schema,
 		Partitions:    c.Partitions,
 		PartitionXIDs: c.PartitionXIDs,
+		Shards:        c.Shards,
 	}
 }
 
@@ -155,7 +169,8 @@ func (n logNames) Name(suffix string) string {
 
 // render fills the table names into one of the log's statements.
 func (n logNames) render(sql string) string {
-	return strings.NewReplacer("{{log}}", n.Table, "{{cursors}}", n.Cursors).Replace(sql)
+	return strings.NewReplacer("{{log}}", n.Table, "{{cursors}}", n.Cursors,
+		"{{shards}}", n.Schema+"."+n.Name("shards")).Replace(sql)
 }
 
 // MigrateLog brings the event log named by cfg to LogSchemaVersion, creating the
@@ -280,7 +295,7 @@ func NewLog(ctx context.Context, pool *pgxpool.Pool, cfg LogConfig) (*Log, error
 	if len(applied) < LogSchemaVersion {
 		return nil, fmt.Errorf("%w: %s is at version %d of %d; run postgres.MigrateLog", ErrNotMigrated, n.Table, len(applied), LogSchemaVersion)
 	}
-	return &Log{
+	l := &Log{
 		pool: pool, cfg: cfg, n: n,
 		appendOne:    n.render(appendOne),
 		appendMany:   n.render(appendMany),
@@ -288,7 +303,11 @@ func NewLog(ctx context.Context, pool *pgxpool.Pool, cfg LogConfig) (*Log, error
 		loadCursor:   n.render(loadCursor),
 		createCursor: n.render(createCursor),
 		ackCursor:    n.render(ackCursor),
-	}, nil
+	}
+	if err := l.checkShards(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
 }
 
 // Config returns the log's configuration, defaults filled in.
@@ -298,11 +317,11 @@ func (l *Log) Config() LogConfig { return l.cfg }
 // PostgreSQL runs without materializing arrays and pgx binds without rewriting. xid
 // and seq are the columns' defaults, so the row carries the transaction it was
 // written in. Parameters: created_at, id, type, entity_id, user_id, ordering_key,
-// max_attempts, priority, is_new_record, metadata, payload.
+// max_attempts, priority, is_new_record, metadata, payload, shard.
 const appendOne = `
 INSERT INTO {{log}} (created_at, id, type, entity_id, user_id, ordering_key,
-    max_attempts, priority, is_new_record, metadata, payload)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json, $11::text::json)
+    max_attempts, priority, is_new_record, metadata, payload, shard)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json, $11::text::json, $12)
 RETURNING seq`
 
 // appendMany writes a batch in one statement, one array per column, in the order
@@ -310,13 +329,13 @@ RETURNING seq`
 // transaction are read back as they were appended.
 const appendMany = `
 INSERT INTO {{log}} (created_at, id, type, entity_id, user_id, ordering_key,
-    max_attempts, priority, is_new_record, metadata, payload)
+    max_attempts, priority, is_new_record, metadata, payload, shard)
 SELECT $1, e.id, e.type, e.entity_id, e.user_id, e.ordering_key,
-    e.max_attempts, e.priority, e.is_new_record, e.metadata::json, e.payload::json
+    e.max_attempts, e.priority, e.is_new_record, e.metadata::json, e.payload::json, e.shard
 FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::integer[], $8::integer[], $9::boolean[], $10::text[], $11::text[])
+    $7::integer[], $8::integer[], $9::boolean[], $10::text[], $11::text[], $12::smallint[])
     WITH ORDINALITY AS e(id, type, entity_id, user_id, ordering_key,
-        max_attempts, priority, is_new_record, metadata, payload, n)
+        max_attempts, priority, is_new_record, metadata, payload, shard, n)
 ORDER BY e.n
 RETURNING id, seq`
 
@@ -326,8 +345,9 @@ RETURNING id, seq`
 // and no NOTIFY is sent (readers find events by polling or by a wake-up sent outside
 // the writer's transaction). It fills ID, Seq, Status and the times of each event.
 //
-// The events of one transaction are read back together, in the order appended, once
-// the transaction commits (see LogCursor). Unlike the table layout, a caller-supplied
+// Each event goes to the shard of its ordering key, or of its entity when it has none
+// (ShardOf). The events of one transaction are read back together, shard by shard, in
+// the order appended, once the transaction commits (see LogCursor). Unlike the table layout, a caller-supplied
 // ID that is already in the log is not refused: the log keeps no index on it.
 func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) error {
 	if tx == nil {
@@ -369,7 +389,7 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 		e := events[0]
 		err := tx.QueryRow(ctx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
 			e.Type, e.EntityID, e.UserID, nullString(e.OrderingKey), e.MaxAttempts, e.Priority, e.IsNewRecord,
-			metadata[0], nullString(string(e.Payload))).Scan(&e.Seq)
+			metadata[0], nullString(string(e.Payload)), l.eventShard(e)).Scan(&e.Seq)
 		if err != nil {
 			return logAppendError(err)
 		}
@@ -381,6 +401,7 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	maxAttempts, priorities := make([]int32, n), make([]int32, n)
 	isNew := make([]bool, n)
 	keys, payloads := make([]*string, n), make([]*string, n)
+	shards := make([]int16, n)
 	index := make(map[[16]byte]int, n)
 	for i, e := range events {
 		ids[i] = pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true}
@@ -393,9 +414,10 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 		maxAttempts[i], priorities[i] = int32(e.MaxAttempts), int32(e.Priority)
 		isNew[i] = e.IsNewRecord
 		keys[i], payloads[i] = nullString(e.OrderingKey), nullString(string(e.Payload))
+		shards[i] = l.eventShard(e)
 	}
 	rows, err := tx.Query(ctx, l.appendMany, created, ids, types, entities, users, keys,
-		maxAttempts, priorities, isNew, metadata, payloads)
+		maxAttempts, priorities, isNew, metadata, payloads, shards)
 	if err != nil {
 		return logAppendError(err)
 	}

@@ -108,7 +108,7 @@ func logBenchRounded(xs []float64) []float64 {
 // round. plain is the baseline: the same transaction with the second row in a table
 // without indexes but its key. table writes the event to today's outbox table in the
 // caller's transaction (Store.EnqueueTx, notifications on); log appends it to the log
-// (Log.AppendTx).
+// (Log.AppendTx) of one shard, log-16shards to a log of 16.
 func BenchmarkLogAppend(b *testing.B) {
 	const writers, perRound = 8, 500
 	pool := newPool(b, writers, "")
@@ -116,6 +116,7 @@ func BenchmarkLogAppend(b *testing.B) {
 	schema := freshSchema(b, pool)
 	s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
 	l := newTestLogIn(b, pool, schema)
+	l16 := newShardedLogIn(b, pool, freshSchema(b, pool), 16)
 	data := pgx.Identifier{schema, "progress_entries"}.Sanitize()
 	plain := pgx.Identifier{schema, "plain_events"}.Sanitize()
 	if _, err := pool.Exec(ctx, `CREATE TABLE `+data+` (id text PRIMARY KEY, user_id text, quantity float8);
@@ -161,6 +162,7 @@ func BenchmarkLogAppend(b *testing.B) {
 		})},
 		{name: "table", run: txns(func(tx pgx.Tx, e *outbox.Event) error { return s.EnqueueTx(ctx, tx, e) })},
 		{name: "log", run: txns(func(tx pgx.Tx, e *outbox.Event) error { return l.AppendTx(ctx, tx, e) })},
+		{name: "log-16shards", run: txns(func(tx pgx.Tx, e *outbox.Event) error { return l16.AppendTx(ctx, tx, e) })},
 	}, nil)
 }
 

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
@@ -52,6 +53,12 @@ const (
 	logCrashBacklog   = 300   // writers wait while more committed events than this are undelivered
 	logCrashWriters   = 4
 	logCrashKeys      = 6 // ordering keys per writer; a writer owns its keys, so their append order is its own
+	// logCrashShards: the relays share the log's shards, several delivering at once,
+	// each shard by one at a time.
+	logCrashShards      = 4
+	logCrashConcurrency = 2 // shards a relay process steps at once
+	// logCrashAppPrefix starts the application_name of a relay process's sessions.
+	logCrashAppPrefix = "outbox_log_crash_"
 )
 
 // logCrashEvent is an event as the receiver sees it.
@@ -71,7 +78,8 @@ type logCrashRequest struct {
 
 // TestLogRelaySurvivesSIGKILL: three relay processes, each a LogRelay on the log and a
 // Processor on the events table, deliver to a receiver that refuses 3 % of attempts,
-// while writers append. Every logCrashKillEvery deliveries or so the receiver has a
+// while writers append. The log has four shards, which the relays share: several
+// deliver from the log at once, each shard one relay at a time. Every logCrashKillEvery deliveries or so the receiver has a
 // relay SIGKILLed, in turn the one whose delivery from the log it is answering, a
 // random one, and the one whose delivery from the events table it is answering, each
 // before it hears the answer; a new relay replaces it. Once the survivors have drained:
@@ -94,7 +102,7 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	pool := newPool(t, logCrashWriters+2, "")
 	schema := freshSchema(t, pool)
 	store := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
-	l := newTestLogIn(t, pool, schema)
+	l := newShardedLogIn(t, pool, schema, logCrashShards)
 	// A guard against a hung run, not an expectation: a minute, and more for more events.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute+time.Duration(events)*10*time.Millisecond)
 	defer cancel()
@@ -113,6 +121,9 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	// Writers append transactions of 1–5 events, and roll back one in ten, while the
 	// receiver kills relays.
 	book := &logCrashBook{keyOrder: map[string][]string{}, committed: map[string]logCrashEvent{}, rolledBack: map[string]bool{}}
+	sampling, stopSampling := context.WithCancel(ctx)
+	sampled := make(chan int, 1)
+	go func() { sampled <- logCrashHolders(sampling, pool, l) }()
 	var writers sync.WaitGroup
 	for w := range logCrashWriters {
 		share := events / logCrashWriters
@@ -127,6 +138,8 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 		})
 	}
 	writers.Wait()
+	stopSampling()
+	together := <-sampled
 	if t.Failed() {
 		t.FailNow()
 	}
@@ -238,11 +251,40 @@ func TestLogRelaySurvivesSIGKILL(t *testing.T) {
 	t.Logf("receiver: %d attempts, %d refused, %d accepted (%d from the log, %d from the events table), %d redeliveries; delivery from the log changed relays %d times",
 		attempts, refused, len(got), fromLog, fromTable, redeliveries, takeovers)
 	t.Logf("moved to the events table: %d (%d refused from the log, %d behind an earlier event of their key)", len(moved), failedHere, len(moved)-failedHere)
+	t.Logf("relay processes holding a shard of the log at the same moment: at most %d (sampled while the writers appended)", together)
+	if together < 2 {
+		t.Error("no two relay processes were seen holding shards at once: the shards were not shared")
+	}
 	if k.midLog == 0 {
 		t.Error("no relay was killed mid-delivery from the log: the test did not test what it names")
 	}
 	if failedHere == 0 || fromTable == 0 {
 		t.Error("no event moved to the events table and was delivered from there: the test did not exercise the move")
+	}
+}
+
+// logCrashHolders samples, until ctx ends, how many relay processes hold a shard of the
+// log at once (the relays' advisory locks keyed by the cursors table, log_relay.go; a
+// process's sessions carry its name), and returns the most it saw.
+func logCrashHolders(ctx context.Context, pool *pgxpool.Pool, l *postgres.Log) int {
+	cursors := pgx.Identifier{l.Config().Schema, l.Config().Table + "_cursors"}.Sanitize()
+	most := 0
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		var n int
+		if err := pool.QueryRow(ctx, `SELECT count(DISTINCT a.application_name) FROM pg_locks k
+			JOIN pg_stat_activity a ON a.pid = k.pid
+			WHERE k.locktype = 'advisory' AND k.granted AND k.objsubid = 2
+				AND k.classid::bigint = (hashtext($1)::bigint & 4294967295)
+				AND a.application_name LIKE $2`, cursors, logCrashAppPrefix+"%").Scan(&n); err == nil {
+			most = max(most, n)
+		}
+		select {
+		case <-ctx.Done():
+			return most
+		case <-tick.C:
+		}
 	}
 }
 
@@ -262,20 +304,22 @@ func (c *logCrashComplaints) summary(t *testing.T) {
 	}
 }
 
-// logCrashDrained tells whether the relay's cursor is at the end of the log and the
-// events table holds nothing unfinished, in that order.
+// logCrashDrained tells whether the relay's cursor is at the end of the log in every
+// shard and the events table holds nothing unfinished, in that order.
 func logCrashDrained(ctx context.Context, t *testing.T, l *postgres.Log, store *postgres.Store) bool {
 	t.Helper()
-	c, err := l.Cursor(ctx, postgres.DefaultLogRelayCursor) // loads the stored position
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := c.Read(ctx, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(b.Events) > 0 {
-		return false
+	for s := range l.Config().Shards {
+		c, err := l.ShardCursor(ctx, postgres.DefaultLogRelayCursor, s) // loads the stored position
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := c.Read(ctx, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b.Events) > 0 {
+			return false
+		}
 	}
 	st, err := store.Stats(ctx, outbox.StatsQuery{Now: time.Now()})
 	if err != nil {
@@ -673,7 +717,8 @@ func runLogCrashChild(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.MaxConns = 4
+	cfg.MaxConns = 6 // the relay's shards at once, its head poll, and the Processor
+	cfg.ConnConfig.RuntimeParams["application_name"] = logCrashAppPrefix + name
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -685,7 +730,7 @@ func runLogCrashChild(t *testing.T, name string) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	l, err := postgres.NewLog(ctx, pool, postgres.LogConfig{Schema: schema})
+	l, err := postgres.NewLog(ctx, pool, postgres.LogConfig{Schema: schema, Shards: logCrashShards})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -698,7 +743,7 @@ func runLogCrashChild(t *testing.T, name string) {
 		return s
 	}
 	r, err := postgres.NewLogRelay(ctx, l, store, handler("log"), postgres.LogRelayConfig{
-		BatchSize: logCrashBatchSize, MaxConcurrent: 4, PollInterval: 20 * time.Millisecond,
+		BatchSize: logCrashBatchSize, MaxConcurrent: 4, PollInterval: 20 * time.Millisecond, Concurrency: logCrashConcurrency,
 		LeaseDuration: 5 * time.Second, Retry: logCrashRetry, Logger: logger,
 	})
 	if err != nil {

@@ -47,12 +47,18 @@ import (
 // goes on in the same pair, with the same N: events that commit meanwhile wait for the
 // next pair, and none of the pair's is skipped.
 //
+// A cursor reads one shard of the log (log_shard.go): on a log of one shard, the whole
+// log; on a sharded log, each shard has a position of its own per cursor name
+// (Log.ShardCursor), and the order above holds within the shard, which is all a key
+// needs, since a key's events are all in one shard.
+//
 // A LogCursor is safe for concurrent use, though one reader per cursor name is the
 // intended use: two would read the same events, and the second to acknowledge gets
 // ErrLogCursorMoved.
 type LogCursor struct {
-	log  *Log
-	name string
+	log   *Log
+	name  string // the cursors table's row: the name, and "/shard" on a sharded log
+	shard int16
 
 	mu  sync.Mutex
 	pos logPosition // as stored, the last this cursor loaded or acknowledged
@@ -88,9 +94,10 @@ type LogBatch struct {
 	from, to logPosition
 }
 
-// createCursor makes a cursor's row at the start of the log, unless it exists.
+// createCursor makes a cursor's row, of one shard, at the start of the log, unless it
+// exists.
 const createCursor = `
-INSERT INTO {{cursors}} (name, snapshot) VALUES ($1, $2)
+INSERT INTO {{cursors}} (name, snapshot, shard) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO NOTHING`
 
 // loadCursor reads a cursor's position.
@@ -114,17 +121,26 @@ FROM async
 WHERE name = $1 AND snapshot = $6 AND next IS NOT DISTINCT FROM $7
     AND after_xid IS NOT DISTINCT FROM $8::text::xid8 AND after_seq IS NOT DISTINCT FROM $9`
 
-// readLog reads the events visible in snapshot next ($2, or a new one when NULL) and
-// not in snapshot prev ($1), after (xid, seq) ($3, $4), in (xid, seq) order, at most
-// $5 of them. The new snapshot comes back on every row, and alone (with NULL event
+// readLog reads the events of shard $6 visible in snapshot next ($2, or a new one when
+// NULL) and not in snapshot prev ($1), after (xid, seq) ($3, $4), in (xid, seq) order,
+// at most $5 of them. The new snapshot comes back on every row, and alone (with NULL event
 // columns) when there are no events.
 //
 // "Not visible in prev" is written as the two places such an xid can be, each an
-// index range of the primary key, so that a read costs the events it returns and the
+// index range of the primary key (shard, xid, seq) within the shard, so that a read costs the events it returns and the
 // rows of transactions still open, not the whole log since the oldest open
 // transaction:
 //   - xid >= xmax(prev): transactions that had not finished when prev was taken;
 //   - xid in xip(prev): those running when prev was taken.
+//
+// The second range is a probe per running transaction, not xid = ANY(xip): with the
+// shard before it in the key, a list of xids is no longer the key's first column, and
+// PostgreSQL 15 then cannot return the rows in order, and sorts every row of those
+// transactions, or filters the whole shard. Each probe returns at most the limit, so
+// what is sorted is bounded by the number of running transactions times the limit. The
+// probe's xid is a range of one (>= and <=, not =), which the planner estimates as it
+// does the first range: with = it may plan a sequential scan and a sort for partitions
+// that are empty when it plans, and a cached generic plan would keep them.
 //
 // (An xid below xmax(prev) and not in xip(prev) had committed, and is visible in
 // prev, or rolled back, and has no rows to see.) "Visible in next" is tested by
@@ -150,39 +166,41 @@ SELECT pair.next::text, e.xid::text, e.seq, e.id, e.type, e.entity_id, e.user_id
 FROM pair LEFT JOIN LATERAL (
     SELECT c.* FROM (
         (SELECT * FROM {{log}}
-         WHERE xid >= pg_snapshot_xmax(pair.prev) AND xid < pg_snapshot_xmax(pair.next)
+         WHERE shard = $6::smallint
+             AND xid >= pg_snapshot_xmax(pair.prev) AND xid < pg_snapshot_xmax(pair.next)
              AND (xid, seq) > ($3::text::xid8, $4::bigint)
              AND pg_visible_in_snapshot(xid, pair.next)
          ORDER BY xid, seq LIMIT pair.lim)
         UNION ALL
-        (SELECT * FROM {{log}}
-         WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(pair.prev)))
-             AND (xid, seq) > ($3::text::xid8, $4::bigint)
-             AND pg_visible_in_snapshot(xid, pair.next)
-         ORDER BY xid, seq LIMIT pair.lim)
+        (SELECT r.* FROM unnest(ARRAY(SELECT pg_snapshot_xip(pair.prev))) AS x(xid)
+         CROSS JOIN LATERAL (
+             SELECT * FROM {{log}}
+             WHERE shard = $6::smallint AND xid >= x.xid AND xid <= x.xid
+                 AND (xid, seq) > ($3::text::xid8, $4::bigint)
+                 AND pg_visible_in_snapshot(xid, pair.next)
+             ORDER BY xid, seq LIMIT pair.lim) r
+         ORDER BY r.xid, r.seq LIMIT pair.lim)
     ) c
     ORDER BY c.xid, c.seq LIMIT $5
 ) e ON true`
 
 // Cursor returns the cursor of the given name, creating it at the start of the log
 // (its first read delivers every event) when there is none. Cursors of different
-// names read the log independently.
+// names read the log independently. A log of more than one shard has a position per
+// shard: there Cursor fails with ErrLogSharded, and ShardCursor opens one shard's.
 func (l *Log) Cursor(ctx context.Context, name string) (*LogCursor, error) {
-	if name == "" {
-		return nil, fmt.Errorf("%w: log cursor name must not be empty", outbox.ErrInvalid)
+	if l.cfg.Shards > 1 {
+		return nil, fmt.Errorf("log cursor %q: %w", name, ErrLogSharded)
 	}
-	if _, err := l.pool.Exec(ctx, l.createCursor, name, firstSnapshot); err != nil {
-		return nil, fmt.Errorf("outbox/postgres: create log cursor %q: %w", name, err)
-	}
-	c := &LogCursor{log: l, name: name}
-	if err := c.load(ctx); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return l.ShardCursor(ctx, name, 0)
 }
 
-// Name returns the cursor's name.
+// Name returns the name of the cursor's row: the name it was opened with, followed by
+// "/" and the shard on a log of more than one shard.
 func (c *LogCursor) Name() string { return c.name }
+
+// Shard returns the shard the cursor reads.
+func (c *LogCursor) Shard() int { return int(c.shard) }
 
 // load reads the stored position; c.mu is held or c not yet shared.
 func (c *LogCursor) load(ctx context.Context) error {
@@ -233,7 +251,7 @@ func (c *LogCursor) readArgs(from logPosition, limit int) []any {
 	if from.next != "" {
 		next, afterXID = from.next, from.afterXID
 	}
-	return []any{from.snapshot, next, afterXID, from.afterSeq, limit + 1}
+	return []any{from.snapshot, next, afterXID, from.afterSeq, limit + 1, c.shard}
 }
 
 // batchFrom reads the rows of a read from the position from, up to limit events, and

@@ -3,6 +3,7 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -13,11 +14,11 @@ import (
 
 // Hooks for the log's external tests.
 
-// ExplainRead returns the plan of the cursor's read statement for a read from prev to
-// next (a new snapshot when "") after (afterXID, afterSeq): the generic plan, which a
+// ExplainRead returns the plan of the cursor's read statement for a read of shard from
+// prev to next (a new snapshot when "") after (afterXID, afterSeq): the generic plan, which a
 // connection settles on after its fifth read, when generic is true, and otherwise the
 // plan made for these values.
-func (l *Log) ExplainRead(ctx context.Context, generic bool, prev, next, afterXID string, afterSeq int64, limit int) (string, error) {
+func (l *Log) ExplainRead(ctx context.Context, generic bool, shard int, prev, next, afterXID string, afterSeq int64, limit int) (string, error) {
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
 		return "", err
@@ -31,7 +32,7 @@ func (l *Log) ExplainRead(ctx context.Context, generic bool, prev, next, afterXI
 		return "", err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
-	if _, err := conn.Exec(ctx, `PREPARE outbox_log_read (text, text, text, bigint, int) AS `+l.readLog); err != nil {
+	if _, err := conn.Exec(ctx, `PREPARE outbox_log_read (text, text, text, bigint, int, smallint) AS `+l.readLog); err != nil {
 		return "", err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_read`)
@@ -39,8 +40,8 @@ func (l *Log) ExplainRead(ctx context.Context, generic bool, prev, next, afterXI
 	if next != "" {
 		nextArg = next
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_read ($1, $2, $3, $4, $5)`,
-		pgx.QueryExecModeSimpleProtocol, prev, nextArg, afterXID, afterSeq, limit)
+	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_read ($1, $2, $3, $4, $5, $6)`,
+		pgx.QueryExecModeSimpleProtocol, prev, nextArg, afterXID, afterSeq, limit, shard)
 	if err != nil {
 		return "", err
 	}
@@ -70,4 +71,14 @@ func MigrateLogTo(ctx context.Context, pool *pgxpool.Pool, cfg LogConfig, versio
 	defer conn.Release()
 	_, err = migrate.Run(ctx, logTarget{conn: conn.Conn(), schema: cfg.Schema, names: newLogNames(cfg)}, logMigrations[:version])
 	return err
+}
+
+// LogShardOf is the shard of key among shards, as AppendTx computes it.
+func LogShardOf(key string, shards int) int { return logShard(key, shards) }
+
+// FNV1a32 is the standard library's FNV-1a, 32 bits, of key's bytes.
+func FNV1a32(key string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	return h.Sum32()
 }

@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -39,13 +42,22 @@ const (
 	// whether anything committed since it last looked. It bounds the latency of events
 	// appended by other processes: about half of it is added on average.
 	DefaultLogRelayHeadPollInterval = time.Millisecond
+	// DefaultLogRelayConcurrency is how many shards of the log a LogRelay delivers at
+	// once.
+	DefaultLogRelayConcurrency = 1
 )
 
 // LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
 type LogRelayConfig struct {
-	// Cursor names the log cursor the relay reads and moves. Relays given the same
-	// name share it, and one at a time delivers. Defaults to DefaultLogRelayCursor.
+	// Cursor names the log cursor the relay reads and moves, one position per shard of
+	// the log. Relays given the same name share the shards, and one relay at a time
+	// delivers each shard. Defaults to DefaultLogRelayCursor.
 	Cursor string
+	// Concurrency is how many shards the relay delivers at once, each in a step of its
+	// own on a connection of its own (held while it delivers), so the pool needs this
+	// many connections and one more for the head poll. It is at most the log's
+	// shards. Defaults to DefaultLogRelayConcurrency.
+	Concurrency int
 	// BatchSize is how many events one step reads from the log. Defaults to
 	// DefaultLogRelayBatchSize.
 	BatchSize int
@@ -98,6 +110,7 @@ type LogRelayConfig struct {
 func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.Cursor = cmp.Or(c.Cursor, DefaultLogRelayCursor)
 	c.BatchSize = cmp.Or(c.BatchSize, DefaultLogRelayBatchSize)
+	c.Concurrency = cmp.Or(c.Concurrency, DefaultLogRelayConcurrency)
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
 	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
@@ -124,7 +137,7 @@ func (c LogRelayConfig) Validate() error {
 	for _, f := range []struct {
 		name  string
 		value int
-	}{{"BatchSize", c.BatchSize}, {"MaxConcurrent", c.MaxConcurrent}} {
+	}{{"BatchSize", c.BatchSize}, {"MaxConcurrent", c.MaxConcurrent}, {"Concurrency", c.Concurrency}} {
 		if f.value < 0 {
 			return logRelayConfigError(f.name, fmt.Sprintf("must be positive, got %d", f.value))
 		}
@@ -168,9 +181,17 @@ func nest(part string, err error) error {
 // whose delivery fails to a Store's events table, where a Processor on that Store
 // retries them, gives them up, and operators retry or discard them as any event.
 //
+// The log's shards (log_shard.go) are delivered apart: each shard has its own position
+// of the relay's cursor, and a step delivers one shard. Relays of one cursor name, in
+// any number of processes, share the shards: a step takes the shard's lock without
+// waiting and skips a shard that another relay holds, so one relay at a time delivers
+// each shard, and a key, whose events are all in one shard, is delivered in order by
+// one relay at a time. Run and Drain step Concurrency shards at once. On a log of one
+// shard this is one cursor and one relay at a time, as before shards.
+//
 // Each step runs in one transaction of the log's database:
 //
-//  1. It takes the cursor: a transaction-scoped advisory lock on the cursor's name
+//  1. It takes the shard's cursor: a transaction-scoped advisory lock on the cursor's name
 //     (pg_try_advisory_xact_lock), so that one relay at a time delivers from a cursor.
 //     Another relay finds it taken and waits a PollInterval. The lock goes with the
 //     transaction: when the relay's process dies, its connection closes and the server
@@ -223,7 +244,8 @@ type LogRelay struct {
 	handler outbox.Handler
 	cfg     LogRelayConfig
 	logger  *slog.Logger
-	cursor  *LogCursor
+	shards  []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
+	turn    atomic.Uint32    // the shard the next pass starts from
 
 	takeCursor, unfinishedKeys, moveEvents, ackOrAbort string
 	lockScope                                          string // the advisory lock's first key: the cursors table
@@ -233,9 +255,23 @@ type LogRelay struct {
 
 	// silent stops the heartbeat: tests use it for a relay whose process froze.
 	silent bool
+}
 
-	mu   sync.Mutex // one step at a time
-	warm bool       // the last step left the cursor's position known: read from it speculatively
+// logRelayShard is one shard of the log as a relay delivers it.
+type logRelayShard struct {
+	mu     sync.Mutex // one step of the shard at a time
+	cursor *LogCursor
+	warm   bool // the last step left the cursor's position known: read from it speculatively
+}
+
+// shardStep is what one step of a shard did, for the relay's passes over the shards.
+type shardStep struct {
+	LogRelayStep
+	// base is the snapshot taken when the step took (or found taken) the shard: the
+	// step read nothing committed before it that it left unread.
+	base string
+	// moved: the cursor moved, with events or at the end of a pair read in parts.
+	moved bool
 }
 
 // takeCursor is the step's lease: the advisory lock of the cursor's name, taken for the
@@ -244,7 +280,8 @@ type LogRelay struct {
 // and so releases the lock.
 const takeCursor = `
 SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)),
-       set_config('idle_in_transaction_session_timeout', $3, true)`
+       set_config('idle_in_transaction_session_timeout', $3, true),
+       pg_current_snapshot()::text`
 
 // unfinishedKeys returns which of the given ordering keys have an event in the events
 // table that is not completed (a given-up one counting unless $2, SkipGivenUp), from
@@ -320,14 +357,18 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 	if found == nil {
 		return nil, logRelayConfigError("store", fmt.Sprintf("names the events table %s, which the log's database does not hold: the relay writes both in one transaction", n.Table))
 	}
-	cursor, err := log.Cursor(ctx, cfg.Cursor)
-	if err != nil {
-		return nil, err
+	shards := make([]*logRelayShard, log.cfg.Shards)
+	for i := range shards {
+		c, err := log.ShardCursor(ctx, cfg.Cursor, i)
+		if err != nil {
+			return nil, err
+		}
+		shards[i] = &logRelayShard{cursor: c}
 	}
 	table := strings.NewReplacer("{{table}}", n.Table)
 	logger := cfg.Logger.With("component", "outbox.logrelay", "cursor", cfg.Cursor)
-	return &LogRelay{
-		log: log, store: store, handler: handler, cfg: cfg, cursor: cursor, logger: logger,
+	r := &LogRelay{
+		log: log, store: store, handler: handler, cfg: cfg, shards: shards, logger: logger,
 		deliver: logdelivery.New(handler, logdelivery.Config{
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
 			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger,
@@ -338,7 +379,11 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		ackOrAbort:     log.n.render(ackOrAbort),
 		lockScope:      log.n.Cursors,
 		idleTimeout:    strconv.FormatInt(max(cfg.LeaseDuration.Milliseconds(), 1), 10),
-	}, nil
+	}
+	// Relays start their passes at shards of their own, so that relays started together
+	// do not all queue for the same shard first.
+	r.turn.Store(uint32(rand.N(len(shards))))
+	return r, nil
 }
 
 // Config returns the relay's configuration, defaults filled in.
@@ -364,7 +409,9 @@ type LogRelayStep struct {
 	Held    bool
 	Fault   error
 	RetryIn time.Duration
-	// Busy is true when another relay holds the cursor: the step did nothing.
+	// Busy is true when the step found nothing to deliver in the shards it could take
+	// and another relay held at least one shard (on a log of one shard: another relay
+	// holds the cursor, and the step did nothing).
 	Busy bool
 }
 
@@ -380,23 +427,141 @@ func (s *LogRelayStep) add(o LogRelayStep) {
 // errLeaseLost cancels a step's deliveries when its transaction stops answering.
 var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transaction stopped answering; the batch will be delivered again")
 
-// Step delivers one batch: it takes the cursor (or reports Busy), reads a batch,
-// delivers it, and commits the outcomes with the cursor's move (see LogRelay). An
-// error leaves the cursor where it was, and the batch is delivered again; so does a
-// cancelled ctx, which also cuts short deliveries in flight.
+// Step delivers one batch of one shard: it takes the shards in turn, from the one
+// after the shard its last step delivered, until one has something to deliver, and
+// delivers that (see LogRelay); a shard another relay holds, or one with nothing new,
+// is skipped. An error leaves that shard's cursor where it was, and the batch is
+// delivered again; so does a cancelled ctx, which also cuts short deliveries in
+// flight. A step that found nothing reports Read 0 (and Busy when another relay held a
+// shard).
 //
-// A step costs two or three round trips to the server: BEGIN, the lock, the stored
-// position and the read go together (the read from the position this relay last
+// A shard's step costs two or three round trips to the server: BEGIN, the lock, the
+// stored position and the read go together (the read from the position this relay last
 // left, which the stored one is checked against, and read again when another relay
 // moved it); the lookup of the batch's ordering keys in the events table, when it has
-// any; and the moves, the cursor's move and COMMIT together. An idle step is the first
-// and a ROLLBACK, and writes nothing.
-func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// any; and the moves, the cursor's move and COMMIT together. A shard found idle or
+// held costs the first and a ROLLBACK, and writes nothing.
+func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
+	st, _, _, err := r.seek(ctx)
+	return st, err
+}
+
+// seek steps the shards in turn until one delivers, moves, holds or fails, and reports
+// that step; when none did, it reports whether a shard was busy. It also returns the
+// base of its first step (every shard's read in this pass came after it) and whether a
+// step did something.
+func (r *LogRelay) seek(ctx context.Context) (LogRelayStep, string, bool, error) {
+	n := len(r.shards)
+	start := int(r.turn.Load()) % n
+	limit := r.deliver.Limit(r.cfg.BatchSize) // one event while the destination was at fault
+	var (
+		base string
+		busy bool
+	)
+	for i := range n {
+		k := (start + i) % n
+		st, err := r.stepShard(ctx, r.shards[k], limit)
+		if i == 0 {
+			base = st.base
+		}
+		if err != nil || st.Read > 0 || st.Held || st.moved {
+			r.turn.Store(uint32(k + 1)) // the next step starts after this shard: each shard with work in turn
+			if st.Held {
+				st.RetryIn = r.deliver.Hold(st.Fault, st.Read)
+			}
+			return st.LogRelayStep, base, true, err
+		}
+		busy = busy || st.Busy
+	}
+	r.turn.Store(uint32(start + 1))
+	return LogRelayStep{Busy: busy}, base, false, nil
+}
+
+// round is one pass of Run or Drain over the shards (only those given, when only is not
+// nil), Concurrency steps at once, each shard at most once, from a start that moves on
+// by one shard every pass; a held step stops the pass from starting others. It returns
+// the steps' sum, whether any did something, and a base for the head poll: a snapshot
+// that every shard's read in the pass came after (base itself when only is given: the
+// head poll found the news in those shards at base, and the others had none). While the
+// destination is at fault, a pass is one probe of one event, as Step.
+func (r *LogRelay) round(ctx context.Context, only []int16, base string) (LogRelayStep, string, bool, error) {
+	limit := r.deliver.Limit(r.cfg.BatchSize)
+	if len(r.shards) == 1 || limit < r.cfg.BatchSize {
+		return r.seek(ctx)
+	}
+	n := len(r.shards)
+	start := int(r.turn.Add(1)-1) % n
+	var shards []*logRelayShard
+	for i := range n {
+		k := (start + i) % n
+		if only == nil || slices.Contains(only, int16(k)) {
+			shards = append(shards, r.shards[k])
+		}
+	}
+	c := min(r.cfg.Concurrency, len(shards))
+	if only == nil && c > 1 {
+		// The steps start at once, so none is known to be first: take the base here.
+		if err := r.log.pool.QueryRow(ctx, logHeadSnapshot).Scan(&base); err != nil {
+			return LogRelayStep{}, "", false, fmt.Errorf("outbox/postgres: log relay: take a snapshot: %w", err)
+		}
+	}
+	var (
+		mu     sync.Mutex
+		total  LogRelayStep
+		worked bool
+		errs   []error
+		held   atomic.Bool
+		wg     sync.WaitGroup
+	)
+	slots := make(chan struct{}, c)
+	for i, sh := range shards {
+		if held.Load() || ctx.Err() != nil {
+			break
+		}
+		slots <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-slots }()
+			st, err := r.stepShard(ctx, sh, limit)
+			mu.Lock()
+			defer mu.Unlock()
+			if i == 0 && only == nil && c == 1 {
+				base = st.base // the steps run one after another: the first is first
+			}
+			total.Read += st.Read
+			total.Delivered += st.Delivered
+			total.Failed += st.Failed
+			total.Waiting += st.Waiting
+			total.Duplicates += st.Duplicates
+			total.Busy = total.Busy || st.Busy
+			if st.Held {
+				held.Store(true)
+				if !total.Held {
+					total.Held, total.Fault = true, st.Fault
+				}
+			}
+			worked = worked || st.Read > 0 || st.moved || st.Held || err != nil
+			if err != nil {
+				errs = append(errs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if total.Held {
+		total.RetryIn = r.deliver.Hold(total.Fault, total.Read)
+	}
+	return total, base, worked, errors.Join(errs...)
+}
+
+// stepShard delivers one batch of the shard at most (limit events): it takes the
+// shard's cursor (or reports Busy), reads a batch, delivers it, and commits the
+// outcomes with the cursor's move (see LogRelay). A held batch is reported, not
+// counted: the caller paces the relay.
+func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) (st shardStep, err error) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	defer func() {
 		// Unless the step ended with the stored position known, read it before the next.
-		r.warm = err == nil && !st.Busy
+		sh.warm = err == nil && !st.Busy
 	}()
 	conn, err := r.log.pool.Acquire(ctx)
 	if err != nil {
@@ -411,14 +576,14 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 		}
 	}()
 
-	limit := r.deliver.Limit(r.cfg.BatchSize) // one event while the destination was at fault
-	guess := r.cursor.position()
+	cursor := sh.cursor
+	guess := cursor.position()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
-	b.Queue(r.takeCursor, r.lockScope, r.cursor.name, r.idleTimeout)
-	b.Queue(r.log.loadCursor, r.cursor.name)
-	if r.warm {
-		b.Queue(r.log.readLog, r.cursor.readArgs(guess, limit)...)
+	b.Queue(r.takeCursor, r.lockScope, cursor.name, r.idleTimeout)
+	b.Queue(r.log.loadCursor, cursor.name)
+	if sh.warm {
+		b.Queue(r.log.readLog, cursor.readArgs(guess, limit)...)
 	}
 	var (
 		locked bool
@@ -432,22 +597,22 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 			return fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
 		}
 		var timeout string
-		if err := br.QueryRow().Scan(&locked, &timeout); err != nil {
-			return fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", r.cursor.name, err)
+		if err := br.QueryRow().Scan(&locked, &timeout, &st.base); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", cursor.name, err)
 		}
 		rows, err := br.Query()
 		if err == nil {
-			from, err = r.cursor.positionFrom(rows)
+			from, err = cursor.positionFrom(rows)
 		}
 		if err != nil {
 			return err
 		}
-		if r.warm {
+		if sh.warm {
 			rows, err := br.Query()
 			if err != nil {
-				return fmt.Errorf("outbox/postgres: read log cursor %q: %w", r.cursor.name, err)
+				return fmt.Errorf("outbox/postgres: read log cursor %q: %w", cursor.name, err)
 			}
-			if batch, err = r.cursor.batchFrom(rows, guess, limit); err != nil {
+			if batch, err = cursor.batchFrom(rows, guess, limit); err != nil {
 				return err
 			}
 		}
@@ -463,20 +628,20 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	if batch == nil || from != guess {
 		// Another relay moved the cursor since this one last did (or this one has not
 		// read yet): read from where it is.
-		if batch, err = r.cursor.readFrom(ctx, conn, from, limit); err != nil {
+		if batch, err = cursor.readFrom(ctx, conn, from, limit); err != nil {
 			return st, err
 		}
 	}
 	st.Read = len(batch.Events)
 	if len(batch.Events) == 0 {
 		if batch.to == batch.from {
-			r.cursor.setPosition(from)
+			cursor.setPosition(from)
 			return st, nil // nothing committed since: the transaction wrote nothing
 		}
 		// The end of a pair read in parts: record it.
-		return st, r.commit(ctx, conn, batch, nil, &st)
+		st.moved = true
+		return st, r.commit(ctx, conn, cursor, batch, nil, &st.LogRelayStep)
 	}
-
 	events := make([]outbox.Event, len(batch.Events))
 	for i := range batch.Events {
 		events[i] = batch.Events[i].Event
@@ -519,17 +684,17 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	st.Delivered = sum.Delivered
 	if sum.Fault != nil {
 		st.Held, st.Fault = true, sum.Fault
-		r.cursor.setPosition(from)
-		st.RetryIn = r.deliver.Hold(st.Fault, st.Read)
+		cursor.setPosition(from)
 		return st, nil
 	}
 	moves := make([]logMove, len(sum.Moves))
 	for k, m := range sum.Moves {
 		moves[k] = logMove{event: &events[m.Index], failed: m.Failed}
 	}
-	if err := r.commit(ctx, conn, batch, moves, &st); err != nil {
+	if err := r.commit(ctx, conn, cursor, batch, moves, &st.LogRelayStep); err != nil {
 		return st, err
 	}
+	st.moved = true
 	if sum.Answered {
 		r.deliver.Answered()
 	}
@@ -584,7 +749,7 @@ type logMove struct {
 // trip. A cursor moved meanwhile by another reader of its name (a LogCursor used
 // outside a relay: the lock keeps relays apart) aborts the transaction before the
 // COMMIT, so that nothing is moved either.
-func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
+func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, cursor *LogCursor, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
 	b := &pgx.Batch{}
 	if len(moves) > 0 {
 		args, err := r.moveArgs(moves)
@@ -593,7 +758,7 @@ func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, batch *LogBat
 		}
 		b.Queue(r.moveEvents, args...)
 	}
-	b.Queue(r.ackOrAbort, r.cursor.ackArgs(batch)...)
+	b.Queue(r.ackOrAbort, cursor.ackArgs(batch)...)
 	b.Queue(`COMMIT`)
 	inserted := map[string]string{}
 	err := func() error {
@@ -620,7 +785,7 @@ func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, batch *LogBat
 			if code, _ := pgCode(err); code == codeDivisionByZero {
 				return ErrLogCursorMoved
 			}
-			return fmt.Errorf("outbox/postgres: ack log cursor %q: %w", r.cursor.name, err)
+			return fmt.Errorf("outbox/postgres: ack log cursor %q: %w", cursor.name, err)
 		}
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("outbox/postgres: log relay: commit (whether it took effect is unknown; the batch is delivered again if not): %w", err)
@@ -630,7 +795,7 @@ func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, batch *LogBat
 	if err != nil {
 		return err
 	}
-	r.cursor.setPosition(batch.to)
+	cursor.setPosition(batch.to)
 	users := map[string]struct{}{}
 	for _, m := range moves {
 		u, ok := inserted[m.event.ID]
@@ -698,35 +863,44 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 		priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at}, nil
 }
 
-// Drain runs Step until a step reads nothing, the destination holds a batch, or
-// another relay holds the cursor, and returns the steps' sum (Held, Fault, RetryIn
-// and Busy are the last step's).
+// Drain delivers until a pass over every shard reads nothing, or the destination holds
+// a batch, and returns the sum of what it did (Held, Fault and RetryIn are the last
+// pass's; Busy says that the last pass found a shard held by another relay, which that
+// relay delivers). It steps Concurrency shards at once.
 func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	var total LogRelayStep
 	for {
-		st, err := r.Step(ctx)
+		st, _, worked, err := r.round(ctx, nil, "")
 		total.add(st)
-		if err != nil || st.Read == 0 || st.Held || st.Busy {
+		if err != nil || !worked || st.Held {
 			return total, err
 		}
 	}
 }
 
-// Run delivers until ctx ends, and returns ctx's error. It steps at once after a batch.
-// When the log is idle it steps again as soon as an appender of this process says it
-// committed (Log.Transact, Log.Committed) or a head poll finds events past the cursor,
-// and after a PollInterval at the latest (see log_wake.go). It waits a PollInterval
-// when another relay holds the cursor, RetryIn after a held batch, and backs off (up
-// to a PollInterval) while the database fails.
+// Run delivers until ctx ends, and returns ctx's error. It passes over the shards,
+// Concurrency at once, and passes again at once while a pass found work. When a pass
+// found nothing (each shard idle, or held by another relay, which goes on with it), it
+// passes again as soon as an appender of this process says it committed
+// (Log.Transact, Log.Committed) or a head poll finds events in some shard (then over
+// those shards only), and after a PollInterval at the latest (see log_wake.go). It
+// waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
+// database fails.
 func (r *LogRelay) Run(ctx context.Context) error {
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
-		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval)
+		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval,
+		"shards", len(r.shards), "concurrency", r.cfg.Concurrency)
 	wake, unsubscribe := r.log.wakeups().Subscribe("")
 	defer unsubscribe()
 	head := newLogHead(r.log.pool, r.log)
-	var errDelay time.Duration
+	var (
+		errDelay time.Duration
+		only     []int16 // the shards the head poll found news in
+		base     string  // and the snapshot it found them at
+	)
 	for {
-		st, err := r.Step(ctx)
+		st, seen, worked, err := r.round(ctx, only, base)
+		only, base = nil, ""
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -738,16 +912,14 @@ func (r *LogRelay) Run(ctx context.Context) error {
 			r.logger.Error("log relay step failed; the batch will be read again", "err", err, "retry_in", wait)
 		case st.Held:
 			errDelay, wait = 0, st.RetryIn
-		case st.Busy:
-			errDelay, wait = 0, r.cfg.PollInterval
-		case st.Read == 0:
+		case worked:
 			errDelay = 0
-			if err := r.awaitNews(ctx, head, wake); err != nil {
-				return err
-			}
 			continue
 		default:
 			errDelay = 0
+			if only, base, err = r.awaitNews(ctx, head, wake, seen); err != nil {
+				return err
+			}
 			continue
 		}
 		t := time.NewTimer(wait)

@@ -3,6 +3,8 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -104,6 +106,78 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 			runLogBenchRounds(b, pool, "event", perRound, variants, fill)
 		})
 	}
+	b.Run("shards", benchmarkLogRelayDrainShards)
+}
+
+// benchmarkLogRelayDrainShards drains keyed events (keys=entity) through relays on logs
+// of 1, 4 and 16 shards, by one relay and by two relays (each with a pool of its own,
+// as two processes) at once; each variant has a log of its own, filled before each
+// round (untimed) with 10,000 events. sN-rM is N shards and M relays; s16-r1-c2 is one
+// relay stepping two shards at once (Concurrency 2).
+func benchmarkLogRelayDrainShards(b *testing.B) {
+	const perRound, batch = 10_000, 1000
+	ctx := context.Background()
+	pool := newPool(b, 4, "")
+	type variant struct {
+		name                       string
+		shards, relays, concurrent int
+	}
+	var variants []*logBenchVariant
+	var fills []func(round int)
+	for _, v := range []variant{
+		{"s1-r1", 1, 1, 1}, {"s4-r1", 4, 1, 1}, {"s16-r1", 16, 1, 1}, {"s16-r1-c2", 16, 1, 2},
+		{"s1-r2", 1, 2, 1}, {"s4-r2", 4, 2, 1}, {"s16-r2", 16, 2, 1},
+	} {
+		schema := freshSchema(b, pool)
+		s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
+		l := newShardedLogIn(b, pool, schema, v.shards)
+		relays := make([]*postgres.LogRelay, v.relays)
+		for i := range relays {
+			own := newPool(b, int32(v.concurrent+1), "")
+			ol, err := postgres.NewLog(ctx, own, l.Config())
+			if err != nil {
+				b.Fatal(err)
+			}
+			if relays[i], err = postgres.NewLogRelay(ctx, ol, s, noop{}, postgres.LogRelayConfig{BatchSize: batch, MaxConcurrent: batch,
+				Concurrency: v.concurrent, Logger: outboxtest.Discard}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		variants = append(variants, &logBenchVariant{name: v.name, run: func(n int) {
+			var (
+				wg        sync.WaitGroup
+				delivered atomic.Int64
+			)
+			for _, r := range relays {
+				wg.Go(func() {
+					st, err := r.Drain(ctx)
+					if err != nil {
+						b.Error(err)
+					}
+					delivered.Add(int64(st.Delivered))
+				})
+			}
+			wg.Wait()
+			if got := delivered.Load(); got != int64(n) {
+				b.Fatalf("%s delivered %d events, want %d", v.name, got, n)
+			}
+		}})
+		fills = append(fills, func(round int) {
+			fillKeyed(b, pool, perRound, fmt.Sprintf("%s-r%d", v.name, round), true, func(tx pgx.Tx, events []*outbox.Event) error {
+				return l.AppendTx(ctx, tx, events...)
+			})
+			if _, err := pool.Exec(ctx, `VACUUM ANALYZE `+pgx.Identifier{schema, "outbox_log"}.Sanitize()); err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
+	round := 0
+	runLogBenchRounds(b, pool, "event", perRound, variants, func() {
+		round++
+		for _, fill := range fills {
+			fill(round)
+		}
+	})
 }
 
 // fillKeyed writes n events in transactions of 1,000 through write, each with its

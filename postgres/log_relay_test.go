@@ -856,6 +856,7 @@ func TestLogRelayConfigValidate(t *testing.T) {
 	}{
 		{postgres.LogRelayConfig{BatchSize: -1}, "postgres.LogRelayConfig.BatchSize"},
 		{postgres.LogRelayConfig{MaxConcurrent: -1}, "postgres.LogRelayConfig.MaxConcurrent"},
+		{postgres.LogRelayConfig{Concurrency: -1}, "postgres.LogRelayConfig.Concurrency"},
 		{postgres.LogRelayConfig{PollInterval: -time.Second}, "postgres.LogRelayConfig.PollInterval"},
 		{postgres.LogRelayConfig{LeaseDuration: time.Millisecond}, "postgres.LogRelayConfig.LeaseDuration"},
 		{postgres.LogRelayConfig{Retry: outbox.RetryPolicy{Jitter: 2}}, "postgres.LogRelayConfig.Retry.Jitter"},

@@ -462,9 +462,11 @@ type logConn interface {
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 
-// LogCursorPosition tells how far back a cursor holds the log.
+// LogCursorPosition tells how far back a cursor holds the log: on a log of more than
+// one shard, the cursor's position in one shard.
 type LogCursorPosition struct {
-	// Name is the cursor's name.
+	// Name is the cursor's name, followed by "/" and the shard on a log of more than
+	// one shard (as LogCursor.Name).
 	Name string
 	// XMin is the xmin of its stored snapshot: it has passed every event with a lower
 	// xid, and Retain keeps every partition whose events reach XMin or beyond.
@@ -482,20 +484,22 @@ type LogCursorPosition struct {
 	UpdatedAt time.Time
 }
 
-// logCursorPositionsQuery lists the cursors from the one furthest behind, with the first
-// event at or after each one's xmin (an index range of each partition, merged).
+// logCursorPositionsQuery lists the cursors (a row per shard of each) from the one
+// furthest behind, with the first event of its shard at or after each one's xmin (an
+// index range of each partition, merged).
 const logCursorPositionsQuery = `
 SELECT c.name, pg_snapshot_xmin(c.snapshot::pg_snapshot)::text,
     pg_snapshot_xmax(pg_current_snapshot())::text, c.updated_at,
     (SELECT e.created_at FROM {{log}} e
-     WHERE e.xid >= pg_snapshot_xmin(c.snapshot::pg_snapshot)
+     WHERE e.shard = c.shard AND e.xid >= pg_snapshot_xmin(c.snapshot::pg_snapshot)
      ORDER BY e.xid, e.seq LIMIT 1)
 FROM {{cursors}} c
 ORDER BY pg_snapshot_xmin(c.snapshot::pg_snapshot), c.name`
 
 // CursorPositions lists the log's cursors, the one furthest behind first, with how far
-// back each holds the log. A cursor that no one reads any more holds it back for good:
-// drop it with DropCursor.
+// back each holds the log; on a log of more than one shard, each shard's position of
+// each cursor, all of which Retain counts. A cursor that no one reads any more holds it
+// back for good: drop it with DropCursor.
 func (l *Log) CursorPositions(ctx context.Context) ([]LogCursorPosition, error) {
 	rows, err := l.pool.Query(ctx, l.n.render(logCursorPositionsQuery))
 	if err != nil {
@@ -544,23 +548,29 @@ func (l *Log) CursorPositions(ctx context.Context) ([]LogCursorPosition, error) 
 	return out, nil
 }
 
-// DropCursor deletes the cursor of the given name, so that it no longer holds the log
-// back: use it for a cursor that no one reads any more. It fails with
+// DropCursor deletes the cursor of the given name, in every shard, so that it no longer
+// holds the log back: use it for a cursor that no one reads any more. It fails with
 // ErrLogCursorNotFound when there is no such cursor, and with ErrLogCursorBusy when a
-// LogRelay is delivering from it at that moment. A LogCursor of the name still in use
-// gets ErrLogCursorMoved at its next Ack; Cursor(name) afterwards creates a new cursor,
-// at the oldest event kept.
+// LogRelay is delivering from it (from any of its shards) at that moment. A LogCursor
+// of the name still in use gets ErrLogCursorMoved at its next Ack; Cursor(name)
+// afterwards creates a new cursor, at the oldest event kept.
 func (l *Log) DropCursor(ctx context.Context, name string) error {
+	rows := make([]string, l.cfg.Shards)
+	for i := range rows {
+		rows[i] = l.cursorRow(name, i)
+	}
 	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
-		// The lock a LogRelay holds while it delivers from the cursor (log_relay.go).
+		// The locks a LogRelay holds while it delivers from a shard of the cursor
+		// (log_relay.go): all of them, or the relay is busy with the cursor.
 		var free bool
-		if err := tx.QueryRow(ctx, `SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2))`, l.n.Cursors, name).Scan(&free); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT bool_and(pg_try_advisory_xact_lock(hashtext($1), hashtext(r)))
+			FROM unnest($2::text[]) AS r`, l.n.Cursors, rows).Scan(&free); err != nil {
 			return err
 		}
 		if !free {
 			return ErrLogCursorBusy
 		}
-		tag, err := tx.Exec(ctx, l.n.render(`DELETE FROM {{cursors}} WHERE name = $1`), name)
+		tag, err := tx.Exec(ctx, l.n.render(`DELETE FROM {{cursors}} WHERE name = ANY($1)`), rows)
 		if err != nil {
 			return err
 		}

@@ -797,3 +797,25 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 		}
 	}
 }
+
+func TestLogRingConfigValidate(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		cfg   postgres.LogConfig
+		field string
+	}{
+		{postgres.LogConfig{Partitions: 1}, "Partitions"},
+		{postgres.LogConfig{Partitions: 65}, "Partitions"},
+		{postgres.LogConfig{PartitionXIDs: -1}, "PartitionXIDs"},
+		{postgres.LogConfig{PartitionXIDs: 1 << 41}, "PartitionXIDs"},
+		{postgres.LogConfig{MaintenanceLockTimeout: time.Microsecond}, "MaintenanceLockTimeout"},
+	} {
+		var fe *outbox.FieldError
+		if err := tc.cfg.Validate(); !errors.As(err, &fe) || fe.Field != "postgres.LogConfig."+tc.field {
+			t.Errorf("Validate(%+v) = %v, want a FieldError on postgres.LogConfig.%s", tc.cfg, err, tc.field)
+		}
+	}
+	if err := (postgres.LogConfig{Partitions: 2, PartitionXIDs: 1}).Validate(); err != nil {
+		t.Errorf("the smallest ring: %v", err)
+	}
+}

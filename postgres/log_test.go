@@ -186,8 +186,8 @@ func TestLogMigrateCreatesOnlyItsOwnTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied, err := postgres.MigrateLog(ctx, pool, cfg)
-	if err != nil || !slices.Equal(applied, []int{1, 2}) {
-		t.Fatalf("MigrateLog = %v, %v; want [1 2]", applied, err)
+	if err != nil || !slices.Equal(applied, []int{1, 2, 3}) {
+		t.Fatalf("MigrateLog = %v, %v; want [1 2 3]", applied, err)
 	}
 	applied, err = postgres.MigrateLog(ctx, pool, cfg)
 	if err != nil || len(applied) != 0 {
@@ -213,6 +213,16 @@ func TestLogMigrateCreatesOnlyItsOwnTables(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(added, want) {
 		t.Errorf("MigrateLog created %v, want %v (one index on each partition of the log: its primary key)", added, want)
+	}
+	// And the shard functions (log_shard.go), for writers in other languages.
+	rows, _ = pool.Query(ctx, `SELECT proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+		WHERE nspname = $1 ORDER BY 1`, cfg.Schema)
+	funcs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(funcs, []string{"outbox_log_shard", "outbox_log_shards"}) {
+		t.Errorf("MigrateLog created the functions %v, want [outbox_log_shard outbox_log_shards]", funcs)
 	}
 	if _, err := postgres.NewLog(ctx, pool, cfg); err != nil {
 		t.Fatal(err)
@@ -625,11 +635,22 @@ func TestLogCursorNamesAreIndependent(t *testing.T) {
 // be, by many transactions (their xids written directly, below every real one). Its
 // partitions are 4,096 xids wide, so that the rows fill most of them and leave some
 // empty, as the ring is when Retain has emptied the partitions behind the cursors:
-// each range is then a merge of every partition's primary key.
+// each range is then a merge of every partition's primary key. On a log of one shard
+// and of eight, where each range is prefixed by the shard (the primary key is
+// (shard, xid, seq)), read in the first shard, a middle one and the last.
 func TestLogReadUsesThePrimaryKey(t *testing.T) {
+	for _, shards := range []int{1, 8} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			t.Parallel()
+			testLogReadUsesThePrimaryKey(t, shards)
+		})
+	}
+}
+
+func testLogReadUsesThePrimaryKey(t *testing.T, shards int) {
 	pool := sharedPool(t)
 	ctx := context.Background()
-	cfg := postgres.LogConfig{Schema: freshSchema(t, pool), PartitionXIDs: 4096}
+	cfg := postgres.LogConfig{Schema: freshSchema(t, pool), PartitionXIDs: 4096, Shards: shards}
 	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
 		t.Fatal(err)
 	}
@@ -638,9 +659,9 @@ func TestLogReadUsesThePrimaryKey(t *testing.T) {
 		t.Fatal(err)
 	}
 	table := pgx.Identifier{l.Config().Schema, l.Config().Table}.Sanitize()
-	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (xid, created_at, id, type, entity_id)
-		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i
-		FROM generate_series(1, 100000) AS i`); err != nil {
+	if _, err := pool.Exec(ctx, `INSERT INTO `+table+` (xid, created_at, id, type, entity_id, shard)
+		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i, i % $1
+		FROM generate_series(1, 100000) AS i`, shards); err != nil {
 		t.Fatal(err)
 	}
 	open := beginTx(t, pool)
@@ -659,16 +680,40 @@ func TestLogReadUsesThePrimaryKey(t *testing.T) {
 		{"a pair going on", "1:1:", snapshot, "1000"},
 		{"past a running transaction", snapshot, "", "0"},
 	} {
-		for _, generic := range []bool{false, true} {
-			plan, err := l.ExplainRead(ctx, generic, read.prev, read.next, read.afterXID, 0, 1001)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "->  Sort") || strings.Contains(plan, "Bitmap") ||
-				strings.Count(plan, "Index Scan using outbox_log_p") != 2*l.Config().Partitions || !strings.Contains(plan, "Merge Append") {
-				t.Errorf("%s (generic plan: %t): plan\n%s\nwant two index scans of each partition's primary key, merged", read.name, generic, plan)
+		for _, shard := range slices.Compact([]int{0, shards / 2, shards - 1}) {
+			for _, generic := range []bool{false, true} {
+				plan, err := l.ExplainRead(ctx, generic, shard, read.prev, read.next, read.afterXID, 0, 1001)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(plan, "Seq Scan") || sortsMoreThanTheProbes(plan) || strings.Contains(plan, "Bitmap") ||
+					strings.Count(plan, "Index Scan using outbox_log_p") != 2*l.Config().Partitions || !strings.Contains(plan, "Merge Append") ||
+					strings.Count(plan, "Index Cond: ((shard = ") != 2*l.Config().Partitions {
+					t.Errorf("%s in shard %d (generic plan: %t): plan\n%s\nwant two index scans of each partition's primary key, within the shard, merged", read.name, shard, generic, plan)
+				}
 			}
 		}
 	}
 	commitTx(t, open)
+}
+
+// sortsMoreThanTheProbes reports whether plan sorts anything but the rows of the
+// running transactions' probes (a Nested Loop over their xids, each probe limited):
+// that sort is bounded by the limit times the running transactions; any other would
+// sort what the ranges found, which grows with the log.
+func sortsMoreThanTheProbes(plan string) bool {
+	lines := strings.Split(plan, "\n")
+	for i, line := range lines {
+		if !strings.Contains(line, "->  Sort") {
+			continue
+		}
+		j := i + 1
+		for j < len(lines) && strings.Contains(lines[j], "Sort Key:") {
+			j++
+		}
+		if j == len(lines) || !strings.Contains(lines[j], "->  Nested Loop") {
+			return true
+		}
+	}
+	return false
 }

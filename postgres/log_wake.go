@@ -34,28 +34,34 @@ import (
 // table and takes no lock; its cost is that of a statement's round trip.
 const logHeadSnapshot = `SELECT pg_current_snapshot()::text`
 
-// logHeadNews tells, once the snapshot has changed, whether the log holds events
-// visible now and not in the position's snapshot $1: the cursor's read (readLog) with a
-// limit of one and no columns, on the same two ranges of the primary key, so that index
-// probes answer it. The snapshot is the cluster's, so commits to other tables or
-// databases change it too; this keeps them from costing a step. It returns the
-// snapshot it judged by. As in readLog, the limit comes from the CTE, where the planner
-// cannot see it: knowing it is one, it may plan to sort every row of a range whose
-// bounds it cannot see, rather than to merge the partitions' index ranges.
+// logHeadNews tells, once the snapshot has changed, which of the shards $2 hold events
+// visible now and not in snapshot $1: for each shard, the cursor's two ranges of the
+// primary key (readLog's) within the shard, probed for one row, so that index probes
+// answer it. As in readLog, the probes are ordered, with their limit in the CTE where
+// the planner cannot see it, and a running transaction's xid is a range of one (xid >=
+// and <=, not =): so the planner merges index scans of every partition, rather than
+// plan a sequential scan of a partition that is empty when it plans, which a cached
+// generic plan would keep once the partition fills. The snapshot is the cluster's, so commits to other tables or databases
+// change it too; this keeps them from costing a step, and tells the relay which shards
+// to step. It returns the snapshot it judged by.
 const logHeadNews = `
 WITH h AS MATERIALIZED (
     SELECT $1::text::pg_snapshot AS prev, pg_current_snapshot() AS now, 1::bigint AS lim
 )
-SELECT h.now::text, EXISTS (
-    (SELECT 1 FROM {{log}}
-     WHERE xid >= pg_snapshot_xmax(h.prev) AND xid < pg_snapshot_xmax(h.now)
-         AND pg_visible_in_snapshot(xid, h.now)
-     ORDER BY xid, seq LIMIT h.lim)
-    UNION ALL
-    (SELECT 1 FROM {{log}}
-     WHERE xid = ANY (ARRAY(SELECT pg_snapshot_xip(h.prev)))
-         AND pg_visible_in_snapshot(xid, h.now)
-     ORDER BY xid, seq LIMIT h.lim))
+SELECT h.now::text, ARRAY(
+    SELECT sh.n FROM unnest($2::smallint[]) AS sh(n)
+    WHERE EXISTS (
+        (SELECT 1 FROM {{log}}
+         WHERE shard = sh.n AND xid >= pg_snapshot_xmax(h.prev) AND xid < pg_snapshot_xmax(h.now)
+             AND pg_visible_in_snapshot(xid, h.now)
+         ORDER BY xid, seq LIMIT h.lim)
+        UNION ALL
+        (SELECT 1 FROM unnest(ARRAY(SELECT pg_snapshot_xip(h.prev))) AS x(xid)
+         CROSS JOIN LATERAL (
+             SELECT xid, seq FROM {{log}}
+             WHERE shard = sh.n AND xid >= x.xid AND xid <= x.xid AND pg_visible_in_snapshot(xid, h.now)
+             ORDER BY xid, seq LIMIT h.lim) r))
+    )
 FROM h`
 
 // logHeadQuerier runs the head poll's statements: the log's pool.
@@ -64,60 +70,74 @@ type logHeadQuerier interface {
 }
 
 // logHead is an idle relay's head poll: look reports whether events may have been
-// committed to the log past the relay's position. It never misses one: it answers
-// "nothing" only when logHeadNews found nothing for this position at a snapshot
-// (quiet) and no transaction has finished since (the snapshot is still quiet's). Not
-// safe for concurrent use: Run owns it.
+// committed to the log, in any shard, since a snapshot base that the relay's last reads
+// were all taken after. It never misses one: it answers "nothing" only when
+// logHeadNews found nothing since base at a snapshot (quiet) and no transaction has
+// finished since (the snapshot is still quiet's). Not safe for concurrent use: Run
+// owns it.
 type logHead struct {
-	q    logHeadQuerier
-	news string // logHeadNews, rendered for the log
+	q      logHeadQuerier
+	news   string  // logHeadNews, rendered for the log
+	shards []int16 // every shard of the log: a relay takes any of them
 
-	quiet    string      // the last snapshot at which news found nothing; "" none
-	quietPos logPosition // the position it found nothing from
-	checks   int         // how many times news ran, for tests
+	quiet     string // the last snapshot at which news found nothing since quietBase; "" none
+	quietBase string
+	checks    int // how many times news ran, for tests
 }
 
 func newLogHead(q logHeadQuerier, l *Log) *logHead {
-	return &logHead{q: q, news: l.n.render(logHeadNews)}
+	shards := make([]int16, l.cfg.Shards)
+	for i := range shards {
+		shards[i] = int16(i)
+	}
+	return &logHead{q: q, news: l.n.render(logHeadNews), shards: shards}
 }
 
-// look asks the database whether the log holds events past pos: one round trip when no
-// transaction has finished since the last look that found nothing from pos, two when
-// one has.
-func (h *logHead) look(ctx context.Context, pos logPosition) (bool, error) {
-	if pos.next != "" {
-		return true, nil // in the middle of a pair: the rest of it is there to read
-	}
+// look asks the database which shards hold events that were not visible in the
+// snapshot base (none: nothing new), and returns them with the snapshot it judged by:
+// every event visible in that snapshot and not in base is in those shards. It costs
+// one round trip when no transaction has finished since the last look that found
+// nothing since base, two when one has.
+func (h *logHead) look(ctx context.Context, base string) (shards []int16, at string, err error) {
 	var now string
 	if err := h.q.QueryRow(ctx, logHeadSnapshot).Scan(&now); err != nil {
-		return false, fmt.Errorf("outbox/postgres: log relay: poll the log's head: %w", err)
+		return nil, "", fmt.Errorf("outbox/postgres: log relay: poll the log's head: %w", err)
 	}
-	if h.quiet != "" && now == h.quiet && pos == h.quietPos {
-		return false, nil
+	prev := base
+	if h.quiet != "" && base == h.quietBase {
+		if now == h.quiet {
+			return nil, now, nil
+		}
+		// Nothing came between base and quiet: look only past quiet, whose list of
+		// running transactions is the shorter.
+		prev = h.quiet
 	}
 	h.checks++
-	var found bool
-	if err := h.q.QueryRow(ctx, h.news, pos.snapshot).Scan(&now, &found); err != nil {
+	if err := h.q.QueryRow(ctx, h.news, prev, h.shards).Scan(&now, &shards); err != nil {
 		h.quiet = ""
-		return false, fmt.Errorf("outbox/postgres: log relay: look for events past the cursor: %w", err)
+		return nil, "", fmt.Errorf("outbox/postgres: log relay: look for events past the cursor: %w", err)
 	}
-	if found {
+	if len(shards) > 0 {
 		h.quiet = ""
 	} else {
-		h.quiet, h.quietPos = now, pos
+		h.quiet, h.quietBase = now, base
 	}
-	return found, nil
+	return shards, now, nil
 }
 
-// awaitNews is Run's wait after a step that read nothing: it returns when a local
-// appender says it committed (wake), when the head poll finds events past the cursor,
-// when PollInterval has passed (the step then reads regardless: the poll is a hint),
-// or with ctx's error. A failed poll is logged and ends the polling of this wait.
-func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan struct{}) error {
+// awaitNews is Run's wait after a round that found nothing to read: it returns when a
+// local appender says it committed (wake), when the head poll finds events that were
+// not visible in base, when PollInterval has passed (the next round reads regardless:
+// the poll is a hint), or with ctx's error. base is a snapshot that every shard's last
+// read was taken after ("" when there is none: then only wake-ups and PollInterval
+// end the wait). When the head poll ended it, it returns the shards that hold the
+// events and the snapshot it found them at, which serves the next round as its base;
+// otherwise none and "". A failed poll is logged and ends the polling of this wait.
+func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan struct{}, base string) ([]int16, string, error) {
 	full := time.NewTimer(r.cfg.PollInterval)
 	defer full.Stop()
 	var tick <-chan time.Time
-	if r.cfg.HeadPollInterval > 0 && r.cfg.HeadPollInterval < r.cfg.PollInterval {
+	if r.cfg.HeadPollInterval > 0 && r.cfg.HeadPollInterval < r.cfg.PollInterval && base != "" {
 		t := time.NewTicker(r.cfg.HeadPollInterval)
 		defer t.Stop()
 		tick = t.C
@@ -125,15 +145,15 @@ func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan str
 	for {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return nil, "", ctx.Err()
 		case <-full.C:
-			return nil
+			return nil, "", nil
 		case <-wake:
-			return nil
+			return nil, "", nil
 		case <-tick:
-			found, err := head.look(ctx, r.cursor.position())
+			shards, at, err := head.look(ctx, base)
 			if ctx.Err() != nil {
-				return ctx.Err()
+				return nil, "", ctx.Err()
 			}
 			if err != nil {
 				r.logger.Warn("head poll failed; the relay reads again after its poll interval", "err", err,
@@ -141,8 +161,8 @@ func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan str
 				tick = nil
 				continue
 			}
-			if found {
-				return nil
+			if len(shards) > 0 {
+				return shards, at, nil
 			}
 		}
 	}

@@ -70,6 +70,12 @@ func wakePool(t *testing.T, configure func(*pgxpool.Config)) *pgxpool.Pool {
 // the pool's config.
 func newWakeEnv(t *testing.T, configure func(*pgxpool.Config)) wakeEnv {
 	t.Helper()
+	return newShardedWakeEnv(t, configure, 0)
+}
+
+// newShardedWakeEnv is newWakeEnv on a log of the given shards (0: the default).
+func newShardedWakeEnv(t *testing.T, configure func(*pgxpool.Config), shards int) wakeEnv {
+	t.Helper()
 	ctx := context.Background()
 	dsn := wakeDSN(t)
 	pool := wakePool(t, configure)
@@ -94,7 +100,7 @@ func newWakeEnv(t *testing.T, configure func(*pgxpool.Config)) wakeEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Close)
-	logCfg := LogConfig{Schema: schema}
+	logCfg := LogConfig{Schema: schema, Shards: shards}
 	if _, err := MigrateLog(ctx, pool, logCfg); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +208,14 @@ func runRelay(t *testing.T, r *LogRelay) {
 	})
 }
 
+// lookFrom asks the head poll whether the log has events past the position of r's
+// cursor, on a log of one shard: every event visible in the position's snapshot has
+// been read, so it serves as the look's base.
+func lookFrom(ctx context.Context, head *logHead, r *LogRelay) (bool, error) {
+	shards, _, err := head.look(ctx, r.shards[0].cursor.position().snapshot)
+	return len(shards) > 0, err
+}
+
 // scriptedHead answers the head poll's two statements from a script, and counts them.
 type scriptedHead struct {
 	snapshot  string // what logHeadSnapshot returns
@@ -220,7 +234,11 @@ func (s *scriptedHead) QueryRow(_ context.Context, sql string, args ...any) pgx.
 	if s.newsErr != nil {
 		return scriptedRow{err: s.newsErr}
 	}
-	return scriptedRow{values: []any{s.snapshot, s.found}}
+	var shards []int16
+	if s.found {
+		shards = []int16{3}
+	}
+	return scriptedRow{values: []any{s.snapshot, shards}}
 }
 
 type scriptedRow struct {
@@ -236,8 +254,8 @@ func (r scriptedRow) Scan(dest ...any) error {
 		switch d := d.(type) {
 		case *string:
 			*d = r.values[i].(string)
-		case *bool:
-			*d = r.values[i].(bool)
+		case *[]int16:
+			*d = r.values[i].([]int16)
 		}
 	}
 	return nil
@@ -254,9 +272,13 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 	at := logPosition{snapshot: "90:95:91"}
 	step := func(name string, pos logPosition, wantFound bool, wantSnapshots, wantNews int) {
 		t.Helper()
-		found, err := h.look(ctx, pos)
+		shards, _, err := h.look(ctx, pos.snapshot)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
+		}
+		found := len(shards) > 0
+		if found && !slices.Equal(shards, []int16{3}) {
+			t.Fatalf("%s: found news in shards %v, want what the look in the log said, [3]", name, shards)
 		}
 		if found != wantFound || q.snapshots != wantSnapshots || len(q.news) != wantNews {
 			t.Fatalf("%s: found %v after %d snapshot and %d log statements, want %v after %d and %d",
@@ -273,6 +295,9 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 
 	q.snapshot = "100:101:" // a transaction finished
 	step("a transaction finished, not in the log", at, false, 4, 2)
+	if q.news[1] != "100:100:" {
+		t.Fatalf("looked past %q, want the snapshot at which it last found nothing since the position, 100:100:", q.news[1])
+	}
 	step("nothing finished since that look", at, false, 5, 2)
 
 	q.snapshot, q.found = "100:102:", true
@@ -285,11 +310,9 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 	step("quiet again", moved, false, 9, 5)
 	step("the same snapshot, another position", at, false, 10, 6)
 
-	step("in the middle of a pair", logPosition{snapshot: "1:1:", next: "100:102:", afterXID: "101", afterSeq: 3}, true, 10, 6)
-
 	q.newsErr = errors.New("connection reset")
 	q.snapshot = "100:103:"
-	if _, err := h.look(ctx, at); err == nil {
+	if _, _, err := h.look(ctx, at.snapshot); err == nil {
 		t.Fatal("a failed look in the log: no error")
 	}
 	q.newsErr = nil
@@ -309,12 +332,14 @@ func TestLogHeadSeesEveryCommitToTheLog(t *testing.T) {
 		t.Fatal(err)
 	}
 	recv := newWakeReceiver()
-	r := env.relay(t, recv, LogRelayConfig{BatchSize: 2})
+	// One delivery at a time: the events have no key, so nothing orders two of a batch
+	// otherwise, and the test compares what was delivered in order.
+	r := env.relay(t, recv, LogRelayConfig{BatchSize: 2, MaxConcurrent: 1})
 	head := newLogHead(env.pool, env.log)
 	delivered := 0
 	check := func(what string, want bool) {
 		t.Helper()
-		found, err := head.look(ctx, r.cursor.position())
+		found, err := lookFrom(ctx, head, r)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -438,13 +463,23 @@ func TestLogHeadSeesEveryCommitToTheLog(t *testing.T) {
 // for its values or generically, as the cursor's read is.
 func TestLogHeadNewsUsesThePrimaryKey(t *testing.T) {
 	t.Parallel()
-	env := newWakeEnv(t, nil)
+	for _, shards := range []int{1, 8} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			t.Parallel()
+			testLogHeadNewsUsesThePrimaryKey(t, shards)
+		})
+	}
+}
+
+func testLogHeadNewsUsesThePrimaryKey(t *testing.T, shards int) {
+	env := newShardedWakeEnv(t, nil, shards)
 	ctx := context.Background()
-	if _, err := env.pool.Exec(ctx, `INSERT INTO `+env.log.n.Table+` (xid, created_at, id, type, entity_id)
-		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i
-		FROM generate_series(1, 100000) AS i`); err != nil {
+	if _, err := env.pool.Exec(ctx, `INSERT INTO `+env.log.n.Table+` (xid, created_at, id, type, entity_id, shard)
+		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i, i % $1
+		FROM generate_series(1, 100000) AS i`, shards); err != nil {
 		t.Fatal(err)
 	}
+	all := newLogHead(env.pool, env.log).shards
 	if _, err := env.pool.Exec(ctx, `ANALYZE `+env.log.n.Table); err != nil {
 		t.Fatal(err)
 	}
@@ -465,11 +500,11 @@ func TestLogHeadNewsUsesThePrimaryKey(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
-				if _, err := conn.Exec(ctx, `PREPARE outbox_log_head_news (text) AS `+sql); err != nil {
+				if _, err := conn.Exec(ctx, `PREPARE outbox_log_head_news (text, smallint[]) AS `+sql); err != nil {
 					t.Fatal(err)
 				}
 				defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_head_news`)
-				rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_head_news ($1)`, pgx.QueryExecModeSimpleProtocol, prev)
+				rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_head_news ($1, $2)`, pgx.QueryExecModeSimpleProtocol, prev, all)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -479,7 +514,8 @@ func TestLogHeadNewsUsesThePrimaryKey(t *testing.T) {
 				}
 				return strings.Join(lines, "\n")
 			}()
-			if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "->  Sort") || strings.Count(plan, "Index Only Scan") < 2 {
+			if strings.Contains(plan, "Seq Scan") || strings.Contains(plan, "Sort  ") || strings.Contains(plan, "->  Sort") || strings.Contains(plan, "Bitmap") ||
+				strings.Count(plan, "Index Only Scan using outbox_log_p") != 2*env.log.cfg.Partitions {
 				t.Errorf("from %s (%s): plan\n%s\nwant index scans of the primary key only", prev, mode, plan)
 			}
 		}
@@ -517,7 +553,7 @@ func TestLogRelayIdleWritesNothing(t *testing.T) {
 	env.pool.Reset()
 	head := newLogHead(env.pool, env.log)
 	for i := range 50 {
-		found, err := head.look(ctx, r.cursor.position())
+		found, err := lookFrom(ctx, head, r)
 		if err != nil || found {
 			t.Fatalf("head poll %d on a read-only session: found %v, %v; want nothing, no error", i, found, err)
 		}
@@ -542,7 +578,7 @@ func TestLogRelayIdleWritesNothing(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if found, err := head.look(ctx, r.cursor.position()); err != nil || !found {
+	if found, err := lookFrom(ctx, head, r); err != nil || !found {
 		t.Fatalf("head poll after a commit: found %v, %v; want news", found, err)
 	}
 	_, err = r.Step(ctx)
