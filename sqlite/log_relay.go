@@ -745,8 +745,11 @@ func (r *LogRelay) awaitNews(ctx context.Context, wake <-chan struct{}) error {
 		case <-deadline.C:
 			return nil
 		case <-poll:
+			// Without ctx's cancellation: the read takes microseconds, and a cancellable
+			// context costs database/sql and the driver a goroutine each per query, which
+			// was most of an idle relay's CPU.
 			var last int64
-			if err := r.log.head.QueryRowContext(ctx).Scan(&last); err != nil || last > r.cursor.Position() {
+			if err := r.log.head.QueryRowContext(context.WithoutCancel(ctx)).Scan(&last); err != nil || last > r.cursor.Position() {
 				return nil // the step reports a failing database
 			}
 		}
