@@ -29,6 +29,9 @@ const chromiumPath = "/usr/bin/chromium"
 func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	if _, err := os.Stat(chromiumPath); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("no browser at %s, and CI is set: .ci/run installs it (apt-get install -y chromium): %v", chromiumPath, err)
+		}
 		t.Skipf("no browser at %s (apt-get install -y chromium; .ci/run installs it): %v", chromiumPath, err)
 	}
 	opts := append([]chromedp.ExecAllocatorOption{},
