@@ -626,7 +626,18 @@ func TestLogRelayWakesOnCommitsOfItsProcess(t *testing.T) {
 // transactions roll back. Nothing rolled back is delivered.
 func TestLogRelayHeadPollFindsCommitsOfOtherProcesses(t *testing.T) {
 	t.Parallel()
-	env := newWakeEnv(t, nil)
+	for _, shards := range []int{1, 8} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) {
+			t.Parallel()
+			testLogRelayHeadPollFindsCommitsOfOtherProcesses(t, shards)
+		})
+	}
+}
+
+// On a log of several shards, the idle relay's head poll looks in every shard, and
+// the pass it starts steps the shards it named.
+func testLogRelayHeadPollFindsCommitsOfOtherProcesses(t *testing.T, shards int) {
+	env := newShardedWakeEnv(t, nil, shards)
 	ctx := context.Background()
 	recv := newWakeReceiver()
 	r := env.relay(t, recv, LogRelayConfig{PollInterval: time.Hour})
