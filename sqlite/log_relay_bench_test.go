@@ -50,9 +50,10 @@ func benchEvents(n int, keyed bool) []*outbox.Event {
 
 // BenchmarkLogRelayDrain drains logRelayDrainPerRound events per variant and round,
 // 1,000 at a time, into a BatchHandler that accepts everything; each variant has a
-// database file of its own, filled before the round (untimed), and the variants run
-// in an order rotated from round to round. Reported: the Processor's median rate, and
-// the medians of the within-round ratios relay ÷ processor and relay ÷ cursor.
+// database file of its own, filled before the round (untimed). The variants take turns
+// batch by batch, in an order rotated from turn to turn, so that a change of the
+// machine's load hits them alike. Reported: the median rates, and the medians of the
+// within-round ratios relay ÷ processor and relay ÷ cursor.
 //
 //	processor  today's Processor.Drain on the table layout (claim, deliver, settle)
 //	relay      LogRelay.Drain (read, lease, key lookup, deliver, one commit per batch)
@@ -76,7 +77,7 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 	type variant struct {
 		name  string
 		fill  func(n int)
-		drain func() int
+		batch func() int // one batch of at most 1,000; how many events it took
 		rates []float64
 	}
 	fillLog := func(env relayEnv) func(int) {
@@ -102,8 +103,8 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 				b.Fatal(err)
 			}
 		},
-		drain: func() int {
-			n, err := p.Drain(ctx)
+		batch: func() int {
+			n, err := p.ProcessBatch(ctx)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -111,8 +112,8 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 		}}
 	rEnv := newRelayEnv(b)
 	r := rEnv.relay(b, &acceptAll{}, sqlite.LogRelayConfig{BatchSize: 1000})
-	relay := &variant{name: "relay", fill: fillLog(rEnv), drain: func() int {
-		st, err := r.Drain(ctx)
+	relay := &variant{name: "relay", fill: fillLog(rEnv), batch: func() int {
+		st, err := r.Step(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -123,26 +124,21 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	cursor := &variant{name: "cursor", fill: fillLog(cEnv), drain: func() int {
-		total := 0
-		for {
-			batch, err := c.Read(ctx, 1000)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if len(batch.Events) == 0 {
-				return total
-			}
-			if err := c.Ack(ctx, batch); err != nil {
-				b.Fatal(err)
-			}
-			total += len(batch.Events)
+	cursor := &variant{name: "cursor", fill: fillLog(cEnv), batch: func() int {
+		batch, err := c.Read(ctx, 1000)
+		if err != nil {
+			b.Fatal(err)
 		}
+		if err := c.Ack(ctx, batch); err != nil {
+			b.Fatal(err)
+		}
+		return len(batch.Events)
 	}}
 	variants := []*variant{processor, relay, cursor}
 	for _, v := range variants { // warm up
 		v.fill(1000)
-		v.drain()
+		for v.batch() > 0 {
+		}
 	}
 	var relayVsProcessor, relayVsCursor []float64
 	b.ResetTimer()
@@ -153,13 +149,17 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 		}
 		b.StartTimer()
 		spent := map[string]time.Duration{}
-		for k := range variants {
-			v := variants[(k+round)%len(variants)]
-			started := time.Now()
-			if n := v.drain(); n != logRelayDrainPerRound {
-				b.Fatalf("%s drained %d, want %d", v.name, n, logRelayDrainPerRound)
+		for turn := range logRelayDrainPerRound / 1000 {
+			for k := range variants {
+				v := variants[(k+turn+round)%len(variants)]
+				started := time.Now()
+				if n := v.batch(); n != 1000 {
+					b.Fatalf("%s took %d events, want a full batch of 1,000", v.name, n)
+				}
+				spent[v.name] += time.Since(started)
 			}
-			spent[v.name] = time.Since(started)
+		}
+		for _, v := range variants {
 			v.rates = append(v.rates, logRelayDrainPerRound/spent[v.name].Seconds())
 		}
 		relayVsProcessor = append(relayVsProcessor, spent["processor"].Seconds()/spent["relay"].Seconds())
