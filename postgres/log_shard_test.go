@@ -483,3 +483,49 @@ func TestLogMigrationShardsAnExistingLog(t *testing.T) {
 		t.Errorf("%d cursor positions after the migration, want 2 cursors × 4 shards", len(positions))
 	}
 }
+
+// TestLogRetainCountsEveryShard: on a log of 2 shards, a cursor read to the end in one
+// shard and not at all in the other holds every partition (the lagging shard's
+// position is the horizon); once both shards are read, the partitions go.
+func TestLogRetainCountsEveryShard(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 4, "")
+	cfg := ringConfig
+	cfg.Shards = 2
+	l := newRingLog(t, pool, cfg)
+	// Entities that fall in each shard.
+	var entities []string
+	inShard := [2]int{}
+	for i := 0; inShard[0] < 2 || inShard[1] < 2; i++ {
+		e := fmt.Sprintf("e-%d", i)
+		if s := l.ShardOf(e); inShard[s] < 2 {
+			inShard[s]++
+			entities = append(entities, e)
+		}
+	}
+	var xids []uint64
+	for _, e := range entities {
+		xids = append(xids, appendXID(t, l, pool, e))
+		burnXIDs(t, pool, 128)
+	}
+	waitForRunningPast(t, pool, headXID(t, pool))
+	read, lagging := logShardCursor(t, l, "relay", 0), logShardCursor(t, l, "relay", 1)
+	drainLog(t, read, 100)
+
+	r := retainAll(t, l)
+	if r.HeldBy != "relay/1" || len(r.Truncated) != 0 {
+		t.Fatalf("Retain with shard 1 unread: held by %q, truncated %v; want held by relay/1, nothing truncated", r.HeldBy, partitionNames(r.Truncated))
+	}
+	drainLog(t, lagging, 100)
+	r = retainAll(t, l)
+	if !ringCameRound(t, l, pool, xids[0]) {
+		var want []string
+		for _, x := range xids {
+			want = append(want, partitionOf(l, x))
+		}
+		slices.Sort(want)
+		if got := partitionNames(r.Truncated); !slices.Equal(got, want) {
+			t.Errorf("once both shards were read, Retain truncated %v, want %v", got, want)
+		}
+	}
+}
