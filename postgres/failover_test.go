@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -55,15 +54,6 @@ func serverBinaries() (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func freePort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // run runs a server program as the postgres OS user (the server refuses to run as
@@ -123,8 +113,8 @@ func newCluster(t *testing.T) *cluster {
 		t.Fatal(err)
 	}
 	c := &cluster{t: t, bin: bin, dir: dir,
-		primary: node{data: filepath.Join(dir, "primary"), port: freePort(t)},
-		replica: node{data: filepath.Join(dir, "replica"), port: freePort(t)},
+		primary: node{data: filepath.Join(dir, "primary"), port: outboxtest.ServerPort(t)},
+		replica: node{data: filepath.Join(dir, "replica"), port: outboxtest.ServerPort(t)},
 	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup("postgres")

@@ -333,7 +333,7 @@ func rabbitMQ(t *testing.T, conf string) string {
 		t.Skipf("no rabbitmq-server at %s (set OUTBOX_RABBITMQ_SERVER): %v", bin, err)
 	}
 	dir := t.TempDir()
-	port, distPort := freePort(t), freePort(t)
+	port, distPort := outboxtest.ServerPort(t), outboxtest.ServerPort(t)
 	conf = fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d\nloopback_users = none\n%s\n", port, conf)
 	if err := os.WriteFile(filepath.Join(dir, "rabbitmq.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
@@ -372,16 +372,6 @@ func rabbitMQ(t *testing.T, conf string) string {
 	})
 	outboxtest.AwaitLine(t, out, "Server startup complete", 2*time.Minute)
 	return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // A message larger than the broker's max_message_size is the event's own fault:

@@ -279,7 +279,7 @@ authorization {
 	if err := writeConf("rotated"); err != nil {
 		t.Fatal(err)
 	}
-	ns := &natsServer{t: t, bin: bin, port: freePort(t), dir: dir, conf: conf}
+	ns := &natsServer{t: t, bin: bin, port: outboxtest.ServerPort(t), dir: dir, conf: conf}
 	cmd := exec.Command(bin, "-a", "127.0.0.1", "-p", fmt.Sprint(ns.port), "-c", conf)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

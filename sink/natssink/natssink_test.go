@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -402,7 +401,7 @@ func TestAckTimeoutIsRetryable(t *testing.T) {
 // marks the events unavailable, instead of "headers not supported".
 func TestUnreachableServerIsUnavailable(t *testing.T) {
 	t.Parallel()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t)) // nothing listens there
+	url := fmt.Sprintf("nats://127.0.0.1:%d", outboxtest.ServerPort(t)) // nothing listens there
 	nc := connect(t, url, nats.RetryOnFailedConnect(true), nats.MaxReconnects(-1), nats.ReconnectWait(10*time.Millisecond))
 	// An hour: had the sink waited for acknowledgements, the bound below would show it
 	// whatever the machine's load.
@@ -467,22 +466,12 @@ func (ns *natsServer) kill() {
 	_ = ns.cmd.Wait()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // The broker goes away in the middle of a run and comes back: every event arrives,
 // exactly once, and none is given up.
 func TestBrokerKilledMidRunAndRestarted(t *testing.T) {
 	t.Parallel()
 	bin := natsServerBin(t)
-	ns := &natsServer{t: t, bin: bin, port: freePort(t), dir: t.TempDir()}
+	ns := &natsServer{t: t, bin: bin, port: outboxtest.ServerPort(t), dir: t.TempDir()}
 	startNATSServer(t, ns)
 	t.Cleanup(ns.kill)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", ns.port)
@@ -556,7 +545,7 @@ func TestCredentialsRejected(t *testing.T) {
 		}
 	}
 	writeConf("relay-secret")
-	ns := &natsServer{t: t, bin: bin, port: freePort(t), dir: dir, conf: conf}
+	ns := &natsServer{t: t, bin: bin, port: outboxtest.ServerPort(t), dir: dir, conf: conf}
 	startNATSServer(t, ns)
 	t.Cleanup(ns.kill)
 	addr := fmt.Sprintf("127.0.0.1:%d", ns.port)

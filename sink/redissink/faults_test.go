@@ -32,7 +32,7 @@ func ownRedis(t *testing.T, args ...string) string {
 	if _, err := exec.LookPath(bin); err != nil {
 		t.Skipf("no redis-server binary (install redis-server or set OUTBOX_REDIS_SERVER): %v", err)
 	}
-	port := freePort(t)
+	port := outboxtest.ServerPort(t)
 	cmd := exec.Command(bin, append([]string{"--port", fmt.Sprint(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}, args...)...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -148,7 +148,7 @@ func TestStreamNotPermittedHoldsThatStreamOnly(t *testing.T) {
 // either, rather than a failure that spends the events' attempts.
 func TestUnreachableRedisIsUnavailable(t *testing.T) {
 	t.Parallel()
-	refused := newSink(t, client(t, &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", freePort(t)), MaxRetries: -1}), redissink.Config{})
+	refused := newSink(t, client(t, &redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", outboxtest.ServerPort(t)), MaxRetries: -1}), redissink.Config{})
 	for _, err := range refused.HandleBatch(context.Background(), batchOf(3, "a")) {
 		wantFault(t, err, outbox.ReasonUnreachable, "")
 	}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -329,16 +328,6 @@ func (rs *redisServer) kill() {
 	_ = rs.cmd.Wait()
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // Redis is killed in the middle of a run and started again on its append-only file:
 // every event arrives, exactly once, and none is given up. The restarted Redis has
 // lost the sink's script too, which the sink loads again.
@@ -350,7 +339,7 @@ func TestRedisKilledMidRunLosesNothing(t *testing.T) {
 	if _, err := exec.LookPath(cmp.Or(os.Getenv("OUTBOX_REDIS_SERVER"), "redis-server")); err != nil {
 		t.Skipf("no redis-server binary (set OUTBOX_REDIS_SERVER): %v", err)
 	}
-	rs := &redisServer{port: freePort(t), dir: t.TempDir()}
+	rs := &redisServer{port: outboxtest.ServerPort(t), dir: t.TempDir()}
 	rs.start(t)
 	t.Cleanup(rs.kill)
 	rdb := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", rs.port)})
