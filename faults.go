@@ -2,7 +2,6 @@ package outbox
 
 import (
 	"strings"
-	"sync"
 	"unicode"
 	"unicode/utf8"
 )
@@ -65,51 +64,4 @@ func cleanText(s string) string {
 		b.WriteRune(r)
 	}
 	return b.String()
-}
-
-// maxSuspects bounds how many events' suspected failures a processor remembers; past
-// it, it forgets them all, which only delays a verdict.
-const maxSuspects = 4096
-
-// suspicion decides whose fault a suspected failure is (DestinationError.Suspected).
-// An event that fails so is the destination's case until a delivery that started after
-// that failure succeeds: then, if the event fails alike again, the destination is
-// taking other events, and the failure is the event's own.
-type suspicion struct {
-	mu       sync.Mutex
-	started  uint64            // deliveries started so far
-	lastOK   uint64            // the start number of the latest delivery that succeeded
-	failedAt map[string]uint64 // event ID → deliveries started when it last failed suspected
-}
-
-// start numbers a delivery that is starting.
-func (s *suspicion) start() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.started++
-	return s.started
-}
-
-// succeeded records that the delivery numbered n, of event id, succeeded.
-func (s *suspicion) succeeded(n uint64, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastOK = max(s.lastOK, n)
-	delete(s.failedAt, id)
-}
-
-// eventsFault records a suspected failure of event id and reports whether it is the
-// event's own: it failed so before, and a delivery started since then succeeded.
-func (s *suspicion) eventsFault(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if prev, ok := s.failedAt[id]; ok && s.lastOK > prev {
-		delete(s.failedAt, id)
-		return true
-	}
-	if s.failedAt == nil || len(s.failedAt) >= maxSuspects {
-		s.failedAt = map[string]uint64{}
-	}
-	s.failedAt[id] = s.started
-	return false
 }

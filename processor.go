@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/fitiq/outbox/internal/suspicion"
 )
 
 // Processor claims due events from a Store in batches, delivers them through a Handler
@@ -25,7 +27,7 @@ type Processor struct {
 	trigger  chan struct{}
 	brk      *breaker
 	holds    *targetHolds
-	suspects suspicion
+	suspects suspicion.Suspicion
 	retries  retryTimes
 
 	mu      sync.Mutex
@@ -469,7 +471,7 @@ func (p *Processor) admit(e Event) (admission, bool) {
 	if probe {
 		p.log.Info("target held: probing with one event", "event_id", e.ID, "type", e.Type)
 	}
-	return admission{n: p.suspects.start(), targetProbe: probe}, true
+	return admission{n: p.suspects.Start(), targetProbe: probe}, true
 }
 
 func (p *Processor) deliverBatch(ctx context.Context, bh BatchHandler, events []Event, outcomes []Outcome) {
@@ -559,7 +561,7 @@ func (p *Processor) outcome(ctx context.Context, e Event, d admission, err error
 	switch {
 	case err == nil:
 		o.Result = Delivered
-		p.suspects.succeeded(d.n, e.ID)
+		p.suspects.Succeeded(d.n, e.ID)
 		if p.log.Enabled(ctx, slog.LevelDebug) {
 			log().Debug("event delivered", "took", took)
 		}
@@ -587,7 +589,7 @@ func (p *Processor) outcome(ctx context.Context, e Event, d admission, err error
 		p.observeUnavailable(e, err)
 		p.observeDelivery(e, o, took)
 		return o
-	case brk && (de != nil && (!de.Suspected || !p.suspects.eventsFault(e.ID)) ||
+	case brk && (de != nil && (!de.Suspected || !p.suspects.EventsFault(e.ID)) ||
 		de == nil && !IsPermanent(err) && p.cfg.Breaker.IsUnavailable(err)):
 		// The destination is at fault (unreachable, credentials rejected, or a suspected
 		// failure that nothing has yet proved to be the event's): not the event's fault.

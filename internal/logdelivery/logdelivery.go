@@ -13,14 +13,12 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/suspicion"
 )
 
 // Config is what a Deliverer needs of its relay's configuration. The relay fills the
@@ -77,7 +75,7 @@ type Deliverer struct {
 	handler outbox.Handler
 	cfg     Config
 
-	suspects suspicion
+	suspects suspicion.Suspicion
 
 	mu        sync.Mutex
 	holdDelay time.Duration // the last hold's wait; zero once the destination answered
@@ -151,7 +149,7 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 					if stop.Load() || ctx.Err() != nil {
 						break
 					}
-					n := d.suspects.start()
+					n := d.suspects.Start()
 					err := d.call(ctx, events[i])
 					results[i] = d.classify(ctx, events[i], n, err)
 					if k := results[i].Kind; k != Delivered {
@@ -187,7 +185,7 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		starts := make([]uint64, len(active))
 		for j, g := range active {
 			send[j] = events[groups[g][next[g]]]
-			starts[j] = d.suspects.start()
+			starts[j] = d.suspects.Start()
 		}
 		errs := d.callBatch(ctx, bh, send)
 		var still []int
@@ -275,7 +273,7 @@ func (d *Deliverer) callBatch(ctx context.Context, bh outbox.BatchHandler, event
 func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error) Result {
 	now := d.cfg.Clock.Now()
 	if err == nil {
-		d.suspects.succeeded(n, e.ID)
+		d.suspects.Succeeded(n, e.ID)
 		return Result{Kind: Delivered}
 	}
 	if ctx.Err() != nil {
@@ -283,7 +281,7 @@ func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err 
 	}
 	if d.cfg.Breaker.Threshold >= 0 {
 		de := destinationError(err)
-		if de != nil && (!de.Suspected || !d.suspects.eventsFault(e.ID)) ||
+		if de != nil && (!de.Suspected || !d.suspects.EventsFault(e.ID)) ||
 			de == nil && !outbox.IsPermanent(err) && d.cfg.Breaker.IsUnavailable(err) {
 			return Result{Kind: Held, Err: err, At: now}
 		}
@@ -412,65 +410,6 @@ func (d *Deliverer) Answered() {
 	d.holdDelay, d.probing = 0, false
 }
 
-// ErrorText is err's text as the events table keeps it: valid UTF-8, no control
-// characters, at most outbox.MaxErrorLength bytes (as the Processor records it).
-func ErrorText(err error) string {
-	const ellipsis = "…"
-	var b strings.Builder
-	for _, c := range strings.ToValidUTF8(err.Error(), "\uFFFD") {
-		switch {
-		case c == '\n' || c == '\r' || c == '\t':
-			c = ' '
-		case unicode.IsControl(c):
-			c = '\uFFFD'
-		}
-		if b.Len()+utf8.RuneLen(c) > outbox.MaxErrorLength-len(ellipsis) {
-			b.WriteString(ellipsis)
-			break
-		}
-		b.WriteRune(c)
-	}
-	return b.String()
-}
-
-// suspicion decides whose fault a suspected failure is, as the Processor does: the
-// destination's, until a delivery that started after the event's last such failure
-// succeeded; then the event's, if it fails alike again.
-type suspicion struct {
-	mu       sync.Mutex
-	started  uint64
-	lastOK   uint64
-	failedAt map[string]uint64
-}
-
-// maxSuspects bounds the events remembered; past it the memory starts afresh, which
-// at worst holds an event once more before its failure counts as its own.
-const maxSuspects = 4096
-
-func (s *suspicion) start() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.started++
-	return s.started
-}
-
-func (s *suspicion) succeeded(n uint64, id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.lastOK = max(s.lastOK, n)
-	delete(s.failedAt, id)
-}
-
-func (s *suspicion) eventsFault(id string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if prev, ok := s.failedAt[id]; ok && s.lastOK > prev {
-		delete(s.failedAt, id)
-		return true
-	}
-	if s.failedAt == nil || len(s.failedAt) >= maxSuspects {
-		s.failedAt = map[string]uint64{}
-	}
-	s.failedAt[id] = s.started
-	return false
-}
+// ErrorText is err's text as the events table keeps it (outbox.CleanError's, as the
+// Processor records it).
+func ErrorText(err error) string { return outbox.CleanError(err).Error() }
