@@ -56,6 +56,9 @@ import (
 // other sessions of the server also write: an idle relay's own share is nothing (see
 // TestLogRelayIdleWritesNothing).
 //
+// OUTBOX_LOG_LATENCY_SHARDS makes the log with that many shards (default: the
+// package's default), so that the wake-ups are measured on a sharded log too.
+//
 // OUTBOX_LOG_LATENCY_EVENTS sets the events per variant and round (default 200 at
 // 10/s, 1,000 at 100/s).
 func BenchmarkLogRelayLatency(b *testing.B) {
@@ -191,8 +194,8 @@ func benchLogRelayLatency(b *testing.B, rate float64) {
 	appPool := newPool(b, 2, "")
 	schema := freshSchema(b, relayPool)
 	store := newStore(b, relayPool, postgres.Config{Schema: schema, DisableListen: true})
-	relayLog := newTestLogIn(b, relayPool, schema)
-	appLog, err := postgres.NewLog(ctx, appPool, postgres.LogConfig{Schema: schema})
+	relayLog := newShardedLogIn(b, relayPool, schema, latencyShards(b))
+	appLog, err := postgres.NewLog(ctx, appPool, relayLog.Config())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -364,7 +367,7 @@ func benchLogRelayIdle(b *testing.B) {
 	pool := newPool(b, 2, "")
 	schema := freshSchema(b, pool)
 	store := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
-	newTestLogIn(b, pool, schema)
+	made := newShardedLogIn(b, pool, schema, latencyShards(b))
 	variants := []*idleVariant{
 		{name: "head=1ms", cfg: postgres.LogRelayConfig{HeadPollInterval: time.Millisecond}},
 		{name: "head=2ms", cfg: postgres.LogRelayConfig{HeadPollInterval: 2 * time.Millisecond}},
@@ -373,7 +376,7 @@ func benchLogRelayIdle(b *testing.B) {
 	}
 	for _, v := range variants {
 		v.pool, v.trips, v.app = tracedPool(b, 2)
-		l, err := postgres.NewLog(ctx, v.pool, postgres.LogConfig{Schema: schema})
+		l, err := postgres.NewLog(ctx, v.pool, made.Config())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -476,4 +479,17 @@ func procCPU(pid int) (time.Duration, bool) {
 		return 0, false
 	}
 	return time.Duration(utime+stime) * (time.Second / 100), true
+}
+
+// latencyShards is OUTBOX_LOG_LATENCY_SHARDS, or 0 (the default) when unset.
+func latencyShards(b *testing.B) int {
+	v := os.Getenv("OUTBOX_LOG_LATENCY_SHARDS")
+	if v == "" {
+		return 0
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("OUTBOX_LOG_LATENCY_SHARDS=%q: want a number of shards", v)
+	}
+	return n
 }

@@ -247,9 +247,9 @@ type LogRelay struct {
 	shards  []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
 	turn    atomic.Uint32    // the shard the next pass starts from
 
-	takeCursor, unfinishedKeys, moveEvents, ackOrAbort string
-	lockScope                                          string // the advisory lock's first key: the cursors table
-	idleTimeout                                        string // idle_in_transaction_session_timeout, in ms
+	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news string
+	lockScope                                                string // the advisory lock's first key: the cursors table
+	idleTimeout                                              string // idle_in_transaction_session_timeout, in ms
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 
@@ -377,6 +377,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		unfinishedKeys: table.Replace(unfinishedKeys),
 		moveEvents:     table.Replace(moveEvents),
 		ackOrAbort:     log.n.render(ackOrAbort),
+		news:           log.n.render(logHeadNews),
 		lockScope:      log.n.Cursors,
 		idleTimeout:    strconv.FormatInt(max(cfg.LeaseDuration.Milliseconds(), 1), 10),
 	}
@@ -477,54 +478,76 @@ func (r *LogRelay) seek(ctx context.Context) (LogRelayStep, string, bool, error)
 	return LogRelayStep{Busy: busy}, base, false, nil
 }
 
-// round is one pass of Run or Drain over the shards (only those given, when only is not
-// nil), Concurrency steps at once, each shard at most once, from a start that moves on
-// by one shard every pass; a held step stops the pass from starting others. It returns
-// the steps' sum, whether any did something, and a base for the head poll: a snapshot
-// that every shard's read in the pass came after (base itself when only is given: the
-// head poll found the news in those shards at base, and the others had none). While the
+// logPass is what a pass over the shards steps, and what the relay knows when it
+// starts: for every shard, the events visible in base have been read (or another relay
+// held the shard, and goes on with it).
+type logPass struct {
+	only []int16 // the shards to step; nil: every shard
+	base string  // "" when not known
+	ask  bool    // first find the shards with events past this relay's positions
+}
+
+// round is one pass of Run or Drain over the shards that p names, Concurrency steps at
+// once, each shard at most once, from a start that moves on by one shard every pass; a
+// held step stops the pass from starting others. It returns the steps' sum, whether any
+// did something, and what the next pass should step if this one did something (the
+// shards that did: the others have nothing to read), with a base for the head poll if
+// it did nothing: a snapshot that every shard's events have been read up to. While the
 // destination is at fault, a pass is one probe of one event, as Step.
-func (r *LogRelay) round(ctx context.Context, only []int16, base string) (LogRelayStep, string, bool, error) {
+func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, logPass, error) {
 	limit := r.deliver.Limit(r.cfg.BatchSize)
 	if len(r.shards) == 1 || limit < r.cfg.BatchSize {
-		return r.seek(ctx)
+		st, base, worked, err := r.seek(ctx)
+		return st, worked, logPass{base: base}, err
+	}
+	if p.ask && p.only == nil {
+		only, base, err := r.shardsWithNews(ctx)
+		if err != nil {
+			return LogRelayStep{}, false, logPass{}, err
+		}
+		if len(only) == 0 {
+			return LogRelayStep{}, false, logPass{base: base}, nil
+		}
+		p = logPass{only: only, base: base}
 	}
 	n := len(r.shards)
 	start := int(r.turn.Add(1)-1) % n
-	var shards []*logRelayShard
+	var shards []int
 	for i := range n {
 		k := (start + i) % n
-		if only == nil || slices.Contains(only, int16(k)) {
-			shards = append(shards, r.shards[k])
+		if p.only == nil || slices.Contains(p.only, int16(k)) {
+			shards = append(shards, k)
 		}
 	}
 	c := min(r.cfg.Concurrency, len(shards))
-	if only == nil && c > 1 {
+	base := p.base
+	if p.only == nil && c > 1 {
 		// The steps start at once, so none is known to be first: take the base here.
 		if err := r.log.pool.QueryRow(ctx, logHeadSnapshot).Scan(&base); err != nil {
-			return LogRelayStep{}, "", false, fmt.Errorf("outbox/postgres: log relay: take a snapshot: %w", err)
+			return LogRelayStep{}, false, logPass{}, fmt.Errorf("outbox/postgres: log relay: take a snapshot: %w", err)
 		}
 	}
 	var (
 		mu     sync.Mutex
 		total  LogRelayStep
 		worked bool
+		did    []int16
 		errs   []error
 		held   atomic.Bool
 		wg     sync.WaitGroup
 	)
 	slots := make(chan struct{}, c)
-	for i, sh := range shards {
+	for i, k := range shards {
 		if held.Load() || ctx.Err() != nil {
 			break
 		}
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			st, err := r.stepShard(ctx, sh, limit)
+			st, err := r.stepShard(ctx, r.shards[k], limit)
 			mu.Lock()
 			defer mu.Unlock()
-			if i == 0 && only == nil && c == 1 {
+			if i == 0 && p.only == nil && c == 1 {
 				base = st.base // the steps run one after another: the first is first
 			}
 			total.Read += st.Read
@@ -539,6 +562,9 @@ func (r *LogRelay) round(ctx context.Context, only []int16, base string) (LogRel
 					total.Held, total.Fault = true, st.Fault
 				}
 			}
+			if st.Read > 0 || st.moved {
+				did = append(did, int16(k))
+			}
 			worked = worked || st.Read > 0 || st.moved || st.Held || err != nil
 			if err != nil {
 				errs = append(errs, err)
@@ -549,7 +575,29 @@ func (r *LogRelay) round(ctx context.Context, only []int16, base string) (LogRel
 	if total.Held {
 		total.RetryIn = r.deliver.Hold(total.Fault, total.Read)
 	}
-	return total, base, worked, errors.Join(errs...)
+	return total, worked, logPass{only: did, base: base}, errors.Join(errs...)
+}
+
+// shardsWithNews returns the shards whose cursor's position, as this relay last knew
+// it, has events visible now past it, and the snapshot it judged by: one statement
+// (logHeadNews with each shard's position). A position another relay has moved since is
+// older than the stored one, and only adds a shard to step; a shard in the middle of a
+// pair always has some. Run asks it before a pass that a wake-up or the poll interval
+// started, so that an idle relay of many shards steps only those with events.
+func (r *LogRelay) shardsWithNews(ctx context.Context) ([]int16, string, error) {
+	prevs := make([]string, len(r.shards))
+	all := make([]int16, len(r.shards))
+	for i, sh := range r.shards {
+		prevs[i], all[i] = sh.cursor.position().snapshot, int16(i)
+	}
+	var (
+		now  string
+		with []int16
+	)
+	if err := r.log.pool.QueryRow(ctx, r.news, prevs, all).Scan(&now, &with); err != nil {
+		return nil, "", fmt.Errorf("outbox/postgres: log relay: look for shards with events: %w", err)
+	}
+	return with, now, nil
 }
 
 // stepShard delivers one batch of the shard at most (limit events): it takes the
@@ -870,7 +918,7 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	var total LogRelayStep
 	for {
-		st, _, worked, err := r.round(ctx, nil, "")
+		st, worked, _, err := r.round(ctx, logPass{})
 		total.add(st)
 		if err != nil || !worked || st.Held {
 			return total, err
@@ -879,11 +927,12 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 }
 
 // Run delivers until ctx ends, and returns ctx's error. It passes over the shards,
-// Concurrency at once, and passes again at once while a pass found work. When a pass
-// found nothing (each shard idle, or held by another relay, which goes on with it), it
-// passes again as soon as an appender of this process says it committed
-// (Log.Transact, Log.Committed) or a head poll finds events in some shard (then over
-// those shards only), and after a PollInterval at the latest (see log_wake.go). It
+// Concurrency at once, and passes again at once over those that had something while a
+// pass found work. When a pass found nothing (each shard idle, or held by another relay,
+// which goes on with it), it passes again as soon as a head poll finds events in some
+// shard (then over those shards only), an appender of this process says it committed
+// (Log.Transact, Log.Committed), or a PollInterval has passed (then over the shards
+// that one statement finds events past this relay's positions in); see log_wake.go. It
 // waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
 // database fails.
 func (r *LogRelay) Run(ctx context.Context) error {
@@ -895,12 +944,11 @@ func (r *LogRelay) Run(ctx context.Context) error {
 	head := newLogHead(r.log.pool, r.log)
 	var (
 		errDelay time.Duration
-		only     []int16 // the shards the head poll found news in
-		base     string  // and the snapshot it found them at
+		pass     logPass // what the next pass steps
 	)
 	for {
-		st, seen, worked, err := r.round(ctx, only, base)
-		only, base = nil, ""
+		st, worked, next, err := r.round(ctx, pass)
+		pass = logPass{}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -913,12 +961,23 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		case st.Held:
 			errDelay, wait = 0, st.RetryIn
 		case worked:
+			// Go on with the shards that had something; the others have been read up to
+			// the pass's base.
 			errDelay = 0
+			if len(next.only) > 0 && next.base != "" {
+				pass = next
+			}
 			continue
 		default:
 			errDelay = 0
-			if only, base, err = r.awaitNews(ctx, head, wake, seen); err != nil {
+			only, at, err := r.awaitNews(ctx, head, wake, next.base)
+			if err != nil {
 				return err
+			}
+			if only != nil {
+				pass = logPass{only: only, base: at} // the head poll found them at at
+			} else {
+				pass = logPass{ask: true} // a wake-up, or the poll interval: find them first
 			}
 			continue
 		}

@@ -35,31 +35,35 @@ import (
 const logHeadSnapshot = `SELECT pg_current_snapshot()::text`
 
 // logHeadNews tells, once the snapshot has changed, which of the shards $2 hold events
-// visible now and not in snapshot $1: for each shard, the cursor's two ranges of the
-// primary key (readLog's) within the shard, probed for one row, so that index probes
-// answer it. As in readLog, the probes are ordered, with their limit in the CTE where
-// the planner cannot see it, and a running transaction's xid is a range of one (xid >=
-// and <=, not =): so the planner merges index scans of every partition, rather than
-// plan a sequential scan of a partition that is empty when it plans, which a cached
-// generic plan would keep once the partition fills. The snapshot is the cluster's, so commits to other tables or databases
-// change it too; this keeps them from costing a step, and tells the relay which shards
-// to step. It returns the snapshot it judged by.
+// visible now and not in the snapshot given for the shard ($1, a text snapshot per
+// shard): for each shard, the cursor's two ranges of the primary key (readLog's) within
+// the shard, probed for one row, so that index probes answer it. The snapshot is the
+// cluster's, so commits to other tables or databases change it too; this keeps them
+// from costing a step, and tells the relay which shards to step. It returns the
+// snapshot it judged by. The head poll gives every shard the same snapshot; a relay
+// woken in its process gives each shard its cursor's position (shardsWithNews).
+//
+// As in readLog, the probes are ordered, with their limit in the CTE where the planner
+// cannot see it, and a running transaction's xid is a range of one (xid >= and <=, not
+// =): so the planner merges index scans of every partition, rather than plan a
+// sequential scan of a partition that is empty when it plans, which a cached generic
+// plan would keep once the partition fills.
 const logHeadNews = `
 WITH h AS MATERIALIZED (
-    SELECT $1::text::pg_snapshot AS prev, pg_current_snapshot() AS now, 1::bigint AS lim
+    SELECT pg_current_snapshot() AS now, 1::bigint AS lim
 )
 SELECT h.now::text, ARRAY(
-    SELECT sh.n FROM unnest($2::smallint[]) AS sh(n)
+    SELECT p.n FROM unnest($1::text[], $2::smallint[]) AS p(prev, n)
     WHERE EXISTS (
         (SELECT 1 FROM {{log}}
-         WHERE shard = sh.n AND xid >= pg_snapshot_xmax(h.prev) AND xid < pg_snapshot_xmax(h.now)
+         WHERE shard = p.n AND xid >= pg_snapshot_xmax(p.prev::pg_snapshot) AND xid < pg_snapshot_xmax(h.now)
              AND pg_visible_in_snapshot(xid, h.now)
          ORDER BY xid, seq LIMIT h.lim)
         UNION ALL
-        (SELECT 1 FROM unnest(ARRAY(SELECT pg_snapshot_xip(h.prev))) AS x(xid)
+        (SELECT 1 FROM unnest(ARRAY(SELECT pg_snapshot_xip(p.prev::pg_snapshot))) AS x(xid)
          CROSS JOIN LATERAL (
              SELECT xid, seq FROM {{log}}
-             WHERE shard = sh.n AND xid >= x.xid AND xid <= x.xid AND pg_visible_in_snapshot(xid, h.now)
+             WHERE shard = p.n AND xid >= x.xid AND xid <= x.xid AND pg_visible_in_snapshot(xid, h.now)
              ORDER BY xid, seq LIMIT h.lim) r))
     )
 FROM h`
@@ -113,7 +117,11 @@ func (h *logHead) look(ctx context.Context, base string) (shards []int16, at str
 		prev = h.quiet
 	}
 	h.checks++
-	if err := h.q.QueryRow(ctx, h.news, prev, h.shards).Scan(&now, &shards); err != nil {
+	prevs := make([]string, len(h.shards))
+	for i := range prevs {
+		prevs[i] = prev
+	}
+	if err := h.q.QueryRow(ctx, h.news, prevs, h.shards).Scan(&now, &shards); err != nil {
 		h.quiet = ""
 		return nil, "", fmt.Errorf("outbox/postgres: log relay: look for events past the cursor: %w", err)
 	}

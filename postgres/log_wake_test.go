@@ -230,7 +230,13 @@ func (s *scriptedHead) QueryRow(_ context.Context, sql string, args ...any) pgx.
 		s.snapshots++
 		return scriptedRow{values: []any{s.snapshot}}
 	}
-	s.news = append(s.news, args[0].(string))
+	prevs := args[0].([]string)
+	for _, p := range prevs[1:] {
+		if p != prevs[0] {
+			s.newsErr = fmt.Errorf("the head poll gave its shards different snapshots: %v", prevs)
+		}
+	}
+	s.news = append(s.news, prevs[0])
 	if s.newsErr != nil {
 		return scriptedRow{err: s.newsErr}
 	}
@@ -268,7 +274,7 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	q := &scriptedHead{snapshot: "100:100:"}
-	h := &logHead{q: q, news: "news"}
+	h := &logHead{q: q, news: "news", shards: []int16{0, 1, 2, 3}}
 	at := logPosition{snapshot: "90:95:91"}
 	step := func(name string, pos logPosition, wantFound bool, wantSnapshots, wantNews int) {
 		t.Helper()
@@ -500,11 +506,15 @@ func testLogHeadNewsUsesThePrimaryKey(t *testing.T, shards int) {
 					t.Fatal(err)
 				}
 				defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
-				if _, err := conn.Exec(ctx, `PREPARE outbox_log_head_news (text, smallint[]) AS `+sql); err != nil {
+				if _, err := conn.Exec(ctx, `PREPARE outbox_log_head_news (text[], smallint[]) AS `+sql); err != nil {
 					t.Fatal(err)
 				}
 				defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_head_news`)
-				rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_head_news ($1, $2)`, pgx.QueryExecModeSimpleProtocol, prev, all)
+				prevs := make([]string, len(all))
+				for i := range prevs {
+					prevs[i] = prev
+				}
+				rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_head_news ($1, $2)`, pgx.QueryExecModeSimpleProtocol, prevs, all)
 				if err != nil {
 					t.Fatal(err)
 				}
