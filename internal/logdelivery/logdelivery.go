@@ -68,9 +68,10 @@ type Result struct {
 	Next time.Time
 }
 
-// Deliverer delivers a relay's batches through its handler. Deliver may run its
-// handler calls concurrently; a relay calls Deliver, Limit, Hold and Answered from one
-// step at a time.
+// Deliverer delivers a relay's batches through its handler. It is safe for concurrent
+// use: a relay that steps several shards at once (postgres.LogRelayConfig.Concurrency)
+// calls Deliver, Limit, Hold and Answered from each step, and the hold state and the
+// suspected-fault memory they share are guarded.
 type Deliverer struct {
 	handler outbox.Handler
 	cfg     Config
