@@ -45,6 +45,10 @@ const (
 	// DefaultLogRelayConcurrency is how many shards of the log a LogRelay delivers at
 	// once.
 	DefaultLogRelayConcurrency = 1
+	// DefaultLogRelayRetainInterval is how often a running LogRelay calls Log.Retain.
+	// Retain is a few catalog reads when there is nothing to empty, and the ring's
+	// partitions fill in about a minute at a thousand write transactions a second.
+	DefaultLogRelayRetainInterval = 10 * time.Second
 )
 
 // LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
@@ -78,6 +82,12 @@ type LogRelayConfig struct {
 	// Defaults to DefaultLogRelayHeadPollInterval; negative turns head polls off, and
 	// then events committed without a wake-up wait up to a PollInterval.
 	HeadPollInterval time.Duration
+	// RetainInterval is how often Run calls Log.Retain between rounds, so that the
+	// partitions every cursor has passed are emptied without the application calling
+	// it (one process at a time does; the others' calls return at once). Defaults to
+	// DefaultLogRelayRetainInterval; negative leaves retention to the application.
+	// Step and Drain never retain.
+	RetainInterval time.Duration
 	// LeaseDuration is how long the server lets a relay that holds the cursor stay
 	// silent before it ends the relay's session, which releases the cursor to another
 	// relay. The relay speaks every third of it while it delivers. Defaults to
@@ -114,6 +124,7 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
 	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
+	c.RetainInterval = cmp.Or(c.RetainInterval, DefaultLogRelayRetainInterval)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
 	c.Retry.MaxAttempts = cmp.Or(c.Retry.MaxAttempts, outbox.DefaultMaxAttempts)
@@ -926,6 +937,26 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	}
 }
 
+// retain calls Log.Retain for Run, between rounds, when no step of this relay holds a
+// connection that read the log (Retain would wait for its lock). Its failure is logged
+// and left for the next interval: retention only frees space.
+func (r *LogRelay) retain(ctx context.Context) {
+	res, err := r.log.Retain(ctx)
+	switch {
+	case err != nil:
+		if ctx.Err() == nil {
+			r.logger.Warn("log retention failed; the relay tries again after its retain interval",
+				"err", err, "retry_in", r.cfg.RetainInterval)
+		}
+	case len(res.Truncated) > 0:
+		r.logger.Info("log retained", "partitions_truncated", len(res.Truncated), "bytes_freed", res.Freed(),
+			"horizon", res.Horizon, "held_by", res.HeldBy, "busy", len(res.Busy))
+	default:
+		r.logger.Debug("log retention: nothing to empty", "horizon", res.Horizon, "held_by", res.HeldBy,
+			"busy", len(res.Busy), "skipped", res.Skipped)
+	}
+}
+
 // Run delivers until ctx ends, and returns ctx's error. It passes over the shards,
 // Concurrency at once, and passes again at once over those that had something while a
 // pass found work. When a pass found nothing (each shard idle, or held by another relay,
@@ -934,7 +965,7 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 // (Log.Transact, Log.Committed), or a PollInterval has passed (then over the shards
 // that one statement finds events past this relay's positions in); see log_wake.go. It
 // waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
-// database fails.
+// database fails. Every RetainInterval, between passes, it calls Log.Retain.
 func (r *LogRelay) Run(ctx context.Context) error {
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
 		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval,
@@ -944,9 +975,14 @@ func (r *LogRelay) Run(ctx context.Context) error {
 	head := newLogHead(r.log.pool, r.log)
 	var (
 		errDelay time.Duration
-		pass     logPass // what the next pass steps
+		pass     logPass   // what the next pass steps
+		retained time.Time // when Run last called Retain; zero: not yet, so at once
 	)
 	for {
+		if r.cfg.RetainInterval > 0 && r.cfg.Clock.Now().Sub(retained) >= r.cfg.RetainInterval {
+			retained = r.cfg.Clock.Now()
+			r.retain(ctx)
+		}
 		st, worked, next, err := r.round(ctx, pass)
 		pass = logPass{}
 		if ctx.Err() != nil {
