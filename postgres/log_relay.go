@@ -42,6 +42,9 @@ const (
 	// whether anything committed since it last looked. It bounds the latency of events
 	// appended by other processes: about half of it is added on average.
 	DefaultLogRelayHeadPollInterval = time.Millisecond
+	// DefaultLogRelayHeadPollMaxInterval bounds how far a LogRelay that has found
+	// nothing for a while slows its head polls (LogRelayConfig.HeadPollMaxInterval).
+	DefaultLogRelayHeadPollMaxInterval = 32 * time.Millisecond
 	// DefaultLogRelayConcurrency is how many shards of the log a LogRelay delivers at
 	// once.
 	DefaultLogRelayConcurrency = 1
@@ -82,6 +85,15 @@ type LogRelayConfig struct {
 	// Defaults to DefaultLogRelayHeadPollInterval; negative turns head polls off, and
 	// then events committed without a wake-up wait up to a PollInterval.
 	HeadPollInterval time.Duration
+	// HeadPollMaxInterval is how far a relay slows its head polls once it has found
+	// nothing for a second: the interval doubles every further second without events,
+	// from HeadPollInterval up to this, and goes back to HeadPollInterval as soon as a
+	// pass delivers. An idle relay then costs the database and its process a few dozen
+	// round trips a second instead of a thousand, and the first event after a quiet
+	// spell waits up to this long (half of it on average) unless an appender of this
+	// process wakes the relay. Defaults to DefaultLogRelayHeadPollMaxInterval; at most
+	// HeadPollInterval turns the slowing off.
+	HeadPollMaxInterval time.Duration
 	// RetainInterval is how often Run calls Log.Retain between rounds, so that the
 	// partitions every cursor has passed are emptied without the application calling
 	// it (one process at a time does; the others' calls return at once). Defaults to
@@ -124,6 +136,7 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
 	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
+	c.HeadPollMaxInterval = cmp.Or(c.HeadPollMaxInterval, DefaultLogRelayHeadPollMaxInterval)
 	c.RetainInterval = cmp.Or(c.RetainInterval, DefaultLogRelayRetainInterval)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
@@ -977,6 +990,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		errDelay time.Duration
 		pass     logPass   // what the next pass steps
 		retained time.Time // when Run last called Retain; zero: not yet, so at once
+		idleFrom time.Time // when the passes began to find nothing; zero: the last one delivered
 	)
 	for {
 		if r.cfg.RetainInterval > 0 && r.cfg.Clock.Now().Sub(retained) >= r.cfg.RetainInterval {
@@ -999,14 +1013,18 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		case worked:
 			// Go on with the shards that had something; the others have been read up to
 			// the pass's base.
-			errDelay = 0
+			errDelay, idleFrom = 0, time.Time{}
 			if len(next.only) > 0 && next.base != "" {
 				pass = next
 			}
 			continue
 		default:
 			errDelay = 0
-			only, at, err := r.awaitNews(ctx, head, wake, next.base)
+			if idleFrom.IsZero() {
+				idleFrom = r.cfg.Clock.Now()
+			}
+			every := r.cfg.headPollEvery(r.cfg.Clock.Now().Sub(idleFrom))
+			only, at, err := r.awaitNews(ctx, head, wake, next.base, every)
 			if err != nil {
 				return err
 			}

@@ -842,3 +842,31 @@ func TestLogRelayConfigHeadPollInterval(t *testing.T) {
 		t.Errorf("HeadPollInterval -1 became %s", got)
 	}
 }
+
+// An idle relay slows its head polls: HeadPollInterval for the first second without
+// events, then twice as long for every further second, up to HeadPollMaxInterval.
+func TestLogRelayHeadPollSlowsWhenIdle(t *testing.T) {
+	t.Parallel()
+	def := LogRelayConfig{}.withDefaults()
+	for _, tc := range []struct {
+		name string
+		cfg  LogRelayConfig
+		idle time.Duration
+		want time.Duration
+	}{
+		{"just idle", def, 0, time.Millisecond},
+		{"under a second", def, 999 * time.Millisecond, time.Millisecond},
+		{"one second", def, time.Second, 2 * time.Millisecond},
+		{"two and a half", def, 2500 * time.Millisecond, 4 * time.Millisecond},
+		{"five seconds", def, 5 * time.Second, DefaultLogRelayHeadPollMaxInterval},
+		{"an hour", def, time.Hour, DefaultLogRelayHeadPollMaxInterval},
+		{"max not a power of two", LogRelayConfig{HeadPollMaxInterval: 5 * time.Millisecond}.withDefaults(), time.Hour, 5 * time.Millisecond},
+		{"max at the interval: no slowing", LogRelayConfig{HeadPollInterval: 3 * time.Millisecond, HeadPollMaxInterval: 3 * time.Millisecond}.withDefaults(), time.Hour, 3 * time.Millisecond},
+		{"max below the interval: no slowing", LogRelayConfig{HeadPollInterval: 3 * time.Millisecond, HeadPollMaxInterval: -1}.withDefaults(), time.Hour, 3 * time.Millisecond},
+		{"head polls off stay off", LogRelayConfig{HeadPollInterval: -1}.withDefaults(), time.Hour, -1},
+	} {
+		if got := tc.cfg.headPollEvery(tc.idle); got != tc.want {
+			t.Errorf("%s: after %s idle, head polls every %s, want %s", tc.name, tc.idle, got, tc.want)
+		}
+	}
+}
