@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/fitiq/outbox/internal/hub"
+	"github.com/fitiq/outbox/internal/logdelivery"
 )
 
 // logHeadSnapshot is the head poll's usual statement. pg_current_snapshot() lists
@@ -177,24 +178,10 @@ func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan str
 	}
 }
 
-// logHeadPollIdleAfter is how long a relay's passes find nothing before it starts
-// slowing its head polls, and how much longer each further doubling waits: long
-// beside the gaps between events of even a trickle (at 10 events a second, a second
-// without one comes once in about 22,000 gaps), short beside an idle night.
-const logHeadPollIdleAfter = time.Second
-
-// headPollEvery is the head poll's interval after idle without events:
-// HeadPollInterval, doubled for every logHeadPollIdleAfter idle beyond the first, up
-// to HeadPollMaxInterval. Head polls off stay off.
+// headPollEvery is the head poll's interval after idle without events (see
+// HeadPollMaxInterval).
 func (c LogRelayConfig) headPollEvery(idle time.Duration) time.Duration {
-	every := c.HeadPollInterval
-	if every <= 0 {
-		return every
-	}
-	for past := idle - logHeadPollIdleAfter; past >= 0 && every < c.HeadPollMaxInterval; past -= logHeadPollIdleAfter {
-		every *= 2
-	}
-	return max(min(every, c.HeadPollMaxInterval), c.HeadPollInterval)
+	return logdelivery.HeadPollEvery(idle, c.HeadPollInterval, c.HeadPollMaxInterval)
 }
 
 // logHubs holds each Log's in-process wake-up hub, keyed weakly by the Log so that an

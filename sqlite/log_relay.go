@@ -40,6 +40,9 @@ const (
 	// outside Log.Transact without Log.Committed). About half of it is added, on
 	// average, to such an event's latency.
 	DefaultLogRelayHeadPollInterval = 2 * time.Millisecond
+	// DefaultLogRelayHeadPollMaxInterval bounds how far a LogRelay that has found
+	// nothing for a while slows its head polls (LogRelayConfig.HeadPollMaxInterval).
+	DefaultLogRelayHeadPollMaxInterval = 32 * time.Millisecond
 )
 
 // LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
@@ -69,6 +72,13 @@ type LogRelayConfig struct {
 	// Defaults to DefaultLogRelayHeadPollInterval; negative turns head polls off, and
 	// then events committed without a wake-up wait up to a PollInterval.
 	HeadPollInterval time.Duration
+	// HeadPollMaxInterval is how far a relay slows its head polls once its steps have
+	// found nothing for a second: the interval doubles every further second without
+	// events, from HeadPollInterval up to this, and goes back to HeadPollInterval as
+	// soon as a step delivers. The first event after a quiet spell then waits up to
+	// this long unless an appender of this process wakes the relay. Defaults to
+	// DefaultLogRelayHeadPollMaxInterval; at most HeadPollInterval turns the slowing off.
+	HeadPollMaxInterval time.Duration
 	// LeaseDuration is how long the cursor's lease lasts once taken or renewed: a relay
 	// whose process died or froze holds the cursor that long at most. The relay renews
 	// it with each commit and, while it delivers, every third of it. Defaults to
@@ -107,6 +117,7 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.MaxConcurrent = cmp.Or(c.MaxConcurrent, outbox.DefaultMaxConcurrent)
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
 	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
+	c.HeadPollMaxInterval = cmp.Or(c.HeadPollMaxInterval, DefaultLogRelayHeadPollMaxInterval)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
 	c.Retry.MaxAttempts = cmp.Or(c.Retry.MaxAttempts, outbox.DefaultMaxAttempts)
@@ -688,7 +699,10 @@ func (r *LogRelay) Run(ctx context.Context) error {
 			r.logger.Warn("could not release the cursor's lease; another relay waits for it to run out", "err", err)
 		}
 	}()
-	var errDelay time.Duration
+	var (
+		errDelay time.Duration
+		idleFrom time.Time // when the steps began to find nothing; zero: the last one read
+	)
 	for {
 		st, err := r.Step(ctx)
 		if ctx.Err() != nil {
@@ -706,12 +720,16 @@ func (r *LogRelay) Run(ctx context.Context) error {
 			errDelay, wait = 0, r.cfg.PollInterval
 		case st.Read == 0:
 			errDelay = 0
-			if err := r.awaitNews(ctx, wake); err != nil {
+			if idleFrom.IsZero() {
+				idleFrom = r.cfg.Clock.Now()
+			}
+			every := logdelivery.HeadPollEvery(r.cfg.Clock.Now().Sub(idleFrom), r.cfg.HeadPollInterval, r.cfg.HeadPollMaxInterval)
+			if err := r.awaitNews(ctx, wake, every); err != nil {
 				return err
 			}
 			continue
 		default:
-			errDelay = 0
+			errDelay, idleFrom = 0, time.Time{}
 			continue
 		}
 		t := time.NewTimer(wait)
@@ -726,13 +744,14 @@ func (r *LogRelay) Run(ctx context.Context) error {
 
 // awaitNews waits, while the log is idle, until a wake-up, a head poll that finds the
 // log's largest rowid past the cursor's position, or a PollInterval. A wake-up or a
-// poll is a hint: the step that follows reads, and its read decides.
-func (r *LogRelay) awaitNews(ctx context.Context, wake <-chan struct{}) error {
+// poll is a hint: the step that follows reads, and its read decides. It polls every
+// every (HeadPollInterval, slowed while idle; see HeadPollMaxInterval).
+func (r *LogRelay) awaitNews(ctx context.Context, wake <-chan struct{}, every time.Duration) error {
 	deadline := time.NewTimer(r.cfg.PollInterval)
 	defer deadline.Stop()
 	var poll <-chan time.Time
-	if r.cfg.HeadPollInterval > 0 {
-		t := time.NewTicker(r.cfg.HeadPollInterval)
+	if every > 0 {
+		t := time.NewTicker(every)
 		defer t.Stop()
 		poll = t.C
 	}

@@ -363,3 +363,25 @@ func TestErrorText(t *testing.T) {
 		t.Fatalf("long text: %d bytes, suffix %q", len(long), long[len(long)-5:])
 	}
 }
+
+func TestHeadPollEverySlowsWhileIdle(t *testing.T) {
+	t.Parallel()
+	const ms = time.Millisecond
+	for _, tc := range []struct {
+		idle, every, most, want time.Duration
+	}{
+		{0, 2 * ms, 32 * ms, 2 * ms},
+		{999 * ms, 2 * ms, 32 * ms, 2 * ms},
+		{time.Second, 2 * ms, 32 * ms, 4 * ms},
+		{3500 * ms, 2 * ms, 32 * ms, 16 * ms},
+		{time.Hour, 2 * ms, 32 * ms, 32 * ms},
+		{time.Hour, 2 * ms, 5 * ms, 5 * ms},
+		{time.Hour, 2 * ms, 2 * ms, 2 * ms}, // most at every: no slowing
+		{time.Hour, 2 * ms, -1, 2 * ms},     // most below every: no slowing
+		{time.Hour, -1, 32 * ms, -1},        // head polls off stay off
+	} {
+		if got := HeadPollEvery(tc.idle, tc.every, tc.most); got != tc.want {
+			t.Errorf("HeadPollEvery(%s, %s, %s) = %s, want %s", tc.idle, tc.every, tc.most, got, tc.want)
+		}
+	}
+}
