@@ -169,8 +169,13 @@ func BenchmarkLogAppend(b *testing.B) {
 // newTestLogIn is newTestLog in a schema the caller names (and drops).
 func newTestLogIn(tb testing.TB, pool *pgxpool.Pool, schema string) *postgres.Log {
 	tb.Helper()
+	return openLog(tb, pool, postgres.LogConfig{Schema: schema})
+}
+
+// openLog migrates the log cfg describes and opens it.
+func openLog(tb testing.TB, pool *pgxpool.Pool, cfg postgres.LogConfig) *postgres.Log {
+	tb.Helper()
 	ctx := context.Background()
-	cfg := postgres.LogConfig{Schema: schema}
 	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
 		tb.Fatal(err)
 	}

@@ -27,16 +27,8 @@ import (
 // newRingLog returns a migrated log, made with cfg's ring, in a fresh schema of pool.
 func newRingLog(t testing.TB, pool *pgxpool.Pool, cfg postgres.LogConfig) *postgres.Log {
 	t.Helper()
-	ctx := context.Background()
 	cfg.Schema = freshSchema(t, pool)
-	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
-		t.Fatal(err)
-	}
-	l, err := postgres.NewLog(ctx, pool, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return openLog(t, pool, cfg)
 }
 
 // burnXIDs runs n transactions that each take an xid and commit, in one round trip, so

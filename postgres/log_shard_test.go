@@ -24,31 +24,13 @@ import (
 // newShardedLog returns a migrated log of the given shards in a fresh schema of pool.
 func newShardedLog(t testing.TB, pool *pgxpool.Pool, shards int) *postgres.Log {
 	t.Helper()
-	ctx := context.Background()
-	cfg := postgres.LogConfig{Schema: freshSchema(t, pool), Shards: shards}
-	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
-		t.Fatal(err)
-	}
-	l, err := postgres.NewLog(ctx, pool, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return openLog(t, pool, postgres.LogConfig{Schema: freshSchema(t, pool), Shards: shards})
 }
 
 // newShardedLogIn is newTestLogIn with the given shards.
 func newShardedLogIn(tb testing.TB, pool *pgxpool.Pool, schema string, shards int) *postgres.Log {
 	tb.Helper()
-	ctx := context.Background()
-	cfg := postgres.LogConfig{Schema: schema, Shards: shards}
-	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
-		tb.Fatal(err)
-	}
-	l, err := postgres.NewLog(ctx, pool, cfg)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return l
+	return openLog(tb, pool, postgres.LogConfig{Schema: schema, Shards: shards})
 }
 
 // shardFunc is the SQL function the migration made: schema.outbox_log_shard.

@@ -30,16 +30,7 @@ func newTestLog(t testing.TB, pool *pgxpool.Pool) *postgres.Log {
 	if pool == nil {
 		pool = sharedPool(t)
 	}
-	ctx := context.Background()
-	cfg := postgres.LogConfig{Schema: freshSchema(t, pool)}
-	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
-		t.Fatal(err)
-	}
-	l, err := postgres.NewLog(ctx, pool, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return l
+	return openLog(t, pool, postgres.LogConfig{Schema: freshSchema(t, pool)})
 }
 
 func logCursor(t testing.TB, l *postgres.Log, name string) *postgres.LogCursor {
