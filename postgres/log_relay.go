@@ -263,13 +263,12 @@ func nest(part string, err error) error {
 // alone: the relay decides whether a key is blocked by what the table holds when the
 // step starts.
 type LogRelay struct {
-	log     *Log
-	store   *Store
-	handler outbox.Handler
-	cfg     LogRelayConfig
-	logger  *slog.Logger
-	shards  []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
-	turn    atomic.Uint32    // the shard the next pass starts from
+	log    *Log
+	store  *Store
+	cfg    LogRelayConfig
+	logger *slog.Logger
+	shards []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
+	turn   atomic.Uint32    // the shard the next pass starts from
 
 	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news string
 	lockScope                                                string // the advisory lock's first key: the cursors table
@@ -392,7 +391,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 	table := strings.NewReplacer("{{table}}", n.Table)
 	logger := cfg.Logger.With("component", "outbox.logrelay", "cursor", cfg.Cursor)
 	r := &LogRelay{
-		log: log, store: store, handler: handler, cfg: cfg, shards: shards, logger: logger,
+		log: log, store: store, cfg: cfg, shards: shards, logger: logger,
 		deliver: logdelivery.New(handler, logdelivery.Config{
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
 			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger,
