@@ -127,6 +127,16 @@ type LogRelayConfig struct {
 	Clock outbox.Clock
 	// Logger receives the relay's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Observers are told what the relay does, as outbox.Config.Observers are told of
+	// a Processor: ObserveClaim for each read of the log that found events (the
+	// events read, and the time from taking the cursor to the batch), ObserveDelivery
+	// for each attempt (a held or interrupted one as Released), and, for an
+	// outbox.BreakerObserver, ObserveUnavailable for each attempt the destination
+	// refused and ObserveHold("", reason, …) when the relay starts and stops holding
+	// the log. Give the relay and the Processor over the events table the same
+	// observers, and the counts are the outbox's. A batch held after some of its
+	// events were delivered is delivered, and observed, again.
+	Observers []outbox.Observer
 }
 
 func (c LogRelayConfig) withDefaults() LogRelayConfig {
@@ -394,7 +404,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		log: log, store: store, cfg: cfg, shards: shards, logger: logger,
 		deliver: logdelivery.New(handler, logdelivery.Config{
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
-			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger,
+			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger, Observers: cfg.Observers,
 		}),
 		takeCursor:     takeCursor,
 		unfinishedKeys: table.Replace(unfinishedKeys),
@@ -649,6 +659,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 
 	cursor := sh.cursor
 	guess := cursor.position()
+	start := time.Now()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(r.takeCursor, r.lockScope, cursor.name, r.idleTimeout)
@@ -713,6 +724,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 		st.moved = true
 		return st, r.commit(ctx, conn, cursor, batch, nil, &st.LogRelayStep)
 	}
+	r.deliver.Read(st.Read, time.Since(start))
 	events := make([]outbox.Event, len(batch.Events))
 	for i := range batch.Events {
 		events[i] = batch.Events[i].Event

@@ -106,6 +106,16 @@ type LogRelayConfig struct {
 	Clock outbox.Clock
 	// Logger receives the relay's log lines. Defaults to slog.Default().
 	Logger *slog.Logger
+	// Observers are told what the relay does, as outbox.Config.Observers are told of
+	// a Processor: ObserveClaim for each read of the log that found events (the
+	// events read, and the time from taking the cursor to the batch), ObserveDelivery
+	// for each attempt (a held or interrupted one as Released), and, for an
+	// outbox.BreakerObserver, ObserveUnavailable for each attempt the destination
+	// refused and ObserveHold("", reason, …) when the relay starts and stops holding
+	// the log. Give the relay and the Processor over the events table the same
+	// observers, and the counts are the outbox's. A batch held after some of its
+	// events were delivered is delivered, and observed, again.
+	Observers []outbox.Observer
 }
 
 func (c LogRelayConfig) withDefaults() LogRelayConfig {
@@ -322,7 +332,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		log: log, store: store, cfg: cfg, cursor: cursor, logger: logger,
 		deliver: logdelivery.New(handler, logdelivery.Config{
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
-			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger,
+			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger, Observers: cfg.Observers,
 		}),
 	}, nil
 }
@@ -371,6 +381,7 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	limit := r.deliver.Limit(r.cfg.BatchSize) // one event while the destination was at fault
+	start := time.Now()
 	batch, err := r.cursor.Read(ctx, limit)
 	if err != nil {
 		return st, err
@@ -389,6 +400,7 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 		}
 	}
 	st.Read = len(batch.Events)
+	r.deliver.Read(st.Read, time.Since(start))
 	events := batch.Events
 	groups, keys := logdelivery.Groups(events)
 	blocked, err := r.unfinishedKeys(ctx, keys)

@@ -8,6 +8,7 @@
 package logdelivery
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,11 @@ type Config struct {
 	Clock outbox.Clock
 	// Logger receives the failures, panics and holds.
 	Logger *slog.Logger
+	// Observers are told what the relay does, as a Processor's are (see
+	// outbox.Config.Observers): each read of the log (Read) as a claim, each attempt
+	// with its outcome, and, for a BreakerObserver, each destination fault and each
+	// hold of the whole destination (target "") and its end.
+	Observers []outbox.Observer
 }
 
 // Kind is how one event's delivery went.
@@ -78,9 +84,10 @@ type Deliverer struct {
 
 	suspects suspicion.Suspicion
 
-	mu        sync.Mutex
-	holdDelay time.Duration // the last hold's wait; zero once the destination answered
-	probing   bool          // the destination was at fault: read one event next
+	mu         sync.Mutex
+	holdDelay  time.Duration // the last hold's wait; zero once the destination answered
+	probing    bool          // the destination was at fault: read one event next
+	heldReason string        // why the destination is held, while holdDelay is set
 }
 
 // New returns a Deliverer of handler, configured by cfg with its defaults filled.
@@ -151,8 +158,9 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 						break
 					}
 					n := d.suspects.Start()
+					start := time.Now()
 					err := d.call(ctx, events[i])
-					results[i] = d.classify(ctx, events[i], n, err)
+					results[i] = d.classify(ctx, events[i], n, err, time.Since(start))
 					if k := results[i].Kind; k != Delivered {
 						if k == Held || k == Interrupted {
 							stop.Store(true)
@@ -188,12 +196,14 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 			send[j] = events[groups[g][next[g]]]
 			starts[j] = d.suspects.Start()
 		}
+		start := time.Now()
 		errs := d.callBatch(ctx, bh, send)
+		took := time.Since(start)
 		var still []int
 		stop := false
 		for j, g := range active {
 			i := groups[g][next[g]]
-			results[i] = d.classify(ctx, events[i], starts[j], errs[j])
+			results[i] = d.classify(ctx, events[i], starts[j], errs[j], took)
 			switch results[i].Kind {
 			case Delivered:
 				if next[g]++; next[g] < len(groups[g]) {
@@ -270,8 +280,17 @@ func (d *Deliverer) callBatch(ctx context.Context, bh outbox.BatchHandler, event
 // classify turns a handler's result into what the step does with the event, as the
 // Processor's outcome does: delivered; interrupted (the step was cancelled); held (the
 // destination's fault, unless holds are disabled); or failed, due again under the Retry
-// policy, or given up when Permanent or out of attempts.
-func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error) Result {
+// policy, or given up when Permanent or out of attempts. The observers are told, with
+// took, the handler's time (a HandleBatch call's for each of its events).
+func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error, took time.Duration) Result {
+	r := d.result(ctx, e, n, err)
+	if len(d.cfg.Observers) > 0 {
+		d.observe(e, r, took)
+	}
+	return r
+}
+
+func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err error) Result {
 	now := d.cfg.Clock.Now()
 	if err == nil {
 		d.suspects.Succeeded(n, e.ID)
@@ -299,6 +318,49 @@ func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err 
 	d.cfg.Logger.Warn("delivery failed; event moved to the events table, to be retried there", "event_id", e.ID, "type", e.Type,
 		"err", err, "retry_at", r.Next)
 	return r
+}
+
+// observe tells the observers of one attempt, in the Processor's terms: a held or
+// interrupted attempt is Released (not counted), a held one also unavailable; a
+// failed one is Failed, given up when it has no next attempt.
+func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
+	o := outbox.Outcome{ID: e.ID}
+	switch r.Kind {
+	case Delivered:
+		o.Result = outbox.Delivered
+	case Failed:
+		o.Result, o.Error, o.NextAttemptAt = outbox.Failed, ErrorText(r.Err), r.Next
+	case Held:
+		o.Result, o.Error = outbox.Released, ErrorText(fmt.Errorf("held, attempt not counted: %w", r.Err))
+		for _, ob := range d.cfg.Observers {
+			if bo, ok := ob.(outbox.BreakerObserver); ok {
+				bo.ObserveUnavailable(e, r.Err)
+			}
+		}
+	case Interrupted:
+		o.Result = outbox.Released
+	default:
+		return
+	}
+	for _, ob := range d.cfg.Observers {
+		ob.ObserveDelivery(e, o, took)
+	}
+}
+
+// Read tells the observers of a read of the log that returned n events and took took,
+// as a Processor's claim.
+func (d *Deliverer) Read(n int, took time.Duration) {
+	for _, ob := range d.cfg.Observers {
+		ob.ObserveClaim(n, took)
+	}
+}
+
+func (d *Deliverer) observeHold(reason string, held bool) {
+	for _, ob := range d.cfg.Observers {
+		if bo, ok := ob.(outbox.BreakerObserver); ok {
+			bo.ObserveHold("", reason, held)
+		}
+	}
 }
 
 // destinationError is the DestinationError in err's chain, unless a Permanent mark
@@ -385,30 +447,48 @@ func (d *Deliverer) Limit(batchSize int) int {
 	return batchSize
 }
 
-// Hold records that the destination held a batch of n events for fault, and returns
-// how long the relay waits before it reads again: Cooldown after the first hold, twice
-// the last wait after each hold in a row, at most MaxCooldown. The next read is a probe
-// of one event (Limit).
+// Hold records that the destination held a batch of n events for fault, and returns how long the relay waits before it reads again:
+// Cooldown after the first hold, twice the last wait after each hold in a row, at most
+// MaxCooldown. The next read is a probe of one event (Limit). The first hold in a row
+// is reported to the observers as a hold of the whole destination.
 func (d *Deliverer) Hold(fault error, n int) time.Duration {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.holdDelay == 0 {
 		d.holdDelay = d.cfg.Breaker.Cooldown
+		d.heldReason = outbox.ReasonUnreachable
+		if de := destinationError(fault); de != nil {
+			d.heldReason = cmp.Or(de.Reason, d.heldReason)
+		}
+		d.observeHold(d.heldReason, true)
 	} else {
 		d.holdDelay = min(2*d.holdDelay, d.cfg.Breaker.MaxCooldown)
 	}
 	d.probing = true
 	d.cfg.Logger.Warn("destination at fault: batch held, cursor kept, attempts not spent; it will be read again",
-		"err", fault, "events", n, "retry_in", d.holdDelay)
+		"err", fault, "reason", d.heldReason, "events", n, "retry_in", d.holdDelay)
 	return d.holdDelay
 }
 
 // Answered records that the destination answered a committed batch: holds start again
-// from Cooldown, and reads are whole batches.
+// from Cooldown, and reads are whole batches. A hold's end is reported to the
+// observers.
 func (d *Deliverer) Answered() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.holdDelay, d.probing = 0, false
+	if d.holdDelay != 0 {
+		d.cfg.Logger.Info("destination answers again: delivery from the log resumes", "reason_was", d.heldReason)
+		d.observeHold(d.heldReason, false)
+	}
+	d.holdDelay, d.probing, d.heldReason = 0, false, ""
+}
+
+// Held reports whether the destination is held (since the last Hold, no batch was
+// answered), and why.
+func (d *Deliverer) Held() (held bool, reason string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.holdDelay != 0, d.heldReason
 }
 
 // ErrorText is err's text as the events table keeps it (outbox.CleanError's, as the

@@ -385,3 +385,70 @@ func TestHeadPollEverySlowsWhileIdle(t *testing.T) {
 		}
 	}
 }
+
+// recorder is an outbox.BreakerObserver that writes down what it is told.
+type recorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (r *recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+}
+
+func (r *recorder) ObserveClaim(n int, _ time.Duration) { r.add("claim %d", n) }
+func (r *recorder) ObserveDelivery(e outbox.Event, o outbox.Outcome, _ time.Duration) {
+	result := map[outbox.Result]string{outbox.Delivered: "delivered", outbox.Failed: "failed", outbox.Released: "released"}[o.Result]
+	if o.Result == outbox.Failed && o.NextAttemptAt.IsZero() {
+		result += " given up"
+	}
+	r.add("%s attempt %d: %s %q", e.ID, e.Attempts, result, o.Error)
+}
+func (r *recorder) ObserveUnavailable(e outbox.Event, err error) { r.add("%s unavailable", e.ID) }
+func (r *recorder) ObserveHold(target, reason string, held bool) {
+	r.add("hold %q %q %v", target, reason, held)
+}
+
+// TestObserversAreToldAsAProcessorsAre: reads are claims, attempts come with the
+// Processor's outcomes (a held one Released and unavailable, a failure Failed with its
+// next attempt or given up), and the first hold in a row and the answer after it are a
+// hold of the whole destination and its end, with the sink's reason.
+func TestObserversAreToldAsAProcessorsAre(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	cfg := testConfig()
+	cfg.MaxConcurrent = 1
+	cfg.Observers = []outbox.Observer{rec}
+	refused := &outbox.DestinationError{Reason: outbox.ReasonCredentials, Err: errors.New("401")}
+	errs := map[string]error{
+		"e1": errors.New("500"),
+		"e2": outbox.Permanent(errors.New("400")),
+		"e3": refused,
+	}
+	d := New(outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error { return errs[e.ID] }), cfg)
+	es := events("", "", "", "", "")
+	d.Read(len(es), time.Millisecond)
+	rs := d.Deliver(context.Background(), es, [][]int{{0}, {1}, {2}, {3}, {4}})
+	if rs[4].Kind != NotAttempted {
+		t.Fatalf("e4 after the held e3: %v", rs[4].Kind)
+	}
+	d.Hold(rs[3].Err, len(es))
+	d.Hold(rs[3].Err, 1) // a second hold in a row is not a new one
+	d.Answered()
+	d.Answered() // nor is a second answer
+	want := []string{
+		`claim 5`,
+		`e0 attempt 1: delivered ""`,
+		`e1 attempt 1: failed "500"`,
+		`e2 attempt 1: failed given up "permanent: 400"`,
+		`e3 unavailable`,
+		`e3 attempt 1: released "held, attempt not counted: credentials rejected: 401"`,
+		`hold "" "credentials rejected" true`,
+		`hold "" "credentials rejected" false`,
+	}
+	if !slices.Equal(rec.lines, want) {
+		t.Fatalf("observed:\n%s\nwant:\n%s", strings.Join(rec.lines, "\n"), strings.Join(want, "\n"))
+	}
+}
