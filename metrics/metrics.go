@@ -248,6 +248,14 @@ func (m *Metrics) Refresh(ctx context.Context, store outbox.Store) error {
 // cost the database a query each, so the gauges are refreshed on their own schedule
 // rather than on scrape.
 func (m *Metrics) Run(ctx context.Context, store outbox.Store, interval time.Duration) {
+	refreshEvery(ctx, interval, m.cfg.Logger, "refreshing outbox gauges failed", func(ctx context.Context) error {
+		return m.Refresh(ctx, store)
+	})
+}
+
+// refreshEvery calls refresh every interval until ctx ends, logging its failures as
+// failed.
+func refreshEvery(ctx context.Context, interval time.Duration, log *slog.Logger, failed string, refresh func(context.Context) error) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {
@@ -256,8 +264,8 @@ func (m *Metrics) Run(ctx context.Context, store outbox.Store, interval time.Dur
 			return
 		case <-ticker.C:
 		}
-		if err := m.Refresh(ctx, store); err != nil && ctx.Err() == nil {
-			m.cfg.Logger.Warn("refreshing outbox gauges failed", "err", err)
+		if err := refresh(ctx); err != nil && ctx.Err() == nil {
+			log.Warn(failed, "err", err)
 		}
 	}
 }

@@ -28,7 +28,7 @@ var (
 
 // A fresh Metrics exports every outcome at 0, before any delivery: a rate or an increase
 // over it is 0, not empty, and the first give-up is an increase the rules see. After the
-// first refresh, every metric the rules name is there; outbox_destination_held only while
+// first refresh (of a LogMetrics too), every metric the rules name is there; outbox_destination_held only while
 // something is held (no series is "nothing held").
 func TestFreshMetricsExportWhatTheRulesRead(t *testing.T) {
 	reg := prometheus.NewRegistry()
@@ -57,6 +57,15 @@ outbox_stats_refresh_errors_total 0
 	}
 
 	if err := m.Refresh(context.Background(), sqlitetest.NewStore(t)); err != nil {
+		t.Fatal(err)
+	}
+	// A relay on the log layout has the log's gauges too (the rules on them stay quiet
+	// where they are absent).
+	lm, err := metrics.NewLog(reg, metrics.LogConfig{Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lm.Refresh(context.Background(), waitingSource{}); err != nil {
 		t.Fatal(err)
 	}
 	exported := gatheredNames(t, reg)

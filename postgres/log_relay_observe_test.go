@@ -15,6 +15,9 @@ import (
 	"github.com/fitiq/outbox/postgres"
 )
 
+// The relays are metrics.LogSources.
+var _ metrics.LogSource = (*postgres.LogRelay)(nil)
+
 // TestLogRelayReportsToMetrics: a relay given the metrics package's observer counts
 // what it reads, delivers and fails, and the hold of the whole destination while it
 // refuses credentials, as a Processor's metrics do.

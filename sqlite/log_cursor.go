@@ -212,3 +212,24 @@ func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 	}
 	return events, rows.Err()
 }
+
+// logWaiting counts the events past a cursor's stored position and finds the oldest
+// one's created_at: a range of the rowid.
+const logWaiting = `
+SELECT count(*), min(created_at) FROM outbox_log
+WHERE seq > (SELECT after_seq FROM outbox_log_cursors WHERE name = ?)`
+
+// Waiting counts the committed events the cursor has not passed, by its stored
+// position (moved by any reader of its name), and returns when the oldest of them was
+// created (zero when none wait). It visits each of them, so it costs what a read of
+// all of them would, without their columns: a gauge's refresh, not a loop's.
+func (c *LogCursor) Waiting(ctx context.Context) (events int64, oldest time.Time, err error) {
+	var at sql.NullInt64
+	if err := c.log.db.QueryRowContext(ctx, logWaiting, c.name).Scan(&events, &at); err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox/sqlite: log cursor %q: count what waits: %w", c.name, err)
+	}
+	if at.Valid {
+		oldest = time.UnixMicro(at.Int64).UTC()
+	}
+	return events, oldest, nil
+}

@@ -340,6 +340,14 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 // Config returns the relay's configuration, defaults filled in.
 func (r *LogRelay) Config() LogRelayConfig { return r.cfg }
 
+// Waiting counts the committed events the relay's cursor has not passed and returns
+// when the oldest of them was created (zero when none wait): what waits on the log, for
+// a gauge beside the events table's counts (see LogCursor.Waiting for its cost).
+// Events that a step is delivering still count until its commit.
+func (r *LogRelay) Waiting(ctx context.Context) (events int64, oldest time.Time, err error) {
+	return r.cursor.Waiting(ctx)
+}
+
 // LogRelayStep is what one Step did.
 type LogRelayStep struct {
 	// Read is how many events the step read from the log.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -13,6 +14,9 @@ import (
 	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
 )
+
+// The relays are metrics.LogSources.
+var _ metrics.LogSource = (*sqlite.LogRelay)(nil)
 
 // TestLogRelayReportsToMetrics: a relay given the metrics package's observer counts
 // what it reads, delivers and fails, and the hold of the whole destination while it
@@ -79,4 +83,31 @@ outbox_events_delivered_total{type="order.created"} 3
 	if n, err := testutil.GatherAndCount(reg, "outbox_destination_held"); err != nil || n != 0 {
 		t.Fatalf("%d outbox_destination_held series after the destination answered (%v), want none", n, err)
 	}
+}
+
+// TestLogRelayWaitingCountsWhatTheCursorHasNotPassed: Waiting counts the events past the
+// relay's cursor, with the oldest one's creation time, as the cursor moves.
+func TestLogRelayWaitingCountsWhatTheCursorHasNotPassed(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	r := env.relay(t, &receiver{}, sqlite.LogRelayConfig{BatchSize: 2})
+	check := func(step string, want int64, oldestWant time.Time) {
+		t.Helper()
+		n, oldest, err := r.Waiting(ctx)
+		if err != nil || n != want || !oldest.Equal(oldestWant.Truncate(time.Microsecond)) {
+			t.Fatalf("%s: %d waiting, oldest %v (%v); want %d, oldest %v", step, n, oldest, err, want, oldestWant)
+		}
+	}
+	check("an empty log", 0, time.Time{})
+	events := env.appendNames(t, "a/1", "b/1", "c/1")
+	check("three appended", 3, events[0].CreatedAt)
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 2 {
+		t.Fatalf("step: %+v, %v", st, err)
+	}
+	check("two delivered", 1, events[2].CreatedAt)
+	if _, err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("all delivered", 0, time.Time{})
 }
