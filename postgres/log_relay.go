@@ -340,7 +340,7 @@ WITH m AS (
     SELECT e.id, e.type, e.entity_id, e.user_id, e.status, e.attempts, e.max_attempts, e.priority,
         e.is_new_record, e.metadata::jsonb, e.payload::json, e.ordering_key, e.created_at, $1,
         e.last_attempt_at, e.next_attempt_at, e.last_error,
-        CASE WHEN e.last_error IS NOT NULL THEN jsonb_build_array(jsonb_build_object(
+        CASE WHEN e.attempts > 0 THEN jsonb_build_array(jsonb_build_object(
             'attempt', 1, 'at', e.at_us, 'error', e.last_error)) END
     FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
                 $8::integer[], $9::integer[], $10::boolean[], $11::text[], $12::text[], $13::text[],
@@ -451,8 +451,9 @@ type LogRelayStep struct {
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int
-	// Waiting is how many moved to the events table as pending, behind an earlier
-	// event of their ordering key there.
+	// Waiting is how many moved to the events table as pending: behind an earlier
+	// event of their ordering key there, or held at a faulty target of the destination
+	// (a DestinationError with a Target), which the Processor holds there.
 	Waiting int
 	// Duplicates is how many could not move because the events table already holds an
 	// event of their ID (the log does not refuse a reused ID); they are left out.
@@ -906,7 +907,7 @@ func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, cursor *LogCu
 			st.Duplicates++
 			r.logger.Error("event not moved to the events table: an event of its ID is already there (the log does not refuse a reused ID)",
 				"event_id", m.event.ID, "type", m.event.Type)
-		case m.failed != nil:
+		case m.failed != nil && m.failed.Kind == logdelivery.Failed:
 			st.Failed++
 			users[u] = struct{}{}
 		default:
@@ -949,7 +950,13 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 		}
 		payloads[i], keys[i] = nullString(string(e.Payload)), nullString(e.OrderingKey)
 		created[i] = ts(e.CreatedAt)
-		if f := m.failed; f != nil {
+		if f := m.failed; f != nil && f.Kind == logdelivery.TargetHeld {
+			// Held at its target: pending as it was, the attempt not counted (no
+			// history), with the reason, where the Processor holds the target.
+			statuses[i], next[i] = string(outbox.StatusPending), created[i]
+			text := logdelivery.HeldText(f.Err)
+			lastErrors[i] = &text
+		} else if f != nil {
 			statuses[i], attempts[i] = string(outbox.StatusFailed), 1
 			lastAttempt[i], next[i] = ts(f.At), ts(f.Next) // a zero next gives it up
 			text := logdelivery.ErrorText(f.Err)

@@ -295,7 +295,7 @@ INSERT INTO outbox_events (id, type, entity_id, user_id, status, attempts, max_a
 VALUES (:id, :type, :entity_id, :user_id, :status, :attempts, :max_attempts, :priority,
     :is_new_record, :metadata, :payload, :ordering_key, :created_at, :now, :last_attempt_at,
     :next_attempt_at, :last_error,
-    CASE WHEN :last_error IS NOT NULL THEN json_array(json_object('attempt', 1, 'at', :last_attempt_at, 'error', :last_error)) END)
+    CASE WHEN :attempts > 0 THEN json_array(json_object('attempt', 1, 'at', :last_attempt_at, 'error', :last_error)) END)
 ON CONFLICT (id) DO NOTHING`
 )
 
@@ -357,8 +357,9 @@ type LogRelayStep struct {
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int
-	// Waiting is how many moved to the events table as pending, behind an earlier
-	// event of their ordering key there.
+	// Waiting is how many moved to the events table as pending: behind an earlier
+	// event of their ordering key there, or held at a faulty target of the destination
+	// (a DestinationError with a Target), which the Processor holds there.
 	Waiting int
 	// Duplicates is how many could not move because the events table already holds an
 	// event of their ID (the log does not refuse a reused ID); they are left out.
@@ -589,7 +590,7 @@ func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.
 				st.Duplicates++
 				r.logger.Error("event not moved to the events table: an event of its ID is already there (the log does not refuse a reused ID)",
 					"event_id", e.ID, "type", e.Type)
-			case m.Failed != nil:
+			case m.Failed != nil && m.Failed.Kind == logdelivery.Failed:
 				failed++
 				users[e.UserID] = struct{}{}
 			default:
@@ -652,7 +653,13 @@ func (r *LogRelay) move(ctx context.Context, insert *sql.Stmt, e *outbox.Event, 
 	var lastAttempt, next, lastError any
 	// Pending, due since it was written, as an event enqueued to the table is.
 	next = column.Micros(e.CreatedAt)
-	if failed != nil {
+	switch {
+	case failed == nil:
+	case failed.Kind == logdelivery.TargetHeld:
+		// Held at its target: pending as it was, the attempt not counted (no history),
+		// with the reason, where the Processor holds the target.
+		lastError = logdelivery.HeldText(failed.Err)
+	default:
 		status, attempts = outbox.StatusFailed, 1
 		lastAttempt = column.Micros(failed.At)
 		next = column.NullMicros(failed.Next) // a zero Next gives it up

@@ -62,6 +62,12 @@ const (
 	Held
 	// Interrupted: the delivery's context ended while it ran.
 	Interrupted
+	// TargetHeld: a fault of the one target of the destination that the event goes
+	// to (a DestinationError with a Target: a missing topic, say), or the event's type
+	// is held at such a target and not yet due for a probe, in which case the handler
+	// was not called. It leaves the log for the events table, pending and with its
+	// attempt not counted, where the Processor holds the target; the batch goes on.
+	TargetHeld
 )
 
 // Result is one event's outcome.
@@ -70,6 +76,9 @@ type Result struct {
 	Err  error
 	// At is when it failed or was held.
 	At time.Time
+	// Attempted, for TargetHeld, says that the handler was called (a probe, or the
+	// first event to meet the fault) rather than the event sent on unattempted.
+	Attempted bool
 	// Next, for Failed, is when it is due again; zero gives it up.
 	Next time.Time
 }
@@ -88,6 +97,15 @@ type Deliverer struct {
 	holdDelay  time.Duration // the last hold's wait; zero once the destination answered
 	probing    bool          // the destination was at fault: read one event next
 	heldReason string        // why the destination is held, while holdDelay is set
+	targets    map[string]*targetHold // by event type: the types held at a faulty target
+}
+
+// targetHold is an event type held at a faulty target of the destination.
+type targetHold struct {
+	target, reason string
+	err            error         // the fault, for the events sent on unattempted
+	delay          time.Duration // the last wait: Cooldown, doubled per fault in a row
+	probeAt        time.Time     // until then, the type's events are not attempted
 }
 
 // New returns a Deliverer of handler, configured by cfg with its defaults filled.
@@ -157,6 +175,10 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 					if stop.Load() || ctx.Err() != nil {
 						break
 					}
+					if r, held := d.heldType(events[i]); held {
+						results[i] = r
+						break
+					}
 					n := d.suspects.Start()
 					start := time.Now()
 					err := d.call(ctx, events[i])
@@ -190,6 +212,18 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		active[g] = g
 	}
 	for len(active) > 0 && ctx.Err() == nil {
+		going := active[:0]
+		for _, g := range active {
+			i := groups[g][next[g]]
+			if r, held := d.heldType(events[i]); held {
+				results[i] = r // its group stops here
+				continue
+			}
+			going = append(going, g)
+		}
+		if active = going; len(active) == 0 {
+			return
+		}
 		send := make([]outbox.Event, len(active))
 		starts := make([]uint64, len(active))
 		for j, g := range active {
@@ -294,6 +328,7 @@ func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err er
 	now := d.cfg.Clock.Now()
 	if err == nil {
 		d.suspects.Succeeded(n, e.ID)
+		d.releaseType(e.Type)
 		return Result{Kind: Delivered}
 	}
 	if ctx.Err() != nil {
@@ -301,11 +336,17 @@ func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err er
 	}
 	if d.cfg.Breaker.Threshold >= 0 {
 		de := destinationError(err)
+		if de != nil && !de.Suspected && de.Target != "" {
+			d.holdTarget(e, de, err, now)
+			return Result{Kind: TargetHeld, Err: err, At: now, Attempted: true}
+		}
 		if de != nil && (!de.Suspected || !d.suspects.EventsFault(e.ID)) ||
 			de == nil && !outbox.IsPermanent(err) && d.cfg.Breaker.IsUnavailable(err) {
 			return Result{Kind: Held, Err: err, At: now}
 		}
 	}
+	// The event's own failure: its target answered.
+	d.releaseType(e.Type)
 	r := Result{Kind: Failed, Err: err, At: now}
 	if outbox.IsPermanent(err) || e.EffectiveMaxAttempts(d.cfg.Retry.MaxAttempts) <= 1 {
 		d.cfg.Logger.Error("event failed and given up; moved to the events table", "event_id", e.ID, "type", e.Type, "err", err)
@@ -330,8 +371,8 @@ func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
 		o.Result = outbox.Delivered
 	case Failed:
 		o.Result, o.Error, o.NextAttemptAt = outbox.Failed, ErrorText(r.Err), r.Next
-	case Held:
-		o.Result, o.Error = outbox.Released, ErrorText(fmt.Errorf("held, attempt not counted: %w", r.Err))
+	case Held, TargetHeld:
+		o.Result, o.Error = outbox.Released, HeldText(r.Err)
 		for _, ob := range d.cfg.Observers {
 			if bo, ok := ob.(outbox.BreakerObserver); ok {
 				bo.ObserveUnavailable(e, r.Err)
@@ -344,6 +385,70 @@ func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
 	}
 	for _, ob := range d.cfg.Observers {
 		ob.ObserveDelivery(e, o, took)
+	}
+}
+
+// HeldText is the error recorded on an event whose attempt did not count because the
+// destination, or its target, was at fault (err), as the Processor records it.
+func HeldText(err error) string {
+	return ErrorText(fmt.Errorf("held, attempt not counted: %w", err))
+}
+
+// heldType reports whether e's type is held at a faulty target and not yet due for a
+// probe, and if so the result that sends e on to the events table unattempted.
+func (d *Deliverer) heldType(e outbox.Event) (Result, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.targets[e.Type]
+	now := d.cfg.Clock.Now()
+	if h == nil || !now.Before(h.probeAt) {
+		return Result{}, false
+	}
+	return Result{Kind: TargetHeld, Err: h.err, At: now}, true
+}
+
+// holdTarget holds e's type at the target de names, after a fault at now: for
+// Cooldown after the first fault, twice as long after each fault in a row, at most
+// MaxCooldown. The first fault is reported to the observers.
+func (d *Deliverer) holdTarget(e outbox.Event, de *outbox.DestinationError, err error, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.targets[e.Type]
+	switch {
+	case h == nil:
+		if d.targets == nil {
+			d.targets = map[string]*targetHold{}
+		}
+		h = &targetHold{target: de.Target, reason: cmp.Or(de.Reason, outbox.ReasonTargetMissing), delay: d.cfg.Breaker.Cooldown}
+		d.targets[e.Type] = h
+		d.cfg.Logger.Error("target held: its events leave the log for the events table unattempted, where the processor holds them, until a probe gets through",
+			"target", h.target, "reason", h.reason, "type", e.Type, "err", err)
+		for _, ob := range d.cfg.Observers {
+			if bo, ok := ob.(outbox.BreakerObserver); ok {
+				bo.ObserveHold(h.target, h.reason, true)
+			}
+		}
+	case !now.Before(h.probeAt):
+		h.delay = min(2*h.delay, d.cfg.Breaker.MaxCooldown) // a probe that failed
+	}
+	h.err, h.probeAt = err, now.Add(h.delay)
+}
+
+// releaseType ends the hold of typ's target, if any, once an event of the type was
+// answered (delivered, or failed for its own reason).
+func (d *Deliverer) releaseType(typ string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := d.targets[typ]
+	if h == nil {
+		return
+	}
+	delete(d.targets, typ)
+	d.cfg.Logger.Info("target answers again: its events are delivered from the log", "target", h.target, "reason_was", h.reason, "type", typ)
+	for _, ob := range d.cfg.Observers {
+		if bo, ok := ob.(outbox.BreakerObserver); ok {
+			bo.ObserveHold(h.target, h.reason, false)
+		}
 	}
 }
 
@@ -377,10 +482,13 @@ func destinationError(err error) *outbox.DestinationError {
 }
 
 // Move is an event that leaves the log for the events table: failed, with its
-// attempt, or (Failed nil) pending behind an earlier event of its key.
+// attempt; held at a faulty target, pending with its attempt not counted; or pending
+// behind an earlier event of its key.
 type Move struct {
-	Index  int     // into the batch's events
-	Failed *Result // nil: pending
+	Index int // into the batch's events
+	// Failed is the event's result when it is Failed or TargetHeld; nil when it only
+	// follows its key.
+	Failed *Result
 }
 
 // Summary is what a batch's results add up to.
@@ -424,7 +532,7 @@ func Summarize(groups [][]int, results []Result) Summary {
 		for _, i := range g {
 			switch {
 			case !failed && results[i].Kind == Delivered:
-			case !failed && results[i].Kind == Failed:
+			case !failed && (results[i].Kind == Failed || results[i].Kind == TargetHeld):
 				failed = true
 				s.Moves = append(s.Moves, Move{Index: i, Failed: &results[i]})
 			default:

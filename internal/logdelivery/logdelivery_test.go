@@ -9,11 +9,13 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unicode/utf8"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
 )
 
 type fixedClock struct{ t time.Time }
@@ -191,7 +193,7 @@ func TestClassify(t *testing.T) {
 		{name: "permanent", err: outbox.Permanent(plain), kind: Failed},
 		{name: "budget of one", err: plain, budget: 1, kind: Failed},
 		{name: "unreachable holds", err: outbox.Unavailable(plain), kind: Held},
-		{name: "target fault holds", err: outbox.TargetFault("missing", "topic", plain), kind: Held},
+		{name: "target fault holds its type", err: outbox.TargetFault("missing", "topic", plain), kind: TargetHeld},
 		{name: "permanent over destination", err: outbox.Permanent(outbox.Unavailable(plain)), kind: Failed},
 		{name: "holds disabled", err: outbox.Unavailable(plain), noHolds: true, kind: Failed, next: time.Second},
 	} {
@@ -450,5 +452,97 @@ func TestObserversAreToldAsAProcessorsAre(t *testing.T) {
 	}
 	if !slices.Equal(rec.lines, want) {
 		t.Fatalf("observed:\n%s\nwant:\n%s", strings.Join(rec.lines, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestTargetFaultHoldsOnlyItsType: a fault of one target (a missing topic) sends the
+// event on to the events table, pending, and its type's later events too, unattempted,
+// until the hold's cooldown has passed; other types are delivered, and a key's events
+// behind a held one follow it. A probe after the cooldown that fails again doubles the
+// wait; one that gets through ends the hold. The observers hear the target's hold and
+// its end once each.
+func TestTargetFaultHoldsOnlyItsType(t *testing.T) {
+	t.Parallel()
+	rec := &recorder{}
+	clock := outboxtest.NewClock(t0)
+	cfg := testConfig()
+	cfg.MaxConcurrent = 1 // groups in order: the skips below are known
+	cfg.Clock = clock
+	cfg.Observers = []outbox.Observer{rec}
+	var missing atomic.Bool
+	missing.Store(true)
+	attempted := map[string]int{}
+	var mu sync.Mutex
+	d := New(outbox.HandlerFunc(func(_ context.Context, e outbox.Event) error {
+		mu.Lock()
+		attempted[e.ID]++
+		mu.Unlock()
+		if e.Type == "orders" && missing.Load() {
+			return outbox.TargetFault(outbox.ReasonTargetMissing, "orders-topic", errors.New("unknown topic"))
+		}
+		return nil
+	}), cfg)
+	batch := func(spec ...string) []outbox.Event { // "type:id:key"
+		es := make([]outbox.Event, len(spec))
+		for i, s := range spec {
+			f := strings.Split(s, ":")
+			es[i] = outbox.Event{Type: f[0], ID: f[1], OrderingKey: f[2]}
+		}
+		return es
+	}
+	deliver := func(es []outbox.Event) ([]Result, Summary) {
+		groups, _ := Groups(es)
+		rs := d.Deliver(context.Background(), es, groups)
+		return rs, Summarize(groups, rs)
+	}
+
+	es := batch("orders:o1:a", "users:u1:", "orders:o2:b", "users:u2:a", "users:u3:c")
+	rs, sum := deliver(es)
+	want := []Kind{TargetHeld, Delivered, TargetHeld, NotAttempted, Delivered}
+	for i, r := range rs {
+		if r.Kind != want[i] {
+			t.Fatalf("%s: %v, want %v", es[i].ID, r.Kind, want[i])
+		}
+	}
+	if !rs[0].Attempted || rs[2].Attempted || attempted["o2"] != 0 {
+		t.Fatalf("o1 attempted %v, o2 attempted %v (%d calls): want o1's attempt only", rs[0].Attempted, rs[2].Attempted, attempted["o2"])
+	}
+	if sum.Fault != nil || sum.Delivered != 2 || len(sum.Moves) != 3 ||
+		sum.Moves[0].Index != 0 || sum.Moves[0].Failed == nil || sum.Moves[1].Index != 3 || sum.Moves[1].Failed != nil ||
+		sum.Moves[2].Index != 2 || sum.Moves[2].Failed == nil {
+		t.Fatalf("summary %+v: want o1 (held), u2 behind it on key a, o2 (held) moved, and no fault", sum)
+	}
+
+	clock.Advance(500 * time.Millisecond) // within the first cooldown (1 s)
+	if rs, _ := deliver(batch("orders:o3:")); rs[0].Kind != TargetHeld || rs[0].Attempted {
+		t.Fatalf("within the cooldown: %+v, want sent on unattempted", rs[0])
+	}
+	clock.Advance(time.Second)
+	if rs, _ := deliver(batch("orders:o4:")); rs[0].Kind != TargetHeld || !rs[0].Attempted {
+		t.Fatalf("after the cooldown: %+v, want a probe that fails", rs[0])
+	}
+	clock.Advance(1500 * time.Millisecond) // the wait doubled to 2 s
+	if rs, _ := deliver(batch("orders:o5:")); rs[0].Attempted {
+		t.Fatalf("within the doubled cooldown: %+v, want sent on unattempted", rs[0])
+	}
+	missing.Store(false)
+	clock.Advance(time.Second)
+	if rs, _ := deliver(batch("orders:o6:", "orders:o7:")); rs[0].Kind != Delivered || rs[1].Kind != Delivered {
+		t.Fatalf("after the target came back: %v, %v", rs[0].Kind, rs[1].Kind)
+	}
+	wantLines := []string{
+		`hold "orders-topic" "target missing" true`,
+		`o1 unavailable`,
+		`o1 attempt 1: released "held, attempt not counted: target missing (orders-topic): unknown topic"`,
+		`u1 attempt 1: delivered ""`,
+		`u3 attempt 1: delivered ""`,
+		`o4 unavailable`,
+		`o4 attempt 1: released "held, attempt not counted: target missing (orders-topic): unknown topic"`,
+		`hold "orders-topic" "target missing" false`,
+		`o6 attempt 1: delivered ""`,
+		`o7 attempt 1: delivered ""`,
+	}
+	if !slices.Equal(rec.lines, wantLines) {
+		t.Fatalf("observed:\n%s\nwant:\n%s", strings.Join(rec.lines, "\n"), strings.Join(wantLines, "\n"))
 	}
 }

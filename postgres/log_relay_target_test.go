@@ -1,0 +1,102 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/postgres"
+)
+
+// TestLogRelayTargetFaultHoldsOnlyItsType: a fault of one target (the topic of
+// "invoice.sent" is missing) does not hold the log: the other types are delivered, the
+// cursor passes the batch, and the held type's events move to the events table pending,
+// their attempts not counted and the reason recorded, with the events of their keys
+// behind them; the type's later events go there unattempted while its hold lasts. The
+// Processor delivers them there in key order once the target is back.
+func TestLogRelayTargetFaultHoldsOnlyItsType(t *testing.T) {
+	t.Parallel()
+	env := newLogRelayEnv(t, nil)
+	ctx := context.Background()
+	clock := outboxtest.NewClock(time.Now())
+	var missing atomic.Bool
+	missing.Store(true)
+	var invoiceAttempts atomic.Int32
+	rec := &logReceiver{fail: func(e outbox.Event, attempt int) error {
+		if e.Type != "invoice.sent" {
+			return nil
+		}
+		invoiceAttempts.Add(1)
+		if missing.Load() {
+			return outbox.TargetFault(outbox.ReasonTargetMissing, "invoices", errors.New("unknown topic or partition"))
+		}
+		return nil
+	}}
+	invoices := map[string]bool{"x/1": true, "y/1": true, "z/1": true} // the rest are orders
+	appendTyped := func(names ...string) []*outbox.Event {
+		events := make([]*outbox.Event, len(names))
+		for i, name := range names {
+			typ := "order.created"
+			if invoices[name] {
+				typ = "invoice.sent"
+			}
+			events[i] = outbox.NewEvent(typ, name, "user-1")
+			events[i].OrderingKey = name[:1]
+		}
+		if err := pgx.BeginFunc(ctx, env.pool, func(tx pgx.Tx) error { return env.log.AppendTx(ctx, tx, events...) }); err != nil {
+			t.Fatal(err)
+		}
+		return events
+	}
+	r := env.relay(t, rec, postgres.LogRelayConfig{MaxConcurrent: 1, Clock: clock,
+		Breaker: outbox.BreakerConfig{Cooldown: time.Minute, MaxCooldown: time.Hour}})
+
+	first := appendTyped("a/1", "x/1", "b/1", "y/1")
+	st, err := r.Step(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Held || st.Read != 4 || st.Failed != 0 || st.Waiting != 2 || st.Delivered != 2 {
+		t.Fatalf("step: %+v; want the invoices moved (waiting), the rest delivered, nothing held", st)
+	}
+	for _, e := range []*outbox.Event{first[1], first[3]} {
+		got, err := env.store.Get(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != outbox.StatusPending || got.Attempts != 0 || len(got.Errors) != 0 ||
+			got.LastError != "held, attempt not counted: target missing (invoices): unknown topic or partition" {
+			t.Fatalf("%s in the table: status %s, attempts %d, errors %v, last error %q; want pending, no attempt, the reason",
+				e.EntityID, got.Status, got.Attempts, got.Errors, got.LastError)
+		}
+	}
+
+	before := invoiceAttempts.Load()
+	appendTyped("z/1", "x/2", "c/1")
+	if st, err := r.Step(ctx); err != nil || st.Waiting != 2 || st.Delivered != 1 {
+		t.Fatalf("step within the hold: %+v, %v; want z/1 (held type) and x/2 (behind x/1) moved, c/1 delivered", st, err)
+	}
+	if invoiceAttempts.Load() != before {
+		t.Fatal("an invoice was attempted from the log within its target's hold")
+	}
+
+	missing.Store(false)
+	p, err := outbox.NewProcessor(env.store, rec, outbox.Config{Clock: clock, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 4 { // x/1, y/1, z/1, x/2
+		t.Fatalf("processor drained %d, %v; want the 4 moved events", n, err)
+	}
+	got := rec.entities()
+	if i, j := slices.Index(got, "x/1"), slices.Index(got, "x/2"); i < 0 || j < i {
+		t.Fatalf("delivered %v: want x/1 before x/2", got)
+	}
+}

@@ -1,0 +1,107 @@
+package sqlite_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+// TestLogRelayTargetFaultHoldsOnlyItsType: a fault of one target (the topic of
+// "invoice.sent" is missing) does not hold the log: the other types are delivered, the
+// cursor passes the batch, and the held type's events, with the events of their keys
+// behind them, move to the events table pending, their attempts not counted and the
+// reason recorded. The type's later events go there unattempted while its hold lasts.
+// The Processor holds the target there, and delivers them in key order once it is back.
+func TestLogRelayTargetFaultHoldsOnlyItsType(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	clock := outboxtest.NewClock(time.Now())
+	var missing atomic.Bool
+	missing.Store(true)
+	var invoiceAttempts atomic.Int32
+	rec := &receiver{fail: func(e outbox.Event) error {
+		if e.Type != "invoice.sent" {
+			return nil
+		}
+		invoiceAttempts.Add(1)
+		if missing.Load() {
+			return outbox.TargetFault(outbox.ReasonTargetMissing, "invoices", errors.New("unknown topic or partition"))
+		}
+		return nil
+	}}
+	invoices := map[string]bool{"x/1": true, "y/1": true, "z/1": true} // the rest are orders
+	appendTyped := func(names ...string) []*outbox.Event {
+		events := keyedEvents(names...)
+		for _, e := range events {
+			if invoices[e.EntityID] {
+				e.Type = "invoice.sent"
+			}
+		}
+		if err := env.log.Transact(ctx, func(tx *sql.Tx) error { return env.log.AppendTx(ctx, tx, events...) }); err != nil {
+			t.Fatal(err)
+		}
+		return events
+	}
+	r := env.relay(t, rec, sqlite.LogRelayConfig{MaxConcurrent: 1, Clock: clock,
+		Breaker: outbox.BreakerConfig{Cooldown: time.Minute, MaxCooldown: time.Hour}})
+
+	first := appendTyped("a/1", "x/1", "b/1", "y/1")
+	st, err := r.Step(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Held || st.Read != 4 || st.Failed != 0 || st.Waiting != 2 || st.Delivered != 2 {
+		t.Fatalf("step: %+v; want the invoices moved (waiting), the rest delivered, nothing held", st)
+	}
+	if got := rec.got(); !slices.Equal(got, []string{"a/1", "b/1"}) {
+		t.Fatalf("delivered %v, want a/1, b/1", got)
+	}
+	for _, e := range []*outbox.Event{first[1], first[3]} {
+		got, err := env.store.Get(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != outbox.StatusPending || got.Attempts != 0 || len(got.Errors) != 0 ||
+			got.LastError != "held, attempt not counted: target missing (invoices): unknown topic or partition" {
+			t.Fatalf("%s in the table: status %s, attempts %d, errors %v, last error %q; want pending, no attempt, the reason",
+				e.EntityID, got.Status, got.Attempts, got.Errors, got.LastError)
+		}
+	}
+
+	// Within the hold, the type's new events go to the table unattempted (z/1), and a
+	// key's later order follows its invoice there (x/2).
+	before := invoiceAttempts.Load()
+	appendTyped("z/1", "x/2", "c/1")
+	if st, err := r.Step(ctx); err != nil || st.Waiting != 2 || st.Delivered != 1 {
+		t.Fatalf("step within the hold: %+v, %v", st, err)
+	}
+	if invoiceAttempts.Load() != before {
+		t.Fatal("an invoice was attempted from the log within its target's hold")
+	}
+
+	// The topic is back: the Processor delivers the table's events, each key in order.
+	missing.Store(false)
+	p, err := outbox.NewProcessor(env.store, rec, outbox.Config{Clock: clock, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 4 { // x/1, y/1, z/1, x/2
+		t.Fatalf("processor drained %d, %v; want the 4 moved events", n, err)
+	}
+	got := rec.got()
+	if i, j := slices.Index(got, "x/1"), slices.Index(got, "x/2"); i < 0 || j < i {
+		t.Fatalf("delivered %v: want x/1 before x/2", got)
+	}
+	if n := countTable(t, env.db); n != 4 {
+		t.Fatalf("%d events in the table, want the 4 moved ones (completed)", n)
+	}
+}
