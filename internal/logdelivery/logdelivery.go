@@ -94,9 +94,9 @@ type Deliverer struct {
 	suspects suspicion.Suspicion
 
 	mu         sync.Mutex
-	holdDelay  time.Duration // the last hold's wait; zero once the destination answered
-	probing    bool          // the destination was at fault: read one event next
-	heldReason string        // why the destination is held, while holdDelay is set
+	holdDelay  time.Duration          // the last hold's wait; zero once the destination answered
+	probing    bool                   // the destination was at fault: read one event next
+	heldReason string                 // why the destination is held, while holdDelay is set
 	targets    map[string]*targetHold // by event type: the types held at a faulty target
 }
 
