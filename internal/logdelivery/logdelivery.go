@@ -591,14 +591,6 @@ func (d *Deliverer) Answered() {
 	d.holdDelay, d.probing, d.heldReason = 0, false, ""
 }
 
-// Held reports whether the destination is held (since the last Hold, no batch was
-// answered), and why.
-func (d *Deliverer) Held() (held bool, reason string) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.holdDelay != 0, d.heldReason
-}
-
 // ErrorText is err's text as the events table keeps it (outbox.CleanError's, as the
 // Processor records it).
 func ErrorText(err error) string { return outbox.CleanError(err).Error() }
