@@ -43,6 +43,14 @@ const (
 	// DefaultLogRelayHeadPollMaxInterval bounds how far a LogRelay that has found
 	// nothing for a while slows its head polls (LogRelayConfig.HeadPollMaxInterval).
 	DefaultLogRelayHeadPollMaxInterval = 32 * time.Millisecond
+	// DefaultLogRelayRetainInterval is how often a running LogRelay trims the log
+	// behind every cursor (Log.Trim). A trim with nothing to delete is two lookups on
+	// the primary key.
+	DefaultLogRelayRetainInterval = 10 * time.Second
+	// logRelayTrimLimit is how many events one Trim of Run deletes at most: one short
+	// write transaction each, so that appenders wait for the write lock no longer than
+	// for a batch's acknowledgement.
+	logRelayTrimLimit = 10_000
 )
 
 // LogRelayConfig tunes a LogRelay. Zero fields take their defaults.
@@ -79,6 +87,11 @@ type LogRelayConfig struct {
 	// this long unless an appender of this process wakes the relay. Defaults to
 	// DefaultLogRelayHeadPollMaxInterval; at most HeadPollInterval turns the slowing off.
 	HeadPollMaxInterval time.Duration
+	// RetainInterval is how often Run trims the log between steps: it calls Log.Trim
+	// until the events every cursor has passed are deleted, so that the application
+	// need not. Defaults to DefaultLogRelayRetainInterval; negative leaves trimming to
+	// the application. Step and Drain never trim.
+	RetainInterval time.Duration
 	// LeaseDuration is how long the cursor's lease lasts once taken or renewed: a relay
 	// whose process died or froze holds the cursor that long at most. The relay renews
 	// it with each commit and, while it delivers, every third of it. Defaults to
@@ -128,6 +141,7 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 	c.PollInterval = cmp.Or(c.PollInterval, DefaultLogRelayPollInterval)
 	c.HeadPollInterval = cmp.Or(c.HeadPollInterval, DefaultLogRelayHeadPollInterval)
 	c.HeadPollMaxInterval = cmp.Or(c.HeadPollMaxInterval, DefaultLogRelayHeadPollMaxInterval)
+	c.RetainInterval = cmp.Or(c.RetainInterval, DefaultLogRelayRetainInterval)
 	c.LeaseDuration = cmp.Or(c.LeaseDuration, outbox.DefaultLeaseDuration)
 	c.HandlerTimeout = cmp.Or(c.HandlerTimeout, outbox.DefaultHandlerTimeout)
 	c.Retry.MaxAttempts = cmp.Or(c.Retry.MaxAttempts, outbox.DefaultMaxAttempts)
@@ -714,6 +728,7 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 // poll finds the log's largest rowid past the cursor, and after a PollInterval at the
 // latest. It waits a PollInterval when another relay holds the cursor, RetryIn after
 // a held batch, and backs off (up to a PollInterval) while the database fails.
+// Every RetainInterval, between steps, it trims the log behind every cursor.
 func (r *LogRelay) Run(ctx context.Context) error {
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
 		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval)
@@ -729,8 +744,13 @@ func (r *LogRelay) Run(ctx context.Context) error {
 	var (
 		errDelay time.Duration
 		idleFrom time.Time // when the steps began to find nothing; zero: the last one read
+		trimmed  time.Time // when Run last trimmed; zero: not yet, so at once
 	)
 	for {
+		if r.cfg.RetainInterval > 0 && r.cfg.Clock.Now().Sub(trimmed) >= r.cfg.RetainInterval {
+			trimmed = r.cfg.Clock.Now()
+			r.trim(ctx)
+		}
 		st, err := r.Step(ctx)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -766,6 +786,29 @@ func (r *LogRelay) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// trim deletes, for Run, the events every cursor has passed, a Trim at a time. Its
+// failure is logged and left for the next interval: trimming only frees space.
+func (r *LogRelay) trim(ctx context.Context) {
+	total := 0
+	for {
+		n, err := r.log.Trim(ctx, logRelayTrimLimit)
+		total += n
+		if err != nil {
+			if ctx.Err() == nil {
+				r.logger.Warn("trimming the log failed; the relay tries again after its retain interval",
+					"err", err, "retry_in", r.cfg.RetainInterval)
+			}
+			return
+		}
+		if n < logRelayTrimLimit {
+			break
+		}
+	}
+	if total > 0 {
+		r.logger.Debug("log trimmed", "events_deleted", total)
 	}
 }
 

@@ -3,6 +3,7 @@ package sqlite_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -110,4 +111,44 @@ func TestLogRelayWaitingCountsWhatTheCursorHasNotPassed(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("all delivered", 0, time.Time{})
+}
+
+// TestLogRelayRunTrimsTheLog: a running relay deletes what every cursor has passed by
+// itself, every RetainInterval, keeping the row at the lowest position (the log's
+// largest rowid is never deleted, so no rowid is reused).
+func TestLogRelayRunTrimsTheLog(t *testing.T) {
+	t.Parallel()
+	env := newRelayEnv(t)
+	names := make([]string, 300)
+	for i := range names {
+		names[i] = fmt.Sprintf("k%d/1", i%7)
+	}
+	events := env.appendNames(t, names...)
+	rec := &receiver{}
+	r := env.relay(t, rec, sqlite.LogRelayConfig{BatchSize: 50, RetainInterval: time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var rows int
+		var low int64
+		if err := env.db.QueryRow(`SELECT count(*), coalesce(min(seq), 0) FROM outbox_log`).Scan(&rows, &low); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec.got()) >= len(events) && rows == 1 {
+			if last := events[len(events)-1].Seq; low != last {
+				t.Fatalf("the row kept is %d, want the last event's %d", low, last)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute of Run: %d of %d delivered, %d rows in the log, want 1", len(rec.got()), len(events), rows)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
