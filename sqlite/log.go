@@ -307,6 +307,46 @@ var ErrLogCursorMoved = errors.New("outbox/sqlite: log cursor moved: another rea
 // them; reset the cursor's position instead, knowing what was deleted.
 var ErrLogRewound = errors.New("outbox/sqlite: log rewound: its largest rowid is below a cursor's position")
 
+// ErrLogCursorNotFound is returned by DropCursor for a name no cursor has.
+var ErrLogCursorNotFound = errors.New("outbox/sqlite: log cursor not found")
+
+// ErrLogCursorBusy is returned by DropCursor while a LogRelay holds the cursor's lease.
+var ErrLogCursorBusy = errors.New("outbox/sqlite: log cursor is in use by a relay")
+
+// dropLogCursor deletes a cursor whose lease is free or has run out.
+const dropLogCursor = `
+DELETE FROM outbox_log_cursors
+WHERE name = :name AND (lease_owner IS NULL OR lease_until IS NULL OR lease_until <= :now)`
+
+// DropCursor deletes the cursor of the given name, so that it no longer holds Trim
+// back: use it for a cursor that no one reads any more (a cursor that never moves keeps
+// every event from its position on). It fails with ErrLogCursorNotFound when there is
+// no such cursor, and with ErrLogCursorBusy while a LogRelay holds its lease. A
+// LogCursor of the name still in use gets ErrLogCursorMoved at its next Ack; Cursor
+// (name) afterwards creates a new cursor at 0, whose first read delivers every event
+// the log still holds.
+func (l *Log) DropCursor(ctx context.Context, name string) error {
+	res, err := l.db.ExecContext(ctx, dropLogCursor, sql.Named("name", name), sql.Named("now", time.Now().UnixMicro()))
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: drop log cursor %q: %w", name, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var exists bool
+	if err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`, name).Scan(&exists); err != nil {
+		return fmt.Errorf("outbox/sqlite: drop log cursor %q: %w", name, err)
+	}
+	if exists {
+		return fmt.Errorf("%w: %q", ErrLogCursorBusy, name)
+	}
+	return fmt.Errorf("%w: %q", ErrLogCursorNotFound, name)
+}
+
 // encodeLogMetadata writes metadata as a JSON object, keys sorted, as json.Marshal
 // would but for escaping only what JSON requires (not <, >, & or U+2028/9: the column
 // is read back by a JSON decoder, never put in HTML), and without reflection: it is a

@@ -152,3 +152,41 @@ func TestLogRelayRunTrimsTheLog(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestLogDropCursorLetsTrimGoOn: a cursor no one reads holds every event from its
+// position; dropping it lets Trim delete what the others passed. A cursor under a
+// relay's lease is refused, and a name with no cursor is told apart.
+func TestLogDropCursorLetsTrimGoOn(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	if _, err := env.log.Cursor(ctx, "abandoned"); err != nil {
+		t.Fatal(err)
+	}
+	events := env.appendNames(t, "a/1", "a/2", "b/1", "c/1")
+	r := env.relay(t, &receiver{}, sqlite.LogRelayConfig{})
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 4 {
+		t.Fatalf("drain: %+v, %v", st, err)
+	}
+	if n, err := env.log.Trim(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("trim behind the abandoned cursor deleted %d (%v), want 0", n, err)
+	}
+	if err := env.log.DropCursor(ctx, "nobody"); !errors.Is(err, sqlite.ErrLogCursorNotFound) {
+		t.Fatalf("drop of no cursor: %v, want ErrLogCursorNotFound", err)
+	}
+	if err := env.log.DropCursor(ctx, sqlite.DefaultLogRelayCursor); !errors.Is(err, sqlite.ErrLogCursorBusy) {
+		t.Fatalf("drop of the relay's leased cursor: %v, want ErrLogCursorBusy", err)
+	}
+	if err := env.log.DropCursor(ctx, "abandoned"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := env.log.Trim(ctx, 100); err != nil || n != len(events)-1 {
+		t.Fatalf("trim after the drop deleted %d (%v), want %d (all but the relay's position)", n, err, len(events)-1)
+	}
+	if err := r.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.log.DropCursor(ctx, sqlite.DefaultLogRelayCursor); err != nil {
+		t.Fatalf("drop of a released cursor: %v", err)
+	}
+}
