@@ -430,13 +430,11 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	if err != nil {
 		return st, err
 	}
-	var deliver [][]int
-	for _, g := range groups {
-		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
-			continue // joins its key in the events table, undelivered
-		}
-		deliver = append(deliver, g)
+	paused, err := r.pausedTypes(ctx)
+	if err != nil {
+		return st, err
 	}
+	deliver := logdelivery.Deliverable(events, groups, blocked, paused)
 
 	dctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
@@ -568,6 +566,20 @@ func (r *LogRelay) unfinishedKeys(ctx context.Context, keys []string) (map[strin
 		return nil, fmt.Errorf("outbox/sqlite: log relay: look up ordering keys: %w", err)
 	}
 	return blocked, nil
+}
+
+// pausedTypes reads the store's paused types (Store.PauseType) for a step: their
+// events move to the events table, where they wait until the type is resumed.
+func (r *LogRelay) pausedTypes(ctx context.Context) (map[string]bool, error) {
+	list, err := queryPaused(ctx, r.log.db)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: log relay: read paused types: %w", err)
+	}
+	paused := make(map[string]bool, len(list))
+	for _, p := range list {
+		paused[p.Type] = true
+	}
+	return paused, nil
 }
 
 // commit writes the moves, moves the cursor past the batch and renews the lease, in

@@ -105,3 +105,50 @@ func TestLogRelayTargetFaultHoldsOnlyItsType(t *testing.T) {
 		t.Fatalf("%d events in the table, want the 4 moved ones (completed)", n)
 	}
 }
+
+// TestLogRelayPausedTypeWaitsInTheTable: events of a paused type are not delivered from
+// the log: they move to the events table pending, with their key's later events behind
+// them, and wait there (counted as the paused backlog) until the type is resumed; then
+// the Processor delivers them, each key in order, and new events come from the log.
+func TestLogRelayPausedTypeWaitsInTheTable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	if err := env.store.PauseType(ctx, "invoice.sent", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &receiver{}
+	r := env.relay(t, rec, sqlite.LogRelayConfig{})
+	events := keyedEvents("x/1", "x/2", "a/1", "y/1")
+	events[0].Type, events[3].Type = "invoice.sent", "invoice.sent"
+	if err := env.log.Transact(ctx, func(tx *sql.Tx) error { return env.log.AppendTx(ctx, tx, events...) }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Waiting != 3 {
+		t.Fatalf("step: %+v, %v; want a/1 delivered, the invoices and x/2 behind x/1 moved", st, err)
+	}
+	p, err := outbox.NewProcessor(env.store, rec, outbox.Config{Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 0 {
+		t.Fatalf("processor drained %d (%v) while the type is paused", n, err)
+	}
+	stats, err := env.store.Stats(ctx, outbox.StatsQuery{Now: time.Now()})
+	if err != nil || stats.PausedWaiting() != 2 || stats.Pending != 3 {
+		t.Fatalf("stats while paused: %+v (%v); want 3 pending, 2 of them the paused type's", stats, err)
+	}
+	if _, err := env.store.ResumeType(ctx, "invoice.sent"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 3 {
+		t.Fatalf("processor drained %d (%v) after the resume, want 3", n, err)
+	}
+	if got := rec.got(); !slices.Equal(got[:1], []string{"a/1"}) || slices.Index(got, "x/1") > slices.Index(got, "x/2") {
+		t.Fatalf("delivered %v: want a/1 first, then x/1 before x/2", got)
+	}
+	env.appendNames(t, "x/3")
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Waiting != 0 {
+		t.Fatalf("step after the resume: %+v, %v; want x/3 delivered from the log", st, err)
+	}
+}

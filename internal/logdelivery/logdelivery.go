@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,6 +134,32 @@ func Groups(events []outbox.Event) (groups [][]int, keys []string) {
 		groups[g] = append(groups[g], i)
 	}
 	return groups, keys
+}
+
+// Deliverable is what a relay delivers of a batch's groups (Groups' answer): none of
+// a group whose ordering key is blocked (it has unfinished events in the events table,
+// and its events join them there), and of the others each up to its first event of a
+// paused type. The events left out stay NotAttempted, so Summarize moves them to the
+// events table pending: a paused type's events wait there, counted, until it is resumed,
+// with the later events of their key behind them.
+func Deliverable(events []outbox.Event, groups [][]int, blocked, paused map[string]bool) [][]int {
+	var out [][]int
+	for _, g := range groups {
+		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
+			continue
+		}
+		n := len(g)
+		if len(paused) > 0 {
+			n = slices.IndexFunc(g, func(i int) bool { return paused[events[i].Type] })
+			if n < 0 {
+				n = len(g)
+			}
+		}
+		if n > 0 {
+			out = append(out, g[:n])
+		}
+	}
+	return out
 }
 
 // Deliver marks every event of the batch as in its first attempt (processing, one

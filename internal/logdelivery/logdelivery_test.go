@@ -546,3 +546,29 @@ func TestTargetFaultHoldsOnlyItsType(t *testing.T) {
 		t.Fatalf("observed:\n%s\nwant:\n%s", strings.Join(rec.lines, "\n"), strings.Join(wantLines, "\n"))
 	}
 }
+
+// TestDeliverable: blocked keys are left out whole; other groups are cut at their
+// first event of a paused type.
+func TestDeliverable(t *testing.T) {
+	t.Parallel()
+	es := events("a", "b", "a", "", "b", "c", "a")
+	es[2].Type, es[3].Type, es[5].Type = "paused", "paused", "paused"
+	groups, _ := Groups(es) // a: 0 2 6; b: 1 4; "": 3; c: 5
+	for _, tc := range []struct {
+		name            string
+		blocked, paused map[string]bool
+		want            [][]int
+	}{
+		{name: "nothing held", want: groups},
+		{name: "a blocked", blocked: map[string]bool{"a": true}, want: [][]int{{1, 4}, {3}, {5}}},
+		{name: "paused type", paused: map[string]bool{"paused": true}, want: [][]int{{0}, {1, 4}}},
+		{name: "both", blocked: map[string]bool{"b": true}, paused: map[string]bool{"paused": true}, want: [][]int{{0}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := Deliverable(es, groups, tc.blocked, tc.paused); !slices.EqualFunc(got, tc.want, slices.Equal) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
