@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -433,47 +432,4 @@ func scanLogEvents(rows pgx.Rows) (string, []LogEvent, error) {
 		return "", nil, errors.New("read returned no snapshot")
 	}
 	return snapshot, events, nil
-}
-
-// logWaiting counts the events of shard $2 that cursor $1 has not passed and that are
-// committed now, and finds the oldest one's created_at. They are those visible in a
-// new snapshot and not in the stored one, and, while a pair is read in parts, also
-// the rest of the pair: visible in its later snapshot, not in the stored one, and after
-// the last event delivered of it. "Not visible in" is the read's two places (readLog),
-// written as one condition: nothing here needs the events in order.
-const logWaiting = `
-WITH pos AS MATERIALIZED (
-    SELECT snapshot::pg_snapshot AS prev, next::pg_snapshot AS mid,
-           coalesce(after_xid, '0') AS after_xid, coalesce(after_seq, 0) AS after_seq,
-           pg_current_snapshot() AS now
-    FROM {{cursors}} WHERE name = $1
-), spans AS (
-    SELECT prev AS seen, mid AS upto, after_xid, after_seq FROM pos WHERE mid IS NOT NULL
-    UNION ALL
-    SELECT coalesce(mid, prev), now, '0'::xid8, 0 FROM pos
-)
-SELECT count(e.created_at), min(e.created_at)
-FROM spans s CROSS JOIN LATERAL (
-    SELECT created_at FROM {{log}}
-    WHERE shard = $2::smallint
-        AND (xid >= pg_snapshot_xmax(s.seen) OR xid = ANY(ARRAY(SELECT pg_snapshot_xip(s.seen))))
-        AND xid < pg_snapshot_xmax(s.upto)
-        AND (xid, seq) > (s.after_xid, s.after_seq)
-        AND pg_visible_in_snapshot(xid, s.upto)
-) e`
-
-// Waiting counts the committed events the cursor has not passed, by its stored
-// position (moved by any reader of its name), and returns when the oldest of them was
-// created (zero when none wait). It reads the events past the position, so it costs
-// what a read of all of them would, without their columns: a gauge's refresh, not a
-// loop's.
-func (c *LogCursor) Waiting(ctx context.Context) (events int64, oldest time.Time, err error) {
-	var at *time.Time
-	if err := c.log.pool.QueryRow(ctx, c.log.n.render(logWaiting), c.name, c.shard).Scan(&events, &at); err != nil {
-		return 0, time.Time{}, fmt.Errorf("outbox/postgres: log cursor %q: count what waits: %w", c.name, err)
-	}
-	if at != nil {
-		oldest = at.UTC()
-	}
-	return events, oldest, nil
 }

@@ -429,17 +429,7 @@ func (r *LogRelay) Config() LogRelayConfig { return r.cfg }
 // LogCursor.Waiting for its cost). Events that a step is delivering still count until
 // its commit.
 func (r *LogRelay) Waiting(ctx context.Context) (events int64, oldest time.Time, err error) {
-	for _, sh := range r.shards {
-		n, at, err := sh.cursor.Waiting(ctx)
-		if err != nil {
-			return 0, time.Time{}, err
-		}
-		events += n
-		if !at.IsZero() && (oldest.IsZero() || at.Before(oldest)) {
-			oldest = at
-		}
-	}
-	return events, oldest, nil
+	return r.log.Waiting(ctx, r.cfg.Cursor)
 }
 
 // LogRelayStep is what one Step did.

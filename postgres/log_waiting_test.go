@@ -71,6 +71,16 @@ func TestLogRelayWaitingSumsTheShards(t *testing.T) {
 	if err != nil || n != 8 || !oldest.Equal(events[0].CreatedAt.Truncate(time.Microsecond)) {
 		t.Fatalf("before the drain: %d waiting, oldest %v (%v); want 8, oldest %v", n, oldest, err, events[0].CreatedAt)
 	}
+	if n, _, err := env.log.Waiting(ctx, postgres.DefaultLogRelayCursor); err != nil || n != 8 {
+		t.Fatalf("Log.Waiting of the relay's cursor: %d (%v), want 8", n, err)
+	}
+	if n, _, err := env.log.Waiting(ctx, "nobody"); err != nil || n != 0 {
+		t.Fatalf("Log.Waiting of a name with no cursor: %d (%v), want 0", n, err)
+	}
+	positions, err := env.log.CursorPositions(ctx)
+	if err != nil || len(positions) != 4 {
+		t.Fatalf("cursor positions %v (%v): want the relay's 4, Waiting made none", positions, err)
+	}
 	if _, err := r.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -224,9 +224,18 @@ WHERE seq > (SELECT after_seq FROM outbox_log_cursors WHERE name = ?)`
 // created (zero when none wait). It visits each of them, so it costs what a read of
 // all of them would, without their columns: a gauge's refresh, not a loop's.
 func (c *LogCursor) Waiting(ctx context.Context) (events int64, oldest time.Time, err error) {
+	return c.log.Waiting(ctx, c.name)
+}
+
+// Waiting counts the committed events that the cursor of the given name has not
+// passed and returns when the oldest of them was created (zero when none wait): what
+// waits on the log for the relays of that cursor (LogRelay.Waiting), for a gauge or a
+// dashboard beside the events table's counts. Unlike Cursor, it creates no cursor: a
+// name with none has nothing waiting.
+func (l *Log) Waiting(ctx context.Context, cursor string) (events int64, oldest time.Time, err error) {
 	var at sql.NullInt64
-	if err := c.log.db.QueryRowContext(ctx, logWaiting, c.name).Scan(&events, &at); err != nil {
-		return 0, time.Time{}, fmt.Errorf("outbox/sqlite: log cursor %q: count what waits: %w", c.name, err)
+	if err := l.db.QueryRowContext(ctx, logWaiting, cursor).Scan(&events, &at); err != nil {
+		return 0, time.Time{}, fmt.Errorf("outbox/sqlite: log cursor %q: count what waits: %w", cursor, err)
 	}
 	if at.Valid {
 		oldest = time.UnixMicro(at.Int64).UTC()

@@ -107,6 +107,12 @@ func TestLogRelayWaitingCountsWhatTheCursorHasNotPassed(t *testing.T) {
 		t.Fatalf("step: %+v, %v", st, err)
 	}
 	check("two delivered", 1, events[2].CreatedAt)
+	if n, _, err := env.log.Waiting(ctx, sqlite.DefaultLogRelayCursor); err != nil || n != 1 {
+		t.Fatalf("Log.Waiting of the relay's cursor: %d (%v), want 1", n, err)
+	}
+	if n, _, err := env.log.Waiting(ctx, "nobody"); err != nil || n != 0 {
+		t.Fatalf("Log.Waiting of a name with no cursor: %d (%v), want 0", n, err)
+	}
 	if _, err := r.Drain(ctx); err != nil {
 		t.Fatal(err)
 	}
