@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -55,6 +56,14 @@ type Config struct {
 	// ChartWindow is how far back the throughput chart reaches, in minutes. Defaults to
 	// DefaultChartWindow.
 	ChartWindow time.Duration
+	// LogWaiting, when set, tells what waits on the event log of the log layout
+	// (docs/log-layout.md), which the store's counts do not see: the committed events
+	// the log relay's cursor has not passed, and when the oldest was created (zero when
+	// none). The overview shows them beside the store's counts, and alerts (rule
+	// "log_behind") when the oldest has waited longer than Health.MaxOldestDue. Pass a
+	// relay's or a log's method: relay.Waiting, or func(ctx context.Context) (int64,
+	// time.Time, error) { return log.Waiting(ctx, "relay") }. Defaults to nil: no log.
+	LogWaiting func(ctx context.Context) (events int64, oldest time.Time, err error)
 	// Clock supplies "now". Defaults to outbox.SystemClock.
 	Clock outbox.Clock
 	// Logger receives a line for every event an action reaches (who, what, and the event

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -806,4 +807,48 @@ func TestChartCountsPastMinutesOnce(t *testing.T) {
 	if want := now.Add(5 * time.Minute).Truncate(time.Minute).Add(-completionsSettleForTest); !q.CompletedSince.After(q.Since) || q.CompletedSince.After(want) {
 		t.Fatalf("later overview counted completions from %s; want from the closed minutes on (after %s, by %s)", q.CompletedSince, q.Since, want)
 	}
+}
+
+// TestOverviewShowsWhatWaitsOnTheLog: with LogWaiting (the log layout), the overview shows
+// the events on the log and the oldest one's age beside the store's counts, in its JSON
+// too, and alerts (log_behind) once the oldest has waited longer than MaxOldestDue;
+// without it, there is no log section.
+func TestOverviewShowsWhatWaitsOnTheLog(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		age    time.Duration
+		behind bool
+	}{
+		{name: "keeping up", age: 2 * time.Second},
+		{name: "behind", age: 20 * time.Minute, behind: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, dashboard.Config{LogWaiting: func(context.Context) (int64, time.Time, error) {
+				return 1234, now.Add(-tc.age), nil
+			}})
+			body := f.get("/").body
+			if got := card(t, body, "log-waiting"); got != "1234" {
+				t.Errorf("log-waiting = %q, want 1234", got)
+			}
+			if got, want := card(t, body, "log-oldest"), tc.age.String(); got != want {
+				t.Errorf("log-oldest = %q, want %q", got, want)
+			}
+			if got := strings.Contains(body, `data-rule="log_behind"`); got != tc.behind {
+				t.Errorf("log_behind alert shown: %v, want %v", got, tc.behind)
+			}
+			js := f.get("/api/overview").body
+			if want := fmt.Sprintf(`"behind": %v`, tc.behind); !strings.Contains(js, `"events": 1234`) || !strings.Contains(js, want) {
+				t.Errorf("JSON lacks the log's events or %s:\n%s", want, js)
+			}
+		})
+	}
+	t.Run("no log", func(t *testing.T) {
+		t.Parallel()
+		body := newFixture(t, dashboard.Config{}).get("/").body
+		if strings.Contains(body, `id="log-waiting"`) || strings.Contains(body, "on the log") {
+			t.Error("a dashboard without LogWaiting shows a log section")
+		}
+	})
 }

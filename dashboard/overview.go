@@ -29,7 +29,22 @@ type overview struct {
 	Chart  *chart        `json:"-"`
 	// Timeline is the chart's data, one bucket per minute (zeros included).
 	Timeline []outbox.TimelineBucket `json:"timeline,omitempty"`
+	// Log is what waits on the event log (Config.LogWaiting); nil without one.
+	Log *logWaiting `json:"log,omitempty"`
 }
+
+// logWaiting is what waits on the event log of the log layout.
+type logWaiting struct {
+	Events int64 `json:"events"`
+	// OldestAge is how long the oldest of them has existed; zero when none waits.
+	OldestAge time.Duration `json:"oldest_age"`
+	// Behind is true when OldestAge is past the rules' MaxOldestDue.
+	Behind bool `json:"behind"`
+}
+
+// ruleLogBehind is the overview's alert on the log: its oldest waiting event is older
+// than HealthRules.MaxOldestDue (as the shipped Prometheus rule OutboxLogBehind).
+const ruleLogBehind = "log_behind"
 
 type typeRow struct {
 	Type   string
@@ -65,6 +80,13 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 			buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until, CompletedSince: completedSince})
 		})
 	}
+	var (
+		onLog  *logWaiting
+		logErr error
+	)
+	if h.cfg.LogWaiting != nil {
+		wg.Go(func() { onLog, logErr = h.waitingOnLog(ctx, now) })
+	}
 	// The health rules' window too, so that the failure-rate and given-up rules see the
 	// recent outcomes (Stats.Recent).
 	st, err := h.store.Stats(ctx, h.cfg.Health.StatsQuery("", now, h.cfg.StaleAfter))
@@ -75,9 +97,20 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	if timelineErr != nil {
 		return overview{}, timelineErr
 	}
-	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter}
+	if logErr != nil {
+		return overview{}, logErr
+	}
+	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter, Log: onLog}
 	o.Health = outbox.CheckHealth(st, h.cfg.Health)
 	o.Health.Stats = outbox.Stats{} // already in o.Stats
+	if onLog != nil && onLog.Behind {
+		o.Health.Healthy = false
+		o.Health.Alerts = append(o.Health.Alerts, outbox.Alert{
+			Rule: ruleLogBehind, Value: onLog.OldestAge.Seconds(), Threshold: o.Rules.MaxOldestDue.Seconds(),
+			Message: fmt.Sprintf("the oldest of %d events on the log has waited %s, above %s: is a log relay running, and is its destination held?",
+				onLog.Events, roundDuration(onLog.OldestAge), roundDuration(o.Rules.MaxOldestDue)),
+		})
+	}
 
 	o.Stuck = st.Stuck
 
@@ -103,6 +136,22 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 		o.Chart = newChart(o.Timeline, now)
 	}
 	return o, nil
+}
+
+// waitingOnLog asks Config.LogWaiting what waits on the log, and judges its age by
+// the rules.
+func (h *Handler) waitingOnLog(ctx context.Context, now time.Time) (*logWaiting, error) {
+	n, oldest, err := h.cfg.LogWaiting(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/dashboard: what waits on the log: %w", err)
+	}
+	w := &logWaiting{Events: n}
+	if !oldest.IsZero() {
+		w.OldestAge = max(now.Sub(oldest), 0)
+	}
+	maxAge := h.cfg.rules().MaxOldestDue
+	w.Behind = maxAge >= 0 && n > 0 && w.OldestAge > maxAge
+	return w, nil
 }
 
 func isStuck(e outbox.Event, now time.Time) bool {
