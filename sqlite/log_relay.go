@@ -62,6 +62,12 @@ type LogRelayConfig struct {
 	// Owner names this relay in the cursor's lease. Defaults to a random UUID; two
 	// relays must not share one.
 	Owner string
+	// Types scopes the relay to events of these types, as outbox.Config.Types scopes
+	// a Processor: it passes the others by, undelivered, for a relay of another cursor
+	// whose scope they are in (give each scope a Cursor of its own; every cursor holds
+	// Trim back). A key's events of types in different scopes are delivered by
+	// different relays, in no order between them. Defaults to all types.
+	Types []string
 	// BatchSize is how many events one step reads from the log. Defaults to
 	// DefaultLogRelayBatchSize.
 	BatchSize int
@@ -181,6 +187,11 @@ func (c LogRelayConfig) Validate() error {
 	if c.LeaseDuration > 0 && c.LeaseDuration < 3*time.Millisecond {
 		// Leases are stored in microseconds, and renewed every third.
 		return logRelayConfigError("LeaseDuration", fmt.Sprintf("must be at least 3ms, got %s", c.LeaseDuration))
+	}
+	for i, t := range c.Types {
+		if err := outbox.ValidateType(fmt.Sprintf("sqlite.LogRelayConfig.Types[%d]", i), t); err != nil {
+			return err
+		}
 	}
 	if err := c.Retry.Validate(); err != nil {
 		return nestLogRelay("Retry", err)
@@ -424,7 +435,7 @@ func (r *LogRelay) Step(ctx context.Context) (st LogRelayStep, err error) {
 	}
 	st.Read = len(batch.Events)
 	r.deliver.Read(st.Read, time.Since(start))
-	events := batch.Events
+	events := logdelivery.InScope(batch.Events, r.cfg.Types)
 	groups, keys := logdelivery.Groups(events)
 	blocked, err := r.unfinishedKeys(ctx, keys)
 	if err != nil {

@@ -136,6 +136,22 @@ func Groups(events []outbox.Event) (groups [][]int, keys []string) {
 	return groups, keys
 }
 
+// InScope returns the events of a batch whose type is one of types (all of them when
+// types is empty), in order: what a relay scoped to types delivers. The others are
+// passed by: the cursor moves past them, and a relay of another scope delivers them.
+func InScope(events []outbox.Event, types []string) []outbox.Event {
+	if len(types) == 0 {
+		return events
+	}
+	out := make([]outbox.Event, 0, len(events))
+	for _, e := range events {
+		if slices.Contains(types, e.Type) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // Deliverable is what a relay delivers of a batch's groups (Groups' answer): none of
 // a group whose ordering key is blocked (it has unfinished events in the events table,
 // and its events join them there), and of the others each up to its first event of a

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -150,5 +151,71 @@ func TestLogRelayPausedTypeWaitsInTheTable(t *testing.T) {
 	env.appendNames(t, "x/3")
 	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Waiting != 0 {
 		t.Fatalf("step after the resume: %+v, %v; want x/3 delivered from the log", st, err)
+	}
+}
+
+// TestLogRelayScopedToTypes: two relays, each on a cursor of its own and scoped to its
+// types, share the log: each delivers its types and passes the others by, every event
+// is delivered once, and Trim deletes what both have passed.
+func TestLogRelayScopedToTypes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	orders, invoices := &receiver{}, &receiver{}
+	ro := env.relay(t, orders, sqlite.LogRelayConfig{Cursor: "orders", Types: []string{"order.created"}})
+	ri := env.relay(t, invoices, sqlite.LogRelayConfig{Cursor: "invoices", Types: []string{"invoice.sent"}})
+	events := keyedEvents("a/1", "b/1", "a/2", "c/1", "b/2")
+	events[1].Type, events[4].Type = "invoice.sent", "invoice.sent"
+	if err := env.log.Transact(ctx, func(tx *sql.Tx) error { return env.log.AppendTx(ctx, tx, events...) }); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := ro.Drain(ctx); err != nil || st.Read != 5 || st.Delivered != 3 {
+		t.Fatalf("orders relay: %+v, %v; want 5 read, 3 delivered", st, err)
+	}
+	if n, err := env.log.Trim(ctx, 100); err != nil || n != 0 {
+		t.Fatalf("trim before the invoices relay read: %d (%v), want 0", n, err)
+	}
+	if st, err := ri.Drain(ctx); err != nil || st.Read != 5 || st.Delivered != 2 {
+		t.Fatalf("invoices relay: %+v, %v; want 5 read, 2 delivered", st, err)
+	}
+	if got := orders.got(); !slices.Equal(got, []string{"a/1", "a/2", "c/1"}) {
+		t.Fatalf("orders relay delivered %v", got)
+	}
+	if got := invoices.got(); !slices.Equal(got, []string{"b/1", "b/2"}) {
+		t.Fatalf("invoices relay delivered %v", got)
+	}
+	if n, err := env.log.Trim(ctx, 100); err != nil || n != 4 {
+		t.Fatalf("trim after both: %d (%v), want 4 (all but the last position)", n, err)
+	}
+	if _, err := sqlite.NewLogRelay(ctx, env.log, env.store, orders, sqlite.LogRelayConfig{Types: []string{""}}); err == nil ||
+		!strings.Contains(err.Error(), "sqlite.LogRelayConfig.Types[0]") {
+		t.Fatalf("an empty type in scope: %v, want an error naming Types[0]", err)
+	}
+}
+
+// TestLogRelayShadowRun: a shadow run on the log is the relay with outbox.Shadow as its
+// handler: every event is compared, differences are recorded, nothing is delivered and
+// nothing moves to the events table, and the cursor passes the batch.
+func TestLogRelayShadowRun(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	shadow := outbox.NewShadow(func(_ context.Context, e outbox.Event) error {
+		if e.EntityID == "b/1" {
+			return errors.New("the existing path sent amount 12, this event 21")
+		}
+		return nil
+	})
+	r := env.relay(t, shadow, sqlite.LogRelayConfig{})
+	env.appendNames(t, "a/1", "b/1", "b/2", "c/1")
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 4 || st.Failed+st.Waiting != 0 {
+		t.Fatalf("shadow drain: %+v, %v; want all 4 handled, none moved", st, err)
+	}
+	if n := countTable(t, env.db); n != 0 {
+		t.Fatalf("%d events in the table after a shadow run", n)
+	}
+	seen, diffs := shadow.Seen(), shadow.Differences()
+	if seen != 4 || len(diffs) != 1 || diffs[0].Event.EntityID != "b/1" {
+		t.Fatalf("shadow saw %d, differences %v; want 4 and b/1's", seen, diffs)
 	}
 }
