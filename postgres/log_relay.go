@@ -60,6 +60,12 @@ type LogRelayConfig struct {
 	// the log. Relays given the same name share the shards, and one relay at a time
 	// delivers each shard. Defaults to DefaultLogRelayCursor.
 	Cursor string
+	// Types scopes the relay to events of these types, as outbox.Config.Types scopes
+	// a Processor: it passes the others by, undelivered, for a relay of another cursor
+	// whose scope they are in (give each scope a Cursor of its own; every cursor holds
+	// retention back). A key's events of types in different scopes are delivered by
+	// different relays, in no order between them. Defaults to all types.
+	Types []string
 	// Concurrency is how many shards the relay delivers at once, each in a step of its
 	// own on a connection of its own (held while it delivers), so the pool needs this
 	// many connections and one more for the head poll. It is at most the log's
@@ -168,6 +174,11 @@ func (c LogRelayConfig) withDefaults() LogRelayConfig {
 // Validate reports the first field of c that cannot work, naming it; zero fields are
 // fine. NewLogRelay calls it.
 func (c LogRelayConfig) Validate() error {
+	for i, t := range c.Types {
+		if err := outbox.ValidateType(fmt.Sprintf("postgres.LogRelayConfig.Types[%d]", i), t); err != nil {
+			return err
+		}
+	}
 	for _, f := range []struct {
 		name  string
 		value int
@@ -280,7 +291,7 @@ type LogRelay struct {
 	shards []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
 	turn   atomic.Uint32    // the shard the next pass starts from
 
-	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news string
+	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news, pausedTypes string
 	lockScope                                                string // the advisory lock's first key: the cursors table
 	idleTimeout                                              string // idle_in_transaction_session_timeout, in ms
 
@@ -315,6 +326,10 @@ const takeCursor = `
 SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)),
        set_config('idle_in_transaction_session_timeout', $3, true),
        pg_current_snapshot()::text`
+
+// logPausedTypes lists the paused types (Store.PauseType) for a step: their events
+// move to the events table, where they wait until the type is resumed.
+const logPausedTypes = `SELECT coalesce(array_agg(type), '{}') FROM {{paused}}`
 
 // unfinishedKeys returns which of the given ordering keys have an event in the events
 // table that is not completed (a given-up one counting unless $2, SkipGivenUp), from
@@ -409,6 +424,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 		takeCursor:     takeCursor,
 		unfinishedKeys: table.Replace(unfinishedKeys),
 		moveEvents:     table.Replace(moveEvents),
+		pausedTypes:    strings.NewReplacer("{{paused}}", n.Paused).Replace(logPausedTypes),
 		ackOrAbort:     log.n.render(ackOrAbort),
 		news:           log.n.render(logHeadNews),
 		lockScope:      log.n.Cursors,
@@ -674,6 +690,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	b.Queue(`BEGIN`)
 	b.Queue(r.takeCursor, r.lockScope, cursor.name, r.idleTimeout)
 	b.Queue(r.log.loadCursor, cursor.name)
+	b.Queue(r.pausedTypes)
 	if sh.warm {
 		b.Queue(r.log.readLog, cursor.readArgs(guess, limit)...)
 	}
@@ -681,6 +698,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 		locked bool
 		from   logPosition
 		batch  *LogBatch
+		paused []string
 	)
 	err = func() error {
 		br := conn.SendBatch(ctx, b)
@@ -698,6 +716,9 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 		}
 		if err != nil {
 			return err
+		}
+		if err := br.QueryRow().Scan(&paused); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: read paused types: %w", err)
 		}
 		if sh.warm {
 			rows, err := br.Query()
@@ -735,10 +756,11 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 		return st, r.commit(ctx, conn, cursor, batch, nil, &st.LogRelayStep)
 	}
 	r.deliver.Read(st.Read, time.Since(start))
-	events := make([]outbox.Event, len(batch.Events))
+	events := make([]outbox.Event, 0, len(batch.Events))
 	for i := range batch.Events {
-		events[i] = batch.Events[i].Event
+		events = append(events, batch.Events[i].Event)
 	}
+	events = logdelivery.InScope(events, r.cfg.Types)
 	groups, keys := logdelivery.Groups(events)
 	blocked := map[string]bool{}
 	if len(keys) > 0 {
@@ -754,13 +776,14 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 			blocked[k] = true
 		}
 	}
-	var deliver [][]int
-	for _, g := range groups {
-		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
-			continue // joins its key in the events table, undelivered
+	var pausedSet map[string]bool
+	for _, t := range paused {
+		if pausedSet == nil {
+			pausedSet = map[string]bool{}
 		}
-		deliver = append(deliver, g)
+		pausedSet[t] = true
 	}
+	deliver := logdelivery.Deliverable(events, groups, blocked, pausedSet)
 
 	// Deliver while the transaction is kept alive; a transaction that stops answering
 	// cuts the deliveries short.
