@@ -292,8 +292,8 @@ type LogRelay struct {
 	turn   atomic.Uint32    // the shard the next pass starts from
 
 	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news, pausedTypes string
-	lockScope                                                string // the advisory lock's first key: the cursors table
-	idleTimeout                                              string // idle_in_transaction_session_timeout, in ms
+	lockScope                                                             string // the advisory lock's first key: the cursors table
+	idleTimeout                                                           string // idle_in_transaction_session_timeout, in ms
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 
