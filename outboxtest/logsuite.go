@@ -1,0 +1,458 @@
+package outboxtest
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/metrics"
+)
+
+// LogHarness is one fresh log of the log layout (docs/log-layout.md), with the events
+// table its relay moves events to, for one test of RunLog.
+type LogHarness struct {
+	// Store is the events table's store. It must be an outbox.TypePauser.
+	Store outbox.Store
+	// Append appends the events to the log in one committed transaction.
+	Append func(ctx context.Context, events ...*outbox.Event) error
+	// NewRelay returns a relay of the log that delivers through handler, configured
+	// as cfg says (the store's relay config with these fields set, and the rest
+	// default, logging nowhere).
+	NewRelay func(handler outbox.Handler, cfg LogRelayConfig) (LogRelay, error)
+	// Waiting is the log's Waiting: what waits for the cursor of the given name,
+	// without opening one.
+	Waiting func(ctx context.Context, cursor string) (events int64, oldest time.Time, err error)
+}
+
+// LogRelayConfig is what the suite sets of a store's log relay configuration.
+type LogRelayConfig struct {
+	Cursor        string
+	Types         []string
+	MaxConcurrent int
+	Clock         outbox.Clock
+	Breaker       outbox.BreakerConfig
+	Observers     []outbox.Observer
+}
+
+// LogRelay is a store's log relay as the suite drives it.
+type LogRelay interface {
+	Step(ctx context.Context) (LogStep, error)
+	Drain(ctx context.Context) (LogStep, error)
+	Waiting(ctx context.Context) (events int64, oldest time.Time, err error)
+}
+
+// LogStep is what a step or a drain of a log relay did: the counts of the stores'
+// LogRelayStep.
+type LogStep struct {
+	Read, Delivered, Failed, Waiting int
+	Held                             bool
+}
+
+// RunLog runs the log layout's conformance suite: what a relay of either store's log
+// must do beside its store's own tests (observers and metrics, what waits, a fault of
+// one target, paused types, scopes, shadow runs). newHarness is called once per
+// subtest and must return an empty log and events table.
+func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Option) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, h LogHarness)
+	}{
+		{"ReportsToMetrics", testLogReportsToMetrics},
+		{"WaitingCountsWhatTheCursorHasNotPassed", testLogWaiting},
+		{"TargetFaultHoldsOnlyItsType", testLogTargetFault},
+		{"PausedTypeWaitsInTheTable", testLogPausedType},
+		{"ScopedToTypes", testLogScopedToTypes},
+		{"ShadowRun", testLogShadowRun},
+		{"CommitOrderNotPriority", testLogCommitOrderNotPriority},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if o.parallel {
+				t.Parallel()
+			}
+			tc.fn(t, newHarness(t))
+		})
+	}
+}
+
+// logReceiver records the entities it accepted, in order, and fails as fail says
+// (nil: accept).
+type logReceiver struct {
+	mu       sync.Mutex
+	fail     func(e outbox.Event) error
+	accepted []string
+}
+
+func (r *logReceiver) Handle(_ context.Context, e outbox.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		if err := r.fail(e); err != nil {
+			return err
+		}
+	}
+	r.accepted = append(r.accepted, e.EntityID)
+	return nil
+}
+
+func (r *logReceiver) got() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.accepted)
+}
+
+// appendNamed appends one transaction of events named "key/n" (ordering key key,
+// entity the name), of type invoice.sent where invoices says so and order.created
+// otherwise.
+func appendNamed(t *testing.T, h LogHarness, invoices map[string]bool, names ...string) []*outbox.Event {
+	t.Helper()
+	events := make([]*outbox.Event, len(names))
+	for i, name := range names {
+		typ := "order.created"
+		if invoices[name] {
+			typ = "invoice.sent"
+		}
+		events[i] = outbox.NewEvent(typ, name, "user-1")
+		events[i].OrderingKey, _, _ = strings.Cut(name, "/")
+	}
+	if err := h.Append(context.Background(), events...); err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
+func newLogRelay(t *testing.T, h LogHarness, handler outbox.Handler, cfg LogRelayConfig) LogRelay {
+	t.Helper()
+	r, err := h.NewRelay(handler, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// A relay given the metrics package's observer counts what it reads, delivers and
+// gives up, and the hold of the whole destination while it refuses credentials, as a
+// Processor's metrics do.
+func testLogReportsToMetrics(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	reg := prometheus.NewRegistry()
+	m, err := metrics.New(reg, metrics.Config{Logger: Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var refusing atomic.Bool
+	rec := &logReceiver{fail: func(e outbox.Event) error {
+		switch {
+		case refusing.Load():
+			return &outbox.DestinationError{Reason: outbox.ReasonCredentials, Err: errors.New("401 unauthorized")}
+		case e.EntityID == "b/1":
+			return outbox.Permanent(errors.New("422 unprocessable"))
+		}
+		return nil
+	}}
+	r := newLogRelay(t, h, rec, LogRelayConfig{MaxConcurrent: 1, Observers: []outbox.Observer{m}})
+
+	appendNamed(t, h, nil, "a/1", "b/1", "c/1")
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 2 || st.Failed != 1 {
+		t.Fatalf("first step: %+v, %v", st, err)
+	}
+	refusing.Store(true)
+	appendNamed(t, h, nil, "d/1")
+	if st, err := r.Step(ctx); err != nil || !st.Held {
+		t.Fatalf("second step: %+v, %v", st, err)
+	}
+	CheckMetrics(t, reg, `
+# HELP outbox_circuit_open 1 while the circuit breaker holds every delivery back because the destination is at fault, else 0.
+# TYPE outbox_circuit_open gauge
+outbox_circuit_open 1
+# HELP outbox_claimed_events_total Events claimed for delivery.
+# TYPE outbox_claimed_events_total counter
+outbox_claimed_events_total 4
+# HELP outbox_destination_held 1 while deliveries to a target (empty: the whole destination) are held, not attempted, because of a fault of the destination named by reason (unreachable, credentials rejected, target missing).
+# TYPE outbox_destination_held gauge
+outbox_destination_held{reason="credentials rejected",target=""} 1
+# HELP outbox_events_delivered_total Deliveries that completed an event, by event type.
+# TYPE outbox_events_delivered_total counter
+outbox_events_delivered_total{type="order.created"} 2
+# HELP outbox_events_given_up_total Failed delivery attempts that gave the event up (permanent error or no attempts left), by event type.
+# TYPE outbox_events_given_up_total counter
+outbox_events_given_up_total{type="order.created"} 1
+# HELP outbox_events_released_total Claimed events handed back without counting the attempt (the processor was stopping, or the destination was unavailable), by event type.
+# TYPE outbox_events_released_total counter
+outbox_events_released_total{type="order.created"} 1
+# HELP outbox_deliveries_unavailable_total Delivery attempts that failed as the destination's fault (unreachable, credentials rejected, target missing; not counted against the event), by event type.
+# TYPE outbox_deliveries_unavailable_total counter
+outbox_deliveries_unavailable_total{type="order.created"} 1
+`)
+
+	refusing.Store(false)
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Held {
+		t.Fatalf("step after recovery: %+v, %v", st, err)
+	}
+	CheckMetrics(t, reg, `
+# HELP outbox_circuit_open 1 while the circuit breaker holds every delivery back because the destination is at fault, else 0.
+# TYPE outbox_circuit_open gauge
+outbox_circuit_open 0
+# HELP outbox_events_delivered_total Deliveries that completed an event, by event type.
+# TYPE outbox_events_delivered_total counter
+outbox_events_delivered_total{type="order.created"} 3
+`)
+	if n, err := testutil.GatherAndCount(reg, "outbox_destination_held"); err != nil || n != 0 {
+		t.Fatalf("%d outbox_destination_held series after the destination answered (%v), want none", n, err)
+	}
+}
+
+// Waiting counts the events past the relay's cursor, with the oldest one's creation
+// time, as the cursor moves; the log's Waiting says the same without a relay, and
+// nothing for a name with no cursor.
+func testLogWaiting(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	r := newLogRelay(t, h, &logReceiver{}, LogRelayConfig{Cursor: "waiting"})
+	check := func(step string, want int64, oldestWant time.Time) {
+		t.Helper()
+		n, oldest, err := r.Waiting(ctx)
+		if err != nil || n != want || !oldest.Equal(oldestWant.Truncate(time.Microsecond)) {
+			t.Fatalf("%s: %d waiting, oldest %v (%v); want %d, oldest %v", step, n, oldest, err, want, oldestWant)
+		}
+		if n2, oldest2, err := h.Waiting(ctx, "waiting"); err != nil || n2 != n || !oldest2.Equal(oldest) {
+			t.Fatalf("%s: the log's Waiting says %d, oldest %v (%v); the relay's %d, %v", step, n2, oldest2, err, n, oldest)
+		}
+		if n, _, err := h.Waiting(ctx, "nobody"); err != nil || n != 0 {
+			t.Fatalf("%s: %d wait (%v) for a name with no cursor, want 0", step, n, err)
+		}
+	}
+	check("an empty log", 0, time.Time{})
+	first := appendNamed(t, h, nil, "a/1", "b/1")
+	later := appendNamed(t, h, nil, "c/1")
+	check("three appended", 3, first[0].CreatedAt)
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("drain: %+v, %v", st, err)
+	}
+	check("all delivered", 0, time.Time{})
+	appendNamed(t, h, nil, "d/1")
+	if n, oldest, err := r.Waiting(ctx); err != nil || n != 1 || oldest.Before(later[0].CreatedAt.Truncate(time.Microsecond)) {
+		t.Fatalf("one more appended: %d waiting, oldest %v (%v)", n, oldest, err)
+	}
+}
+
+// A fault of one target (the topic of "invoice.sent" is missing) does not hold the
+// log: the other types are delivered, and the held type's events move to the events
+// table pending, their attempts not counted and the reason recorded, with the events
+// of their keys behind them; the type's later events go there unattempted while its
+// hold lasts. The Processor delivers them in key order once the target is back.
+func testLogTargetFault(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	clock := NewClock(time.Now())
+	var missing atomic.Bool
+	missing.Store(true)
+	var invoiceAttempts atomic.Int32
+	rec := &logReceiver{fail: func(e outbox.Event) error {
+		if e.Type != "invoice.sent" {
+			return nil
+		}
+		invoiceAttempts.Add(1)
+		if missing.Load() {
+			return outbox.TargetFault(outbox.ReasonTargetMissing, "invoices", errors.New("unknown topic or partition"))
+		}
+		return nil
+	}}
+	invoices := map[string]bool{"x/1": true, "y/1": true, "z/1": true} // the rest are orders
+	r := newLogRelay(t, h, rec, LogRelayConfig{MaxConcurrent: 1, Clock: clock,
+		Breaker: outbox.BreakerConfig{Cooldown: time.Minute, MaxCooldown: time.Hour}})
+
+	first := appendNamed(t, h, invoices, "a/1", "x/1", "b/1", "y/1")
+	st, err := r.Step(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Held || st.Read != 4 || st.Failed != 0 || st.Waiting != 2 || st.Delivered != 2 {
+		t.Fatalf("step: %+v; want the invoices moved (waiting), the rest delivered, nothing held", st)
+	}
+	for _, e := range []*outbox.Event{first[1], first[3]} {
+		got, err := h.Store.Get(ctx, e.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Status != outbox.StatusPending || got.Attempts != 0 || len(got.Errors) != 0 ||
+			got.LastError != "held, attempt not counted: target missing (invoices): unknown topic or partition" {
+			t.Fatalf("%s in the table: status %s, attempts %d, errors %v, last error %q; want pending, no attempt, the reason",
+				e.EntityID, got.Status, got.Attempts, got.Errors, got.LastError)
+		}
+	}
+
+	// Within the hold, the type's new events go to the table unattempted (z/1), and a
+	// key's later order follows its invoice there (x/2).
+	before := invoiceAttempts.Load()
+	appendNamed(t, h, invoices, "z/1", "x/2", "c/1")
+	if st, err := r.Step(ctx); err != nil || st.Waiting != 2 || st.Delivered != 1 {
+		t.Fatalf("step within the hold: %+v, %v; want z/1 and x/2 moved, c/1 delivered", st, err)
+	}
+	if invoiceAttempts.Load() != before {
+		t.Fatal("an invoice was attempted from the log within its target's hold")
+	}
+
+	missing.Store(false)
+	p, err := outbox.NewProcessor(h.Store, rec, outbox.Config{Clock: clock, Logger: Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 4 { // x/1, y/1, z/1, x/2
+		t.Fatalf("processor drained %d, %v; want the 4 moved events", n, err)
+	}
+	got := rec.got()
+	if i, j := slices.Index(got, "x/1"), slices.Index(got, "x/2"); i < 0 || j < i {
+		t.Fatalf("delivered %v: want x/1 before x/2", got)
+	}
+}
+
+// Events of a paused type are not delivered from the log: they move to the events
+// table pending, with their key's later events behind them, and wait there (counted as
+// the paused backlog) until the type is resumed; then the Processor delivers them,
+// each key in order, and new events come from the log again.
+func testLogPausedType(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	pauser, ok := h.Store.(outbox.TypePauser)
+	if !ok {
+		t.Fatalf("the harness's store %T does not pause types", h.Store)
+	}
+	if err := pauser.PauseType(ctx, "invoice.sent", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	rec := &logReceiver{}
+	r := newLogRelay(t, h, rec, LogRelayConfig{})
+	appendNamed(t, h, map[string]bool{"x/1": true, "y/1": true}, "x/1", "x/2", "a/1", "y/1")
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Waiting != 3 {
+		t.Fatalf("step: %+v, %v; want a/1 delivered, the invoices and x/2 behind x/1 moved", st, err)
+	}
+	p, err := outbox.NewProcessor(h.Store, rec, outbox.Config{Logger: Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 0 {
+		t.Fatalf("processor drained %d (%v) while the type is paused", n, err)
+	}
+	stats, err := h.Store.Stats(ctx, outbox.StatsQuery{Now: time.Now()})
+	if err != nil || stats.PausedWaiting() != 2 || stats.Pending != 3 {
+		t.Fatalf("stats while paused: %+v (%v); want 3 pending, 2 of them the paused type's", stats, err)
+	}
+	if _, err := pauser.ResumeType(ctx, "invoice.sent"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := p.Drain(ctx); err != nil || n != 3 {
+		t.Fatalf("processor drained %d (%v) after the resume, want 3", n, err)
+	}
+	got := rec.got()
+	if got[0] != "a/1" || slices.Index(got, "x/1") > slices.Index(got, "x/2") {
+		t.Fatalf("delivered %v: want a/1 first, then x/1 before x/2", got)
+	}
+	appendNamed(t, h, nil, "x/3")
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Waiting != 0 {
+		t.Fatalf("step after the resume: %+v, %v; want x/3 delivered from the log", st, err)
+	}
+}
+
+// Two relays, each on a cursor of its own and scoped to its types, share the log: each
+// delivers its types and passes the others by, and every event is delivered once. A
+// scope naming no type is refused.
+func testLogScopedToTypes(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	orders, invoices := &logReceiver{}, &logReceiver{}
+	ro := newLogRelay(t, h, orders, LogRelayConfig{Cursor: "orders", Types: []string{"order.created"}})
+	ri := newLogRelay(t, h, invoices, LogRelayConfig{Cursor: "invoices", Types: []string{"invoice.sent"}})
+	appendNamed(t, h, map[string]bool{"b/1": true, "b/2": true}, "a/1", "b/1", "a/2", "c/1", "b/2")
+	if st, err := ro.Drain(ctx); err != nil || st.Read != 5 || st.Delivered != 3 {
+		t.Fatalf("orders relay: %+v, %v; want 5 read, 3 delivered", st, err)
+	}
+	if st, err := ri.Drain(ctx); err != nil || st.Read != 5 || st.Delivered != 2 {
+		t.Fatalf("invoices relay: %+v, %v; want 5 read, 2 delivered", st, err)
+	}
+	if got := orders.got(); !slices.Equal(got, []string{"a/1", "a/2", "c/1"}) {
+		t.Fatalf("orders relay delivered %v", got)
+	}
+	if got := invoices.got(); !slices.Equal(got, []string{"b/1", "b/2"}) {
+		t.Fatalf("invoices relay delivered %v", got)
+	}
+	var fe *outbox.FieldError
+	if _, err := h.NewRelay(orders, LogRelayConfig{Types: []string{""}}); !errors.As(err, &fe) || !strings.HasSuffix(fe.Field, "LogRelayConfig.Types[0]") {
+		t.Fatalf("an empty type in scope: %v, want a FieldError naming LogRelayConfig.Types[0]", err)
+	}
+}
+
+// A shadow run on the log is the relay with outbox.Shadow as its handler: every event
+// is compared, differences are recorded, nothing moves to the events table, and the
+// cursor passes the batch.
+func testLogShadowRun(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	shadow := outbox.NewShadow(func(_ context.Context, e outbox.Event) error {
+		if e.EntityID == "b/1" {
+			return errors.New("the existing path sent amount 12, this event 21")
+		}
+		return nil
+	})
+	r := newLogRelay(t, h, shadow, LogRelayConfig{})
+	appendNamed(t, h, nil, "a/1", "b/1", "b/2", "c/1")
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 4 || st.Failed+st.Waiting != 0 {
+		t.Fatalf("shadow drain: %+v, %v; want all 4 handled, none moved", st, err)
+	}
+	if st, err := h.Store.Stats(ctx, outbox.StatsQuery{Now: time.Now()}); err != nil || st.Total != 0 {
+		t.Fatalf("the events table after a shadow run: %+v (%v), want empty", st, err)
+	}
+	if n, _, err := r.Waiting(ctx); err != nil || n != 0 {
+		t.Fatalf("%d events wait after the shadow run (%v)", n, err)
+	}
+	seen, diffs := shadow.Seen(), shadow.Differences()
+	if seen != 4 || len(diffs) != 1 || diffs[0].Event.EntityID != "b/1" {
+		t.Fatalf("shadow saw %d, differences %v; want 4 and b/1's", seen, diffs)
+	}
+}
+
+// The log delivers in commit order: a later event of higher priority does not go
+// first, as it would in the events table, where claims take priority first. The
+// priority is kept, and counts again once an event is moved to the table.
+func testLogCommitOrderNotPriority(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	appendNamed(t, h, nil, "low/1")
+	high := func(name string) *outbox.Event {
+		e := outbox.NewEvent("order.created", name, "user-1")
+		e.Priority = 10
+		if err := h.Append(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	high("high/1")
+	rec := &logReceiver{fail: func(e outbox.Event) error {
+		if e.EntityID == "high/2" {
+			return errors.New("503 busy")
+		}
+		return nil
+	}}
+	r := newLogRelay(t, h, rec, LogRelayConfig{MaxConcurrent: 1})
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 2 {
+		t.Fatalf("drain: %+v, %v; want both delivered", st, err)
+	}
+	if got := rec.got(); !slices.Equal(got, []string{"low/1", "high/1"}) {
+		t.Fatalf("delivered %v, want low/1 (committed first), then high/1", got)
+	}
+	failing := high("high/2")
+	if st, err := r.Drain(ctx); err != nil || st.Failed != 1 {
+		t.Fatalf("drain: %+v, %v; want high/2 failed and moved", st, err)
+	}
+	moved, err := h.Store.Get(ctx, failing.ID)
+	if err != nil || moved.Priority != 10 {
+		t.Fatalf("high/2 in the events table: priority %d (%v), want 10 kept", moved.Priority, err)
+	}
+}
