@@ -50,6 +50,36 @@ type LogRelay interface {
 	Waiting(ctx context.Context) (events int64, oldest time.Time, err error)
 }
 
+// LogRelayOf adapts a store's log relay, whose steps are of type S, to LogRelay:
+// conv turns its step into a LogStep.
+func LogRelayOf[S any](r interface {
+	Step(ctx context.Context) (S, error)
+	Drain(ctx context.Context) (S, error)
+	Waiting(ctx context.Context) (int64, time.Time, error)
+}, conv func(S) LogStep) LogRelay {
+	return adaptedLogRelay[S]{step: r.Step, drain: r.Drain, waiting: r.Waiting, conv: conv}
+}
+
+type adaptedLogRelay[S any] struct {
+	step, drain func(context.Context) (S, error)
+	waiting     func(context.Context) (int64, time.Time, error)
+	conv        func(S) LogStep
+}
+
+func (a adaptedLogRelay[S]) Step(ctx context.Context) (LogStep, error) {
+	st, err := a.step(ctx)
+	return a.conv(st), err
+}
+
+func (a adaptedLogRelay[S]) Drain(ctx context.Context) (LogStep, error) {
+	st, err := a.drain(ctx)
+	return a.conv(st), err
+}
+
+func (a adaptedLogRelay[S]) Waiting(ctx context.Context) (int64, time.Time, error) {
+	return a.waiting(ctx)
+}
+
 // LogStep is what a step or a drain of a log relay did: the counts of the stores'
 // LogRelayStep.
 type LogStep struct {

@@ -32,7 +32,9 @@ func TestLogConformance(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				return suiteRelay{r}, nil
+				return outboxtest.LogRelayOf(r, func(st postgres.LogRelayStep) outboxtest.LogStep {
+					return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
+				}), nil
 			},
 			Waiting: env.log.Waiting,
 		}
@@ -41,20 +43,3 @@ func TestLogConformance(t *testing.T) {
 
 // The relays are metrics.LogSources.
 var _ metrics.LogSource = (*postgres.LogRelay)(nil)
-
-// suiteRelay is a LogRelay as the suite drives it.
-type suiteRelay struct{ *postgres.LogRelay }
-
-func (r suiteRelay) Step(ctx context.Context) (outboxtest.LogStep, error) {
-	st, err := r.LogRelay.Step(ctx)
-	return suiteStep(st), err
-}
-
-func (r suiteRelay) Drain(ctx context.Context) (outboxtest.LogStep, error) {
-	st, err := r.LogRelay.Drain(ctx)
-	return suiteStep(st), err
-}
-
-func suiteStep(st postgres.LogRelayStep) outboxtest.LogStep {
-	return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
-}
