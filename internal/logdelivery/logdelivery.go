@@ -598,9 +598,9 @@ func (d *Deliverer) Limit(batchSize int) int {
 	return batchSize
 }
 
-// Hold records that the destination held a batch of n events for fault, and returns how long the relay waits before it reads again:
-// Cooldown after the first hold, twice the last wait after each hold in a row, at most
-// MaxCooldown. The next read is a probe of one event (Limit). The first hold in a row
+// Hold records that the destination held a batch of n events for fault, and returns
+// how long the relay waits before it reads again: Cooldown after the first hold, twice
+// the last wait after each hold in a row, at most MaxCooldown. The next read is a probe of one event (Limit). The first hold in a row
 // is reported to the observers as a hold of the whole destination.
 func (d *Deliverer) Hold(fault error, n int) time.Duration {
 	d.mu.Lock()
