@@ -98,3 +98,43 @@ func (r *relayRun) once(ctx context.Context, tally *outcomeTally) error {
 	}
 	return nil
 }
+
+// onceLog delivers the log (LogRelay.Drain), says what it did, then delivers what is
+// due in the events table (once). It fails when any attempt of either failed or was
+// held.
+func (r *relayRun) onceLog(ctx context.Context, tally *outcomeTally, lr *logRelay) error {
+	st, err := lr.drain(ctx)
+	if err != nil {
+		return fmt.Errorf("after reading %d events of the log: %w", st.read, err)
+	}
+	fmt.Fprintf(r.env.Stdout, "read %d events from the log: %d delivered, %d failed (moved to the events table), %d moved behind an earlier event of their key\n",
+		st.read, st.delivered, st.failed, st.waiting)
+	if st.duplicates > 0 {
+		fmt.Fprintf(r.env.Stdout, "%d events of the log not moved: the events table holds their IDs already\n", st.duplicates)
+	}
+	if st.held {
+		fmt.Fprintf(r.env.Stdout, "log delivery held: %v; its batch waits in the log, attempts not spent\n", st.fault)
+	}
+	if st.busy {
+		fmt.Fprintln(r.env.Stdout, "another relay holds the log's cursor (or a shard of it) and delivers what it holds")
+	}
+	perr := r.once(ctx, tally)
+	if st.failed == 0 && !st.held {
+		return perr
+	}
+	var ee *exitError
+	if perr != nil && !errors.As(perr, &ee) {
+		return perr
+	}
+	msg := fmt.Sprintf("%d of %d deliveries from the log failed", st.failed, st.delivered+st.failed)
+	if st.held {
+		msg = "delivery from the log held by a fault of the sink"
+		if st.failed > 0 {
+			msg = fmt.Sprintf("%d of %d deliveries from the log failed, then the sink's fault held the log", st.failed, st.delivered+st.failed)
+		}
+	}
+	if ee != nil {
+		msg = ee.msg + "; " + msg
+	}
+	return &exitError{code: ExitFailure, msg: msg}
+}
