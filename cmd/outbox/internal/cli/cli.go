@@ -84,7 +84,7 @@ type call struct {
 	opts    any
 	args    []string
 	dsn     string
-	timeout time.Duration // --timeout: connecting, and each statement of an operator command
+	timeout time.Duration   // --timeout: connecting, and each statement of an operator command
 	set     map[string]bool // the flags given on the command line, by name
 }
 
