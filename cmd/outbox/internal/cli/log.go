@@ -267,13 +267,14 @@ type logRelay struct {
 	drain func(ctx context.Context) (logDrained, error)
 }
 
-// newLogRelay makes the relay's LogRelay: the relay's handler, and the settings it
-// shares with the relay's Processor (retries, breaker, lease, handler timeout, keys
-// that pass a given-up event). --batch-size and --poll-interval apply when given: their
+// newLogRelay makes the relay's LogRelay: the relay's handler, the settings it shares
+// with the relay's Processor (retries, breaker, lease, handler timeout, keys that pass
+// a given-up event), and observers (metrics, summaries, traces), which count both
+// paths. --batch-size and --poll-interval apply when given: their
 // defaults are the Processor's, and the log relay's own defaults are larger batches
 // (500) and a shorter poll (100ms; head polls find commits within milliseconds).
 func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler outbox.Handler, o *relayOpts, c *call,
-	proc outbox.Config, log *slog.Logger) (*logRelay, error) {
+	proc outbox.Config, observers []outbox.Observer, log *slog.Logger) (*logRelay, error) {
 	var batch int
 	var poll time.Duration
 	if c.set["batch-size"] {
@@ -290,7 +291,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		r, err := sqlite.NewLogRelay(ctx, l.lite, s, handler, sqlite.LogRelayConfig{
 			Owner: o.owner, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
 			LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
-			SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log,
+			SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
 		})
 		if err != nil {
 			return nil, logRelayRefused(err)
@@ -310,7 +311,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 	r, err := postgres.NewLogRelay(ctx, l.pg, s, handler, postgres.LogRelayConfig{
 		BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
 		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
-		SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log,
+		SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
 	})
 	if err != nil {
 		return nil, logRelayRefused(err)

@@ -125,10 +125,17 @@ func TestLogLayoutCommands(t *testing.T) {
 			t.Errorf("after enqueue --layout=log the events table holds %d events (%v), want none", st.Total, err)
 		}
 
-		r = runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once")
-		if r.code != 0 || !strings.HasPrefix(r.stdout, "read 2 events from the log: 2 delivered, 0 failed") {
+		observed := newOutcomes(2) // the relay's observers (metrics, summaries, traces) hear the log relay too
+		r = runEnv(t, Env{observer: observed}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "read 2 events from the log: 2 delivered, 0 failed") ||
+			!strings.Contains(r.stdout, "claimed 0 events: 0 delivered") {
 			t.Fatalf("relay --layout=log --once: %v", r)
 		}
+		observed.mu.Lock()
+		if n := observed.count[outbox.Delivered]; n != 2 {
+			t.Errorf("the relay's observers heard %d deliveries from the log, want 2", n)
+		}
+		observed.mu.Unlock()
 		sink.mu.Lock()
 		defer sink.mu.Unlock()
 		for _, id := range appended {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -543,7 +544,10 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		flight inFlight // the log relay's deliveries in flight
 	)
 	if evlog != nil {
-		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), log); err != nil {
+		// The log relay tells the Processor's observers what it does (metrics, the
+		// summary lines, traces), except --once's tally, which counts the table's run.
+		observers := slices.DeleteFunc(slices.Clone(p.Config().Observers), func(ob outbox.Observer) bool { return ob == outbox.Observer(tally) })
+		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), observers, log); err != nil {
 			return err
 		}
 	}
