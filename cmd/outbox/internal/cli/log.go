@@ -265,6 +265,55 @@ type logDrained struct {
 type logRelay struct {
 	run   func(ctx context.Context) error
 	drain func(ctx context.Context) (logDrained, error)
+	// trim deletes what every cursor has passed, when the relay must (SQLite's
+	// LogRelay does not; PostgreSQL's Run retains its log itself): nil otherwise.
+	trim func(ctx context.Context) error
+}
+
+// The SQLite log's trimming by relay --layout=log: every logTrimInterval, in deletes of
+// logTrimChunk events (each a short write transaction, which the application's
+// writers wait for: 10,000 held the lock 15-45 ms in docs/log-layout.md).
+const (
+	logTrimInterval = 10 * time.Second
+	logTrimChunk    = 10_000
+)
+
+// trimLog deletes every event of l that every cursor has passed.
+func trimLog(ctx context.Context, l *sqlite.Log, log *slog.Logger) error {
+	total := 0
+	for {
+		n, err := l.Trim(ctx, logTrimChunk)
+		total += n
+		if err != nil {
+			return err
+		}
+		if n < logTrimChunk {
+			if total > 0 {
+				log.Debug("log trimmed", "events_deleted", total)
+			}
+			return nil
+		}
+	}
+}
+
+// trimEvery trims the log every interval until ctx ends; a failure is logged and
+// left for the next interval (trimming only frees space).
+func (lr *logRelay) trimEvery(ctx context.Context, interval time.Duration, log *slog.Logger) {
+	if lr.trim == nil {
+		return
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := lr.trim(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("trimming the log failed; the relay tries again after its interval", "err", err, "retry_in", interval)
+			}
+		}
+	}
 }
 
 // newLogRelay makes the relay's LogRelay: the relay's handler, the settings it shares
@@ -296,13 +345,17 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		if err != nil {
 			return nil, logRelayRefused(err)
 		}
-		return &logRelay{run: r.Run, drain: func(ctx context.Context) (logDrained, error) {
-			st, err := r.Drain(ctx)
-			if rerr := r.Release(context.WithoutCancel(ctx)); err == nil && rerr != nil {
-				log.Warn("could not release the log cursor's lease; another relay waits for it to run out", "err", rerr)
-			}
-			return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
-		}}, nil
+		return &logRelay{
+			run: r.Run,
+			drain: func(ctx context.Context) (logDrained, error) {
+				st, err := r.Drain(ctx)
+				if rerr := r.Release(context.WithoutCancel(ctx)); err == nil && rerr != nil {
+					log.Warn("could not release the log cursor's lease; another relay waits for it to run out", "err", rerr)
+				}
+				return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
+			},
+			trim: func(ctx context.Context) error { return trimLog(ctx, l.lite, log) },
+		}, nil
 	}
 	s, ok := store.(*postgres.Store)
 	if !ok {

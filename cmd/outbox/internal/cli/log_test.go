@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/sqlite"
 )
 
 // orderedSink is an HTTP sink that records the event IDs it is sent, in the order
@@ -136,6 +137,17 @@ func TestLogLayoutCommands(t *testing.T) {
 			t.Errorf("the relay's observers heard %d deliveries from the log, want 2", n)
 		}
 		observed.mu.Unlock()
+		if b.name == "sqlite" { // the relay trims the log behind its cursor: all but the row at its position
+			db, err := sqlite.Open(strings.TrimPrefix(b.dsn, "sqlite:"), sqlite.OpenConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left int
+			if err := db.QueryRow(`SELECT count(*) FROM outbox_log`).Scan(&left); err != nil || left != 1 {
+				t.Errorf("the log holds %d events after relay --once (%v), want 1 (the row at the cursor)", left, err)
+			}
+			db.Close()
+		}
 		sink.mu.Lock()
 		defer sink.mu.Unlock()
 		for _, id := range appended {
@@ -211,4 +223,88 @@ func TestMovingOntoTheLogLayout(t *testing.T) {
 			t.Errorf("key k delivered in the order %v, want %v (two from the table, then two from the log)", k, want)
 		}
 	})
+}
+
+// On a signal, relay --layout=log lets the log relay's delivery in flight finish before
+// it stops, and exits 0; past --drain-timeout it cuts the delivery short, warns, and
+// still exits 0. The SQLite log is trimmed behind the relay (its LogRelay does not trim).
+func TestLogRelayStopLetsDeliveriesFinish(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+		t.Fatalf("migrate --layout=log: %v", r)
+	}
+	var (
+		arrived = make(chan struct{}, 1)
+		mu      sync.Mutex
+		release = make(chan struct{}) // closed when the sink may answer
+		cut     []string              // deliveries whose request was cancelled before the sink answered
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		answer := release
+		mu.Unlock()
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-answer:
+			w.WriteHeader(http.StatusNoContent)
+		case <-r.Context().Done():
+			mu.Lock()
+			cut = append(cut, r.Header.Get("Idempotency-Key"))
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	relay := func(drainTimeout string, atSignal func(stderr *syncBuffer)) result {
+		r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1")
+		if r.code != 0 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out, errb syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- Main(ctx, []string{"relay", "--dsn", b.dsn, "--layout=log", "--sink", srv.URL, "--drain-timeout", drainTimeout},
+				Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+		}()
+		select {
+		case <-arrived:
+		case <-time.After(time.Minute):
+			t.Fatal("gave up waiting for the log relay's delivery")
+		}
+		cancel()
+		atSignal(&errb)
+		select {
+		case code := <-done:
+			return result{code, out.String(), errb.String()}
+		case <-time.After(time.Minute):
+			t.Fatal("relay did not stop within a minute of its signal")
+			return result{}
+		}
+	}
+
+	r := relay("1m", func(stderr *syncBuffer) {
+		await(t, "the relay to take the signal", func() bool { return strings.Contains(stderr.String(), "signal received") })
+		mu.Lock()
+		close(release)
+		mu.Unlock()
+	})
+	mu.Lock()
+	if r.code != 0 || len(cut) > 0 || strings.Contains(r.stderr, "drain timeout passed") {
+		t.Errorf("a stop during a delivery from the log: want it finished and exit 0, got cut %v and %v", cut, r)
+	}
+	release = make(chan struct{}) // the next deliveries are never answered
+	mu.Unlock()
+	r = relay("50ms", func(*syncBuffer) {})
+	if r.code != 0 || !strings.Contains(r.stderr, "drain timeout passed") {
+		t.Errorf("a stop past --drain-timeout: want a warning and exit 0, got %v", r)
+	}
+	mu.Lock()
+	close(release)
+	mu.Unlock()
 }

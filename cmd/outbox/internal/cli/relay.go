@@ -578,6 +578,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			defer close(logDone)
 			_ = lr.run(logCtx)
 		})
+		wg.Go(func() { lr.trimEvery(logCtx, logTrimInterval, log) })
 		stopLog = func(sctx context.Context) {
 			flight.wait(sctx)
 			cancelLog()

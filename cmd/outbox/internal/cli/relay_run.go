@@ -107,6 +107,11 @@ func (r *relayRun) onceLog(ctx context.Context, tally *outcomeTally, lr *logRela
 	if err != nil {
 		return fmt.Errorf("after reading %d events of the log: %w", st.read, err)
 	}
+	if lr.trim != nil {
+		if err := lr.trim(ctx); err != nil {
+			r.log.Warn("trimming the log failed; the next run tries again", "err", err)
+		}
+	}
 	fmt.Fprintf(r.env.Stdout, "read %d events from the log: %d delivered, %d failed (moved to the events table), %d moved behind an earlier event of their key\n",
 		st.read, st.delivered, st.failed, st.waiting)
 	if st.duplicates > 0 {
