@@ -467,3 +467,41 @@ func (c countedBatchHandler) HandleBatch(ctx context.Context, events []outbox.Ev
 	defer c.f.end()
 	return c.bh.HandleBatch(ctx, events)
 }
+
+// logHold follows the holds of the log relay (a BreakerObserver among its observers),
+// so that /readyz says when the sink's fault holds the log, as it does for the
+// Processor's breaker.
+type logHold struct {
+	clock  outbox.Clock
+	mu     sync.Mutex
+	held   bool
+	reason string
+	since  time.Time
+}
+
+func (h *logHold) ObserveClaim(int, time.Duration)                             {}
+func (h *logHold) ObserveDelivery(outbox.Event, outbox.Outcome, time.Duration) {}
+func (h *logHold) ObserveUnavailable(outbox.Event, error)                      {}
+
+func (h *logHold) ObserveHold(target, reason string, held bool) {
+	if target != "" {
+		return // the log relay holds the whole log; targets are the Processor's
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held, h.reason = held, reason
+	if held {
+		h.since = h.clock.Now()
+	}
+}
+
+// err says that the log is held, and since when, or is nil.
+func (h *logHold) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.held {
+		return nil
+	}
+	return fmt.Errorf("delivery from the log held since %s: %s; events wait in the log, attempts not spent",
+		h.since.UTC().Format(time.RFC3339), cmp.Or(h.reason, outbox.ReasonUnreachable))
+}

@@ -308,3 +308,33 @@ func TestLogRelayStopLetsDeliveriesFinish(t *testing.T) {
 	close(release)
 	mu.Unlock()
 }
+
+// /readyz says when a fault of the sink holds the log, as it does for the events
+// table's breaker: here the table is empty, and only the log relay meets the fault.
+func TestLogRelayHeldIsNotReady(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+		t.Fatalf("migrate --layout=log: %v", r)
+	}
+	if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != 0 {
+		t.Fatalf("enqueue --layout=log: %v", r)
+	}
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // nothing listens there: a dial error, the destination's fault
+	addr := make(chan string, 1)
+	d := startRelay(t, Env{onListen: func(a string) { addr <- a }}, "--dsn", b.dsn, "--layout=log", "--sink", down.URL, "--metrics-addr", "127.0.0.1:0")
+	url := "http://" + <-addr + "/readyz"
+	await(t, "/readyz to say that the log is held", func() bool {
+		resp, err := http.Get(url)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "delivery from the log held since")
+	})
+	if r := d.stop(t); r.code != 0 {
+		t.Errorf("relay exit: %v", r)
+	}
+}

@@ -547,6 +547,8 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		// The log relay tells the Processor's observers what it does (metrics, the
 		// summary lines, traces), except --once's tally, which counts the table's run.
 		observers := slices.DeleteFunc(slices.Clone(p.Config().Observers), func(ob outbox.Observer) bool { return ob == outbox.Observer(tally) })
+		run.logHold = &logHold{clock: p.Config().Clock}
+		observers = append(observers, run.logHold)
 		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), observers, log); err != nil {
 			return err
 		}

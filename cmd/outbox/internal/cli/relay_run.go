@@ -28,6 +28,9 @@ type relayRun struct {
 	m      *metrics.Metrics
 	wg     *sync.WaitGroup
 	runCtx context.Context // ends when the relay has stopped
+	// logHold follows the log relay's holds (relay --layout=log), for /readyz; nil
+	// on the table layout.
+	logHold *logHold
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz at addr, and refreshes the gauges
@@ -48,7 +51,11 @@ func (r *relayRun) serveMetrics(ctx context.Context, addr string, reg *prometheu
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 		defer cancel()
-		if err := ready(ctx, r.store, r.p); err != nil {
+		err := ready(ctx, r.store, r.p)
+		if err == nil && r.logHold != nil {
+			err = r.logHold.err()
+		}
+		if err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
