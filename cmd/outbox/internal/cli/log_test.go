@@ -82,6 +82,14 @@ func TestLogLayoutCommands(t *testing.T) {
 		!strings.Contains(r.stderr, "docs/log-layout.md#mysql-and-mariadb-why-they-keep-the-table-layout") {
 		t.Errorf("migrate --layout=log on MySQL: want exit 2 pointing to the docs, got %v", r)
 	}
+	if r := runEnv(t, Env{}, "enqueue", "--dsn", "mysql://app@127.0.0.1:1/app", "--layout=log", "--type", "x", "--entity", "e"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "MySQL and MariaDB keep the table layout") {
+		t.Errorf("enqueue --layout=log on MySQL: want exit 2, got %v", r)
+	}
+	if r := runEnv(t, Env{}, "relay", "--dsn", "sqlite:"+t.TempDir()+"/none.db", "--layout=log", "--sink", "http://127.0.0.1:1/", "--type", "x"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "--type and --user are not built on the log layout") {
+		t.Errorf("relay --layout=log --type: want exit 2, got %v", r)
+	}
 	eachBackend(t, func(t *testing.T, b backend) {
 		migrated(t, b)
 		sink := newAcceptAll(t)
