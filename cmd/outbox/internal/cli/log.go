@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/metrics"
 	"github.com/fitiq/outbox/postgres"
 	"github.com/fitiq/outbox/sqlite"
 )
@@ -268,6 +269,21 @@ type logRelay struct {
 	// trim deletes what every cursor has passed, when the relay must (SQLite's
 	// LogRelay does not; PostgreSQL's Run retains its log itself): nil otherwise.
 	trim func(ctx context.Context) error
+	// waiting is what waits on the log, for its gauges.
+	waiting metrics.LogSource
+}
+
+// boundLogSource bounds each look at what waits on the log, as the gauges' reads of
+// the events table are bounded (outbox.BoundStore).
+type boundLogSource struct {
+	src     metrics.LogSource
+	timeout time.Duration
+}
+
+func (b boundLogSource) Waiting(ctx context.Context) (int64, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return b.src.Waiting(ctx)
 }
 
 // The SQLite log's trimming by relay --layout=log: every logTrimInterval, in deletes of
@@ -354,7 +370,8 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 				}
 				return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
 			},
-			trim: func(ctx context.Context) error { return trimLog(ctx, l.lite, log) },
+			trim:    func(ctx context.Context) error { return trimLog(ctx, l.lite, log) },
+			waiting: r,
 		}, nil
 	}
 	s, ok := store.(*postgres.Store)
@@ -369,10 +386,14 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 	if err != nil {
 		return nil, logRelayRefused(err)
 	}
-	return &logRelay{run: r.Run, drain: func(ctx context.Context) (logDrained, error) {
-		st, err := r.Drain(ctx)
-		return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
-	}}, nil
+	return &logRelay{
+		run: r.Run,
+		drain: func(ctx context.Context) (logDrained, error) {
+			st, err := r.Drain(ctx)
+			return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
+		},
+		waiting: r,
+	}, nil
 }
 
 // logRelayFlags maps the log relay's fields to the flags that set them.

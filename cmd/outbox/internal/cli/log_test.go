@@ -317,8 +317,9 @@ func TestLogRelayStopLetsDeliveriesFinish(t *testing.T) {
 	mu.Unlock()
 }
 
-// /readyz says when a fault of the sink holds the log, as it does for the events
-// table's breaker: here the table is empty, and only the log relay meets the fault.
+// /metrics counts what waits on the log, and /readyz says when a fault of the sink
+// holds the log, as it does for the events table's breaker: here the table is empty,
+// and only the log relay meets the fault.
 func TestLogRelayHeldIsNotReady(t *testing.T) {
 	t.Parallel()
 	b := sqliteBackend(t)
@@ -332,9 +333,18 @@ func TestLogRelayHeldIsNotReady(t *testing.T) {
 	down.Close() // nothing listens there: a dial error, the destination's fault
 	addr := make(chan string, 1)
 	d := startRelay(t, Env{onListen: func(a string) { addr <- a }}, "--dsn", b.dsn, "--layout=log", "--sink", down.URL, "--metrics-addr", "127.0.0.1:0")
-	url := "http://" + <-addr + "/readyz"
+	base := "http://" + <-addr
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^outbox_log_events_waiting 1$`).Match(page) {
+		t.Errorf("/metrics: want outbox_log_events_waiting 1 (the event on the log), got:\n%s", grepLines(string(page), "outbox_log_"))
+	}
 	await(t, "/readyz to say that the log is held", func() bool {
-		resp, err := http.Get(url)
+		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -345,4 +355,15 @@ func TestLogRelayHeldIsNotReady(t *testing.T) {
 	if r := d.stop(t); r.code != 0 {
 		t.Errorf("relay exit: %v", r)
 	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

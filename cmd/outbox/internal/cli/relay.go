@@ -552,6 +552,12 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), observers, log); err != nil {
 			return err
 		}
+		if rc.metricsAddr != "" {
+			if run.logMetrics, err = metrics.NewLog(reg, metrics.LogConfig{Clock: env.Clock, Logger: log}); err != nil {
+				return err
+			}
+			run.logWaiting = boundLogSource{src: lr.waiting, timeout: p.Config().RoundTripTimeout}
+		}
 	}
 	if rc.metricsAddr != "" {
 		stop, err := run.serveMetrics(ctx, rc.metricsAddr, reg, o.metricsInterval)

@@ -28,9 +28,11 @@ type relayRun struct {
 	m      *metrics.Metrics
 	wg     *sync.WaitGroup
 	runCtx context.Context // ends when the relay has stopped
-	// logHold follows the log relay's holds (relay --layout=log), for /readyz; nil
-	// on the table layout.
-	logHold *logHold
+	// On the log layout (relay --layout=log; nil otherwise): the log relay's holds,
+	// for /readyz, and the gauges of what waits on the log, with their source.
+	logHold    *logHold
+	logMetrics *metrics.LogMetrics
+	logWaiting metrics.LogSource
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz at addr, and refreshes the gauges
@@ -71,6 +73,12 @@ func (r *relayRun) serveMetrics(ctx context.Context, addr string, reg *prometheu
 		r.log.Warn("refreshing outbox gauges failed", "err", err)
 	}
 	r.wg.Go(func() { r.m.Run(r.runCtx, r.gauges, interval) })
+	if r.logMetrics != nil {
+		if err := r.logMetrics.Refresh(ctx, r.logWaiting); err != nil {
+			r.log.Warn("refreshing the log's gauges failed", "err", err)
+		}
+		r.wg.Go(func() { r.logMetrics.Run(r.runCtx, r.logWaiting, interval) })
+	}
 	r.log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	if r.env.onListen != nil {
 		r.env.onListen(ln.Addr().String())
