@@ -266,8 +266,9 @@ type logDrained struct {
 type logRelay struct {
 	run   func(ctx context.Context) error
 	drain func(ctx context.Context) (logDrained, error)
-	// trim deletes what every cursor has passed, when the relay must (SQLite's
-	// LogRelay does not; PostgreSQL's Run retains its log itself): nil otherwise.
+	// trim deletes what every cursor has passed, for --once: Run retains the log
+	// itself (both stores), Drain does not, and PostgreSQL's ring is left to the next
+	// Run (its Retain empties whole partitions). Nil on PostgreSQL.
 	trim func(ctx context.Context) error
 	// waiting is what waits on the log, for its gauges.
 	waiting metrics.LogSource
@@ -286,13 +287,10 @@ func (b boundLogSource) Waiting(ctx context.Context) (int64, time.Time, error) {
 	return b.src.Waiting(ctx)
 }
 
-// The SQLite log's trimming by relay --layout=log: every logTrimInterval, in deletes of
-// logTrimChunk events (each a short write transaction, which the application's
-// writers wait for: 10,000 held the lock 15-45 ms in docs/log-layout.md).
-const (
-	logTrimInterval = 10 * time.Second
-	logTrimChunk    = 10_000
-)
+// logTrimChunk is how many events one delete of trimLog removes at most: each is a
+// short write transaction, which the application's writers wait for (10,000 held the
+// lock 15-45 ms in docs/log-layout.md), as LogRelay.Run's own trims.
+const logTrimChunk = 10_000
 
 // trimLog deletes every event of l that every cursor has passed.
 func trimLog(ctx context.Context, l *sqlite.Log, log *slog.Logger) error {
@@ -308,26 +306,6 @@ func trimLog(ctx context.Context, l *sqlite.Log, log *slog.Logger) error {
 				log.Debug("log trimmed", "events_deleted", total)
 			}
 			return nil
-		}
-	}
-}
-
-// trimEvery trims the log every interval until ctx ends; a failure is logged and
-// left for the next interval (trimming only frees space).
-func (lr *logRelay) trimEvery(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	if lr.trim == nil {
-		return
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := lr.trim(ctx); err != nil && ctx.Err() == nil {
-				log.Warn("trimming the log failed; the relay tries again after its interval", "err", err, "retry_in", interval)
-			}
 		}
 	}
 }

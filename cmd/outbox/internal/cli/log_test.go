@@ -145,7 +145,7 @@ func TestLogLayoutCommands(t *testing.T) {
 			t.Errorf("the relay's observers heard %d deliveries from the log, want 2", n)
 		}
 		observed.mu.Unlock()
-		if b.name == "sqlite" { // the relay trims the log behind its cursor: all but the row at its position
+		if b.name == "sqlite" { // --once trims the log behind its cursor: all but the row at its position
 			db, err := sqlite.Open(strings.TrimPrefix(b.dsn, "sqlite:"), sqlite.OpenConfig{})
 			if err != nil {
 				t.Fatal(err)
@@ -235,7 +235,7 @@ func TestMovingOntoTheLogLayout(t *testing.T) {
 
 // On a signal, relay --layout=log lets the log relay's delivery in flight finish before
 // it stops, and exits 0; past --drain-timeout it cuts the delivery short, warns, and
-// still exits 0. The SQLite log is trimmed behind the relay (its LogRelay does not trim).
+// still exits 0.
 func TestLogRelayStopLetsDeliveriesFinish(t *testing.T) {
 	t.Parallel()
 	b := sqliteBackend(t)
