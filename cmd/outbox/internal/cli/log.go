@@ -266,9 +266,8 @@ type logDrained struct {
 type logRelay struct {
 	run   func(ctx context.Context) error
 	drain func(ctx context.Context) (logDrained, error)
-	// trim deletes what every cursor has passed, for --once: Run retains the log
-	// itself (both stores), Drain does not, and PostgreSQL's ring is left to the next
-	// Run (its Retain empties whole partitions). Nil on PostgreSQL.
+	// trim lets go of what every cursor has passed, for --once: Run does so itself
+	// (Log.Retain on PostgreSQL, Log.Trim on SQLite), Drain does not.
 	trim func(ctx context.Context) error
 	// waiting is what waits on the log, for its gauges.
 	waiting metrics.LogSource
@@ -369,6 +368,13 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		drain: func(ctx context.Context) (logDrained, error) {
 			st, err := r.Drain(ctx)
 			return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
+		},
+		trim: func(ctx context.Context) error {
+			res, err := l.pg.Retain(ctx)
+			if err == nil && len(res.Truncated) > 0 {
+				log.Debug("log retained", "partitions_truncated", len(res.Truncated), "held_by", res.HeldBy)
+			}
+			return err
 		},
 		waiting: r,
 	}, nil

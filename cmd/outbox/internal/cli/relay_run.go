@@ -124,7 +124,7 @@ func (r *relayRun) onceLog(ctx context.Context, tally *outcomeTally, lr *logRela
 	}
 	if lr.trim != nil {
 		if err := lr.trim(ctx); err != nil {
-			r.log.Warn("trimming the log failed; the next run tries again", "err", err)
+			r.log.Warn("letting go of the delivered part of the log failed; the next run tries again", "err", err)
 		}
 	}
 	fmt.Fprintf(r.env.Stdout, "read %d events from the log: %d delivered, %d failed (moved to the events table), %d moved behind an earlier event of their key\n",
