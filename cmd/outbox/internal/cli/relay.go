@@ -131,8 +131,8 @@ events of its key, and is retried, given up, retried by an operator or discarded
 as any event; a key with an unfinished event in the table has its new events sent
 there, behind it. --batch-size and --poll-interval apply to the log relay only when
 given (it reads 500 events at a time, and finds new ones within milliseconds). It
-delivers every event of the log: --type and --user are refused (on PostgreSQL, paused
-types are not paused on the log yet). With --once it delivers the log, then what is due in the table.
+delivers every event of the log: --type and --user are refused; paused types wait in
+the events table. With --once it delivers the log, then what is due in the table.
 On a signal the log relay lets its deliveries in flight finish (up to --drain-timeout)
 and stops; a batch whose outcomes it had not yet recorded is delivered again by the
 next relay.
