@@ -84,7 +84,8 @@ type call struct {
 	opts    any
 	args    []string
 	dsn     string
-	timeout time.Duration // --timeout: connecting, and each statement of an operator command
+	timeout time.Duration   // --timeout: connecting, and each statement of an operator command
+	set     map[string]bool // the flags given on the command line, by name
 }
 
 // globals are the flags that may come before the command: outbox --dsn X --timeout 2s stats.
@@ -383,15 +384,15 @@ func parse(cmd *command, args []string, g globals, env *Env) (*call, error) {
 		c.args = append(c.args, args[0])
 		args = args[1:]
 	}
+	c.set = map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { c.set[f.Name] = true })
 	if !cmd.needsDSN {
 		if g.dsn != "" || g.timeout != 0 {
 			return nil, usagef("%s takes no --dsn or --timeout", cmd.name)
 		}
 		return c, nil
 	}
-	timeoutSet := false
-	fs.Visit(func(f *flag.Flag) { timeoutSet = timeoutSet || f.Name == "timeout" })
-	if !timeoutSet && g.timeout != 0 {
+	if !c.set["timeout"] && g.timeout != 0 {
 		c.timeout = g.timeout
 	}
 	if c.timeout <= 0 {

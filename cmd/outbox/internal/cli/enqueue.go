@@ -35,6 +35,7 @@ type enqueueOpts struct {
 	metadata               listFlag
 	payload, payloadFile   string
 	jsonl                  bool
+	layout                 string
 }
 
 var enqueueCmd = &command{
@@ -55,10 +56,15 @@ Prints the ID of each event written, one per line, in input order. Without --id 
 "id") an event gets a new UUIDv7; give one to make a retried script idempotent: an ID
 already in the outbox is refused, and nothing is written.
 
+--layout=log (PostgreSQL and SQLite; experimental) appends the events to the event log
+instead, all in one transaction, checked the same way; relays with --layout=log deliver
+them. The log does not look IDs up: an ID already used is not refused there.
+
 Examples:
   outbox enqueue --type order.created --entity order-1 --user alice --payload '{"total":42}'
   outbox enqueue --type order.shipped --entity order-1 --ordering-key order-1 --metadata source=backfill --payload-file order.json
-  jq -c '{type: "order.created", entity_id: .id, payload: .}' orders.json | outbox enqueue --jsonl`,
+  jq -c '{type: "order.created", entity_id: .id, payload: .}' orders.json | outbox enqueue --jsonl
+  outbox enqueue --layout=log --type order.created --entity order-2 --ordering-key order-2`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &enqueueOpts{}
 		fs.StringVar(&o.typ, "type", "", "the event's type, e.g. order.created (required without --jsonl)")
@@ -73,6 +79,7 @@ Examples:
 		fs.StringVar(&o.payload, "payload", "", "the JSON payload")
 		fs.StringVar(&o.payloadFile, "payload-file", "", "read the JSON payload from this file ('-': stdin)")
 		fs.BoolVar(&o.jsonl, "jsonl", false, "read events from stdin, one JSON object per line")
+		layoutFlag(fs, &o.layout)
 		return o
 	},
 	run: runEnqueue,
@@ -113,11 +120,25 @@ func runEnqueue(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
+	if err := checkLayout(o.layout, d); err != nil {
+		return err
+	}
 	s, err := d.open(ctx, false, c.timeout)
 	if err != nil {
 		return err
 	}
 	defer s.close()
+	write := func(ctx context.Context, chunks [][]*outbox.Event) error {
+		return enqueueInOneTx(ctx, s.Store, env.Clock.Now(), chunks)
+	}
+	if o.layout == layoutLog {
+		l, err := openLog(ctx, d, s, c.timeout)
+		if err != nil {
+			return err
+		}
+		defer l.close()
+		write = l.appendInOneTx
+	}
 	given := make([]bool, len(events)) // the IDs the input gave, which may be in the outbox already
 	for i, e := range events {
 		given[i] = e.ID != ""
@@ -125,7 +146,7 @@ func runEnqueue(ctx context.Context, env *Env, c *call) error {
 	chunks := enqueueChunks(events)
 	tctx, cancel := context.WithTimeout(ctx, time.Duration(len(chunks)+1)*c.timeout)
 	defer cancel()
-	if err := enqueueInOneTx(tctx, s.Store, env.Clock.Now(), chunks); err != nil {
+	if err := write(tctx, chunks); err != nil {
 		exists := func(id string) bool {
 			gctx, cancel := context.WithTimeout(ctx, c.timeout)
 			defer cancel()

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ type relayOpts struct {
 	owner          string
 	drainTimeout   time.Duration
 	once           bool
+	layout         string
 
 	// sinks
 	envelope    envelopeOpts // --envelope, --cloudevents-source: relay_envelope.go
@@ -119,6 +121,21 @@ Examples:
   outbox relay --sink redis://127.0.0.1:6379/0 --subject 'events.{type}' --max-len 1000000
   outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
+  outbox relay --layout=log --sink http://127.0.0.1:8080/events   # the event log and the events table
+
+The log layout (--layout=log; PostgreSQL and SQLite, after 'outbox migrate --layout=log';
+experimental): the relay delivers the event log with a log relay, and the events table
+with the usual processor, through the same sink with the same retries and breaker. An
+event whose delivery from the log fails moves to the events table, with the later
+events of its key, and is retried, given up, retried by an operator or discarded there,
+as any event; a key with an unfinished event in the table has its new events sent
+there, behind it. --batch-size and --poll-interval apply to the log relay only when
+given (it reads 500 events at a time, and finds new ones within milliseconds). It
+delivers every event of the log: --type and --user are refused; paused types wait in
+the events table. With --once it delivers the log, then what is due in the table.
+On a signal the log relay lets its deliveries in flight finish (up to --drain-timeout)
+and stops; a batch whose outcomes it had not yet recorded is delivered again by the
+next relay.
 
 Tracing: with --otel, or when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span, a child of the
@@ -146,6 +163,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.StringVar(&o.owner, "owner", "", "this relay's name in leases (default host-pid-random)")
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
+		layoutFlag(fs, &o.layout)
 		durationVar(fs, &o.sinkTimeout, "sink-timeout", httpsink.DefaultTimeout, "HTTP request timeout / NATS, AMQP, Redis acknowledgement timeout")
 		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
 		fs.StringVar(&o.stream, "stream", "", "NATS: the stream messages must land in (default: any that captures the subject)")
@@ -459,11 +477,25 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
+	if err := checkLayout(o.layout, d); err != nil {
+		return err
+	}
+	if o.layout == layoutLog && (o.user != "" || len(o.types) > 0) {
+		return usagef("--layout=log delivers every event of the log: --type and --user are not built on the log layout " +
+			"(run a relay with --layout=table for a part of the outbox)")
+	}
 	opened, err := d.open(ctx, false, c.timeout)
 	if err != nil {
 		return err
 	}
 	defer opened.close()
+	var evlog *eventLog
+	if o.layout == layoutLog {
+		if evlog, err = openLog(ctx, d, opened, c.timeout); err != nil {
+			return err
+		}
+		defer evlog.close()
+	}
 	store := opened.Store // the store itself, so that the processor finds its Notifier
 	handler, closeSink, err := rc.newSink(log)
 	if err != nil {
@@ -507,6 +539,26 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	gauges := outbox.BoundStore(store, p.Config().RoundTripTimeout, log)
 
 	run := &relayRun{env: env, log: log, store: store, gauges: gauges, p: p, m: m, wg: &wg, runCtx: runCtx}
+	var (
+		lr     *logRelay
+		flight inFlight // the log relay's deliveries in flight
+	)
+	if evlog != nil {
+		// The log relay tells the Processor's observers what it does (metrics, the
+		// summary lines, traces), except --once's tally, which counts the table's run.
+		observers := slices.DeleteFunc(slices.Clone(p.Config().Observers), func(ob outbox.Observer) bool { return ob == outbox.Observer(tally) })
+		run.logHold = &logHold{clock: p.Config().Clock}
+		observers = append(observers, run.logHold)
+		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), observers, log); err != nil {
+			return err
+		}
+		if rc.metricsAddr != "" {
+			if run.logMetrics, err = metrics.NewLog(reg, metrics.LogConfig{Clock: env.Clock, Logger: log}); err != nil {
+				return err
+			}
+			run.logWaiting = boundLogSource{src: lr.waiting, timeout: p.Config().RoundTripTimeout}
+		}
+	}
 	if rc.metricsAddr != "" {
 		stop, err := run.serveMetrics(ctx, rc.metricsAddr, reg, o.metricsInterval)
 		if err != nil {
@@ -515,13 +567,32 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		defer stop()
 	}
 	if o.once {
+		if lr != nil {
+			return run.onceLog(ctx, tally, lr)
+		}
 		return run.once(ctx, tally)
 	}
 
 	if err := p.Start(runCtx); err != nil {
 		return err
 	}
-	log.Info("relay started", "store", d.describe(), "sink", redactURL(o.sink))
+	// The log relay too runs on a context of its own, cancelled once its deliveries in
+	// flight are done (stopLog).
+	stopLog := func(context.Context) {}
+	if lr != nil {
+		logCtx, cancelLog := context.WithCancel(runCtx)
+		logDone := make(chan struct{})
+		wg.Go(func() {
+			defer close(logDone)
+			_ = lr.run(logCtx)
+		})
+		stopLog = func(sctx context.Context) {
+			flight.wait(sctx)
+			cancelLog()
+			<-logDone
+		}
+	}
+	log.Info("relay started", "store", d.describe(), "sink", redactURL(o.sink), "layout", o.layout)
 	summaryDone := make(chan struct{})
 	wg.Go(func() {
 		ticker := time.NewTicker(o.summaryInterval)
@@ -545,7 +616,13 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	log.Info("signal received: draining in-flight deliveries", "drain_timeout", o.drainTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
+	var stopped sync.WaitGroup
+	stopped.Go(func() { stopLog(sctx) })
 	err = p.Stop(sctx)
+	stopped.Wait()
+	if err == nil && lr != nil {
+		err = sctx.Err()
+	}
 	close(summaryDone)
 	summary.logSummary(log, 0, "since the last summary")
 	if err != nil {

@@ -28,6 +28,11 @@ type relayRun struct {
 	m      *metrics.Metrics
 	wg     *sync.WaitGroup
 	runCtx context.Context // ends when the relay has stopped
+	// On the log layout (relay --layout=log; nil otherwise): the log relay's holds,
+	// for /readyz, and the gauges of what waits on the log, with their source.
+	logHold    *logHold
+	logMetrics *metrics.LogMetrics
+	logWaiting metrics.LogSource
 }
 
 // serveMetrics serves /metrics, /healthz and /readyz at addr, and refreshes the gauges
@@ -48,7 +53,11 @@ func (r *relayRun) serveMetrics(ctx context.Context, addr string, reg *prometheu
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, req *http.Request) {
 		ctx, cancel := context.WithTimeout(req.Context(), 5*time.Second)
 		defer cancel()
-		if err := ready(ctx, r.store, r.p); err != nil {
+		err := ready(ctx, r.store, r.p)
+		if err == nil && r.logHold != nil {
+			err = r.logHold.err()
+		}
+		if err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -64,6 +73,12 @@ func (r *relayRun) serveMetrics(ctx context.Context, addr string, reg *prometheu
 		r.log.Warn("refreshing outbox gauges failed", "err", err)
 	}
 	r.wg.Go(func() { r.m.Run(r.runCtx, r.gauges, interval) })
+	if r.logMetrics != nil {
+		if err := r.logMetrics.Refresh(ctx, r.logWaiting); err != nil {
+			r.log.Warn("refreshing the log's gauges failed", "err", err)
+		}
+		r.wg.Go(func() { r.logMetrics.Run(r.runCtx, r.logWaiting, interval) })
+	}
 	r.log.Info("serving metrics", "url", "http://"+ln.Addr().String()+"/metrics")
 	if r.env.onListen != nil {
 		r.env.onListen(ln.Addr().String())
@@ -97,4 +112,49 @@ func (r *relayRun) once(ctx context.Context, tally *outcomeTally) error {
 		return &exitError{code: ExitFailure, msg: fmt.Sprintf("%d of %d delivery attempts failed", failed+unavailable, delivered+failed+unavailable)}
 	}
 	return nil
+}
+
+// onceLog delivers the log (LogRelay.Drain), says what it did, then delivers what is
+// due in the events table (once). It fails when any attempt of either failed or was
+// held.
+func (r *relayRun) onceLog(ctx context.Context, tally *outcomeTally, lr *logRelay) error {
+	st, err := lr.drain(ctx)
+	if err != nil {
+		return fmt.Errorf("after reading %d events of the log: %w", st.read, err)
+	}
+	if lr.trim != nil {
+		if err := lr.trim(ctx); err != nil {
+			r.log.Warn("letting go of the delivered part of the log failed; the next run tries again", "err", err)
+		}
+	}
+	fmt.Fprintf(r.env.Stdout, "read %d events from the log: %d delivered, %d failed (moved to the events table), %d moved behind an earlier event of their key\n",
+		st.read, st.delivered, st.failed, st.waiting)
+	if st.duplicates > 0 {
+		fmt.Fprintf(r.env.Stdout, "%d events of the log not moved: the events table holds their IDs already\n", st.duplicates)
+	}
+	if st.held {
+		fmt.Fprintf(r.env.Stdout, "log delivery held: %v; its batch waits in the log, attempts not spent\n", st.fault)
+	}
+	if st.busy {
+		fmt.Fprintln(r.env.Stdout, "another relay holds the log's cursor (or a shard of it) and delivers what it holds")
+	}
+	perr := r.once(ctx, tally)
+	if st.failed == 0 && !st.held {
+		return perr
+	}
+	var ee *exitError
+	if perr != nil && !errors.As(perr, &ee) {
+		return perr
+	}
+	msg := fmt.Sprintf("%d of %d deliveries from the log failed", st.failed, st.delivered+st.failed)
+	if st.held {
+		msg = "delivery from the log held by a fault of the sink"
+		if st.failed > 0 {
+			msg = fmt.Sprintf("%d of %d deliveries from the log failed, then the sink's fault held the log", st.failed, st.delivered+st.failed)
+		}
+	}
+	if ee != nil {
+		msg = ee.msg + "; " + msg
+	}
+	return &exitError{code: ExitFailure, msg: msg}
 }

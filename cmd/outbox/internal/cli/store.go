@@ -233,6 +233,10 @@ type openedStore struct {
 	outbox.Store
 	migrate func(ctx context.Context) ([]int, error)
 	close   func()
+
+	// The connections, for the log layout (log.go): pool on PostgreSQL, db on SQLite.
+	pool *pgxpool.Pool
+	db   *sql.DB
 }
 
 // open connects to the store, giving up after timeout: connecting, checking the
@@ -264,6 +268,7 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 			return &openedStore{
 				migrate: func(ctx context.Context) ([]int, error) { return sqlite.Migrate(ctx, db) },
 				close:   func() { db.Close() },
+				db:      db,
 			}, nil
 		}
 		s, err := sqlite.New(ctx, db, sqlite.Config{Logger: log})
@@ -274,7 +279,7 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 			}
 			return nil, timedOut(err, timeout)
 		}
-		return &openedStore{Store: s, close: func() { db.Close() }}, nil
+		return &openedStore{Store: s, close: func() { db.Close() }, db: db}, nil
 	}
 	if d.my != nil {
 		return d.openMySQL(ctx, forMigrate, log, timeout)
@@ -295,6 +300,7 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 		return &openedStore{
 			migrate: func(ctx context.Context) ([]int, error) { return postgres.Migrate(ctx, pool, cfg) },
 			close:   pool.Close,
+			pool:    pool,
 		}, nil
 	}
 	s, err := postgres.New(ctx, pool, cfg)
@@ -305,7 +311,7 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 		}
 		return nil, d.unreachable(err, timeout)
 	}
-	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }}, nil
+	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }, pool: pool}, nil
 }
 
 // notMigrated says that the store is not migrated, and what to run, once: the

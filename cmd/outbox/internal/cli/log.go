@@ -1,0 +1,512 @@
+package cli
+
+// The log layout (docs/log-layout.md, experimental): an append-only event log beside
+// the events table, on PostgreSQL and SQLite. migrate --layout=log creates it, enqueue
+// --layout=log appends to it, and relay --layout=log delivers it with a LogRelay while
+// a Processor goes on delivering the events table, where the log relay moves the
+// events whose delivery failed (and the later events of their keys).
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/metrics"
+	"github.com/fitiq/outbox/postgres"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+// The layouts --layout names.
+const (
+	layoutTable = "table"
+	layoutLog   = "log"
+)
+
+// layoutUsage describes --layout wherever it is listed.
+const layoutUsage = "table (the events table) or log (the event log, experimental: PostgreSQL and SQLite; see docs/log-layout.md)"
+
+func layoutFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "layout", layoutTable, layoutUsage)
+}
+
+// mysqlKeepsTheTable answers --layout=log on MySQL or MariaDB.
+const mysqlKeepsTheTable = "--layout=log: MySQL and MariaDB keep the table layout: InnoDB shows SQL no snapshot " +
+	"of running transactions to read an event log by (see docs/log-layout.md#mysql-and-mariadb-why-they-keep-the-table-layout)"
+
+// checkLayout refuses a layout that is not one, and the log where there is none: bad
+// input, found before anything is opened.
+func checkLayout(layout string, d dsn) error {
+	switch layout {
+	case layoutTable:
+		return nil
+	case layoutLog:
+		if d.my != nil {
+			return usagef("%s", mysqlKeepsTheTable)
+		}
+		if d.pg != nil {
+			if err := d.logConfig(0).Validate(); err != nil {
+				var fe *outbox.FieldError
+				if errors.As(err, &fe) && fe.Field == "postgres.LogConfig.Table" {
+					return usagef("DSN %q: the log's table, %s, %s (shorten table=)", redactDSN(d.raw), d.logConfig(0).Table, fe.Problem)
+				}
+				return usagef("DSN %q: %v", redactDSN(d.raw), err)
+			}
+		}
+		return nil
+	}
+	return usagef("--layout %q: want table or log%s", layout, didYouMean(layout, "", []string{layoutTable, layoutLog}))
+}
+
+// logConfig names a PostgreSQL store's log: in the events table's schema, named
+// outbox_log, or <table>_log when the DSN names the events table (table=), so that two
+// outboxes of one schema have a log each.
+func (d dsn) logConfig(shards int) postgres.LogConfig {
+	table := "outbox_log"
+	if d.pgCfg.Table != "" {
+		table = d.pgCfg.Table + "_log"
+	}
+	return postgres.LogConfig{Schema: d.pgCfg.Schema, Table: table, Shards: shards}
+}
+
+// logName names a PostgreSQL store's log for messages: schema.table.
+func (d dsn) logName() string {
+	cfg := d.logConfig(0)
+	return cmp.Or(cfg.Schema, "public") + "." + cfg.Table
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// storedShards reads how many shards a PostgreSQL log was made with; ok is false when
+// there is no log made with shards (none at all, or one older than its shards
+// migration, which MigrateLog shards by the count it is given).
+func storedShards(ctx context.Context, pool *pgxpool.Pool, cfg postgres.LogConfig) (n int, ok bool, err error) {
+	fn := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table + "_shards"}.Sanitize()
+	var exists bool
+	if err := pool.QueryRow(ctx, `SELECT to_regproc($1) IS NOT NULL`, fn).Scan(&exists); err != nil {
+		return 0, false, fmt.Errorf("read the log's shards: %w", err)
+	}
+	if !exists {
+		return 0, false, nil
+	}
+	if err := pool.QueryRow(ctx, `SELECT `+fn+`()`).Scan(&n); err != nil {
+		return 0, false, fmt.Errorf("read the log's shards: %w", err)
+	}
+	return n, true, nil
+}
+
+// logMigration is migrate --layout=log's plan, checked before anything is applied.
+type logMigration struct {
+	d      dsn
+	s      *openedStore
+	shards int // PostgreSQL: the log's shards
+}
+
+// planLogMigration checks --shards against the store: SQLite's log has no shards, and
+// a PostgreSQL log keeps the shards it was made with. Without --shards, a new log gets
+// one and an existing log keeps its own.
+func planLogMigration(ctx context.Context, d dsn, s *openedStore, shards int, shardsGiven bool, timeout time.Duration) (*logMigration, error) {
+	m := &logMigration{d: d, s: s}
+	if s.pool == nil {
+		if shardsGiven {
+			return nil, usagef("--shards: a SQLite log has no shards (one relay delivers it); leave --shards out")
+		}
+		return m, nil
+	}
+	stored, exists, err := storedShards(ctx, s.pool, d.logConfig(0))
+	if err != nil {
+		return nil, timedOut(err, timeout)
+	}
+	switch {
+	case exists && shardsGiven && stored != shards:
+		return nil, usagef("--shards %d: the log %s was made with %s, and a log keeps the shards it was made with "+
+			"(leave --shards out, or give --shards %d)", shards, d.logName(), plural(stored, "shard"), stored)
+	case exists:
+		m.shards = stored
+	case shardsGiven:
+		m.shards = shards
+	default:
+		m.shards = postgres.DefaultLogShards
+	}
+	return m, nil
+}
+
+// apply runs the log's migrations and says what it did, one line. On PostgreSQL it
+// then opens the log as relays will, so that a log that refuses the shards is said
+// here, in the library's words.
+func (m *logMigration) apply(ctx context.Context, env *Env) error {
+	var (
+		applied []int
+		err     error
+		name    = "the log"
+	)
+	if m.s.pool != nil {
+		cfg := m.d.logConfig(m.shards)
+		name = fmt.Sprintf("the log %s (%s)", m.d.logName(), plural(m.shards, "shard"))
+		applied, err = postgres.MigrateLog(ctx, m.s.pool, cfg)
+		if err == nil {
+			_, err = postgres.NewLog(ctx, m.s.pool, cfg)
+			var fe *outbox.FieldError
+			if errors.As(err, &fe) && fe.Field == "postgres.LogConfig.Shards" {
+				return fmt.Errorf("--shards %s", fe.Problem)
+			}
+		}
+	} else {
+		applied, err = sqlite.MigrateLog(ctx, m.s.db)
+	}
+	if err != nil {
+		return err
+	}
+	if len(applied) == 0 {
+		fmt.Fprintf(env.Stdout, "%s: %s is up to date\n", m.d.describe(), name)
+		return nil
+	}
+	vs := make([]string, len(applied))
+	for i, v := range applied {
+		vs[i] = strconv.Itoa(v)
+	}
+	fmt.Fprintf(env.Stdout, "%s: %s: applied migration %s\n", m.d.describe(), name, strings.Join(vs, ", "))
+	return nil
+}
+
+// eventLog is the log of an opened store.
+type eventLog struct {
+	pg   *postgres.Log
+	lite *sqlite.Log
+}
+
+// openLog opens the store's log, refusing one that is not migrated with what to run.
+func openLog(ctx context.Context, d dsn, s *openedStore, timeout time.Duration) (*eventLog, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if s.db != nil {
+		l, err := sqlite.NewLog(ctx, s.db, sqlite.LogConfig{})
+		if err != nil {
+			if errors.Is(err, sqlite.ErrNotMigrated) {
+				return nil, d.logNotMigrated(err, sqlite.ErrNotMigrated)
+			}
+			return nil, timedOut(err, timeout)
+		}
+		return &eventLog{lite: l}, nil
+	}
+	cfg := d.logConfig(0)
+	n, ok, err := storedShards(ctx, s.pool, cfg)
+	if err != nil {
+		return nil, timedOut(err, timeout)
+	}
+	if ok {
+		cfg.Shards = n
+	}
+	l, err := postgres.NewLog(ctx, s.pool, cfg)
+	if err != nil {
+		if errors.Is(err, postgres.ErrNotMigrated) {
+			return nil, d.logNotMigrated(err, postgres.ErrNotMigrated)
+		}
+		return nil, timedOut(err, timeout)
+	}
+	return &eventLog{pg: l}, nil
+}
+
+func (l *eventLog) close() {
+	if l.lite != nil {
+		_ = l.lite.Close()
+	}
+}
+
+// logNotMigrated says that the store has no log of this version, and what to run.
+func (d dsn) logNotMigrated(err, sentinel error) error {
+	detail := err.Error()
+	if _, after, ok := strings.Cut(detail, sentinel.Error()); ok {
+		detail = strings.TrimPrefix(after, ": ")
+	}
+	detail = migrateAdvice.ReplaceAllString(detail, "")
+	if detail != "" {
+		detail = ": " + detail
+	}
+	return fmt.Errorf("the event log at %s is not migrated%s (run 'outbox migrate --layout=log')", d.describe(), scrub(detail, d.raw))
+}
+
+// appendInOneTx appends the chunks to the log in one transaction.
+func (l *eventLog) appendInOneTx(ctx context.Context, chunks [][]*outbox.Event) error {
+	if l.lite != nil {
+		return l.lite.Transact(ctx, func(tx *sql.Tx) error {
+			return eachChunk(chunks, func(c []*outbox.Event) error { return l.lite.AppendTx(ctx, tx, c...) })
+		})
+	}
+	return l.pg.Transact(ctx, func(tx pgx.Tx) error {
+		return eachChunk(chunks, func(c []*outbox.Event) error { return l.pg.AppendTx(ctx, tx, c...) })
+	})
+}
+
+// logDrained is what a LogRelay's Drain did, on either store.
+type logDrained struct {
+	read, delivered, failed, waiting, duplicates int
+	held                                         bool
+	fault                                        error
+	busy                                         bool
+}
+
+// logRelay is a LogRelay of either store.
+type logRelay struct {
+	run   func(ctx context.Context) error
+	drain func(ctx context.Context) (logDrained, error)
+	// trim lets go of what every cursor has passed, for --once: Run does so itself
+	// (Log.Retain on PostgreSQL, Log.Trim on SQLite), Drain does not.
+	trim func(ctx context.Context) error
+	// waiting is what waits on the log, for its gauges.
+	waiting metrics.LogSource
+}
+
+// boundLogSource bounds each look at what waits on the log, as the gauges' reads of
+// the events table are bounded (outbox.BoundStore).
+type boundLogSource struct {
+	src     metrics.LogSource
+	timeout time.Duration
+}
+
+func (b boundLogSource) Waiting(ctx context.Context) (int64, time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
+	return b.src.Waiting(ctx)
+}
+
+// logTrimChunk is how many events one delete of trimLog removes at most: each is a
+// short write transaction, which the application's writers wait for (10,000 held the
+// lock 15-45 ms in docs/log-layout.md), as LogRelay.Run's own trims.
+const logTrimChunk = 10_000
+
+// trimLog deletes every event of l that every cursor has passed.
+func trimLog(ctx context.Context, l *sqlite.Log, log *slog.Logger) error {
+	total := 0
+	for {
+		n, err := l.Trim(ctx, logTrimChunk)
+		total += n
+		if err != nil {
+			return err
+		}
+		if n < logTrimChunk {
+			if total > 0 {
+				log.Debug("log trimmed", "events_deleted", total)
+			}
+			return nil
+		}
+	}
+}
+
+// newLogRelay makes the relay's LogRelay: the relay's handler, the settings it shares
+// with the relay's Processor (retries, breaker, lease, handler timeout, keys that pass
+// a given-up event), and observers (metrics, summaries, traces), which count both
+// paths. --batch-size and --poll-interval apply when given: their
+// defaults are the Processor's, and the log relay's own defaults are larger batches
+// (500) and a shorter poll (100ms; head polls find commits within milliseconds).
+func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler outbox.Handler, o *relayOpts, c *call,
+	proc outbox.Config, observers []outbox.Observer, log *slog.Logger) (*logRelay, error) {
+	var batch int
+	var poll time.Duration
+	if c.set["batch-size"] {
+		batch = o.batchSize
+	}
+	if c.set["poll-interval"] {
+		poll = o.pollInterval
+	}
+	if l.lite != nil {
+		s, ok := store.(*sqlite.Store)
+		if !ok {
+			return nil, fmt.Errorf("the log relay needs the SQLite store, got %T", store)
+		}
+		r, err := sqlite.NewLogRelay(ctx, l.lite, s, handler, sqlite.LogRelayConfig{
+			Owner: o.owner, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
+			LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
+			SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
+		})
+		if err != nil {
+			return nil, logRelayRefused(err)
+		}
+		return &logRelay{
+			run: r.Run,
+			drain: func(ctx context.Context) (logDrained, error) {
+				st, err := r.Drain(ctx)
+				if rerr := r.Release(context.WithoutCancel(ctx)); err == nil && rerr != nil {
+					log.Warn("could not release the log cursor's lease; another relay waits for it to run out", "err", rerr)
+				}
+				return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
+			},
+			trim:    func(ctx context.Context) error { return trimLog(ctx, l.lite, log) },
+			waiting: r,
+		}, nil
+	}
+	s, ok := store.(*postgres.Store)
+	if !ok {
+		return nil, fmt.Errorf("the log relay needs the PostgreSQL store, got %T", store)
+	}
+	r, err := postgres.NewLogRelay(ctx, l.pg, s, handler, postgres.LogRelayConfig{
+		BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
+		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
+		SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
+	})
+	if err != nil {
+		return nil, logRelayRefused(err)
+	}
+	return &logRelay{
+		run: r.Run,
+		drain: func(ctx context.Context) (logDrained, error) {
+			st, err := r.Drain(ctx)
+			return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
+		},
+		trim: func(ctx context.Context) error {
+			res, err := l.pg.Retain(ctx)
+			if err == nil && len(res.Truncated) > 0 {
+				log.Debug("log retained", "partitions_truncated", len(res.Truncated), "held_by", res.HeldBy)
+			}
+			return err
+		},
+		waiting: r,
+	}, nil
+}
+
+// logRelayFlags maps the log relay's fields to the flags that set them.
+var logRelayFlags = map[string]string{
+	"BatchSize": "--batch-size", "MaxConcurrent": "--max-concurrent", "PollInterval": "--poll-interval",
+	"LeaseDuration": "--lease", "HandlerTimeout": "--handler-timeout", "Retry": "--retry-delays",
+	"Breaker": "--breaker-threshold",
+}
+
+// logRelayRefused names the flag behind a setting the log relay refuses (the
+// Processor accepted it: its limits differ, as PostgreSQL's 30ms floor on the lease).
+func logRelayRefused(err error) error {
+	var fe *outbox.FieldError
+	if errors.As(err, &fe) {
+		field := fe.Field[strings.LastIndex(fe.Field, "LogRelayConfig.")+len("LogRelayConfig."):]
+		field, _, _ = strings.Cut(field, ".")
+		if flag, ok := logRelayFlags[field]; ok {
+			return usagef("%s %s (the log relay's limit)", flag, fe.Problem)
+		}
+	}
+	return err
+}
+
+// inFlight counts the log relay's deliveries in flight, so that a stop can let them
+// finish before it cancels the relay.
+type inFlight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n falls to 0
+}
+
+func (f *inFlight) begin() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.n == 0 {
+		f.zero = make(chan struct{})
+	}
+	f.n++
+}
+
+func (f *inFlight) end() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n--
+	if f.n == 0 {
+		close(f.zero)
+	}
+}
+
+// wait returns once no delivery is in flight, or when ctx ends.
+func (f *inFlight) wait(ctx context.Context) {
+	f.mu.Lock()
+	zero := f.zero
+	idle := f.n == 0
+	f.mu.Unlock()
+	if idle {
+		return
+	}
+	select {
+	case <-zero:
+	case <-ctx.Done():
+	}
+}
+
+// counted wraps h so that f counts its deliveries, keeping a BatchHandler one.
+func (f *inFlight) counted(h outbox.Handler) outbox.Handler {
+	c := countedHandler{h: h, f: f}
+	if bh, ok := h.(outbox.BatchHandler); ok {
+		return countedBatchHandler{countedHandler: c, bh: bh}
+	}
+	return c
+}
+
+type countedHandler struct {
+	h outbox.Handler
+	f *inFlight
+}
+
+func (c countedHandler) Handle(ctx context.Context, e outbox.Event) error {
+	c.f.begin()
+	defer c.f.end()
+	return c.h.Handle(ctx, e)
+}
+
+type countedBatchHandler struct {
+	countedHandler
+	bh outbox.BatchHandler
+}
+
+func (c countedBatchHandler) HandleBatch(ctx context.Context, events []outbox.Event) []error {
+	c.f.begin()
+	defer c.f.end()
+	return c.bh.HandleBatch(ctx, events)
+}
+
+// logHold follows the holds of the log relay (a BreakerObserver among its observers),
+// so that /readyz says when the sink's fault holds the log, as it does for the
+// Processor's breaker.
+type logHold struct {
+	clock  outbox.Clock
+	mu     sync.Mutex
+	held   bool
+	reason string
+	since  time.Time
+}
+
+func (h *logHold) ObserveClaim(int, time.Duration)                             {}
+func (h *logHold) ObserveDelivery(outbox.Event, outbox.Outcome, time.Duration) {}
+func (h *logHold) ObserveUnavailable(outbox.Event, error)                      {}
+
+func (h *logHold) ObserveHold(target, reason string, held bool) {
+	if target != "" {
+		return // the log relay holds the whole log; targets are the Processor's
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.held, h.reason = held, reason
+	if held {
+		h.since = h.clock.Now()
+	}
+}
+
+// err says that the log is held, and since when, or is nil.
+func (h *logHold) err() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.held {
+		return nil
+	}
+	return fmt.Errorf("delivery from the log held since %s: %s; events wait in the log, attempts not spent",
+		h.since.UTC().Format(time.RFC3339), cmp.Or(h.reason, outbox.ReasonUnreachable))
+}

@@ -1,0 +1,369 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/sqlite"
+)
+
+// orderedSink is an HTTP sink that records the event IDs it is sent, in the order
+// they arrive, and holds the events named in hold until release is closed.
+type orderedSink struct {
+	mu      sync.Mutex
+	got     []string
+	srv     *httptest.Server
+	hold    map[string]bool
+	release chan struct{}
+}
+
+func newOrderedSink(t *testing.T, hold ...string) *orderedSink {
+	s := &orderedSink{hold: map[string]bool{}, release: make(chan struct{})}
+	for _, id := range hold {
+		s.hold[id] = true
+	}
+	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		id := r.Header.Get("Idempotency-Key")
+		if s.hold[id] {
+			<-s.release
+		}
+		s.mu.Lock()
+		s.got = append(s.got, id)
+		s.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-s.release:
+		default:
+			close(s.release)
+		}
+		s.srv.Close()
+	})
+	return s
+}
+
+func (s *orderedSink) received() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.got)
+}
+
+// await polls cond until it holds, failing t after a minute.
+func await(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The log layout's commands: migrate --layout=log (idempotent; on PostgreSQL with its
+// shards, a differing count refused), enqueue --layout=log, relay --layout=log --once,
+// and the refusals of a store without a log and of MySQL.
+func TestLogLayoutCommands(t *testing.T) {
+	t.Parallel()
+	r := runEnv(t, Env{}, "migrate", "--dsn", "mysql://app@127.0.0.1:1/app", "--layout=log")
+	if r.code != ExitUsage || !strings.Contains(r.stderr, "MySQL and MariaDB keep the table layout") ||
+		!strings.Contains(r.stderr, "docs/log-layout.md#mysql-and-mariadb-why-they-keep-the-table-layout") {
+		t.Errorf("migrate --layout=log on MySQL: want exit 2 pointing to the docs, got %v", r)
+	}
+	if r := runEnv(t, Env{}, "enqueue", "--dsn", "mysql://app@127.0.0.1:1/app", "--layout=log", "--type", "x", "--entity", "e"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "MySQL and MariaDB keep the table layout") {
+		t.Errorf("enqueue --layout=log on MySQL: want exit 2, got %v", r)
+	}
+	if r := runEnv(t, Env{}, "relay", "--dsn", "sqlite:"+t.TempDir()+"/none.db", "--layout=log", "--sink", "http://127.0.0.1:1/", "--type", "x"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "--type and --user are not built on the log layout") {
+		t.Errorf("relay --layout=log --type: want exit 2, got %v", r)
+	}
+	eachBackend(t, func(t *testing.T, b backend) {
+		migrated(t, b)
+		sink := newAcceptAll(t)
+		r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once")
+		if r.code != ExitFailure || !strings.Contains(r.stderr, "run 'outbox migrate --layout=log'") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("relay --layout=log before the log is migrated: want exit 1 naming the command, once, got %v", r)
+		}
+
+		args := []string{"migrate", "--dsn", b.dsn, "--layout=log"}
+		wantLog := "the log: applied migration 1, 2\n"
+		if b.name == "postgres" {
+			args = append(args, "--shards", "2")
+			wantLog = " (2 shards): applied migration 1, 2, 3\n"
+		}
+		if r := runEnv(t, Env{}, args...); r.code != 0 || !strings.Contains(r.stdout, "is up to date\n") || !strings.HasSuffix(r.stdout, wantLog) {
+			t.Fatalf("migrate --layout=log: want the table up to date and the log migrated (%q), got %v", wantLog, r)
+		}
+		r = runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log")
+		if r.code != 0 || strings.Count(r.stdout, "is up to date\n") != 2 {
+			t.Errorf("migrate --layout=log again: want both up to date, got %v", r)
+		}
+		if b.name == "postgres" {
+			r = runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log", "--shards", "3")
+			if r.code != ExitUsage || !regexp.MustCompile(`--shards 3: the log \S+\.outbox_log was made with 2 shards, and a log keeps the shards it was made with`).MatchString(r.stderr) {
+				t.Errorf("migrate --layout=log --shards 3 on a log of 2: want it refused, got %v", r)
+			}
+		} else if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log", "--shards", "2"); r.code != ExitUsage {
+			t.Errorf("migrate --layout=log --shards on SQLite: want exit 2, got %v", r)
+		}
+
+		r = runEnv(t, Env{Stdin: strings.NewReader(`{"type":"order.created","entity_id":"o-1","ordering_key":"o-1"}
+{"type":"order.paid","entity_id":"o-1","ordering_key":"o-1"}
+`)}, "enqueue", "--dsn", b.dsn, "--layout=log", "--jsonl")
+		appended := ids(r)
+		if r.code != 0 || len(appended) != 2 {
+			t.Fatalf("enqueue --layout=log: want two IDs, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "x"); r.code != ExitUsage || !strings.Contains(r.stderr, "--entity") {
+			t.Errorf("enqueue --layout=log without --entity: want it refused as today, got %v", r)
+		}
+		if st, err := b.open(t).Stats(context.Background(), outbox.StatsQuery{}); err != nil || st.Total != 0 {
+			t.Errorf("after enqueue --layout=log the events table holds %d events (%v), want none", st.Total, err)
+		}
+
+		observed := newOutcomes(2) // the relay's observers (metrics, summaries, traces) hear the log relay too
+		r = runEnv(t, Env{observer: observed}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "read 2 events from the log: 2 delivered, 0 failed") ||
+			!strings.Contains(r.stdout, "claimed 0 events: 0 delivered") {
+			t.Fatalf("relay --layout=log --once: %v", r)
+		}
+		observed.mu.Lock()
+		if n := observed.count[outbox.Delivered]; n != 2 {
+			t.Errorf("the relay's observers heard %d deliveries from the log, want 2", n)
+		}
+		observed.mu.Unlock()
+		if b.name == "sqlite" { // --once trims the log behind its cursor: all but the row at its position
+			db, err := sqlite.Open(strings.TrimPrefix(b.dsn, "sqlite:"), sqlite.OpenConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var left int
+			if err := db.QueryRow(`SELECT count(*) FROM outbox_log`).Scan(&left); err != nil || left != 1 {
+				t.Errorf("the log holds %d events after relay --once (%v), want 1 (the row at the cursor)", left, err)
+			}
+			db.Close()
+		}
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, id := range appended {
+			if sink.keys[id] != 1 {
+				t.Errorf("event %s delivered %d times, want once", id, sink.keys[id])
+			}
+		}
+	})
+}
+
+// Moving onto the log layout with events pending in the events table: a key's events
+// written to the table before the move, and its later events appended to the log, are
+// all delivered once and in the key's order by relay --layout=log, which leaves the
+// table drained. The sink holds the table's first event until the log relay has sent
+// the key's log events to the table behind it, so the test goes through that path.
+func TestMovingOntoTheLogLayout(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b backend) {
+		store := migrated(t, b)
+		var table []string // k's events in the events table, written before the move
+		for i := range 2 {
+			r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--type", "order.step", "--entity", "o-1", "--ordering-key", "k",
+				"--payload", fmt.Sprintf(`{"step":%d}`, i+1))
+			if r.code != 0 {
+				t.Fatalf("enqueue: %v", r)
+			}
+			table = append(table, ids(r)...)
+		}
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		r := runEnv(t, Env{Stdin: strings.NewReader(`{"type":"order.step","entity_id":"o-1","ordering_key":"k","payload":{"step":3}}
+{"type":"order.step","entity_id":"o-1","ordering_key":"k","payload":{"step":4}}
+{"type":"order.other","entity_id":"o-2","ordering_key":"j"}
+`)}, "enqueue", "--dsn", b.dsn, "--layout=log", "--jsonl")
+		logged := ids(r)
+		if r.code != 0 || len(logged) != 3 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+		want := append(slices.Clone(table), logged[:2]...)
+
+		sink := newOrderedSink(t, table[0])
+		d := startRelay(t, Env{}, "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--poll-interval", "50ms")
+		// The log relay finds k unfinished in the table and moves k's log events there.
+		await(t, "the log relay to move k's log events behind the table's", func() bool {
+			evs, err := store.List(context.Background(), outbox.Filter{Limit: 10})
+			return err == nil && len(evs) == 4
+		})
+		await(t, "j, which has nothing in the table, delivered from the log", func() bool {
+			return slices.Contains(sink.received(), logged[2])
+		})
+		close(sink.release)
+		await(t, "every event delivered", func() bool { return len(sink.received()) >= 5 })
+		await(t, "the events table drained", func() bool {
+			st, err := store.Stats(context.Background(), outbox.StatsQuery{})
+			return err == nil && st.Completed == st.Total
+		})
+		res := d.stop(t)
+		if res.code != 0 {
+			t.Errorf("relay exit: %v", res)
+		}
+		got := sink.received()
+		if len(got) != 5 {
+			t.Errorf("delivered %v, want each of the 5 events once", got)
+		}
+		var k []string
+		for _, id := range got {
+			if id != logged[2] {
+				k = append(k, id)
+			}
+		}
+		if !slices.Equal(k, want) {
+			t.Errorf("key k delivered in the order %v, want %v (two from the table, then two from the log)", k, want)
+		}
+	})
+}
+
+// On a signal, relay --layout=log lets the log relay's delivery in flight finish before
+// it stops, and exits 0; past --drain-timeout it cuts the delivery short, warns, and
+// still exits 0.
+func TestLogRelayStopLetsDeliveriesFinish(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+		t.Fatalf("migrate --layout=log: %v", r)
+	}
+	var (
+		arrived = make(chan struct{}, 1)
+		mu      sync.Mutex
+		release = make(chan struct{}) // closed when the sink may answer
+		cut     []string              // deliveries whose request was cancelled before the sink answered
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		answer := release
+		mu.Unlock()
+		select {
+		case arrived <- struct{}{}:
+		default:
+		}
+		select {
+		case <-answer:
+			w.WriteHeader(http.StatusNoContent)
+		case <-r.Context().Done():
+			mu.Lock()
+			cut = append(cut, r.Header.Get("Idempotency-Key"))
+			mu.Unlock()
+		}
+	}))
+	t.Cleanup(srv.Close)
+
+	relay := func(drainTimeout string, atSignal func(stderr *syncBuffer)) result {
+		r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1")
+		if r.code != 0 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var out, errb syncBuffer
+		done := make(chan int, 1)
+		go func() {
+			done <- Main(ctx, []string{"relay", "--dsn", b.dsn, "--layout=log", "--sink", srv.URL, "--drain-timeout", drainTimeout},
+				Env{Stdout: &out, Stderr: &errb, Getenv: func(string) string { return "" }})
+		}()
+		select {
+		case <-arrived:
+		case <-time.After(time.Minute):
+			t.Fatal("gave up waiting for the log relay's delivery")
+		}
+		cancel()
+		atSignal(&errb)
+		select {
+		case code := <-done:
+			return result{code, out.String(), errb.String()}
+		case <-time.After(time.Minute):
+			t.Fatal("relay did not stop within a minute of its signal")
+			return result{}
+		}
+	}
+
+	r := relay("1m", func(stderr *syncBuffer) {
+		await(t, "the relay to take the signal", func() bool { return strings.Contains(stderr.String(), "signal received") })
+		mu.Lock()
+		close(release)
+		mu.Unlock()
+	})
+	mu.Lock()
+	if r.code != 0 || len(cut) > 0 || strings.Contains(r.stderr, "drain timeout passed") {
+		t.Errorf("a stop during a delivery from the log: want it finished and exit 0, got cut %v and %v", cut, r)
+	}
+	release = make(chan struct{}) // the next deliveries are never answered
+	mu.Unlock()
+	r = relay("50ms", func(*syncBuffer) {})
+	if r.code != 0 || !strings.Contains(r.stderr, "drain timeout passed") {
+		t.Errorf("a stop past --drain-timeout: want a warning and exit 0, got %v", r)
+	}
+	mu.Lock()
+	close(release)
+	mu.Unlock()
+}
+
+// /metrics counts what waits on the log, and /readyz says when a fault of the sink
+// holds the log, as it does for the events table's breaker: here the table is empty,
+// and only the log relay meets the fault.
+func TestLogRelayHeldIsNotReady(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+		t.Fatalf("migrate --layout=log: %v", r)
+	}
+	if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != 0 {
+		t.Fatalf("enqueue --layout=log: %v", r)
+	}
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close() // nothing listens there: a dial error, the destination's fault
+	addr := make(chan string, 1)
+	d := startRelay(t, Env{onListen: func(a string) { addr <- a }}, "--dsn", b.dsn, "--layout=log", "--sink", down.URL, "--metrics-addr", "127.0.0.1:0")
+	base := "http://" + <-addr
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !regexp.MustCompile(`(?m)^outbox_log_events_waiting 1$`).Match(page) {
+		t.Errorf("/metrics: want outbox_log_events_waiting 1 (the event on the log), got:\n%s", grepLines(string(page), "outbox_log_"))
+	}
+	await(t, "/readyz to say that the log is held", func() bool {
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(string(body), "delivery from the log held since")
+	})
+	if r := d.stop(t); r.code != 0 {
+		t.Errorf("relay exit: %v", r)
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
