@@ -231,15 +231,7 @@ func (l *eventLog) close() {
 
 // logNotMigrated says that the store has no log of this version, and what to run.
 func (d dsn) logNotMigrated(err, sentinel error) error {
-	detail := err.Error()
-	if _, after, ok := strings.Cut(detail, sentinel.Error()); ok {
-		detail = strings.TrimPrefix(after, ": ")
-	}
-	detail = migrateAdvice.ReplaceAllString(detail, "")
-	if detail != "" {
-		detail = ": " + detail
-	}
-	return fmt.Errorf("the event log at %s is not migrated%s (run 'outbox migrate --layout=log')", d.describe(), scrub(detail, d.raw))
+	return d.unmigrated("the event log", "outbox migrate --layout=log", err, sentinel)
 }
 
 // appendInOneTx appends the chunks to the log in one transaction.

@@ -314,10 +314,15 @@ func (d dsn) open(ctx context.Context, forMigrate bool, timeout time.Duration) (
 	return &openedStore{Store: s, close: func() { s.Close(); pool.Close() }, pool: pool}, nil
 }
 
-// notMigrated says that the store is not migrated, and what to run, once: the
-// stores' own errors carry advice for Go callers ("run postgres.Migrate …"), which is
-// cut.
+// notMigrated says that the store is not migrated, and what to run.
 func (d dsn) notMigrated(err, sentinel error) error {
+	return d.unmigrated("the outbox schema", "outbox migrate", err, sentinel)
+}
+
+// unmigrated says that what (the outbox schema, the event log) is not migrated, and
+// to run command, once: the stores' own errors carry advice for Go callers ("run
+// postgres.Migrate …"), which is cut.
+func (d dsn) unmigrated(what, command string, err, sentinel error) error {
 	detail := err.Error()
 	if _, after, ok := strings.Cut(detail, sentinel.Error()); ok {
 		detail = strings.TrimPrefix(after, ": ")
@@ -326,7 +331,7 @@ func (d dsn) notMigrated(err, sentinel error) error {
 	if detail != "" {
 		detail = ": " + detail
 	}
-	return fmt.Errorf("the outbox schema at %s is not migrated%s (run 'outbox migrate')", d.describe(), scrub(detail, d.raw))
+	return fmt.Errorf("%s at %s is not migrated%s (run '%s')", what, d.describe(), scrub(detail, d.raw), command)
 }
 
 // migrateAdvice is the stores' advice to Go callers at the end of ErrNotMigrated.
