@@ -548,16 +548,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 // withStore parses the DSN (bad input: exit 2, nothing opened), opens the store, and
 // runs fn with it.
 func withStore(ctx context.Context, c *call, fn func(s outbox.Store) error) error {
-	d, err := parseDSN(c.dsn)
-	if err != nil {
-		return err
-	}
-	s, err := d.open(ctx, false, c.timeout)
-	if err != nil {
-		return err
-	}
-	defer s.close()
-	return timedOut(fn(outbox.BoundStore(s.Store, c.timeout, slog.New(slog.DiscardHandler))), c.timeout)
+	return withStoreAndLog(ctx, c, layoutTable, func(s outbox.Store, _ *eventLog) error { return fn(s) })
 }
 
 func timeoutFlag(fs *flag.FlagSet, p *time.Duration) {

@@ -23,7 +23,12 @@ type healthOpts struct {
 	maxOldestDue   time.Duration
 	window         time.Duration
 	json           bool
+	layout         string
 }
+
+// ruleLogBehind is the log layout's rule: the oldest event waiting on the log is older
+// than --max-oldest-due (the dashboard's alert and the Prometheus rule OutboxLogBehind).
+const ruleLogBehind = "log_behind"
 
 var healthCmd = &command{
 	name: "health", args: "[--user ID] [--json]", needsDSN: true,
@@ -36,9 +41,16 @@ last --window (15m); any event given up within the window; more than 50 events w
 The exit code is for monitoring scripts: 0 healthy, 1 one or more alerts, 2 the store
 could not be read (or bad flags).
 
+--layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds a rule
+on the event log, whose events the rules above do not see: log_behind, the oldest
+event waiting for the log relay is older than --max-oldest-due (no log relay runs,
+or its destination holds it). With --json, "stats" has the log's "log" object. The
+log is not kept by user: --user is refused with it.
+
 Examples:
   outbox health || page-someone
-  outbox health --max-pending 1000 --json`,
+  outbox health --max-pending 1000 --json
+  outbox health --layout=log`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &healthOpts{}
 		fs.StringVar(&o.user, "user", "", "only this user's events")
@@ -51,6 +63,7 @@ Examples:
 		durationVar(fs, &o.maxOldestDue, "max-oldest-due", outbox.DefaultMaxOldestDue, "how long an event may be due (negative: no rule)")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "how far back the failure-rate and given-up rules look")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
+		layoutFlag(fs, &o.layout)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -69,13 +82,21 @@ Examples:
 		if err := (outbox.HealthRules{MaxFailureRate: o.maxFailureRate}).Validate(); err != nil {
 			return usagef("--max-failure-rate is a share from 0 to 1 (negative: no rule), got %g", o.maxFailureRate)
 		}
+		if err := logPerUser(o.layout, o.user); err != nil {
+			return err
+		}
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err
 		}
-		err := withStore(ctx, c, func(s outbox.Store) error {
+		err := withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
 			rules := outbox.HealthRules{MaxStale: o.maxStale, MaxStuck: o.maxStuck, MaxGivenUp: o.maxGivenUp,
 				MaxPending: o.maxPending, MaxFailureRate: o.maxFailureRate, MaxOldestDue: o.maxOldestDue, Window: o.window}
-			st, err := s.Stats(ctx, rules.StatsQuery(o.user, env.Clock.Now(), o.staleAfter))
+			now := env.Clock.Now()
+			st, err := s.Stats(ctx, rules.StatsQuery(o.user, now, o.staleAfter))
+			if err != nil {
+				return err
+			}
+			lw, err := waitingOnLog(ctx, c, l, now)
 			if err != nil {
 				return err
 			}
@@ -102,18 +123,28 @@ Examples:
 				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "oldest_due", Value: st.OldestDueAge.Seconds(),
 					Message: fmt.Sprintf("an event has been due for %s, above 0s", fmtAge(st.OldestDueAge))})
 			}
+			// As the dashboard's: zero means zero here too.
+			if lw != nil && lw.events > 0 && o.maxOldestDue >= 0 && lw.oldestAge > o.maxOldestDue {
+				h.Alerts = append(h.Alerts, outbox.Alert{Rule: ruleLogBehind, Value: lw.oldestAge.Seconds(), Threshold: o.maxOldestDue.Seconds(),
+					Message: fmt.Sprintf("the oldest of %d events waiting on the log has waited %s, above %s: is a log relay running "+
+						"('outbox relay --layout=log'), and is its destination held?", lw.events, fmtAge(lw.oldestAge), formatDuration(o.maxOldestDue))})
+			}
 			h.Healthy = len(h.Alerts) == 0
 			if o.json {
 				if err := writeJSON(env.Stdout, struct {
 					Healthy bool           `json:"healthy"`
 					Alerts  []outbox.Alert `json:"alerts"`
 					Stats   statsJSON      `json:"stats"`
-				}{h.Healthy, append([]outbox.Alert{}, h.Alerts...), newStatsJSON(st)}); err != nil {
+				}{h.Healthy, append([]outbox.Alert{}, h.Alerts...), newStatsJSON(st).withLog(lw)}); err != nil {
 					return err
 				}
 			} else if h.Healthy {
-				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %s over the last %s\n",
+				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %s over the last %s",
 					st.Pending+st.Failed, st.Stale, st.Stuck, percent(recentFailureRate(st.Recent)), formatDuration(o.window))
+				if lw != nil {
+					fmt.Fprintf(env.Stdout, "; %d waiting on the log, oldest %s", lw.events, fmtAge(lw.oldestAge))
+				}
+				fmt.Fprintln(env.Stdout)
 			} else {
 				fmt.Fprintf(env.Stdout, "unhealthy: %d alert(s)\n", len(h.Alerts))
 				for _, a := range h.Alerts {

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
 )
 
@@ -366,4 +368,104 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// stats, health and serve with --layout=log see what waits on the event log, which the
+// events table's counts do not: before any log relay has read it (no cursor yet), and
+// after; health alerts log_behind past --max-oldest-due. A store whose log is not
+// migrated is refused naming the migration, MySQL and --user are refused.
+func TestOperatorCommandsSeeTheLog(t *testing.T) {
+	t.Parallel()
+	for _, cmd := range []string{"stats", "health", "serve"} {
+		if r := runEnv(t, Env{}, cmd, "--dsn", "mysql://app@127.0.0.1:1/app", "--layout=log"); r.code != ExitUsage ||
+			!strings.Contains(r.stderr, "MySQL and MariaDB keep the table layout") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("%s --layout=log on MySQL: want exit 2, once, got %v", cmd, r)
+		}
+	}
+	if r := runEnv(t, Env{}, "health", "--dsn", "sqlite:"+t.TempDir()+"/none.db", "--layout=log", "--user", "u"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "--user with --layout=log: the event log is not kept by user") {
+		t.Errorf("health --layout=log --user: want exit 2, got %v", r)
+	}
+	type logJSON struct {
+		EventsWaiting           *int64   `json:"events_waiting"`
+		OldestWaitingAgeSeconds *float64 `json:"oldest_waiting_age_seconds"`
+	}
+	statsLog := func(t *testing.T, r result) logJSON {
+		t.Helper()
+		var st struct{ Log *logJSON }
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 || st.Log == nil ||
+			st.Log.EventsWaiting == nil || st.Log.OldestWaitingAgeSeconds == nil {
+			t.Fatalf("stats --layout=log --json: want a log object with both fields (%v), got %v", err, r)
+		}
+		return *st.Log
+	}
+	eachBackend(t, func(t *testing.T, b backend) {
+		migrated(t, b)
+		r := runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--layout=log")
+		if r.code != ExitFailure || !strings.Contains(r.stderr, "run 'outbox migrate --layout=log'") || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("stats --layout=log before the log is migrated: want exit 1 naming the command, once, got %v", r)
+		}
+		r = runEnv(t, Env{}, "health", "--dsn", b.dsn, "--layout=log")
+		if r.code != ExitUsage || !strings.HasPrefix(r.stderr, "outbox health: cannot tell: ") || !strings.Contains(r.stderr, "outbox migrate --layout=log") {
+			t.Errorf("health --layout=log before the log is migrated: want exit 2 (cannot tell) naming the command, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		if l := statsLog(t, runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--layout=log", "--json")); *l.EventsWaiting != 0 || *l.OldestWaitingAgeSeconds != 0 {
+			t.Errorf("an empty log: want 0 waiting, age 0, got %d, %g", *l.EventsWaiting, *l.OldestWaitingAgeSeconds)
+		}
+		if r := runEnv(t, Env{Stdin: strings.NewReader(`{"type":"order.created","entity_id":"o-1"}
+{"type":"order.created","entity_id":"o-2"}
+`)}, "enqueue", "--dsn", b.dsn, "--layout=log", "--jsonl"); r.code != 0 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+
+		// 20 minutes on, with no log relay: behind.
+		later := Env{Clock: outboxtest.NewClock(time.Now().Add(20 * time.Minute))}
+		r = runEnv(t, later, "stats", "--dsn", b.dsn, "--layout=log")
+		if r.code != 0 || !regexp.MustCompile(`(?m)^on the log \(not counted above\): 2 waiting for the log relay · oldest waiting 20m(\d+s)?$`).MatchString(r.stdout) {
+			t.Errorf("stats --layout=log: want the log's line, got %v", r)
+		}
+		if l := statsLog(t, runEnv(t, later, "stats", "--dsn", b.dsn, "--layout=log", "--json")); *l.EventsWaiting != 2 ||
+			*l.OldestWaitingAgeSeconds < 1200 || *l.OldestWaitingAgeSeconds > 1300 {
+			t.Errorf("stats --layout=log --json: want 2 waiting for about 1200 s, got %d, %g", *l.EventsWaiting, *l.OldestWaitingAgeSeconds)
+		}
+		if r := runEnv(t, later, "health", "--dsn", b.dsn); r.code != 0 {
+			t.Errorf("health on the table layout does not see the log: want exit 0, got %v", r)
+		}
+		r = runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log")
+		if r.code != ExitFailure || !regexp.MustCompile(`(?m)^  log_behind    the oldest of 2 events waiting on the log has waited 20m(\d+s)?, above 15m: is a log relay running`).MatchString(r.stdout) {
+			t.Errorf("health --layout=log, the log 20m behind: want exit 1 and log_behind, got %v", r)
+		}
+		r = runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log", "--json")
+		var h struct {
+			Healthy bool
+			Alerts  []outbox.Alert
+			Stats   struct{ Log *logJSON }
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &h); err != nil || r.code != ExitFailure || h.Healthy || len(h.Alerts) != 1 ||
+			h.Alerts[0].Rule != "log_behind" || h.Alerts[0].Threshold != 900 || h.Stats.Log == nil || *h.Stats.Log.EventsWaiting != 2 {
+			t.Errorf("health --layout=log --json: want one log_behind alert, threshold 900, and the log's stats (%v), got %v", err, r)
+		}
+		if r := runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log", "--max-oldest-due=-1s"); r.code != 0 {
+			t.Errorf("health --layout=log --max-oldest-due=-1s: want no rule, exit 0, got %v", r)
+		}
+		r = runEnv(t, Env{}, "health", "--dsn", b.dsn, "--layout=log")
+		if r.code != 0 || !strings.Contains(r.stdout, "; 2 waiting on the log, oldest ") {
+			t.Errorf("health --layout=log, the log's events fresh: want healthy, saying what waits on the log, got %v", r)
+		}
+
+		// A log relay delivers them: nothing waits behind its cursor.
+		sink := newAcceptAll(t)
+		if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once"); r.code != 0 {
+			t.Fatalf("relay --layout=log --once: %v", r)
+		}
+		if l := statsLog(t, runEnv(t, later, "stats", "--dsn", b.dsn, "--layout=log", "--json")); *l.EventsWaiting != 0 || *l.OldestWaitingAgeSeconds != 0 {
+			t.Errorf("after the log relay: want 0 waiting, age 0, got %d, %g", *l.EventsWaiting, *l.OldestWaitingAgeSeconds)
+		}
+		if r := runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Errorf("health --layout=log after the log relay: want exit 0, got %v", r)
+		}
+	})
 }

@@ -20,6 +20,7 @@ type serveOpts struct {
 	readOnly   bool
 	staleAfter time.Duration
 	logLevel   string
+	layout     string
 }
 
 var serveCmd = &command{
@@ -34,9 +35,15 @@ OUTBOX_DASHBOARD_TOKEN, and give it as the password of the browser's login promp
 (any user name; it is logged with each action) or as "Authorization: Bearer TOKEN".
 Without a token, serve refuses to start on any other address.
 
+--layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') also shows
+what waits on the event log for the log relay, which the events table's counts do not
+include: the events and the oldest one's age, with a log_behind alert when it is older
+than the oldest_due rule's limit (15m).
+
 Examples:
   outbox serve --dsn sqlite:./outbox.db                  # http://127.0.0.1:8080/
-  OUTBOX_DASHBOARD_TOKEN=… outbox serve --addr :8080 --read-only`,
+  OUTBOX_DASHBOARD_TOKEN=… outbox serve --addr :8080 --read-only
+  outbox serve --layout=log`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &serveOpts{}
 		fs.StringVar(&o.addr, "addr", "127.0.0.1:8080", "address to listen on")
@@ -44,6 +51,7 @@ Examples:
 		fs.BoolVar(&o.readOnly, "read-only", false, "show, but refuse retries and discards")
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+		layoutFlag(fs, &o.layout)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -63,10 +71,19 @@ Examples:
 		if err != nil {
 			return err
 		}
-		return withStore(ctx, c, func(s outbox.Store) error {
-			h, err := dashboard.New(dashboard.Config{
+		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+			cfg := dashboard.Config{
 				Store: s, Token: token, ReadOnly: o.readOnly, StaleAfter: o.staleAfter, Clock: env.Clock, Logger: log,
-			})
+			}
+			if l != nil {
+				// Each look bounded as the store's reads are (withStore's BoundStore).
+				cfg.LogWaiting = func(ctx context.Context) (int64, time.Time, error) {
+					ctx, cancel := context.WithTimeout(ctx, c.timeout)
+					defer cancel()
+					return l.waiting(ctx)
+				}
+			}
+			h, err := dashboard.New(cfg)
 			if err != nil {
 				return usagef("%v", err)
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,29 @@ func TestServeShowsTheOutbox(t *testing.T) {
 			t.Fatalf("serve: %v", r)
 		}
 	})
+}
+
+// serve --layout=log shows what waits on the event log (dashboard.Config.LogWaiting).
+func TestServeShowsTheLog(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != ExitOK {
+		t.Fatal(r)
+	}
+	if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != ExitOK {
+		t.Fatal(r)
+	}
+	addr, stop := startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log")
+	res, err := http.Get("http://" + addr + "/api/overview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 1,`).Match(body) {
+		t.Errorf("GET /api/overview = %d: want the log's one event: %.600s", res.StatusCode, body)
+	}
+	if r := stop(); r.code != ExitOK {
+		t.Errorf("serve: %v", r)
+	}
 }

@@ -19,6 +19,7 @@ type statsOpts struct {
 	json       bool
 	staleAfter time.Duration
 	window     time.Duration
+	layout     string
 }
 
 // statsJSON is Stats for scripts. Durations are seconds, as numbers, in fields named
@@ -48,6 +49,51 @@ type statsJSON struct {
 
 	ByType map[string]outbox.TypeCounts `json:"by_type,omitempty"`
 	Paused []string                     `json:"paused,omitempty"`
+
+	// Log is what waits on the event log (--layout=log), which the counts above do not
+	// include; absent on the table layout.
+	Log *logJSON `json:"log,omitempty"`
+}
+
+// logJSON is what waits on the event log for the log relay: the committed events its
+// cursor has not passed, and the oldest one's age (0 when none waits, as the table's
+// ages).
+type logJSON struct {
+	EventsWaiting           int64   `json:"events_waiting"`
+	OldestWaitingAgeSeconds float64 `json:"oldest_waiting_age_seconds"`
+}
+
+// withLog adds what waits on the log, when there is a log.
+func (s statsJSON) withLog(w *onLog) statsJSON {
+	if w != nil {
+		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds()}
+	}
+	return s
+}
+
+// logPerUser refuses --user on the log layout: the log is not kept by user, so what
+// waits on it is every user's.
+func logPerUser(layout, user string) error {
+	if layout == layoutLog && user != "" {
+		return usagef("--user with --layout=log: the event log is not kept by user, so what waits on it is every user's " +
+			"(leave out --layout=log to see one user's events in the events table)")
+	}
+	return nil
+}
+
+// waitingOnLog reads what waits on l at now, under the command's timeout; nil without
+// a log (the table layout).
+func waitingOnLog(ctx context.Context, c *call, l *eventLog, now time.Time) (*onLog, error) {
+	if l == nil {
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	w, err := l.waitingAt(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	return &w, nil
 }
 
 type recentJSON struct {
@@ -105,15 +151,23 @@ given-up event of their ordering key. A rate with nothing to take it over (no ev
 settled yet, no outcome in the window) reads n/a. With --json, every duration is in
 seconds (the fields ending in _seconds) and such a rate is null.
 
+--layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds what
+waits on the event log, which the counts of the events table do not include: the
+committed events the log relay has not passed, and the oldest one's age (with --json,
+"log": {"events_waiting", "oldest_waiting_age_seconds"}). The log is not kept by user:
+--user is refused with it.
+
 Examples:
   outbox stats
-  outbox stats --user 7f3c… --json | jq .given_up`,
+  outbox stats --user 7f3c… --json | jq .given_up
+  outbox stats --layout=log --json | jq .log.events_waiting`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &statsOpts{}
 		fs.StringVar(&o.user, "user", "", "only this user's events")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "count the outcomes of this last stretch of time (recent)")
+		layoutFlag(fs, &o.layout)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -127,21 +181,29 @@ Examples:
 		if o.staleAfter <= 0 {
 			return usagef("--stale-after must be positive, got %s", o.staleAfter)
 		}
-		return withStore(ctx, c, func(s outbox.Store) error {
-			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: env.Clock.Now(), StaleAfter: o.staleAfter, Window: o.window})
+		if err := logPerUser(o.layout, o.user); err != nil {
+			return err
+		}
+		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+			now := env.Clock.Now()
+			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: now, StaleAfter: o.staleAfter, Window: o.window})
+			if err != nil {
+				return err
+			}
+			w, err := waitingOnLog(ctx, c, l, now)
 			if err != nil {
 				return err
 			}
 			if o.json {
-				return writeJSON(env.Stdout, newStatsJSON(st))
+				return writeJSON(env.Stdout, newStatsJSON(st).withLog(w))
 			}
-			printStats(env, st)
+			printStats(env, st, w)
 			return nil
 		})
 	},
 }
 
-func printStats(env *Env, st outbox.Stats) {
+func printStats(env *Env, st outbox.Stats, lw *onLog) {
 	t := newTable(env.Stdout, "STATUS", "EVENTS")
 	t.row("pending", strconv.Itoa(st.Pending))
 	t.row("processing", strconv.Itoa(st.Processing))
@@ -155,6 +217,9 @@ func printStats(env *Env, st outbox.Stats) {
 	if w := st.Recent; w.Window > 0 {
 		fmt.Fprintf(env.Stdout, "last %s: %d completed · %d failed (retrying) · %d given up · failure rate %s\n",
 			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, percent(recentFailureRate(w)))
+	}
+	if lw != nil {
+		fmt.Fprintf(env.Stdout, "on the log (not counted above): %d waiting for the log relay · oldest waiting %s\n", lw.events, fmtAge(lw.oldestAge))
 	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
