@@ -20,6 +20,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/outboxtest"
+	"github.com/fitiq/outbox/sqlite"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "rewrite the sample outputs in docs/ with what the commands print")
@@ -32,6 +33,7 @@ var docsDir = filepath.Join("..", "..", "..", "..", "docs")
 var docScenarios = map[string]func(t *testing.T) Env{
 	"operating.md": failingReceiverScenario,
 	"adopting.md":  pausedTypesScenario,
+	"relay.md":     logBehindScenario,
 }
 
 // sampleBlock is a fenced block of a page whose first line is "$ outbox …".
@@ -274,5 +276,51 @@ func pausedTypesScenario(t *testing.T) Env {
 		t.Fatal(err)
 	}
 	clock.Advance(30 * time.Second)
+	return env
+}
+
+// logBehindScenario: the writers moved onto the log layout 20 minutes ago, and the
+// relays were not restarted with --layout=log: they drain the events table, and the
+// two events appended to the log since wait.
+func logBehindScenario(t *testing.T) Env {
+	b := sqliteBackend(t)
+	store := migrated(t, b)
+	start := time.Date(2026, 12, 1, 15, 2, 40, 0, time.UTC)
+	clock := outboxtest.NewClock(start)
+	env := sampleEnv(clock, b.dsn)
+	if r := runEnv(t, env, "migrate", "--layout=log"); r.code != ExitOK {
+		t.Fatalf("migrate --layout=log: %v", r)
+	}
+	if r := runEnv(t, Env{Stdin: strings.NewReader(`{"type":"order.created","entity_id":"order-4","ordering_key":"order-4"}
+{"type":"order.paid","entity_id":"order-4","ordering_key":"order-4"}
+`), Getenv: env.Getenv}, "enqueue", "--layout=log", "--jsonl"); r.code != ExitOK {
+		t.Fatalf("enqueue --layout=log: %v", r)
+	}
+	// The log keeps when each event was appended, by the system's clock: the scenario's.
+	db, err := sqlite.Open(strings.TrimPrefix(b.dsn, "sqlite:"), sqlite.OpenConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Exec(`UPDATE outbox_log SET created_at = ? + (seq - 1) * 1000000`, start.UnixMicro()); err != nil {
+		t.Fatal(err)
+	}
+	// A table event of the last writer on the table, delivered by the table's relay.
+	clock.Advance(17 * time.Minute)
+	ctx := context.Background()
+	e := outbox.NewEvent("order.created", "order-3", "user-1")
+	e.ID = sampleID(3)
+	if err := store.Enqueue(ctx, clock.Now(), e); err != nil {
+		t.Fatal(err)
+	}
+	p, err := outbox.NewProcessor(store, outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil }),
+		outbox.Config{Clock: clock, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	clock.Set(start.Add(20 * time.Minute))
 	return env
 }
