@@ -60,7 +60,7 @@ Examples:
 		fs.IntVar(&o.maxGivenUp, "max-given-up", outbox.DefaultMaxGivenUp, "events given up within --window tolerated (negative: no rule)")
 		fs.IntVar(&o.maxPending, "max-pending", outbox.DefaultMaxPending, "waiting events tolerated (negative: no rule)")
 		fs.Float64Var(&o.maxFailureRate, "max-failure-rate", outbox.DefaultMaxFailureRate, "failure rate within --window tolerated, 0 to 1 (negative: no rule)")
-		durationVar(fs, &o.maxOldestDue, "max-oldest-due", outbox.DefaultMaxOldestDue, "how long an event may be due (negative: no rule)")
+		durationVar(fs, &o.maxOldestDue, "max-oldest-due", outbox.DefaultMaxOldestDue, "how long an event may be due, and with --layout=log wait on the log (negative: no rule)")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "how far back the failure-rate and given-up rules look")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
 		layoutFlag(fs, &o.layout)
