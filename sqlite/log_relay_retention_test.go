@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/sqlite"
 )
 
@@ -87,70 +85,5 @@ func TestLogDropCursorLetsTrimGoOn(t *testing.T) {
 	}
 	if err := env.log.DropCursor(ctx, sqlite.DefaultLogRelayCursor); err != nil {
 		t.Fatalf("drop of a released cursor: %v", err)
-	}
-}
-
-// gate is a Handler that holds its first delivery until opened, and records what it
-// accepted; a delivery cut short by its context fails.
-type gate struct {
-	entered, open chan struct{}
-	once          sync.Once
-	rec           receiver
-}
-
-func newGate() *gate { return &gate{entered: make(chan struct{}), open: make(chan struct{})} }
-
-func (g *gate) Handle(ctx context.Context, e outbox.Event) error {
-	g.once.Do(func() { close(g.entered) })
-	select {
-	case <-g.open:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	return g.rec.Handle(ctx, e)
-}
-
-// TestLogRelayStopFinishesTheStepInFlight: Stop lets the step in flight deliver and
-// commit, and Run return nil, so that nothing is delivered twice; a Stop whose context
-// ends first cancels the step, and its batch stays on the log for the next relay.
-func TestLogRelayStopFinishesTheStepInFlight(t *testing.T) {
-	t.Parallel()
-	for _, patient := range []bool{true, false} {
-		t.Run(map[bool]string{true: "patient", false: "impatient"}[patient], func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			env := newRelayEnv(t)
-			env.appendNames(t, "a/1", "a/2", "b/1")
-			g := newGate()
-			r := env.relay(t, g, sqlite.LogRelayConfig{MaxConcurrent: 1})
-			runDone := make(chan error, 1)
-			go func() { runDone <- r.Run(ctx) }()
-			<-g.entered
-			stopCtx, cancel := context.WithCancel(ctx)
-			if !patient {
-				cancel()
-			}
-			defer cancel()
-			stopped := make(chan error, 1)
-			go func() { stopped <- r.Stop(stopCtx) }()
-			if patient {
-				close(g.open)
-			}
-			err := <-stopped
-			runErr := <-runDone
-			n, _, werr := r.Waiting(ctx)
-			if werr != nil {
-				t.Fatal(werr)
-			}
-			if patient {
-				if err != nil || runErr != nil || n != 0 || len(g.rec.got()) != 3 {
-					t.Fatalf("Stop %v, Run %v, %d waiting, delivered %v: want the step finished and committed", err, runErr, n, g.rec.got())
-				}
-				return
-			}
-			if !errors.Is(err, context.Canceled) || n != 3 {
-				t.Fatalf("Stop %v, %d waiting: want context.Canceled and the batch left on the log", err, n)
-			}
-		})
 	}
 }
