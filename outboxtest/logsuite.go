@@ -47,6 +47,8 @@ type LogRelayConfig struct {
 type LogRelay interface {
 	Step(ctx context.Context) (LogStep, error)
 	Drain(ctx context.Context) (LogStep, error)
+	Run(ctx context.Context) error
+	Stop(ctx context.Context) error
 	Waiting(ctx context.Context) (events int64, oldest time.Time, err error)
 }
 
@@ -55,16 +57,22 @@ type LogRelay interface {
 func LogRelayOf[S any](r interface {
 	Step(ctx context.Context) (S, error)
 	Drain(ctx context.Context) (S, error)
+	Run(ctx context.Context) error
+	Stop(ctx context.Context) error
 	Waiting(ctx context.Context) (int64, time.Time, error)
 }, conv func(S) LogStep) LogRelay {
-	return adaptedLogRelay[S]{step: r.Step, drain: r.Drain, waiting: r.Waiting, conv: conv}
+	return adaptedLogRelay[S]{step: r.Step, drain: r.Drain, run: r.Run, stop: r.Stop, waiting: r.Waiting, conv: conv}
 }
 
 type adaptedLogRelay[S any] struct {
 	step, drain func(context.Context) (S, error)
+	run, stop   func(context.Context) error
 	waiting     func(context.Context) (int64, time.Time, error)
 	conv        func(S) LogStep
 }
+
+func (a adaptedLogRelay[S]) Run(ctx context.Context) error  { return a.run(ctx) }
+func (a adaptedLogRelay[S]) Stop(ctx context.Context) error { return a.stop(ctx) }
 
 func (a adaptedLogRelay[S]) Step(ctx context.Context) (LogStep, error) {
 	st, err := a.step(ctx)
@@ -107,6 +115,7 @@ func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Opti
 		{"ScopedToTypes", testLogScopedToTypes},
 		{"ShadowRun", testLogShadowRun},
 		{"CommitOrderNotPriority", testLogCommitOrderNotPriority},
+		{"StopFinishesTheStepInFlight", testLogStopFinishesTheStep},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -485,5 +494,67 @@ func testLogCommitOrderNotPriority(t *testing.T, h LogHarness) {
 	moved, err := h.Store.Get(ctx, failing.ID)
 	if err != nil || moved.Priority != 10 {
 		t.Fatalf("high/2 in the events table: priority %d (%v), want 10 kept", moved.Priority, err)
+	}
+}
+
+// logGate is a Handler that holds its first delivery until opened, and records what
+// it accepted; a delivery cut short by its context fails.
+type logGate struct {
+	entered, open chan struct{}
+	once          sync.Once
+	rec           logReceiver
+}
+
+func (g *logGate) Handle(ctx context.Context, e outbox.Event) error {
+	g.once.Do(func() { close(g.entered) })
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return g.rec.Handle(ctx, e)
+}
+
+// Stop lets the step in flight deliver and commit, and Run return nil, so that nothing
+// is delivered twice; a Stop whose context ends first cancels the step, and its batch
+// stays on the log for the next relay. A second Run of one relay is refused.
+func testLogStopFinishesTheStep(t *testing.T, h LogHarness) {
+	for _, patient := range []bool{true, false} {
+		t.Run(map[bool]string{true: "patient", false: "impatient"}[patient], func(t *testing.T) {
+			ctx := context.Background()
+			appendNamed(t, h, nil, "a/1", "a/2", "b/1")
+			g := &logGate{entered: make(chan struct{}), open: make(chan struct{})}
+			r := newLogRelay(t, h, g, LogRelayConfig{MaxConcurrent: 1})
+			runDone := make(chan error, 1)
+			go func() { runDone <- r.Run(ctx) }()
+			<-g.entered
+			if err := r.Run(ctx); err == nil {
+				t.Fatal("a second Run of the relay while one goes was not refused")
+			}
+			stopCtx, cancel := context.WithCancel(ctx)
+			if !patient {
+				cancel()
+			}
+			defer cancel()
+			stopped := make(chan error, 1)
+			go func() { stopped <- r.Stop(stopCtx) }()
+			if patient {
+				close(g.open)
+			}
+			err, runErr := <-stopped, <-runDone
+			n, _, werr := r.Waiting(ctx)
+			if werr != nil {
+				t.Fatal(werr)
+			}
+			if patient {
+				if err != nil || runErr != nil || n != 0 || len(g.rec.got()) != 3 {
+					t.Fatalf("Stop %v, Run %v, %d waiting, delivered %v: want the step finished and committed", err, runErr, n, g.rec.got())
+				}
+				return
+			}
+			if !errors.Is(err, context.Canceled) || n != 3 {
+				t.Fatalf("Stop %v, %d waiting: want context.Canceled and the batch left on the log", err, n)
+			}
+		})
 	}
 }

@@ -296,6 +296,7 @@ type LogRelay struct {
 	idleTimeout                                                           string // idle_in_transaction_session_timeout, in ms
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
+	runs    logdelivery.Runner     // Run, and Stop's wait for it
 
 	// silent stops the heartbeat: tests use it for a relay whose process froze.
 	silent bool
@@ -1028,8 +1029,15 @@ func (r *LogRelay) retain(ctx context.Context) {
 // (Log.Transact, Log.Committed), or a PollInterval has passed (then over the shards
 // that one statement finds events past this relay's positions in); see log_wake.go. It
 // waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
-// database fails. Every RetainInterval, between passes, it calls Log.Retain.
+// database fails. Every RetainInterval, between passes, it calls Log.Retain. Stop
+// makes it return nil after the pass in flight. A second Run of the relay while one
+// goes fails with an error.
 func (r *LogRelay) Run(ctx context.Context) error {
+	ctx, stopping, finish, err := r.runs.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: log relay: %w", err)
+	}
+	defer finish()
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
 		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval,
 		"shards", len(r.shards), "concurrency", r.cfg.Concurrency)
@@ -1043,6 +1051,11 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		idleFrom time.Time // when the passes began to find nothing; zero: the last one delivered
 	)
 	for {
+		select {
+		case <-stopping:
+			return nil
+		default:
+		}
 		if r.cfg.RetainInterval > 0 && r.cfg.Clock.Now().Sub(retained) >= r.cfg.RetainInterval {
 			retained = r.cfg.Clock.Now()
 			r.retain(ctx)
@@ -1074,7 +1087,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 				idleFrom = r.cfg.Clock.Now()
 			}
 			every := r.cfg.headPollEvery(r.cfg.Clock.Now().Sub(idleFrom))
-			only, at, err := r.awaitNews(ctx, head, wake, next.base, every)
+			only, at, err := r.awaitNews(ctx, head, stopping, wake, next.base, every)
 			if err != nil {
 				return err
 			}
@@ -1090,7 +1103,16 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-stopping:
+			t.Stop()
+			return nil
 		case <-t.C:
 		}
 	}
 }
+
+// Stop asks Run to return once its pass in flight has finished, its steps delivered
+// and committed, and waits for it until ctx ends; then it cancels the steps, whose
+// batches the next relay delivers again, and returns ctx's error. Without a Run going
+// it returns nil at once.
+func (r *LogRelay) Stop(ctx context.Context) error { return r.runs.Stop(ctx) }

@@ -143,7 +143,7 @@ func (h *logHead) look(ctx context.Context, base string) (shards []int16, at str
 // events and the snapshot it found them at, which serves the next round as its base;
 // otherwise none and "". It polls every every (see headPollEvery). A failed poll is
 // logged and ends the polling of this wait.
-func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan struct{}, base string, every time.Duration) ([]int16, string, error) {
+func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, stopping, wake <-chan struct{}, base string, every time.Duration) ([]int16, string, error) {
 	full := time.NewTimer(r.cfg.PollInterval)
 	defer full.Stop()
 	var tick <-chan time.Time
@@ -156,6 +156,8 @@ func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, wake <-chan str
 		select {
 		case <-ctx.Done():
 			return nil, "", ctx.Err()
+		case <-stopping:
+			return nil, "", nil // Run sees it
 		case <-full.C:
 			return nil, "", nil
 		case <-wake:

@@ -272,6 +272,8 @@ type LogRelay struct {
 
 	mu         sync.Mutex // one step at a time
 	leaseUntil time.Time  // the lease this relay last took or renewed; zero: none
+
+	runs logdelivery.Runner // Run, and Stop's wait for it
 }
 
 // Statements of the cursor's lease and of the moves. The lease is two columns of the
@@ -751,8 +753,15 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 // poll finds the log's largest rowid past the cursor, and after a PollInterval at the
 // latest. It waits a PollInterval when another relay holds the cursor, RetryIn after
 // a held batch, and backs off (up to a PollInterval) while the database fails.
-// Every RetainInterval, between steps, it trims the log behind every cursor.
+// Every RetainInterval, between steps, it trims the log behind every cursor. Stop
+// makes it return nil after the step in flight. A second Run of the relay while one
+// goes fails with an error.
 func (r *LogRelay) Run(ctx context.Context) error {
+	ctx, stopping, finish, err := r.runs.Start(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: log relay: %w", err)
+	}
+	defer finish()
 	r.logger.Info("log relay started", "batch_size", r.cfg.BatchSize, "max_concurrent", r.cfg.MaxConcurrent,
 		"poll_interval", r.cfg.PollInterval, "head_poll_interval", r.cfg.HeadPollInterval)
 	wake, unsubscribe := r.log.wake.Subscribe("")
@@ -770,6 +779,11 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		trimmed  time.Time // when Run last trimmed; zero: not yet, so at once
 	)
 	for {
+		select {
+		case <-stopping:
+			return nil
+		default:
+		}
 		if r.cfg.RetainInterval > 0 && r.cfg.Clock.Now().Sub(trimmed) >= r.cfg.RetainInterval {
 			trimmed = r.cfg.Clock.Now()
 			r.trim(ctx)
@@ -794,7 +808,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 				idleFrom = r.cfg.Clock.Now()
 			}
 			every := logdelivery.HeadPollEvery(r.cfg.Clock.Now().Sub(idleFrom), r.cfg.HeadPollInterval, r.cfg.HeadPollMaxInterval)
-			if err := r.awaitNews(ctx, wake, every); err != nil {
+			if err := r.awaitNews(ctx, stopping, wake, every); err != nil {
 				return err
 			}
 			continue
@@ -807,10 +821,19 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			t.Stop()
 			return ctx.Err()
+		case <-stopping:
+			t.Stop()
+			return nil
 		case <-t.C:
 		}
 	}
 }
+
+// Stop asks Run to return once its step in flight has finished, delivered and
+// committed, and waits for it until ctx ends; then it cancels the step, whose batch
+// the next relay delivers again, and returns ctx's error. Without a Run going it
+// returns nil at once. Run releases the cursor's lease as it returns.
+func (r *LogRelay) Stop(ctx context.Context) error { return r.runs.Stop(ctx) }
 
 // trim deletes, for Run, the events every cursor has passed, a Trim at a time. Its
 // failure is logged and left for the next interval: trimming only frees space.
@@ -839,7 +862,7 @@ func (r *LogRelay) trim(ctx context.Context) {
 // log's largest rowid past the cursor's position, or a PollInterval. A wake-up or a
 // poll is a hint: the step that follows reads, and its read decides. It polls every
 // every (HeadPollInterval, slowed while idle; see HeadPollMaxInterval).
-func (r *LogRelay) awaitNews(ctx context.Context, wake <-chan struct{}, every time.Duration) error {
+func (r *LogRelay) awaitNews(ctx context.Context, stopping, wake <-chan struct{}, every time.Duration) error {
 	deadline := time.NewTimer(r.cfg.PollInterval)
 	defer deadline.Stop()
 	var poll <-chan time.Time
@@ -852,6 +875,8 @@ func (r *LogRelay) awaitNews(ctx context.Context, wake <-chan struct{}, every ti
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-stopping:
+			return nil // Run sees it
 		case <-wake:
 			return nil
 		case <-deadline.C:

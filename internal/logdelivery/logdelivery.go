@@ -99,6 +99,7 @@ type Deliverer struct {
 	probing    bool                   // the destination was at fault: read one event next
 	heldReason string                 // why the destination is held, while holdDelay is set
 	targets    map[string]*targetHold // by event type: the types held at a faulty target
+	nTargets   atomic.Int32           // len(targets), read without the lock per event
 }
 
 // targetHold is an event type held at a faulty target of the destination.
@@ -223,9 +224,9 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 						break
 					}
 					n := d.suspects.Start()
-					start := time.Now()
+					start := d.startTimer()
 					err := d.call(ctx, events[i])
-					results[i] = d.classify(ctx, events[i], n, err, time.Since(start))
+					results[i] = d.classify(ctx, events[i], n, err, d.since(start))
 					if k := results[i].Kind; k != Delivered {
 						if k == Held || k == Interrupted {
 							stop.Store(true)
@@ -273,9 +274,9 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 			send[j] = events[groups[g][next[g]]]
 			starts[j] = d.suspects.Start()
 		}
-		start := time.Now()
+		start := d.startTimer()
 		errs := d.callBatch(ctx, bh, send)
-		took := time.Since(start)
+		took := d.since(start)
 		var still []int
 		stop := false
 		for j, g := range active {
@@ -404,6 +405,22 @@ func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err er
 	return r
 }
 
+// startTimer and since time a handler's call for the observers, and cost nothing
+// without them.
+func (d *Deliverer) startTimer() time.Time {
+	if len(d.cfg.Observers) == 0 {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+func (d *Deliverer) since(start time.Time) time.Duration {
+	if start.IsZero() {
+		return 0
+	}
+	return time.Since(start)
+}
+
 // observe tells the observers of one attempt, in the Processor's terms: a held or
 // interrupted attempt is Released (not counted), a held one also unavailable; a
 // failed one is Failed, given up when it has no next attempt.
@@ -440,6 +457,9 @@ func HeldText(err error) string {
 // heldType reports whether e's type is held at a faulty target and not yet due for a
 // probe, and if so the result that sends e on to the events table unattempted.
 func (d *Deliverer) heldType(e outbox.Event) (Result, bool) {
+	if d.nTargets.Load() == 0 {
+		return Result{}, false
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	h := d.targets[e.Type]
@@ -464,6 +484,7 @@ func (d *Deliverer) holdTarget(e outbox.Event, de *outbox.DestinationError, err 
 		}
 		h = &targetHold{target: de.Target, reason: cmp.Or(de.Reason, outbox.ReasonTargetMissing), delay: d.cfg.Breaker.Cooldown}
 		d.targets[e.Type] = h
+		d.nTargets.Store(int32(len(d.targets)))
 		d.cfg.Logger.Error("target held: its events leave the log for the events table unattempted, where the processor holds them, until a probe gets through",
 			"target", h.target, "reason", h.reason, "type", e.Type, "err", err)
 		for _, ob := range d.cfg.Observers {
@@ -480,6 +501,9 @@ func (d *Deliverer) holdTarget(e outbox.Event, de *outbox.DestinationError, err 
 // releaseType ends the hold of typ's target, if any, once an event of the type was
 // answered (delivered, or failed for its own reason).
 func (d *Deliverer) releaseType(typ string) {
+	if d.nTargets.Load() == 0 {
+		return
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	h := d.targets[typ]
@@ -487,6 +511,7 @@ func (d *Deliverer) releaseType(typ string) {
 		return
 	}
 	delete(d.targets, typ)
+	d.nTargets.Store(int32(len(d.targets)))
 	d.cfg.Logger.Info("target answers again: its events are delivered from the log", "target", h.target, "reason_was", h.reason, "type", typ)
 	for _, ob := range d.cfg.Observers {
 		if bo, ok := ob.(outbox.BreakerObserver); ok {

@@ -368,7 +368,9 @@ type logDrained struct {
 
 // logRelay is a LogRelay of either store.
 type logRelay struct {
-	run   func(ctx context.Context) error
+	run func(ctx context.Context) error
+	// stop makes run return after the step in flight, cancelling it when ctx ends first.
+	stop  func(ctx context.Context) error
 	drain func(ctx context.Context) (logDrained, error)
 	// trim lets go of what every cursor has passed, for --once: Run does so itself
 	// (Log.Retain on PostgreSQL, Log.Trim on SQLite), Drain does not.
@@ -443,7 +445,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 			return nil, logRelayRefused(err)
 		}
 		return &logRelay{
-			run: r.Run,
+			run: r.Run, stop: r.Stop,
 			drain: func(ctx context.Context) (logDrained, error) {
 				st, err := r.Drain(ctx)
 				if rerr := r.Release(context.WithoutCancel(ctx)); err == nil && rerr != nil {
@@ -468,7 +470,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		return nil, logRelayRefused(err)
 	}
 	return &logRelay{
-		run: r.Run,
+		run: r.Run, stop: r.Stop,
 		drain: func(ctx context.Context) (logDrained, error) {
 			st, err := r.Drain(ctx)
 			return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
@@ -503,78 +505,6 @@ func logRelayRefused(err error) error {
 		}
 	}
 	return err
-}
-
-// inFlight counts the log relay's deliveries in flight, so that a stop can let them
-// finish before it cancels the relay.
-type inFlight struct {
-	mu   sync.Mutex
-	n    int
-	zero chan struct{} // closed when n falls to 0
-}
-
-func (f *inFlight) begin() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.n == 0 {
-		f.zero = make(chan struct{})
-	}
-	f.n++
-}
-
-func (f *inFlight) end() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.n--
-	if f.n == 0 {
-		close(f.zero)
-	}
-}
-
-// wait returns once no delivery is in flight, or when ctx ends.
-func (f *inFlight) wait(ctx context.Context) {
-	f.mu.Lock()
-	zero := f.zero
-	idle := f.n == 0
-	f.mu.Unlock()
-	if idle {
-		return
-	}
-	select {
-	case <-zero:
-	case <-ctx.Done():
-	}
-}
-
-// counted wraps h so that f counts its deliveries, keeping a BatchHandler one.
-func (f *inFlight) counted(h outbox.Handler) outbox.Handler {
-	c := countedHandler{h: h, f: f}
-	if bh, ok := h.(outbox.BatchHandler); ok {
-		return countedBatchHandler{countedHandler: c, bh: bh}
-	}
-	return c
-}
-
-type countedHandler struct {
-	h outbox.Handler
-	f *inFlight
-}
-
-func (c countedHandler) Handle(ctx context.Context, e outbox.Event) error {
-	c.f.begin()
-	defer c.f.end()
-	return c.h.Handle(ctx, e)
-}
-
-type countedBatchHandler struct {
-	countedHandler
-	bh outbox.BatchHandler
-}
-
-func (c countedBatchHandler) HandleBatch(ctx context.Context, events []outbox.Event) []error {
-	c.f.begin()
-	defer c.f.end()
-	return c.bh.HandleBatch(ctx, events)
 }
 
 // logHold follows the holds of the log relay (a BreakerObserver among its observers),

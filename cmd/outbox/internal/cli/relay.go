@@ -133,9 +133,9 @@ there, behind it. --batch-size and --poll-interval apply to the log relay only w
 given (it reads 500 events at a time, and finds new ones within milliseconds). It
 delivers every event of the log: --type and --user are refused; paused types wait in
 the events table. With --once it delivers the log, then what is due in the table.
-On a signal the log relay lets its deliveries in flight finish (up to --drain-timeout)
-and stops; a batch whose outcomes it had not yet recorded is delivered again by the
-next relay.
+On a signal the log relay finishes its batch in flight, delivering and recording it,
+and stops (up to --drain-timeout; a batch cut short past it is delivered again by the
+next relay).
 
 Tracing: with --otel, or when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span, a child of the
@@ -539,17 +539,14 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	gauges := outbox.BoundStore(store, p.Config().RoundTripTimeout, log)
 
 	run := &relayRun{env: env, log: log, store: store, gauges: gauges, p: p, m: m, wg: &wg, runCtx: runCtx}
-	var (
-		lr     *logRelay
-		flight inFlight // the log relay's deliveries in flight
-	)
+	var lr *logRelay
 	if evlog != nil {
 		// The log relay tells the Processor's observers what it does (metrics, the
 		// summary lines, traces), except --once's tally, which counts the table's run.
 		observers := slices.DeleteFunc(slices.Clone(p.Config().Observers), func(ob outbox.Observer) bool { return ob == outbox.Observer(tally) })
 		run.logHold = &logHold{clock: p.Config().Clock}
 		observers = append(observers, run.logHold)
-		if lr, err = newLogRelay(ctx, evlog, store, flight.counted(handler), o, c, p.Config(), observers, log); err != nil {
+		if lr, err = newLogRelay(ctx, evlog, store, handler, o, c, p.Config(), observers, log); err != nil {
 			return err
 		}
 		if rc.metricsAddr != "" {
@@ -576,20 +573,19 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err := p.Start(runCtx); err != nil {
 		return err
 	}
-	// The log relay too runs on a context of its own, cancelled once its deliveries in
-	// flight are done (stopLog).
-	stopLog := func(context.Context) {}
+	// The log relay runs until stopLog: its step in flight delivers and commits, within
+	// the drain timeout, and is cancelled past it (LogRelay.Stop).
+	stopLog := func(context.Context) error { return nil }
 	if lr != nil {
-		logCtx, cancelLog := context.WithCancel(runCtx)
 		logDone := make(chan struct{})
 		wg.Go(func() {
 			defer close(logDone)
-			_ = lr.run(logCtx)
+			_ = lr.run(runCtx)
 		})
-		stopLog = func(sctx context.Context) {
-			flight.wait(sctx)
-			cancelLog()
+		stopLog = func(sctx context.Context) error {
+			err := lr.stop(sctx)
 			<-logDone
+			return err
 		}
 	}
 	log.Info("relay started", "store", d.describe(), "sink", redactURL(o.sink), "layout", o.layout)
@@ -616,13 +612,14 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	log.Info("signal received: draining in-flight deliveries", "drain_timeout", o.drainTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
 	defer cancel()
-	var stopped sync.WaitGroup
-	stopped.Go(func() { stopLog(sctx) })
+	var (
+		stopped sync.WaitGroup
+		logErr  error
+	)
+	stopped.Go(func() { logErr = stopLog(sctx) })
 	err = p.Stop(sctx)
 	stopped.Wait()
-	if err == nil && lr != nil {
-		err = sctx.Err()
-	}
+	err = cmp.Or(err, logErr)
 	close(summaryDone)
 	summary.logSummary(log, 0, "since the last summary")
 	if err != nil {
