@@ -7,17 +7,18 @@ import (
 )
 
 // logWaiting counts the events of shard $2 that cursor $1 has not passed and that are
-// committed now, and finds the oldest one's created_at. They are those visible in a
+// committed now, and finds the oldest one's created_at. A name with no cursor is at
+// the start of the log (firstSnapshot), where a new cursor of that name would begin. They are those visible in a
 // new snapshot and not in the stored one, and, while a pair is read in parts, also
 // the rest of the pair: visible in its later snapshot, not in the stored one, and after
 // the last event delivered of it. "Not visible in" is the read's two places (readLog),
 // written as one condition: nothing here needs the events in order.
 const logWaiting = `
 WITH pos AS MATERIALIZED (
-    SELECT snapshot::pg_snapshot AS prev, next::pg_snapshot AS mid,
-           coalesce(after_xid, '0') AS after_xid, coalesce(after_seq, 0) AS after_seq,
+    SELECT coalesce(c.snapshot, '` + firstSnapshot + `')::pg_snapshot AS prev, c.next::pg_snapshot AS mid,
+           coalesce(c.after_xid, '0') AS after_xid, coalesce(c.after_seq, 0) AS after_seq,
            pg_current_snapshot() AS now
-    FROM {{cursors}} WHERE name = $1
+    FROM (SELECT) AS one LEFT JOIN {{cursors}} c ON c.name = $1
 ), spans AS (
     SELECT prev AS seen, mid AS upto, after_xid, after_seq FROM pos WHERE mid IS NOT NULL
     UNION ALL
@@ -46,7 +47,9 @@ func (c *LogCursor) Waiting(ctx context.Context) (events int64, oldest time.Time
 // passed, in every shard, and returns when the oldest of them was created (zero when
 // none wait): what waits on the log for the relays of that cursor (LogRelay.Waiting),
 // for a gauge or a dashboard beside the events table's counts. Unlike Cursor, it
-// creates no cursor: a name with none has nothing waiting. It reads every waiting
+// creates no cursor. For a name with none (no relay of that cursor has run yet) it
+// counts what a relay starting on it would read: every committed event the log holds,
+// so that events appended before any relay ran are not hidden. It reads every waiting
 // event's key (see LogCursor.Waiting).
 func (l *Log) Waiting(ctx context.Context, cursor string) (events int64, oldest time.Time, err error) {
 	for shard := range l.cfg.Shards {

@@ -213,11 +213,12 @@ func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 	return events, rows.Err()
 }
 
-// logWaiting counts the events past a cursor's stored position and finds the oldest
-// one's created_at: a range of the rowid.
+// logWaiting counts the events past a cursor's stored position (0 for a name with no
+// cursor, where a new one would begin) and finds the oldest one's created_at: a range
+// of the rowid.
 const logWaiting = `
 SELECT count(*), min(created_at) FROM outbox_log
-WHERE seq > (SELECT after_seq FROM outbox_log_cursors WHERE name = ?)`
+WHERE seq > coalesce((SELECT after_seq FROM outbox_log_cursors WHERE name = ?), 0)`
 
 // Waiting counts the committed events the cursor has not passed, by its stored
 // position (moved by any reader of its name), and returns when the oldest of them was
@@ -230,8 +231,10 @@ func (c *LogCursor) Waiting(ctx context.Context) (events int64, oldest time.Time
 // Waiting counts the committed events that the cursor of the given name has not
 // passed and returns when the oldest of them was created (zero when none wait): what
 // waits on the log for the relays of that cursor (LogRelay.Waiting), for a gauge or a
-// dashboard beside the events table's counts. Unlike Cursor, it creates no cursor: a
-// name with none has nothing waiting.
+// dashboard beside the events table's counts. Unlike Cursor, it creates no cursor. For
+// a name with none (no relay of that cursor has run yet) it counts what a relay
+// starting on it would read: every event the log holds, so that events appended before
+// any relay ran are not hidden.
 func (l *Log) Waiting(ctx context.Context, cursor string) (events int64, oldest time.Time, err error) {
 	var at sql.NullInt64
 	if err := l.db.QueryRowContext(ctx, logWaiting, cursor).Scan(&events, &at); err != nil {

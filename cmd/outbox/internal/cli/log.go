@@ -268,28 +268,13 @@ type onLog struct {
 // waiting is what waits on the log for the CLI's log relay (the default cursor): the
 // committed events it has not passed, and when the oldest was created (zero when none
 // waits). Before any log relay has read the log, its cursor does not exist yet, and
-// Log.Waiting counts nothing; a relay that starts reads the whole log, so that is what
-// waits: events appended before a log relay ever ran are not hidden.
+// Log.Waiting counts what a relay that starts would read: the whole log, so that
+// events appended before a log relay ever ran are not hidden.
 func (l *eventLog) waiting(ctx context.Context) (n int64, oldest time.Time, err error) {
 	if l.lite != nil {
-		n, oldest, err = l.lite.Waiting(ctx, sqlite.DefaultLogRelayCursor)
-	} else {
-		n, oldest, err = l.pg.Waiting(ctx, postgres.DefaultLogRelayCursor)
+		return l.lite.Waiting(ctx, sqlite.DefaultLogRelayCursor)
 	}
-	if err != nil || n > 0 {
-		return n, oldest, err
-	}
-	read, err := l.relayCursorExists(ctx)
-	if err != nil {
-		return 0, time.Time{}, fmt.Errorf("find the log relay's cursor: %w", err)
-	}
-	if read {
-		return 0, time.Time{}, nil
-	}
-	if n, oldest, err = l.everything(ctx); err != nil {
-		return 0, time.Time{}, fmt.Errorf("count the log: %w", err)
-	}
-	return n, oldest, nil
+	return l.pg.Waiting(ctx, postgres.DefaultLogRelayCursor)
 }
 
 // waitingAt is waiting, with the oldest one's age at now.
@@ -303,42 +288,6 @@ func (l *eventLog) waitingAt(ctx context.Context, now time.Time) (onLog, error) 
 		w.oldestAge = max(now.Sub(oldest), 0)
 	}
 	return w, nil
-}
-
-// relayCursorExists reports whether the log relay's cursor exists (on a sharded
-// PostgreSQL log, any shard's: relay/0, relay/1, ...).
-func (l *eventLog) relayCursorExists(ctx context.Context) (bool, error) {
-	var ok bool
-	if l.lite != nil {
-		err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`,
-			sqlite.DefaultLogRelayCursor).Scan(&ok)
-		return ok, err
-	}
-	cfg := l.pg.Config()
-	cursors := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table + "_cursors"}.Sanitize()
-	err := l.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM `+cursors+` WHERE name = $1 OR name LIKE $2)`,
-		postgres.DefaultLogRelayCursor, postgres.DefaultLogRelayCursor+"/%").Scan(&ok)
-	return ok, err
-}
-
-// everything counts the committed events the log holds, and finds the oldest one's
-// creation: what a new cursor would read.
-func (l *eventLog) everything(ctx context.Context) (int64, time.Time, error) {
-	var n int64
-	if l.lite != nil {
-		var at sql.NullInt64
-		if err := l.db.QueryRowContext(ctx, `SELECT count(*), min(created_at) FROM outbox_log`).Scan(&n, &at); err != nil || !at.Valid {
-			return n, time.Time{}, err
-		}
-		return n, time.UnixMicro(at.Int64).UTC(), nil
-	}
-	cfg := l.pg.Config()
-	var at *time.Time
-	table := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table}.Sanitize()
-	if err := l.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM `+table).Scan(&n, &at); err != nil || at == nil {
-		return n, time.Time{}, err
-	}
-	return n, at.UTC(), nil
 }
 
 // logNotMigrated says that the store has no log of this version, and what to run.
