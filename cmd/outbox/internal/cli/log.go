@@ -411,7 +411,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		return nil, fmt.Errorf("the log relay needs the PostgreSQL store, got %T", store)
 	}
 	r, err := postgres.NewLogRelay(ctx, l.pg, s, handler, postgres.LogRelayConfig{
-		BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
+		Concurrency: o.logConcurrency, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
 		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
 		SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
 	})
@@ -439,7 +439,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 var logRelayFlags = map[string]string{
 	"BatchSize": "--batch-size", "MaxConcurrent": "--max-concurrent", "PollInterval": "--poll-interval",
 	"LeaseDuration": "--lease", "HandlerTimeout": "--handler-timeout", "Retry": "--retry-delays",
-	"Breaker": "--breaker-threshold",
+	"Breaker": "--breaker-threshold", "Concurrency": "--log-concurrency",
 }
 
 // logRelayRefused names the flag behind a setting the log relay refuses (the

@@ -136,8 +136,14 @@ func TestLogLayoutCommands(t *testing.T) {
 			t.Errorf("after enqueue --layout=log the events table holds %d events (%v), want none", st.Total, err)
 		}
 
+		relay := []string{"relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once"}
+		if b.name == "postgres" { // both shards at once
+			relay = append(relay, "--log-concurrency", "2")
+		} else if r := runEnv(t, Env{}, append(relay, "--log-concurrency", "2")...); r.code != ExitUsage {
+			t.Errorf("relay --log-concurrency on SQLite: want exit 2, got %v", r)
+		}
 		observed := newOutcomes(2) // the relay's observers (metrics, summaries, traces) hear the log relay too
-		r = runEnv(t, Env{observer: observed}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once")
+		r = runEnv(t, Env{observer: observed}, relay...)
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "read 2 events from the log: 2 delivered, 0 failed") ||
 			!strings.Contains(r.stdout, "claimed 0 events: 0 delivered") {
 			t.Fatalf("relay --layout=log --once: %v", r)

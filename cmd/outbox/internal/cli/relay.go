@@ -52,6 +52,7 @@ type relayOpts struct {
 	drainTimeout   time.Duration
 	once           bool
 	layout         string
+	logConcurrency int
 
 	// sinks
 	envelope    envelopeOpts // --envelope, --cloudevents-source: relay_envelope.go
@@ -164,6 +165,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
 		layoutFlag(fs, &o.layout)
+		fs.IntVar(&o.logConcurrency, "log-concurrency", 0, "--layout=log on PostgreSQL: how many shards of the log this relay delivers at once, each on a connection of its own (default 1; more than the log's --shards count as all)")
 		durationVar(fs, &o.sinkTimeout, "sink-timeout", httpsink.DefaultTimeout, "HTTP request timeout / NATS, AMQP, Redis acknowledgement timeout")
 		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
 		fs.StringVar(&o.stream, "stream", "", "NATS: the stream messages must land in (default: any that captures the subject)")
@@ -479,6 +481,9 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	}
 	if err := checkLayout(o.layout, d); err != nil {
 		return err
+	}
+	if c.set["log-concurrency"] && (o.layout != layoutLog || d.pg == nil) {
+		return usagef("--log-concurrency is for --layout=log on PostgreSQL, whose log has shards")
 	}
 	if o.layout == layoutLog && (o.user != "" || len(o.types) > 0) {
 		return usagef("--layout=log delivers every event of the log: --type and --user are not built on the log layout " +
