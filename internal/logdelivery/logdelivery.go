@@ -91,20 +91,45 @@ func New(handler outbox.Handler, cfg Config) *Deliverer {
 // Groups splits a batch into its keys' runs, in the order each key first appears: the
 // indexes of a key's events in log order, and an event without a key alone. keys lists
 // the distinct ordering keys.
+//
+// A relay calls it on every batch, of up to thousands of events, so it allocates a few
+// slices per batch rather than one per group: the groups share one array of indexes,
+// and the map of keys is made only for a batch with keys.
 func Groups(events []outbox.Event) (groups [][]int, keys []string) {
-	at := map[string]int{}
-	for i, e := range events {
-		if e.OrderingKey == "" {
-			groups = append(groups, []int{i})
+	of := make([]int, len(events)) // the group of each event
+	var (
+		sizes []int
+		at    map[string]int
+	)
+	for i := range events {
+		k := events[i].OrderingKey
+		if k == "" {
+			of[i] = len(sizes)
+			sizes = append(sizes, 1)
 			continue
 		}
-		g, ok := at[e.OrderingKey]
-		if !ok {
-			g = len(groups)
-			at[e.OrderingKey] = g
-			groups = append(groups, nil)
-			keys = append(keys, e.OrderingKey)
+		if at == nil {
+			at = make(map[string]int, len(events)-i)
 		}
+		g, ok := at[k]
+		if !ok {
+			g = len(sizes)
+			at[k] = g
+			sizes = append(sizes, 0)
+			keys = append(keys, k)
+		}
+		of[i] = g
+		sizes[g]++
+	}
+	// Lay the groups out one after another in one array, then fill each in log order.
+	all := make([]int, len(events))
+	groups = make([][]int, len(sizes))
+	start := 0
+	for g, n := range sizes {
+		groups[g] = all[start : start : start+n]
+		start += n
+	}
+	for i, g := range of {
 		groups[g] = append(groups[g], i)
 	}
 	return groups, keys
@@ -152,7 +177,7 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 					}
 					n := d.suspects.Start()
 					err := d.call(ctx, events[i])
-					results[i] = d.classify(ctx, events[i], n, err)
+					results[i] = d.classify(ctx, &events[i], n, err)
 					if k := results[i].Kind; k != Delivered {
 						if k == Held || k == Interrupted {
 							stop.Store(true)
@@ -193,7 +218,7 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		stop := false
 		for j, g := range active {
 			i := groups[g][next[g]]
-			results[i] = d.classify(ctx, events[i], starts[j], errs[j])
+			results[i] = d.classify(ctx, &events[i], starts[j], errs[j])
 			switch results[i].Kind {
 			case Delivered:
 				if next[g]++; next[g] < len(groups[g]) {
@@ -271,8 +296,7 @@ func (d *Deliverer) callBatch(ctx context.Context, bh outbox.BatchHandler, event
 // Processor's outcome does: delivered; interrupted (the step was cancelled); held (the
 // destination's fault, unless holds are disabled); or failed, due again under the Retry
 // policy, or given up when Permanent or out of attempts.
-func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error) Result {
-	now := d.cfg.Clock.Now()
+func (d *Deliverer) classify(ctx context.Context, e *outbox.Event, n uint64, err error) Result {
 	if err == nil {
 		d.suspects.Succeeded(n, e.ID)
 		return Result{Kind: Delivered}
@@ -280,6 +304,7 @@ func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err 
 	if ctx.Err() != nil {
 		return Result{Kind: Interrupted, Err: err}
 	}
+	now := d.cfg.Clock.Now()
 	if d.cfg.Breaker.Threshold >= 0 {
 		de := destinationError(err)
 		if de != nil && (!de.Suspected || !d.suspects.EventsFault(e.ID)) ||
