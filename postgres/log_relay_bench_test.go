@@ -22,8 +22,9 @@ import (
 // Store (claim, deliver, settle); relay is LogRelay.Drain on the log (take the cursor,
 // read, look up the keys, deliver, ack, commit); cursor is LogCursor.Read and Ack
 // under another cursor name, over the same events, without delivery: the relay's
-// limit. keys=entity gives every event an ordering key (its entity), as an
-// application that orders by entity does; keys=none gives none.
+// limit; relay-x-cursor is the median of their ratio within a round. keys=entity gives
+// every event an ordering key (its entity), as an application that orders by entity
+// does; keys=none gives none.
 func BenchmarkLogRelayDrain(b *testing.B) {
 	for _, keyed := range []bool{false, true} {
 		name := "keys=none"
@@ -104,6 +105,15 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 				}
 			}
 			runLogBenchRounds(b, pool, "event", perRound, variants, fill)
+			// The target is the relay's rate against its limit, the cursor's,
+			// in the same round.
+			relay, cursor := variants[1], variants[2]
+			ratios := make([]float64, len(relay.rates))
+			for i := range ratios {
+				ratios[i] = relay.rates[i] / cursor.rates[i]
+			}
+			b.ReportMetric(logBenchMedian(ratios), "relay-x-cursor")
+			b.Logf("relay ÷ cursor by round: %v", logBenchRounded(ratios))
 		})
 	}
 	b.Run("shards", benchmarkLogRelayDrainShards)
