@@ -329,10 +329,14 @@ const setLease = `SET LOCAL idle_in_transaction_session_timeout = %d`
 // probes the index per row only when the table holds some unfinished keyed event at
 // all, which one probe of the same index (the uncorrelated subquery, run once) tells.
 // In a relay whose deliveries do not fail the table holds none, and the read costs
-// what the cursor's costs.
+// what the cursor's costs. That probe is written as the first key in the index's order,
+// not as EXISTS, so that the planner takes the index: for EXISTS it may pick a
+// sequential scan, which on a table of many completed events and a few unfinished ones
+// reads the completed ones first.
 const relayRead = readLogColumns + `,
     CASE WHEN e.ordering_key IS NULL
-              OR NOT EXISTS (SELECT FROM {{table}} WHERE ordering_key IS NOT NULL AND status <> 'completed')
+              OR (SELECT ordering_key FROM {{table}} WHERE ordering_key IS NOT NULL AND status <> 'completed'
+                  ORDER BY ordering_key LIMIT 1) IS NULL
         THEN false
         ELSE EXISTS (SELECT FROM {{table}} t
                      WHERE t.ordering_key = e.ordering_key AND t.status <> 'completed'
