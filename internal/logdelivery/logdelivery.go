@@ -165,13 +165,21 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 	if len(groups) == 0 {
 		return
 	}
-	var stop atomic.Bool
-	jobs := make(chan []int)
-	var wg sync.WaitGroup
+	// The workers take the groups in order by a shared count rather than from a
+	// channel, which would hand every group from one goroutine to another.
+	var (
+		stop atomic.Bool
+		next atomic.Int64
+		wg   sync.WaitGroup
+	)
 	for range min(max(d.cfg.MaxConcurrent, 1), len(groups)) {
 		wg.Go(func() {
-			for g := range jobs {
-				for _, i := range g {
+			for !stop.Load() && ctx.Err() == nil {
+				k := int(next.Add(1)) - 1
+				if k >= len(groups) {
+					return
+				}
+				for _, i := range groups[k] {
 					if stop.Load() || ctx.Err() != nil {
 						break
 					}
@@ -188,13 +196,6 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 			}
 		})
 	}
-	for _, g := range groups {
-		if stop.Load() || ctx.Err() != nil {
-			break
-		}
-		jobs <- g
-	}
-	close(jobs)
 	wg.Wait()
 }
 
