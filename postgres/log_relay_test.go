@@ -595,6 +595,65 @@ func TestLogRelayCrashRedeliversTheBatch(t *testing.T) {
 	}
 }
 
+// TestLogRelayReadUsesTheIndexes: the relay's read (the cursor's, with the lookup of
+// the keys in the events table as a column) keeps the cursor's plan, two primary-key
+// ranges of each partition merged, and looks in the events table only by its key
+// index: the probe for any unfinished keyed event and the probe per event. Custom and
+// generic plans, with the table holding unfinished keyed events among many completed
+// ones, and with and without SkipGivenUp.
+func TestLogRelayReadUsesTheIndexes(t *testing.T) {
+	t.Parallel()
+	pool := sharedPool(t)
+	ctx := context.Background()
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
+	l := openLog(t, pool, postgres.LogConfig{Schema: schema, PartitionXIDs: 4096})
+	r := logRelayEnv{pool: pool, log: l, store: s}.relay(t, &logReceiver{}, postgres.LogRelayConfig{})
+	logTable := pgx.Identifier{schema, l.Config().Table}.Sanitize()
+	events := pgx.Identifier{schema, "outbox_events"}.Sanitize()
+	if _, err := pool.Exec(ctx, `INSERT INTO `+logTable+` (xid, created_at, id, type, entity_id, ordering_key)
+		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i, 'k-' || i
+		FROM generate_series(1, 100000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO `+events+` (id, type, entity_id, status, ordering_key, created_at, updated_at, next_attempt_at)
+		SELECT gen_random_uuid(), 'order.created', 't-' || i, CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'completed' END,
+			'k-' || i, now(), now(), CASE WHEN i % 40 = 0 THEN now() END
+		FROM generate_series(1, 50000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{logTable, events} {
+		if _, err := pool.Exec(ctx, `ANALYZE `+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var snapshot string
+	if err := pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snapshot); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []struct {
+		name, prev, next, afterXID string
+	}{
+		{"first read", "1:1:", "", "0"},
+		{"a pair going on", "1:1:", snapshot, "1000"},
+	} {
+		for _, generic := range []bool{false, true} {
+			for _, skip := range []bool{false, true} {
+				plan, err := r.ExplainRead(ctx, generic, 0, read.prev, read.next, read.afterXID, 0, 1001, skip)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(plan, "Seq Scan") || sortsMoreThanTheProbes(plan) || strings.Contains(plan, "Bitmap") ||
+					strings.Count(plan, "Index Scan using outbox_log_p") != 2*l.Config().Partitions || !strings.Contains(plan, "Merge Append") ||
+					strings.Count(plan, "Scan using outbox_events_key on outbox_events") != 2 {
+					t.Errorf("%s (generic plan: %t, SkipGivenUp: %t): plan\n%s\nwant the cursor's two index scans of each partition, merged, and two probes of the events table's key index",
+						read.name, generic, skip, plan)
+				}
+			}
+		}
+	}
+}
+
 // TestLogRelaySkipGivenUp: a key whose only unfinished event in the events table is
 // given up holds the key's later events there, unless SkipGivenUp; a key with an event
 // due for retry there holds them either way.
