@@ -166,36 +166,50 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 		return
 	}
 	// The workers take the groups in order by a shared count rather than from a
-	// channel, which would hand every group from one goroutine to another.
+	// channel, which would hand every group from one goroutine to another. And they
+	// are started as they are needed rather than MaxConcurrent at once: a worker about
+	// to deliver a group starts one more unless one is already starting (or the limit
+	// is reached), so that a handler that blocks never holds back the groups after its
+	// own, while one that returns at once is not paid a goroutine per group.
 	var (
-		stop atomic.Bool
-		next atomic.Int64
-		wg   sync.WaitGroup
+		stop     atomic.Bool
+		next     atomic.Int64
+		workers  atomic.Int64 // started, or starting
+		starting atomic.Bool  // a worker has been started and has not yet taken a group
+		wg       sync.WaitGroup
 	)
-	for range min(max(d.cfg.MaxConcurrent, 1), len(groups)) {
-		wg.Go(func() {
-			for !stop.Load() && ctx.Err() == nil {
-				k := int(next.Add(1)) - 1
-				if k >= len(groups) {
-					return
+	limit := int64(min(max(d.cfg.MaxConcurrent, 1), len(groups)))
+	var work func()
+	work = func() {
+		starting.Store(false)
+		for !stop.Load() && ctx.Err() == nil {
+			k := int(next.Add(1)) - 1
+			if k >= len(groups) {
+				return
+			}
+			if k+1 < len(groups) && workers.Load() < limit && starting.CompareAndSwap(false, true) {
+				workers.Add(1)
+				wg.Go(work)
+			}
+			for _, i := range groups[k] {
+				if stop.Load() || ctx.Err() != nil {
+					break
 				}
-				for _, i := range groups[k] {
-					if stop.Load() || ctx.Err() != nil {
-						break
+				n := d.suspects.Start()
+				err := d.call(ctx, events[i])
+				results[i] = d.classify(ctx, &events[i], n, err)
+				if k := results[i].Kind; k != Delivered {
+					if k == Held || k == Interrupted {
+						stop.Store(true)
 					}
-					n := d.suspects.Start()
-					err := d.call(ctx, events[i])
-					results[i] = d.classify(ctx, &events[i], n, err)
-					if k := results[i].Kind; k != Delivered {
-						if k == Held || k == Interrupted {
-							stop.Store(true)
-						}
-						break
-					}
+					break
 				}
 			}
-		})
+		}
 	}
+	workers.Store(1)
+	starting.Store(true)
+	wg.Go(work)
 	wg.Wait()
 }
 
