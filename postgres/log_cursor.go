@@ -154,7 +154,11 @@ WHERE name = $1 AND snapshot = $6 AND next IS NOT DISTINCT FROM $7
 // picks the merge, which stops after the limit. Knowing the limit, it compares it with
 // its guess for ranges whose bounds it cannot see (a few rows) and may pick a Sort of
 // every row in them instead, which grows with the backlog.
-const readLog = `
+const readLog = readLogColumns + readLogRows
+
+// readLogColumns and readLogRows are readLog's parts, apart so that LogRelay's read
+// (relayRead) can add a column between them and keep the rest.
+const readLogColumns = `
 WITH pair AS MATERIALIZED (
     SELECT $1::text::pg_snapshot AS prev,
            coalesce($2::text::pg_snapshot, pg_current_snapshot()) AS next,
@@ -162,7 +166,9 @@ WITH pair AS MATERIALIZED (
 )
 SELECT pair.next::text, e.xid::text, e.seq, e.id, e.type, e.entity_id, e.user_id,
     e.ordering_key, e.max_attempts, e.priority, e.is_new_record, e.metadata::text,
-    e.payload::text, e.created_at
+    e.payload::text, e.created_at`
+
+const readLogRows = `
 FROM pair LEFT JOIN LATERAL (
     SELECT c.* FROM (
         (SELECT * FROM {{log}}
@@ -261,23 +267,31 @@ func (c *LogCursor) batchFrom(rows pgx.Rows, from logPosition, limit int) (*LogB
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", c.name, err)
 	}
-	b := &LogBatch{from: from}
+	b := &LogBatch{from: from, Events: events[:min(len(events), limit)]}
+	var last LogEvent
+	if len(events) > limit {
+		last = events[limit-1]
+	}
+	b.to = positionAfter(from, snapshot, len(events), limit, last.XID, last.Seq)
+	return b, nil
+}
+
+// positionAfter is the position after a batch read from the position from up to the
+// snapshot: n rows read for a limit, and, when n is more than the limit, (xid, seq) of
+// the batch's last event.
+func positionAfter(from logPosition, snapshot string, n, limit int, xid uint64, seq int64) logPosition {
 	switch {
-	case len(events) > limit:
+	case n > limit:
 		// The pair goes on: keep it, and where this batch ends in it.
-		b.Events = events[:limit]
-		last := b.Events[limit-1]
-		b.to = logPosition{snapshot: from.snapshot, next: snapshot, afterXID: strconv.FormatUint(last.XID, 10), afterSeq: last.Seq}
-	case len(events) == 0 && from.next == "":
+		return logPosition{snapshot: from.snapshot, next: snapshot, afterXID: strconv.FormatUint(xid, 10), afterSeq: seq}
+	case n == 0 && from.next == "":
 		// Nothing committed since the position: stay, so that an idle reader writes
 		// nothing. The position's snapshot only gets older, which costs nothing: its
 		// running transactions are a short list, and nothing after it has committed.
-		b.to = from
+		return from
 	default:
-		b.Events = events
-		b.to = logPosition{snapshot: snapshot}
+		return logPosition{snapshot: snapshot}
 	}
-	return b, nil
 }
 
 // loadFrom reads the cursor's stored position on q, without keeping it.
@@ -387,43 +401,14 @@ func scanLogEvents(rows pgx.Rows) (string, []LogEvent, error) {
 		events   []LogEvent
 	)
 	for rows.Next() {
-		var (
-			xid, key, metadata, payload *string
-			seq                         *int64
-			id                          pgtype.UUID
-			typ, entity, user           pgtype.Text
-			maxAttempts, priority       pgtype.Int4
-			isNew                       pgtype.Bool
-			created                     pgtype.Timestamptz
-		)
-		if err := rows.Scan(&snapshot, &xid, &seq, &id, &typ, &entity, &user, &key, &maxAttempts,
-			&priority, &isNew, &metadata, &payload, &created); err != nil {
+		var e LogEvent
+		ok, err := scanLogRow(rows, &snapshot, &e.XID, &e.Event)
+		if err != nil {
 			return "", nil, err
 		}
-		if xid == nil {
-			continue // the row of an empty read: only the snapshot
+		if ok {
+			events = append(events, e)
 		}
-		x, err := strconv.ParseUint(*xid, 10, 64)
-		if err != nil {
-			return "", nil, fmt.Errorf("parse xid %q: %w", *xid, err)
-		}
-		e := LogEvent{XID: x}
-		e.ID, e.Seq = uuidString(id), *seq
-		e.Type, e.EntityID, e.UserID, e.OrderingKey = typ.String, entity.String, user.String, deref(key)
-		e.MaxAttempts, e.Priority, e.IsNewRecord = int(maxAttempts.Int32), int(priority.Int32), isNew.Bool
-		if metadata != nil {
-			if err := json.Unmarshal([]byte(*metadata), &e.Metadata); err != nil {
-				return "", nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
-			}
-		}
-		if payload != nil {
-			e.Payload = json.RawMessage(*payload)
-		}
-		// What AppendTx's caller held: a pending event, due when it was written.
-		e.Status = outbox.StatusPending
-		e.CreatedAt = created.Time.UTC()
-		e.UpdatedAt, e.NextAttemptAt = e.CreatedAt, e.CreatedAt
-		events = append(events, e)
 	}
 	if err := rows.Err(); err != nil {
 		return "", nil, err
@@ -432,4 +417,48 @@ func scanLogEvents(rows pgx.Rows) (string, []LogEvent, error) {
 		return "", nil, errors.New("read returned no snapshot")
 	}
 	return snapshot, events, nil
+}
+
+// scanLogRow decodes the current row of readLog (or of a statement that adds columns
+// after readLog's, into more) into the snapshot, the transaction ID and the event, and
+// reports whether the row holds one: an empty read's row holds only the snapshot.
+func scanLogRow(rows pgx.Rows, snapshot *string, xid *uint64, e *outbox.Event, more ...any) (bool, error) {
+	var (
+		xidText, key, metadata, payload *string
+		seq                             *int64
+		id                              pgtype.UUID
+		typ, entity, user               pgtype.Text
+		maxAttempts, priority           pgtype.Int4
+		isNew                           pgtype.Bool
+		created                         pgtype.Timestamptz
+	)
+	dest := append([]any{snapshot, &xidText, &seq, &id, &typ, &entity, &user, &key, &maxAttempts,
+		&priority, &isNew, &metadata, &payload, &created}, more...)
+	if err := rows.Scan(dest...); err != nil {
+		return false, err
+	}
+	if xidText == nil {
+		return false, nil // the row of an empty read: only the snapshot
+	}
+	x, err := strconv.ParseUint(*xidText, 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("parse xid %q: %w", *xidText, err)
+	}
+	*xid = x
+	e.ID, e.Seq = uuidString(id), *seq
+	e.Type, e.EntityID, e.UserID, e.OrderingKey = typ.String, entity.String, user.String, deref(key)
+	e.MaxAttempts, e.Priority, e.IsNewRecord = int(maxAttempts.Int32), int(priority.Int32), isNew.Bool
+	if metadata != nil {
+		if err := json.Unmarshal([]byte(*metadata), &e.Metadata); err != nil {
+			return false, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
+		}
+	}
+	if payload != nil {
+		e.Payload = json.RawMessage(*payload)
+	}
+	// What AppendTx's caller held: a pending event, due when it was written.
+	e.Status = outbox.StatusPending
+	e.CreatedAt = created.Time.UTC()
+	e.UpdatedAt, e.NextAttemptAt = e.CreatedAt, e.CreatedAt
+	return true, nil
 }

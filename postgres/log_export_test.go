@@ -19,7 +19,19 @@ import (
 // connection settles on after its fifth read, when generic is true, and otherwise the
 // plan made for these values.
 func (l *Log) ExplainRead(ctx context.Context, generic bool, shard int, prev, next, afterXID string, afterSeq int64, limit int) (string, error) {
-	conn, err := l.pool.Acquire(ctx)
+	return explainRead(ctx, l.pool, l.readLog, "(text, text, text, bigint, int, smallint)", generic, shard, prev, next, afterXID, afterSeq, limit)
+}
+
+// ExplainRead returns the plan of the relay's read (relayRead), as Log.ExplainRead does
+// the cursor's, with SkipGivenUp skip.
+func (r *LogRelay) ExplainRead(ctx context.Context, generic bool, shard int, prev, next, afterXID string, afterSeq int64, limit int, skip bool) (string, error) {
+	return explainRead(ctx, r.log.pool, r.read, "(text, text, text, bigint, int, smallint, boolean)", generic, shard, prev, next, afterXID, afterSeq, limit, skip)
+}
+
+// explainRead prepares the read statement sql with the parameter types given and
+// explains its execution with the read's arguments and then more.
+func explainRead(ctx context.Context, pool *pgxpool.Pool, sql, types string, generic bool, shard int, prev, next, afterXID string, afterSeq int64, limit int, more ...any) (string, error) {
+	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		return "", err
 	}
@@ -32,7 +44,7 @@ func (l *Log) ExplainRead(ctx context.Context, generic bool, shard int, prev, ne
 		return "", err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `RESET plan_cache_mode`)
-	if _, err := conn.Exec(ctx, `PREPARE outbox_log_read (text, text, text, bigint, int, smallint) AS `+l.readLog); err != nil {
+	if _, err := conn.Exec(ctx, `PREPARE outbox_log_read `+types+` AS `+sql); err != nil {
 		return "", err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), `DEALLOCATE outbox_log_read`)
@@ -40,8 +52,12 @@ func (l *Log) ExplainRead(ctx context.Context, generic bool, shard int, prev, ne
 	if next != "" {
 		nextArg = next
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_read ($1, $2, $3, $4, $5, $6)`,
-		pgx.QueryExecModeSimpleProtocol, prev, nextArg, afterXID, afterSeq, limit, shard)
+	args := append([]any{pgx.QueryExecModeSimpleProtocol, prev, nextArg, afterXID, afterSeq, limit, shard}, more...)
+	placeholders := make([]string, len(args)-1)
+	for i := range placeholders {
+		placeholders[i] = fmt.Sprintf("$%d", i+1)
+	}
+	rows, err := conn.Query(ctx, `EXPLAIN (COSTS OFF) EXECUTE outbox_log_read (`+strings.Join(placeholders, ", ")+`)`, args...)
 	if err != nil {
 		return "", err
 	}

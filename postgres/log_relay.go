@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -246,9 +245,10 @@ func nest(part string, err error) error {
 //     this transaction), and the relay speaks every third of that while it delivers.
 //     The next relay then reads from the stored position, and delivers the batch again.
 //  2. It reads the stored position and a batch after it.
-//  3. It looks up which of the batch's ordering keys have an unfinished event in the
-//     events table (not completed; given-up ones too unless SkipGivenUp). Those keys'
-//     events are not delivered: they join the table as pending, behind it.
+//  3. With the read, in the same statement, it looks up which of the batch's ordering
+//     keys have an unfinished event in the events table (not completed; given-up ones
+//     too unless SkipGivenUp). Those keys' events are not delivered: they join the
+//     table as pending, behind it.
 //  4. It delivers the others: a key's events in log order, one at a time, and
 //     MaxConcurrent keys at once. A BatchHandler gets one event of each key per call,
 //     the keys' next events in the next call.
@@ -291,9 +291,8 @@ type LogRelay struct {
 	shards []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
 	turn   atomic.Uint32    // the shard the next pass starts from
 
-	takeCursor, unfinishedKeys, moveEvents, ackOrAbort, news, pausedTypes string
+	takeCursor, read, setLease, moveEvents, ackOrAbort, news, pausedTypes string
 	lockScope                                                             string // the advisory lock's first key: the cursors table
-	idleTimeout                                                           string // idle_in_transaction_session_timeout, in ms
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 	runs    logdelivery.Runner     // Run, and Stop's wait for it
@@ -307,6 +306,16 @@ type logRelayShard struct {
 	mu     sync.Mutex // one step of the shard at a time
 	cursor *LogCursor
 	warm   bool // the last step left the cursor's position known: read from it speculatively
+	read   int  // how many events the last step read: the next one's likely size
+}
+
+// relayBatch is a batch as a step reads it (relayRead): the positions before and after
+// it (the LogBatch, whose Events stay empty), the events, and which of their ordering
+// keys are blocked.
+type relayBatch struct {
+	LogBatch
+	events  []outbox.Event
+	blocked map[string]bool // nil when none is
 }
 
 // shardStep is what one step of a shard did, for the relay's passes over the shards.
@@ -319,26 +328,46 @@ type shardStep struct {
 	moved bool
 }
 
-// takeCursor is the step's lease: the advisory lock of the cursor's name, taken for the
-// transaction without waiting, and the server's limit on how long the transaction may
-// sit idle (the relay's process frozen or cut off) before the server ends the session
-// and so releases the lock.
+// takeCursor is the step's lock: the advisory lock of the cursor's name, taken for the
+// transaction without waiting.
 const takeCursor = `
-SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)),
-       set_config('idle_in_transaction_session_timeout', $3, true),
-       pg_current_snapshot()::text`
+SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)), pg_current_snapshot()::text`
 
 // logPausedTypes lists the paused types (Store.PauseType) for a step: their events
 // move to the events table, where they wait until the type is resumed.
 const logPausedTypes = `SELECT coalesce(array_agg(type), '{}') FROM {{paused}}`
 
-// unfinishedKeys returns which of the given ordering keys have an event in the events
-// table that is not completed (a given-up one counting unless $2, SkipGivenUp), from
-// the table's key index.
-const unfinishedKeys = `
-SELECT DISTINCT ordering_key FROM {{table}}
-WHERE ordering_key = ANY($1::text[]) AND status <> 'completed'
-  AND NOT ($2 AND status = 'failed' AND next_attempt_at IS NULL)`
+// setLease is the rest of the step's lease: the server's limit on how long the
+// transaction may sit idle (the relay's process frozen or cut off) before the server
+// ends the session and so releases the lock. It ends every round trip of the step that
+// reads, for a second reason: a SET takes no snapshot, and binding it drops the portal
+// of the read before it, which held the read's snapshot. So the step's transaction
+// holds no snapshot while it delivers (and no transaction ID until it writes its
+// outcomes), and holds back neither vacuum nor anyone's snapshot, without a round trip
+// of its own to drop the portal. A SET takes no parameters: %d is the lease in ms.
+const setLease = `SET LOCAL idle_in_transaction_session_timeout = %d`
+
+// relayRead is the cursor's read (readLog) with one more column: whether the events
+// table holds an event of the row's ordering key that is not completed (a given-up one
+// counting unless $7, SkipGivenUp), from the table's key index. Those keys' events are
+// not delivered: they join their key in the table. The lookup is folded into the read,
+// so that it costs no round trip of its own and no array of the batch's keys; and it
+// probes the index per row only when the table holds some unfinished keyed event at
+// all, which one probe of the same index (the uncorrelated subquery, run once) tells.
+// In a relay whose deliveries do not fail the table holds none, and the read costs
+// what the cursor's costs. That probe is written as the first key in the index's order,
+// not as EXISTS, so that the planner takes the index: for EXISTS it may pick a
+// sequential scan, which on a table of many completed events and a few unfinished ones
+// reads the completed ones first.
+const relayRead = readLogColumns + `,
+    CASE WHEN e.ordering_key IS NULL
+              OR (SELECT ordering_key FROM {{table}} WHERE ordering_key IS NOT NULL AND status <> 'completed'
+                  ORDER BY ordering_key LIMIT 1) IS NULL
+        THEN false
+        ELSE EXISTS (SELECT FROM {{table}} t
+                     WHERE t.ordering_key = e.ordering_key AND t.status <> 'completed'
+                         AND NOT ($7::boolean AND t.status = 'failed' AND t.next_attempt_at IS NULL))
+    END` + readLogRows
 
 // moveEvents inserts events that leave the log into the events table, in the order
 // given (so that the table's seq keeps each key's log order), keeping the event's ID,
@@ -422,14 +451,14 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
 			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger, Observers: cfg.Observers,
 		}),
-		takeCursor:     takeCursor,
-		unfinishedKeys: table.Replace(unfinishedKeys),
-		moveEvents:     table.Replace(moveEvents),
-		pausedTypes:    strings.NewReplacer("{{paused}}", n.Paused).Replace(logPausedTypes),
-		ackOrAbort:     log.n.render(ackOrAbort),
-		news:           log.n.render(logHeadNews),
-		lockScope:      log.n.Cursors,
-		idleTimeout:    strconv.FormatInt(max(cfg.LeaseDuration.Milliseconds(), 1), 10),
+		takeCursor:  takeCursor,
+		read:        table.Replace(log.n.render(relayRead)),
+		setLease:    fmt.Sprintf(setLease, max(cfg.LeaseDuration.Milliseconds(), 1)),
+		moveEvents:  table.Replace(moveEvents),
+		pausedTypes: strings.NewReplacer("{{paused}}", n.Paused).Replace(logPausedTypes),
+		ackOrAbort:  log.n.render(ackOrAbort),
+		news:        log.n.render(logHeadNews),
+		lockScope:   log.n.Cursors,
 	}
 	// Relays start their passes at shards of their own, so that relays started together
 	// do not all queue for the same shard first.
@@ -496,12 +525,12 @@ var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transact
 // flight. A step that found nothing reports Read 0 (and Busy when another relay held a
 // shard).
 //
-// A shard's step costs two or three round trips to the server: BEGIN, the lock, the
-// stored position and the read go together (the read from the position this relay last
-// left, which the stored one is checked against, and read again when another relay
-// moved it); the lookup of the batch's ordering keys in the events table, when it has
-// any; and the moves, the cursor's move and COMMIT together. A shard found idle or
-// held costs the first and a ROLLBACK, and writes nothing.
+// A shard's step costs two round trips to the server: BEGIN, the lock, the stored
+// position, the read (with the lookup of the batch's ordering keys in the events
+// table) and the lease go together (the read from the position this relay last left,
+// which the stored one is checked against, and read again, a third round trip, when
+// another relay moved it); and the moves, the cursor's move and COMMIT together. A
+// shard found idle or held costs the first and a ROLLBACK, and writes nothing.
 func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	st, _, _, err := r.seek(ctx)
 	return st, err
@@ -689,16 +718,17 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	start := time.Now()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
-	b.Queue(r.takeCursor, r.lockScope, cursor.name, r.idleTimeout)
+	b.Queue(r.takeCursor, r.lockScope, cursor.name)
 	b.Queue(r.log.loadCursor, cursor.name)
 	b.Queue(r.pausedTypes)
 	if sh.warm {
-		b.Queue(r.log.readLog, cursor.readArgs(guess, limit)...)
+		b.Queue(r.read, r.readArgs(cursor, guess, limit)...)
 	}
+	b.Queue(r.setLease)
 	var (
 		locked bool
 		from   logPosition
-		batch  *LogBatch
+		batch  *relayBatch
 		paused []string
 	)
 	err = func() error {
@@ -707,8 +737,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 		if _, err := br.Exec(); err != nil {
 			return fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
 		}
-		var timeout string
-		if err := br.QueryRow().Scan(&locked, &timeout, &st.base); err != nil {
+		if err := br.QueryRow().Scan(&locked, &st.base); err != nil {
 			return fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", cursor.name, err)
 		}
 		rows, err := br.Query()
@@ -726,9 +755,12 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 			if err != nil {
 				return fmt.Errorf("outbox/postgres: read log cursor %q: %w", cursor.name, err)
 			}
-			if batch, err = cursor.batchFrom(rows, guess, limit); err != nil {
+			if batch, err = r.batchFrom(sh, rows, guess, limit); err != nil {
 				return err
 			}
+		}
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("outbox/postgres: log relay: set the lease: %w", err)
 		}
 		return br.Close()
 	}()
@@ -742,49 +774,31 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	if batch == nil || from != guess {
 		// Another relay moved the cursor since this one last did (or this one has not
 		// read yet): read from where it is.
-		if batch, err = cursor.readFrom(ctx, conn, from, limit); err != nil {
+		if batch, err = r.readFrom(ctx, conn, sh, from, limit); err != nil {
 			return st, err
 		}
 	}
-	st.Read = len(batch.Events)
-	if len(batch.Events) == 0 {
+	st.Read = len(batch.events)
+	if len(batch.events) == 0 {
 		if batch.to == batch.from {
 			cursor.setPosition(from)
 			return st, nil // nothing committed since: the transaction wrote nothing
 		}
 		// The end of a pair read in parts: record it.
 		st.moved = true
-		return st, r.commit(ctx, conn, cursor, batch, nil, &st.LogRelayStep)
+		return st, r.commit(ctx, conn, cursor, &batch.LogBatch, nil, &st.LogRelayStep)
 	}
 	r.deliver.Read(st.Read, time.Since(start))
-	events := make([]outbox.Event, 0, len(batch.Events))
-	for i := range batch.Events {
-		events = append(events, batch.Events[i].Event)
-	}
-	events = logdelivery.InScope(events, r.cfg.Types)
-	groups, keys := logdelivery.Groups(events)
-	blocked := map[string]bool{}
-	if len(keys) > 0 {
-		rows, err := conn.Query(ctx, r.unfinishedKeys, keys, r.cfg.SkipGivenUp)
-		if err != nil {
-			return st, fmt.Errorf("outbox/postgres: log relay: look up ordering keys: %w", err)
-		}
-		found, err := pgx.CollectRows(rows, pgx.RowTo[string])
-		if err != nil {
-			return st, fmt.Errorf("outbox/postgres: log relay: look up ordering keys: %w", err)
-		}
-		for _, k := range found {
-			blocked[k] = true
-		}
-	}
+	events := logdelivery.InScope(batch.events, r.cfg.Types)
+	groups, _ := logdelivery.Groups(events)
 	var pausedSet map[string]bool
-	for _, t := range paused {
-		if pausedSet == nil {
-			pausedSet = map[string]bool{}
+	if len(paused) > 0 {
+		pausedSet = make(map[string]bool, len(paused))
+		for _, t := range paused {
+			pausedSet[t] = true
 		}
-		pausedSet[t] = true
 	}
-	deliver := logdelivery.Deliverable(events, groups, blocked, pausedSet)
+	deliver := logdelivery.Deliverable(events, groups, batch.blocked, pausedSet)
 
 	// Deliver while the transaction is kept alive; a transaction that stops answering
 	// cuts the deliveries short.
@@ -808,7 +822,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	for k, m := range sum.Moves {
 		moves[k] = logMove{event: &events[m.Index], failed: m.Failed}
 	}
-	if err := r.commit(ctx, conn, cursor, batch, moves, &st.LogRelayStep); err != nil {
+	if err := r.commit(ctx, conn, cursor, &batch.LogBatch, moves, &st.LogRelayStep); err != nil {
 		return st, err
 	}
 	st.moved = true
@@ -818,16 +832,96 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	return st, nil
 }
 
-// heartbeat runs a statement on conn's transaction at once and then every third of the lease while
-// the deliveries run, so that the server's idle timeout ends the session only of a
-// relay that stopped. When it fails, it cancels the deliveries. The returned function
-// stops it; conn may be used again after it returns.
+// readArgs are relayRead's arguments for a read of the cursor from the position from.
+func (r *LogRelay) readArgs(cursor *LogCursor, from logPosition, limit int) []any {
+	return append(cursor.readArgs(from, limit), r.cfg.SkipGivenUp)
+}
+
+// readFrom reads a batch of the shard from the position from on conn, in the step's
+// transaction (relayRead), and drops the read's portal in the same round trip
+// (setLease).
+func (r *LogRelay) readFrom(ctx context.Context, conn *pgxpool.Conn, sh *logRelayShard, from logPosition, limit int) (*relayBatch, error) {
+	b := &pgx.Batch{}
+	b.Queue(r.read, r.readArgs(sh.cursor, from, limit)...)
+	b.Queue(r.setLease)
+	br := conn.SendBatch(ctx, b)
+	defer br.Close()
+	rows, err := br.Query()
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", sh.cursor.name, err)
+	}
+	batch, err := r.batchFrom(sh, rows, from, limit)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log relay: set the lease: %w", err)
+	}
+	return batch, br.Close()
+}
+
+// batchFrom reads the rows of relayRead from the position from, up to limit events, and
+// closes them. It decodes the events straight into the slice the deliveries are made
+// from (a LogCursor's LogEvents would be one more copy of the batch), sized at the
+// first event for what the shard's last step read (a whole batch while a backlog
+// drains), so that a batch of a thousand events is not copied as its slice grows.
+func (r *LogRelay) batchFrom(sh *logRelayShard, rows pgx.Rows, from logPosition, limit int) (*relayBatch, error) {
+	defer rows.Close()
+	b := &relayBatch{LogBatch: LogBatch{from: from}}
+	var (
+		snapshot      string
+		xid, limitXID uint64
+		held          bool
+	)
+	for rows.Next() {
+		if b.events == nil {
+			b.events = make([]outbox.Event, 0, min(max(sh.read, 1), limit)+1)
+		}
+		b.events = append(b.events, outbox.Event{})
+		e := &b.events[len(b.events)-1]
+		ok, err := scanLogRow(rows, &snapshot, &xid, e, &held)
+		if err != nil {
+			return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", sh.cursor.name, err)
+		}
+		if !ok {
+			b.events = b.events[:len(b.events)-1]
+			continue
+		}
+		if len(b.events) == limit {
+			limitXID = xid
+		}
+		if held && e.OrderingKey != "" {
+			if b.blocked == nil {
+				b.blocked = map[string]bool{}
+			}
+			b.blocked[e.OrderingKey] = true
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: %w", sh.cursor.name, err)
+	}
+	if snapshot == "" {
+		return nil, fmt.Errorf("outbox/postgres: read log cursor %q: read returned no snapshot", sh.cursor.name)
+	}
+	n := len(b.events)
+	var limitSeq int64
+	if n > limit {
+		limitSeq = b.events[limit-1].Seq
+		b.events = b.events[:limit]
+	}
+	b.to = positionAfter(from, snapshot, n, limit, limitXID, limitSeq)
+	sh.read = len(b.events)
+	return b, nil
+}
+
+// heartbeat runs a statement on conn's transaction every third of the lease while the
+// deliveries run, so that the server's idle timeout ends the session only of a relay
+// that stopped. When it fails, it cancels the deliveries. The returned function stops
+// it; conn may be used again after it returns.
 //
-// The statement goes by the simple protocol (pgx's Exec without arguments), whose
-// portal the server drops when it is done. So the first beat also drops the portal of
-// the step's last query, which held that query's snapshot: while it delivers, the
-// step's transaction holds no snapshot (and it has no transaction ID until it writes
-// its outcomes), so it holds back neither vacuum nor anyone's snapshot.
+// The first beat waits a third of the lease too: the step's read left no portal, and
+// so no snapshot, to drop (see setLease). The statement goes by the simple protocol
+// (pgx's Exec without arguments), whose portal the server drops when it is done.
 func (r *LogRelay) heartbeat(ctx context.Context, conn *pgxpool.Conn, cancel context.CancelCauseFunc) (stop func()) {
 	if r.silent {
 		return func() {}
@@ -838,17 +932,17 @@ func (r *LogRelay) heartbeat(ctx context.Context, conn *pgxpool.Conn, cancel con
 		t := time.NewTicker(r.cfg.LeaseDuration / 3)
 		defer t.Stop()
 		for {
-			if _, err := conn.Exec(ctx, `SELECT 1`); err != nil && ctx.Err() == nil {
-				r.logger.Error("the cursor's transaction stopped answering: deliveries cut short", "err", err)
-				cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
-				return
-			}
 			select {
 			case <-done:
 				return
 			case <-ctx.Done():
 				return
 			case <-t.C:
+			}
+			if _, err := conn.Exec(ctx, `SELECT 1`); err != nil && ctx.Err() == nil {
+				r.logger.Error("the cursor's transaction stopped answering: deliveries cut short", "err", err)
+				cancel(fmt.Errorf("%w: %w", errLeaseLost, err))
+				return
 			}
 		}
 	})

@@ -20,10 +20,13 @@ import (
 // enqueues 10,000 to the events table (untimed), then drains each, 1,000 at a time,
 // in an order rotated from round to round. processor is today's Processor.Drain on the
 // Store (claim, deliver, settle); relay is LogRelay.Drain on the log (take the cursor,
-// read, look up the keys, deliver, ack, commit); cursor is LogCursor.Read and Ack
-// under another cursor name, over the same events, without delivery: the relay's
-// limit. keys=entity gives every event an ordering key (its entity), as an
-// application that orders by entity does; keys=none gives none.
+// read, look up the keys, deliver, ack, commit); relay-each is the same through a
+// per-event Handler (no HandleBatch), under a cursor of its own; cursor is
+// LogCursor.Read and Ack under another cursor name, over the same events, without
+// delivery: the relays' limit. relay-x-cursor and relay-each-x-cursor are the medians
+// of their ratios to cursor within a round. keys=entity gives every event an ordering
+// key (its entity), as an application that orders by entity does; keys=none gives
+// none.
 func BenchmarkLogRelayDrain(b *testing.B) {
 	for _, keyed := range []bool{false, true} {
 		name := "keys=none"
@@ -38,6 +41,11 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 			s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
 			l := newTestLogIn(b, pool, schema)
 			r, err := postgres.NewLogRelay(ctx, l, s, noop{}, postgres.LogRelayConfig{BatchSize: batch, MaxConcurrent: batch, Logger: outboxtest.Discard})
+			if err != nil {
+				b.Fatal(err)
+			}
+			each, err := postgres.NewLogRelay(ctx, l, s, outbox.HandlerFunc(func(context.Context, outbox.Event) error { return nil }),
+				postgres.LogRelayConfig{Cursor: "each", BatchSize: batch, MaxConcurrent: batch, Logger: outboxtest.Discard})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -66,6 +74,15 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 					}
 					if st.Delivered != n || st.Failed+st.Waiting != 0 {
 						b.Fatalf("relay: %+v, want %d delivered", st, n)
+					}
+				}},
+				{name: "relay-each", run: func(n int) {
+					st, err := each.Drain(ctx)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if st.Delivered != n || st.Failed+st.Waiting != 0 {
+						b.Fatalf("relay-each: %+v, want %d delivered", st, n)
 					}
 				}},
 				{name: "cursor", run: func(n int) {
@@ -104,6 +121,17 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 				}
 			}
 			runLogBenchRounds(b, pool, "event", perRound, variants, fill)
+			// The target is the relay's rate against its limit, the cursor's,
+			// in the same round.
+			cursor := variants[3]
+			for _, relay := range variants[1:3] {
+				ratios := make([]float64, len(relay.rates))
+				for i := range ratios {
+					ratios[i] = relay.rates[i] / cursor.rates[i]
+				}
+				b.ReportMetric(logBenchMedian(ratios), relay.name+"-x-cursor")
+				b.Logf("%s ÷ cursor by round: %v", relay.name, logBenchRounded(ratios))
+			}
 		})
 	}
 	b.Run("shards", benchmarkLogRelayDrainShards)

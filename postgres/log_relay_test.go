@@ -595,6 +595,173 @@ func TestLogRelayCrashRedeliversTheBatch(t *testing.T) {
 	}
 }
 
+// TestLogRelayReadUsesTheIndexes: the relay's read (the cursor's, with the lookup of
+// the keys in the events table as a column) keeps the cursor's plan, two primary-key
+// ranges of each partition merged, and looks in the events table only by its key
+// index: the probe for any unfinished keyed event and the probe per event. Custom and
+// generic plans, with the table holding unfinished keyed events among many completed
+// ones, and with and without SkipGivenUp.
+func TestLogRelayReadUsesTheIndexes(t *testing.T) {
+	t.Parallel()
+	pool := sharedPool(t)
+	ctx := context.Background()
+	schema := freshSchema(t, pool)
+	s := newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true})
+	l := openLog(t, pool, postgres.LogConfig{Schema: schema, PartitionXIDs: 4096})
+	r := logRelayEnv{pool: pool, log: l, store: s}.relay(t, &logReceiver{}, postgres.LogRelayConfig{})
+	logTable := pgx.Identifier{schema, l.Config().Table}.Sanitize()
+	events := pgx.Identifier{schema, "outbox_events"}.Sanitize()
+	if _, err := pool.Exec(ctx, `INSERT INTO `+logTable+` (xid, created_at, id, type, entity_id, ordering_key)
+		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i, 'k-' || i
+		FROM generate_series(1, 100000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO `+events+` (id, type, entity_id, status, ordering_key, created_at, updated_at, next_attempt_at)
+		SELECT gen_random_uuid(), 'order.created', 't-' || i, CASE WHEN i % 20 = 0 THEN 'failed' ELSE 'completed' END,
+			'k-' || i, now(), now(), CASE WHEN i % 40 = 0 THEN now() END
+		FROM generate_series(1, 50000) AS i`); err != nil {
+		t.Fatal(err)
+	}
+	for _, table := range []string{logTable, events} {
+		if _, err := pool.Exec(ctx, `ANALYZE `+table); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var snapshot string
+	if err := pool.QueryRow(ctx, `SELECT pg_current_snapshot()::text`).Scan(&snapshot); err != nil {
+		t.Fatal(err)
+	}
+	for _, read := range []struct {
+		name, prev, next, afterXID string
+	}{
+		{"first read", "1:1:", "", "0"},
+		{"a pair going on", "1:1:", snapshot, "1000"},
+	} {
+		for _, generic := range []bool{false, true} {
+			for _, skip := range []bool{false, true} {
+				plan, err := r.ExplainRead(ctx, generic, 0, read.prev, read.next, read.afterXID, 0, 1001, skip)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if strings.Contains(plan, "Seq Scan") || sortsMoreThanTheProbes(plan) || strings.Contains(plan, "Bitmap") ||
+					strings.Count(plan, "Index Scan using outbox_log_p") != 2*l.Config().Partitions || !strings.Contains(plan, "Merge Append") ||
+					strings.Count(plan, "Scan using outbox_events_key on outbox_events") != 2 {
+					t.Errorf("%s (generic plan: %t, SkipGivenUp: %t): plan\n%s\nwant the cursor's two index scans of each partition, merged, and two probes of the events table's key index",
+						read.name, generic, skip, plan)
+				}
+			}
+		}
+	}
+}
+
+// TestLogRelaySkipGivenUp: a key whose only unfinished event in the events table is
+// given up holds the key's later events there, unless SkipGivenUp; a key with an event
+// due for retry there holds them either way.
+func TestLogRelaySkipGivenUp(t *testing.T) {
+	t.Parallel()
+	for _, skip := range []bool{false, true} {
+		t.Run(fmt.Sprintf("skip=%t", skip), func(t *testing.T) {
+			t.Parallel()
+			env := newLogRelayEnv(t, nil)
+			ctx := context.Background()
+			rec := &logReceiver{fail: func(e outbox.Event, attempt int) error {
+				switch e.EntityID {
+				case "g/0":
+					return outbox.Permanent(errors.New("receiver answers 422"))
+				case "r/0":
+					return errors.New("receiver answers 500")
+				}
+				return nil
+			}}
+			r := env.relay(t, rec, postgres.LogRelayConfig{SkipGivenUp: skip,
+				Retry: outbox.RetryPolicy{Delays: []time.Duration{time.Hour}, MaxAttempts: 5}})
+			appendKeyed(t, env.log, env.pool, "g/0", "r/0", "x")
+			if st, err := r.Step(ctx); err != nil || st.Delivered != 1 || st.Failed != 2 {
+				t.Fatalf("first step: %+v, %v; want x delivered, g/0 and r/0 failed", st, err)
+			}
+			appendKeyed(t, env.log, env.pool, "g/1", "r/1", "y")
+			st, err := r.Step(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := postgres.LogRelayStep{Read: 3, Delivered: 1, Waiting: 2} // g/1 behind g/0, r/1 behind r/0
+			if skip {
+				want = postgres.LogRelayStep{Read: 3, Delivered: 2, Waiting: 1} // g/1 past the given-up g/0
+			}
+			if st != want {
+				t.Fatalf("second step: %+v; want %+v", st, want)
+			}
+			wantGot := []string{"x", "y"}
+			if skip {
+				wantGot = []string{"x", "g/1", "y"}
+			}
+			if got := rec.entities(); !sameSet(got, wantGot) {
+				t.Fatalf("delivered %v, want %v", got, wantGot)
+			}
+		})
+	}
+}
+
+// TestLogRelayHoldsNoSnapshotWhileItDelivers: while a step delivers, its transaction
+// holds the cursor's lock and nothing else, no transaction ID and no snapshot, without
+// a heartbeat's help (the relay is silenced): the step's own round trips dropped the
+// read's portal, whether the read went with the lock (warm: the relay stepped before)
+// or after it (its first step, which reads from the stored position).
+func TestLogRelayHoldsNoSnapshotWhileItDelivers(t *testing.T) {
+	t.Parallel()
+	for _, warm := range []bool{false, true} {
+		t.Run(fmt.Sprintf("warm=%t", warm), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			env := newLogRelayEnv(t, nil)
+			app := randomName("relay_")
+			l, err := postgres.NewLog(ctx, newPool(t, 2, app), env.log.Config())
+			if err != nil {
+				t.Fatal(err)
+			}
+			inside, release := make(chan struct{}), make(chan struct{})
+			var once, released sync.Once
+			free := func() { released.Do(func() { close(release) }) }
+			t.Cleanup(free)
+			rec := &logReceiver{fail: func(outbox.Event, int) error {
+				once.Do(func() { close(inside) })
+				<-release
+				return nil
+			}}
+			r := logRelayEnv{pool: env.pool, log: l, store: env.store}.relay(t, rec, postgres.LogRelayConfig{LeaseDuration: time.Minute})
+			postgres.SilenceLogRelay(r)
+			if warm {
+				if st, err := r.Step(ctx); err != nil || st.Read != 0 {
+					t.Fatalf("step of an empty log: %+v, %v", st, err)
+				}
+			}
+			appendKeyed(t, env.log, env.pool, "k/0", "k/1", "solo")
+			done := make(chan error, 1)
+			go func() {
+				_, err := r.Step(ctx)
+				done <- err
+			}()
+			<-inside
+			var state string
+			var xid, xmin *string
+			if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
+				WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
+				t.Fatal(err)
+			}
+			if state != "idle in transaction" || xid != nil || xmin != nil {
+				t.Errorf("the relay's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
+			}
+			free()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if len(rec.got) != 3 {
+				t.Errorf("delivered %d events, want 3", len(rec.got))
+			}
+		})
+	}
+}
+
 // TestLogRelayCursorMovedMeanwhile: a LogCursor of the relay's name used outside any
 // relay (which the lock does not keep out) acknowledges while the relay delivers: the
 // relay's step then commits nothing, not even its moves.
@@ -676,24 +843,18 @@ func TestLogRelayTakeover(t *testing.T) {
 				t.Fatalf("b while a delivers: %+v, %v; want Busy", st, err)
 			}
 			// While it delivers, a's transaction holds the lock and nothing else: no
-			// transaction ID, and once its first heartbeat has dropped the last query's
-			// portal, no snapshot, so it holds back neither readers nor vacuum.
-			if how != "frozen" {
-				var state string
-				var xid, xmin *string
-				for range 100 {
-					if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
-						WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
-						t.Fatal(err)
-					}
-					if xmin == nil {
-						break
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-				if state != "idle in transaction" || xid != nil || xmin != nil {
-					t.Errorf("a's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
-				}
+			// transaction ID, and no snapshot, so it holds back neither readers nor
+			// vacuum. The step's read dropped its portal itself (setLease), so this
+			// holds from the start of the deliveries, and for the frozen relay too,
+			// whose heartbeat is off (its session ends after the lease).
+			var state string
+			var xid, xmin *string
+			if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
+				WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
+				t.Fatal(err)
+			}
+			if state != "idle in transaction" || xid != nil || xmin != nil {
+				t.Errorf("a's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
 			}
 			switch how {
 			case "killed":

@@ -118,20 +118,45 @@ func New(handler outbox.Handler, cfg Config) *Deliverer {
 // Groups splits a batch into its keys' runs, in the order each key first appears: the
 // indexes of a key's events in log order, and an event without a key alone. keys lists
 // the distinct ordering keys.
+//
+// A relay calls it on every batch, of up to thousands of events, so it allocates a few
+// slices per batch rather than one per group: the groups share one array of indexes,
+// and the map of keys is made only for a batch with keys.
 func Groups(events []outbox.Event) (groups [][]int, keys []string) {
-	at := map[string]int{}
-	for i, e := range events {
-		if e.OrderingKey == "" {
-			groups = append(groups, []int{i})
+	of := make([]int, len(events)) // the group of each event
+	var (
+		sizes []int
+		at    map[string]int
+	)
+	for i := range events {
+		k := events[i].OrderingKey
+		if k == "" {
+			of[i] = len(sizes)
+			sizes = append(sizes, 1)
 			continue
 		}
-		g, ok := at[e.OrderingKey]
-		if !ok {
-			g = len(groups)
-			at[e.OrderingKey] = g
-			groups = append(groups, nil)
-			keys = append(keys, e.OrderingKey)
+		if at == nil {
+			at = make(map[string]int, len(events)-i)
 		}
+		g, ok := at[k]
+		if !ok {
+			g = len(sizes)
+			at[k] = g
+			sizes = append(sizes, 0)
+			keys = append(keys, k)
+		}
+		of[i] = g
+		sizes[g]++
+	}
+	// Lay the groups out one after another in one array, then fill each in log order.
+	all := make([]int, len(events))
+	groups = make([][]int, len(sizes))
+	start := 0
+	for g, n := range sizes {
+		groups[g] = all[start : start : start+n]
+		start += n
+	}
+	for i, g := range of {
 		groups[g] = append(groups[g], i)
 	}
 	return groups, keys
@@ -160,7 +185,10 @@ func InScope(events []outbox.Event, types []string) []outbox.Event {
 // events table pending: a paused type's events wait there, counted, until it is resumed,
 // with the later events of their key behind them.
 func Deliverable(events []outbox.Event, groups [][]int, blocked, paused map[string]bool) [][]int {
-	var out [][]int
+	if len(blocked) == 0 && len(paused) == 0 {
+		return groups
+	}
+	out := make([][]int, 0, len(groups))
 	for _, g := range groups {
 		if k := events[g[0]].OrderingKey; k != "" && blocked[k] {
 			continue
@@ -209,41 +237,56 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 	if len(groups) == 0 {
 		return
 	}
-	var stop atomic.Bool
-	jobs := make(chan []int)
-	var wg sync.WaitGroup
-	for range min(max(d.cfg.MaxConcurrent, 1), len(groups)) {
-		wg.Go(func() {
-			for g := range jobs {
-				for _, i := range g {
-					if stop.Load() || ctx.Err() != nil {
-						break
+	// The workers take the groups in order by a shared count rather than from a
+	// channel, which would hand every group from one goroutine to another. And they
+	// are started as they are needed rather than MaxConcurrent at once: a worker about
+	// to deliver a group starts one more unless one is already starting (or the limit
+	// is reached), so that a handler that blocks never holds back the groups after its
+	// own, while one that returns at once is not paid a goroutine per group.
+	var (
+		stop     atomic.Bool
+		next     atomic.Int64
+		workers  atomic.Int64 // started, or starting
+		starting atomic.Bool  // a worker has been started and has not yet taken a group
+		wg       sync.WaitGroup
+	)
+	limit := int64(min(max(d.cfg.MaxConcurrent, 1), len(groups)))
+	var work func()
+	work = func() {
+		starting.Store(false)
+		for !stop.Load() && ctx.Err() == nil {
+			k := int(next.Add(1)) - 1
+			if k >= len(groups) {
+				return
+			}
+			if k+1 < len(groups) && workers.Load() < limit && starting.CompareAndSwap(false, true) {
+				workers.Add(1)
+				wg.Go(work)
+			}
+			for _, i := range groups[k] {
+				if stop.Load() || ctx.Err() != nil {
+					break
+				}
+				if r, held := d.heldType(&events[i]); held {
+					results[i] = r
+					break
+				}
+				n := d.suspects.Start()
+				start := d.startTimer()
+				err := d.call(ctx, events[i])
+				results[i] = d.classify(ctx, &events[i], n, err, d.since(start))
+				if k := results[i].Kind; k != Delivered {
+					if k == Held || k == Interrupted {
+						stop.Store(true)
 					}
-					if r, held := d.heldType(events[i]); held {
-						results[i] = r
-						break
-					}
-					n := d.suspects.Start()
-					start := d.startTimer()
-					err := d.call(ctx, events[i])
-					results[i] = d.classify(ctx, events[i], n, err, d.since(start))
-					if k := results[i].Kind; k != Delivered {
-						if k == Held || k == Interrupted {
-							stop.Store(true)
-						}
-						break
-					}
+					break
 				}
 			}
-		})
-	}
-	for _, g := range groups {
-		if stop.Load() || ctx.Err() != nil {
-			break
 		}
-		jobs <- g
 	}
-	close(jobs)
+	workers.Store(1)
+	starting.Store(true)
+	wg.Go(work)
 	wg.Wait()
 }
 
@@ -259,7 +302,7 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		going := active[:0]
 		for _, g := range active {
 			i := groups[g][next[g]]
-			if r, held := d.heldType(events[i]); held {
+			if r, held := d.heldType(&events[i]); held {
 				results[i] = r // its group stops here
 				continue
 			}
@@ -281,7 +324,7 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		stop := false
 		for j, g := range active {
 			i := groups[g][next[g]]
-			results[i] = d.classify(ctx, events[i], starts[j], errs[j], took)
+			results[i] = d.classify(ctx, &events[i], starts[j], errs[j], took)
 			switch results[i].Kind {
 			case Delivered:
 				if next[g]++; next[g] < len(groups[g]) {
@@ -360,7 +403,7 @@ func (d *Deliverer) callBatch(ctx context.Context, bh outbox.BatchHandler, event
 // destination's fault, unless holds are disabled); or failed, due again under the Retry
 // policy, or given up when Permanent or out of attempts. The observers are told, with
 // took, the handler's time (a HandleBatch call's for each of its events).
-func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err error, took time.Duration) Result {
+func (d *Deliverer) classify(ctx context.Context, e *outbox.Event, n uint64, err error, took time.Duration) Result {
 	r := d.result(ctx, e, n, err)
 	if len(d.cfg.Observers) > 0 {
 		d.observe(e, r, took)
@@ -368,8 +411,7 @@ func (d *Deliverer) classify(ctx context.Context, e outbox.Event, n uint64, err 
 	return r
 }
 
-func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err error) Result {
-	now := d.cfg.Clock.Now()
+func (d *Deliverer) result(ctx context.Context, e *outbox.Event, n uint64, err error) Result {
 	if err == nil {
 		d.suspects.Succeeded(n, e.ID)
 		d.releaseType(e.Type)
@@ -378,6 +420,7 @@ func (d *Deliverer) result(ctx context.Context, e outbox.Event, n uint64, err er
 	if ctx.Err() != nil {
 		return Result{Kind: Interrupted, Err: err}
 	}
+	now := d.cfg.Clock.Now()
 	if d.cfg.Breaker.Threshold >= 0 {
 		de := destinationError(err)
 		if de != nil && !de.Suspected && de.Target != "" {
@@ -424,7 +467,7 @@ func (d *Deliverer) since(start time.Time) time.Duration {
 // observe tells the observers of one attempt, in the Processor's terms: a held or
 // interrupted attempt is Released (not counted), a held one also unavailable; a
 // failed one is Failed, given up when it has no next attempt.
-func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
+func (d *Deliverer) observe(e *outbox.Event, r Result, took time.Duration) {
 	o := outbox.Outcome{ID: e.ID}
 	switch r.Kind {
 	case Delivered:
@@ -435,7 +478,7 @@ func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
 		o.Result, o.Error = outbox.Released, HeldText(r.Err)
 		for _, ob := range d.cfg.Observers {
 			if bo, ok := ob.(outbox.BreakerObserver); ok {
-				bo.ObserveUnavailable(e, r.Err)
+				bo.ObserveUnavailable(*e, r.Err)
 			}
 		}
 	case Interrupted:
@@ -444,7 +487,7 @@ func (d *Deliverer) observe(e outbox.Event, r Result, took time.Duration) {
 		return
 	}
 	for _, ob := range d.cfg.Observers {
-		ob.ObserveDelivery(e, o, took)
+		ob.ObserveDelivery(*e, o, took)
 	}
 }
 
@@ -456,7 +499,7 @@ func HeldText(err error) string {
 
 // heldType reports whether e's type is held at a faulty target and not yet due for a
 // probe, and if so the result that sends e on to the events table unattempted.
-func (d *Deliverer) heldType(e outbox.Event) (Result, bool) {
+func (d *Deliverer) heldType(e *outbox.Event) (Result, bool) {
 	if d.nTargets.Load() == 0 {
 		return Result{}, false
 	}
@@ -473,7 +516,7 @@ func (d *Deliverer) heldType(e outbox.Event) (Result, bool) {
 // holdTarget holds e's type at the target de names, after a fault at now: for
 // Cooldown after the first fault, twice as long after each fault in a row, at most
 // MaxCooldown. The first fault is reported to the observers.
-func (d *Deliverer) holdTarget(e outbox.Event, de *outbox.DestinationError, err error, now time.Time) {
+func (d *Deliverer) holdTarget(e *outbox.Event, de *outbox.DestinationError, err error, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	h := d.targets[e.Type]

@@ -123,6 +123,49 @@ func TestDeliverEachOneEventOfAKeyAtATime(t *testing.T) {
 	}
 }
 
+// TestDeliverEachReachesMaxConcurrent: through a handler that blocks, MaxConcurrent
+// groups are delivered at once, never more, and every group is delivered.
+func TestDeliverEachReachesMaxConcurrent(t *testing.T) {
+	t.Parallel()
+	var (
+		mu             sync.Mutex
+		inFlight, most int
+	)
+	full := make(chan struct{})
+	var once sync.Once
+	h := outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		if inFlight == 3 {
+			once.Do(func() { close(full) })
+		}
+		mu.Unlock()
+		defer func() {
+			mu.Lock()
+			inFlight--
+			mu.Unlock()
+		}()
+		select {
+		case <-full: // three at once: go on
+		case <-time.After(10 * time.Second):
+			return errors.New("the other deliveries never started")
+		}
+		return nil
+	})
+	es := events("a", "b", "c", "d", "e", "f", "g")
+	d := New(h, testConfig()) // MaxConcurrent 3
+	groups, _ := Groups(es)
+	for i, r := range d.Deliver(context.Background(), es, groups) {
+		if r.Kind != Delivered {
+			t.Errorf("event %d: %v (%v)", i, r.Kind, r.Err)
+		}
+	}
+	if most != 3 {
+		t.Errorf("%d deliveries at once at most, want MaxConcurrent 3", most)
+	}
+}
+
 type batchFunc func(ctx context.Context, es []outbox.Event) []error
 
 func (f batchFunc) Handle(ctx context.Context, e outbox.Event) error {
