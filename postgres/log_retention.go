@@ -425,7 +425,11 @@ func (l *Log) truncatePartition(ctx context.Context, conn logConn, p logPartitio
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	t := pgx.Identifier{l.cfg.Schema, p.name}.Sanitize()
 	timeout := strconv.FormatInt(l.cfg.MaintenanceLockTimeout.Milliseconds(), 10) + "ms"
-	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true)`, timeout); err != nil {
+	// The commit does not wait for its WAL to reach disk (synchronous_commit off, for
+	// this transaction only), so the partition's lock, which every read of the log waits
+	// for, is held for the truncation alone. A truncation lost in a server crash empties
+	// a partition that every cursor had passed: Retain does it again.
+	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true), set_config('synchronous_commit', 'off', true)`, timeout); err != nil {
 		return 0, p, err
 	}
 	if _, err := tx.Exec(ctx, `LOCK TABLE `+t+` IN ACCESS EXCLUSIVE MODE`); err != nil {
