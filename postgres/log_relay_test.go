@@ -742,15 +742,7 @@ func TestLogRelayHoldsNoSnapshotWhileItDelivers(t *testing.T) {
 				done <- err
 			}()
 			<-inside
-			var state string
-			var xid, xmin *string
-			if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
-				WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
-				t.Fatal(err)
-			}
-			if state != "idle in transaction" || xid != nil || xmin != nil {
-				t.Errorf("the relay's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
-			}
+			checkHoldsNothing(t, env.pool, app, "the relay's session while it delivers")
 			free()
 			if err := <-done; err != nil {
 				t.Fatal(err)
@@ -847,15 +839,7 @@ func TestLogRelayTakeover(t *testing.T) {
 			// vacuum. The step's read dropped its portal itself (setLease), so this
 			// holds from the start of the deliveries, and for the frozen relay too,
 			// whose heartbeat is off (its session ends after the lease).
-			var state string
-			var xid, xmin *string
-			if err := env.pool.QueryRow(ctx, `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
-				WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
-				t.Fatal(err)
-			}
-			if state != "idle in transaction" || xid != nil || xmin != nil {
-				t.Errorf("a's session while it delivers: state %q, xid %v, xmin %v; want idle in transaction without either", state, xid, deref(xmin))
-			}
+			checkHoldsNothing(t, env.pool, app, "a's session while it delivers")
 			switch how {
 			case "killed":
 				if _, err := env.pool.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app); err != nil {
@@ -1030,6 +1014,22 @@ func TestLogRelayConfigValidate(t *testing.T) {
 	}
 	if err := (postgres.LogRelayConfig{}).Validate(); err != nil {
 		t.Errorf("the zero config: %v", err)
+	}
+}
+
+// checkHoldsNothing fails t unless the session of application app is idle in a
+// transaction that holds no transaction ID and no snapshot (so it holds back neither
+// readers nor vacuum); who names it in the failure.
+func checkHoldsNothing(t *testing.T, pool *pgxpool.Pool, app, who string) {
+	t.Helper()
+	var state string
+	var xid, xmin *string
+	if err := pool.QueryRow(context.Background(), `SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity
+		WHERE application_name = $1 AND state <> 'idle'`, app).Scan(&state, &xid, &xmin); err != nil {
+		t.Fatal(err)
+	}
+	if state != "idle in transaction" || xid != nil || xmin != nil {
+		t.Errorf("%s: state %q, xid %v, xmin %v; want idle in transaction without either", who, state, xid, deref(xmin))
 	}
 }
 

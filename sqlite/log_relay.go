@@ -835,23 +835,31 @@ func (r *LogRelay) Run(ctx context.Context) error {
 // returns nil at once. Run releases the cursor's lease as it returns.
 func (r *LogRelay) Stop(ctx context.Context) error { return r.runs.Stop(ctx) }
 
-// trim deletes, for Run, the events every cursor has passed, a Trim at a time. Its
-// failure is logged and left for the next interval: trimming only frees space.
-func (r *LogRelay) trim(ctx context.Context) {
+// Trim deletes every event that every cursor has passed, in chunks of
+// logRelayTrimLimit (a short write transaction each, so that appenders wait for the
+// write lock no longer than for a batch's acknowledgement), and returns how many it
+// deleted. Run calls it every RetainInterval; call it after Drain to do the same.
+func (r *LogRelay) Trim(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		n, err := r.log.Trim(ctx, logRelayTrimLimit)
 		total += n
-		if err != nil {
-			if ctx.Err() == nil {
-				r.logger.Warn("trimming the log failed; the relay tries again after its retain interval",
-					"err", err, "retry_in", r.cfg.RetainInterval)
-			}
-			return
+		if err != nil || n < logRelayTrimLimit {
+			return total, err
 		}
-		if n < logRelayTrimLimit {
-			break
+	}
+}
+
+// trim is Trim for Run: its failure is logged and left for the next interval, since
+// trimming only frees space.
+func (r *LogRelay) trim(ctx context.Context) {
+	total, err := r.Trim(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.logger.Warn("trimming the log failed; the relay tries again after its retain interval",
+				"err", err, "retry_in", r.cfg.RetainInterval)
 		}
+		return
 	}
 	if total > 0 {
 		r.logger.Debug("log trimmed", "events_deleted", total)

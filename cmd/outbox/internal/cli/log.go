@@ -341,29 +341,6 @@ func (b boundLogSource) Waiting(ctx context.Context) (int64, time.Time, error) {
 	return b.src.Waiting(ctx)
 }
 
-// logTrimChunk is how many events one delete of trimLog removes at most: each is a
-// short write transaction, which the application's writers wait for (10,000 held the
-// lock 15-45 ms in docs/log-layout.md), as LogRelay.Run's own trims.
-const logTrimChunk = 10_000
-
-// trimLog deletes every event of l that every cursor has passed.
-func trimLog(ctx context.Context, l *sqlite.Log, log *slog.Logger) error {
-	total := 0
-	for {
-		n, err := l.Trim(ctx, logTrimChunk)
-		total += n
-		if err != nil {
-			return err
-		}
-		if n < logTrimChunk {
-			if total > 0 {
-				log.Debug("log trimmed", "events_deleted", total)
-			}
-			return nil
-		}
-	}
-}
-
 // newLogRelay makes the relay's LogRelay: the relay's handler, the settings it shares
 // with the relay's Processor (retries, breaker, lease, handler timeout, keys that pass
 // a given-up event), and observers (metrics, summaries, traces), which count both
@@ -402,7 +379,13 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 				}
 				return logDrained{st.Read, st.Delivered, st.Failed, st.Waiting, st.Duplicates, st.Held, st.Fault, st.Busy}, err
 			},
-			trim:    func(ctx context.Context) error { return trimLog(ctx, l.lite, log) },
+			trim: func(ctx context.Context) error {
+				n, err := r.Trim(ctx)
+				if n > 0 {
+					log.Debug("log trimmed", "events_deleted", n)
+				}
+				return err
+			},
 			waiting: r,
 		}, nil
 	}
