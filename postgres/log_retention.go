@@ -1,9 +1,10 @@
 package postgres
 
 // Retention by partition (issue 24). The log is a ring of partitions by transaction ID
-// (logmigrations/002_partition_log.sql): a row's partition is its xid modulo the ring's
-// span, PartitionXIDs consecutive xids to a partition, Partitions partitions in turn,
-// then the first again. Events that every cursor has passed go away with a TRUNCATE of
+// (logmigrations/002_partition_log.sql, keyed by the ring_pos column since
+// 004_ring_position_column.sql): a row's partition is its xid modulo the ring's span,
+// PartitionXIDs consecutive xids to a partition, Partitions partitions in turn, then
+// the first again. Events that every cursor has passed go away with a TRUNCATE of
 // their whole partition, never a DELETE: no dead rows, no vacuum, and the space goes
 // back to the operating system at once.
 //

@@ -682,6 +682,112 @@ func TestLogMigrationKeepsTheEvents(t *testing.T) {
 	}
 }
 
+// TestLogRingIsKeyedByAColumn: a ring made by migration 2 (keyed by an expression of
+// the xid), with events of several laps and shards in it, is rebuilt by migration 4 keyed
+// by the ring_pos column: every event kept with its xid, seq and shard, each in the
+// partition its xid belongs to, seq going on from where it was; and appends after it
+// land where retention looks for them, their ring_pos filled by its default.
+func TestLogRingIsKeyedByAColumn(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 4, "")
+	ctx := context.Background()
+	cfg := ringConfig
+	cfg.Shards = 4
+	cfg.Schema = freshSchema(t, pool)
+	if err := postgres.MigrateLogTo(ctx, pool, cfg, 3); err != nil {
+		t.Fatal(err)
+	}
+	table := pgx.Identifier{cfg.Schema, "outbox_log"}.Sanitize()
+	var want []string
+	for i := range 6 {
+		tx := beginTx(t, pool)
+		for shard := range 4 {
+			entity := fmt.Sprintf("old-%d-%d", i, shard)
+			if _, err := tx.Exec(ctx, `INSERT INTO `+table+` (created_at, id, type, entity_id, shard)
+				VALUES (now(), gen_random_uuid(), 'order.created', $1, $2)`, entity, shard); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, entity)
+		}
+		commitTx(t, tx)
+		burnXIDs(t, pool, 100) // the next transaction in another partition, the ring lapped now and then
+	}
+	type row struct {
+		xid, entity, partition string
+		seq, ringPos           int64
+		shard                  int16
+	}
+	readRows := func(withPos bool) []row {
+		t.Helper()
+		pos := "0"
+		if withPos {
+			pos = "ring_pos"
+		}
+		rows, _ := pool.Query(ctx, `SELECT xid::text, entity_id, tableoid::regclass::text, seq, `+pos+`, shard
+			FROM `+table+` ORDER BY xid, seq`)
+		got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (row, error) {
+			var x row
+			return x, r.Scan(&x.xid, &x.entity, &x.partition, &x.seq, &x.ringPos, &x.shard)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	before := readRows(false)
+
+	if _, err := postgres.MigrateLog(ctx, pool, cfg); err != nil {
+		t.Fatal(err)
+	}
+	var key string
+	if err := pool.QueryRow(ctx, `SELECT pg_get_partkeydef($1::regclass)`, table).Scan(&key); err != nil {
+		t.Fatal(err)
+	}
+	if key != "RANGE (ring_pos)" {
+		t.Errorf("the ring is partitioned by %s, want RANGE (ring_pos)", key)
+	}
+	l, err := postgres.NewLog(ctx, pool, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := appendCommitted(t, l, pool, "new-a", "new-b")
+	want = append(want, "new-a", "new-b")
+
+	after := readRows(true)
+	if len(after) != len(before)+len(ids) {
+		t.Fatalf("%d events after the migration and two appends, want %d", len(after), len(before)+len(ids))
+	}
+	span := uint64(cfg.Partitions) * uint64(cfg.PartitionXIDs)
+	var lastOld int64
+	for i, a := range after {
+		x := parseXID(t, a.xid)
+		if a.ringPos != int64(x%span) {
+			t.Errorf("%s: ring_pos %d, want its xid %d modulo %d", a.entity, a.ringPos, x, span)
+		}
+		if want := cfg.Schema + "." + partitionOf(l, x); a.partition != want {
+			t.Errorf("%s (xid %d) is in %s, want %s", a.entity, x, a.partition, want)
+		}
+		if i < len(before) {
+			b := before[i]
+			if a.xid != b.xid || a.entity != b.entity || a.seq != b.seq || a.shard != b.shard {
+				t.Errorf("event %+v became %+v", b, a)
+			}
+			lastOld = max(lastOld, a.seq)
+		} else if a.seq <= lastOld {
+			t.Errorf("a new event's seq %d is not after the migrated ones' (up to %d)", a.seq, lastOld)
+		}
+	}
+	var got []postgres.LogEvent
+	for shard := range cfg.Shards {
+		c, err := l.ShardCursor(ctx, "relay", shard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, drainLog(t, c, 5)...)
+	}
+	checkReadOnce(t, got, want)
+}
+
 // waitForLockRequests waits until at least n lock requests on table are queued, not
 // granted.
 func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) {

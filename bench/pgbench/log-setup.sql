@@ -1,4 +1,4 @@
--- Tables for log.sh: the plain two-row transaction's tables, and the log layout's row three
+-- Tables for log.sh: the plain two-row transaction's tables, and the log layout's row four
 -- ways, to price what the log's shape adds to a row. Everything is in bench_pgbench_log,
 -- which log.sh drops when done.
 DROP SCHEMA IF EXISTS bench_pgbench_log CASCADE;
@@ -14,11 +14,19 @@ CREATE TABLE log (
     priority integer NOT NULL DEFAULT 0, is_new_record boolean NOT NULL DEFAULT false,
     type text NOT NULL, entity_id text NOT NULL, user_id text NOT NULL DEFAULT '',
     ordering_key text, metadata json, payload json, PRIMARY KEY (xid, seq));
--- ring: the same columns in migration 002's ring of 16 partitions by xid
+-- ring: the same columns in migration 002's ring of 16 partitions by xid, keyed by an expression
 CREATE TABLE ring (LIKE log INCLUDING DEFAULTS INCLUDING IDENTITY)
     PARTITION BY RANGE (((xid::text)::bigint % 1048576));
 DO $$ BEGIN FOR i IN 0..15 LOOP
   EXECUTE format('CREATE TABLE ring_p%s PARTITION OF ring (PRIMARY KEY (xid, seq)) FOR VALUES FROM (%s) TO (%s)',
+                 i, i * 65536, (i + 1) * 65536);
+END LOOP; END $$;
+-- ringcol: the ring as migration 004 keys it, by a column its default fills with the same value
+CREATE TABLE ringcol (LIKE log INCLUDING DEFAULTS INCLUDING IDENTITY,
+    ring_pos bigint NOT NULL DEFAULT ((pg_current_xact_id()::text)::bigint % 1048576))
+    PARTITION BY RANGE (ring_pos);
+DO $$ BEGIN FOR i IN 0..15 LOOP
+  EXECUTE format('CREATE TABLE ringcol_p%s PARTITION OF ringcol (PRIMARY KEY (xid, seq)) FOR VALUES FROM (%s) TO (%s)',
                  i, i * 65536, (i + 1) * 65536);
 END LOOP; END $$;
 -- seqonly: the same columns without the xid column, keyed by seq alone

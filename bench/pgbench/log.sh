@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 dsn="${OUTBOX_BENCH_DSN:-postgres://postgres@127.0.0.1:5432/outbox_bench?sslmode=disable}"
 PGOPTIONS="-c client_min_messages=warning" psql -q "$dsn" -f log-setup.sql
-scripts=(log_plain log_log log_ring log_seqonly)
+scripts=(log_plain log_log log_ring log_ringcol log_seqonly)
 n=${#scripts[@]}
 for round in $(seq 1 "${1:-10}"); do
   line="round $round:"
