@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"text/template"
 	"time"
 
@@ -263,6 +264,9 @@ type Log struct {
 	n    logNames
 
 	appendOne, appendMany, readLog, loadCursor, createCursor, ackCursor string
+
+	commits     commitWatch // wakes this process's relays when an appender commits (log_commitwatch.go)
+	transacting sync.Map    // pgx.Tx → struct{}: Transact's transactions, which wake relays themselves
 }
 
 // NewLog returns the log cfg names, which must have been migrated by MigrateLog:
@@ -322,7 +326,7 @@ const appendOne = `
 INSERT INTO {{log}} (created_at, id, type, entity_id, user_id, ordering_key,
     max_attempts, priority, is_new_record, metadata, payload, shard)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json, $11::text::json, $12)
-RETURNING seq`
+RETURNING seq, xid::text`
 
 // appendMany writes a batch in one statement, one array per column, in the order
 // given: seq follows the order of the batch (ORDER BY n), so the events of a
@@ -337,7 +341,7 @@ FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
     WITH ORDINALITY AS e(id, type, entity_id, user_id, ordering_key,
         max_attempts, priority, is_new_record, metadata, payload, shard, n)
 ORDER BY e.n
-RETURNING id, seq`
+RETURNING id, seq, xid::text`
 
 // AppendTx writes events to the log in the caller's transaction and never commits
 // it: roll the transaction back and the events are gone with the data. Every event is
@@ -387,12 +391,14 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	created := ts(events[0].CreatedAt)
 	if len(events) == 1 {
 		e := events[0]
+		var xid string
 		err := tx.QueryRow(ctx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
 			e.Type, e.EntityID, e.UserID, nullString(e.OrderingKey), e.MaxAttempts, e.Priority, e.IsNewRecord,
-			metadata[0], nullString(string(e.Payload)), l.eventShard(e)).Scan(&e.Seq)
+			metadata[0], nullString(string(e.Payload)), l.eventShard(e)).Scan(&e.Seq, &xid)
 		if err != nil {
 			return logAppendError(err)
 		}
+		l.appended(tx, xid)
 		return nil
 	}
 	n := len(events)
@@ -424,15 +430,25 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	var (
 		id  pgtype.UUID
 		seq int64
+		xid string
 	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &seq}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&id, &seq, &xid}, func() error {
 		events[index[id.Bytes]].Seq = seq
 		return nil
 	})
 	if err != nil {
 		return logAppendError(err)
 	}
+	l.appended(tx, xid)
 	return nil
+}
+
+// appended tells the commit watch that transaction xid appended to the log in tx,
+// unless tx is Transact's, which wakes this process's relays itself once committed.
+func (l *Log) appended(tx pgx.Tx, xid string) {
+	if _, own := l.transacting.Load(tx); !own {
+		l.watchCommit(xid)
+	}
 }
 
 func logAppendError(err error) error {

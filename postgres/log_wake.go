@@ -2,12 +2,13 @@ package postgres
 
 // Wake-ups of the log layout's relay (issue 24, docs/log-layout.md). AppendTx sends no
 // NOTIFY inside the caller's transaction, so an idle LogRelay learns of a commit in
-// one of two ways, and either is only a hint: the step that follows reads the log,
+// one of these ways, and each is only a hint: the step that follows reads the log,
 // and its read decides what there is to deliver.
 //
 //   - In-process: Log.Transact, or Log.Committed after a transaction of the caller's
 //     own, wakes the relays of this process that read the log, through a hub (as
-//     Store.Transact wakes the Store's processors).
+//     Store.Transact wakes the Store's processors); so does the commit watch
+//     (log_commitwatch.go) when an appender of this process does neither.
 //   - Across processes: the relay's head poll (logHead), a statement of one round trip
 //     outside any transaction, every HeadPollInterval while the relay is idle.
 
@@ -144,6 +145,8 @@ func (h *logHead) look(ctx context.Context, base string) (shards []int16, at str
 // otherwise none and "". It polls every every (see headPollEvery). A failed poll is
 // logged and ends the polling of this wait.
 func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, stopping, wake <-chan struct{}, base string, every time.Duration) ([]int16, string, error) {
+	r.log.commits.waiting.Add(1)
+	defer r.log.commits.waiting.Add(-1)
 	full := time.NewTimer(r.cfg.PollInterval)
 	defer full.Stop()
 	var tick <-chan time.Time
@@ -207,9 +210,12 @@ func (l *Log) wakeups() *hub.Hub {
 // Committed wakes this process's LogRelays of l (those built on l) that are waiting
 // for events, so that they read the log at once instead of at their next poll. Call
 // it after a transaction that appended to l with AppendTx has committed, when that
-// transaction is not Transact's. It is a hint only: a relay woken when nothing was
-// committed reads nothing; one not woken finds the events at its next head poll or
-// PollInterval. It never blocks, and it sends nothing to the database.
+// transaction is not Transact's: the relays then need not wait for the commit watch,
+// which asks the server whether the transaction ended every quarter of a millisecond
+// (only while a relay of l in this process waits, and for 20 ms after the append at
+// most). It is a hint only: a relay woken when nothing was committed reads nothing;
+// one not woken finds the events at its next head poll or PollInterval. It never
+// blocks, and it sends nothing to the database.
 func (l *Log) Committed() {
 	l.wakeups().Wake(nil, true)
 }
@@ -225,7 +231,9 @@ func (l *Log) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error
 	if err != nil {
 		return fmt.Errorf("outbox/postgres: log transact: begin: %w", err)
 	}
+	l.transacting.Store(tx, struct{}{})
 	defer func() {
+		l.transacting.Delete(tx)
 		if p := recover(); p != nil {
 			_ = tx.Rollback(context.WithoutCancel(ctx))
 			panic(p)
