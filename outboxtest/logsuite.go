@@ -31,6 +31,11 @@ type LogHarness struct {
 	// Waiting is the log's Waiting: what waits for the cursor of the given name,
 	// without opening one.
 	Waiting func(ctx context.Context, cursor string) (events int64, oldest time.Time, err error)
+	// CopyCursor is the log's CopyCursor: it creates cursor to at from's position. It
+	// fails with an error that is ErrCursorExists when to exists, and ErrCursorNotFound
+	// when from does not. The suite's test of it is skipped when CopyCursor is nil.
+	CopyCursor                         func(ctx context.Context, from, to string) error
+	ErrCursorExists, ErrCursorNotFound error
 }
 
 // LogRelayConfig is what the suite sets of a store's log relay configuration.
@@ -113,6 +118,7 @@ func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Opti
 		{"TargetFaultHoldsOnlyItsType", testLogTargetFault},
 		{"PausedTypeWaitsInTheTable", testLogPausedType},
 		{"ScopedToTypes", testLogScopedToTypes},
+		{"CopiedCursorSplitsIntoScopes", testLogCopiedCursor},
 		{"ShadowRun", testLogShadowRun},
 		{"CommitOrderNotPriority", testLogCommitOrderNotPriority},
 		{"StopFinishesTheStepInFlight", testLogStopFinishesTheStep},
@@ -431,6 +437,72 @@ func testLogScopedToTypes(t *testing.T, h LogHarness) {
 	var fe *outbox.FieldError
 	if _, err := h.NewRelay(orders, LogRelayConfig{Types: []string{""}}); !errors.As(err, &fe) || !strings.HasSuffix(fe.Field, "LogRelayConfig.Types[0]") {
 		t.Fatalf("an empty type in scope: %v, want a FieldError naming LogRelayConfig.Types[0]", err)
+	}
+}
+
+// One relay's cursor copied into two scopes that together cover every type: the
+// scoped relays start where the unscoped one stopped, so that between the three every
+// event is delivered once, none skipped and none again. A cursor made afresh would
+// start at the oldest event the log holds. A copy onto an existing cursor, or from
+// one that does not exist, is refused with the store's errors.
+func testLogCopiedCursor(t *testing.T, h LogHarness) {
+	if h.CopyCursor == nil {
+		t.Skip("the harness has no CopyCursor")
+	}
+	ctx := context.Background()
+	count := &logReceiver{} // all three relays' deliveries
+	all := newLogRelay(t, h, count, LogRelayConfig{Cursor: "all", MaxConcurrent: 1})
+	invoices := map[string]bool{"b/1": true, "b/2": true, "d/1": true}
+	appendNamed(t, h, invoices, "a/1", "b/1")
+	if st, err := all.Drain(ctx); err != nil || st.Delivered != 2 {
+		t.Fatalf("the unscoped relay: %+v, %v; want 2 delivered", st, err)
+	}
+	appendNamed(t, h, invoices, "a/2", "b/2", "c/1")
+	appendNamed(t, h, invoices, "d/1")
+	for _, scope := range []string{"orders", "invoices"} {
+		if err := h.CopyCursor(ctx, "all", scope); err != nil {
+			t.Fatalf("copy all to %s: %v", scope, err)
+		}
+		if n, _, err := h.Waiting(ctx, scope); err != nil || n != 4 {
+			t.Fatalf("%d events wait for the copy %s (%v); want the 4 that wait for all", n, scope, err)
+		}
+	}
+	if n, _, err := h.Waiting(ctx, "fresh"); err != nil || n != 6 {
+		t.Fatalf("%d events wait for a cursor not made yet (%v); want the whole log, 6", n, err)
+	}
+	if err := h.CopyCursor(ctx, "all", "orders"); !errors.Is(err, h.ErrCursorExists) {
+		t.Errorf("copy onto an existing cursor: %v, want %v", err, h.ErrCursorExists)
+	}
+	if err := h.CopyCursor(ctx, "nobody", "later"); !errors.Is(err, h.ErrCursorNotFound) {
+		t.Errorf("copy from a cursor that does not exist: %v, want %v", err, h.ErrCursorNotFound)
+	}
+	if n, _, err := h.Waiting(ctx, "later"); err != nil || n != 6 {
+		t.Errorf("a refused copy made the cursor: %d wait for it (%v), want 6 as for no cursor", n, err)
+	}
+	for _, bad := range [][2]string{{"all", "all"}, {"", "x"}, {"all", ""}} {
+		if err := h.CopyCursor(ctx, bad[0], bad[1]); !errors.Is(err, outbox.ErrInvalid) {
+			t.Errorf("copy %q to %q: %v, want outbox.ErrInvalid", bad[0], bad[1], err)
+		}
+	}
+	ro := newLogRelay(t, h, count, LogRelayConfig{Cursor: "orders", Types: []string{"order.created"}, MaxConcurrent: 1})
+	ri := newLogRelay(t, h, count, LogRelayConfig{Cursor: "invoices", Types: []string{"invoice.sent"}, MaxConcurrent: 1})
+	if st, err := ro.Drain(ctx); err != nil || st.Read != 4 || st.Delivered != 2 {
+		t.Fatalf("the orders relay: %+v, %v; want 4 read, 2 delivered", st, err)
+	}
+	if st, err := ri.Drain(ctx); err != nil || st.Read != 4 || st.Delivered != 2 {
+		t.Fatalf("the invoices relay: %+v, %v; want 4 read, 2 delivered", st, err)
+	}
+	delivered := map[string]int{}
+	for _, name := range count.got() {
+		delivered[name]++
+	}
+	for _, name := range []string{"a/1", "b/1", "a/2", "b/2", "c/1", "d/1"} {
+		if delivered[name] != 1 {
+			t.Errorf("%s delivered %d times, want once", name, delivered[name])
+		}
+	}
+	if len(delivered) != 6 {
+		t.Errorf("delivered %v, want the 6 appended", delivered)
 	}
 }
 

@@ -201,6 +201,78 @@ func (l *Log) Cursor(ctx context.Context, name string) (*LogCursor, error) {
 	return l.ShardCursor(ctx, name, 0)
 }
 
+// ErrLogCursorExists is returned by CopyCursor when the log already has a cursor of
+// the new name (in any shard).
+var ErrLogCursorExists = errors.New("outbox/postgres: log cursor exists")
+
+// lockCursorRows waits for the locks a LogRelay takes on the given cursor rows while
+// it delivers from them (takeCursor), in the order given, and holds them for the
+// transaction.
+const lockCursorRows = `
+SELECT count(pg_advisory_xact_lock(hashtext($1), hashtext(r))) FROM unnest($2::text[]) AS r`
+
+// countCursorRows counts the stored rows of two cursor names.
+const countCursorRows = `
+SELECT count(*) FILTER (WHERE name = ANY($1)), count(*) FILTER (WHERE name = ANY($2))
+FROM {{cursors}} WHERE name = ANY($1) OR name = ANY($2)`
+
+// copyCursor gives each stored row of one cursor a twin under another name, with its
+// position: row $1[i] is copied to $2[i].
+const copyCursor = `
+INSERT INTO {{cursors}} (name, shard, snapshot, next, after_xid, after_seq)
+SELECT r.dst, c.shard, c.snapshot, c.next, c.after_xid, c.after_seq
+FROM unnest($1::text[], $2::text[]) AS r(src, dst)
+JOIN {{cursors}} c ON c.name = r.src`
+
+// CopyCursor creates the cursor to at the position of the cursor from, in every
+// shard, so that a relay of to starts where from is instead of at the oldest event the
+// log still holds. It is how one relay's cursor is split into scopes
+// (LogRelayConfig.Types): stop the relay of from, copy its cursor into one cursor per
+// scope, start the scoped relays, and drop from (DropCursor), which would otherwise
+// hold retention back for good. Between them the scopes then deliver every event from
+// has not passed, and none that it has.
+//
+// It waits for a step of a relay of from in flight to commit, and keeps from's relays
+// from moving it until the copy commits, so that Retain never removes what to has not
+// passed. It fails with ErrLogCursorExists when to exists (in any shard), and with
+// ErrLogCursorNotFound when from does not (no relay or reader of it has run).
+func (l *Log) CopyCursor(ctx context.Context, from, to string) error {
+	if from == "" || to == "" || from == to {
+		return fmt.Errorf("%w: copy log cursor %q to %q: the names must differ and not be empty", outbox.ErrInvalid, from, to)
+	}
+	src, dst := make([]string, l.cfg.Shards), make([]string, l.cfg.Shards)
+	for i := range src {
+		src[i], dst[i] = l.cursorRow(from, i), l.cursorRow(to, i)
+	}
+	err := pgx.BeginFunc(ctx, l.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, lockCursorRows, l.n.Cursors, src); err != nil {
+			return err
+		}
+		var nFrom, nTo int
+		if err := tx.QueryRow(ctx, l.n.render(countCursorRows), src, dst).Scan(&nFrom, &nTo); err != nil {
+			return err
+		}
+		switch {
+		case nTo > 0:
+			return ErrLogCursorExists
+		case nFrom == 0:
+			return ErrLogCursorNotFound
+		}
+		// A shard where from has no row yet is at the start of the log for from, and
+		// stays so for to, which gets no row there either.
+		_, err := tx.Exec(ctx, l.n.render(copyCursor), src, dst)
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == codeUniqueViolation {
+			return ErrLogCursorExists // a reader of to made its row meanwhile
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("outbox/postgres: copy log cursor %q to %q: %w", from, to, err)
+	}
+	return nil
+}
+
 // Name returns the name of the cursor's row: the name it was opened with, followed by
 // "/" and the shard on a log of more than one shard.
 func (c *LogCursor) Name() string { return c.name }

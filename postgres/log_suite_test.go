@@ -36,7 +36,8 @@ func TestLogConformance(t *testing.T) {
 					return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
 				}), nil
 			},
-			Waiting: env.log.Waiting,
+			Waiting:    env.log.Waiting,
+			CopyCursor: env.log.CopyCursor, ErrCursorExists: postgres.ErrLogCursorExists, ErrCursorNotFound: postgres.ErrLogCursorNotFound,
 		}
 	}, outboxtest.Parallel())
 }

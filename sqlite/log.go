@@ -347,6 +347,51 @@ func (l *Log) DropCursor(ctx context.Context, name string) error {
 	return fmt.Errorf("%w: %q", ErrLogCursorNotFound, name)
 }
 
+// ErrLogCursorExists is returned by CopyCursor when the log already has a cursor of
+// the new name.
+var ErrLogCursorExists = errors.New("outbox/sqlite: log cursor exists")
+
+// copyLogCursor makes cursor :to at the position of cursor :from, with no lease,
+// unless :to exists: one statement, so that no Trim or Ack comes between the read of
+// the position and the new row.
+const copyLogCursor = `
+INSERT INTO outbox_log_cursors (name, after_seq, updated_at)
+SELECT :to, after_seq, :now FROM outbox_log_cursors WHERE name = :from
+ON CONFLICT (name) DO NOTHING`
+
+// CopyCursor creates the cursor to at the position of the cursor from, so that a
+// relay of to starts where from is instead of at the oldest event the log still holds.
+// It is how one relay's cursor is split into scopes (LogRelayConfig.Types): stop the
+// relay of from, copy its cursor into one cursor per scope, start the scoped relays,
+// and drop from (DropCursor), which would otherwise hold Trim back for good. Between
+// them the scopes then deliver every event from has not passed, and none that it has.
+// It fails with ErrLogCursorExists when to exists, and with ErrLogCursorNotFound when
+// from does not (no relay or reader of it has run).
+func (l *Log) CopyCursor(ctx context.Context, from, to string) error {
+	if from == "" || to == "" || from == to {
+		return fmt.Errorf("%w: copy log cursor %q to %q: the names must differ and not be empty", outbox.ErrInvalid, from, to)
+	}
+	res, err := l.db.ExecContext(ctx, copyLogCursor, sql.Named("from", from), sql.Named("to", to), sql.Named("now", time.Now().UnixMicro()))
+	var n int64
+	if err == nil {
+		n, err = res.RowsAffected()
+	}
+	if err != nil {
+		return fmt.Errorf("outbox/sqlite: copy log cursor %q to %q: %w", from, to, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var exists bool
+	if err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`, to).Scan(&exists); err != nil {
+		return fmt.Errorf("outbox/sqlite: copy log cursor %q to %q: %w", from, to, err)
+	}
+	if exists {
+		return fmt.Errorf("outbox/sqlite: copy log cursor %q to %q: %w", from, to, ErrLogCursorExists)
+	}
+	return fmt.Errorf("outbox/sqlite: copy log cursor %q to %q: %w", from, to, ErrLogCursorNotFound)
+}
+
 // encodeLogMetadata writes metadata as a JSON object, keys sorted, as json.Marshal
 // would but for escaping only what JSON requires (not <, >, & or U+2028/9: the column
 // is read back by a JSON decoder, never put in HTML), and without reflection: it is a

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/postgres"
 )
 
 // The health command.
@@ -24,6 +25,7 @@ type healthOpts struct {
 	window         time.Duration
 	json           bool
 	layout         string
+	logCursors     listFlag
 }
 
 // ruleLogBehind is the log layout's rule: the oldest event waiting on the log is older
@@ -44,8 +46,10 @@ could not be read (or bad flags).
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds a rule
 on the event log, whose events the rules above do not see: log_behind, the oldest
 event waiting for the log relay is older than --max-oldest-due (no log relay runs,
-or its destination holds it). With --json, "stats" has the log's "log" object. The
-log is not kept by user: --user is refused with it.
+or its destination holds it). With --json, "stats" has the log's "log" object. It
+looks at the relays' default cursor (relay), or at each cursor --log-cursor names
+(repeatable; for relays scoped by --type): one alert when any is behind, naming them.
+The log is not kept by user: --user is refused with it.
 
 Examples:
   outbox health || page-someone
@@ -64,6 +68,7 @@ Examples:
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "how far back the failure-rate and given-up rules look")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
 		layoutFlag(fs, &o.layout)
+		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -85,10 +90,14 @@ Examples:
 		if err := logPerUser(o.layout, o.user); err != nil {
 			return err
 		}
+		cursors, err := checkLogCursors(o.layout, o.logCursors)
+		if err != nil {
+			return err
+		}
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err
 		}
-		err := withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+		err = withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
 			rules := outbox.HealthRules{MaxStale: o.maxStale, MaxStuck: o.maxStuck, MaxGivenUp: o.maxGivenUp,
 				MaxPending: o.maxPending, MaxFailureRate: o.maxFailureRate, MaxOldestDue: o.maxOldestDue, Window: o.window}
 			now := env.Clock.Now()
@@ -96,7 +105,7 @@ Examples:
 			if err != nil {
 				return err
 			}
-			lw, err := waitingOnLog(ctx, c, l, now)
+			lw, err := waitingOnLog(ctx, c, l, cursors, now)
 			if err != nil {
 				return err
 			}
@@ -123,11 +132,12 @@ Examples:
 				h.Alerts = append(h.Alerts, outbox.Alert{Rule: "oldest_due", Value: st.OldestDueAge.Seconds(),
 					Message: fmt.Sprintf("an event has been due for %s, above 0s", fmtAge(st.OldestDueAge))})
 			}
-			// As the dashboard's: zero means zero here too.
-			if lw != nil && lw.events > 0 && o.maxOldestDue >= 0 && lw.oldestAge > o.maxOldestDue {
-				h.Alerts = append(h.Alerts, outbox.Alert{Rule: ruleLogBehind, Value: lw.oldestAge.Seconds(), Threshold: o.maxOldestDue.Seconds(),
-					Message: fmt.Sprintf("the oldest of %d events waiting on the log has waited %s, above %s: is a log relay running "+
-						"('outbox relay --layout=log'), and is its destination held?", lw.events, fmtAge(lw.oldestAge), formatDuration(o.maxOldestDue))})
+			// As the dashboard's: zero means zero here too. One alert, naming each cursor
+			// behind, with the oldest age as its value.
+			if lw != nil && o.maxOldestDue >= 0 {
+				if a, ok := logBehind(lw, o.maxOldestDue); ok {
+					h.Alerts = append(h.Alerts, a)
+				}
 			}
 			h.Healthy = len(h.Alerts) == 0
 			if o.json {
@@ -142,7 +152,9 @@ Examples:
 				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %s over the last %s",
 					st.Pending+st.Failed, st.Stale, st.Stuck, percent(recentFailureRate(st.Recent)), formatDuration(o.window))
 				if lw != nil {
-					fmt.Fprintf(env.Stdout, "; %d waiting on the log, oldest %s", lw.events, fmtAge(lw.oldestAge))
+					for _, c := range lw.cursors {
+						fmt.Fprintf(env.Stdout, "; %d waiting on the log%s, oldest %s", c.events, forCursor(c.name), fmtAge(c.oldestAge))
+					}
 				}
 				fmt.Fprintln(env.Stdout)
 			} else {
@@ -166,4 +178,36 @@ Examples:
 		}
 		return err
 	},
+}
+
+// logBehind is the rule log_behind over the cursors' waits: an alert when the oldest
+// event waiting for any of them is older than limit, naming each cursor behind.
+func logBehind(lw *onLog, limit time.Duration) (outbox.Alert, bool) {
+	var behind []string
+	var worst cursorOnLog
+	for _, c := range lw.cursors {
+		if c.events > 0 && c.oldestAge > limit {
+			behind = append(behind, c.name)
+			if c.oldestAge > worst.oldestAge {
+				worst = c
+			}
+		}
+	}
+	if len(behind) == 0 {
+		return outbox.Alert{}, false
+	}
+	msg := fmt.Sprintf("the oldest of %d events waiting on the log%s has waited %s, above %s: is a log relay running "+
+		"('outbox relay --layout=log'), and is its destination held?", worst.events, forCursor(worst.name), fmtAge(worst.oldestAge), formatDuration(limit))
+	if len(behind) > 1 {
+		msg += fmt.Sprintf(" (cursors behind: %s)", strings.Join(behind, ", "))
+	}
+	return outbox.Alert{Rule: ruleLogBehind, Value: worst.oldestAge.Seconds(), Threshold: limit.Seconds(), Message: msg}, true
+}
+
+// forCursor names a cursor other than the CLI's default after "waiting on the log".
+func forCursor(name string) string {
+	if name == postgres.DefaultLogRelayCursor {
+		return ""
+	}
+	return " for cursor " + name
 }

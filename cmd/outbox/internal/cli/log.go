@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -259,35 +260,107 @@ func withStoreAndLog(ctx context.Context, c *call, layout string, fn func(s outb
 	return timedOut(fn(outbox.BoundStore(s.Store, c.timeout, slog.New(slog.DiscardHandler)), l), c.timeout)
 }
 
-// onLog is what waits on the log for the CLI's log relay, at a moment.
+// onLog is what waits on the log, at a moment, for the log relays of the cursors the
+// command was given (--log-cursor; the CLI's default cursor when none).
 type onLog struct {
+	// events sums the cursors' counts (an event counts once for each cursor that has
+	// not passed it); oldestAge is the oldest of their oldest (zero when none waits).
 	events    int64
-	oldestAge time.Duration // zero when none waits
+	oldestAge time.Duration
+	cursors   []cursorOnLog // each cursor's, in the order given
 }
 
-// waiting is what waits on the log for the CLI's log relay (the default cursor): the
-// committed events it has not passed, and when the oldest was created (zero when none
-// waits). Before any log relay has read the log, its cursor does not exist yet, and
+// cursorOnLog is what waits on the log for one cursor's relays.
+type cursorOnLog struct {
+	name      string
+	events    int64
+	oldestAge time.Duration
+}
+
+// logCursorsFlag registers --log-cursor for the commands that show what waits on the
+// log.
+func logCursorsFlag(fs *flag.FlagSet, p *listFlag) {
+	fs.Var(p, "log-cursor", "with --layout=log, what waits for the log relays of this cursor (repeatable; default "+postgres.DefaultLogRelayCursor+", the relay's default)")
+}
+
+// checkLogCursors returns the cursors that --log-cursor names, or the CLI's default
+// cursor when it names none, refusing the flag without --layout=log and an empty or
+// repeated name.
+func checkLogCursors(layout string, names listFlag) ([]string, error) {
+	if len(names) == 0 {
+		return []string{postgres.DefaultLogRelayCursor}, nil
+	}
+	if layout != layoutLog {
+		return nil, usagef("--log-cursor is for --layout=log: the events table has no cursors")
+	}
+	for i, n := range names {
+		if n == "" {
+			return nil, usagef("--log-cursor: a cursor's name must not be empty")
+		}
+		if slices.Contains(names[:i], n) {
+			return nil, usagef("--log-cursor %s is given twice", n)
+		}
+	}
+	return names, nil
+}
+
+// waiting is what waits on the log for the relays of one cursor: the committed events
+// it has not passed, of every type (a relay scoped to types passes the others by, but
+// only once it reads them), and when the oldest was created (zero when none waits).
+// Before any log relay has read the log with this cursor, it does not exist yet, and
 // Log.Waiting counts what a relay that starts would read: the whole log, so that
 // events appended before a log relay ever ran are not hidden.
-func (l *eventLog) waiting(ctx context.Context) (n int64, oldest time.Time, err error) {
+func (l *eventLog) waiting(ctx context.Context, cursor string) (n int64, oldest time.Time, err error) {
 	if l.lite != nil {
-		return l.lite.Waiting(ctx, sqlite.DefaultLogRelayCursor)
+		return l.lite.Waiting(ctx, cursor)
 	}
-	return l.pg.Waiting(ctx, postgres.DefaultLogRelayCursor)
+	return l.pg.Waiting(ctx, cursor)
 }
 
-// waitingAt is waiting, with the oldest one's age at now.
-func (l *eventLog) waitingAt(ctx context.Context, now time.Time) (onLog, error) {
-	n, oldest, err := l.waiting(ctx)
-	if err != nil {
-		return onLog{}, fmt.Errorf("what waits on the log: %w", err)
+// waitingSum is what waits for the cursors together, for the dashboard's one
+// LogWaiting: their counts summed, and the oldest of their oldest.
+func (l *eventLog) waitingSum(ctx context.Context, cursors []string) (n int64, oldest time.Time, err error) {
+	for _, c := range cursors {
+		cn, co, err := l.waiting(ctx, c)
+		if err != nil {
+			return 0, time.Time{}, fmt.Errorf("log cursor %s: %w", c, err)
+		}
+		n += cn
+		if !co.IsZero() && (oldest.IsZero() || co.Before(oldest)) {
+			oldest = co
+		}
 	}
-	w := onLog{events: n}
-	if n > 0 && !oldest.IsZero() {
-		w.oldestAge = max(now.Sub(oldest), 0)
+	return n, oldest, nil
+}
+
+// waitingAt is what waits for each cursor, with the oldest ones' ages at now.
+func (l *eventLog) waitingAt(ctx context.Context, cursors []string, now time.Time) (onLog, error) {
+	var w onLog
+	for _, c := range cursors {
+		n, oldest, err := l.waiting(ctx, c)
+		if err != nil {
+			return onLog{}, fmt.Errorf("what waits on the log for cursor %s: %w", c, err)
+		}
+		cw := cursorOnLog{name: c, events: n}
+		if n > 0 && !oldest.IsZero() {
+			cw.oldestAge = max(now.Sub(oldest), 0)
+		}
+		w.cursors = append(w.cursors, cw)
+		w.events += n
+		w.oldestAge = max(w.oldestAge, cw.oldestAge)
 	}
 	return w, nil
+}
+
+// copyCursor creates cursor to at cursor from's position (Log.CopyCursor), telling
+// whether to existed already or from does not exist by the stores' sentinels.
+func (l *eventLog) copyCursor(ctx context.Context, from, to string) (exists, notFound bool, err error) {
+	if l.lite != nil {
+		err = l.lite.CopyCursor(ctx, from, to)
+		return errors.Is(err, sqlite.ErrLogCursorExists), errors.Is(err, sqlite.ErrLogCursorNotFound), err
+	}
+	err = l.pg.CopyCursor(ctx, from, to)
+	return errors.Is(err, postgres.ErrLogCursorExists), errors.Is(err, postgres.ErrLogCursorNotFound), err
 }
 
 // logNotMigrated says that the store has no log of this version, and what to run.
@@ -363,7 +436,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 			return nil, fmt.Errorf("the log relay needs the SQLite store, got %T", store)
 		}
 		r, err := sqlite.NewLogRelay(ctx, l.lite, s, handler, sqlite.LogRelayConfig{
-			Owner: o.owner, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
+			Cursor: o.logCursor, Types: o.types, Owner: o.owner, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
 			LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
 			SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
 		})
@@ -394,7 +467,7 @@ func newLogRelay(ctx context.Context, l *eventLog, store outbox.Store, handler o
 		return nil, fmt.Errorf("the log relay needs the PostgreSQL store, got %T", store)
 	}
 	r, err := postgres.NewLogRelay(ctx, l.pg, s, handler, postgres.LogRelayConfig{
-		Concurrency: o.logConcurrency, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
+		Cursor: o.logCursor, Types: o.types, Concurrency: o.logConcurrency, BatchSize: batch, MaxConcurrent: o.maxConcurrent, PollInterval: poll,
 		LeaseDuration: o.lease, HandlerTimeout: o.handlerTimeout, Retry: proc.Retry, Breaker: proc.Breaker,
 		SkipGivenUp: o.skipGivenUp, Clock: proc.Clock, Logger: log, Observers: observers,
 	})

@@ -91,8 +91,8 @@ func TestLogLayoutCommands(t *testing.T) {
 		t.Errorf("enqueue --layout=log on MySQL: want exit 2, got %v", r)
 	}
 	if r := runEnv(t, Env{}, "relay", "--dsn", "sqlite:"+t.TempDir()+"/none.db", "--layout=log", "--sink", "http://127.0.0.1:1/", "--type", "x"); r.code != ExitUsage ||
-		!strings.Contains(r.stderr, "--type and --user are not built on the log layout") {
-		t.Errorf("relay --layout=log --type: want exit 2, got %v", r)
+		!strings.Contains(r.stderr, "--type with --layout=log needs --log-cursor NAME") {
+		t.Errorf("relay --layout=log --type without --log-cursor: want exit 2, got %v", r)
 	}
 	eachBackend(t, func(t *testing.T, b backend) {
 		migrated(t, b)

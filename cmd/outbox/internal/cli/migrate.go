@@ -2,20 +2,27 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/fitiq/outbox/postgres"
+	"github.com/fitiq/outbox/sqlite"
 )
 
 type migrateOpts struct {
-	layout string
-	shards int
+	layout         string
+	shards         int
+	dropLogCursors listFlag
 }
 
 // The migrate command.
 var migrateCmd = &command{
-	name: "migrate", args: "[--dsn DSN] [--layout=log [--shards N]]", needsDSN: true,
+	name: "migrate", args: "[--dsn DSN] [--layout=log [--shards N] [--drop-log-cursor NAME]…]", needsDSN: true,
 	summary: "Create or upgrade the outbox schema (embedded, versioned migrations).",
 	help: `
 Safe to run on an up-to-date store: it applies only what is missing. Every other
@@ -30,16 +37,25 @@ outbox_log in the DSN's schema, or <table>_log when the DSN names table=. Then r
 relays with --layout=log, and move writers to the log when ready; the relays keep
 delivering what the events table holds (docs/log-layout.md#moving-onto-the-log-layout).
 
+--drop-log-cursor NAME (with --layout=log; repeatable) then drops a cursor of the log
+that no relay reads any more, such as the unscoped relays' cursor (relay) once
+relays scoped by --type took over from it with --log-cursor-from: a cursor holds
+every event from its position on until it is dropped. It is refused while a relay is
+delivering from the cursor, and a relay of it started later makes it again, at the
+oldest event the log holds.
+
 Examples:
   outbox migrate --dsn sqlite:./app.db
   OUTBOX_DSN='postgres://postgres@127.0.0.1:5432/app?sslmode=disable' outbox migrate
   outbox migrate --dsn 'postgres://…/app?schema=events&table=outbox'
   outbox migrate --dsn 'mysql://app@127.0.0.1:3306/app'       # or app@tcp(127.0.0.1:3306)/app
-  outbox migrate --layout=log --shards 4                      # the event log too (PostgreSQL)`,
+  outbox migrate --layout=log --shards 4                      # the event log too (PostgreSQL)
+  outbox migrate --layout=log --drop-log-cursor relay         # a cursor no relay reads`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &migrateOpts{}
 		layoutFlag(fs, &o.layout)
 		fs.IntVar(&o.shards, "shards", 0, "with --layout=log on PostgreSQL: the shards a new log is made with, 1 to 256 (default 1; an existing log keeps its own)")
+		fs.Var(&o.dropLogCursors, "drop-log-cursor", "with --layout=log: then drop this cursor of the log, which no relay reads any more (repeatable)")
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -61,6 +77,12 @@ Examples:
 			case o.shards < 1 || o.shards > 256:
 				return usagef("--shards must be from 1 to 256, got %d", o.shards)
 			}
+		}
+		if len(o.dropLogCursors) > 0 && o.layout != layoutLog {
+			return usagef("--drop-log-cursor is the event log's: give it with --layout=log")
+		}
+		if slices.Contains(o.dropLogCursors, "") {
+			return usagef("--drop-log-cursor: a cursor's name must not be empty")
 		}
 		s, err := d.open(ctx, true, c.timeout)
 		if err != nil {
@@ -87,9 +109,45 @@ Examples:
 			}
 			fmt.Fprintf(env.Stdout, "%s: applied migration %s\n", d.describe(), strings.Join(vs, ", "))
 		}
-		if lm != nil {
-			return lm.apply(ctx, env)
+		if lm == nil {
+			return nil
+		}
+		if err := lm.apply(ctx, env); err != nil || len(o.dropLogCursors) == 0 {
+			return err
+		}
+		l, err := openLog(ctx, d, s, c.timeout)
+		if err != nil {
+			return err
+		}
+		defer l.close()
+		for _, name := range o.dropLogCursors {
+			if err := l.dropCursor(ctx, name, c.timeout); err != nil {
+				return err
+			}
+			fmt.Fprintf(env.Stdout, "%s: dropped the log cursor %s\n", d.describe(), name)
 		}
 		return nil
 	},
+}
+
+// dropCursor drops a cursor of the log (Log.DropCursor), saying why it could not.
+func (l *eventLog) dropCursor(ctx context.Context, name string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var err error
+	var notFound, busy bool
+	if l.lite != nil {
+		err = l.lite.DropCursor(ctx, name)
+		notFound, busy = errors.Is(err, sqlite.ErrLogCursorNotFound), errors.Is(err, sqlite.ErrLogCursorBusy)
+	} else {
+		err = l.pg.DropCursor(ctx, name)
+		notFound, busy = errors.Is(err, postgres.ErrLogCursorNotFound), errors.Is(err, postgres.ErrLogCursorBusy)
+	}
+	switch {
+	case notFound:
+		return fmt.Errorf("--drop-log-cursor %s: the log has no cursor %s", name, name)
+	case busy:
+		return fmt.Errorf("--drop-log-cursor %s: a log relay is delivering from it; stop the relays of --log-cursor %s first", name, name)
+	}
+	return timedOut(err, timeout)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/metrics"
+	"github.com/fitiq/outbox/postgres"
 	"github.com/fitiq/outbox/sink/amqpsink"
 	"github.com/fitiq/outbox/sink/httpsink"
 	"github.com/fitiq/outbox/sink/kafkasink"
@@ -53,6 +54,8 @@ type relayOpts struct {
 	once           bool
 	layout         string
 	logConcurrency int
+	logCursor      string
+	logCursorFrom  string
 
 	// sinks
 	envelope    envelopeOpts // --envelope, --cloudevents-source: relay_envelope.go
@@ -123,6 +126,7 @@ Examples:
   outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
   outbox relay --layout=log --sink http://127.0.0.1:8080/events   # the event log and the events table
+  outbox relay --layout=log --type order.created --log-cursor orders --log-cursor-from relay --sink …
 
 The log layout (--layout=log; PostgreSQL and SQLite, after 'outbox migrate --layout=log';
 experimental): the relay delivers the event log with a log relay, and the events table
@@ -131,12 +135,23 @@ event whose delivery from the log fails moves to the events table, with the late
 events of its key, and is retried, given up, retried by an operator or discarded there,
 as any event; a key with an unfinished event in the table has its new events sent
 there, behind it. --batch-size and --poll-interval apply to the log relay only when
-given (it reads 500 events at a time, and finds new ones within milliseconds). It
-delivers every event of the log: --type and --user are refused; paused types wait in
-the events table. With --once it delivers the log, then what is due in the table.
-On a signal the log relay finishes its batch in flight, delivering and recording it,
-and stops (up to --drain-timeout; a batch cut short past it is delivered again by the
-next relay).
+given (it reads 500 events at a time, and finds new ones within milliseconds). Paused
+types wait in the events table. With --once it delivers the log, then what is due in
+the table. On a signal the log relay finishes its batch in flight, delivering and
+recording it, and stops (up to --drain-timeout; a batch cut short past it is
+delivered again by the next relay).
+
+The log relay reads the log by a named cursor, --log-cursor (relay by default);
+relays of one cursor share it. --type scopes the relay, on the log and the table: the
+log relay passes the other types by, so a scoped relay needs a cursor of its own
+(--log-cursor NAME, refused on the default one), and the scopes together must cover
+every type. A new cursor starts at the oldest event the log still holds; to split
+running relays into scopes without delivering that again, stop the unscoped relays
+and start each scoped one with --log-cursor-from relay, which creates its cursor at
+relay's position (ignored once the cursor exists, so restarts keep the flag), then
+retire relay with 'outbox migrate --layout=log --drop-log-cursor relay': a cursor no
+relay reads holds the log back for good. --user is refused: the log has no user
+scope (docs/log-layout.md#splitting-the-log-relay-by-type).
 
 Tracing: with --otel, or when OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT
 or OTEL_TRACES_EXPORTER=otlp is set, every delivery attempt is a span, a child of the
@@ -165,6 +180,8 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
 		layoutFlag(fs, &o.layout)
+		fs.StringVar(&o.logCursor, "log-cursor", postgres.DefaultLogRelayCursor, "--layout=log: the log cursor this relay reads and moves; relays of one cursor share it. Required, of the scope's own, with --type")
+		fs.StringVar(&o.logCursorFrom, "log-cursor-from", "", "--layout=log: create --log-cursor at this cursor's position when it does not exist yet (ignored once it does), instead of at the oldest event the log holds")
 		fs.IntVar(&o.logConcurrency, "log-concurrency", 0, "--layout=log on PostgreSQL: how many shards of the log this relay delivers at once, each on a connection of its own (default 1; more than the log's --shards count as all)")
 		durationVar(fs, &o.sinkTimeout, "sink-timeout", httpsink.DefaultTimeout, "HTTP request timeout / NATS, AMQP, Redis acknowledgement timeout")
 		fs.StringVar(&o.subject, "subject", natssink.DefaultSubject, "NATS subject, AMQP routing key, Kafka topic or Redis stream template: {type}, {entity_id}, {user_id}")
@@ -485,9 +502,8 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if c.set["log-concurrency"] && (o.layout != layoutLog || d.pg == nil) {
 		return usagef("--log-concurrency is for --layout=log on PostgreSQL, whose log has shards")
 	}
-	if o.layout == layoutLog && (o.user != "" || len(o.types) > 0) {
-		return usagef("--layout=log delivers every event of the log: --type and --user are not built on the log layout " +
-			"(run a relay with --layout=table for a part of the outbox)")
+	if err := o.checkLogScope(c); err != nil {
+		return err
 	}
 	opened, err := d.open(ctx, false, c.timeout)
 	if err != nil {
@@ -500,6 +516,9 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			return err
 		}
 		defer evlog.close()
+		if err := o.startCursor(ctx, evlog, c.timeout, log); err != nil {
+			return err
+		}
 	}
 	store := opened.Store // the store itself, so that the processor finds its Notifier
 	handler, closeSink, err := rc.newSink(log)
@@ -593,7 +612,11 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 			return err
 		}
 	}
-	log.Info("relay started", "store", d.describe(), "sink", redactURL(o.sink), "layout", o.layout)
+	started := []any{"store", d.describe(), "sink", redactURL(o.sink), "layout", o.layout}
+	if lr != nil {
+		started = append(started, "log_cursor", o.logCursor)
+	}
+	log.Info("relay started", started...)
 	summaryDone := make(chan struct{})
 	wg.Go(func() {
 		ticker := time.NewTicker(o.summaryInterval)
@@ -636,6 +659,60 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	_ = m.Refresh(context.Background(), gauges)
 	log.Info("relay stopped")
 	return nil
+}
+
+// checkLogScope checks the log relay's cursor and scope: --log-cursor and
+// --log-cursor-from need --layout=log; on it, --type needs a cursor of the scope's own,
+// and --user is refused.
+func (o *relayOpts) checkLogScope(c *call) error {
+	if o.layout != layoutLog {
+		for _, f := range []string{"log-cursor", "log-cursor-from"} {
+			if c.set[f] {
+				return usagef("--%s is for --layout=log: the events table has no cursors", f)
+			}
+		}
+		return nil
+	}
+	if o.user != "" {
+		return usagef("--user with --layout=log: the log relay has no user scope (the log is not kept by user); " +
+			"run a relay with --layout=table for one user's events")
+	}
+	if o.logCursor == "" {
+		return usagef("--log-cursor: a cursor's name must not be empty")
+	}
+	if len(o.types) > 0 && o.logCursor == postgres.DefaultLogRelayCursor {
+		return usagef("--type with --layout=log needs --log-cursor NAME, a cursor of the scope's own: a relay scoped to "+
+			"types passes the other types by, and on the default cursor (%s) it would move the unscoped relays' cursor "+
+			"past them for good (see docs/log-layout.md#splitting-the-log-relay-by-type)", postgres.DefaultLogRelayCursor)
+	}
+	if c.set["log-cursor-from"] && (o.logCursorFrom == "" || o.logCursorFrom == o.logCursor) {
+		return usagef("--log-cursor-from %q: name another cursor than --log-cursor (%s)", o.logCursorFrom, o.logCursor)
+	}
+	return nil
+}
+
+// startCursor makes --log-cursor at --log-cursor-from's position when it does not
+// exist yet, and says which start the relay takes. A cursor that exists keeps its own
+// position, so that a relay restarted with the same flags goes on where it was.
+func (o *relayOpts) startCursor(ctx context.Context, l *eventLog, timeout time.Duration, log *slog.Logger) error {
+	if o.logCursorFrom == "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	exists, notFound, err := l.copyCursor(ctx, o.logCursorFrom, o.logCursor)
+	switch {
+	case err == nil:
+		log.Info("log cursor created at another's position", "cursor", o.logCursor, "from", o.logCursorFrom)
+		return nil
+	case exists:
+		log.Info("log cursor exists: --log-cursor-from ignored", "cursor", o.logCursor, "from", o.logCursorFrom)
+		return nil
+	case notFound:
+		return usagef("--log-cursor-from %s: the log has no cursor %s (no log relay of it has run); leave the flag out "+
+			"to start %s at the oldest event the log holds", o.logCursorFrom, o.logCursorFrom, o.logCursor)
+	}
+	return timedOut(err, timeout)
 }
 
 // DefaultSummaryInterval is how often a running relay logs, at info level, what it

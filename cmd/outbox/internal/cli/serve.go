@@ -21,6 +21,7 @@ type serveOpts struct {
 	staleAfter time.Duration
 	logLevel   string
 	layout     string
+	logCursors listFlag
 }
 
 var serveCmd = &command{
@@ -38,7 +39,9 @@ Without a token, serve refuses to start on any other address.
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') also shows
 what waits on the event log for the log relay, which the events table's counts do not
 include: the events and the oldest one's age, with a log_behind alert when it is older
-than the oldest_due rule's limit (15m).
+than the oldest_due rule's limit (15m). That is for the relays' default cursor
+(relay); with --log-cursor NAME (repeatable, for relays scoped by --type) the cards
+show the named cursors' waits summed, and the oldest of them.
 
 Examples:
   outbox serve --dsn sqlite:./outbox.db                  # http://127.0.0.1:8080/
@@ -52,6 +55,7 @@ Examples:
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 		layoutFlag(fs, &o.layout)
+		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -71,16 +75,21 @@ Examples:
 		if err != nil {
 			return err
 		}
+		cursors, err := checkLogCursors(o.layout, o.logCursors)
+		if err != nil {
+			return err
+		}
 		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
 			cfg := dashboard.Config{
 				Store: s, Token: token, ReadOnly: o.readOnly, StaleAfter: o.staleAfter, Clock: env.Clock, Logger: log,
 			}
 			if l != nil {
-				// Each look bounded as the store's reads are (withStore's BoundStore).
+				// Each look bounded as the store's reads are (withStore's BoundStore). The
+				// dashboard takes one log: the cursors' counts summed, and the oldest.
 				cfg.LogWaiting = func(ctx context.Context) (int64, time.Time, error) {
 					ctx, cancel := context.WithTimeout(ctx, c.timeout)
 					defer cancel()
-					return l.waiting(ctx)
+					return l.waitingSum(ctx, cursors)
 				}
 			}
 			h, err := dashboard.New(cfg)

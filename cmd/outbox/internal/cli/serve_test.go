@@ -132,4 +132,29 @@ func TestServeShowsTheLog(t *testing.T) {
 	if r := stop(); r.code != ExitOK {
 		t.Errorf("serve: %v", r)
 	}
+
+	// Two cursors: a has passed the first event, b does not exist yet (the whole log,
+	// 3); the dashboard's one log is their sum.
+	sink := newAcceptAll(t)
+	if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--log-cursor", "a", "--sink", sink.srv.URL, "--once"); r.code != ExitOK {
+		t.Fatal(r)
+	}
+	for _, e := range []string{"o-2", "o-3"} {
+		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", e); r.code != ExitOK {
+			t.Fatal(r)
+		}
+	}
+	addr, stop = startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log", "--log-cursor", "a", "--log-cursor", "b")
+	res, err = http.Get("http://" + addr + "/api/overview")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 5,`).Match(body) {
+		t.Errorf("GET /api/overview with cursors a and b = %d: want 2 + 3 events: %.600s", res.StatusCode, body)
+	}
+	if r := stop(); r.code != ExitOK {
+		t.Errorf("serve: %v", r)
+	}
 }

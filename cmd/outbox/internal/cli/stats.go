@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/postgres"
 )
 
 // The stats command.
@@ -20,6 +21,7 @@ type statsOpts struct {
 	staleAfter time.Duration
 	window     time.Duration
 	layout     string
+	logCursors listFlag
 }
 
 // statsJSON is Stats for scripts. Durations are seconds, as numbers, in fields named
@@ -55,10 +57,17 @@ type statsJSON struct {
 	Log *logJSON `json:"log,omitempty"`
 }
 
-// logJSON is what waits on the event log for the log relay: the committed events its
-// cursor has not passed, and the oldest one's age (0 when none waits, as the table's
-// ages).
+// logJSON is what waits on the event log for the log relays of the cursors asked
+// about: the committed events each cursor has not passed and the oldest one's age (0
+// when none waits, as the table's ages), and, at the top, their sum and the oldest.
 type logJSON struct {
+	EventsWaiting           int64           `json:"events_waiting"`
+	OldestWaitingAgeSeconds float64         `json:"oldest_waiting_age_seconds"`
+	Cursors                 []logCursorJSON `json:"cursors"`
+}
+
+type logCursorJSON struct {
+	Cursor                  string  `json:"cursor"`
 	EventsWaiting           int64   `json:"events_waiting"`
 	OldestWaitingAgeSeconds float64 `json:"oldest_waiting_age_seconds"`
 }
@@ -66,7 +75,10 @@ type logJSON struct {
 // withLog adds what waits on the log, when there is a log.
 func (s statsJSON) withLog(w *onLog) statsJSON {
 	if w != nil {
-		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds()}
+		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds(), Cursors: []logCursorJSON{}}
+		for _, c := range w.cursors {
+			s.Log.Cursors = append(s.Log.Cursors, logCursorJSON{Cursor: c.name, EventsWaiting: c.events, OldestWaitingAgeSeconds: c.oldestAge.Seconds()})
+		}
 	}
 	return s
 }
@@ -81,15 +93,15 @@ func logPerUser(layout, user string) error {
 	return nil
 }
 
-// waitingOnLog reads what waits on l at now, under the command's timeout; nil without
-// a log (the table layout).
-func waitingOnLog(ctx context.Context, c *call, l *eventLog, now time.Time) (*onLog, error) {
+// waitingOnLog reads what waits on l for each cursor at now, under the command's
+// timeout; nil without a log (the table layout).
+func waitingOnLog(ctx context.Context, c *call, l *eventLog, cursors []string, now time.Time) (*onLog, error) {
 	if l == nil {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	w, err := l.waitingAt(ctx, now)
+	w, err := l.waitingAt(ctx, cursors, now)
 	if err != nil {
 		return nil, err
 	}
@@ -154,13 +166,18 @@ seconds (the fields ending in _seconds) and such a rate is null.
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds what
 waits on the event log, which the counts of the events table do not include: the
 committed events the log relay has not passed, and the oldest one's age (with --json,
-"log": {"events_waiting", "oldest_waiting_age_seconds"}). The log is not kept by user:
---user is refused with it.
+"log": {"events_waiting", "oldest_waiting_age_seconds", "cursors"}). That is for
+the relays' default cursor (relay); --log-cursor NAME, repeatable, names the cursors
+of relays scoped by --type instead: a line for each, and in "log" their sum and the
+oldest, with each cursor's in "cursors". A cursor counts every type it has not passed,
+its scope's and the others it will pass by. The log is not kept by user: --user is
+refused with it.
 
 Examples:
   outbox stats
   outbox stats --user 7f3c… --json | jq .given_up
-  outbox stats --layout=log --json | jq .log.events_waiting`,
+  outbox stats --layout=log --json | jq .log.events_waiting
+  outbox stats --layout=log --log-cursor orders --log-cursor invoices`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &statsOpts{}
 		fs.StringVar(&o.user, "user", "", "only this user's events")
@@ -168,6 +185,7 @@ Examples:
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "count the outcomes of this last stretch of time (recent)")
 		layoutFlag(fs, &o.layout)
+		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -184,13 +202,17 @@ Examples:
 		if err := logPerUser(o.layout, o.user); err != nil {
 			return err
 		}
+		cursors, err := checkLogCursors(o.layout, o.logCursors)
+		if err != nil {
+			return err
+		}
 		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
 			now := env.Clock.Now()
 			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: now, StaleAfter: o.staleAfter, Window: o.window})
 			if err != nil {
 				return err
 			}
-			w, err := waitingOnLog(ctx, c, l, now)
+			w, err := waitingOnLog(ctx, c, l, cursors, now)
 			if err != nil {
 				return err
 			}
@@ -201,6 +223,14 @@ Examples:
 			return nil
 		})
 	},
+}
+
+// ofCursor names a cursor other than the CLI's default after "the log relay".
+func ofCursor(name string) string {
+	if name == postgres.DefaultLogRelayCursor {
+		return ""
+	}
+	return " of cursor " + name
 }
 
 func printStats(env *Env, st outbox.Stats, lw *onLog) {
@@ -219,7 +249,10 @@ func printStats(env *Env, st outbox.Stats, lw *onLog) {
 			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, percent(recentFailureRate(w)))
 	}
 	if lw != nil {
-		fmt.Fprintf(env.Stdout, "on the log (not counted above): %d waiting for the log relay · oldest waiting %s\n", lw.events, fmtAge(lw.oldestAge))
+		for _, c := range lw.cursors {
+			fmt.Fprintf(env.Stdout, "on the log (not counted above): %d waiting for the log relay%s · oldest waiting %s\n",
+				c.events, ofCursor(c.name), fmtAge(c.oldestAge))
+		}
 	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
