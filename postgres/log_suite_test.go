@@ -36,7 +36,13 @@ func TestLogConformance(t *testing.T) {
 					return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
 				}), nil
 			},
-			Waiting: env.log.Waiting,
+			Waiting:   env.log.Waiting,
+			Delivered: env.log.Delivered,
+			Retain: func(ctx context.Context) error {
+				_, err := env.log.Retain(ctx)
+				return err
+			},
+			DeliveredRetention: postgres.LogDeliveredRetention,
 		}
 	}, outboxtest.Parallel())
 }

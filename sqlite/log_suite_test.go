@@ -34,7 +34,13 @@ func TestLogConformance(t *testing.T) {
 					return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
 				}), nil
 			},
-			Waiting: env.log.Waiting,
+			Waiting:   env.log.Waiting,
+			Delivered: env.log.Delivered,
+			Retain: func(ctx context.Context) error {
+				_, err := env.log.Trim(ctx, 1000)
+				return err
+			},
+			DeliveredRetention: sqlite.LogDeliveredRetention,
 		}
 	}, outboxtest.Parallel())
 }

@@ -44,8 +44,10 @@ could not be read (or bad flags).
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds a rule
 on the event log, whose events the rules above do not see: log_behind, the oldest
 event waiting for the log relay is older than --max-oldest-due (no log relay runs,
-or its destination holds it). With --json, "stats" has the log's "log" object. The
-log is not kept by user: --user is refused with it.
+or its destination holds it). The failure-rate rule then counts the log's deliveries
+within --window among the window's completed events, beside the failures the log moved
+to the events table. With --json, "stats" has the log's "log" object. The log is not
+kept by user: --user is refused with it.
 
 Examples:
   outbox health || page-someone
@@ -96,10 +98,11 @@ Examples:
 			if err != nil {
 				return err
 			}
-			lw, err := waitingOnLog(ctx, c, l, now)
+			lw, err := waitingOnLog(ctx, c, l, now, o.window)
 			if err != nil {
 				return err
 			}
+			st = withLogDeliveries(st, lw)
 			// HealthRules treats zero as "the default"; here zero means zero.
 			if rules.MaxPending == 0 {
 				rules.MaxPending = -1 // checked below: pending > 0
@@ -142,7 +145,7 @@ Examples:
 				fmt.Fprintf(env.Stdout, "healthy: %d waiting, %d stale, %d stuck, failure rate %s over the last %s",
 					st.Pending+st.Failed, st.Stale, st.Stuck, percent(recentFailureRate(st.Recent)), formatDuration(o.window))
 				if lw != nil {
-					fmt.Fprintf(env.Stdout, "; %d waiting on the log, oldest %s", lw.events, fmtAge(lw.oldestAge))
+					fmt.Fprintf(env.Stdout, "; %d waiting on the log, oldest %s; %d delivered from it", lw.events, fmtAge(lw.oldestAge), lw.delivered)
 				}
 				fmt.Fprintln(env.Stdout)
 			} else {

@@ -259,10 +259,22 @@ func withStoreAndLog(ctx context.Context, c *call, layout string, fn func(s outb
 	return timedOut(fn(outbox.BoundStore(s.Store, c.timeout, slog.New(slog.DiscardHandler)), l), c.timeout)
 }
 
-// onLog is what waits on the log for the CLI's log relay, at a moment.
+// onLog is what waits on the log for the CLI's log relay, at a moment, and what the
+// log's relays delivered in the window before it.
 type onLog struct {
 	events    int64
 	oldestAge time.Duration // zero when none waits
+	delivered int64
+	window    time.Duration
+}
+
+// delivered is how many events the log's relays delivered from since on (by whole
+// minutes: Log.Delivered), which Stats.Recent does not count.
+func (l *eventLog) delivered(ctx context.Context, since time.Time) (int64, error) {
+	if l.lite != nil {
+		return l.lite.Delivered(ctx, since)
+	}
+	return l.pg.Delivered(ctx, since)
 }
 
 // waiting is what waits on the log for the CLI's log relay (the default cursor): the
@@ -277,15 +289,19 @@ func (l *eventLog) waiting(ctx context.Context) (n int64, oldest time.Time, err 
 	return l.pg.Waiting(ctx, postgres.DefaultLogRelayCursor)
 }
 
-// waitingAt is waiting, with the oldest one's age at now.
-func (l *eventLog) waitingAt(ctx context.Context, now time.Time) (onLog, error) {
+// waitingAt is waiting, with the oldest one's age at now, and what the log delivered
+// in the window before now.
+func (l *eventLog) waitingAt(ctx context.Context, now time.Time, window time.Duration) (onLog, error) {
 	n, oldest, err := l.waiting(ctx)
 	if err != nil {
 		return onLog{}, fmt.Errorf("what waits on the log: %w", err)
 	}
-	w := onLog{events: n}
+	w := onLog{events: n, window: window}
 	if n > 0 && !oldest.IsZero() {
 		w.oldestAge = max(now.Sub(oldest), 0)
+	}
+	if w.delivered, err = l.delivered(ctx, now.Add(-window)); err != nil {
+		return onLog{}, fmt.Errorf("what the log delivered: %w", err)
 	}
 	return w, nil
 }

@@ -57,18 +57,31 @@ type statsJSON struct {
 
 // logJSON is what waits on the event log for the log relay: the committed events its
 // cursor has not passed, and the oldest one's age (0 when none waits, as the table's
-// ages).
+// ages); and how many events the log's relays delivered in the window
+// (recent_window_seconds), which recent.completed includes.
 type logJSON struct {
 	EventsWaiting           int64   `json:"events_waiting"`
 	OldestWaitingAgeSeconds float64 `json:"oldest_waiting_age_seconds"`
+	DeliveredInWindow       int64   `json:"delivered_in_window"`
 }
 
 // withLog adds what waits on the log, when there is a log.
 func (s statsJSON) withLog(w *onLog) statsJSON {
 	if w != nil {
-		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds()}
+		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds(), DeliveredInWindow: w.delivered}
 	}
 	return s
+}
+
+// withLogDeliveries adds what the log delivered in the window to the window's
+// completed events: a delivery from the log leaves no row in the events table, whose
+// window counts only the log's failures (moved there), so without them one failure
+// among thousands of log deliveries would read as a failure rate of 100 %.
+func withLogDeliveries(st outbox.Stats, w *onLog) outbox.Stats {
+	if w != nil {
+		st.Recent.Completed += int(w.delivered)
+	}
+	return st
 }
 
 // logPerUser refuses --user on the log layout: the log is not kept by user, so what
@@ -81,15 +94,15 @@ func logPerUser(layout, user string) error {
 	return nil
 }
 
-// waitingOnLog reads what waits on l at now, under the command's timeout; nil without
-// a log (the table layout).
-func waitingOnLog(ctx context.Context, c *call, l *eventLog, now time.Time) (*onLog, error) {
+// waitingOnLog reads what waits on l at now, and what it delivered in the window
+// before, under the command's timeout; nil without a log (the table layout).
+func waitingOnLog(ctx context.Context, c *call, l *eventLog, now time.Time, window time.Duration) (*onLog, error) {
 	if l == nil {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	w, err := l.waitingAt(ctx, now)
+	w, err := l.waitingAt(ctx, now, window)
 	if err != nil {
 		return nil, err
 	}
@@ -153,8 +166,11 @@ seconds (the fields ending in _seconds) and such a rate is null.
 
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds what
 waits on the event log, which the counts of the events table do not include: the
-committed events the log relay has not passed, and the oldest one's age (with --json,
-"log": {"events_waiting", "oldest_waiting_age_seconds"}). The log is not kept by user:
+committed events the log relay has not passed, and the oldest one's age. It also adds
+the events the log's relays delivered within --window (counted by whole minutes) to the
+window's completed: a delivery from the log leaves no row in the events table, where
+only the log's failures go. With --json: "log": {"events_waiting",
+"oldest_waiting_age_seconds", "delivered_in_window"}. The log is not kept by user:
 --user is refused with it.
 
 Examples:
@@ -190,10 +206,11 @@ Examples:
 			if err != nil {
 				return err
 			}
-			w, err := waitingOnLog(ctx, c, l, now)
+			w, err := waitingOnLog(ctx, c, l, now, o.window)
 			if err != nil {
 				return err
 			}
+			st = withLogDeliveries(st, w)
 			if o.json {
 				return writeJSON(env.Stdout, newStatsJSON(st).withLog(w))
 			}
@@ -219,7 +236,8 @@ func printStats(env *Env, st outbox.Stats, lw *onLog) {
 			formatDuration(w.Window), w.Completed, w.Failed, w.GivenUp, percent(recentFailureRate(w)))
 	}
 	if lw != nil {
-		fmt.Fprintf(env.Stdout, "on the log (not counted above): %d waiting for the log relay · oldest waiting %s\n", lw.events, fmtAge(lw.oldestAge))
+		fmt.Fprintf(env.Stdout, "on the log: %d waiting for the log relay (not counted above) · oldest waiting %s · %d delivered in the last %s (in its completed)\n",
+			lw.events, fmtAge(lw.oldestAge), lw.delivered, formatDuration(lw.window))
 	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
