@@ -492,7 +492,8 @@ type LogRelayStep struct {
 	// Read is how many events the step read from the log.
 	Read int
 	// Delivered is how many of them the handler took. When the step did not commit
-	// (Held, or an error), they are delivered again.
+	// (Held, or an error), they are delivered again; when it did, they are counted in
+	// the minute of the relay's Clock (Log.Delivered).
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int
@@ -538,8 +539,9 @@ var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transact
 // position, the read (with the lookup of the batch's ordering keys in the events
 // table) and the lease go together (the read from the position this relay last left,
 // which the stored one is checked against, and read again, a third round trip, when
-// another relay moved it); and the moves, the cursor's move and COMMIT together. A
-// shard found idle or held costs the first and a ROLLBACK, and writes nothing.
+// another relay moved it); and the moves, the cursor's move (with the count of the
+// step's deliveries) and COMMIT together. A shard found idle or held costs the first
+// and a ROLLBACK, and writes nothing.
 func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	st, _, _, err := r.seek(ctx)
 	return st, err

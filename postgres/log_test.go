@@ -177,8 +177,8 @@ func TestLogMigrateCreatesOnlyItsOwnTables(t *testing.T) {
 		t.Fatal(err)
 	}
 	applied, err := postgres.MigrateLog(ctx, pool, cfg)
-	if err != nil || !slices.Equal(applied, []int{1, 2, 3}) {
-		t.Fatalf("MigrateLog = %v, %v; want [1 2 3]", applied, err)
+	if err != nil || !slices.Equal(applied, []int{1, 2, 3, 4}) {
+		t.Fatalf("MigrateLog = %v, %v; want [1 2 3 4]", applied, err)
 	}
 	applied, err = postgres.MigrateLog(ctx, pool, cfg)
 	if err != nil || len(applied) != 0 {
@@ -196,6 +196,7 @@ func TestLogMigrateCreatesOnlyItsOwnTables(t *testing.T) {
 		}
 	}
 	want := []string{"outbox_log", "outbox_log_cursors", "outbox_log_cursors_pkey",
+		"outbox_log_delivered", "outbox_log_delivered_pkey",
 		"outbox_log_schema_migrations", "outbox_log_schema_migrations_pkey"}
 	for i := range postgres.DefaultLogPartitions {
 		want = append(want, fmt.Sprintf("outbox_log_p%02d", i), fmt.Sprintf("outbox_log_p%02d_pkey", i))

@@ -380,7 +380,8 @@ type LogRelayStep struct {
 	// Read is how many events the step read from the log.
 	Read int
 	// Delivered is how many of them the handler took. When the step did not commit
-	// (Held, or an error), they are delivered again.
+	// (Held, or an error), they are delivered again; when it did, they are counted in
+	// the minute of the relay's Clock (Log.Delivered).
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int

@@ -101,10 +101,10 @@ func TestLogLayoutCommands(t *testing.T) {
 		}
 
 		args := []string{"migrate", "--dsn", b.dsn, "--layout=log"}
-		wantLog := "the log: applied migration 1, 2\n"
+		wantLog := "the log: applied migration 1, 2, 3\n"
 		if b.name == "postgres" {
 			args = append(args, "--shards", "2")
-			wantLog = " (2 shards): applied migration 1, 2, 3\n"
+			wantLog = " (2 shards): applied migration 1, 2, 3, 4\n"
 		}
 		if r := runEnv(t, Env{}, args...); r.code != 0 || !strings.Contains(r.stdout, "is up to date\n") || !strings.HasSuffix(r.stdout, wantLog) {
 			t.Fatalf("migrate --layout=log: want the table up to date and the log migrated (%q), got %v", wantLog, r)
