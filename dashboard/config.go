@@ -64,6 +64,14 @@ type Config struct {
 	// relay's or a log's method: relay.Waiting, or func(ctx context.Context) (int64,
 	// time.Time, error) { return log.Waiting(ctx, "relay") }. Defaults to nil: no log.
 	LogWaiting func(ctx context.Context) (events int64, oldest time.Time, err error)
+	// LogDelivered, when set, tells how many events the log layout's relays delivered
+	// from since on, which the store's window of recent outcomes (Stats.Recent) does not
+	// count: an event delivered from the log leaves no row; only the failures move to
+	// the events table. The overview adds them to Recent.Completed, so that its
+	// failure-rate rule is the share of the log's deliveries and the table's outcomes
+	// together. Pass the log's method: log.Delivered (postgres.Log, sqlite.Log).
+	// Defaults to nil: the store's outcomes only.
+	LogDelivered func(ctx context.Context, since time.Time) (int64, error)
 	// Clock supplies "now". Defaults to outbox.SystemClock.
 	Clock outbox.Clock
 	// Logger receives a line for every event an action reaches (who, what, and the event

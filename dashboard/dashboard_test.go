@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -851,4 +852,38 @@ func TestOverviewShowsWhatWaitsOnTheLog(t *testing.T) {
 			t.Error("a dashboard without LogWaiting shows a log section")
 		}
 	})
+}
+
+// TestOverviewCountsTheLogsDeliveries: with LogDelivered (the log layout, whose
+// deliveries leave no row), the overview adds what the log delivered in the health
+// window to the window's completed events, so that a few failures among many log
+// deliveries do not trip the failure-rate rule, which they do on the store's counts
+// alone; it asks for the rules' window, and shows the count.
+func TestOverviewCountsTheLogsDeliveries(t *testing.T) {
+	t.Parallel()
+	body := newFixture(t, dashboard.Config{}).get("/").body
+	if !strings.Contains(body, `data-rule="failure_rate"`) || strings.Contains(body, `id="log-delivered"`) {
+		t.Fatal("without the log's deliveries: want the failure-rate alert (3 failures of 6 outcomes) and no log count")
+	}
+	var asked atomic.Int64
+	f := newFixture(t, dashboard.Config{LogDelivered: func(_ context.Context, since time.Time) (int64, error) {
+		asked.Store(since.Unix())
+		return 1000, nil
+	}})
+	body = f.get("/").body
+	if strings.Contains(body, `data-rule="failure_rate"`) {
+		t.Error("the failure-rate alert fired with 1000 deliveries from the log beside 3 failures")
+	}
+	if !strings.Contains(body, `data-rule="given_up"`) {
+		t.Error("the given-up alert went away: only the failure rate takes the log's deliveries")
+	}
+	if got := card(t, body, "log-delivered"); got != "1000" {
+		t.Errorf("log-delivered = %q, want 1000", got)
+	}
+	if got, want := asked.Load(), now.Add(-outbox.DefaultHealthWindow).Unix(); got != want {
+		t.Errorf("LogDelivered asked from %s, want the health window's start %s", time.Unix(got, 0).UTC(), time.Unix(want, 0).UTC())
+	}
+	if js := f.get("/api/overview").body; !strings.Contains(js, `"log_delivered": 1000`) || !strings.Contains(js, `"completed": 1003`) {
+		t.Errorf("JSON lacks log_delivered 1000 or the window's 1003 completed:\n%s", js)
+	}
 }

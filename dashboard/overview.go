@@ -31,6 +31,9 @@ type overview struct {
 	Timeline []outbox.TimelineBucket `json:"timeline,omitempty"`
 	// Log is what waits on the event log (Config.LogWaiting); nil without one.
 	Log *logWaiting `json:"log,omitempty"`
+	// LogDelivered is how many events the log's relays delivered in the health window
+	// (Config.LogDelivered), included in Stats.Recent.Completed; nil without a count.
+	LogDelivered *int64 `json:"log_delivered,omitempty"`
 }
 
 // logWaiting is what waits on the event log of the log layout.
@@ -89,7 +92,22 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	}
 	// The health rules' window too, so that the failure-rate and given-up rules see the
 	// recent outcomes (Stats.Recent).
-	st, err := h.store.Stats(ctx, h.cfg.Health.StatsQuery("", now, h.cfg.StaleAfter))
+	query := h.cfg.Health.StatsQuery("", now, h.cfg.StaleAfter)
+	var (
+		logDelivered *int64
+		deliveredErr error
+	)
+	if h.cfg.LogDelivered != nil {
+		wg.Go(func() {
+			n, err := h.cfg.LogDelivered(ctx, now.Add(-query.Window))
+			if err != nil {
+				deliveredErr = fmt.Errorf("outbox/dashboard: what the log delivered: %w", err)
+				return
+			}
+			logDelivered = &n
+		})
+	}
+	st, err := h.store.Stats(ctx, query)
 	wg.Wait()
 	if err != nil {
 		return overview{}, err
@@ -100,7 +118,15 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	if logErr != nil {
 		return overview{}, logErr
 	}
-	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter, Log: onLog}
+	if deliveredErr != nil {
+		return overview{}, deliveredErr
+	}
+	if logDelivered != nil {
+		// The log's successes, which leave no row: the window's outcomes are theirs and
+		// the table's (where the log's failures go).
+		st.Recent.Completed += int(*logDelivered)
+	}
+	o := overview{At: now, Stats: st, Rules: h.cfg.rules(), StaleAfter: h.cfg.StaleAfter, Log: onLog, LogDelivered: logDelivered}
 	o.Health = outbox.CheckHealth(st, h.cfg.Health)
 	o.Health.Stats = outbox.Stats{} // already in o.Stats
 	if onLog != nil && onLog.Behind {

@@ -36,6 +36,13 @@ type LogHarness struct {
 	// when from does not. The suite's test of it is skipped when CopyCursor is nil.
 	CopyCursor                         func(ctx context.Context, from, to string) error
 	ErrCursorExists, ErrCursorNotFound error
+	// Delivered is the log's Delivered: what its relays delivered from since on.
+	Delivered func(ctx context.Context, since time.Time) (int64, error)
+	// Retain runs the log's retention (postgres Log.Retain, sqlite Log.Trim), which
+	// deletes counts of deliveries older than DeliveredRetention.
+	Retain func(ctx context.Context) error
+	// DeliveredRetention is the store's LogDeliveredRetention.
+	DeliveredRetention time.Duration
 }
 
 // LogRelayConfig is what the suite sets of a store's log relay configuration.
@@ -122,6 +129,7 @@ func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Opti
 		{"ShadowRun", testLogShadowRun},
 		{"CommitOrderNotPriority", testLogCommitOrderNotPriority},
 		{"StopFinishesTheStepInFlight", testLogStopFinishesTheStep},
+		{"CountsDeliveriesPerMinute", testLogCountsDeliveries},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -632,4 +640,80 @@ func testLogStopFinishesTheStep(t *testing.T, h LogHarness) {
 			}
 		})
 	}
+}
+
+// The relay counts what it delivered in the minute of its clock, at its commit: not
+// the events it moved to the events table (failed, or behind a failed one of their
+// key), not those out of its scope, not those of a step that did not commit. A window
+// counts whole minutes, from the one that holds its start. Retention deletes the
+// minutes older than DeliveredRetention before the latest one counted.
+func testLogCountsDeliveries(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	t0 := time.Date(2030, 1, 2, 3, 4, 30, 0, time.UTC) // mid-minute
+	clock := NewClock(t0)
+	var stepCtx atomic.Pointer[context.CancelFunc] // cancels a step from its handler
+	rec := &logReceiver{fail: func(e outbox.Event) error {
+		if e.EntityID == "bad/1" {
+			return errors.New("503 busy")
+		}
+		if cancel := stepCtx.Load(); cancel != nil && e.EntityID == "r/1" {
+			(*cancel)() // delivered, then the step is cancelled before its commit
+		}
+		return nil
+	}}
+	r := newLogRelay(t, h, rec, LogRelayConfig{Types: []string{"order.created"}, MaxConcurrent: 1, Clock: clock})
+	delivered := func(what string, since time.Time, want int64) {
+		t.Helper()
+		if n, err := h.Delivered(ctx, since); err != nil || n != want {
+			t.Fatalf("%s: Delivered(%s) = %d (%v), want %d", what, since.Format(time.TimeOnly), n, err, want)
+		}
+	}
+	delivered("an empty log", time.Time{}, 0)
+
+	// bad/1 fails and moves, bad/2 follows it as pending, inv/1 is out of scope.
+	appendNamed(t, h, map[string]bool{"inv/1": true}, "a/1", "bad/1", "bad/2", "b/1", "inv/1")
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 2 || st.Failed != 1 || st.Waiting != 1 {
+		t.Fatalf("drain: %+v, %v; want 2 delivered, 1 failed, 1 waiting", st, err)
+	}
+	delivered("from the minute's middle", t0, 2)
+	delivered("from its last second", t0.Add(29*time.Second), 2)
+	delivered("from the next minute", t0.Add(30*time.Second), 0)
+
+	clock.Advance(2 * time.Minute) // 03:06:30
+	appendNamed(t, h, nil, "c/1", "d/1", "e/1")
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("second drain: %+v, %v; want 3 delivered", st, err)
+	}
+	delivered("both minutes", t0, 5)
+	delivered("the minute between", t0.Add(time.Minute), 3)
+	delivered("the second minute", t0.Add(2*time.Minute), 3)
+
+	// A step cancelled after its delivery, before its commit: not counted; the batch is
+	// delivered again, and counted once.
+	appendNamed(t, h, nil, "r/1")
+	sctx, cancel := context.WithCancel(ctx)
+	stepCtx.Store(&cancel)
+	if _, err := r.Step(sctx); err == nil {
+		t.Fatal("a step cancelled before its commit returned no error")
+	}
+	stepCtx.Store(nil)
+	delivered("after a step rolled back", t0, 5)
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 1 {
+		t.Fatalf("drain after the rollback: %+v, %v; want r/1 delivered again", st, err)
+	}
+	delivered("after its batch was delivered again", t0, 6)
+
+	// Retention: a delivery DeliveredRetention after 03:06 keeps the 03:06 minute (4)
+	// and removes the 03:04 one (2).
+	clock.Set(t0.Add(2*time.Minute + h.DeliveredRetention))
+	appendNamed(t, h, nil, "z/1")
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 1 {
+		t.Fatalf("drain a retention later: %+v, %v", st, err)
+	}
+	delivered("before retention", time.Time{}, 7)
+	if err := h.Retain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	delivered("after retention", time.Time{}, 5)
+	delivered("the last minute", clock.Now(), 1)
 }

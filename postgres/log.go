@@ -138,6 +138,7 @@ type logNames struct {
 	Cursors    string // "schema"."outbox_log_cursors"
 	Schema     string // "schema"
 	Migrations string // "schema"."outbox_log_schema_migrations"
+	Delivered  string // "schema"."outbox_log_delivered": the relays' counts (log_delivered.go)
 	table      string // unquoted, for constraint names
 	schema     string // unquoted
 
@@ -154,6 +155,7 @@ func newLogNames(c LogConfig) logNames {
 		Cursors:       pgx.Identifier{c.Schema, c.Table + "_cursors"}.Sanitize(),
 		Schema:        pgx.Identifier{c.Schema}.Sanitize(),
 		Migrations:    pgx.Identifier{c.Schema, c.Table + "_schema_migrations"}.Sanitize(),
+		Delivered:     pgx.Identifier{c.Schema, c.Table + "_delivered"}.Sanitize(),
 		table:         c.Table,
 		schema:        c.Schema,
 		Partitions:    c.Partitions,
@@ -170,7 +172,7 @@ func (n logNames) Name(suffix string) string {
 
 // render fills the table names into one of the log's statements.
 func (n logNames) render(sql string) string {
-	return strings.NewReplacer("{{log}}", n.Table, "{{cursors}}", n.Cursors,
+	return strings.NewReplacer("{{log}}", n.Table, "{{cursors}}", n.Cursors, "{{delivered}}", n.Delivered,
 		"{{shards}}", n.Schema+"."+n.Name("shards")).Replace(sql)
 }
 

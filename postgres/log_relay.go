@@ -292,8 +292,8 @@ type LogRelay struct {
 	shards []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
 	turn   atomic.Uint32    // the shard the next pass starts from
 
-	takeCursor, read, setLease, moveEvents, ackOrAbort, news, pausedTypes string
-	lockScope                                                             string // the advisory lock's first key: the cursors table
+	takeCursor, read, setLease, moveEvents, ackOrAbort, ackCountOrAbort, news, pausedTypes string
+	lockScope                                                                              string // the advisory lock's first key: the cursors table
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 	runs    logdelivery.Runner     // Run, and Stop's wait for it
@@ -411,6 +411,13 @@ const ackOrAbort = `WITH acked AS (` + ackCursor + `
 RETURNING 1)
 SELECT 1 / count(*)::integer FROM acked`
 
+// ackCountOrAbort is ackOrAbort that also counts the step's deliveries in its minute
+// (countDelivered), for a step that delivered some: no statement, and so no round
+// trip, of its own, and nothing written for a step that delivered none.
+const ackCountOrAbort = `WITH acked AS (` + ackCursor + `
+RETURNING 1)` + countDelivered + `
+SELECT 1 / count(*)::integer FROM acked`
+
 // NewLogRelay returns a relay that delivers the log's events through handler and moves
 // those whose delivery fails to store's events table, which must be in the log's
 // database. It opens (or creates, at the start of the log) the cursor cfg names. The
@@ -452,14 +459,15 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 			MaxConcurrent: cfg.MaxConcurrent, HandlerTimeout: cfg.HandlerTimeout, Retry: cfg.Retry,
 			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger, Observers: cfg.Observers,
 		}),
-		takeCursor:  takeCursor,
-		read:        table.Replace(log.n.render(relayRead)),
-		setLease:    fmt.Sprintf(setLease, max(cfg.LeaseDuration.Milliseconds(), 1)),
-		moveEvents:  table.Replace(moveEvents),
-		pausedTypes: strings.NewReplacer("{{paused}}", n.Paused).Replace(logPausedTypes),
-		ackOrAbort:  log.n.render(ackOrAbort),
-		news:        log.n.render(logHeadNews),
-		lockScope:   log.n.Cursors,
+		takeCursor:      takeCursor,
+		read:            table.Replace(log.n.render(relayRead)),
+		setLease:        fmt.Sprintf(setLease, max(cfg.LeaseDuration.Milliseconds(), 1)),
+		moveEvents:      table.Replace(moveEvents),
+		pausedTypes:     strings.NewReplacer("{{paused}}", n.Paused).Replace(logPausedTypes),
+		ackOrAbort:      log.n.render(ackOrAbort),
+		ackCountOrAbort: log.n.render(ackCountOrAbort),
+		news:            log.n.render(logHeadNews),
+		lockScope:       log.n.Cursors,
 	}
 	// Relays start their passes at shards of their own, so that relays started together
 	// do not all queue for the same shard first.
@@ -484,7 +492,8 @@ type LogRelayStep struct {
 	// Read is how many events the step read from the log.
 	Read int
 	// Delivered is how many of them the handler took. When the step did not commit
-	// (Held, or an error), they are delivered again.
+	// (Held, or an error), they are delivered again; when it did, they are counted in
+	// the minute of the relay's Clock (Log.Delivered).
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int
@@ -530,8 +539,9 @@ var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transact
 // position, the read (with the lookup of the batch's ordering keys in the events
 // table) and the lease go together (the read from the position this relay last left,
 // which the stored one is checked against, and read again, a third round trip, when
-// another relay moved it); and the moves, the cursor's move and COMMIT together. A
-// shard found idle or held costs the first and a ROLLBACK, and writes nothing.
+// another relay moved it); and the moves, the cursor's move (with the count of the
+// step's deliveries) and COMMIT together. A shard found idle or held costs the first
+// and a ROLLBACK, and writes nothing.
 func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
 	st, _, _, err := r.seek(ctx)
 	return st, err
@@ -957,8 +967,8 @@ type logMove struct {
 	failed *logdelivery.Result // nil: pending
 }
 
-// commit writes the moves and the cursor's new position, and commits, in one round
-// trip. A cursor moved meanwhile by another reader of its name (a LogCursor used
+// commit writes the moves, the cursor's new position and the count of the step's
+// deliveries (st.Delivered; see Log.Delivered), and commits, in one round trip. A cursor moved meanwhile by another reader of its name (a LogCursor used
 // outside a relay: the lock keeps relays apart) aborts the transaction before the
 // COMMIT, so that nothing is moved either.
 func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, cursor *LogCursor, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
@@ -970,7 +980,13 @@ func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, cursor *LogCu
 		}
 		b.Queue(r.moveEvents, args...)
 	}
-	b.Queue(r.ackOrAbort, cursor.ackArgs(batch)...)
+	if st.Delivered > 0 {
+		// The minute of the relay's clock, so that a test's clock decides it.
+		args := append(cursor.ackArgs(batch), logdelivery.Minute(r.cfg.Clock.Now()), int64(st.Delivered))
+		b.Queue(r.ackCountOrAbort, args...)
+	} else {
+		b.Queue(r.ackOrAbort, cursor.ackArgs(batch)...)
+	}
 	b.Queue(`COMMIT`)
 	inserted := map[string]string{}
 	err := func() error {

@@ -355,7 +355,10 @@ func (r *LogRetention) Freed() int64 {
 // the log), and the others return at once with Skipped. Whoever delivers from the log
 // should call it every so often, between batches and not inside a transaction that has
 // read the log (that transaction's lock would make Retain wait for it): a LogRelay after
-// a step, or any process on a timer. With no cursor, nothing is removed.
+// a step, or any process on a timer. With no cursor, no event is removed.
+//
+// It also deletes the relays' counts of deliveries older than LogDeliveredRetention
+// (Log.Delivered), a range of a small table's key.
 func (l *Log) Retain(ctx context.Context) (*LogRetention, error) {
 	conn, err := l.pool.Acquire(ctx)
 	if err != nil {
@@ -375,6 +378,9 @@ func (l *Log) Retain(ctx context.Context) (*LogRetention, error) {
 			conn.Conn().Close(context.Background()) // the server drops the lock with the session
 		}
 	}()
+	if err := l.retainDelivered(ctx, conn); err != nil {
+		return nil, err
+	}
 	h, err := l.horizon(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("outbox/postgres: retain log: read horizon: %w", err)

@@ -38,6 +38,12 @@ func TestLogConformance(t *testing.T) {
 			},
 			Waiting:    env.log.Waiting,
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: postgres.ErrLogCursorExists, ErrCursorNotFound: postgres.ErrLogCursorNotFound,
+			Delivered: env.log.Delivered,
+			Retain: func(ctx context.Context) error {
+				_, err := env.log.Retain(ctx)
+				return err
+			},
+			DeliveredRetention: postgres.LogDeliveredRetention,
 		}
 	}, outboxtest.Parallel())
 }

@@ -200,6 +200,7 @@ func TestLogMigrateCreatesOnlyItsOwnTables(t *testing.T) {
 		}
 	}
 	want := []string{"outbox_log", "outbox_log_cursors", "outbox_log_cursors_pkey",
+		"outbox_log_delivered", "outbox_log_delivered_pkey",
 		"outbox_log_schema_migrations", "outbox_log_schema_migrations_pkey"}
 	for i := range postgres.DefaultLogPartitions {
 		want = append(want, fmt.Sprintf("outbox_log_p%02d", i), fmt.Sprintf("outbox_log_p%02d_pkey", i))

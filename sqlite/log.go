@@ -280,16 +280,30 @@ WHERE seq < min(
 // table's size. The pages they free go to SQLite's freelist and are reused by later
 // appends, so under a constant stream the file stays the size of the largest backlog
 // it has held (docs/log-layout.md has the measurement).
+//
+// In the same transaction it deletes the relays' counts of deliveries older than
+// LogDeliveredRetention (Log.Delivered), a range of a small table's key.
 func (l *Log) Trim(ctx context.Context, limit int) (int, error) {
 	if limit <= 0 {
 		return 0, fmt.Errorf("%w: log trim: limit must be positive, got %d", outbox.ErrInvalid, limit)
 	}
-	res, err := l.db.ExecContext(ctx, trimLog, sql.Named("limit", limit))
+	tx, err := l.db.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: log trim: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, trimLog, sql.Named("limit", limit))
 	if err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: log trim: %w", err)
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: log trim: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, trimLogDelivered, sql.Named("keep", LogDeliveredRetention.Microseconds())); err != nil {
+		return 0, fmt.Errorf("outbox/sqlite: log trim: delete old counts of deliveries: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("outbox/sqlite: log trim: %w", err)
 	}
 	return int(n), nil

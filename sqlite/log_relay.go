@@ -380,7 +380,8 @@ type LogRelayStep struct {
 	// Read is how many events the step read from the log.
 	Read int
 	// Delivered is how many of them the handler took. When the step did not commit
-	// (Held, or an error), they are delivered again.
+	// (Held, or an error), they are delivered again; when it did, they are counted in
+	// the minute of the relay's Clock (Log.Delivered).
 	Delivered int
 	// Failed is how many failed their attempt and moved to the events table.
 	Failed int
@@ -595,8 +596,9 @@ func (r *LogRelay) pausedTypes(ctx context.Context) (map[string]bool, error) {
 	return paused, nil
 }
 
-// commit writes the moves, moves the cursor past the batch and renews the lease, in
-// one write transaction. A cursor moved meanwhile (a LogCursor of the name used
+// commit writes the moves, moves the cursor past the batch, renews the lease and
+// counts the step's deliveries (st.Delivered, in the minute of the relay's clock; see
+// Log.Delivered), in one write transaction. A cursor moved meanwhile (a LogCursor of the name used
 // outside a relay) or a lease taken by another relay rolls it all back.
 func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.Event, moves []logdelivery.Move, st *LogRelayStep) (err error) {
 	now := r.cfg.Clock.Now()
@@ -650,6 +652,12 @@ func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.
 	}
 	if n == 0 {
 		return r.refused(ctx, tx)
+	}
+	if st.Delivered > 0 {
+		if _, err := tx.ExecContext(ctx, countLogDelivered, sql.Named("minute", column.Micros(logdelivery.Minute(now))),
+			sql.Named("cursor", r.cursor.name), sql.Named("delivered", st.Delivered)); err != nil {
+			return fmt.Errorf("outbox/sqlite: log relay: count deliveries: %w", err)
+		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("outbox/sqlite: log relay: commit (the batch is delivered again): %w", err)

@@ -36,6 +36,12 @@ func TestLogConformance(t *testing.T) {
 			},
 			Waiting:    env.log.Waiting,
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: sqlite.ErrLogCursorExists, ErrCursorNotFound: sqlite.ErrLogCursorNotFound,
+			Delivered: env.log.Delivered,
+			Retain: func(ctx context.Context) error {
+				_, err := env.log.Trim(ctx, 1000)
+				return err
+			},
+			DeliveredRetention: sqlite.LogDeliveredRetention,
 		}
 	}, outboxtest.Parallel())
 }

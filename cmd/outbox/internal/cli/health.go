@@ -46,9 +46,11 @@ could not be read (or bad flags).
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds a rule
 on the event log, whose events the rules above do not see: log_behind, the oldest
 event waiting for the log relay is older than --max-oldest-due (no log relay runs,
-or its destination holds it). With --json, "stats" has the log's "log" object. It
-looks at the relays' default cursor (relay), or at each cursor --log-cursor names
-(repeatable; for relays scoped by --type): one alert when any is behind, naming them.
+or its destination holds it). It looks at the relays' default cursor (relay), or at
+each cursor --log-cursor names (repeatable; for relays scoped by --type): one alert
+when any is behind, naming them. The failure-rate rule then counts the log's
+deliveries within --window among the window's completed events, beside the failures
+the log moved to the events table. With --json, "stats" has the log's "log" object.
 The log is not kept by user: --user is refused with it.
 
 Examples:
@@ -105,10 +107,11 @@ Examples:
 			if err != nil {
 				return err
 			}
-			lw, err := waitingOnLog(ctx, c, l, cursors, now)
+			lw, err := waitingOnLog(ctx, c, l, cursors, now, o.window)
 			if err != nil {
 				return err
 			}
+			st = withLogDeliveries(st, lw)
 			// HealthRules treats zero as "the default"; here zero means zero.
 			if rules.MaxPending == 0 {
 				rules.MaxPending = -1 // checked below: pending > 0
@@ -155,6 +158,7 @@ Examples:
 					for _, c := range lw.cursors {
 						fmt.Fprintf(env.Stdout, "; %d waiting on the log%s, oldest %s", c.events, forCursor(c.name), fmtAge(c.oldestAge))
 					}
+					fmt.Fprintf(env.Stdout, "; %d delivered from the log", lw.delivered)
 				}
 				fmt.Fprintln(env.Stdout)
 			} else {

@@ -261,13 +261,25 @@ func withStoreAndLog(ctx context.Context, c *call, layout string, fn func(s outb
 }
 
 // onLog is what waits on the log, at a moment, for the log relays of the cursors the
-// command was given (--log-cursor; the CLI's default cursor when none).
+// command was given (--log-cursor; the CLI's default cursor when none), and what the
+// log's relays delivered in the window before it.
 type onLog struct {
 	// events sums the cursors' counts (an event counts once for each cursor that has
 	// not passed it); oldestAge is the oldest of their oldest (zero when none waits).
 	events    int64
 	oldestAge time.Duration
 	cursors   []cursorOnLog // each cursor's, in the order given
+	delivered int64         // by every cursor's relays, within window
+	window    time.Duration
+}
+
+// delivered is how many events the log's relays delivered from since on (by whole
+// minutes: Log.Delivered), which Stats.Recent does not count.
+func (l *eventLog) delivered(ctx context.Context, since time.Time) (int64, error) {
+	if l.lite != nil {
+		return l.lite.Delivered(ctx, since)
+	}
+	return l.pg.Delivered(ctx, since)
 }
 
 // cursorOnLog is what waits on the log for one cursor's relays.
@@ -333,9 +345,10 @@ func (l *eventLog) waitingSum(ctx context.Context, cursors []string) (n int64, o
 	return n, oldest, nil
 }
 
-// waitingAt is what waits for each cursor, with the oldest ones' ages at now.
-func (l *eventLog) waitingAt(ctx context.Context, cursors []string, now time.Time) (onLog, error) {
-	var w onLog
+// waitingAt is what waits for each cursor, with the oldest ones' ages at now, and
+// what the log delivered in the window before now.
+func (l *eventLog) waitingAt(ctx context.Context, cursors []string, now time.Time, window time.Duration) (onLog, error) {
+	w := onLog{window: window}
 	for _, c := range cursors {
 		n, oldest, err := l.waiting(ctx, c)
 		if err != nil {
@@ -348,6 +361,10 @@ func (l *eventLog) waitingAt(ctx context.Context, cursors []string, now time.Tim
 		w.cursors = append(w.cursors, cw)
 		w.events += n
 		w.oldestAge = max(w.oldestAge, cw.oldestAge)
+	}
+	var err error
+	if w.delivered, err = l.delivered(ctx, now.Add(-window)); err != nil {
+		return onLog{}, fmt.Errorf("what the log delivered: %w", err)
 	}
 	return w, nil
 }

@@ -432,7 +432,7 @@ func TestOperatorCommandsSeeTheLog(t *testing.T) {
 		// 20 minutes on, with no log relay: behind.
 		later := Env{Clock: outboxtest.NewClock(time.Now().Add(20 * time.Minute))}
 		r = runEnv(t, later, "stats", "--dsn", b.dsn, "--layout=log")
-		if r.code != 0 || !regexp.MustCompile(`(?m)^on the log \(not counted above\): 2 waiting for the log relay · oldest waiting 20m(\d+s)?$`).MatchString(r.stdout) {
+		if r.code != 0 || !regexp.MustCompile(`(?m)^on the log \(not counted above\): 2 waiting for the log relay · oldest waiting 20m(\d+s)?\non the log: 0 delivered in the last 15m \(in the completed above\)$`).MatchString(r.stdout) {
 			t.Errorf("stats --layout=log: want the log's line, got %v", r)
 		}
 		if l := statsLog(t, runEnv(t, later, "stats", "--dsn", b.dsn, "--layout=log", "--json")); *l.EventsWaiting != 2 ||
@@ -485,4 +485,69 @@ func versionList(n int) string {
 		vs[i] = strconv.Itoa(i + 1)
 	}
 	return strings.Join(vs, ", ")
+}
+
+// On the log layout a delivery leaves no row in the events table, and a failure moves
+// there: health and stats with --layout=log count the log's deliveries within the
+// window among its completed events, so one failure among 30 events reads as 3.3 %,
+// not as the 100 % the events table alone shows (and alerts on).
+func TestLogHealthCountsTheLogsDeliveries(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b backend) {
+		migrated(t, b)
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		var lines strings.Builder
+		for i := range 30 {
+			fmt.Fprintf(&lines, "{\"type\":\"order.created\",\"entity_id\":\"o-%d\"}\n", i)
+		}
+		if r := runEnv(t, Env{Stdin: strings.NewReader(lines.String())}, "enqueue", "--dsn", b.dsn, "--layout=log", "--jsonl"); r.code != 0 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+		// The first event the sink sees fails, every time: a 500, worth a retry.
+		var (
+			mu      sync.Mutex
+			failing string
+		)
+		sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			mu.Lock()
+			defer mu.Unlock()
+			if key := r.Header.Get("Idempotency-Key"); failing == "" || failing == key {
+				failing = key
+				w.WriteHeader(http.StatusInternalServerError)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+		}))
+		t.Cleanup(sink.Close)
+		if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.URL, "--once"); r.code != ExitFailure ||
+			!strings.Contains(r.stdout, "read 30 events from the log: 29 delivered, 1 failed") {
+			t.Fatalf("relay --layout=log --once: want 29 delivered and 1 failed (exit 1), got %v", r)
+		}
+		if r := runEnv(t, Env{}, "health", "--dsn", b.dsn); r.code != ExitFailure || !strings.Contains(r.stdout, "failure_rate") {
+			t.Errorf("health on the events table alone: want the failure-rate alert (its one outcome failed), got %v", r)
+		}
+		if r := runEnv(t, Env{}, "health", "--dsn", b.dsn, "--layout=log"); r.code != 0 ||
+			!strings.Contains(r.stdout, "failure rate 3.3% over the last 15m; 0 waiting on the log, oldest -; 29 delivered from the log") {
+			t.Errorf("health --layout=log: want healthy at 3.3%% with the log's 29 deliveries, got %v", r)
+		}
+		r := runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--layout=log", "--json")
+		var st struct {
+			Recent struct{ Completed, Failed int }
+			Log    struct {
+				DeliveredInWindow *int64 `json:"delivered_in_window"`
+			}
+		}
+		if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || r.code != 0 || st.Recent.Completed != 29 || st.Recent.Failed != 1 ||
+			st.Log.DeliveredInWindow == nil || *st.Log.DeliveredInWindow != 29 {
+			t.Errorf("stats --layout=log --json: want 29 completed (all from the log), 1 failed, log.delivered_in_window 29 (%v), got %v", err, r)
+		}
+		r = runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--layout=log")
+		if r.code != 0 || !strings.Contains(r.stdout, "last 15m: 29 completed · 1 failed (retrying) · 0 given up · failure rate 3.3%\n") ||
+			!strings.Contains(r.stdout, "\non the log: 29 delivered in the last 15m (in the completed above)\n") {
+			t.Errorf("stats --layout=log: want the window with the log's deliveries, and them on the log's line, got %v", r)
+		}
+	})
 }

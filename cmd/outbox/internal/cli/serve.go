@@ -91,6 +91,11 @@ Examples:
 					defer cancel()
 					return l.waitingSum(ctx, cursors)
 				}
+				cfg.LogDelivered = func(ctx context.Context, since time.Time) (int64, error) {
+					ctx, cancel := context.WithTimeout(ctx, c.timeout)
+					defer cancel()
+					return l.delivered(ctx, since)
+				}
 			}
 			h, err := dashboard.New(cfg)
 			if err != nil {

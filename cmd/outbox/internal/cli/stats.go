@@ -59,10 +59,13 @@ type statsJSON struct {
 
 // logJSON is what waits on the event log for the log relays of the cursors asked
 // about: the committed events each cursor has not passed and the oldest one's age (0
-// when none waits, as the table's ages), and, at the top, their sum and the oldest.
+// when none waits, as the table's ages), and, at the top, their sum and the oldest;
+// and how many events the log's relays delivered in the window
+// (recent_window_seconds), which recent.completed includes.
 type logJSON struct {
 	EventsWaiting           int64           `json:"events_waiting"`
 	OldestWaitingAgeSeconds float64         `json:"oldest_waiting_age_seconds"`
+	DeliveredInWindow       int64           `json:"delivered_in_window"`
 	Cursors                 []logCursorJSON `json:"cursors"`
 }
 
@@ -75,12 +78,24 @@ type logCursorJSON struct {
 // withLog adds what waits on the log, when there is a log.
 func (s statsJSON) withLog(w *onLog) statsJSON {
 	if w != nil {
-		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds(), Cursors: []logCursorJSON{}}
+		s.Log = &logJSON{EventsWaiting: w.events, OldestWaitingAgeSeconds: w.oldestAge.Seconds(), DeliveredInWindow: w.delivered,
+			Cursors: []logCursorJSON{}}
 		for _, c := range w.cursors {
 			s.Log.Cursors = append(s.Log.Cursors, logCursorJSON{Cursor: c.name, EventsWaiting: c.events, OldestWaitingAgeSeconds: c.oldestAge.Seconds()})
 		}
 	}
 	return s
+}
+
+// withLogDeliveries adds what the log delivered in the window to the window's
+// completed events: a delivery from the log leaves no row in the events table, whose
+// window counts only the log's failures (moved there), so without them one failure
+// among thousands of log deliveries would read as a failure rate of 100 %.
+func withLogDeliveries(st outbox.Stats, w *onLog) outbox.Stats {
+	if w != nil {
+		st.Recent.Completed += int(w.delivered)
+	}
+	return st
 }
 
 // logPerUser refuses --user on the log layout: the log is not kept by user, so what
@@ -93,15 +108,16 @@ func logPerUser(layout, user string) error {
 	return nil
 }
 
-// waitingOnLog reads what waits on l for each cursor at now, under the command's
-// timeout; nil without a log (the table layout).
-func waitingOnLog(ctx context.Context, c *call, l *eventLog, cursors []string, now time.Time) (*onLog, error) {
+// waitingOnLog reads what waits on l for each cursor at now, and what the log
+// delivered in the window before, under the command's timeout; nil without a log (the
+// table layout).
+func waitingOnLog(ctx context.Context, c *call, l *eventLog, cursors []string, now time.Time, window time.Duration) (*onLog, error) {
 	if l == nil {
 		return nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	w, err := l.waitingAt(ctx, cursors, now)
+	w, err := l.waitingAt(ctx, cursors, now, window)
 	if err != nil {
 		return nil, err
 	}
@@ -165,13 +181,16 @@ seconds (the fields ending in _seconds) and such a rate is null.
 
 --layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') adds what
 waits on the event log, which the counts of the events table do not include: the
-committed events the log relay has not passed, and the oldest one's age (with --json,
-"log": {"events_waiting", "oldest_waiting_age_seconds", "cursors"}). That is for
+committed events the log relay has not passed, and the oldest one's age. That is for
 the relays' default cursor (relay); --log-cursor NAME, repeatable, names the cursors
 of relays scoped by --type instead: a line for each, and in "log" their sum and the
 oldest, with each cursor's in "cursors". A cursor counts every type it has not passed,
-its scope's and the others it will pass by. The log is not kept by user: --user is
-refused with it.
+its scope's and the others it will pass by. It also adds the events the log's relays
+delivered within --window (counted by whole minutes, every cursor's) to the window's
+completed: a delivery from the log leaves no row in the events table, where only the
+log's failures go. With --json: "log": {"events_waiting", "oldest_waiting_age_seconds",
+"delivered_in_window", "cursors"}. The log is not kept by user: --user is refused with
+it.
 
 Examples:
   outbox stats
@@ -212,10 +231,11 @@ Examples:
 			if err != nil {
 				return err
 			}
-			w, err := waitingOnLog(ctx, c, l, cursors, now)
+			w, err := waitingOnLog(ctx, c, l, cursors, now, o.window)
 			if err != nil {
 				return err
 			}
+			st = withLogDeliveries(st, w)
 			if o.json {
 				return writeJSON(env.Stdout, newStatsJSON(st).withLog(w))
 			}
@@ -253,6 +273,8 @@ func printStats(env *Env, st outbox.Stats, lw *onLog) {
 			fmt.Fprintf(env.Stdout, "on the log (not counted above): %d waiting for the log relay%s · oldest waiting %s\n",
 				c.events, ofCursor(c.name), fmtAge(c.oldestAge))
 		}
+		fmt.Fprintf(env.Stdout, "on the log: %d delivered in the last %s (in the completed above)\n",
+			lw.delivered, formatDuration(lw.window))
 	}
 	if len(st.Paused) > 0 {
 		fmt.Fprintf(env.Stdout, "paused: %s (%d waiting; see 'outbox pause')\n", strings.Join(st.Paused, ", "), st.PausedWaiting())
