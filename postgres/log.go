@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"text/template"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/hub"
 	"github.com/fitiq/outbox/internal/migrate"
 )
 
@@ -267,8 +269,11 @@ type Log struct {
 
 	appendOne, appendMany, readLog, loadCursor, createCursor, ackCursor string
 
-	commits     commitWatch // wakes this process's relays when an appender commits (log_commitwatch.go)
-	transacting sync.Map    // pgx.Tx → struct{}: Transact's transactions, which wake relays themselves
+	// The append hint (log_appendhint.go): when this process last appended outside
+	// Transact, and the relays waiting to hear of it.
+	appendedAt  atomic.Int64
+	appends     hub.Hub
+	transacting sync.Map // pgx.Tx → struct{}: Transact's transactions, which wake relays themselves
 }
 
 // NewLog returns the log cfg names, which must have been migrated by MigrateLog:
@@ -327,8 +332,7 @@ func (l *Log) Config() LogConfig { return l.cfg }
 const appendOne = `
 INSERT INTO {{log}} (created_at, id, type, entity_id, user_id, ordering_key,
     max_attempts, priority, is_new_record, metadata, payload, shard)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json, $11::text::json, $12)
-RETURNING seq, xid::text`
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::text::json, $11::text::json, $12)`
 
 // appendMany writes a batch in one statement, one array per column, in the order
 // given: seq follows the order of the batch (ORDER BY n), so the events of a
@@ -342,14 +346,16 @@ FROM unnest($2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::integer[], $8::integer[], $9::boolean[], $10::text[], $11::text[], $12::smallint[])
     WITH ORDINALITY AS e(id, type, entity_id, user_id, ordering_key,
         max_attempts, priority, is_new_record, metadata, payload, shard, n)
-ORDER BY e.n
-RETURNING id, seq, xid::text`
+ORDER BY e.n`
 
 // AppendTx writes events to the log in the caller's transaction and never commits
 // it: roll the transaction back and the events are gone with the data. Every event is
 // validated first, and nothing is written when any is invalid; a batch is one INSERT,
 // and no NOTIFY is sent (readers find events by polling or by a wake-up sent outside
-// the writer's transaction). It fills ID, Seq, Status and the times of each event.
+// the writer's transaction). It fills ID, Status and the times of each event, not
+// Seq: the server numbers the rows, and asking for the numbers back (RETURNING) would
+// cost every append a few percent of a two-row transaction. Seq is in the events a
+// LogCursor reads.
 //
 // Each event goes to the shard of its ordering key, or of its entity when it has none
 // (ShardOf). The events of one transaction are read back together, shard by shard, in
@@ -393,14 +399,13 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	created := ts(events[0].CreatedAt)
 	if len(events) == 1 {
 		e := events[0]
-		var xid string
-		err := tx.QueryRow(ctx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
+		_, err := tx.Exec(ctx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
 			e.Type, e.EntityID, e.UserID, nullString(e.OrderingKey), e.MaxAttempts, e.Priority, e.IsNewRecord,
-			metadata[0], nullString(string(e.Payload)), l.eventShard(e)).Scan(&e.Seq, &xid)
+			metadata[0], nullString(string(e.Payload)), l.eventShard(e))
 		if err != nil {
 			return logAppendError(err)
 		}
-		l.appended(tx, xid)
+		l.appended(tx)
 		return nil
 	}
 	n := len(events)
@@ -414,7 +419,7 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	for i, e := range events {
 		ids[i] = pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true}
 		if _, dup := index[ids[i].Bytes]; dup {
-			// The seqs come back by ID; two events with one ID could not be told apart.
+			// A batch's events are told apart by ID, as in the table layout's batches.
 			return fmt.Errorf("event %d: %w", i, &outbox.FieldError{Field: "ID", Problem: "is used by another event of the batch"})
 		}
 		index[ids[i].Bytes] = i
@@ -424,33 +429,12 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 		keys[i], payloads[i] = nullString(e.OrderingKey), nullString(string(e.Payload))
 		shards[i] = l.eventShard(e)
 	}
-	rows, err := tx.Query(ctx, l.appendMany, created, ids, types, entities, users, keys,
-		maxAttempts, priorities, isNew, metadata, payloads, shards)
-	if err != nil {
+	if _, err := tx.Exec(ctx, l.appendMany, created, ids, types, entities, users, keys,
+		maxAttempts, priorities, isNew, metadata, payloads, shards); err != nil {
 		return logAppendError(err)
 	}
-	var (
-		id  pgtype.UUID
-		seq int64
-		xid string
-	)
-	_, err = pgx.ForEachRow(rows, []any{&id, &seq, &xid}, func() error {
-		events[index[id.Bytes]].Seq = seq
-		return nil
-	})
-	if err != nil {
-		return logAppendError(err)
-	}
-	l.appended(tx, xid)
+	l.appended(tx)
 	return nil
-}
-
-// appended tells the commit watch that transaction xid appended to the log in tx,
-// unless tx is Transact's, which wakes this process's relays itself once committed.
-func (l *Log) appended(tx pgx.Tx, xid string) {
-	if _, own := l.transacting.Load(tx); !own {
-		l.watchCommit(xid)
-	}
 }
 
 func logAppendError(err error) error {

@@ -98,11 +98,3 @@ func FNV1a32(key string) uint32 {
 	h.Write([]byte(key))
 	return h.Sum32()
 }
-
-// CommitWatch reports how many transactions the log's commit watch is watching and how
-// many looks it has made.
-func (l *Log) CommitWatch() (watched int, looks int64) {
-	l.commits.mu.Lock()
-	defer l.commits.mu.Unlock()
-	return len(l.commits.xids), l.commits.looks.Load()
-}

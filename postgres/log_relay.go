@@ -1141,7 +1141,8 @@ func (r *LogRelay) retain(ctx context.Context) {
 // pass found work. When a pass found nothing (each shard idle, or held by another relay,
 // which goes on with it), it passes again as soon as a head poll finds events in some
 // shard (then over those shards only), an appender of this process says it committed
-// (Log.Transact, Log.Committed), or a PollInterval has passed (then over the shards
+// (Log.Transact, Log.Committed), or a PollInterval has passed; its head polls are
+// faster for a moment after an append of its process (log_appendhint.go) (then over the shards
 // that one statement finds events past this relay's positions in); see log_wake.go. It
 // waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
 // database fails. Every RetainInterval it calls Log.Retain, beside its passes. Stop
@@ -1163,12 +1164,15 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		"shards", len(r.shards), "concurrency", r.cfg.Concurrency)
 	wake, unsubscribe := r.log.wakeups().Subscribe("")
 	defer unsubscribe()
+	appended, unsubscribeAppends := r.log.appends.Subscribe("")
+	defer unsubscribeAppends()
 	head := newLogHead(r.log.pool, r.log)
 	var (
 		errDelay time.Duration
 		pass     logPass   // what the next pass steps
 		retained time.Time // when Run last called Retain; zero: not yet, so at once
 		idleFrom time.Time // when the passes began to find nothing; zero: the last one delivered
+		readFrom time.Time // when the last pass that delivered began (real time, for the append hint)
 	)
 	for {
 		select {
@@ -1183,6 +1187,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 				r.retain(ctx)
 			})
 		}
+		began := time.Now()
 		st, worked, next, err := r.round(ctx, pass)
 		pass = logPass{}
 		if ctx.Err() != nil {
@@ -1199,7 +1204,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 		case worked:
 			// Go on with the shards that had something; the others have been read up to
 			// the pass's base.
-			errDelay, idleFrom = 0, time.Time{}
+			errDelay, idleFrom, readFrom = 0, time.Time{}, began
 			if len(next.only) > 0 && next.base != "" {
 				pass = next
 			}
@@ -1210,7 +1215,7 @@ func (r *LogRelay) Run(ctx context.Context) error {
 				idleFrom = r.cfg.Clock.Now()
 			}
 			every := r.cfg.headPollEvery(r.cfg.Clock.Now().Sub(idleFrom))
-			only, at, err := r.awaitNews(ctx, head, stopping, wake, next.base, every)
+			only, at, err := r.awaitNews(ctx, head, stopping, wake, appended, next.base, every, readFrom)
 			if err != nil {
 				return err
 			}

@@ -88,7 +88,8 @@ type logHead struct {
 
 	quiet     string // the last snapshot at which news found nothing since quietBase; "" none
 	quietBase string
-	checks    int // how many times news ran, for tests
+	expected  int64 // the append time for which a look last skipped news
+	checks    int   // how many times news ran, for tests
 }
 
 func newLogHead(q logHeadQuerier, l *Log) *logHead {
@@ -103,8 +104,12 @@ func newLogHead(q logHeadQuerier, l *Log) *logHead {
 // snapshot base (none: nothing new), and returns them with the snapshot it judged by:
 // every event visible in that snapshot and not in base is in those shards. It costs
 // one round trip when no transaction has finished since the last look that found
-// nothing since base, two when one has.
-func (h *logHead) look(ctx context.Context, base string) (shards []int16, at string, err error) {
+// nothing since base, two when one has. Given the time of an append of this process
+// that may just have committed (appendedAt, 0 for none), a log of one shard skips the
+// second, once for that append: the relay's step reads the log anyway, and costs
+// about what the look would when it finds nothing (once: on a busy server other
+// commits change the snapshot too, and each skip that finds nothing costs a step).
+func (h *logHead) look(ctx context.Context, base string, appendedAt int64) (shards []int16, at string, err error) {
 	var now string
 	if err := h.q.QueryRow(ctx, logHeadSnapshot).Scan(&now); err != nil {
 		return nil, "", fmt.Errorf("outbox/postgres: log relay: poll the log's head: %w", err)
@@ -117,6 +122,10 @@ func (h *logHead) look(ctx context.Context, base string) (shards []int16, at str
 		// Nothing came between base and quiet: look only past quiet, whose list of
 		// running transactions is the shorter.
 		prev = h.quiet
+	}
+	if appendedAt != 0 && appendedAt != h.expected && len(h.shards) == 1 {
+		h.expected, h.quiet = appendedAt, ""
+		return h.shards, now, nil
 	}
 	h.checks++
 	prevs := make([]string, len(h.shards))
@@ -142,19 +151,31 @@ func (h *logHead) look(ctx context.Context, base string) (shards []int16, at str
 // read was taken after ("" when there is none: then only wake-ups and PollInterval
 // end the wait). When the head poll ended it, it returns the shards that hold the
 // events and the snapshot it found them at, which serves the next round as its base;
-// otherwise none and "". It polls every every (see headPollEvery). A failed poll is
-// logged and ends the polling of this wait.
-func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, stopping, wake <-chan struct{}, base string, every time.Duration) ([]int16, string, error) {
-	r.log.commits.waiting.Add(1)
-	defer r.log.commits.waiting.Add(-1)
+// otherwise none and "". It polls every every (see headPollEvery), or faster while an
+// append of this process since read (when the last round that delivered began) may be
+// about to commit (appended says one happened; see Log.appendPollEvery). A failed poll
+// is logged and ends the polling of this wait.
+func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, stopping, wake, appended <-chan struct{}, base string, every time.Duration, read time.Time) ([]int16, string, error) {
 	full := time.NewTimer(r.cfg.PollInterval)
 	defer full.Stop()
-	var tick <-chan time.Time
-	if every > 0 && every < r.cfg.PollInterval && base != "" {
-		t := time.NewTicker(every)
-		defer t.Stop()
-		tick = t.C
+	polling := every > 0 && every < r.cfg.PollInterval && base != ""
+	poll := time.NewTimer(time.Hour)
+	defer poll.Stop()
+	polled := time.Now() // the next poll is due an interval after the last one began
+	var appendedAt int64 // when the append the poll is faster for was made; 0 none
+	arm := func() {
+		if polling {
+			d := r.log.appendPollEvery(every, read)
+			appendedAt = 0
+			if d < every {
+				appendedAt = r.log.appendedAt.Load()
+			}
+			poll.Reset(d - time.Since(polled))
+		} else {
+			poll.Stop()
+		}
 	}
+	arm()
 	for {
 		select {
 		case <-ctx.Done():
@@ -165,20 +186,24 @@ func (r *LogRelay) awaitNews(ctx context.Context, head *logHead, stopping, wake 
 			return nil, "", nil
 		case <-wake:
 			return nil, "", nil
-		case <-tick:
-			shards, at, err := head.look(ctx, base)
+		case <-appended:
+			arm()
+		case <-poll.C:
+			polled = time.Now()
+			shards, at, err := head.look(ctx, base, appendedAt)
 			if ctx.Err() != nil {
 				return nil, "", ctx.Err()
 			}
 			if err != nil {
 				r.logger.Warn("head poll failed; the relay reads again after its poll interval", "err", err,
 					"retry_in", r.cfg.PollInterval)
-				tick = nil
+				polling = false
 				continue
 			}
 			if len(shards) > 0 {
 				return shards, at, nil
 			}
+			arm()
 		}
 	}
 }

@@ -212,7 +212,7 @@ func runRelay(t *testing.T, r *LogRelay) {
 // cursor, on a log of one shard: every event visible in the position's snapshot has
 // been read, so it serves as the look's base.
 func lookFrom(ctx context.Context, head *logHead, r *LogRelay) (bool, error) {
-	shards, _, err := head.look(ctx, r.shards[0].cursor.position().snapshot)
+	shards, _, err := head.look(ctx, r.shards[0].cursor.position().snapshot, 0)
 	return len(shards) > 0, err
 }
 
@@ -278,7 +278,7 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 	at := logPosition{snapshot: "90:95:91"}
 	step := func(name string, pos logPosition, wantFound bool, wantSnapshots, wantNews int) {
 		t.Helper()
-		shards, _, err := h.look(ctx, pos.snapshot)
+		shards, _, err := h.look(ctx, pos.snapshot, 0)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -318,7 +318,7 @@ func TestLogHeadLooksInTheLogOnlyAfterATransactionFinished(t *testing.T) {
 
 	q.newsErr = errors.New("connection reset")
 	q.snapshot = "100:103:"
-	if _, _, err := h.look(ctx, at.snapshot); err == nil {
+	if _, _, err := h.look(ctx, at.snapshot, 0); err == nil {
 		t.Fatal("a failed look in the log: no error")
 	}
 	q.newsErr = nil
@@ -623,43 +623,24 @@ func TestLogRelayWakesOnCommitsOfItsProcess(t *testing.T) {
 		}
 		recv.await(t, "after Log.Transact", name)
 	}
-	// Committed alone: the commit watch has given the transaction up (it stayed open
-	// past logCommitWatchFor) when it commits.
 	tx = env.begin(t)
 	env.appendIn(t, tx, "own-transaction")
-	awaitCommitWatch(t, env.log, 0)
 	wakeCommit(t, tx)
 	env.log.Committed()
 	recv.await(t, "after Log.Committed", "own-transaction")
 }
 
-// awaitCommitWatch waits until l's commit watch watches n transactions.
-func awaitCommitWatch(t *testing.T, l *Log, n int) {
-	t.Helper()
-	deadline := time.Now().Add(wakeDeadline)
-	for {
-		watched, _ := l.CommitWatch()
-		if watched == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the commit watch watches %d transactions after %s, want %d", watched, wakeDeadline, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
-// A relay that polls once an hour, head polls off, is woken by the commit watch when
-// an appender of its process commits a transaction of its own without calling
-// Committed; a transaction rolled back is dropped from the watch and delivers nothing.
-// Transact's transactions, which wake the relays themselves, are not watched, and no
-// transaction is watched for a log with no relay in the process.
-func TestLogRelayWakesWhenAnAppenderOfItsProcessCommits(t *testing.T) {
+// A relay whose polls, head polls included, come every half hour or more finds at once
+// what an appender of its process commits in a transaction of its own without calling
+// Committed: an append makes its head poll faster for a moment (the append hint). A
+// rolled-back transaction delivers nothing; Transact's transactions wake the relay
+// after their commit.
+func TestLogRelayPollsFasterAfterAnAppendOfItsProcess(t *testing.T) {
 	t.Parallel()
 	env := newWakeEnv(t, nil)
 	ctx := context.Background()
 	recv := newWakeReceiver()
-	r := env.relay(t, recv, LogRelayConfig{PollInterval: time.Hour, HeadPollInterval: -1})
+	r := env.relay(t, recv, LogRelayConfig{PollInterval: time.Hour, HeadPollInterval: 30 * time.Minute})
 	tx := env.begin(t)
 	env.appendIn(t, tx, "first")
 	wakeCommit(t, tx)
@@ -670,47 +651,27 @@ func TestLogRelayWakesWhenAnAppenderOfItsProcessCommits(t *testing.T) {
 		name := fmt.Sprintf("own-%d", i)
 		tx := env.begin(t)
 		env.appendIn(t, tx, name)
-		// (The previous transaction may still be watched: a relay that read it by
-		// itself leaves it to the watch's next look, or to its time running out.)
-		if watched, _ := env.log.CommitWatch(); watched < 1 {
-			t.Fatal("after an append in a transaction of the caller's own, the commit watch watches nothing")
-		}
 		wakeCommit(t, tx)
 		recv.await(t, "after the commit, without Committed", name)
 	}
-
 	tx = env.begin(t)
 	env.appendIn(t, tx, "rolled-back")
 	if err := tx.Rollback(ctx); err != nil {
 		t.Fatal(err)
 	}
-	awaitCommitWatch(t, env.log, 0)
-
 	if err := env.log.Transact(ctx, func(tx pgx.Tx) error {
 		env.appendIn(t, tx, "transact")
-		if watched, _ := env.log.CommitWatch(); watched != 0 {
-			t.Errorf("Transact's transaction is watched (%d), though Transact wakes the relays itself", watched)
-		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
 	recv.await(t, "after Log.Transact", "transact")
+	tx = env.begin(t)
+	env.appendIn(t, tx, "last")
+	wakeCommit(t, tx)
+	recv.await(t, "after the commit, without Committed", "last")
 	if slices.Contains(recv.entities(), "rolled-back") {
 		t.Error("a rolled-back event was delivered")
-	}
-
-	// Another Log of the same table, with no relay in this process: nothing to wake.
-	other, err := NewLog(ctx, env.pool, env.log.cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx = env.begin(t)
-	if err := other.AppendTx(ctx, tx, outbox.NewEvent("order.created", "unwatched", "user-1")); err != nil {
-		t.Fatal(err)
-	}
-	if watched, looks := other.CommitWatch(); watched != 0 || looks != 0 {
-		t.Errorf("a log with no relay in the process watches %d transactions (%d looks), want none", watched, looks)
 	}
 }
 
