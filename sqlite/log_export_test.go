@@ -10,3 +10,6 @@ const (
 
 // ScanLogEvents decodes the rows of ReadLogQuery, for the read benchmark's limit row.
 var ScanLogEvents = scanLogEvents
+
+// SetTrimLimit sets how many events each transaction of the relay's trims deletes.
+func (r *LogRelay) SetTrimLimit(n int) { r.trimLimit = n }

@@ -7,14 +7,27 @@ import (
 	"testing"
 	"time"
 
+	"github.com/fitiq/outbox/outboxtest"
 	"github.com/fitiq/outbox/sqlite"
 )
 
 // TestLogRelayRunTrimsTheLog: a running relay deletes what every cursor has passed by
-// itself, every RetainInterval, keeping the row at the lowest position (the log's
-// largest rowid is never deleted, so no rowid is reused).
+// itself once its RetainInterval has passed (on its clock), keeping the row at the
+// lowest position (the log's largest rowid is never deleted, so no rowid is reused);
+// with chunks smaller than the log, one chunk between two steps, until done, with no
+// further interval.
 func TestLogRelayRunTrimsTheLog(t *testing.T) {
 	t.Parallel()
+	for _, chunk := range []int{0, 7} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			t.Parallel()
+			testLogRelayRunTrimsTheLog(t, chunk)
+		})
+	}
+}
+
+// testLogRelayRunTrimsTheLog runs the test with trims of chunk events (0: the default).
+func testLogRelayRunTrimsTheLog(t *testing.T, chunk int) {
 	env := newRelayEnv(t)
 	names := make([]string, 300)
 	for i := range names {
@@ -22,7 +35,11 @@ func TestLogRelayRunTrimsTheLog(t *testing.T) {
 	}
 	events := env.appendNames(t, names...)
 	rec := &receiver{}
-	r := env.relay(t, rec, sqlite.LogRelayConfig{BatchSize: 50, RetainInterval: time.Millisecond})
+	clock := outboxtest.NewClock(time.Now())
+	r := env.relay(t, rec, sqlite.LogRelayConfig{BatchSize: 50, RetainInterval: time.Hour, PollInterval: 10 * time.Millisecond, Clock: clock})
+	if chunk > 0 {
+		r.SetTrimLimit(chunk)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
@@ -31,6 +48,13 @@ func TestLogRelayRunTrimsTheLog(t *testing.T) {
 		<-done
 	}()
 	deadline := time.Now().Add(time.Minute)
+	for len(rec.got()) < len(events) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after a minute of Run: %d of %d delivered", len(rec.got()), len(events))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	clock.Advance(time.Hour) // Run's first trim, at its start, found nothing to delete
 	for {
 		var rows int
 		var low int64
