@@ -31,6 +31,9 @@ type LogHarness struct {
 	// Waiting is the log's Waiting: what waits for the cursor of the given name,
 	// without opening one.
 	Waiting func(ctx context.Context, cursor string) (events int64, oldest time.Time, err error)
+	// Peek is the log's Peek: up to limit of the events that wait for the cursor of
+	// the given name, in the order its relay reads them, without opening one.
+	Peek func(ctx context.Context, cursor string, limit int) ([]outbox.Event, error)
 	// CopyCursor is the log's CopyCursor: it creates cursor to at from's position. It
 	// fails with an error that is ErrCursorExists when to exists, and ErrCursorNotFound
 	// when from does not. The suite's test of it is skipped when CopyCursor is nil.
@@ -122,6 +125,7 @@ func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Opti
 	}{
 		{"ReportsToMetrics", testLogReportsToMetrics},
 		{"WaitingCountsWhatTheCursorHasNotPassed", testLogWaiting},
+		{"PeekListsWhatWaits", testLogPeek},
 		{"TargetFaultHoldsOnlyItsType", testLogTargetFault},
 		{"PausedTypeWaitsInTheTable", testLogPausedType},
 		{"ScopedToTypes", testLogScopedToTypes},
@@ -301,6 +305,65 @@ func testLogWaiting(t *testing.T, h LogHarness) {
 	appendNamed(t, h, nil, "d/1")
 	if n, oldest, err := r.Waiting(ctx); err != nil || n != 1 || oldest.Before(later[0].CreatedAt.Truncate(time.Microsecond)) {
 		t.Fatalf("one more appended: %d waiting, oldest %v (%v)", n, oldest, err)
+	}
+}
+
+// Peek lists what Waiting counts: the events the cursor has not passed, in the order
+// its relay reads them (here one shard: commit order), as they were appended and
+// pending, up to a limit; for a name with no cursor, the whole log from its start. It
+// creates no cursor (a copy from the name finds none) and refuses bad input.
+func testLogPeek(t *testing.T, h LogHarness) {
+	ctx := context.Background()
+	peek := func(step, cursor string, limit int, want ...string) {
+		t.Helper()
+		events, err := h.Peek(ctx, cursor, limit)
+		if err != nil {
+			t.Fatalf("%s: peek %q: %v", step, cursor, err)
+		}
+		got := make([]string, len(events))
+		for i, e := range events {
+			got[i] = e.EntityID
+			if e.Status != outbox.StatusPending || e.ID == "" || e.Type != "order.created" || e.CreatedAt.IsZero() {
+				t.Errorf("%s: peek %q: event %+v, want it as appended, pending", step, cursor, e)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("%s: peek %q lists %v, want %v", step, cursor, got, want)
+		}
+	}
+	for _, bad := range []struct {
+		cursor string
+		limit  int
+	}{{"", 10}, {"peek", 0}, {"peek", -1}} {
+		if _, err := h.Peek(ctx, bad.cursor, bad.limit); !errors.Is(err, outbox.ErrInvalid) {
+			t.Errorf("peek %q, limit %d: %v, want outbox.ErrInvalid", bad.cursor, bad.limit, err)
+		}
+	}
+	peek("an empty log", "peek", 10)
+	first := appendNamed(t, h, nil, "a/1", "b/1")
+	appendNamed(t, h, nil, "c/1")
+	peek("three appended", "peek", 10, "a/1", "b/1", "c/1")
+	peek("a limit", "peek", 2, "a/1", "b/1")
+	if n, _, err := h.Waiting(ctx, "peek"); err != nil || n != 3 {
+		t.Fatalf("after the peeks, %d wait (%v), want 3 as before", n, err)
+	}
+	if h.CopyCursor != nil {
+		if err := h.CopyCursor(ctx, "peek", "peek-copy"); !errors.Is(err, h.ErrCursorNotFound) {
+			t.Fatalf("copy the peeked name: %v, want %v: Peek made a cursor", err, h.ErrCursorNotFound)
+		}
+	}
+	r := newLogRelay(t, h, &logReceiver{}, LogRelayConfig{Cursor: "peek"})
+	if st, err := r.Drain(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("drain: %+v, %v", st, err)
+	}
+	peek("all delivered", "peek", 10)
+	appendNamed(t, h, nil, "a/2")
+	peek("one more appended", "peek", 10, "a/2")
+	peek("a name with no cursor", "nobody", 10, "a/1", "b/1", "c/1", "a/2")
+	events, err := h.Peek(ctx, "nobody", 1)
+	if err != nil || len(events) != 1 || events[0].ID != first[0].ID || events[0].OrderingKey != "a" ||
+		events[0].UserID != "user-1" || !events[0].CreatedAt.Equal(first[0].CreatedAt.Truncate(time.Microsecond)) {
+		t.Fatalf("peek 1 for a name with no cursor: %+v (%v); want %+v", events, err, first[0])
 	}
 }
 

@@ -36,7 +36,15 @@ func TestLogConformance(t *testing.T) {
 					return outboxtest.LogStep{Read: st.Read, Delivered: st.Delivered, Failed: st.Failed, Waiting: st.Waiting, Held: st.Held}
 				}), nil
 			},
-			Waiting:    env.log.Waiting,
+			Waiting: env.log.Waiting,
+			Peek: func(ctx context.Context, cursor string, limit int) ([]outbox.Event, error) {
+				events, err := env.log.Peek(ctx, cursor, limit)
+				out := make([]outbox.Event, len(events))
+				for i, e := range events {
+					out[i] = e.Event
+				}
+				return out, err
+			},
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: postgres.ErrLogCursorExists, ErrCursorNotFound: postgres.ErrLogCursorNotFound,
 			Delivered: env.log.Delivered,
 			Retain: func(ctx context.Context) error {

@@ -48,9 +48,12 @@ const loadLogCursor = `SELECT after_seq FROM outbox_log_cursors WHERE name = ?`
 // readLog is the next events after a position, by the primary key: a range of the
 // rowid, read from one committed snapshot.
 const readLog = `
-SELECT seq, id, type, entity_id, user_id, ordering_key, max_attempts, priority,
-    is_new_record, metadata, payload, created_at
+SELECT ` + logEventColumns + `
 FROM outbox_log WHERE seq > ? ORDER BY seq LIMIT ?`
+
+// logEventColumns are the columns scanLogEvents reads.
+const logEventColumns = `seq, id, type, entity_id, user_id, ordering_key, max_attempts, priority,
+    is_new_record, metadata, payload, created_at`
 
 // ackLogCursor moves a cursor from the position its batch was read from to the one
 // after the batch, and only from there: a row that moved meanwhile (another reader of
@@ -213,12 +216,21 @@ func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 	return events, rows.Err()
 }
 
-// logWaiting counts the events past a cursor's stored position (0 for a name with no
-// cursor, where a new one would begin) and finds the oldest one's created_at: a range
-// of the rowid.
+// logPastCursor is the condition on the log's rows that a cursor has not passed: after
+// its stored position, or after 0 for a name with no cursor, where a new one would
+// begin. It is a range of the rowid.
+const logPastCursor = `seq > coalesce((SELECT after_seq FROM outbox_log_cursors WHERE name = ?), 0)`
+
+// logWaiting counts the events past a cursor's stored position and finds the oldest
+// one's created_at.
 const logWaiting = `
-SELECT count(*), min(created_at) FROM outbox_log
-WHERE seq > coalesce((SELECT after_seq FROM outbox_log_cursors WHERE name = ?), 0)`
+SELECT count(*), min(created_at) FROM outbox_log WHERE ` + logPastCursor
+
+// logPeek lists the first events past a cursor's stored position, in the order it
+// reads them (readLog), in one statement, so from one committed snapshot.
+const logPeek = `
+SELECT ` + logEventColumns + `
+FROM outbox_log WHERE ` + logPastCursor + ` ORDER BY seq LIMIT ?`
 
 // Waiting counts the committed events the cursor has not passed, by its stored
 // position (moved by any reader of its name), and returns when the oldest of them was
@@ -244,4 +256,29 @@ func (l *Log) Waiting(ctx context.Context, cursor string) (events int64, oldest 
 		oldest = time.UnixMicro(at.Int64).UTC()
 	}
 	return events, oldest, nil
+}
+
+// Peek lists up to limit (> 0) of the committed events that the cursor of the given
+// name has not passed, in the order its relay reads them (commit order): what Waiting
+// counts, for an operator to see which events wait. It reads the stored position and
+// writes nothing: unlike Cursor, it creates no cursor (one made and never read would
+// hold Trim back for good), and it acknowledges nothing. For a name with no cursor it
+// lists what a relay starting on it would read first: the oldest events the log holds.
+// A listing is a moment's: a relay of the cursor may deliver the events meanwhile.
+func (l *Log) Peek(ctx context.Context, cursor string, limit int) ([]outbox.Event, error) {
+	if cursor == "" {
+		return nil, fmt.Errorf("%w: log peek: cursor name must not be empty", outbox.ErrInvalid)
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: log peek: limit must be positive, got %d", outbox.ErrInvalid, limit)
+	}
+	rows, err := l.db.QueryContext(ctx, logPeek, cursor, limit)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: peek log cursor %q: %w", cursor, err)
+	}
+	events, err := scanLogEvents(rows)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/sqlite: peek log cursor %q: %w", cursor, err)
+	}
+	return events, nil
 }

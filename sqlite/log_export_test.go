@@ -4,6 +4,7 @@ package sqlite
 const (
 	ReadLogQuery = readLog
 	TrimLogQuery = trimLog
+	PeekLogQuery = logPeek
 	// UnfinishedLogKeysQuery is the relay's lookup of a batch's keys in the events table.
 	UnfinishedLogKeysQuery = unfinishedLogKeys
 )

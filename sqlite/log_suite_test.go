@@ -35,6 +35,7 @@ func TestLogConformance(t *testing.T) {
 				}), nil
 			},
 			Waiting:    env.log.Waiting,
+			Peek:       env.log.Peek,
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: sqlite.ErrLogCursorExists, ErrCursorNotFound: sqlite.ErrLogCursorNotFound,
 			Delivered: env.log.Delivered,
 			Retain: func(ctx context.Context) error {

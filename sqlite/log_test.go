@@ -846,6 +846,43 @@ func TestLogTrim(t *testing.T) {
 }
 
 // TestLogStatementsUseThePrimaryKey: the read and the trim are ranges of the rowid.
+// TestLogPeekListsOnlyCommittedEvents: Peek lists the events the cursor has not
+// passed, not those of a transaction still open, and makes no cursor row.
+func TestLogPeekListsOnlyCommittedEvents(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	db, l, _ := newTestLog(t)
+	peek := func(step, cursor string, want ...string) {
+		t.Helper()
+		events, err := l.Peek(ctx, cursor, 10)
+		if got := entities(events); err != nil || !slices.Equal(got, want) {
+			t.Fatalf("%s: peek %q: %v (%v), want %v", step, cursor, got, err, want)
+		}
+	}
+	appendCommitted(t, db, l, logEvents(3, "a")...)
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if err := l.AppendTx(ctx, tx, logEvents(1, "open")...); err != nil {
+		t.Fatal(err)
+	}
+	peek("three committed, one open", "relay", "a-0", "a-1", "a-2")
+	var cursors int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM outbox_log_cursors`).Scan(&cursors); err != nil || cursors != 0 {
+		t.Fatalf("%d cursor rows after a peek (%v), want 0", cursors, err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	c := logCursor(t, l, "relay")
+	if err := c.Ack(ctx, readLog(t, c, 2)); err != nil {
+		t.Fatal(err)
+	}
+	peek("two read, the open one committed", "relay", "a-2", "open-0")
+}
+
 func TestLogStatementsUseThePrimaryKey(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -855,6 +892,7 @@ func TestLogStatementsUseThePrimaryKey(t *testing.T) {
 		args              []any
 	}{
 		{"read", sqlite.ReadLogQuery, "SEARCH outbox_log USING INTEGER PRIMARY KEY (rowid>?)", []any{0, 100}},
+		{"peek", sqlite.PeekLogQuery, "SEARCH outbox_log USING INTEGER PRIMARY KEY (rowid>?)", []any{"relay", 100}},
 		{"trim", sqlite.TrimLogQuery, "SEARCH outbox_log USING INTEGER PRIMARY KEY (rowid<?)", []any{sql.Named("limit", 100)}},
 	} {
 		rows, err := db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q.query, q.args...)

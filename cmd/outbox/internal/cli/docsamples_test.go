@@ -305,6 +305,12 @@ func logBehindScenario(t *testing.T) Env {
 	if _, err := db.Exec(`UPDATE outbox_log SET created_at = ? + (seq - 1) * 1000000`, start.UnixMicro()); err != nil {
 		t.Fatal(err)
 	}
+	// And the IDs the sample shows (ls --layout=log).
+	for seq, id := range []string{sampleID(4), sampleID(5)} {
+		if _, err := db.Exec(`UPDATE outbox_log SET id = ? WHERE seq = ?`, id, seq+1); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// A table event of the last writer on the table, delivered by the table's relay.
 	clock.Advance(17 * time.Minute)
 	ctx := context.Background()

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/postgres"
 )
 
 // The ls command.
@@ -21,10 +22,12 @@ type lsOpts struct {
 	limit             int
 	after             int64
 	json              bool
+	layout            string
+	logCursors        listFlag
 }
 
 var lsCmd = &command{
-	name: "ls", args: "[--status S | --blocked | --stuck] [--type T] [--user ID] [--limit N] [--json]", needsDSN: true,
+	name: "ls", args: "[--status S | --blocked | --stuck] [--type T] [--user ID] [--limit N] [--json] [--layout=log [--log-cursor NAME]]", needsDSN: true,
 	summary: "List events, oldest first.",
 	help: `
 --status is one of pending, processing, completed, failed (retrying or given up) and
@@ -33,11 +36,26 @@ key (see 'outbox discard'); --stuck those held under an expired lease (their rel
 gone). Page with --after SEQ (the last SEQ shown). The JSON of each event has a given_up
 field.
 
+--layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') lists what
+waits on the event log instead of the events table: the committed events the log
+relays of a cursor have not passed, in the order they read them, up to --limit, with
+the events table's columns and JSON (status pending). That is for the relays' default
+cursor (relay); --log-cursor NAME lists another's, of every type it has not passed (a
+relay scoped by --type passes the others by once it reads them). A name no relay has
+run with lists what one would read first: the oldest events the log holds. Listing
+creates no cursor and moves none. On a PostgreSQL log of several shards, each shard's
+events come in its own order, the shards interleaved by creation time. The log has no
+users, leases, retries or given-up events, and is not read by SEQ or by type: --user,
+--stuck, --blocked, --status other than pending, --after and --type are refused with
+it.
+
 Examples:
   outbox ls --status given-up
   outbox ls --blocked
   outbox ls --type order.created --user 7f3c… --limit 20
-  outbox ls --status failed --json | jq -r '.[].id'`,
+  outbox ls --status failed --json | jq -r '.[].id'
+  outbox ls --layout=log --limit 20
+  outbox ls --layout=log --log-cursor invoices --json | jq -r '.[].type'`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &lsOpts{}
 		fs.StringVar(&o.status, "status", "", "only events in this status: pending, processing, completed, failed, given-up")
@@ -48,6 +66,8 @@ Examples:
 		fs.IntVar(&o.limit, "limit", 50, "at most this many events")
 		fs.Int64Var(&o.after, "after", 0, "only events after this SEQ (for paging)")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
+		layoutFlag(fs, &o.layout)
+		fs.Var(&o.logCursors, "log-cursor", "with --layout=log, list what waits for the log relays of this cursor (default "+postgres.DefaultLogRelayCursor+", the relay's default)")
 		return o
 	},
 	run: func(ctx context.Context, env *Env, c *call) error {
@@ -65,7 +85,30 @@ Examples:
 		if o.limit <= 0 {
 			return usagef("--limit must be positive, got %d", o.limit)
 		}
-		if _, err := parseDSN(c.dsn); err != nil {
+		cursors, err := checkLogCursors(o.layout, o.logCursors)
+		if err != nil {
+			return err
+		}
+		if o.layout == layoutLog {
+			if err := lsOnLogRefuses(o, c); err != nil {
+				return err
+			}
+			if len(cursors) > 1 {
+				return usagef("--log-cursor is given %d times: ls lists what waits for one cursor", len(cursors))
+			}
+			return withStoreAndLog(ctx, c, o.layout, func(_ outbox.Store, l *eventLog) error {
+				events, err := l.peek(ctx, cursors[0], o.limit)
+				if err != nil {
+					return err
+				}
+				return printEvents(env, events, o.json, "nothing waits on the log for cursor "+cursors[0])
+			})
+		}
+		d, err := parseDSN(c.dsn)
+		if err != nil {
+			return err
+		}
+		if err := checkLayout(o.layout, d); err != nil {
 			return err
 		}
 		return withStore(ctx, c, func(s outbox.Store) error {
@@ -76,6 +119,34 @@ Examples:
 			return printEvents(env, events, o.json, "no events match")
 		})
 	},
+}
+
+// lsOnLogRefuses refuses the filters of ls that the event log cannot answer, saying
+// why: everything on it is pending, for every user, and read in its cursor's order.
+func lsOnLogRefuses(o *lsOpts, c *call) error {
+	if err := logPerUser(o.layout, o.user); err != nil {
+		return err
+	}
+	const table = " (leave out --layout=log to list the events table)"
+	switch {
+	case o.status != "" && o.status != string(outbox.StatusPending):
+		return usagef("--status %s with --layout=log: what waits on the log is pending; a log relay moves the events "+
+			"whose delivery failed to the events table%s", o.status, table)
+	case o.stuck:
+		return usagef("--stuck with --layout=log: the log holds no leases; an event in flight from it stays on the log "+
+			"until its relay's cursor passes it%s", table)
+	case o.blocked:
+		return usagef("--blocked with --layout=log: the events blocked behind a given-up event are in the events "+
+			"table, where a log relay moves the later events of its key%s", table)
+	case c.set["after"]:
+		return usagef("--after with --layout=log: the log is listed in the order its cursor reads it, not by SEQ; " +
+			"raise --limit to see further")
+	case o.typ != "":
+		return usagef("--type with --layout=log: the log is listed in the order its cursor reads it, every type, and " +
+			"the first --limit events filtered by type would hide what waits ahead of them; filter the JSON " +
+			"(--json | jq) instead")
+	}
+	return nil
 }
 
 func statusFilter(status string, f *outbox.Filter) error {

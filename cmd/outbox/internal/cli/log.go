@@ -329,6 +329,23 @@ func (l *eventLog) waiting(ctx context.Context, cursor string) (n int64, oldest 
 	return l.pg.Waiting(ctx, cursor)
 }
 
+// peek lists up to limit of the events that wait on the log for the relays of one
+// cursor, in the order they read them (Log.Peek), creating no cursor.
+func (l *eventLog) peek(ctx context.Context, cursor string, limit int) ([]outbox.Event, error) {
+	if l.lite != nil {
+		return l.lite.Peek(ctx, cursor, limit)
+	}
+	events, err := l.pg.Peek(ctx, cursor, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]outbox.Event, len(events))
+	for i, e := range events {
+		out[i] = e.Event
+	}
+	return out, nil
+}
+
 // waitingSum is what waits for the cursors together, for the dashboard's one
 // LogWaiting: their counts summed, and the oldest of their oldest.
 func (l *eventLog) waitingSum(ctx context.Context, cursors []string) (n int64, oldest time.Time, err error) {

@@ -551,3 +551,126 @@ func TestLogHealthCountsTheLogsDeliveries(t *testing.T) {
 		}
 	})
 }
+
+// ls --layout=log lists what waits on the log for a cursor, in its read order, with
+// the events table's columns and JSON (pending), up to --limit, creating no cursor;
+// nothing once relay --layout=log has delivered it; and refuses the filters the log
+// cannot answer, and MySQL.
+func TestLsListsWhatWaitsOnTheLog(t *testing.T) {
+	t.Parallel()
+	if r := runEnv(t, Env{}, "ls", "--dsn", "mysql://app@127.0.0.1:1/app", "--layout=log"); r.code != ExitUsage ||
+		!strings.Contains(r.stderr, "MySQL and MariaDB keep the table layout") || strings.Count(r.stderr, "\n") != 1 {
+		t.Errorf("ls --layout=log on MySQL: want exit 2, once, got %v", r)
+	}
+	none := "sqlite:" + t.TempDir() + "/none.db"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--status", "failed"}, "--status failed with --layout=log: what waits on the log is pending"},
+		{[]string{"--status", "given-up"}, "--status given-up with --layout=log"},
+		{[]string{"--stuck"}, "--stuck with --layout=log: the log holds no leases"},
+		{[]string{"--blocked"}, "--blocked with --layout=log: the events blocked behind a given-up event are in the events table"},
+		{[]string{"--after", "5"}, "--after with --layout=log: the log is listed in the order its cursor reads it"},
+		{[]string{"--type", "order.created"}, "--type with --layout=log: the log is listed in the order its cursor reads it"},
+		{[]string{"--user", "u"}, "--user with --layout=log: the event log is not kept by user"},
+		{[]string{"--log-cursor", "a", "--log-cursor", "b"}, "--log-cursor is given 2 times: ls lists what waits for one cursor"},
+		{[]string{"--log-cursor", ""}, "--log-cursor: a cursor's name must not be empty"},
+		{[]string{"--limit", "0"}, "--limit must be positive"},
+	} {
+		args := append([]string{"ls", "--dsn", none, "--layout=log"}, tc.args...)
+		if r := runEnv(t, Env{}, args...); r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
+			t.Errorf("ls --layout=log %v: want exit 2 saying %q, got %v", tc.args, tc.want, r)
+		}
+	}
+	if r := runEnv(t, Env{}, "ls", "--dsn", none, "--log-cursor", "relay"); r.code != ExitUsage || !strings.Contains(r.stderr, "--log-cursor is for --layout=log") {
+		t.Errorf("ls --log-cursor without --layout=log: want exit 2, got %v", r)
+	}
+	if r := runEnv(t, Env{}, "ls", "--dsn", none, "--layout=logs"); r.code != ExitUsage || !strings.Contains(r.stderr, `--layout "logs": want table or log`) {
+		t.Errorf("ls --layout=logs: want exit 2, got %v", r)
+	}
+
+	type lsJSON struct {
+		ID       string        `json:"id"`
+		Type     string        `json:"type"`
+		EntityID string        `json:"entity_id"`
+		Key      string        `json:"ordering_key"`
+		Status   outbox.Status `json:"status"`
+		GivenUp  *bool         `json:"given_up"`
+	}
+	lsLog := func(t *testing.T, args ...string) []lsJSON {
+		t.Helper()
+		r := runEnv(t, Env{}, append([]string{"ls", "--layout=log", "--json"}, args...)...)
+		var out []lsJSON
+		if err := json.Unmarshal([]byte(r.stdout), &out); err != nil || r.code != 0 || out == nil {
+			t.Fatalf("ls --layout=log --json %v: want a JSON list (%v), got %v", args, err, r)
+		}
+		return out
+	}
+	eachBackend(t, func(t *testing.T, b backend) {
+		migrated(t, b)
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log"); r.code != ExitFailure || !strings.Contains(r.stderr, "run 'outbox migrate --layout=log'") {
+			t.Errorf("ls --layout=log before the log is migrated: want exit 1 naming the command, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log"); r.code != 0 || r.stdout != "nothing waits on the log for cursor relay\n" {
+			t.Errorf("ls --layout=log on an empty log: got %v", r)
+		}
+		r := runEnv(t, Env{Stdin: strings.NewReader(`{"type":"order.created","entity_id":"o-1","ordering_key":"o-1"}
+{"type":"order.paid","entity_id":"o-1","ordering_key":"o-1"}
+{"type":"invoice.sent","entity_id":"i-1"}
+`)}, "enqueue", "--dsn", b.dsn, "--layout=log", "--jsonl")
+		appended := ids(r)
+		if r.code != 0 || len(appended) != 3 {
+			t.Fatalf("enqueue --layout=log: want three IDs, got %v", r)
+		}
+		got := lsLog(t, "--dsn", b.dsn)
+		if len(got) != 3 {
+			t.Fatalf("ls --layout=log --json: %+v, want the 3 appended", got)
+		}
+		for i, e := range got {
+			if e.ID != appended[i] || e.Status != outbox.StatusPending || e.GivenUp == nil || *e.GivenUp {
+				t.Errorf("ls --layout=log --json, event %d: %+v, want %s, pending, given_up false", i, e, appended[i])
+			}
+		}
+		if got[0].Type != "order.created" || got[1].Type != "order.paid" || got[0].Key != "o-1" || got[2].EntityID != "i-1" {
+			t.Errorf("ls --layout=log --json: %+v, want the events as appended", got)
+		}
+		if got := lsLog(t, "--dsn", b.dsn, "--limit", "2"); len(got) != 2 || got[1].ID != appended[1] {
+			t.Errorf("ls --layout=log --limit 2: %+v, want the first 2", got)
+		}
+		if got := lsLog(t, "--dsn", b.dsn, "--log-cursor", "invoices", "--status", "pending"); len(got) != 3 {
+			t.Errorf("ls --layout=log --log-cursor invoices (no relay has run with it): %+v, want the whole log", got)
+		}
+		r = runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log")
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "SEQ ") || strings.Count(r.stdout, " pending ") != 3 {
+			t.Errorf("ls --layout=log: want the events table's columns, 3 pending, got %v", r)
+		}
+		for _, id := range appended {
+			if !strings.Contains(r.stdout, id) {
+				t.Errorf("ls --layout=log does not list %s: %v", id, r)
+			}
+		}
+
+		sink := newAcceptAll(t)
+		if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--sink", sink.srv.URL, "--once"); r.code != 0 {
+			t.Fatalf("relay --layout=log --once: %v", r)
+		}
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log"); r.code != 0 || r.stdout != "nothing waits on the log for cursor relay\n" {
+			t.Errorf("ls --layout=log after the relay: want nothing, got %v", r)
+		}
+		if got := lsLog(t, "--dsn", b.dsn); len(got) != 0 {
+			t.Errorf("ls --layout=log --json after the relay: %+v, want []", got)
+		}
+		if b.name == "sqlite" {
+			// --once trimmed the log up to the relay's cursor, all but the row at it: had
+			// a listing made the cursor invoices, at the start, it would have held all
+			// three.
+			if got := lsLog(t, "--dsn", b.dsn, "--log-cursor", "invoices"); len(got) != 1 || got[0].ID != appended[2] {
+				t.Errorf("ls --layout=log --log-cursor invoices after the trim: %+v, want the last row only (the listings made no cursor)", got)
+			}
+		}
+	})
+}
