@@ -7,8 +7,9 @@ package postgres
 //
 //   - In-process: Log.Transact, or Log.Committed after a transaction of the caller's
 //     own, wakes the relays of this process that read the log, through a hub (as
-//     Store.Transact wakes the Store's processors); so does the commit watch
-//     (log_commitwatch.go) when an appender of this process does neither.
+//     Store.Transact wakes the Store's processors). An append of this process that
+//     does neither makes the relays' head polls faster for a moment (the append
+//     hint, log_appendhint.go).
 //   - Across processes: the relay's head poll (logHead), a statement of one round trip
 //     outside any transaction, every HeadPollInterval while the relay is idle.
 
@@ -235,12 +236,12 @@ func (l *Log) wakeups() *hub.Hub {
 // Committed wakes this process's LogRelays of l (those built on l) that are waiting
 // for events, so that they read the log at once instead of at their next poll. Call
 // it after a transaction that appended to l with AppendTx has committed, when that
-// transaction is not Transact's: the relays then need not wait for the commit watch,
-// which asks the server whether the transaction ended every quarter of a millisecond
-// (only while a relay of l in this process waits, and for 20 ms after the append at
-// most). It is a hint only: a relay woken when nothing was committed reads nothing;
-// one not woken finds the events at its next head poll or PollInterval. It never
-// blocks, and it sends nothing to the database.
+// transaction is not Transact's: the relays then need not find the commit by their
+// head polls (faster for 20 ms after an append of this process, see
+// log_appendhint.go, but still a round trip or two later). It is a hint only: a
+// relay woken when nothing was committed reads nothing; one not woken finds the
+// events at its next head poll or PollInterval. It never blocks, and it sends nothing
+// to the database.
 func (l *Log) Committed() {
 	l.wakeups().Wake(nil, true)
 }
