@@ -250,6 +250,14 @@ func TestLogAppendTxReadsBackWhatWasWritten(t *testing.T) {
 	if err := l.AppendTx(ctx, tx, bad...); !errors.Is(err, outbox.ErrInvalid) {
 		t.Fatalf("AppendTx of an event without a type: %v, want ErrInvalid", err)
 	}
+	// So does a batch in which two events share an ID.
+	twins := []*outbox.Event{outbox.NewEvent("order.paid", "order-3", "user-1"), outbox.NewEvent("order.paid", "order-3", "user-1")}
+	twins[0].ID = "0190a0a0-0000-7000-8000-000000000001"
+	twins[1].ID = twins[0].ID
+	var fe *outbox.FieldError
+	if err := l.AppendTx(ctx, tx, twins...); !errors.As(err, &fe) || fe.Field != "ID" {
+		t.Fatalf("AppendTx of a batch with one ID twice: %v, want a FieldError on ID", err)
+	}
 	commitTx(t, tx)
 	if one.Seq != 0 || batch[0].Seq != 0 {
 		t.Errorf("AppendTx filled Seq (%d, %d): the log does not ask for it back", one.Seq, batch[0].Seq)
