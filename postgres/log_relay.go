@@ -968,9 +968,10 @@ type logMove struct {
 }
 
 // commit writes the moves, the cursor's new position and the count of the step's
-// deliveries (st.Delivered; see Log.Delivered), and commits, in one round trip. A cursor moved meanwhile by another reader of its name (a LogCursor used
-// outside a relay: the lock keeps relays apart) aborts the transaction before the
-// COMMIT, so that nothing is moved either.
+// deliveries (st.Delivered; see Log.Delivered), and commits, in one round trip. A
+// cursor moved meanwhile by another reader of its name (a LogCursor used outside a
+// relay: the lock keeps relays apart) aborts the transaction before the COMMIT, so
+// that nothing is moved either.
 func (r *LogRelay) commit(ctx context.Context, conn *pgxpool.Conn, cursor *LogCursor, batch *LogBatch, moves []logMove, st *LogRelayStep) error {
 	b := &pgx.Batch{}
 	if len(moves) > 0 {
@@ -1141,13 +1142,13 @@ func (r *LogRelay) retain(ctx context.Context) {
 // pass found work. When a pass found nothing (each shard idle, or held by another relay,
 // which goes on with it), it passes again as soon as a head poll finds events in some
 // shard (then over those shards only), an appender of this process says it committed
-// (Log.Transact, Log.Committed), or a PollInterval has passed; its head polls are
-// faster for a moment after an append of its process (log_appendhint.go) (then over the shards
-// that one statement finds events past this relay's positions in); see log_wake.go. It
-// waits RetryIn after a held batch, and backs off (up to a PollInterval) while the
-// database fails. Every RetainInterval it calls Log.Retain, beside its passes. Stop
-// makes it return nil after the pass in flight. A second Run of the relay while one
-// goes fails with an error.
+// (Log.Transact, Log.Committed), or a PollInterval has passed (then over the shards
+// that one statement finds events past this relay's positions in); see log_wake.go.
+// Its head polls are faster for a moment after an append of its process
+// (log_appendhint.go). It waits RetryIn after a held batch, and backs off (up to a
+// PollInterval) while the database fails. Every RetainInterval it calls Log.Retain,
+// beside its passes. Stop makes it return nil after the pass in flight. A second Run
+// of the relay while one goes fails with an error.
 func (r *LogRelay) Run(ctx context.Context) error {
 	ctx, stopping, finish, err := r.runs.Start(ctx)
 	if err != nil {
