@@ -31,6 +31,10 @@ type logSystem struct {
 // default (postgres.DefaultLogRelayCursor).
 const logLimitCursor = "limit"
 
+// afterMigrateLog, when not empty, is SQL run on the log's schema after migrating
+// (-after-migrate-log), as afterMigrate is on ours.
+var afterMigrateLog string
+
 // logPreloadChunk is how many events one transaction of the untimed backlog appends,
 // as ours writes its backlog 1,000 at a time.
 const logPreloadChunk = 1000
@@ -74,6 +78,11 @@ func (s *logSystem) setup(ctx context.Context) error {
 	logCfg := postgres.LogConfig{Schema: s.schema}
 	if _, err := postgres.MigrateLog(ctx, s.pool, logCfg); err != nil {
 		return fmt.Errorf("migrate the log: %w", err)
+	}
+	if afterMigrateLog != "" {
+		if _, err := s.pool.Exec(ctx, afterMigrateLog); err != nil {
+			return fmt.Errorf("-after-migrate-log: %w", err)
+		}
 	}
 	var err error
 	if s.log, err = postgres.NewLog(ctx, s.pool, logCfg); err != nil {

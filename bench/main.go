@@ -77,6 +77,7 @@ func main() {
 	flag.BoolVar(&o.explain, "explain", false, "instead of measuring, print EXPLAIN (ANALYZE, BUFFERS, WAL) of the store's claim and settle statements on a -drain-events backlog")
 	flag.IntVar(&fillFactor, "fillfactor", 0, "set this fillfactor (10–100) on our outbox tables after migrating; 0 leaves PostgreSQL's default (100)")
 	flag.StringVar(&afterMigrate, "after-migrate", "", "SQL run on our outbox schemas after migrating (for example DROP INDEX outbox_events_completed_by_user), to measure what an index or constraint costs")
+	flag.StringVar(&afterMigrateLog, "after-migrate-log", "", "SQL run on the log layout's schemas (log, log-tx) after migrating, to measure what a part of the log's shape costs")
 	flag.StringVar(&planCacheMode, "plan-cache-mode", "", "PostgreSQL plan_cache_mode for every connection (auto, force_generic_plan, force_custom_plan); empty leaves the server's")
 	flag.Parse()
 	if fillFactor != 0 && (fillFactor < 10 || fillFactor > 100) {
