@@ -77,10 +77,8 @@ func TestLogPeekListsWhatTheCursorHasNotPassed(t *testing.T) {
 func TestLogPeekMergesTheShards(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := sharedPool(t)
-	schema := freshSchema(t, pool)
-	env := logRelayEnv{pool: pool, store: newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true}),
-		log: newShardedLogIn(t, pool, schema, 4)}
+	env := newShardedRelayEnv(t, 8, 4)
+	pool := env.pool
 	names := []string{"a/1", "b/1", "c/1", "d/1", "e/1", "f/1", "g/1", "h/1", "a/2", "b/2"}
 	shards := map[int]bool{}
 	for _, name := range names {

@@ -54,10 +54,8 @@ func TestLogWaitingCountsWhatTheCursorHasNotPassed(t *testing.T) {
 func TestLogRelayWaitingSumsTheShards(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
-	pool := sharedPool(t)
-	schema := freshSchema(t, pool)
-	env := logRelayEnv{pool: pool, store: newStore(t, pool, postgres.Config{Schema: schema, DisableListen: true}),
-		log: newShardedLogIn(t, pool, schema, 4)}
+	env := newShardedRelayEnv(t, 8, 4)
+	pool := env.pool
 	r := env.relay(t, &logReceiver{}, postgres.LogRelayConfig{})
 	events := appendKeyed(t, env.log, pool, "a/1", "b/1", "c/1", "d/1", "e/1", "f/1", "g/1", "h/1")
 	shards := map[int]bool{}
