@@ -351,14 +351,22 @@ func (l *Log) DropCursor(ctx context.Context, name string) error {
 	if n == 1 {
 		return nil
 	}
-	var exists bool
-	if err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`, name).Scan(&exists); err != nil {
+	exists, err := l.cursorExists(ctx, name)
+	if err != nil {
 		return fmt.Errorf("outbox/sqlite: drop log cursor %q: %w", name, err)
 	}
 	if exists {
 		return fmt.Errorf("%w: %q", ErrLogCursorBusy, name)
 	}
 	return fmt.Errorf("%w: %q", ErrLogCursorNotFound, name)
+}
+
+// cursorExists tells whether the log has a cursor of the name: what DropCursor and
+// CopyCursor ask when their statement changed no row, to say why.
+func (l *Log) cursorExists(ctx context.Context, name string) (bool, error) {
+	var exists bool
+	err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`, name).Scan(&exists)
+	return exists, err
 }
 
 // ErrLogCursorExists is returned by CopyCursor when the log already has a cursor of
@@ -396,8 +404,8 @@ func (l *Log) CopyCursor(ctx context.Context, from, to string) error {
 	if n == 1 {
 		return nil
 	}
-	var exists bool
-	if err := l.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM outbox_log_cursors WHERE name = ?)`, to).Scan(&exists); err != nil {
+	exists, err := l.cursorExists(ctx, to)
+	if err != nil {
 		return fmt.Errorf("outbox/sqlite: copy log cursor %q to %q: %w", from, to, err)
 	}
 	if exists {
