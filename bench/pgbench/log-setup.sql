@@ -1,5 +1,6 @@
--- Tables for log.sh: the plain two-row transaction's tables, and the log layout's row four
--- ways, to price what the log's shape adds to a row. Everything is in bench_pgbench_log,
+-- Tables for log.sh and log-insert.sh: the plain two-row transaction's tables, the log
+-- layout's row in several shapes, and Watermill's row, to price what the log's shape adds to
+-- a row. Everything is in bench_pgbench_log,
 -- which log.sh drops when done.
 DROP SCHEMA IF EXISTS bench_pgbench_log CASCADE;
 CREATE SCHEMA bench_pgbench_log;
@@ -32,3 +33,18 @@ END LOOP; END $$;
 -- seqonly: the same columns without the xid column, keyed by seq alone
 CREATE TABLE seqonly (LIKE log INCLUDING DEFAULTS INCLUDING IDENTITY);
 ALTER TABLE seqonly DROP COLUMN xid, ADD PRIMARY KEY (seq);
+-- ringdirect (log_ringdirect.sql): the ringcol ring written one partition at a time, by name,
+-- so no row is routed through the parent. A partition does not inherit the parent's identity
+-- (PostgreSQL 15), so its seq takes the parent's sequence by a default of its own, and its ring_pos is
+-- its own lower bound.
+DO $$ BEGIN FOR i IN 0..15 LOOP
+  EXECUTE format('ALTER TABLE ringcol_p%s ALTER COLUMN seq SET DEFAULT nextval(%L), ALTER COLUMN ring_pos SET DEFAULT %s',
+                 i, pg_get_serial_sequence('ringcol', 'seq'), i * 65536);
+END LOOP; END $$;
+-- wm (log_wm.sql): Watermill's PostgreSQL schema adapter's table, its insert as the adapter writes it
+CREATE TABLE wm ("offset" bigserial, uuid varchar(36) NOT NULL,
+    created_at timestamp NOT NULL DEFAULT CURRENT_TIMESTAMP, payload json DEFAULT NULL,
+    metadata json DEFAULT NULL, transaction_id xid8 NOT NULL, PRIMARY KEY (transaction_id, "offset"));
+-- logpos: the flat log with the ring's ring_pos column and its default, and no partitions, to
+-- tell what the column costs from what the partitions cost
+CREATE TABLE logpos (LIKE ringcol INCLUDING DEFAULTS INCLUDING IDENTITY, PRIMARY KEY (xid, seq));
