@@ -50,7 +50,11 @@ import (
 //
 // idle: a relay with nothing to deliver, for OUTBOX_LOG_IDLE_SECONDS (5 by default) per
 // variant and round: head polls every 1, 2 or 5 ms (head=1ms is the default), or none
-// (off: a step every PollInterval). It reports per variant the round trips a second,
+// (off: a step every PollInterval); head=1ms-steady keeps polling every 1 ms, as a
+// relay does while events came within the last second (HeadPollMaxInterval 1 ms).
+// OUTBOX_LOG_IDLE_OTHER_COMMITS=N has another pool commit N transactions a second to
+// a table of its own meanwhile, as the other work of a busy server does: each of them
+// changes the snapshot, so the head poll looks in the log after it. It reports per variant the round trips a second,
 // the server CPU of the relay's sessions (from /proc, when the server runs on this
 // machine) per second and per round trip, and the cluster's WAL per second, which
 // other sessions of the server also write: an idle relay's own share is nothing (see
@@ -372,7 +376,13 @@ func benchLogRelayIdle(b *testing.B) {
 		{name: "head=1ms", cfg: postgres.LogRelayConfig{HeadPollInterval: time.Millisecond}},
 		{name: "head=2ms", cfg: postgres.LogRelayConfig{HeadPollInterval: 2 * time.Millisecond}},
 		{name: "head=5ms", cfg: postgres.LogRelayConfig{HeadPollInterval: 5 * time.Millisecond}},
+		{name: "head=1ms-steady", cfg: postgres.LogRelayConfig{HeadPollInterval: time.Millisecond, HeadPollMaxInterval: time.Millisecond}},
 		{name: "off", cfg: postgres.LogRelayConfig{HeadPollInterval: -1}},
+	}
+	if perSec, err := strconv.Atoi(os.Getenv("OUTBOX_LOG_IDLE_OTHER_COMMITS")); err == nil && perSec > 0 {
+		b.Logf("another pool commits %d transactions a second to a table outside the log", perSec)
+		stop := otherCommits(b, schema, perSec)
+		defer stop()
 	}
 	for _, v := range variants {
 		v.pool, v.trips, v.app = tracedPool(b, 2)
@@ -435,6 +445,37 @@ func benchLogRelayIdle(b *testing.B) {
 		b.ReportMetric(logBenchMedian(v.client), v.name+"-process-CPU-ms/s")
 		b.ReportMetric(logBenchMedian(v.wal), v.name+"-cluster-WAL-B/s")
 	}
+}
+
+// otherCommits commits perSec single-row transactions a second, from a pool of its
+// own, to a table in schema outside the log, until stop is called: the rest of a busy
+// server's work, which the relay's head poll sees as a changed snapshot.
+func otherCommits(b *testing.B, schema string, perSec int) (stop func()) {
+	b.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	pool := newPool(b, 2, "")
+	table := pgx.Identifier{schema, "other_work"}.Sanitize()
+	if _, err := pool.Exec(ctx, `CREATE TABLE `+table+` (n bigint)`); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / time.Duration(perSec))
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if _, err := pool.Exec(ctx, `INSERT INTO `+table+` VALUES ($1)`, n); err != nil && ctx.Err() == nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
 }
 
 // backendCPU returns the CPU time used so far by each server session of the given
