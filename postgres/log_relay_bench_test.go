@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -135,6 +136,7 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 		})
 	}
 	b.Run("shards", benchmarkLogRelayDrainShards)
+	b.Run("slow-sink", benchmarkLogRelayDrainSlowSink)
 }
 
 // benchmarkLogRelayDrainShards drains keyed events (keys=entity) through relays on logs
@@ -206,6 +208,169 @@ func benchmarkLogRelayDrainShards(b *testing.B) {
 			fill(round)
 		}
 	})
+}
+
+// slowSink is a destination that takes a fixed latency per event and, when conns is
+// not nil, takes calls through one connection per process: a call waits for the
+// connection, holds it for the latency, and gives it back. That is a remote API without
+// a batch endpoint reached through one connection, where what one relay's process can
+// send is the limit. It is a Handler only, not a
+// BatchHandler: a BatchHandler would get one event of every key in one call, and the
+// events here are each a key of their own. The latency is a timer, so the sink costs
+// no CPU while it waits.
+type slowSink struct {
+	latency time.Duration
+	conns   chan struct{} // nil: calls overlap, as many as the relay makes at once
+	busy    atomic.Int64  // nanoseconds spent in calls, summed over overlapping ones
+}
+
+func newSlowSink(latency time.Duration, serialized bool) *slowSink {
+	s := &slowSink{latency: latency}
+	if serialized {
+		s.conns = make(chan struct{}, 1)
+	}
+	return s
+}
+
+func (s *slowSink) Handle(ctx context.Context, _ outbox.Event) error {
+	if s.conns != nil {
+		select {
+		case s.conns <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-s.conns }()
+	}
+	start := time.Now()
+	t := time.NewTimer(s.latency)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	s.busy.Add(int64(time.Since(start)))
+	return nil
+}
+
+// benchmarkLogRelayDrainSlowSink is benchmarkLogRelayDrainShards with a destination
+// that bounds each relay instead of the database: each relay (a process, with a pool
+// of its own) delivers through a slowSink of its own, one call at a time, 1 ms each, so
+// one relay delivers at most about 1,000 events/s however many keys (MaxConcurrent) or
+// shards (Concurrency) it has in flight: they all queue for its one connection. Only
+// more relays add connections, and relays can only deliver at once from different
+// shards. Each variant drains 2,000 keyed events per round, 100 a step (a step holds
+// its shard for the batch's deliveries, so small batches let relays share shards
+// evenly). sN-rM is N shards drained by M relays; s16-r1-c4 is one relay stepping four
+// shards at once; s1-r1-open is one relay whose sink takes overlapping calls, so that
+// MaxConcurrent (1,000, above a step's 100 keys) overlaps a step's calls and the steps'
+// database work is the limit again. in-flight is the mean number of calls the sinks
+// had going (at most M for sN-rM), sink-ms/call a call's latency as the sink measured
+// it (the timer's overshoot included).
+func benchmarkLogRelayDrainSlowSink(b *testing.B) {
+	const (
+		perRound, batch = 2000, 100
+		latency         = time.Millisecond
+	)
+	ctx := context.Background()
+	pool := newPool(b, 4, "")
+	type variant struct {
+		name                       string
+		shards, relays, concurrent int
+		open                       bool
+	}
+	var (
+		variants []*logBenchVariant
+		fills    []func(round int)
+		report   []func()
+	)
+	for _, v := range []variant{
+		{"s1-r1", 1, 1, 1, false}, {"s4-r1", 4, 1, 1, false}, {"s16-r1-c4", 16, 1, 4, false},
+		{"s1-r4", 1, 4, 1, false}, {"s4-r2", 4, 2, 1, false}, {"s4-r4", 4, 4, 1, false}, {"s16-r4", 16, 4, 1, false},
+		{"s1-r1-open", 1, 1, 1, true},
+	} {
+		schema := freshSchema(b, pool)
+		s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
+		l := newShardedLogIn(b, pool, schema, v.shards)
+		relays := make([]*postgres.LogRelay, v.relays)
+		sinks := make([]*slowSink, v.relays)
+		for i := range relays {
+			own := newPool(b, int32(v.concurrent+1), "")
+			ol, err := postgres.NewLog(ctx, own, l.Config())
+			if err != nil {
+				b.Fatal(err)
+			}
+			sinks[i] = newSlowSink(latency, !v.open)
+			if relays[i], err = postgres.NewLogRelay(ctx, ol, s, sinks[i], postgres.LogRelayConfig{BatchSize: batch, MaxConcurrent: 1000,
+				Concurrency: v.concurrent, Logger: outboxtest.Discard}); err != nil {
+				b.Fatal(err)
+			}
+			// A drain of the empty log opens the relay's connections and prepares its
+			// statements, which the first round would otherwise pay: a few relays' worth
+			// is a visible part of a round that takes under a second.
+			if _, err := relays[i].Drain(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		var inFlight, perCall []float64
+		variants = append(variants, &logBenchVariant{name: v.name, run: func(n int) {
+			var (
+				wg        sync.WaitGroup
+				delivered atomic.Int64
+				busy0     int64
+			)
+			for _, sk := range sinks {
+				busy0 += sk.busy.Load()
+			}
+			started := time.Now()
+			for _, r := range relays {
+				wg.Go(func() {
+					st, err := r.Drain(ctx)
+					if err != nil {
+						b.Error(err)
+					}
+					delivered.Add(int64(st.Delivered))
+				})
+			}
+			wg.Wait()
+			took := time.Since(started)
+			if got := delivered.Load(); got != int64(n) {
+				b.Fatalf("%s delivered %d events, want %d", v.name, got, n)
+			}
+			var busy int64
+			for _, sk := range sinks {
+				busy += sk.busy.Load()
+			}
+			busy -= busy0
+			inFlight = append(inFlight, float64(busy)/float64(took))
+			perCall = append(perCall, float64(busy)/float64(n)/float64(time.Millisecond))
+		}})
+		fills = append(fills, func(round int) {
+			fillKeyed(b, pool, perRound, fmt.Sprintf("%s-r%d", v.name, round), true, func(tx pgx.Tx, events []*outbox.Event) error {
+				return l.AppendTx(ctx, tx, events...)
+			})
+			if _, err := pool.Exec(ctx, `VACUUM ANALYZE `+pgx.Identifier{schema, "outbox_log"}.Sanitize()); err != nil {
+				b.Fatal(err)
+			}
+		})
+		report = append(report, func() {
+			b.ReportMetric(logBenchMedian(inFlight), v.name+"-in-flight")
+			b.ReportMetric(logBenchMedian(perCall), v.name+"-sink-ms/call")
+			b.Logf("%s: calls in flight %v, sink ms/call %v", v.name, logBenchRounded(inFlight), logBenchRounded(perCall))
+		})
+	}
+	b.Logf("%d events per variant and round, %d a step, sink latency %s, load average %s", perRound, batch, latency, loadAverage())
+	round := 0
+	runLogBenchRounds(b, pool, "event", perRound, variants, func() {
+		round++
+		for _, fill := range fills {
+			fill(round)
+		}
+	})
+	for _, r := range report {
+		r()
+	}
+	b.Logf("load average at the end %s", loadAverage())
 }
 
 // fillKeyed writes n events in transactions of 1,000 through write, each with its
