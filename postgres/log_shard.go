@@ -30,8 +30,10 @@ import (
 const (
 	// DefaultLogShards is LogConfig.Shards' default: one shard, delivered by one relay
 	// at a time. On two cores, 4 and 16 shards drained at 0.7-0.95x of one, with one
-	// relay or two (docs/log-layout.md "Shards"); shards pay where relays run on
-	// several machines, and the count cannot change once the log is made.
+	// relay or two (docs/log-layout.md "Shards"); shards pay where one relay's process
+	// is the limit (a sink of 1 ms a call, one call at a time per process: four relays
+	// on 4 shards drained at 3.4-3.6x one) or relays run on several machines, and the
+	// count cannot change once the log is made.
 	DefaultLogShards = 1
 
 	maxLogShards = 256
