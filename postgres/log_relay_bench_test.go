@@ -174,23 +174,7 @@ func benchmarkLogRelayDrainShards(b *testing.B) {
 			}
 		}
 		variants = append(variants, &logBenchVariant{name: v.name, run: func(n int) {
-			var (
-				wg        sync.WaitGroup
-				delivered atomic.Int64
-			)
-			for _, r := range relays {
-				wg.Go(func() {
-					st, err := r.Drain(ctx)
-					if err != nil {
-						b.Error(err)
-					}
-					delivered.Add(int64(st.Delivered))
-				})
-			}
-			wg.Wait()
-			if got := delivered.Load(); got != int64(n) {
-				b.Fatalf("%s delivered %d events, want %d", v.name, got, n)
-			}
+			drainAll(b, relays, v.name, n)
 		}})
 		fills = append(fills, func(round int) {
 			fillKeyed(b, pool, perRound, fmt.Sprintf("%s-r%d", v.name, round), true, func(tx pgx.Tx, events []*outbox.Event) error {
@@ -314,29 +298,13 @@ func benchmarkLogRelayDrainSlowSink(b *testing.B) {
 		}
 		var inFlight, perCall []float64
 		variants = append(variants, &logBenchVariant{name: v.name, run: func(n int) {
-			var (
-				wg        sync.WaitGroup
-				delivered atomic.Int64
-				busy0     int64
-			)
+			var busy0 int64
 			for _, sk := range sinks {
 				busy0 += sk.busy.Load()
 			}
 			started := time.Now()
-			for _, r := range relays {
-				wg.Go(func() {
-					st, err := r.Drain(ctx)
-					if err != nil {
-						b.Error(err)
-					}
-					delivered.Add(int64(st.Delivered))
-				})
-			}
-			wg.Wait()
+			drainAll(b, relays, v.name, n)
 			took := time.Since(started)
-			if got := delivered.Load(); got != int64(n) {
-				b.Fatalf("%s delivered %d events, want %d", v.name, got, n)
-			}
 			var busy int64
 			for _, sk := range sinks {
 				busy += sk.busy.Load()
@@ -371,6 +339,29 @@ func benchmarkLogRelayDrainSlowSink(b *testing.B) {
 		r()
 	}
 	b.Logf("load average at the end %s", loadAverage())
+}
+
+// drainAll drains the log with every one of relays at once, as separate processes
+// would, and fails unless they delivered n events between them.
+func drainAll(b *testing.B, relays []*postgres.LogRelay, name string, n int) {
+	b.Helper()
+	var (
+		wg        sync.WaitGroup
+		delivered atomic.Int64
+	)
+	for _, r := range relays {
+		wg.Go(func() {
+			st, err := r.Drain(context.Background())
+			if err != nil {
+				b.Error(err)
+			}
+			delivered.Add(int64(st.Delivered))
+		})
+	}
+	wg.Wait()
+	if got := delivered.Load(); got != int64(n) {
+		b.Fatalf("%s delivered %d events, want %d", name, got, n)
+	}
 }
 
 // fillKeyed writes n events in transactions of 1,000 through write, each with its
