@@ -31,14 +31,5 @@ for round in $(seq 1 "${1:-7}"); do
     line="$line $t=$ms"
   done
   echo "$line"
-done | tee /dev/stderr | python3 -c '
-import statistics, sys
-ratios = {}
-for line in sys.stdin:
-    ms = dict(kv.split("=") for kv in line.split(":", 1)[1].split())
-    for name, t in ms.items():
-        ratios.setdefault(name, []).append(float(t) / float(ms["events"]))
-for name, r in ratios.items():
-    print(f"{name}: {statistics.median(r):.2f}x the events row (range {min(r):.2f}-{max(r):.2f}, {len(r)} rounds)")
-'
+done | tee /dev/stderr | python3 ratios.py events 'the events row'
 PGOPTIONS="-c client_min_messages=warning" psql -q "$dsn" -c "DROP SCHEMA bench_pgbench_log CASCADE"

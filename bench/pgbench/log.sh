@@ -17,14 +17,5 @@ for round in $(seq 1 "${1:-10}"); do
     line="$line $s=$tps"
   done
   echo "$line"
-done | tee /dev/stderr | python3 -c '
-import statistics, sys
-ratios = {}
-for line in sys.stdin:
-    rates = dict(kv.split("=") for kv in line.split(":", 1)[1].split())
-    for name, tps in rates.items():
-        ratios.setdefault(name, []).append(float(tps) / float(rates["log_plain"]))
-for name, r in ratios.items():
-    print(f"{name}: {statistics.median(r):.2f}x log_plain (range {min(r):.2f}-{max(r):.2f}, {len(r)} rounds)")
-'
+done | tee /dev/stderr | python3 ratios.py log_plain 'log_plain'
 PGOPTIONS="-c client_min_messages=warning" psql -q "$dsn" -c "DROP SCHEMA bench_pgbench_log CASCADE"
