@@ -54,11 +54,12 @@ import (
 // relay does while events came within the last second (HeadPollMaxInterval 1 ms).
 // OUTBOX_LOG_IDLE_OTHER_COMMITS=N has another pool commit N transactions a second to
 // a table of its own meanwhile, as the other work of a busy server does: each of them
-// changes the snapshot, so the head poll looks in the log after it. It reports per variant the round trips a second,
-// the server CPU of the relay's sessions (from /proc, when the server runs on this
-// machine) per second and per round trip, and the cluster's WAL per second, which
-// other sessions of the server also write: an idle relay's own share is nothing (see
-// TestLogRelayIdleWritesNothing).
+// changes the snapshot, so the head poll looks in the log after it. It reports per
+// variant the round trips a second, the server CPU of the relay's sessions (from
+// /proc, when the server runs on this machine) per second and per round trip, and the
+// cluster's WAL per second, which other sessions of the server also write: an idle
+// relay's own share is nothing (see TestLogRelayIdleWritesNothing). The relay's process
+// CPU includes the other commits' goroutine, which runs in the same process.
 //
 // OUTBOX_LOG_LATENCY_SHARDS makes the log with that many shards (default: the
 // package's default), so that the wake-ups are measured on a sharded log too.

@@ -198,10 +198,9 @@ func benchmarkLogRelayDrainShards(b *testing.B) {
 // not nil, takes calls through one connection per process: a call waits for the
 // connection, holds it for the latency, and gives it back. That is a remote API without
 // a batch endpoint reached through one connection, where what one relay's process can
-// send is the limit. It is a Handler only, not a
-// BatchHandler: a BatchHandler would get one event of every key in one call, and the
-// events here are each a key of their own. The latency is a timer, so the sink costs
-// no CPU while it waits.
+// send is the limit. It is a Handler only, not a BatchHandler: a BatchHandler would get
+// one event of every key in one call, and the events here are each a key of their own.
+// The latency is a timer, so the sink costs no CPU while it waits.
 type slowSink struct {
 	latency time.Duration
 	conns   chan struct{} // nil: calls overlap, as many as the relay makes at once
