@@ -690,11 +690,8 @@ func (r *LogRelay) shardsWithNews(ctx context.Context) ([]int16, string, error) 
 	for i, sh := range r.shards {
 		prevs[i], all[i] = sh.cursor.position().snapshot, int16(i)
 	}
-	var (
-		now  string
-		with []int16
-	)
-	if err := r.log.pool.QueryRow(ctx, r.news, prevs, all).Scan(&now, &with); err != nil {
+	now, with, err := lookInLog(ctx, r.log.pool, r.news, prevs, all)
+	if err != nil {
 		return nil, "", fmt.Errorf("outbox/postgres: log relay: look for shards with events: %w", err)
 	}
 	return with, now, nil
