@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -221,6 +223,28 @@ func enqueueKeyed(tb testing.TB, s *mysql.Store, n int) {
 // over when the lease runs out. Every event is delivered, none twice while a relay's
 // lease on it was valid, and each ordering key in seq order. OUTBOX_MYSQL_RELAY_EVENTS
 // sets the number of events: 10,000 by default (CI), 50,000 for the issue's size.
+// heldBy returns the IDs (as events carry them) of the events owner holds under a lease.
+func heldBy(t *testing.T, db *sql.DB, s *mysql.Store, owner string) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT LOWER(HEX(id)) FROM `"+s.Config().Table+"` WHERE status = 'processing' AND lease_owner = ?", owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
 func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	t.Parallel()
 	events := 10_000
@@ -275,8 +299,11 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 		t.Fatal("relay-0 survived SIGKILL")
 	}
 	killedAt := time.Now()
-	held := count(t, db, s, "status = 'processing' AND lease_owner = 'relay-0'")
-	t.Logf("relay-0 killed after %d deliveries, holding %d events", rec.delivered(), held)
+	// What relay-0 held when it died. A settle it had sent may still commit after the
+	// kill (the server finishes a statement before it notices the closed connection):
+	// those events are completed by relay-0 after all, delivered once, and lose nothing.
+	held := heldBy(t, db, s, "relay-0")
+	t.Logf("relay-0 killed after %d deliveries, holding %d events", rec.delivered(), len(held))
 
 	select {
 	case <-rec.all:
@@ -322,9 +349,24 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	if len(rec.deliveries) != events {
 		t.Fatalf("%d distinct events delivered, want %d", len(rec.deliveries), events)
 	}
-	if n := count(t, db, s, "status = 'completed' AND attempts >= 2 AND JSON_LENGTH(errors) >= 1"); n < held {
-		t.Errorf("%d events record a lost attempt, want at least the %d relay-0 held", n, held)
+	// Every event relay-0 held that another relay then delivered records relay-0's
+	// attempt as lost.
+	takenFromHeld, unrecorded := 0, 0
+	for _, id := range held {
+		ds := rec.deliveries[id]
+		if !slices.ContainsFunc(ds, func(d delivery) bool { return d.Relay != "relay-0" }) {
+			continue // completed by relay-0's settle that was in flight when it died
+		}
+		takenFromHeld++
+		if count(t, db, s, "id = UNHEX('"+strings.ReplaceAll(id, "-", "")+"') AND status = 'completed' AND attempts >= 2 AND JSON_LENGTH(errors) >= 1") != 1 {
+			unrecorded++
+		}
 	}
+	if unrecorded > 0 {
+		t.Errorf("%d of the %d events taken over from relay-0 record no lost attempt", unrecorded, takenFromHeld)
+	}
+	t.Logf("of the %d events relay-0 held, %d were taken over and %d completed by its last settle, committed after the kill",
+		len(held), takenFromHeld, len(held)-takenFromHeld)
 	t.Logf("%d relay processes (one killed) drained %d events in %s (%.0f events/s); per relay %v; %d of relay-0's deliveries made again after it died",
 		relays, events, elapsed.Round(time.Millisecond), float64(events)/elapsed.Seconds(), perRelay, takenOver)
 }
