@@ -726,6 +726,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	start := time.Now()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
+	b.Queue(logHeadLookPlan) // the read on its generic plan, as the head poll's look (log_wake.go)
 	b.Queue(r.takeCursor, r.lockScope, cursor.name)
 	b.Queue(r.log.loadCursor, cursor.name)
 	b.Queue(r.pausedTypes)
@@ -742,8 +743,10 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	err = func() error {
 		br := conn.SendBatch(ctx, b)
 		defer br.Close()
-		if _, err := br.Exec(); err != nil {
-			return fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
+		for range 2 { // BEGIN, and the plan setting
+			if _, err := br.Exec(); err != nil {
+				return fmt.Errorf("outbox/postgres: log relay: begin: %w", err)
+			}
 		}
 		if err := br.QueryRow().Scan(&locked, &st.base); err != nil {
 			return fmt.Errorf("outbox/postgres: log relay: take cursor %q: %w", cursor.name, err)

@@ -86,7 +86,8 @@ type logHeadQuerier interface {
 // look at every call: over the ring's 16 partitions that costs 0.8 ms of the server's
 // CPU where the generic plan's look costs 0.1-0.2 ms. The generic plan is the right one
 // whatever the values: they choose no partition and change no row estimate.
-// TestLogHeadLookKeepsItsGenericPlan shows the switch without this.
+// TestLogHeadLookKeepsItsGenericPlan shows the switch without this. The relay's step
+// sets the same in its transaction, for its read over the ring.
 const (
 	logHeadLookBegin = `BEGIN READ ONLY`
 	logHeadLookPlan  = `SET LOCAL plan_cache_mode = force_generic_plan`
