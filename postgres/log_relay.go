@@ -726,7 +726,7 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	start := time.Now()
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
-	b.Queue(logHeadLookPlan) // the read on its generic plan, as the head poll's look (log_wake.go)
+	b.Queue(genericPlanOnly) // the read on its generic plan, as the head poll's look (log_wake.go)
 	b.Queue(r.takeCursor, r.lockScope, cursor.name)
 	b.Queue(r.log.loadCursor, cursor.name)
 	b.Queue(r.pausedTypes)

@@ -89,9 +89,9 @@ type logHeadQuerier interface {
 // TestLogHeadLookKeepsItsGenericPlan shows the switch without this. The relay's step
 // sets the same in its transaction, for its read over the ring.
 const (
-	logHeadLookBegin = `BEGIN READ ONLY`
-	logHeadLookPlan  = `SET LOCAL plan_cache_mode = force_generic_plan`
-	logHeadLookEnd   = `COMMIT`
+	lookBegin       = `BEGIN READ ONLY`
+	genericPlanOnly = `SET LOCAL plan_cache_mode = force_generic_plan`
+	lookEnd         = `COMMIT`
 )
 
 // logHead is an idle relay's head poll: look reports whether events may have been
@@ -164,14 +164,14 @@ func (h *logHead) look(ctx context.Context, base string, appendedAt int64) (shar
 }
 
 // lookInLog runs news (logHeadNews rendered) past the snapshots prevs of shards, on
-// its generic plan (logHeadLookPlan), in one round trip, and returns the snapshot it
+// its generic plan (genericPlanOnly), in one round trip, and returns the snapshot it
 // judged by and the shards with news.
 func lookInLog(ctx context.Context, q logHeadQuerier, news string, prevs []string, shards []int16) (now string, with []int16, err error) {
 	b := &pgx.Batch{}
-	b.Queue(logHeadLookBegin)
-	b.Queue(logHeadLookPlan)
+	b.Queue(lookBegin)
+	b.Queue(genericPlanOnly)
 	b.Queue(news, prevs, shards)
-	b.Queue(logHeadLookEnd)
+	b.Queue(lookEnd)
 	br := q.SendBatch(ctx, b)
 	defer func() {
 		if cerr := br.Close(); err == nil {

@@ -272,7 +272,7 @@ func (b *scriptedBatch) Exec() (pgconn.CommandTag, error) {
 		return pgconn.CommandTag{}, errors.New("an earlier statement of the batch failed")
 	}
 	switch q := b.take(); q.SQL {
-	case logHeadLookBegin, logHeadLookPlan, logHeadLookEnd:
+	case lookBegin, genericPlanOnly, lookEnd:
 		return pgconn.CommandTag{}, nil
 	default:
 		return pgconn.CommandTag{}, fmt.Errorf("unexpected statement %q", q.SQL)
