@@ -220,31 +220,11 @@ func enqueueKeyed(tb testing.TB, s *mysql.Store, n int) {
 // Relay processes (separate OS processes, each with its own pool) drain one outbox
 // into a recording receiver. Once a third of the events have arrived, one relay is
 // killed with SIGKILL, holding a batch under its lease; the others take its events
-// over when the lease runs out. Every event is delivered, none twice while a relay's
+// over when the lease runs out, each recording the lost attempt (unless the killed
+// relay's last settle was already on the server, and completes them). Every event is
+// delivered, none twice while a relay's
 // lease on it was valid, and each ordering key in seq order. OUTBOX_MYSQL_RELAY_EVENTS
 // sets the number of events: 10,000 by default (CI), 50,000 for the issue's size.
-// heldBy returns the IDs (as events carry them) of the events owner holds under a lease.
-func heldBy(t *testing.T, db *sql.DB, s *mysql.Store, owner string) []string {
-	t.Helper()
-	rows, err := db.Query("SELECT LOWER(HEX(id)) FROM `"+s.Config().Table+"` WHERE status = 'processing' AND lease_owner = ?", owner)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var ids []string
-	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return ids
-}
-
 func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	t.Parallel()
 	events := 10_000
@@ -369,4 +349,26 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 		len(held), takenFromHeld, len(held)-takenFromHeld)
 	t.Logf("%d relay processes (one killed) drained %d events in %s (%.0f events/s); per relay %v; %d of relay-0's deliveries made again after it died",
 		relays, events, elapsed.Round(time.Millisecond), float64(events)/elapsed.Seconds(), perRelay, takenOver)
+}
+
+// heldBy returns the IDs (as events carry them) of the events owner holds under a lease.
+func heldBy(t *testing.T, db *sql.DB, s *mysql.Store, owner string) []string {
+	t.Helper()
+	rows, err := db.Query("SELECT LOWER(HEX(id)) FROM `"+s.Config().Table+"` WHERE status = 'processing' AND lease_owner = ?", owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var h string
+		if err := rows.Scan(&h); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return ids
 }
