@@ -222,9 +222,9 @@ func enqueueKeyed(tb testing.TB, s *mysql.Store, n int) {
 // killed with SIGKILL, holding a batch under its lease; the others take its events
 // over when the lease runs out, each recording the lost attempt (unless the killed
 // relay's last settle was already on the server, and completes them). Every event is
-// delivered, none twice while a relay's
-// lease on it was valid, and each ordering key in seq order. OUTBOX_MYSQL_RELAY_EVENTS
-// sets the number of events: 10,000 by default (CI), 50,000 for the size.
+// delivered, none twice while a relay's lease on it was valid, and each ordering key
+// in seq order. OUTBOX_MYSQL_RELAY_EVENTS sets the number of events: 10,000 by
+// default (CI), 50,000 for the size.
 func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	t.Parallel()
 	events := 10_000
