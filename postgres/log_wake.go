@@ -83,8 +83,9 @@ type logHeadQuerier interface {
 // generic plan) and one made for each call's values, by comparing their estimated
 // costs; the look's generic plan, re-made after a TRUNCATE of a partition (Retain), can
 // be estimated above the calls' plans of before, and from then on the server plans the
-// look at every call: over the ring's 16 partitions that costs 0.8 ms of the server's
-// CPU where the generic plan's look costs 0.1-0.2 ms. The generic plan is the right one
+// look at every call: over the ring's 16 partitions a look then took 0.8 ms on one
+// connection, most of it the server planning, where on its generic plan it takes
+// 0.14-0.17 ms (bench/results/log-relay-idle-busy.txt). The generic plan is the right one
 // whatever the values: they choose no partition and change no row estimate.
 // TestLogHeadLookKeepsItsGenericPlan shows the switch without this. The relay's step
 // sets the same in its transaction, for its read over the ring.
