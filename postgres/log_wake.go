@@ -10,8 +10,10 @@ package postgres
 //     Store.Transact wakes the Store's processors). An append of this process that
 //     does neither makes the relays' head polls faster for a moment (the append
 //     hint, log_appendhint.go).
-//   - Across processes: the relay's head poll (logHead), a statement of one round trip
-//     outside any transaction, every HeadPollInterval while the relay is idle.
+//   - Across processes: the relay's head poll (logHead), every HeadPollInterval while
+//     the relay is idle: a statement of one round trip outside any transaction, and,
+//     when it shows that a transaction finished, a look in the log (one round trip, in
+//     a short read-only transaction of its own).
 
 import (
 	"context"
