@@ -14,13 +14,13 @@ import (
 	"os/signal"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	gomysql "github.com/go-sql-driver/mysql"
+	"github.com/google/uuid"
 
 	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/mysql"
@@ -333,12 +333,12 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 	// attempt as lost.
 	takenFromHeld, unrecorded := 0, 0
 	for _, id := range held {
-		ds := rec.deliveries[id]
+		ds := rec.deliveries[id.String()]
 		if !slices.ContainsFunc(ds, func(d delivery) bool { return d.Relay != "relay-0" }) {
 			continue // completed by relay-0's settle that was in flight when it died
 		}
 		takenFromHeld++
-		if count(t, db, s, "id = UNHEX('"+strings.ReplaceAll(id, "-", "")+"') AND status = 'completed' AND attempts >= 2 AND JSON_LENGTH(errors) >= 1") != 1 {
+		if !recordsLostAttempt(t, db, s, id) {
 			unrecorded++
 		}
 	}
@@ -351,24 +351,39 @@ func TestRelayProcessesDrainOneOutboxAndTakeOverAKilledOne(t *testing.T) {
 		relays, events, elapsed.Round(time.Millisecond), float64(events)/elapsed.Seconds(), perRelay, takenOver)
 }
 
-// heldBy returns the IDs (as events carry them) of the events owner holds under a lease.
-func heldBy(t *testing.T, db *sql.DB, s *mysql.Store, owner string) []string {
+// heldBy returns the IDs of the events owner holds under a lease.
+func heldBy(t *testing.T, db *sql.DB, s *mysql.Store, owner string) []uuid.UUID {
 	t.Helper()
-	rows, err := db.Query("SELECT LOWER(HEX(id)) FROM `"+s.Config().Table+"` WHERE status = 'processing' AND lease_owner = ?", owner)
+	rows, err := db.Query("SELECT id FROM `"+s.Config().Table+"` WHERE status = 'processing' AND lease_owner = ?", owner)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rows.Close()
-	var ids []string
+	var ids []uuid.UUID
 	for rows.Next() {
-		var h string
-		if err := rows.Scan(&h); err != nil {
+		var raw []byte // BINARY(16)
+		if err := rows.Scan(&raw); err != nil {
 			t.Fatal(err)
 		}
-		ids = append(ids, h[0:8]+"-"+h[8:12]+"-"+h[12:16]+"-"+h[16:20]+"-"+h[20:32])
+		id, err := uuid.FromBytes(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
 	}
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return ids
+}
+
+// recordsLostAttempt reports whether the event id was completed with an earlier
+// attempt recorded as lost.
+func recordsLostAttempt(t *testing.T, db *sql.DB, s *mysql.Store, id uuid.UUID) bool {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT COUNT(*) FROM `"+s.Config().Table+"` WHERE id = ? AND status = 'completed' AND attempts >= 2 AND JSON_LENGTH(errors) >= 1", id[:]).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n == 1
 }
