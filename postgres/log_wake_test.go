@@ -976,6 +976,10 @@ func TestLogHeadLookKeepsItsGenericPlan(t *testing.T) {
 	ctx := context.Background()
 	r := env.relay(t, newWakeReceiver(), LogRelayConfig{BatchSize: 10, MaxConcurrent: 1})
 	head := newLogHead(env.pool, env.log)
+	reader, err := env.log.Cursor(ctx, "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
 	customPlans := func(sql string) int64 {
 		t.Helper()
 		var n int64
@@ -996,17 +1000,35 @@ func TestLogHeadLookKeepsItsGenericPlan(t *testing.T) {
 			if st, err := r.Step(ctx); err != nil || st.Delivered != 1 {
 				t.Fatalf("%s: step %+v, %v; want one event delivered", what, st, err)
 			}
+			if waiting, err := env.log.Peek(ctx, "reader", 10); err != nil || len(waiting) != 1 {
+				t.Fatalf("%s: peek listed %d events, %v; want the one appended", what, len(waiting), err)
+			}
+			b, err := reader.Read(ctx, 10)
+			if err != nil || len(b.Events) != 1 {
+				t.Fatalf("%s: the reader read %v; want the one event appended", what, err)
+			}
+			if err := reader.Ack(ctx, b); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 
+	// Transactions that finished before the calls below, which every cursor's position
+	// will be past.
+	var finished int64
+	if err := env.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint`).Scan(&finished); err != nil {
+		t.Fatal(err)
+	}
 	calls("an empty log")
+	// A partition full of events of those transactions, which no read delivers. A young
+	// server has used few xids, hence the modulo.
 	if _, err := env.pool.Exec(ctx, `INSERT INTO `+env.log.n.Table+` (xid, created_at, id, type, entity_id)
-		SELECT (3 + i / 2)::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i
-		FROM generate_series(1, 100000) AS i`); err != nil {
+		SELECT (3 + (i / 2) % ($1 - 3))::text::xid8, now(), gen_random_uuid(), 'order.created', 'e-' || i
+		FROM generate_series(1, 100000) AS i`, finished); err != nil {
 		t.Fatal(err)
 	}
 	calls("a full partition")
-	look, read := customPlans(head.news), customPlans(r.read)
+	look, read, cursorRead := customPlans(head.news), customPlans(r.read), customPlans(env.log.readLog)
 	if _, err := env.pool.Exec(ctx, `TRUNCATE `+pgx.Identifier{env.log.cfg.Schema, env.log.n.slotName(0)}.Sanitize()); err != nil {
 		t.Fatal(err)
 	}
@@ -1016,5 +1038,8 @@ func TestLogHeadLookKeepsItsGenericPlan(t *testing.T) {
 	}
 	if got := customPlans(r.read); got != read {
 		t.Errorf("the relay's read was planned for its call %d times after the TRUNCATE; want its generic plan every time", got-read)
+	}
+	if got := customPlans(env.log.readLog); got != cursorRead {
+		t.Errorf("the cursor's read (Read, Peek) was planned for its call %d times after the TRUNCATE; want its generic plan every time", got-cursorRead)
 	}
 }
