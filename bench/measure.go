@@ -220,6 +220,10 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 		return result{}, errors.New("no event was written: -latency-time too short for the rate")
 	}
 	lat := make([]float64, 0, len(sents))
+	var (
+		slowest   time.Time // when the slowest event's commit returned, to set beside the server's log
+		slowestMS = -1.0
+	)
 	for _, sn := range sents {
 		got, ok := rec.at(sn.key)
 		if !ok {
@@ -227,9 +231,14 @@ func measureLatency(ctx context.Context, s system, rate int, o options) (result,
 		}
 		// The receiver may see an event before Commit has returned to the writer (the
 		// relay is woken by the commit itself): that is a latency of zero.
-		lat = append(lat, max(got.Sub(sn.at).Seconds()*1000, 0))
+		ms := max(got.Sub(sn.at).Seconds()*1000, 0)
+		if ms > slowestMS {
+			slowest, slowestMS = sn.at, ms
+		}
+		lat = append(lat, ms)
 	}
 	slices.Sort(lat)
+	progress("  %s: the slowest event's commit returned at %s", s.Name(), slowest.Format("15:04:05.000"))
 	if len(claims) > 0 {
 		progress("  %s: %d claims with events, p50 %.1f ms, p99 %.1f ms, max %.1f ms", s.Name(), len(claims), quantile(claims, 0.5), quantile(claims, 0.99), claims[len(claims)-1])
 	}
