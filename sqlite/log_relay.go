@@ -252,6 +252,10 @@ var ErrLogLeaseLost = errors.New("outbox/sqlite: log relay: another relay took t
 //     position is still the batch's start and the lease still this relay's. Otherwise
 //     it rolls back (ErrLogCursorMoved, ErrLogLeaseLost) and the batch is delivered
 //     again. That transaction is the relay's only write per batch: it is the Ack.
+//     Its wait for SQLite's write lock is bounded by the lease: the relay tries for
+//     the lock, with short random pauses rather than the busy handler's, until the
+//     lease ends, and then gives up with ErrLogAckLockTimeout (the batch is delivered
+//     again) rather than commit after it.
 //
 // A destination fault (a DestinationError that is not merely suspected, or what
 // Breaker.IsUnavailable says is one) moves nothing and spends no attempt: the step
@@ -278,6 +282,13 @@ type LogRelay struct {
 	runs logdelivery.Runner // Run, and Stop's wait for it
 
 	trimLimit int // logRelayTrimLimit; tests set it lower
+
+	// For tests and benchmarks: ackBusy is called each time the Ack finds the write
+	// lock taken, ackWaited with each wait for it; ackBusyHandler has the Ack wait in
+	// the pool's busy handler instead, as before beginAck.
+	ackBusy        func()
+	ackWaited      func(time.Duration)
+	ackBusyHandler bool
 }
 
 // Statements of the cursor's lease and of the moves. The lease is two columns of the
@@ -605,17 +616,14 @@ func (r *LogRelay) pausedTypes(ctx context.Context) (map[string]bool, error) {
 // Log.Delivered), in one write transaction. A cursor moved meanwhile (a LogCursor of the name used
 // outside a relay) or a lease taken by another relay rolls it all back.
 func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.Event, moves []logdelivery.Move, st *LogRelayStep) (err error) {
+	tx, err := r.beginAck(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.rollback()
+	// After the lock: the lease is renewed from when the Ack is written.
 	now := r.cfg.Clock.Now()
 	until := now.Add(r.cfg.LeaseDuration)
-	tx, err := r.log.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("outbox/sqlite: log relay: begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
-		}
-	}()
 	users := map[string]struct{}{}
 	var failed, waiting int
 	if len(moves) > 0 {
@@ -643,6 +651,9 @@ func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.
 				users[e.UserID] = struct{}{}
 			}
 		}
+		// Now, not at return: the commit gives the connection back to the pool, which
+		// may close it, and modernc.org/sqlite crashes closing a statement after that.
+		insert.Close()
 	}
 	res, err := tx.ExecContext(ctx, ackLogRelay, sql.Named("to", batch.to), sql.Named("now", column.Micros(now)),
 		sql.Named("until", column.Micros(until)), sql.Named("name", r.cursor.name),
@@ -663,7 +674,7 @@ func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.
 			return fmt.Errorf("outbox/sqlite: log relay: count deliveries: %w", err)
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if err := tx.commit(); err != nil {
 		return fmt.Errorf("outbox/sqlite: log relay: commit (the batch is delivered again): %w", err)
 	}
 	r.leaseUntil = until
@@ -677,7 +688,7 @@ func (r *LogRelay) commit(ctx context.Context, batch *LogBatch, events []outbox.
 
 // refused says why the cursor's move matched nothing, and reloads what this relay
 // knows of the cursor: its position, and that it holds no lease when another does.
-func (r *LogRelay) refused(ctx context.Context, tx *sql.Tx) error {
+func (r *LogRelay) refused(ctx context.Context, tx *ackTx) error {
 	var (
 		after int64
 		owner string

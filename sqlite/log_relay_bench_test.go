@@ -204,9 +204,12 @@ func benchLogRelayDrain(b *testing.B, keyed bool) {
 // writers: an application writer commits one-row transactions with an appended event
 // back to back (2,000 per variant and round), alone, and while a relay in the same
 // process delivers what it appends: the writer's rate with the relay ÷ alone (within
-// rounds), its p99 commit time (BEGIN IMMEDIATE to COMMIT), and the relay's commits;
-// relay has the default config, relay-nopoll no head polls (it steps every
-// PollInterval, so fewer and larger batches).
+// rounds), its p99 commit time (BEGIN IMMEDIATE to COMMIT), the relay's commits, and
+// their waits for the write lock (p50, p99 and max over all rounds, from the Ack's
+// first try to the lock); relay has the default config, relay-nopoll no head polls (it
+// steps every PollInterval, so fewer and larger batches). Each -busyhandler variant's
+// Ack waits for the lock in the pool's busy handler instead, as before its wait was
+// bounded by the lease: the comparison within rounds.
 func BenchmarkLogRelayLatency(b *testing.B) {
 	for _, rate := range []float64{10, 100} {
 		b.Run(fmt.Sprintf("rate=%g", rate), func(b *testing.B) { benchLogRelayLatency(b, rate) })
@@ -437,24 +440,30 @@ func benchLogRelayWriters(b *testing.B) {
 	ctx := context.Background()
 	const perRound = 2000
 	type variant struct {
-		name  string
-		env   relayEnv
-		relay bool
-		cfg   sqlite.LogRelayConfig
-		rates []float64
-		p99   []float64 // ms
-		acks  []float64 // relay commits per round
+		name        string
+		env         relayEnv
+		relay       bool
+		busyHandler bool // the Ack waits in the pool's busy handler, as before its bounded wait
+		cfg         sqlite.LogRelayConfig
+		rates       []float64
+		p99         []float64 // ms
+		commits     []float64 // the relay's Acks per round, each a wait for the lock
+		events      []float64 // events delivered per round
+		waits       []time.Duration
+		waitMu      sync.Mutex
 	}
-	newVariant := func(name string, relay bool, cfg sqlite.LogRelayConfig) *variant {
+	newVariant := func(name string, relay, busyHandler bool, cfg sqlite.LogRelayConfig) *variant {
 		cfg.Logger = outboxtest.Discard
-		v := &variant{name: name, env: newRelayEnv(b), relay: relay, cfg: cfg}
+		v := &variant{name: name, env: newRelayEnv(b), relay: relay, busyHandler: busyHandler, cfg: cfg}
 		if _, err := v.env.db.Exec(`CREATE TABLE app_rows (id INTEGER PRIMARY KEY, body TEXT NOT NULL)`); err != nil {
 			b.Fatal(err)
 		}
 		return v
 	}
-	variants := []*variant{newVariant("alone", false, sqlite.LogRelayConfig{}), newVariant("relay", true, sqlite.LogRelayConfig{}),
-		newVariant("relay-nopoll", true, sqlite.LogRelayConfig{HeadPollInterval: -1})}
+	nopoll := sqlite.LogRelayConfig{HeadPollInterval: -1}
+	variants := []*variant{newVariant("alone", false, false, sqlite.LogRelayConfig{}),
+		newVariant("relay", true, false, sqlite.LogRelayConfig{}), newVariant("relay-busyhandler", true, true, sqlite.LogRelayConfig{}),
+		newVariant("relay-nopoll", true, false, nopoll), newVariant("relay-nopoll-busyhandler", true, true, nopoll)}
 	ratios := map[string][]float64{}
 	b.ResetTimer()
 	for round := range b.N {
@@ -462,6 +471,7 @@ func benchLogRelayWriters(b *testing.B) {
 		for k := range variants {
 			v := variants[(k+round)%len(variants)]
 			h := &acceptAll{}
+			waitsBefore := len(v.waits)
 			var run sync.WaitGroup
 			rctx, stop := context.WithCancel(ctx)
 			if v.relay {
@@ -469,6 +479,14 @@ func benchLogRelayWriters(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
+				if v.busyHandler {
+					r.AckInBusyHandler()
+				}
+				r.OnAckWait(func(d time.Duration) {
+					v.waitMu.Lock()
+					v.waits = append(v.waits, d)
+					v.waitMu.Unlock()
+				})
 				run.Go(func() { _ = r.Run(rctx) })
 			}
 			commits := make([]time.Duration, perRound)
@@ -496,7 +514,10 @@ func benchLogRelayWriters(b *testing.B) {
 			slices.Sort(commits)
 			v.rates = append(v.rates, perRound/spent[v.name].Seconds())
 			v.p99 = append(v.p99, float64(percentile(commits, 0.99).Microseconds())/1000)
-			v.acks = append(v.acks, float64(h.calls.Load()))
+			v.waitMu.Lock()
+			v.commits = append(v.commits, float64(len(v.waits)-waitsBefore))
+			v.waitMu.Unlock()
+			v.events = append(v.events, float64(h.events.Load()))
 		}
 		for _, v := range variants[1:] {
 			ratios[v.name] = append(ratios[v.name], spent["alone"].Seconds()/spent[v.name].Seconds())
@@ -509,8 +530,21 @@ func benchLogRelayWriters(b *testing.B) {
 		b.Logf("%s: txn/s %v, p99 ms %v", v.name, logBenchRounded(v.rates), logBenchRounded(v.p99))
 	}
 	for _, v := range variants[1:] {
-		b.ReportMetric(logBenchMedian(v.acks), v.name+"-commits/round")
+		b.ReportMetric(logBenchMedian(v.commits), v.name+"-commits/round")
 		b.ReportMetric(logBenchMedian(ratios[v.name]), v.name+"/alone")
-		b.Logf("writer with %s ÷ alone %v; relay commits per round %v", v.name, logBenchRounded(ratios[v.name]), v.acks)
+		b.ReportMetric(logBenchMedian(v.events), v.name+"-events/round")
+		b.Logf("writer with %s ÷ alone %v; relay commits per round %v, events delivered %v", v.name,
+			logBenchRounded(ratios[v.name]), v.commits, v.events)
+		// The relay's waits for the write lock, over all rounds.
+		slices.Sort(v.waits)
+		if len(v.waits) == 0 {
+			continue
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		b.ReportMetric(ms(percentile(v.waits, 0.5)), v.name+"-ackwait-p50-ms")
+		b.ReportMetric(ms(percentile(v.waits, 0.99)), v.name+"-ackwait-p99-ms")
+		b.ReportMetric(ms(v.waits[len(v.waits)-1]), v.name+"-ackwait-max-ms")
+		b.Logf("%s: %d acks, wait for the lock p50 %s p99 %s max %s", v.name, len(v.waits),
+			percentile(v.waits, 0.5), percentile(v.waits, 0.99), v.waits[len(v.waits)-1])
 	}
 }

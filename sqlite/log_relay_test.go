@@ -523,6 +523,149 @@ func TestLogRelayTakeover(t *testing.T) {
 	}
 }
 
+// writeLockHolder is a connection of another pool that takes the database's write
+// lock (BEGIN IMMEDIATE) when told, and holds it until released, as an application
+// writer in the middle of its transaction does.
+type writeLockHolder struct {
+	t    testing.TB
+	conn *sql.Conn
+}
+
+func newWriteLockHolder(t testing.TB, path string) *writeLockHolder {
+	t.Helper()
+	conn, err := openRelayEnv(t, path).db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return &writeLockHolder{t: t, conn: conn}
+}
+
+func (h *writeLockHolder) take() {
+	if _, err := h.conn.ExecContext(context.Background(), `BEGIN IMMEDIATE`); err != nil {
+		h.t.Error(err)
+	}
+}
+
+func (h *writeLockHolder) release() {
+	if _, err := h.conn.ExecContext(context.Background(), `ROLLBACK`); err != nil {
+		h.t.Error(err)
+	}
+}
+
+// busyTimeout reads the busy_timeout of db's one connection.
+func busyTimeout(t testing.TB, db *sql.DB) int {
+	t.Helper()
+	var ms int
+	if err := db.QueryRow(`PRAGMA busy_timeout`).Scan(&ms); err != nil {
+		t.Fatal(err)
+	}
+	return ms
+}
+
+// TestLogRelayAckGivesUpWhenTheLeaseEnds: another connection takes the write lock while
+// the relay delivers a batch and keeps it; the relay's Ack tries for it until the
+// lease ends (the clock moved past it after the first refusal) and then gives up with
+// ErrLogAckLockTimeout, without a commit: the cursor row is as the lease's take left
+// it. Once the lock is released, the next step delivers the batch again and moves the
+// cursor; nothing is lost. The relay's connection went back to the pool with its
+// busy_timeout.
+func TestLogRelayAckGivesUpWhenTheLeaseEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	env.db.SetMaxOpenConns(1) // the relay's connection is the pool's only one
+	clock := outboxtest.NewClock(time.Now())
+	const lease = time.Minute // renewals every 20 s: none during the test
+	holder := newWriteLockHolder(t, env.path)
+	var (
+		once   sync.Once
+		before cursorRow // as the lease's take left it
+	)
+	rec := &receiver{fail: func(outbox.Event) error {
+		once.Do(func() {
+			before = readCursorRow(t, env.db, sqlite.DefaultLogRelayCursor)
+			holder.take() // the application begins its transaction meanwhile
+		})
+		return nil
+	}}
+	r := env.relay(t, rec, sqlite.LogRelayConfig{Clock: clock, LeaseDuration: lease, MaxConcurrent: 1, Owner: "A"})
+	var busy atomic.Int32
+	r.OnAckBusy(func() {
+		if busy.Add(1) == 1 {
+			clock.Advance(lease) // the lease ends while the relay waits
+		}
+	})
+	events := env.appendNames(t, "k/1", "k/2", "k/3")
+
+	st, err := r.Step(ctx)
+	if !errors.Is(err, sqlite.ErrLogAckLockTimeout) {
+		t.Fatalf("step under a held write lock: %+v, %v; want ErrLogAckLockTimeout", st, err)
+	}
+	if busy.Load() == 0 {
+		t.Fatal("the relay never found the lock taken")
+	}
+	if c := readCursorRow(t, env.db, sqlite.DefaultLogRelayCursor); c != before {
+		t.Fatalf("cursor row after giving up: %+v, want it as before the Ack, %+v", c, before)
+	}
+	if ms := busyTimeout(t, env.db); ms != int(sqlite.DefaultBusyTimeout.Milliseconds()) {
+		t.Fatalf("busy_timeout of the pool's connection: %d ms after the relay's Ack", ms)
+	}
+
+	holder.release()
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("after the lock was released: %+v, %v; want the batch delivered again", st, err)
+	}
+	if c := readCursorRow(t, env.db, sqlite.DefaultLogRelayCursor); c.after != events[2].Seq || c.owner.String != "A" {
+		t.Fatalf("cursor: %+v, want A's, past the batch", c)
+	}
+	if got, want := rec.got(), []string{"k/1", "k/2", "k/3", "k/1", "k/2", "k/3"}; !slices.Equal(got, want) {
+		t.Fatalf("accepted %v, want the batch twice, in order", got)
+	}
+	if n := countTable(t, env.db); n != 0 {
+		t.Fatalf("%d events moved to the events table", n)
+	}
+}
+
+// TestLogRelayAckWaitsForTheLock: the write lock, taken by another connection while
+// the relay delivers, is released after the Ack's first refused try, well within the
+// lease: the Ack takes it and commits.
+func TestLogRelayAckWaitsForTheLock(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	env := newRelayEnv(t)
+	env.db.SetMaxOpenConns(1)
+	holder := newWriteLockHolder(t, env.path)
+	var once sync.Once
+	rec := &receiver{fail: func(outbox.Event) error {
+		once.Do(holder.take)
+		return nil
+	}}
+	r := env.relay(t, rec, sqlite.LogRelayConfig{MaxConcurrent: 1})
+	var busy atomic.Int32
+	r.OnAckBusy(func() {
+		if busy.Add(1) == 1 {
+			holder.release()
+		}
+	})
+	events := env.appendNames(t, "k/1", "k/2", "k/3")
+	if st, err := r.Step(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("step: %+v, %v", st, err)
+	}
+	if busy.Load() == 0 {
+		t.Fatal("the relay never found the lock taken")
+	}
+	if c := readCursorRow(t, env.db, sqlite.DefaultLogRelayCursor); c.after != events[2].Seq {
+		t.Fatalf("cursor at %d, want past the batch (%d)", c.after, events[2].Seq)
+	}
+	if got := rec.got(); !slices.Equal(got, []string{"k/1", "k/2", "k/3"}) {
+		t.Fatalf("accepted %v, want each once", got)
+	}
+	if ms := busyTimeout(t, env.db); ms != int(sqlite.DefaultBusyTimeout.Milliseconds()) {
+		t.Fatalf("busy_timeout of the pool's connection: %d ms after the relay's Ack", ms)
+	}
+}
+
 // TestLogRelayCrashRedeliversTheBatch: a step cancelled while it delivers the 6th of
 // 10 events moves nothing and leaves the cursor; a relay on another pool delivers all
 // 10 again once the first one's lease has run out.
