@@ -69,8 +69,9 @@ func (l *Log) Delivered(ctx context.Context, since time.Time) (int64, error) {
 // minute is counted only when until is past its start. Log.Trim deletes the minutes
 // older than LogDeliveredRetention, so a range reaches no further back.
 //
-// An outbox.Timeline of the events table counts the log's failures only: add these to
-// its buckets' Completed for the outbox's throughput (the dashboard's
+// The store's outbox.Timeline counts the events table, which on the log layout holds
+// the log's failures and the events moved behind them, not its deliveries: add these
+// to its buckets' Completed for the outbox's throughput (the dashboard's
 // Config.LogTimeline).
 func (l *Log) DeliveredByMinute(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error) {
 	rows, err := l.db.QueryContext(ctx, logDeliveredByMinute,
