@@ -1013,3 +1013,16 @@ func TestChartCountsTheLogsDeliveries(t *testing.T) {
 		t.Errorf("the refresh asked the log from %s; want from where the store's completions were counted, %s, after the window's start %s", got[0], q.CompletedSince, q.Since)
 	}
 }
+
+// A LogTimeline that fails fails the overview, naming the log, as a store's count that
+// fails does: a chart without the log's deliveries would show a flat line again.
+func TestChartFailsWhenTheLogCannotBeRead(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, dashboard.Config{LogTimeline: func(context.Context, time.Time, time.Time) ([]outbox.TimelineBucket, error) {
+		return nil, errors.New("connection refused")
+	}})
+	r := f.get("/api/overview")
+	if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "what the log delivered per minute: connection refused") {
+		t.Errorf("GET /api/overview with a failing LogTimeline = %d: %.300s", r.code, r.body)
+	}
+}
