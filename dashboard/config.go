@@ -72,6 +72,16 @@ type Config struct {
 	// together. Pass the log's method: log.Delivered (postgres.Log, sqlite.Log).
 	// Defaults to nil: the store's outcomes only.
 	LogDelivered func(ctx context.Context, since time.Time) (int64, error)
+	// LogTimeline, when set, tells how many events the log layout's relays delivered in
+	// each minute from since's minute up to until (buckets with Completed set; minutes
+	// without deliveries may be left out), which the store's Timeline does not count,
+	// for the same reason as LogDelivered. The overview adds them to its throughput
+	// chart's completions and to the chart's window totals and failure rate. It asks
+	// only for the minutes whose completions it has not kept (see docs/dashboard.md), and
+	// only when the store has a Timeline (no chart otherwise). Pass the log's method:
+	// log.DeliveredByMinute (postgres.Log, sqlite.Log). Defaults to nil: the store's
+	// timeline only.
+	LogTimeline func(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error)
 	// Clock supplies "now". Defaults to outbox.SystemClock.
 	Clock outbox.Clock
 	// Logger receives a line for every event an action reaches (who, what, and the event

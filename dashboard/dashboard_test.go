@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -885,5 +886,143 @@ func TestOverviewCountsTheLogsDeliveries(t *testing.T) {
 	}
 	if js := f.get("/api/overview").body; !strings.Contains(js, `"log_delivered": 1000`) || !strings.Contains(js, `"completed": 1003`) {
 		t.Errorf("JSON lacks log_delivered 1000 or the window's 1003 completed:\n%s", js)
+	}
+}
+
+// fakeLogTimeline is a log's deliveries per minute (Config.LogTimeline), with the
+// ranges it was asked for.
+type fakeLogTimeline struct {
+	mu    sync.Mutex
+	count map[time.Time]int
+	asked [][2]time.Time
+}
+
+func (f *fakeLogTimeline) deliver(minute time.Time, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.count[minute] += n
+}
+
+func (f *fakeLogTimeline) timeline(_ context.Context, since, until time.Time) ([]outbox.TimelineBucket, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.asked = append(f.asked, [2]time.Time{since, until})
+	var out []outbox.TimelineBucket
+	for m, n := range f.count {
+		if !m.Before(since.Truncate(time.Minute)) && m.Before(until) {
+			out = append(out, outbox.TimelineBucket{Minute: m, Completed: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b outbox.TimelineBucket) int { return a.Minute.Compare(b.Minute) })
+	return out, nil
+}
+
+func (f *fakeLogTimeline) lastAsked() [2]time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.asked[len(f.asked)-1]
+}
+
+// TestChartCountsTheLogsDeliveries: with LogTimeline (the log layout, whose deliveries
+// leave no row), the throughput chart's minutes and the window's totals include what
+// the log delivered in each minute, beside the table's completions and failures. Across
+// refreshes the log is asked only for the minutes the chart has not kept, as the store
+// is, and a kept minute's deliveries are neither lost nor counted twice.
+func TestChartCountsTheLogsDeliveries(t *testing.T) {
+	t.Parallel()
+	rec := &timelineRecorder{Store: sqlitetest.NewStore(t)}
+	fillOutbox(t, rec) // 3 completed and 3 failed at t0 (10:00)
+	m := func(d time.Duration) time.Time { return t0.Add(d).Truncate(time.Minute) }
+	lg := &fakeLogTimeline{count: map[time.Time]int{m(0): 100, m(7 * time.Minute): 40, m(10 * time.Minute): 7}}
+	clock := newClock() // 10:10
+	h, err := dashboard.New(dashboard.Config{Store: rec, Clock: clock, RefreshInterval: time.Nanosecond, LogTimeline: lg.timeline, Logger: outboxtest.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, h: h}
+	type overviewJSON struct {
+		At     time.Time
+		Window struct {
+			Completed, Failed int
+			FailureRate       float64 `json:"failure_rate"`
+		}
+		Timeline []outbox.TimelineBucket
+	}
+	// overviewAt reads the overview computed at the clock's time, polling for the
+	// background refresh (the first answer after a change may be the old figures).
+	overviewAt := func(at time.Time) overviewJSON {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r := f.get("/api/overview")
+			var o overviewJSON
+			if err := json.Unmarshal([]byte(r.body), &o); r.code != http.StatusOK || err != nil {
+				t.Fatalf("GET /api/overview = %d, %v", r.code, err)
+			}
+			if o.At.Equal(at) {
+				return o
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the overview is still from %s, want %s", o.At, at)
+			}
+			time.Sleep(5 * time.Millisecond) // polling for the background refresh, not waiting out a timer
+		}
+	}
+	completedAt := func(o overviewJSON, minute time.Time) int {
+		t.Helper()
+		for _, b := range o.Timeline {
+			if b.Minute.Equal(minute) {
+				return b.Completed
+			}
+		}
+		t.Fatalf("no bucket for %s in the timeline", minute.Format(time.TimeOnly))
+		return 0
+	}
+	check := func(what string, o overviewJSON, completed int, byMinute map[time.Time]int) {
+		t.Helper()
+		if o.Window.Completed != completed || o.Window.Failed != 3 {
+			t.Errorf("%s: window completed %d, failed %d; want %d and 3", what, o.Window.Completed, o.Window.Failed, completed)
+		}
+		if want := 3 / float64(completed+3); math.Abs(o.Window.FailureRate-want) > 1e-9 {
+			t.Errorf("%s: window failure rate %v, want 3 of %d = %v", what, o.Window.FailureRate, completed+3, want)
+		}
+		for minute, want := range byMinute {
+			if got := completedAt(o, minute); got != want {
+				t.Errorf("%s: %s's bucket has %d completed, want %d", what, minute.Format(time.TimeOnly), got, want)
+			}
+		}
+	}
+
+	o := overviewAt(now)
+	check("first overview", o, 3+100+40+7, map[time.Time]int{m(0): 103, m(7 * time.Minute): 40, m(10 * time.Minute): 7})
+	if got, q := lg.lastAsked(), rec.last(); !got[0].Equal(q.Since) || !got[1].Equal(q.Until) {
+		t.Errorf("first overview asked the log for [%s, %s), want the chart's window [%s, %s)", got[0], got[1], q.Since, q.Until)
+	}
+	if body := f.get("/").body; !strings.Contains(body, "10:00 UTC: 103 completed, 3 failed") {
+		t.Error("the chart's 10:00 bar does not say 103 completed (3 from the table, 100 from the log), 3 failed")
+	}
+
+	// Five minutes on: 10:00 and 10:07 are kept; 10:10 was still open, and the log
+	// delivered 3 more in it, then 20 at 10:15.
+	clock.Set(now.Add(5 * time.Minute))
+	lg.deliver(m(10*time.Minute), 3)
+	lg.deliver(m(15*time.Minute), 20)
+	o = overviewAt(clock.Now())
+	check("a refresh later", o, 3+100+40+10+20, map[time.Time]int{m(0): 103, m(7 * time.Minute): 40, m(10 * time.Minute): 10, m(15 * time.Minute): 20})
+	if got, q := lg.lastAsked(), rec.last(); !got[0].Equal(q.CompletedSince) || !q.CompletedSince.After(q.Since) {
+		t.Errorf("the refresh asked the log from %s; want from where the store's completions were counted, %s, after the window's start %s", got[0], q.CompletedSince, q.Since)
+	}
+}
+
+// A LogTimeline that fails fails the overview, naming the log, as a store's count that
+// fails does: a chart without the log's deliveries would show a flat line again.
+func TestChartFailsWhenTheLogCannotBeRead(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, dashboard.Config{LogTimeline: func(context.Context, time.Time, time.Time) ([]outbox.TimelineBucket, error) {
+		return nil, errors.New("connection refused")
+	}})
+	r := f.get("/api/overview")
+	if r.code != http.StatusInternalServerError || !strings.Contains(r.body, "what the log delivered per minute: connection refused") {
+		t.Errorf("GET /api/overview with a failing LogTimeline = %d: %.300s", r.code, r.body)
 	}
 }

@@ -27,7 +27,9 @@ type overview struct {
 	// Window sums the chart's buckets; Chart is nil when the store has no Timeline.
 	Window *windowTotals `json:"window,omitempty"`
 	Chart  *chart        `json:"-"`
-	// Timeline is the chart's data, one bucket per minute (zeros included).
+	// Timeline is the chart's data, one bucket per minute (zeros included). With
+	// Config.LogTimeline, a bucket's Completed includes what the log delivered in it,
+	// and so do Window's Completed and FailureRate.
 	Timeline []outbox.TimelineBucket `json:"timeline,omitempty"`
 	// Log is what waits on the event log (Config.LogWaiting); nil without one.
 	Log *logWaiting `json:"log,omitempty"`
@@ -77,11 +79,25 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	until := now.Truncate(time.Minute).Add(time.Minute)
 	since := until.Add(-h.cfg.ChartWindow)
 	var completedSince time.Time
+	var (
+		logBuckets     []outbox.TimelineBucket
+		logTimelineErr error
+	)
 	if hasTimeline {
 		completedSince = h.completions.since(since, until)
 		wg.Go(func() {
 			buckets, timelineErr = tl.Timeline(ctx, outbox.TimelineQuery{Since: since, Until: until, CompletedSince: completedSince})
 		})
+		if h.cfg.LogTimeline != nil {
+			// The same minutes as the store's completions: the cache keeps the sum of
+			// both for the minutes before completedSince.
+			wg.Go(func() {
+				logBuckets, logTimelineErr = h.cfg.LogTimeline(ctx, completedSince, until)
+				if logTimelineErr != nil {
+					logTimelineErr = fmt.Errorf("outbox/dashboard: what the log delivered per minute: %w", logTimelineErr)
+				}
+			})
+		}
 	}
 	var (
 		onLog  *logWaiting
@@ -121,6 +137,9 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 	if deliveredErr != nil {
 		return overview{}, deliveredErr
 	}
+	if logTimelineErr != nil {
+		return overview{}, logTimelineErr
+	}
 	if logDelivered != nil {
 		// The log's successes, which leave no row: the window's outcomes are theirs and
 		// the table's (where the log's failures go).
@@ -147,6 +166,7 @@ func (h *Handler) overview(ctx context.Context) (overview, error) {
 
 	if hasTimeline {
 		o.Timeline = fillMinutes(buckets, since, until)
+		addCompleted(o.Timeline, logBuckets, completedSince)
 		h.completions.merge(o.Timeline, since, completedSince, until)
 		o.Window = &windowTotals{Minutes: len(o.Timeline)}
 		for _, b := range o.Timeline {
@@ -206,6 +226,26 @@ func fillMinutes(buckets []outbox.TimelineBucket, since, until time.Time) []outb
 		out = append(out, b)
 	}
 	return out
+}
+
+// addCompleted adds the completions of more (the log's deliveries) to the minutes of
+// dense from from on. The minutes before from are left alone: merge fills them from
+// the completions cache, which holds the sum of both, so adding there would count the
+// log's twice.
+func addCompleted(dense, more []outbox.TimelineBucket, from time.Time) {
+	if len(more) == 0 || len(dense) == 0 {
+		return
+	}
+	first := dense[0].Minute
+	for _, b := range more {
+		m := b.Minute.Truncate(time.Minute)
+		if m.Before(from) || m.Before(first) {
+			continue
+		}
+		if i := int(m.Sub(first) / time.Minute); i < len(dense) {
+			dense[i].Completed += b.Completed
+		}
+	}
 }
 
 // chart is the throughput chart as SVG geometry: a bar per minute, completions below

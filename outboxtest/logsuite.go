@@ -41,6 +41,10 @@ type LogHarness struct {
 	ErrCursorExists, ErrCursorNotFound error
 	// Delivered is the log's Delivered: what its relays delivered from since on.
 	Delivered func(ctx context.Context, since time.Time) (int64, error)
+	// DeliveredByMinute is the log's DeliveredByMinute: what its relays delivered per
+	// minute from since's minute up to until. The suite's test of it is skipped when
+	// it is nil.
+	DeliveredByMinute func(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error)
 	// Retain runs the log's retention (postgres Log.Retain, sqlite Log.Trim), which
 	// deletes counts of deliveries older than DeliveredRetention.
 	Retain func(ctx context.Context) error
@@ -134,6 +138,7 @@ func RunLog(t *testing.T, newHarness func(t *testing.T) LogHarness, opts ...Opti
 		{"CommitOrderNotPriority", testLogCommitOrderNotPriority},
 		{"StopFinishesTheStepInFlight", testLogStopFinishesTheStep},
 		{"CountsDeliveriesPerMinute", testLogCountsDeliveries},
+		{"ReadsDeliveriesByMinute", testLogDeliveredByMinute},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -779,4 +784,61 @@ func testLogCountsDeliveries(t *testing.T, h LogHarness) {
 	}
 	delivered("after retention", time.Time{}, 5)
 	delivered("the last minute", clock.Now(), 1)
+}
+
+// DeliveredByMinute reads the counts Delivered sums, a bucket per minute of the
+// relays' clock that has deliveries: every cursor's summed (two cursors that deliver
+// the same events each count them), the failures left to the events table, from the
+// minute that holds since to the minutes that start before until.
+func testLogDeliveredByMinute(t *testing.T, h LogHarness) {
+	if h.DeliveredByMinute == nil {
+		t.Skip("the harness has no DeliveredByMinute")
+	}
+	ctx := context.Background()
+	t0 := time.Date(2030, 1, 2, 3, 4, 30, 0, time.UTC) // mid-minute
+	m4, m5, m6 := t0.Truncate(time.Minute), t0.Truncate(time.Minute).Add(time.Minute), t0.Truncate(time.Minute).Add(2*time.Minute)
+	byMinute := func(what string, since, until time.Time, want ...outbox.TimelineBucket) {
+		t.Helper()
+		got, err := h.DeliveredByMinute(ctx, since, until)
+		if err != nil || !timelineEqual(got, want) {
+			t.Fatalf("%s: DeliveredByMinute(%s, %s) = %+v (%v), want %+v", what, since.Format(time.TimeOnly), until.Format(time.TimeOnly), got, err, want)
+		}
+	}
+	byMinute("an empty log", time.Time{}, t0.Add(time.Hour))
+
+	clock := NewClock(t0)
+	rec := &logReceiver{fail: func(e outbox.Event) error {
+		if e.EntityID == "bad/1" {
+			return errors.New("503 busy")
+		}
+		return nil
+	}}
+	a := newLogRelay(t, h, rec, LogRelayConfig{Cursor: "a", MaxConcurrent: 1, Clock: clock})
+	// bad/1 fails and moves to the table, bad/2 follows it there: 2 delivered at 03:04.
+	appendNamed(t, h, nil, "a/1", "bad/1", "bad/2", "b/1")
+	if st, err := a.Drain(ctx); err != nil || st.Delivered != 2 || st.Failed != 1 {
+		t.Fatalf("drain a at 03:04: %+v, %v; want 2 delivered, 1 failed", st, err)
+	}
+	clock.Advance(2 * time.Minute) // 03:06:30
+	appendNamed(t, h, nil, "c/1", "d/1", "e/1")
+	if st, err := a.Drain(ctx); err != nil || st.Delivered != 3 {
+		t.Fatalf("drain a at 03:06: %+v, %v; want 3 delivered", st, err)
+	}
+	// Cursor b delivers the whole log at 03:06 to another destination; bad/1 and bad/2
+	// go to the table's key behind the failure.
+	b := newLogRelay(t, h, &logReceiver{}, LogRelayConfig{Cursor: "b", MaxConcurrent: 1, Clock: clock})
+	if st, err := b.Drain(ctx); err != nil || st.Delivered != 5 {
+		t.Fatalf("drain b at 03:06: %+v, %v; want 5 delivered", st, err)
+	}
+
+	both := []outbox.TimelineBucket{{Minute: m4, Completed: 2}, {Minute: m6, Completed: 3 + 5}}
+	byMinute("the hour", m4, m4.Add(time.Hour), both...)
+	byMinute("from 03:04's last second", t0.Add(29*time.Second), m4.Add(time.Hour), both...)
+	byMinute("from 03:05", m5, m4.Add(time.Hour), both[1])
+	byMinute("up to 03:06's start", m4, m6, both[0])
+	byMinute("up to a second into 03:06", m4, m6.Add(time.Second), both...)
+	byMinute("03:05 alone", m5, m6)
+	if n, err := h.Delivered(ctx, m4); err != nil || n != 10 {
+		t.Fatalf("Delivered(03:04) = %d (%v), want the minutes' sum, 10", n, err)
+	}
 }

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fitiq/outbox"
 	"github.com/fitiq/outbox/internal/logdelivery"
 )
 
@@ -24,6 +27,13 @@ const countDelivered = `, counted AS (
 
 // logDeliveredSince sums the counts of every cursor row from the minute $1 on.
 const logDeliveredSince = `SELECT coalesce(sum(delivered), 0)::bigint FROM {{delivered}} WHERE minute >= $1`
+
+// logDeliveredByMinute sums the counts of every cursor row per minute, for the minutes
+// from $1 up to $2: a range of the key's leading column.
+const logDeliveredByMinute = `
+SELECT minute, sum(delivered)::bigint FROM {{delivered}}
+WHERE minute >= $1 AND minute < $2
+GROUP BY minute ORDER BY minute`
 
 // retainDelivered deletes the counts older than $1 before the latest minute counted.
 const retainDelivered = `
@@ -49,6 +59,36 @@ func (l *Log) Delivered(ctx context.Context, since time.Time) (int64, error) {
 		return 0, fmt.Errorf("outbox/postgres: log: count deliveries: %w", err)
 	}
 	return n, nil
+}
+
+// DeliveredByMinute returns, per minute from the one that holds since up to until,
+// how many events the log's relays delivered in it, as Delivered counts them (every
+// cursor row summed, minutes of the relays' Clock, cursor names that deliver the same
+// events each counting them): one bucket per minute with deliveries, oldest first,
+// with Completed set and the rest zero; minutes without any are left out, and until's
+// own minute is counted only when until is past its start. Log.Retain deletes the
+// minutes older than LogDeliveredRetention, so a range reaches no further back.
+//
+// The store's outbox.Timeline counts the events table, which on the log layout holds
+// the log's failures and the events moved behind them, not its deliveries: add these
+// to its buckets' Completed for the outbox's throughput (the dashboard's
+// Config.LogTimeline).
+func (l *Log) DeliveredByMinute(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error) {
+	rows, err := l.pool.Query(ctx, l.n.render(logDeliveredByMinute), logdelivery.Minute(since), until)
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log: count deliveries by minute: %w", err)
+	}
+	buckets, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outbox.TimelineBucket, error) {
+		var b outbox.TimelineBucket
+		var n int64
+		err := row.Scan(&b.Minute, &n)
+		b.Minute, b.Completed = b.Minute.UTC(), int(n)
+		return b, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("outbox/postgres: log: count deliveries by minute: %w", err)
+	}
+	return buckets, nil
 }
 
 // retainDelivered deletes the counts of deliveries past LogDeliveredRetention, for

@@ -46,7 +46,8 @@ func TestLogConformance(t *testing.T) {
 				return out, err
 			},
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: postgres.ErrLogCursorExists, ErrCursorNotFound: postgres.ErrLogCursorNotFound,
-			Delivered: env.log.Delivered,
+			Delivered:         env.log.Delivered,
+			DeliveredByMinute: env.log.DeliveredByMinute,
 			Retain: func(ctx context.Context) error {
 				_, err := env.log.Retain(ctx)
 				return err

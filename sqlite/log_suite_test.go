@@ -37,7 +37,8 @@ func TestLogConformance(t *testing.T) {
 			Waiting:    env.log.Waiting,
 			Peek:       env.log.Peek,
 			CopyCursor: env.log.CopyCursor, ErrCursorExists: sqlite.ErrLogCursorExists, ErrCursorNotFound: sqlite.ErrLogCursorNotFound,
-			Delivered: env.log.Delivered,
+			Delivered:         env.log.Delivered,
+			DeliveredByMinute: env.log.DeliveredByMinute,
 			Retain: func(ctx context.Context) error {
 				_, err := env.log.Trim(ctx, 1000)
 				return err

@@ -282,6 +282,15 @@ func (l *eventLog) delivered(ctx context.Context, since time.Time) (int64, error
 	return l.pg.Delivered(ctx, since)
 }
 
+// deliveredByMinute is how many events the log's relays delivered in each minute from
+// since's up to until (Log.DeliveredByMinute), which the store's Timeline does not count.
+func (l *eventLog) deliveredByMinute(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error) {
+	if l.lite != nil {
+		return l.lite.DeliveredByMinute(ctx, since, until)
+	}
+	return l.pg.DeliveredByMinute(ctx, since, until)
+}
+
 // cursorOnLog is what waits on the log for one cursor's relays.
 type cursorOnLog struct {
 	name      string

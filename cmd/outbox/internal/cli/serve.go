@@ -41,7 +41,9 @@ what waits on the event log for the log relay, which the events table's counts d
 include: the events and the oldest one's age, with a log_behind alert when it is older
 than the oldest_due rule's limit (15m). That is for the relays' default cursor
 (relay); with --log-cursor NAME (repeatable, for relays scoped by --type) the cards
-show the named cursors' waits summed, and the oldest of them.
+show the named cursors' waits summed, and the oldest of them. The health window's
+outcomes and the throughput chart also count the events the log's relays delivered,
+which leave no row in the events table.
 
 Examples:
   outbox serve --dsn sqlite:./outbox.db                  # http://127.0.0.1:8080/
@@ -95,6 +97,11 @@ Examples:
 					ctx, cancel := context.WithTimeout(ctx, c.timeout)
 					defer cancel()
 					return l.delivered(ctx, since)
+				}
+				cfg.LogTimeline = func(ctx context.Context, since, until time.Time) ([]outbox.TimelineBucket, error) {
+					ctx, cancel := context.WithTimeout(ctx, c.timeout)
+					defer cancel()
+					return l.deliveredByMinute(ctx, since, until)
 				}
 			}
 			h, err := dashboard.New(cfg)

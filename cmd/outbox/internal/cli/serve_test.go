@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"regexp"
@@ -109,52 +110,73 @@ func TestServeShowsTheOutbox(t *testing.T) {
 	})
 }
 
-// serve --layout=log shows what waits on the event log (dashboard.Config.LogWaiting).
+// serve --layout=log shows what waits on the event log (dashboard.Config.LogWaiting),
+// and its chart counts what the log delivered (dashboard.Config.LogTimeline), on both
+// stores.
 func TestServeShowsTheLog(t *testing.T) {
 	t.Parallel()
-	b := sqliteBackend(t)
-	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != ExitOK {
-		t.Fatal(r)
-	}
-	if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != ExitOK {
-		t.Fatal(r)
-	}
-	addr, stop := startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log")
-	res, err := http.Get("http://" + addr + "/api/overview")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 1,`).Match(body) {
-		t.Errorf("GET /api/overview = %d: want the log's one event: %.600s", res.StatusCode, body)
-	}
-	if r := stop(); r.code != ExitOK {
-		t.Errorf("serve: %v", r)
-	}
-
-	// Two cursors: a has passed the first event, b does not exist yet (the whole log,
-	// 3); the dashboard's one log is their sum.
-	sink := newAcceptAll(t)
-	if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--log-cursor", "a", "--sink", sink.srv.URL, "--once"); r.code != ExitOK {
-		t.Fatal(r)
-	}
-	for _, e := range []string{"o-2", "o-3"} {
-		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", e); r.code != ExitOK {
+	eachBackend(t, func(t *testing.T, b backend) {
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != ExitOK {
 			t.Fatal(r)
 		}
-	}
-	addr, stop = startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log", "--log-cursor", "a", "--log-cursor", "b")
-	res, err = http.Get("http://" + addr + "/api/overview")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ = io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 5,`).Match(body) {
-		t.Errorf("GET /api/overview with cursors a and b = %d: want 2 + 3 events: %.600s", res.StatusCode, body)
-	}
-	if r := stop(); r.code != ExitOK {
-		t.Errorf("serve: %v", r)
-	}
+		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != ExitOK {
+			t.Fatal(r)
+		}
+		addr, stop := startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log")
+		res, err := http.Get("http://" + addr + "/api/overview")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 1,`).Match(body) {
+			t.Errorf("GET /api/overview = %d: want the log's one event: %.600s", res.StatusCode, body)
+		}
+		if r := stop(); r.code != ExitOK {
+			t.Errorf("serve: %v", r)
+		}
+
+		// Two cursors: a has passed the first event, b does not exist yet (the whole log,
+		// 3); the dashboard's one log is their sum.
+		sink := newAcceptAll(t)
+		if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--layout=log", "--log-cursor", "a", "--sink", sink.srv.URL, "--once"); r.code != ExitOK {
+			t.Fatal(r)
+		}
+		for _, e := range []string{"o-2", "o-3"} {
+			if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", e); r.code != ExitOK {
+				t.Fatal(r)
+			}
+		}
+		addr, stop = startServe(t, "--dsn", b.dsn, "--addr", "127.0.0.1:0", "--layout=log", "--log-cursor", "a", "--log-cursor", "b")
+		res, err = http.Get("http://" + addr + "/api/overview")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ = io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusOK || !regexp.MustCompile(`"log": \{\s*"events": 5,`).Match(body) {
+			t.Errorf("GET /api/overview with cursors a and b = %d: want 2 + 3 events: %.600s", res.StatusCode, body)
+		}
+		// The chart counts what the log delivered (o-1, by cursor a's relay), which left no
+		// row in the events table: in its minute's bucket and in the window's totals.
+		var chart struct {
+			Window struct {
+				Completed int `json:"completed"`
+			} `json:"window"`
+			Timeline []outbox.TimelineBucket `json:"timeline"`
+		}
+		if err := json.Unmarshal(body, &chart); err != nil {
+			t.Fatal(err)
+		}
+		inBuckets := 0
+		for _, b := range chart.Timeline {
+			inBuckets += b.Completed
+		}
+		if chart.Window.Completed != 1 || inBuckets != 1 {
+			t.Errorf("the chart shows %d completed in its window and %d in its minutes, want the log's 1 delivery: %.600s", chart.Window.Completed, inBuckets, body)
+		}
+		if r := stop(); r.code != ExitOK {
+			t.Errorf("serve: %v", r)
+		}
+	})
 }
