@@ -1138,16 +1138,17 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 // statement, as Run after a wake-up) and goes on with those that have some. So a shard
 // with nothing costs one step, not one in every pass.
 //
-// A shard that another relay holds is not left behind: when a pass found nothing to
-// deliver but some shards held, Drain waits for their locks (until the holder's step
-// commits, or its session ends after its lease) and steps them. So when Drain returns
+// A shard that another relay holds is not left behind: when a pass over every shard
+// (or the shards the look found) delivered nothing but found some held, Drain waits
+// for their locks, one after another (until the holder's step commits, or its session
+// ends after its lease), and steps them. So when Drain returns
 // without an error, what was committed before it was called has been delivered, by
 // this relay or another. ctx bounds the wait; when it ends there, Drain returns an
 // error that says so, and Busy.
 func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	var total LogRelayStep
 	p := logPass{} // every shard
-	whole := true  // p, or the pass before a wait, covered every shard
+	whole := true  // p covered every shard (or p waits, after a pass that did)
 	for {
 		st, worked, next, err := r.round(ctx, p)
 		total.add(st)
@@ -1161,12 +1162,12 @@ func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 			p, whole = logPass{only: next.only}, false
 		case worked:
 			p, whole = logPass{}, true
-		case len(next.busy) > 0:
-			p = logPass{only: next.busy, wait: true}
 		case !whole:
 			// The shards left out since the pass that covered them all may have events
-			// committed since.
+			// committed since; and one of them may be free while this pass's are held.
 			p, whole = logPass{ask: true}, true
+		case len(next.busy) > 0:
+			p = logPass{only: next.busy, wait: true}
 		default:
 			return total, nil
 		}
