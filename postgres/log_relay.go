@@ -292,14 +292,17 @@ type LogRelay struct {
 	shards []*logRelayShard // every shard of the log, each with its cursor of cfg.Cursor
 	turn   atomic.Uint32    // the shard the next pass starts from
 
-	takeCursor, read, setLease, moveEvents, ackOrAbort, ackCountOrAbort, news, pausedTypes string
-	lockScope                                                                              string // the advisory lock's first key: the cursors table
+	takeCursor, waitCursor, read, setLease, moveEvents, ackOrAbort, ackCountOrAbort, news, pausedTypes string
+	lockScope                                                                                          string // the advisory lock's first key: the cursors table
 
 	deliver *logdelivery.Deliverer // delivery, outcomes, and holds' pacing
 	runs    logdelivery.Runner     // Run, and Stop's wait for it
 
 	// silent stops the heartbeat: tests use it for a relay whose process froze.
 	silent bool
+	// drainEvery makes Drain pass over every shard each time, as it did before it
+	// stepped only the shards with events: the benchmark compares the two.
+	drainEvery bool
 }
 
 // logRelayShard is one shard of the log as a relay delivers it.
@@ -333,6 +336,13 @@ type shardStep struct {
 // transaction without waiting.
 const takeCursor = `
 SELECT pg_try_advisory_xact_lock(hashtext($1), hashtext($2)), pg_current_snapshot()::text`
+
+// waitCursor is takeCursor for Drain's pass over the shards that another relay held:
+// it waits for the lock, until the holder's step commits, or its session ends (the
+// holder's lease). The snapshot is the statement's, taken before the wait, so it is
+// still older than anything the step then reads.
+const waitCursor = `
+SELECT (SELECT true FROM pg_advisory_xact_lock(hashtext($1), hashtext($2))), pg_current_snapshot()::text`
 
 // logPausedTypes lists the paused types (Store.PauseType) for a step: their events
 // move to the events table, where they wait until the type is resumed.
@@ -460,6 +470,7 @@ func NewLogRelay(ctx context.Context, log *Log, store *Store, handler outbox.Han
 			Breaker: cfg.Breaker, Clock: cfg.Clock, Logger: logger, Observers: cfg.Observers,
 		}),
 		takeCursor:      takeCursor,
+		waitCursor:      waitCursor,
 		read:            table.Replace(log.n.render(relayRead)),
 		setLease:        fmt.Sprintf(setLease, max(cfg.LeaseDuration.Milliseconds(), 1)),
 		moveEvents:      table.Replace(moveEvents),
@@ -511,7 +522,9 @@ type LogRelayStep struct {
 	RetryIn time.Duration
 	// Busy is true when the step found nothing to deliver in the shards it could take
 	// and another relay held at least one shard (on a log of one shard: another relay
-	// holds the cursor, and the step did nothing).
+	// holds the cursor, and the step did nothing). Drain waits for such shards
+	// instead: it reports Busy only beside a held batch, or with the error of a ctx
+	// that ended while it waited.
 	Busy bool
 }
 
@@ -543,25 +556,25 @@ var errLeaseLost = errors.New("outbox/postgres: log relay: the cursor's transact
 // step's deliveries) and COMMIT together. A shard found idle or held costs the first
 // and a ROLLBACK, and writes nothing.
 func (r *LogRelay) Step(ctx context.Context) (LogRelayStep, error) {
-	st, _, _, err := r.seek(ctx)
+	st, _, _, _, err := r.seek(ctx)
 	return st, err
 }
 
 // seek steps the shards in turn until one delivers, moves, holds or fails, and reports
-// that step; when none did, it reports whether a shard was busy. It also returns the
-// base of its first step (every shard's read in this pass came after it) and whether a
-// step did something.
-func (r *LogRelay) seek(ctx context.Context) (LogRelayStep, string, bool, error) {
+// that step; when none did, it reports whether a shard was busy, and which. It also
+// returns the base of its first step (every shard's read in this pass came after it)
+// and whether a step did something.
+func (r *LogRelay) seek(ctx context.Context) (LogRelayStep, string, bool, []int16, error) {
 	n := len(r.shards)
 	start := int(r.turn.Load()) % n
 	limit := r.deliver.Limit(r.cfg.BatchSize) // one event while the destination was at fault
 	var (
 		base string
-		busy bool
+		busy []int16
 	)
 	for i := range n {
 		k := (start + i) % n
-		st, err := r.stepShard(ctx, r.shards[k], limit)
+		st, err := r.stepShard(ctx, r.shards[k], limit, false)
 		if i == 0 {
 			base = st.base
 		}
@@ -570,12 +583,14 @@ func (r *LogRelay) seek(ctx context.Context) (LogRelayStep, string, bool, error)
 			if st.Held {
 				st.RetryIn = r.deliver.Hold(st.Fault, st.Read)
 			}
-			return st.LogRelayStep, base, true, err
+			return st.LogRelayStep, base, true, nil, err
 		}
-		busy = busy || st.Busy
+		if st.Busy {
+			busy = append(busy, int16(k))
+		}
 	}
 	r.turn.Store(uint32(start + 1))
-	return LogRelayStep{Busy: busy}, base, false, nil
+	return LogRelayStep{Busy: len(busy) > 0}, base, false, busy, nil
 }
 
 // logPass is what a pass over the shards steps, and what the relay knows when it
@@ -585,6 +600,10 @@ type logPass struct {
 	only []int16 // the shards to step; nil: every shard
 	base string  // "" when not known
 	ask  bool    // first find the shards with events past this relay's positions
+	wait bool    // wait for each shard's lock instead of skipping a held one (Drain)
+	// busy, in what round returns, are the shards another relay held in a pass that
+	// did nothing.
+	busy []int16
 }
 
 // round is one pass of Run or Drain over the shards that p names, Concurrency steps at
@@ -596,9 +615,9 @@ type logPass struct {
 // destination is at fault, a pass is one probe of one event, as Step.
 func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, logPass, error) {
 	limit := r.deliver.Limit(r.cfg.BatchSize)
-	if len(r.shards) == 1 || limit < r.cfg.BatchSize {
-		st, base, worked, err := r.seek(ctx)
-		return st, worked, logPass{base: base}, err
+	if !p.wait && (len(r.shards) == 1 || limit < r.cfg.BatchSize) {
+		st, base, worked, busy, err := r.seek(ctx)
+		return st, worked, logPass{base: base, busy: busy}, err
 	}
 	if p.ask && p.only == nil {
 		only, base, err := r.shardsWithNews(ctx)
@@ -632,6 +651,7 @@ func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, lo
 		total  LogRelayStep
 		worked bool
 		did    []int16
+		busy   []int16
 		errs   []error
 		held   atomic.Bool
 		wg     sync.WaitGroup
@@ -644,7 +664,7 @@ func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, lo
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			st, err := r.stepShard(ctx, r.shards[k], limit)
+			st, err := r.stepShard(ctx, r.shards[k], limit, p.wait)
 			mu.Lock()
 			defer mu.Unlock()
 			if i == 0 && p.only == nil && c == 1 {
@@ -655,7 +675,10 @@ func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, lo
 			total.Failed += st.Failed
 			total.Waiting += st.Waiting
 			total.Duplicates += st.Duplicates
-			total.Busy = total.Busy || st.Busy
+			if st.Busy {
+				total.Busy = true
+				busy = append(busy, int16(k))
+			}
 			if st.Held {
 				held.Store(true)
 				if !total.Held {
@@ -675,7 +698,11 @@ func (r *LogRelay) round(ctx context.Context, p logPass) (LogRelayStep, bool, lo
 	if total.Held {
 		total.RetryIn = r.deliver.Hold(total.Fault, total.Read)
 	}
-	return total, worked, logPass{only: did, base: base}, errors.Join(errs...)
+	next := logPass{only: did, base: base}
+	if !worked {
+		next.busy = busy
+	}
+	return total, worked, next, errors.Join(errs...)
 }
 
 // shardsWithNews returns the shards whose cursor's position, as this relay last knew
@@ -700,8 +727,9 @@ func (r *LogRelay) shardsWithNews(ctx context.Context) ([]int16, string, error) 
 // stepShard delivers one batch of the shard at most (limit events): it takes the
 // shard's cursor (or reports Busy), reads a batch, delivers it, and commits the
 // outcomes with the cursor's move (see LogRelay). A held batch is reported, not
-// counted: the caller paces the relay.
-func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) (st shardStep, err error) {
+// counted: the caller paces the relay. With wait, it waits for a shard that another
+// relay holds instead (waitCursor).
+func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int, wait bool) (st shardStep, err error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	defer func() {
@@ -727,7 +755,11 @@ func (r *LogRelay) stepShard(ctx context.Context, sh *logRelayShard, limit int) 
 	b := &pgx.Batch{}
 	b.Queue(`BEGIN`)
 	b.Queue(genericPlanOnly) // the read on its generic plan, as the head poll's look (log_wake.go)
-	b.Queue(r.takeCursor, r.lockScope, cursor.name)
+	take := r.takeCursor
+	if wait {
+		take = r.waitCursor
+	}
+	b.Queue(take, r.lockScope, cursor.name)
 	b.Queue(r.log.loadCursor, cursor.name)
 	b.Queue(r.pausedTypes)
 	if sh.warm {
@@ -1098,17 +1130,46 @@ func (r *LogRelay) moveArgs(moves []logMove) ([]any, error) {
 		priorities, isNew, metadata, payloads, keys, created, lastAttempt, next, lastErrors, at}, nil
 }
 
-// Drain delivers until a pass over every shard reads nothing, or the destination holds
-// a batch, and returns the sum of what it did (Held, Fault and RetryIn are the last
-// pass's; Busy says that the last pass found a shard held by another relay, which that
-// relay delivers). It steps Concurrency shards at once.
+// Drain delivers until no shard has events past the relay's cursor, or the destination
+// holds a batch, and returns the sum of what it did (Held, Fault and RetryIn are the
+// last pass's). It steps Concurrency shards at once. Its first pass steps every shard;
+// then, as Run does, it steps only the shards that had something, until a pass finds
+// nothing, and then looks in every shard for events past this relay's positions (one
+// statement, as Run after a wake-up) and goes on with those that have some. So a shard
+// with nothing costs one step, not one in every pass.
+//
+// A shard that another relay holds is not left behind: when a pass over every shard
+// (or the shards the look found) delivered nothing but found some held, Drain waits
+// for their locks, one after another (until the holder's step commits, or its session
+// ends after its lease), and steps them. So when Drain returns
+// without an error, what was committed before it was called has been delivered, by
+// this relay or another. ctx bounds the wait; when it ends there, Drain returns an
+// error that says so, and Busy.
 func (r *LogRelay) Drain(ctx context.Context) (LogRelayStep, error) {
 	var total LogRelayStep
+	p := logPass{} // every shard
+	whole := true  // p covered every shard (or p waits, after a pass that did)
 	for {
-		st, worked, _, err := r.round(ctx, logPass{})
+		st, worked, next, err := r.round(ctx, p)
 		total.add(st)
-		if err != nil || !worked || st.Held {
+		switch {
+		case err != nil && p.wait:
+			total.Busy = true
+			return total, fmt.Errorf("outbox/postgres: log relay: wait for the shards that another relay holds (%v): %w", p.only, err)
+		case err != nil || st.Held:
 			return total, err
+		case worked && !r.drainEvery && 0 < len(next.only) && len(next.only) < len(r.shards):
+			p, whole = logPass{only: next.only}, false
+		case worked:
+			p, whole = logPass{}, true
+		case !whole:
+			// The shards left out since the pass that covered them all may have events
+			// committed since; and one of them may be free while this pass's are held.
+			p, whole = logPass{ask: true}, true
+		case len(next.busy) > 0:
+			p = logPass{only: next.busy, wait: true}
+		default:
+			return total, nil
 		}
 	}
 }

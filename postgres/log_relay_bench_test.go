@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,6 +138,112 @@ func BenchmarkLogRelayDrain(b *testing.B) {
 	}
 	b.Run("shards", benchmarkLogRelayDrainShards)
 	b.Run("slow-sink", benchmarkLogRelayDrainSlowSink)
+	b.Run("look", benchmarkLogRelayDrainLook)
+}
+
+// benchmarkLogRelayDrainLook compares Drain (drain: after the first pass, the shards
+// that had something, then a look in every shard) with Drain passing over every shard
+// each time (every, as before), one after the other in each round (the order rotated
+// from round to round). Each has a log of its own, filled before each round with
+// 10,000 keyed events. Sub-benchmarks: sN is a log of N shards, sN-idle one of N
+// shards of which only 2 hold events, c2 Concurrency 2. The figures are the medians
+// of the within-round ratios to every, with their quartiles and range.
+func benchmarkLogRelayDrainLook(b *testing.B) {
+	type config struct {
+		name                 string
+		shards, busy, concur int
+	}
+	for _, c := range []config{{"s1", 1, 1, 1}, {"s4", 4, 4, 1}, {"s16", 16, 16, 1}, {"s16-c2", 16, 16, 2}, {"s16-idle", 16, 2, 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			const perRound, batch = 10_000, 1000
+			ctx := context.Background()
+			pool := newPool(b, 4, "")
+			modes := []string{"every", "drain"}
+			var (
+				drains []func(n int)
+				fills  []func(round int)
+			)
+			for mode, mname := range modes {
+				schema := freshSchema(b, pool)
+				s := newStore(b, pool, postgres.Config{Schema: schema, DisableListen: true})
+				l := newShardedLogIn(b, pool, schema, c.shards)
+				own := newPool(b, int32(c.concur+1), "")
+				ol, err := postgres.NewLog(ctx, own, l.Config())
+				if err != nil {
+					b.Fatal(err)
+				}
+				r, err := postgres.NewLogRelay(ctx, ol, s, noop{}, postgres.LogRelayConfig{BatchSize: batch, MaxConcurrent: batch,
+					Concurrency: c.concur, Logger: outboxtest.Discard})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if mode == 0 {
+					postgres.DrainEveryShard(r)
+				}
+				drains = append(drains, func(n int) { drainAll(b, []*postgres.LogRelay{r}, mname, n) })
+				fills = append(fills, func(round int) {
+					fillInShards(b, pool, l, perRound, fmt.Sprintf("%s-r%d", mname, round), c.busy)
+					if _, err := pool.Exec(ctx, `VACUUM ANALYZE `+pgx.Identifier{schema, "outbox_log"}.Sanitize()); err != nil {
+						b.Fatal(err)
+					}
+				})
+			}
+			rates := make([][]float64, len(modes))
+			b.ResetTimer()
+			for round := range b.N {
+				b.StopTimer()
+				for _, fill := range fills {
+					fill(round)
+				}
+				b.StartTimer()
+				for k := range modes {
+					m := (k + round) % len(modes)
+					started := time.Now()
+					drains[m](perRound)
+					rates[m] = append(rates[m], perRound/time.Since(started).Seconds())
+				}
+			}
+			b.StopTimer()
+			b.ReportMetric(logBenchMedian(rates[0]), "every-event/s")
+			for m := 1; m < len(modes); m++ {
+				ratios := make([]float64, b.N)
+				for i := range ratios {
+					ratios[i] = rates[m][i] / rates[0][i]
+				}
+				sorted := slices.Clone(ratios)
+				slices.Sort(sorted)
+				q := func(f float64) float64 { return sorted[int(f*float64(len(sorted)-1)+0.5)] }
+				b.ReportMetric(logBenchMedian(ratios), modes[m]+"-x-every")
+				b.Logf("%s %s ÷ every: median %.2f, quartiles %.2f–%.2f, range %.2f–%.2f, by round %v", c.name, modes[m],
+					logBenchMedian(ratios), q(0.25), q(0.75), sorted[0], sorted[len(sorted)-1], logBenchRounded(ratios))
+			}
+		})
+	}
+}
+
+// fillInShards appends n keyed events to l in transactions of 1,000, with keys chosen
+// so that they fall in the log's first shards shards only.
+func fillInShards(tb testing.TB, pool *pgxpool.Pool, l *postgres.Log, n int, prefix string, shards int) {
+	tb.Helper()
+	ctx := context.Background()
+	key := 0
+	for start := 0; start < n; start += 1000 {
+		var batch []*outbox.Event
+		for len(batch) < min(1000, n-start) {
+			key++
+			entity := fmt.Sprintf("%s-%d", prefix, key)
+			if l.ShardOf(entity) >= shards {
+				continue
+			}
+			e := outbox.NewEvent("order.created", entity, fmt.Sprintf("user-%d", key%100))
+			e.Payload = []byte(`{"kind":"weight","quantity":72.5}`)
+			e.OrderingKey = entity
+			batch = append(batch, e)
+		}
+		if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return l.AppendTx(ctx, tx, batch...) }); err != nil {
+			tb.Fatal(err)
+		}
+	}
 }
 
 // benchmarkLogRelayDrainShards drains keyed events (keys=entity) through relays on logs

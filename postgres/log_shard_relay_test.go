@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -273,9 +274,18 @@ func TestLogRelayShardTakeover(t *testing.T) {
 			}()
 			<-inside
 			held := int(blockedShard.Load())
-			st, err := b.Drain(ctx)
-			if err != nil || !st.Busy {
-				t.Fatalf("b while a delivers shard %d: %+v, %v; want the other shards drained, then Busy", held, st, err)
+			// Step, not Drain: Drain would wait for a's shard.
+			for {
+				st, err := b.Step(ctx)
+				if err != nil {
+					t.Fatalf("b while a delivers shard %d: %v", held, err)
+				}
+				if st.Read == 0 {
+					if !st.Busy {
+						t.Fatalf("b while a delivers shard %d: %+v; want the other shards drained, then Busy", held, st)
+					}
+					break
+				}
 			}
 			for _, e := range recB.got {
 				if env.log.ShardOf(e.OrderingKey) == held {
@@ -320,6 +330,159 @@ func TestLogRelayShardTakeover(t *testing.T) {
 			}
 			checkKeyOrder(t, got)
 		})
+	}
+}
+
+// TestLogRelayDrainWaitsForAHeldShard: while another session holds one shard's lock
+// (as a relay delivering it would), Drain delivers the other shards and then waits for
+// that one instead of returning; once the lock is let go, it delivers the shard's
+// events too, and returns without Busy. When ctx ends during the wait, Drain returns
+// an error that says so, and Busy. On a log of one shard, and on four with one and two
+// steps at once.
+func TestLogRelayDrainWaitsForAHeldShard(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ shards, concurrency int }{{1, 1}, {4, 1}, {4, 2}} {
+		for _, end := range []string{"released", "cancelled"} {
+			t.Run(fmt.Sprintf("shards=%d/concurrency=%d/%s", c.shards, c.concurrency, end), func(t *testing.T) {
+				t.Parallel()
+				env := newShardedRelayEnv(t, 3, c.shards)
+				ctx := context.Background()
+				var names []string
+				for k := range 8 {
+					for n := range 3 {
+						names = append(names, fmt.Sprintf("k%d/%d", k, n))
+					}
+				}
+				appendKeyed(t, env.log, env.pool, names...)
+				held := env.log.ShardOf("k0")
+				var inHeld, others []string
+				for _, name := range names {
+					if env.log.ShardOf(name[:strings.Index(name, "/")]) == held {
+						inHeld = append(inHeld, name)
+					} else {
+						others = append(others, name)
+					}
+				}
+				cursor := "relay"
+				if c.shards > 1 {
+					cursor = fmt.Sprintf("relay/%d", held)
+				}
+				holder := beginTx(t, env.pool)
+				cursors := pgx.Identifier{env.log.Config().Schema, env.log.Config().Table + "_cursors"}.Sanitize()
+				if _, err := holder.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))`, cursors, cursor); err != nil {
+					t.Fatal(err)
+				}
+
+				app := randomName("drain_")
+				rec := &logReceiver{}
+				r := env.otherProcess(t, int32(c.concurrency+1), app).relay(t, rec, postgres.LogRelayConfig{Concurrency: c.concurrency})
+				dctx, cancel := context.WithCancel(ctx)
+				defer cancel()
+				type result struct {
+					st  postgres.LogRelayStep
+					err error
+				}
+				done := make(chan result, 1)
+				go func() {
+					st, err := r.Drain(dctx)
+					done <- result{st, err}
+				}()
+				// Until the relay's session waits for the held shard's lock.
+				deadline := untilDeadline(t)
+				for {
+					select {
+					case res := <-done:
+						t.Fatalf("Drain returned while shard %d was held: %+v, %v; delivered %v, want it to wait for the shard",
+							held, res.st, res.err, rec.entities())
+					default:
+					}
+					var waiting bool
+					if err := env.pool.QueryRow(ctx, `SELECT count(*) > 0 FROM pg_stat_activity
+						WHERE application_name = $1 AND wait_event_type = 'Lock' AND wait_event = 'advisory'`, app).Scan(&waiting); err != nil {
+						t.Fatal(err)
+					}
+					if waiting {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the relay never waited for the held shard's lock")
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				if got := rec.entities(); !sameSet(got, others) || len(got) != len(others) {
+					t.Errorf("while shard %d was held, the relay delivered %v, want the other shards' %v", held, got, others)
+				}
+
+				switch end {
+				case "released":
+					commitTx(t, holder)
+					res := <-done
+					if res.err != nil || res.st.Busy || res.st.Delivered != len(names) {
+						t.Fatalf("Drain after the shard was let go: %+v, %v; want all %d delivered, not Busy", res.st, res.err, len(names))
+					}
+					got := rec.entities()
+					if !sameSet(got, names) || len(got) != len(names) {
+						t.Errorf("delivered %v, want each of %v once", got, names)
+					}
+					checkKeyOrder(t, got)
+				case "cancelled":
+					cancel()
+					res := <-done
+					if !errors.Is(res.err, context.Canceled) || !res.st.Busy {
+						t.Fatalf("Drain cancelled while it waited: %+v, %v; want Busy and context.Canceled", res.st, res.err)
+					}
+					if !strings.Contains(res.err.Error(), "another relay holds") {
+						t.Errorf("Drain's error %q does not say that another relay holds a shard", res.err)
+					}
+					for _, e := range rec.entities() {
+						if slices.Contains(inHeld, e) {
+							t.Errorf("delivered %s of the held shard %d", e, held)
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestLogRelayDrainFindsEventsInShardsItFoundEmpty: after its first pass, Drain steps
+// only the shards that had something; an event committed meanwhile to a shard that the
+// first pass found empty is still delivered before Drain returns (its look in every
+// shard finds it), as it was when every pass stepped every shard.
+func TestLogRelayDrainFindsEventsInShardsItFoundEmpty(t *testing.T) {
+	t.Parallel()
+	env := newShardedRelayEnv(t, 4, 4)
+	ctx := context.Background()
+	keysIn := func(shard, n int) []string {
+		var keys []string
+		for i := 0; len(keys) < n; i++ {
+			if key := fmt.Sprintf("k%d", i); env.log.ShardOf(key) == shard {
+				keys = append(keys, key)
+			}
+		}
+		return keys
+	}
+	var busy []string // four events of shard 0, two batches
+	for _, key := range keysIn(0, 4) {
+		busy = append(busy, key+"/0")
+	}
+	late := keysIn(1, 1)[0] + "/0" // appended while the second batch is delivered
+	appendKeyed(t, env.log, env.pool, busy...)
+	var once sync.Once
+	rec := &logReceiver{fail: func(e outbox.Event, _ int) error {
+		if e.EntityID == busy[2] || e.EntityID == busy[3] {
+			once.Do(func() { appendKeyed(t, env.log, env.pool, late) })
+		}
+		return nil
+	}}
+	r := env.relay(t, rec, postgres.LogRelayConfig{BatchSize: 2})
+	st, err := r.Drain(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(busy), late)
+	if got := rec.entities(); !sameSet(got, want) || len(got) != len(want) || st.Delivered != len(want) {
+		t.Fatalf("Drain delivered %v (%+v), want each of %v once", got, st, want)
 	}
 }
 

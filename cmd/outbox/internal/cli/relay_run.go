@@ -136,7 +136,9 @@ func (r *relayRun) onceLog(ctx context.Context, tally *outcomeTally, lr *logRela
 		fmt.Fprintf(r.env.Stdout, "log delivery held: %v; its batch waits in the log, attempts not spent\n", st.fault)
 	}
 	if st.busy {
-		fmt.Fprintln(r.env.Stdout, "another relay holds the log's cursor (or a shard of it) and delivers what it holds")
+		// On PostgreSQL, Drain waits for the shards other relays hold: only a pass that a
+		// fault of the sink held ends with some still held.
+		fmt.Fprintln(r.env.Stdout, "another relay holds the log's cursor and delivers what it holds")
 	}
 	perr := r.once(ctx, tally)
 	if st.failed == 0 && !st.held {
