@@ -274,6 +274,11 @@ type Log struct {
 	appendedAt  atomic.Int64
 	appends     hub.Hub
 	transacting sync.Map // pgx.Tx → struct{}: Transact's transactions, which wake relays themselves
+
+	// Retain's lock requests (truncatePartition): a test's bound on asking without
+	// queueing (ns; 0: logRetainNoWaitFor), and how many it made.
+	retainNoWait    atomic.Int64
+	retainLockTries atomic.Int64
 }
 
 // NewLog returns the log cfg names, which must have been migrated by MigrateLog:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -98,3 +99,10 @@ func FNV1a32(key string) uint32 {
 	h.Write([]byte(key))
 	return h.Sum32()
 }
+
+// SetRetainNoWaitFor sets how long Retain asks for a partition's lock without queueing
+// (logRetainNoWaitFor), within half of MaintenanceLockTimeout.
+func SetRetainNoWaitFor(l *Log, d time.Duration) { l.retainNoWait.Store(int64(d)) }
+
+// RetainLockTries reports how many times Retain has asked for a partition's lock.
+func RetainLockTries(l *Log) int64 { return l.retainLockTries.Load() }

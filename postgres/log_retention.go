@@ -48,12 +48,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 const (
@@ -68,6 +70,10 @@ const (
 	DefaultLogPartitionXIDs = 1 << 16
 	// DefaultLogMaintenanceLockTimeout is LogConfig.MaintenanceLockTimeout's default.
 	DefaultLogMaintenanceLockTimeout = 100 * time.Millisecond
+
+	// logRetainNoWaitFor bounds how long Retain asks for a partition's lock without
+	// queueing before it waits in the queue (truncatePartition).
+	logRetainNoWaitFor = 50 * time.Millisecond
 
 	minLogPartitions, maxLogPartitions = 2, 64
 	maxLogPartitionXIDs                = 1 << 40
@@ -257,15 +263,33 @@ func (l *Log) horizon(ctx context.Context, q logQuerier) (logHorizon, error) {
 	if err != nil {
 		return logHorizon{}, err
 	}
+	defer rows.Close()
+	if !rows.Next() {
+		if err := rows.Err(); err != nil {
+			return logHorizon{}, err
+		}
+		return logHorizon{}, pgx.ErrNoRows
+	}
+	h, err := scanHorizon(rows)
+	if err != nil {
+		return logHorizon{}, err
+	}
+	rows.Close()
+	return h, rows.Err()
+}
+
+// scanHorizon reads logHorizonQuery's row.
+func scanHorizon(row pgx.Row) (logHorizon, error) {
 	var running, head, xmin string
 	var h logHorizon
-	if _, err := pgx.ForEachRow(rows, []any{&running, &head, &h.cursor, &xmin}, func() error { return nil }); err != nil {
+	if err := row.Scan(&running, &head, &h.cursor, &xmin); err != nil {
 		return logHorizon{}, err
 	}
 	for _, f := range []struct {
 		s string
 		x *uint64
 	}{{running, &h.running}, {head, &h.head}, {xmin, &h.cursorXMin}} {
+		var err error
 		if *f.x, err = strconv.ParseUint(f.s, 10, 64); err != nil {
 			return logHorizon{}, fmt.Errorf("parse xid %q: %w", f.s, err)
 		}
@@ -421,56 +445,140 @@ const (
 	partitionKept
 )
 
-// truncatePartition locks p, within the lock timeout, and truncates it if it may still
-// be emptied: under the lock no append to it is in flight, so what it holds and the
-// horizon are read again first. It returns the partition as it was.
-func (l *Log) truncatePartition(ctx context.Context, conn logConn, p logPartition) (partitionOutcome, logPartition, error) {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return 0, p, err
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+// truncatePartition locks p, within MaintenanceLockTimeout, and truncates it if it may
+// still be emptied: under the lock no append to it is in flight, so what it holds and
+// the horizon are read again first. It returns the partition as it was.
+//
+// Every read of the log takes a share lock on every partition for its transaction (a
+// relay's step holds it while it delivers), and a lock request that waits in the
+// server's queue makes every read that comes after it wait too. So Retain first asks
+// for the lock without queueing (NOWAIT), again and again, for up to half the timeout
+// (at most logRetainNoWaitFor), and only then waits in the queue for the rest, so that
+// a log read without pause is still retained. And once it has the lock, it holds it for
+// as few round trips as it can: the lock, the horizon and the partition's state go in
+// one, the TRUNCATE and the COMMIT in the next. TestLogRetainDoesNotQueueReadsBehindIt
+// shows the reads going on; a latency A/B showed no change in the relay's slowest events
+// (bench/results/log-latency-retain-ab.txt).
+func (l *Log) truncatePartition(ctx context.Context, conn logConn, p logPartition) (outcome partitionOutcome, was logPartition, err error) {
 	t := pgx.Identifier{l.cfg.Schema, p.name}.Sanitize()
-	timeout := strconv.FormatInt(l.cfg.MaintenanceLockTimeout.Milliseconds(), 10) + "ms"
-	// The commit does not wait for its WAL to reach disk (synchronous_commit off, for
-	// this transaction only), so the partition's lock, which every read of the log waits
-	// for, is held for the truncation alone. A truncation lost in a server crash empties
-	// a partition that every cursor had passed: Retain does it again.
-	if _, err := tx.Exec(ctx, `SELECT set_config('lock_timeout', $1, true), set_config('synchronous_commit', 'off', true)`, timeout); err != nil {
-		return 0, p, err
-	}
-	if _, err := tx.Exec(ctx, `LOCK TABLE `+t+` IN ACCESS EXCLUSIVE MODE`); err != nil {
-		if code, _ := pgCode(err); code == codeLockNotAvailable {
+	noWaitUntil := time.Now().Add(min(l.cfg.MaintenanceLockTimeout/2, l.retainNoWaitFor()))
+	pause := 100 * time.Microsecond
+	open := false // a transaction is open on conn
+	defer func() {
+		if open {
+			if _, rerr := conn.Exec(context.WithoutCancel(ctx), `ROLLBACK`); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+	}()
+	for {
+		queued := !time.Now().Before(noWaitUntil)
+		lock := `LOCK TABLE ` + t + ` IN ACCESS EXCLUSIVE MODE NOWAIT`
+		if queued {
+			lock = `LOCK TABLE ` + t + ` IN ACCESS EXCLUSIVE MODE`
+		}
+		l.countRetainLockTry()
+		h, got, err := l.lockAndLook(ctx, conn, p, lock)
+		open = true
+		if err != nil {
+			return 0, p, err
+		}
+		if got != nil {
+			if !got.removable(h) {
+				return partitionKept, *got, nil
+			}
+			// The commit does not wait for its WAL to reach disk (synchronous_commit off,
+			// set in lockAndLook for this transaction only), so the lock is held for the
+			// truncation alone. A truncation lost in a server crash empties a partition that
+			// every cursor had passed: Retain does it again.
+			b := &pgx.Batch{}
+			b.Queue(`TRUNCATE ` + t)
+			b.Queue(`COMMIT`)
+			if err := conn.SendBatch(ctx, b).Close(); err != nil {
+				return 0, p, err
+			}
+			open = false
+			return partitionTruncated, *got, nil
+		}
+		// Refused, or timed out in the queue: the transaction is aborted.
+		if _, err := conn.Exec(ctx, `ROLLBACK`); err != nil {
+			return 0, p, err
+		}
+		open = false
+		if queued {
 			return partitionBusy, p, nil
 		}
-		return 0, p, err
+		wait := min(time.Duration(rand.Int64N(int64(pause)))+time.Microsecond, time.Until(noWaitUntil))
+		pause = min(2*pause, 2*time.Millisecond)
+		timer := time.NewTimer(max(wait, 0))
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return 0, p, ctx.Err()
+		case <-timer.C:
+		}
 	}
-	h, err := l.horizon(ctx, tx)
-	if err != nil {
-		return 0, p, err
-	}
-	var newest string
-	if err := tx.QueryRow(ctx, `SELECT `+l.partitionState(p.name)).Scan(&newest, &p.bytes); err != nil {
-		return 0, p, err
-	}
-	if p.newest, err = strconv.ParseUint(newest, 10, 64); err != nil {
-		return 0, p, fmt.Errorf("parse xid %q: %w", newest, err)
-	}
-	if !p.removable(h) {
-		return partitionKept, p, nil
-	}
-	if _, err := tx.Exec(ctx, `TRUNCATE `+t); err != nil {
-		return 0, p, err
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return 0, p, err
-	}
-	return partitionTruncated, p, nil
 }
 
-// logConn is the connection Retain works on.
+// lockAndLook begins a transaction on conn, takes p's lock with the statement lock,
+// and reads the horizon and p's state under it, all in one round trip. It leaves the
+// transaction open. got is nil when the lock was not granted (NOWAIT refused, or the
+// queued wait passed MaintenanceLockTimeout); then the transaction is aborted.
+func (l *Log) lockAndLook(ctx context.Context, conn logConn, p logPartition, lock string) (h logHorizon, got *logPartition, err error) {
+	// The queued request's bound (NOWAIT does not wait): the other half of the timeout.
+	timeout := strconv.FormatInt(max(l.cfg.MaintenanceLockTimeout.Milliseconds()/2, 1), 10) + "ms"
+	b := &pgx.Batch{}
+	b.Queue(`BEGIN`)
+	b.Queue(`SELECT set_config('lock_timeout', $1, true), set_config('synchronous_commit', 'off', true)`, timeout)
+	b.Queue(lock)
+	b.Queue(l.n.render(logHorizonQuery))
+	b.Queue(`SELECT ` + l.partitionState(p.name))
+	br := conn.SendBatch(ctx, b)
+	defer func() {
+		if cerr := br.Close(); cerr != nil && err == nil && got != nil {
+			err = cerr
+		}
+	}()
+	for range 2 {
+		if _, err := br.Exec(); err != nil {
+			return h, nil, err
+		}
+	}
+	if _, err := br.Exec(); err != nil {
+		if code, _ := pgCode(err); code == codeLockNotAvailable {
+			return h, nil, nil
+		}
+		return h, nil, err
+	}
+	if h, err = scanHorizon(br.QueryRow()); err != nil {
+		return h, nil, err
+	}
+	var newest string
+	if err := br.QueryRow().Scan(&newest, &p.bytes); err != nil {
+		return h, nil, err
+	}
+	if p.newest, err = strconv.ParseUint(newest, 10, 64); err != nil {
+		return h, nil, fmt.Errorf("parse xid %q: %w", newest, err)
+	}
+	return h, &p, nil
+}
+
+// retainNoWaitFor is logRetainNoWaitFor, or a test's.
+func (l *Log) retainNoWaitFor() time.Duration {
+	if d := time.Duration(l.retainNoWait.Load()); d > 0 {
+		return d
+	}
+	return logRetainNoWaitFor
+}
+
+// countRetainLockTry counts Retain's requests for a partition's lock, for tests.
+func (l *Log) countRetainLockTry() { l.retainLockTries.Add(1) }
+
+// logConn is the connection Retain works on: its transactions are begun and ended by
+// statements, so that a step of one takes one round trip.
 type logConn interface {
-	Begin(ctx context.Context) (pgx.Tx, error)
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
 
 // LogCursorPosition tells how far back a cursor holds the log: on a log of more than

@@ -498,6 +498,84 @@ func TestLogRetainLetsAppendersBy(t *testing.T) {
 	}
 }
 
+// TestLogRetainDoesNotQueueReadsBehindIt: while Retain waits for a partition that a
+// reader holds, it asks for the lock without queueing, so a read that starts meanwhile
+// does not wait behind Retain's request (a queued request for an exclusive lock makes
+// every later read of the partition wait): a relay's next step goes on while Retain
+// waits. Then Retain truncates once the reader lets go.
+func TestLogRetainDoesNotQueueReadsBehindIt(t *testing.T) {
+	t.Parallel()
+	pool := newPool(t, 6, "")
+	cfg := ringConfig
+	cfg.MaintenanceLockTimeout = time.Hour // asks without queueing for half of it: longer than the test
+	l := newRingLog(t, pool, cfg)
+	postgres.SetRetainNoWaitFor(l, time.Hour)
+	ctx := context.Background()
+	c := logCursor(t, l, "relay")
+	x := appendXID(t, l, pool, "e-0")
+	burnXIDs(t, pool, 128)
+	waitForRunningPast(t, pool, headXID(t, pool))
+	checkReadOnce(t, drainLog(t, c, 100), []string{"e-0"})
+	passed := partitionOf(l, x)
+	table := pgx.Identifier{l.Config().Schema, l.Config().Table}.Sanitize()
+	read := func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `SELECT count(*) FROM `+table)
+		return err
+	}
+
+	holder := beginTx(t, pool)
+	if err := read(holder); err != nil {
+		t.Fatal(err)
+	}
+	tries := postgres.RetainLockTries(l)
+	done := make(chan *postgres.LogRetention, 1)
+	go func() {
+		r, err := l.Retain(ctx)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	// Retain has asked for the lock, and been refused, at least twice; or its request
+	// waits in the queue (which this test is to catch).
+	for deadline := time.Now().Add(time.Minute); postgres.RetainLockTries(l) < tries+2; time.Sleep(time.Millisecond) {
+		var queued bool
+		if err := pool.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_locks WHERE relation = to_regclass($1) AND NOT granted)`,
+			pgx.Identifier{l.Config().Schema, passed}.Sanitize()).Scan(&queued); err != nil {
+			t.Fatal(err)
+		}
+		if queued {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Retain asked for the partition's lock fewer than twice in a minute")
+		}
+	}
+	// A read now: with Retain's request queued it would wait until the holder ends. The
+	// statement timeout only turns such a wait into a failure of this test.
+	later := beginTx(t, pool)
+	if _, err := later.Exec(ctx, `SET LOCAL statement_timeout = '5s'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := read(later); err != nil {
+		t.Fatalf("a read while Retain waited for the partition: %v; want it not to wait behind Retain", err)
+	}
+	if err := later.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("Retain returned while a reader held the partition: %+v", r)
+	default:
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-done; r != nil && !slices.Contains(partitionNames(r.Truncated), passed) {
+		t.Errorf("Retain after the reader let go truncated %v, want %s", partitionNames(r.Truncated), passed)
+	}
+}
+
 // TestLogRetainRunsOnceAtATime: while one process retains the log, another's call does
 // nothing and says so; calls from several pools at once never fail and never empty a
 // partition twice.
