@@ -442,14 +442,7 @@ func TestLogRetainLetsAppendersBy(t *testing.T) {
 	}
 	first := passed("e-0")
 	reader := holdReader()
-	done := make(chan *postgres.LogRetention, 1)
-	go func() {
-		r, err := l.Retain(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := retainInBackground(t, l)
 	// Wait until Retain's request for the partition's lock is queued behind the reader.
 	waitForLockRequests(t, pool, pgx.Identifier{l.Config().Schema, first}.Sanitize(), 1)
 	// An append meanwhile does not wait for it: if it did, it would wait until Retain
@@ -528,14 +521,7 @@ func TestLogRetainDoesNotQueueReadsBehindIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	tries := postgres.RetainLockTries(l)
-	done := make(chan *postgres.LogRetention, 1)
-	go func() {
-		r, err := l.Retain(ctx)
-		if err != nil {
-			t.Error(err)
-		}
-		done <- r
-	}()
+	done := retainInBackground(t, l)
 	// Retain has asked for the lock, and been refused, at least twice; or its request
 	// waits in the queue (which this test is to catch).
 	for deadline := time.Now().Add(time.Minute); postgres.RetainLockTries(l) < tries+2; time.Sleep(time.Millisecond) {
@@ -869,6 +855,20 @@ func TestLogRingIsKeyedByAColumn(t *testing.T) {
 
 // waitForLockRequests waits until at least n lock requests on table are queued, not
 // granted.
+// retainInBackground calls l.Retain on a goroutine and sends what it did (nil after an
+// error, which fails t).
+func retainInBackground(t *testing.T, l *postgres.Log) <-chan *postgres.LogRetention {
+	done := make(chan *postgres.LogRetention, 1)
+	go func() {
+		r, err := l.Retain(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	return done
+}
+
 func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)

@@ -234,12 +234,7 @@ func TestLogRelayShardTakeover(t *testing.T) {
 			t.Parallel()
 			env := newShardedRelayEnv(t, 3, 4)
 			ctx := context.Background()
-			var names []string
-			for k := range 8 {
-				for n := range 3 {
-					names = append(names, fmt.Sprintf("k%d/%d", k, n))
-				}
-			}
+			names := keyedNames(8, 3)
 			appendKeyed(t, env.log, env.pool, names...)
 			app := randomName("relay_a_")
 			a := env.otherProcess(t, 2, app)
@@ -347,12 +342,7 @@ func TestLogRelayDrainWaitsForAHeldShard(t *testing.T) {
 				t.Parallel()
 				env := newShardedRelayEnv(t, 3, c.shards)
 				ctx := context.Background()
-				var names []string
-				for k := range 8 {
-					for n := range 3 {
-						names = append(names, fmt.Sprintf("k%d/%d", k, n))
-					}
-				}
+				names := keyedNames(8, 3)
 				appendKeyed(t, env.log, env.pool, names...)
 				held := env.log.ShardOf("k0")
 				var inHeld, others []string
@@ -582,4 +572,15 @@ func waitForLockWait(t testing.TB, pool *pgxpool.Pool, pid int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// keyedNames names per events of each of keys keys, "k<key>/<n>", in key order.
+func keyedNames(keys, per int) []string {
+	var names []string
+	for k := range keys {
+		for n := range per {
+			names = append(names, fmt.Sprintf("k%d/%d", k, n))
+		}
+	}
+	return names
 }
