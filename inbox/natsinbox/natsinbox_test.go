@@ -150,16 +150,25 @@ func TestRedeliveryAfterCommitAppliedOnce(t *testing.T) {
 func assertAllAcked(t *testing.T, nc *nats.Conn, cons jetstream.Consumer) {
 	t.Helper()
 	// Acks are sent without waiting for an answer; a flush returns once the server has
-	// read everything sent before it.
+	// read everything sent before it. The consumer then applies them on a goroutine of
+	// its own, so its counts may lag the flush by a moment: ask until they are zero, or
+	// a deadline far past any such lag says an ack was lost.
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	info, err := cons.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if info.NumAckPending != 0 || info.NumPending != 0 {
-		t.Fatalf("consumer has %d unacknowledged and %d undelivered messages, want none", info.NumAckPending, info.NumPending)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := cons.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumAckPending == 0 && info.NumPending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer has %d unacknowledged and %d undelivered messages 10s after the flush, want none", info.NumAckPending, info.NumPending)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
