@@ -153,9 +153,8 @@ func (t *ackTx) close() {
 // isBusy reports whether err is SQLite's SQLITE_BUSY (another connection holds the
 // lock), by the driver's result code, or else by SQLite's message for it.
 func isBusy(err error) bool {
-	var coded interface{ Code() int }
-	if errors.As(err, &coded) {
-		return coded.Code()&0xff == 5 // SQLITE_BUSY and its extended codes
+	if c, ok := resultCode(err); ok {
+		return c&0xff == 5 // SQLITE_BUSY and its extended codes
 	}
 	return strings.Contains(err.Error(), "database is locked")
 }

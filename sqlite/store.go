@@ -484,13 +484,18 @@ const (
 	sqliteConstraintUnique     = 2067
 )
 
-// isUniqueViolation matches the driver's error by its result code: drivers that
-// expose one as a Code method (modernc.org/sqlite does) are understood.
+// isUniqueViolation matches the driver's error by its result code.
 func isUniqueViolation(err error) bool {
+	c, _ := resultCode(err)
+	return c == sqliteConstraintUnique || c == sqliteConstraintPrimaryKey
+}
+
+// resultCode is the (extended) result code of the driver's error, and whether it has
+// one: drivers that expose it as a Code method (modernc.org/sqlite does) are understood.
+func resultCode(err error) (int, bool) {
 	var coded interface{ Code() int }
 	if !errors.As(err, &coded) {
-		return false
+		return 0, false
 	}
-	c := coded.Code()
-	return c == sqliteConstraintUnique || c == sqliteConstraintPrimaryKey
+	return coded.Code(), true
 }
