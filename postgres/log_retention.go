@@ -263,19 +263,7 @@ func (l *Log) horizon(ctx context.Context, q logQuerier) (logHorizon, error) {
 	if err != nil {
 		return logHorizon{}, err
 	}
-	defer rows.Close()
-	if !rows.Next() {
-		if err := rows.Err(); err != nil {
-			return logHorizon{}, err
-		}
-		return logHorizon{}, pgx.ErrNoRows
-	}
-	h, err := scanHorizon(rows)
-	if err != nil {
-		return logHorizon{}, err
-	}
-	rows.Close()
-	return h, rows.Err()
+	return pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (logHorizon, error) { return scanHorizon(row) })
 }
 
 // scanHorizon reads logHorizonQuery's row.
