@@ -13,8 +13,9 @@ import (
 
 // cpuSnap is the CPU time spent so far by this process and by the server's backends
 // connected to the benchmark's database, for CPU per transaction or event. The
-// backends' times come from /proc, so they are known only when PostgreSQL runs on this
-// machine; the server's shared processes (WAL writer, checkpointer) are not counted.
+// backends' times come from /proc (procCPU), so they are known only when PostgreSQL
+// runs on this machine; the server's shared processes (WAL writer, checkpointer) are
+// not counted.
 type cpuSnap struct {
 	self     time.Duration
 	backends map[int]time.Duration
@@ -49,8 +50,17 @@ func snapCPU(ctx context.Context, pool *pgxpool.Pool) cpuSnap {
 	return s
 }
 
-// procCPU reads utime+stime of a process from /proc/<pid>/stat.
+// procCPU is the time a process has spent on a CPU: from /proc/<pid>/schedstat, in
+// nanoseconds, or where the kernel keeps no schedstat, utime+stime from
+// /proc/<pid>/stat, in ticks of 10 ms.
 func procCPU(pid int) (time.Duration, bool) {
+	if b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/schedstat"); err == nil {
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			if ns, err := strconv.ParseInt(f[0], 10, 64); err == nil {
+				return time.Duration(ns), true
+			}
+		}
+	}
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, false

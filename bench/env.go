@@ -64,6 +64,10 @@ func ensureDatabase(ctx context.Context, dsn string) error {
 // planner's choice between a statement's generic plan and one made for each call costs.
 var planCacheMode string
 
+// synchronousCommit, when not empty, is set as synchronous_commit on every connection
+// (-synchronous-commit).
+var synchronousCommit string
+
 // newPool opens a pool whose connections resolve unqualified names in schema first,
 // so the same business-table SQL serves every system.
 func newPool(ctx context.Context, dsn, schema string, maxConns int32) (*pgxpool.Pool, error) {
@@ -76,6 +80,9 @@ func newPool(ctx context.Context, dsn, schema string, maxConns int32) (*pgxpool.
 	cfg.ConnConfig.RuntimeParams["application_name"] = "outbox-bench"
 	if planCacheMode != "" {
 		cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = planCacheMode
+	}
+	if synchronousCommit != "" {
+		cfg.ConnConfig.RuntimeParams["synchronous_commit"] = synchronousCommit
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -50,6 +50,9 @@ type options struct {
 	cpuProfile   string
 	explain      bool
 	drainTimeout time.Duration
+	cost         bool
+	costBlocks   int
+	costTxns     int
 }
 
 const defaultDrain = "limit:b=1000;outbox:b=1000,c=100,k=2;outbox:b=2000,c=200,k=2;log-limit:b=1000;log-relay:b=1000;log-relay:b=1000,c=100;log-relay:b=1000,o=1;river:w=1000;river:w=10000;watermill"
@@ -75,6 +78,10 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the benchmark schemas (and their last contents) afterwards, for EXPLAIN")
 	flag.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process to the file")
 	flag.BoolVar(&o.explain, "explain", false, "instead of measuring, print EXPLAIN (ANALYZE, BUFFERS, WAL) of the store's claim and settle statements on a -drain-events backlog")
+	flag.BoolVar(&o.cost, "cost", false, "instead of the phases, price each system's enqueue transaction in server CPU: one writer, blocks of -cost-txns transactions alternating between the systems, -cost-blocks each")
+	flag.IntVar(&o.costBlocks, "cost-blocks", 20, "cost: blocks per system")
+	flag.IntVar(&o.costTxns, "cost-txns", 500, "cost: transactions per block")
+	flag.StringVar(&synchronousCommit, "synchronous-commit", "", "PostgreSQL synchronous_commit for every connection (off leaves each commit's WAL flush to the WAL writer); empty leaves the server's")
 	flag.IntVar(&fillFactor, "fillfactor", 0, "set this fillfactor (10–100) on our outbox tables after migrating; 0 leaves PostgreSQL's default (100)")
 	flag.StringVar(&afterMigrate, "after-migrate", "", "SQL run on our outbox schemas after migrating (for example DROP INDEX outbox_events_completed_by_user), to measure what an index or constraint costs")
 	flag.StringVar(&afterMigrateLog, "after-migrate-log", "", "SQL run on the log layout's schemas (log, log-tx) after migrating, to measure what a part of the log's shape costs")
@@ -129,6 +136,12 @@ func main() {
 		}
 		return
 	}
+	if o.cost {
+		if err := measureCost(ctx, o, os.Stdout); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if err := run(ctx, o, os.Stdout); err != nil {
 		pprof.StopCPUProfile()
 		fatal(err)
@@ -173,17 +186,6 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := ensureDatabase(ctx, o.dsn); err != nil {
 		return err
 	}
-	systems := map[string]system{}
-	defer func() {
-		for name, s := range systems {
-			if !o.keep {
-				if err := dropSchema(context.Background(), s.Pool(), schemaOf[name]); err != nil {
-					progress("drop schema of %s: %v", name, err)
-				}
-			}
-			s.Close()
-		}
-	}()
 	need := map[string]bool{}
 	if o.phases["enqueue"] {
 		maps := o.systems
@@ -206,17 +208,16 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			need[n] = true
 		}
 	}
+	var names []string
 	for _, name := range systemOrder {
-		if !need[name] {
-			continue
+		if need[name] {
+			names = append(names, name)
 		}
-		progress("setting up %s", name)
-		s, err := constructors[name](ctx, o.dsn)
-		if err != nil {
-			return fmt.Errorf("set up %s: %w", name, err)
-		}
-		systems[name] = s
-		releaseConns(s)
+	}
+	systems, closeSystems, err := openSystems(ctx, o, names)
+	defer closeSystems()
+	if err != nil {
+		return err
 	}
 	if len(systems) == 0 {
 		return errors.New("nothing to run: no system takes part in the chosen phases")
@@ -289,6 +290,33 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintln(out)
 	fmt.Fprint(out, res.summary(o, m))
 	return nil
+}
+
+// openSystems sets up the named systems, each in its schema, with no connection held
+// afterwards. closeSystems drops their schemas (unless -keep) and closes them; it is
+// to be called even when openSystems fails, for the systems set up before the failure.
+func openSystems(ctx context.Context, o options, names []string) (systems map[string]system, closeSystems func(), err error) {
+	systems = map[string]system{}
+	closeSystems = func() {
+		for name, s := range systems {
+			if !o.keep {
+				if err := dropSchema(context.Background(), s.Pool(), schemaOf[name]); err != nil {
+					progress("drop schema of %s: %v", name, err)
+				}
+			}
+			s.Close()
+		}
+	}
+	for _, name := range names {
+		progress("setting up %s", name)
+		s, err := constructors[name](ctx, o.dsn)
+		if err != nil {
+			return systems, closeSystems, fmt.Errorf("set up %s: %w", name, err)
+		}
+		systems[name] = s
+		releaseConns(s)
+	}
+	return systems, closeSystems, nil
 }
 
 // enqueueOnly systems take part in the enqueue phase only: the plain ceiling cannot be

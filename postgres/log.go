@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"text/template"
 	"time"
@@ -271,9 +270,8 @@ type Log struct {
 
 	// The append hint (log_appendhint.go): when this process last appended outside
 	// Transact, and the relays waiting to hear of it.
-	appendedAt  atomic.Int64
-	appends     hub.Hub
-	transacting sync.Map // pgx.Tx → struct{}: Transact's transactions, which wake relays themselves
+	appendedAt atomic.Int64
+	appends    hub.Hub
 
 	// Retain's lock requests (truncatePartition): a test's bound on asking without
 	// queueing (ns; 0: logRetainNoWaitFor), and how many it made.
@@ -404,14 +402,9 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 	created := ts(events[0].CreatedAt)
 	if len(events) == 1 {
 		e := events[0]
-		_, err := tx.Exec(ctx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
+		return l.insert(ctx, tx, l.appendOne, created, pgtype.UUID{Bytes: uuid.MustParse(e.ID), Valid: true},
 			e.Type, e.EntityID, e.UserID, nullString(e.OrderingKey), e.MaxAttempts, e.Priority, e.IsNewRecord,
 			metadata[0], nullString(string(e.Payload)), l.eventShard(e))
-		if err != nil {
-			return logAppendError(err)
-		}
-		l.appended(tx)
-		return nil
 	}
 	n := len(events)
 	ids := make([]pgtype.UUID, n)
@@ -434,8 +427,18 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 		keys[i], payloads[i] = nullString(e.OrderingKey), nullString(string(e.Payload))
 		shards[i] = l.eventShard(e)
 	}
-	if _, err := tx.Exec(ctx, l.appendMany, created, ids, types, entities, users, keys,
-		maxAttempts, priorities, isNew, metadata, payloads, shards); err != nil {
+	return l.insert(ctx, tx, l.appendMany, created, ids, types, entities, users, keys,
+		maxAttempts, priorities, isNew, metadata, payloads, shards)
+}
+
+// insert runs an append's INSERT in tx, or, in a transaction of Transact, leaves it
+// to be sent with the transaction's next statement or its COMMIT (log_transact.go).
+func (l *Log) insert(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
+	if t, ok := l.held(tx); ok {
+		t.hold(sql, args)
+		return nil
+	}
+	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return logAppendError(err)
 	}
 	l.appended(tx)

@@ -32,7 +32,7 @@ const (
 // appended records an append in tx for the relays of this process, unless tx is
 // Transact's, which wakes them itself once committed.
 func (l *Log) appended(tx pgx.Tx) {
-	if _, own := l.transacting.Load(tx); own {
+	if _, own := l.held(tx); own {
 		return
 	}
 	l.appendedAt.Store(time.Now().UnixNano())

@@ -77,20 +77,45 @@ func BenchmarkLogRelayLatency(b *testing.B) {
 var latencyTarget = struct{ p50, p99 time.Duration }{2 * time.Millisecond, 10 * time.Millisecond}
 
 // roundTrips counts a pool's round trips to the server: statements sent alone and
-// batches (a pgx tracer).
-type roundTrips struct{ n atomic.Int64 }
+// batches (a pgx tracer). It also keeps what they sent, for tests that check it.
+type roundTrips struct {
+	n  atomic.Int64
+	mu sync.Mutex
+	// alone are the statements sent alone; batched, those sent in batches, of which
+	// there were batches.
+	alone, batched []string
+	batches        int
+}
 
-func (c *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
+func (c *roundTrips) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
 	c.n.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.alone = append(c.alone, strings.TrimSpace(d.SQL))
 	return ctx
 }
 func (c *roundTrips) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
 func (c *roundTrips) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
 	c.n.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batches++
 	return ctx
 }
-func (c *roundTrips) TraceBatchQuery(context.Context, *pgx.Conn, pgx.TraceBatchQueryData) {}
-func (c *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData)     {}
+func (c *roundTrips) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.batched = append(c.batched, strings.TrimSpace(d.SQL))
+}
+func (c *roundTrips) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
+
+// reset forgets what was sent so far, and its count.
+func (c *roundTrips) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n.Store(0)
+	c.alone, c.batched, c.batches = nil, nil, 0
+}
 
 // tracedPool opens a pool whose round trips are counted, with an application name of
 // its own (to find its sessions), closed when tb ends.

@@ -17,7 +17,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -294,37 +293,4 @@ func (l *Log) wakeups() *hub.Hub {
 // to the database.
 func (l *Log) Committed() {
 	l.wakeups().Wake(nil, true)
-}
-
-// Transact runs fn in a transaction of the log's pool and commits it when fn returns
-// nil; it rolls back when fn returns an error or panics (and panics again). Append to
-// the log in fn with AppendTx, with the application's own writes. Once the
-// transaction has committed, this process's relays of l are woken (see Committed);
-// relays in other processes find the events by their head poll. No NOTIFY is sent.
-// fn's error is returned as it is.
-func (l *Log) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error) {
-	tx, err := l.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("outbox/postgres: log transact: begin: %w", err)
-	}
-	l.transacting.Store(tx, struct{}{})
-	defer func() {
-		l.transacting.Delete(tx)
-		if p := recover(); p != nil {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-			panic(p)
-		}
-		if err != nil {
-			if rbErr := tx.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
-				err = errors.Join(err, fmt.Errorf("outbox/postgres: log transact: rollback: %w", rbErr))
-			}
-			return
-		}
-		if err = tx.Commit(ctx); err != nil {
-			err = fmt.Errorf("outbox/postgres: log transact: commit: %w", err)
-			return
-		}
-		l.Committed()
-	}()
-	return fn(tx)
 }
