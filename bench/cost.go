@@ -6,8 +6,6 @@ import (
 	"io"
 	"slices"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // measureCost prices the enqueue transaction of each system in CPU rather than in
@@ -61,14 +59,7 @@ func measureCost(ctx context.Context, o options, out io.Writer) error {
 		}
 		cpu0 := snapCPU(ctx, pool)
 		for i := range n {
-			ord := newOrder(0, i)
-			if err := inTx(ctx, s, func(tx pgx.Tx) error {
-				if err := insertOrder(ctx, tx, ord); err != nil {
-					return err
-				}
-				_, err := s.EnqueueTx(ctx, tx, ord)
-				return err
-			}); err != nil {
+			if err := placeOrder(ctx, s, newOrder(0, i)); err != nil {
 				return sample{}, err
 			}
 		}

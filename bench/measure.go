@@ -41,14 +41,7 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 				if time.Now().After(until) || ctx.Err() != nil {
 					break
 				}
-				ord := newOrder(w, i)
-				if e := inTx(ctx, s, func(tx pgx.Tx) error {
-					if err := insertOrder(ctx, tx, ord); err != nil {
-						return err
-					}
-					_, err := s.EnqueueTx(ctx, tx, ord)
-					return err
-				}); e != nil {
+				if e := placeOrder(ctx, s, newOrder(w, i)); e != nil {
 					err = e
 					break
 				}
@@ -87,6 +80,17 @@ func measureEnqueue(ctx context.Context, s system, o options) (result, error) {
 			{"WAL-B/txn", float64(lsn1-lsn0) / float64(max(total, 1))},
 		}, cpuMetrics(cpu0, cpu1, total)...),
 	}, nil
+}
+
+// placeOrder is the enqueue phase's transaction: the business row and its event.
+func placeOrder(ctx context.Context, s system, ord order) error {
+	return inTx(ctx, s, func(tx pgx.Tx) error {
+		if err := insertOrder(ctx, tx, ord); err != nil {
+			return err
+		}
+		_, err := s.EnqueueTx(ctx, tx, ord)
+		return err
+	})
 }
 
 // measureDrain loads a backlog of o.drainEvents (untimed), then times a consumer from
