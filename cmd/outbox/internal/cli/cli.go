@@ -548,7 +548,7 @@ func (l *listFlag) Set(s string) error { *l = append(*l, s); return nil }
 // withStore parses the DSN (bad input: exit 2, nothing opened), opens the store, and
 // runs fn with it.
 func withStore(ctx context.Context, c *call, fn func(s outbox.Store) error) error {
-	return withStoreAndLog(ctx, c, layoutTable, func(s outbox.Store, _ *eventLog) error { return fn(s) })
+	return withStoreAndLog(ctx, c, layoutTable, false, func(s outbox.Store, _ *eventLog) error { return fn(s) })
 }
 
 func timeoutFlag(fs *flag.FlagSet, p *time.Duration) {

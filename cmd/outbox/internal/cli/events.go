@@ -96,7 +96,7 @@ Examples:
 			if len(cursors) > 1 {
 				return usagef("--log-cursor is given %d times: ls lists what waits for one cursor", len(cursors))
 			}
-			return withStoreAndLog(ctx, c, o.layout, func(_ outbox.Store, l *eventLog) error {
+			return withStoreAndLog(ctx, c, o.layout, true, func(_ outbox.Store, l *eventLog) error {
 				events, err := l.peek(ctx, cursors[0], o.limit)
 				if err != nil {
 					return err

@@ -69,7 +69,7 @@ Examples:
 		durationVar(fs, &o.maxOldestDue, "max-oldest-due", outbox.DefaultMaxOldestDue, "how long an event may be due, and with --layout=log wait on the log (negative: no rule)")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "how far back the failure-rate and given-up rules look")
 		fs.BoolVar(&o.json, "json", false, "print JSON")
-		layoutFlag(fs, &o.layout)
+		layoutFromStoreFlag(fs, &o.layout)
 		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
@@ -89,6 +89,7 @@ Examples:
 		if err := (outbox.HealthRules{MaxFailureRate: o.maxFailureRate}).Validate(); err != nil {
 			return usagef("--max-failure-rate is a share from 0 to 1 (negative: no rule), got %g", o.maxFailureRate)
 		}
+		o.layout = logImplied(o.layout, len(o.logCursors) > 0)
 		if err := logPerUser(o.layout, o.user); err != nil {
 			return err
 		}
@@ -99,7 +100,7 @@ Examples:
 		if _, err := parseDSN(c.dsn); err != nil {
 			return err
 		}
-		err = withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+		err = withStoreAndLog(ctx, c, o.layout, o.user == "", func(s outbox.Store, l *eventLog) error {
 			rules := outbox.HealthRules{MaxStale: o.maxStale, MaxStuck: o.maxStuck, MaxGivenUp: o.maxGivenUp,
 				MaxPending: o.maxPending, MaxFailureRate: o.maxFailureRate, MaxOldestDue: o.maxOldestDue, Window: o.window}
 			now := env.Clock.Now()

@@ -42,6 +42,52 @@ func layoutFlag(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "layout", layoutTable, layoutUsage)
 }
 
+// layoutFromStore is --layout left out, for the commands that then take the layout
+// from the store (resolveLayout).
+const layoutFromStore = ""
+
+// layoutFromStoreFlag is --layout for the commands that read or deliver what the
+// store holds (relay, stats, health, serve, enqueue): left out, the store decides.
+func layoutFromStoreFlag(fs *flag.FlagSet, p *string) {
+	fs.StringVar(p, "layout", layoutFromStore, layoutUsage+"; left out, the log when the store has one (outbox migrate --layout=log made it), the table otherwise")
+}
+
+// resolveLayout is the layout a command runs on an opened store: the one --layout
+// gave, or, when it was left out, the log when the store has one and the command's
+// other flags ask nothing of it that the log cannot answer (logFits), the table
+// otherwise. So a relay, stats or health run without --layout on a store with a log
+// cannot leave the log's events unseen.
+func resolveLayout(ctx context.Context, layout string, d dsn, s *openedStore, timeout time.Duration, logFits bool) (string, error) {
+	if layout != layoutFromStore {
+		return layout, nil
+	}
+	if !logFits || d.my != nil {
+		return layoutTable, nil
+	}
+	has, err := hasLog(ctx, d, s)
+	if err != nil {
+		return "", timedOut(fmt.Errorf("look for the event log: %w", err), timeout)
+	}
+	if has {
+		return layoutLog, nil
+	}
+	return layoutTable, nil
+}
+
+// hasLog tells whether the store's log has been migrated, at any version: a log of an
+// older version is then refused by openLog, naming the migration.
+func hasLog(ctx context.Context, d dsn, s *openedStore) (bool, error) {
+	var has bool
+	if s.db != nil {
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'outbox_log_schema_migrations'`).Scan(&has)
+		return has, err
+	}
+	cfg := d.logConfig(0)
+	migrations := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table + "_schema_migrations"}.Sanitize()
+	err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, migrations).Scan(&has)
+	return has, err
+}
+
 // mysqlKeepsTheTable answers --layout=log on MySQL or MariaDB.
 const mysqlKeepsTheTable = "--layout=log: MySQL and MariaDB keep the table layout: InnoDB shows SQL no snapshot " +
 	"of running transactions to read an event log by (see docs/log-layout.md#mysql-and-mariadb-why-they-keep-the-table-layout)"
@@ -50,7 +96,7 @@ const mysqlKeepsTheTable = "--layout=log: MySQL and MariaDB keep the table layou
 // input, found before anything is opened.
 func checkLayout(layout string, d dsn) error {
 	switch layout {
-	case layoutTable:
+	case layoutTable, layoutFromStore:
 		return nil
 	case layoutLog:
 		if d.my != nil {
@@ -236,8 +282,9 @@ func (l *eventLog) close() {
 // withStoreAndLog is withStore for the commands that also show what waits on the log:
 // with --layout=log it refuses a store without a log (MySQL, bad input: nothing
 // opened) and opens the store's log (refused, naming the migration, when there is
-// none). l is nil on the table layout.
-func withStoreAndLog(ctx context.Context, c *call, layout string, fn func(s outbox.Store, l *eventLog) error) error {
+// none); without --layout, it opens the log when the store has one and logFits (see
+// resolveLayout). l is nil on the table layout.
+func withStoreAndLog(ctx context.Context, c *call, layout string, logFits bool, fn func(s outbox.Store, l *eventLog) error) error {
 	d, err := parseDSN(c.dsn)
 	if err != nil {
 		return err
@@ -250,6 +297,9 @@ func withStoreAndLog(ctx context.Context, c *call, layout string, fn func(s outb
 		return err
 	}
 	defer s.close()
+	if layout, err = resolveLayout(ctx, layout, d, s, c.timeout, logFits); err != nil {
+		return err
+	}
 	var l *eventLog
 	if layout == layoutLog {
 		if l, err = openLog(ctx, d, s, c.timeout); err != nil {
@@ -298,6 +348,15 @@ type cursorOnLog struct {
 	oldestAge time.Duration
 }
 
+// logImplied is the layout a command runs with --layout as given: the log when
+// --layout was left out and a flag only the log has (--log-cursor) was given.
+func logImplied(layout string, logOnly bool) string {
+	if layout == layoutFromStore && logOnly {
+		return layoutLog
+	}
+	return layout
+}
+
 // logCursorsFlag registers --log-cursor for the commands that show what waits on the
 // log.
 func logCursorsFlag(fs *flag.FlagSet, p *listFlag) {
@@ -311,7 +370,7 @@ func checkLogCursors(layout string, names listFlag) ([]string, error) {
 	if len(names) == 0 {
 		return []string{postgres.DefaultLogRelayCursor}, nil
 	}
-	if layout != layoutLog {
+	if layout == layoutTable {
 		return nil, usagef("--log-cursor is for --layout=log: the events table has no cursors")
 	}
 	for i, n := range names {

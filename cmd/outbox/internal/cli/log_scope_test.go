@@ -14,7 +14,8 @@ import (
 
 // The flags of scoped log relays, refused before anything is opened: --type on the
 // log needs a cursor of its own (not the default one, given or not), --user has no
-// meaning on the log, and the cursor flags have none on the table layout.
+// meaning on the log, and the cursor flags have none on the table layout (without
+// --layout they ask for the log: TestLayoutComesFromTheStore).
 func TestScopedLogRelayRefusals(t *testing.T) {
 	t.Parallel()
 	dsn := "sqlite:" + t.TempDir() + "/none.db"
@@ -30,11 +31,11 @@ func TestScopedLogRelayRefusals(t *testing.T) {
 		{relay("--layout=log", "--user", "u", "--log-cursor", "mine"), "--user with --layout=log: the log relay has no user scope"},
 		{relay("--layout=log", "--log-cursor", ""), "--log-cursor: a cursor's name must not be empty"},
 		{relay("--layout=log", "--log-cursor", "a", "--log-cursor-from", "a"), `--log-cursor-from "a": name another cursor than --log-cursor (a)`},
-		{relay("--log-cursor", "a"), "--log-cursor is for --layout=log"},
-		{relay("--log-cursor-from", "relay"), "--log-cursor-from is for --layout=log"},
-		{[]string{"stats", "--dsn", dsn, "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
+		{relay("--layout=table", "--log-cursor", "a"), "--log-cursor is for --layout=log"},
+		{relay("--layout=table", "--log-cursor-from", "relay"), "--log-cursor-from is for --layout=log"},
+		{[]string{"stats", "--dsn", dsn, "--layout=table", "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
 		{[]string{"health", "--dsn", dsn, "--layout=log", "--log-cursor", "a", "--log-cursor", "a"}, "--log-cursor a is given twice"},
-		{[]string{"serve", "--dsn", dsn, "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
+		{[]string{"serve", "--dsn", dsn, "--layout=table", "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
 		{[]string{"migrate", "--dsn", dsn, "--drop-log-cursor", "relay"}, "--drop-log-cursor is the event log's: give it with --layout=log"},
 	} {
 		if r := runEnv(t, Env{}, tc.args...); r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {

@@ -439,12 +439,14 @@ func TestOperatorCommandsSeeTheLog(t *testing.T) {
 			*l.OldestWaitingAgeSeconds < 1200 || *l.OldestWaitingAgeSeconds > 1300 {
 			t.Errorf("stats --layout=log --json: want 2 waiting for about 1200 s, got %d, %g", *l.EventsWaiting, *l.OldestWaitingAgeSeconds)
 		}
-		if r := runEnv(t, later, "health", "--dsn", b.dsn); r.code != 0 {
+		if r := runEnv(t, later, "health", "--dsn", b.dsn, "--layout=table"); r.code != 0 {
 			t.Errorf("health on the table layout does not see the log: want exit 0, got %v", r)
 		}
-		r = runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log")
-		if r.code != ExitFailure || !regexp.MustCompile(`(?m)^  log_behind    the oldest of 2 events waiting on the log has waited 20m(\d+s)?, above 15m: is a log relay running`).MatchString(r.stdout) {
-			t.Errorf("health --layout=log, the log 20m behind: want exit 1 and log_behind, got %v", r)
+		for _, layout := range [][]string{{"--layout=log"}, nil} { // without --layout: the store has a log
+			r = runEnv(t, later, append([]string{"health", "--dsn", b.dsn}, layout...)...)
+			if r.code != ExitFailure || !regexp.MustCompile(`(?m)^  log_behind    the oldest of 2 events waiting on the log has waited 20m(\d+s)?, above 15m: is a log relay running`).MatchString(r.stdout) {
+				t.Errorf("health %v, the log 20m behind: want exit 1 and log_behind, got %v", layout, r)
+			}
 		}
 		r = runEnv(t, later, "health", "--dsn", b.dsn, "--layout=log", "--json")
 		var h struct {
@@ -526,12 +528,14 @@ func TestLogHealthCountsTheLogsDeliveries(t *testing.T) {
 			!strings.Contains(r.stdout, "read 30 events from the log: 29 delivered, 1 failed") {
 			t.Fatalf("relay --layout=log --once: want 29 delivered and 1 failed (exit 1), got %v", r)
 		}
-		if r := runEnv(t, Env{}, "health", "--dsn", b.dsn); r.code != ExitFailure || !strings.Contains(r.stdout, "failure_rate") {
+		if r := runEnv(t, Env{}, "health", "--dsn", b.dsn, "--layout=table"); r.code != ExitFailure || !strings.Contains(r.stdout, "failure_rate") {
 			t.Errorf("health on the events table alone: want the failure-rate alert (its one outcome failed), got %v", r)
 		}
-		if r := runEnv(t, Env{}, "health", "--dsn", b.dsn, "--layout=log"); r.code != 0 ||
-			!strings.Contains(r.stdout, "failure rate 3.3% over the last 15m; 0 waiting on the log, oldest -; 29 delivered from the log") {
-			t.Errorf("health --layout=log: want healthy at 3.3%% with the log's 29 deliveries, got %v", r)
+		for _, layout := range [][]string{{"--layout=log"}, nil} { // without --layout: the store has a log
+			if r := runEnv(t, Env{}, append([]string{"health", "--dsn", b.dsn}, layout...)...); r.code != 0 ||
+				!strings.Contains(r.stdout, "failure rate 3.3% over the last 15m; 0 waiting on the log, oldest -; 29 delivered from the log") {
+				t.Errorf("health %v: want healthy at 3.3%% with the log's 29 deliveries, got %v", layout, r)
+			}
 		}
 		r := runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--layout=log", "--json")
 		var st struct {
@@ -671,6 +675,63 @@ func TestLsListsWhatWaitsOnTheLog(t *testing.T) {
 			if got := lsLog(t, "--dsn", b.dsn, "--log-cursor", "invoices"); len(got) != 1 || got[0].ID != appended[2] {
 				t.Errorf("ls --layout=log --log-cursor invoices after the trim: %+v, want the last row only (the listings made no cursor)", got)
 			}
+		}
+	})
+}
+
+// Without --layout, relay, stats, health and serve take the layout from the store: the
+// table while it has no log, the log once it has one, so that a relay or a health
+// check started without the flag cannot leave the log's events unseen. --user, and a
+// relay's --type without a cursor of its own, keep the table as before; --log-cursor
+// asks for the log, and is refused, naming the migration, where there is none;
+// --layout=table keeps the events table alone.
+func TestLayoutComesFromTheStore(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b backend) {
+		migrated(t, b)
+		sink := newAcceptAll(t)
+		relayOnce := func(more ...string) result {
+			return runEnv(t, Env{}, append([]string{"relay", "--dsn", b.dsn, "--sink", sink.srv.URL, "--once"}, more...)...)
+		}
+		const logLine = "on the log (not counted above)"
+
+		// No log yet: the table, and the log's flags refused naming its migration.
+		if r := runEnv(t, Env{}, "stats", "--dsn", b.dsn); r.code != 0 || strings.Contains(r.stdout, logLine) {
+			t.Errorf("stats, no log: want the table alone, got %v", r)
+		}
+		if r := relayOnce(); r.code != 0 || strings.Contains(r.stdout, "from the log") {
+			t.Errorf("relay, no log: want the table alone, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "stats", "--dsn", b.dsn, "--log-cursor", "relay"); r.code == 0 ||
+			!strings.Contains(r.stderr, "outbox migrate --layout=log") {
+			t.Errorf("stats --log-cursor, no log: want a failure naming the migration, got %v", r)
+		}
+
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
+			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != 0 {
+			t.Fatalf("enqueue --layout=log: %v", r)
+		}
+		// The store has a log: without --layout, the log.
+		for _, cmd := range []string{"stats", "health"} {
+			if r := runEnv(t, Env{}, cmd, "--dsn", b.dsn, "--json"); r.code != 0 || !strings.Contains(r.stdout, `"log"`) {
+				t.Errorf("%s --json, the store has a log: want its log object, got %v", cmd, r)
+			}
+		}
+		for _, args := range [][]string{{"--user", "alice"}, {"--layout=table"}} {
+			if r := runEnv(t, Env{}, append([]string{"stats", "--dsn", b.dsn}, args...)...); r.code != 0 || strings.Contains(r.stdout, logLine) {
+				t.Errorf("stats %v: want the events table alone, got %v", args, r)
+			}
+		}
+		if r := relayOnce("--type", "order.created"); r.code != 0 || strings.Contains(r.stdout, "from the log") || sink.count() != 0 {
+			t.Errorf("relay --type without --log-cursor: want the table alone (nothing delivered), got %v and %d deliveries", r, sink.count())
+		}
+		if r := relayOnce(); r.code != 0 || !strings.Contains(r.stdout, "read 1 events from the log: 1 delivered") || sink.count() != 1 {
+			t.Errorf("relay, the store has a log: want the log's event delivered, got %v and %d deliveries", r, sink.count())
+		}
+		if r := runEnv(t, Env{}, "stats", "--dsn", b.dsn); r.code != 0 || !strings.Contains(r.stdout, "on the log (not counted above): 0 waiting") {
+			t.Errorf("stats after the relay: want nothing waiting on the log, got %v", r)
 		}
 	})
 }

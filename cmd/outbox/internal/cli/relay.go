@@ -179,7 +179,7 @@ outbox-relay); OTEL_TRACES_EXPORTER=none or OTEL_SDK_DISABLED=true turn tracing 
 		fs.StringVar(&o.owner, "owner", "", "this relay's name in leases (default host-pid-random)")
 		durationVar(fs, &o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long in-flight deliveries may finish")
 		fs.BoolVar(&o.once, "once", false, "deliver what is due now, then exit (no daemon)")
-		layoutFlag(fs, &o.layout)
+		layoutFromStoreFlag(fs, &o.layout)
 		fs.StringVar(&o.logCursor, "log-cursor", postgres.DefaultLogRelayCursor, "--layout=log: the log cursor this relay reads and moves; relays of one cursor share it. Required, of the scope's own, with --type")
 		fs.StringVar(&o.logCursorFrom, "log-cursor-from", "", "--layout=log: create --log-cursor at this cursor's position when it does not exist yet (ignored once it does), instead of at the oldest event the log holds")
 		fs.IntVar(&o.logConcurrency, "log-concurrency", 0, "--layout=log on PostgreSQL: how many shards of the log this relay delivers at once, each on a connection of its own (default 1; more than the log's --shards count as all)")
@@ -496,6 +496,7 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 	if err != nil {
 		return err
 	}
+	o.layout = logImplied(o.layout, c.set["log-cursor"] || c.set["log-cursor-from"] || c.set["log-concurrency"])
 	if err := checkLayout(o.layout, d); err != nil {
 		return err
 	}
@@ -510,6 +511,12 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		return err
 	}
 	defer opened.close()
+	// Left out, --layout is the store's: the log relay beside the Processor when the
+	// store has a log, unless the relay is scoped to a user or to types without a
+	// cursor of its own, which only the table layout serves.
+	if o.layout, err = resolveLayout(ctx, o.layout, d, opened, c.timeout, o.user == "" && len(o.types) == 0); err != nil {
+		return err
+	}
 	var evlog *eventLog
 	if o.layout == layoutLog {
 		if evlog, err = openLog(ctx, d, opened, c.timeout); err != nil {

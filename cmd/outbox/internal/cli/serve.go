@@ -56,7 +56,7 @@ Examples:
 		fs.BoolVar(&o.readOnly, "read-only", false, "show, but refuse retries and discards")
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-		layoutFlag(fs, &o.layout)
+		layoutFromStoreFlag(fs, &o.layout)
 		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
@@ -77,11 +77,12 @@ Examples:
 		if err != nil {
 			return err
 		}
+		o.layout = logImplied(o.layout, len(o.logCursors) > 0)
 		cursors, err := checkLogCursors(o.layout, o.logCursors)
 		if err != nil {
 			return err
 		}
-		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+		return withStoreAndLog(ctx, c, o.layout, true, func(s outbox.Store, l *eventLog) error {
 			cfg := dashboard.Config{
 				Store: s, Token: token, ReadOnly: o.readOnly, StaleAfter: o.staleAfter, Clock: env.Clock, Logger: log,
 			}

@@ -203,7 +203,7 @@ Examples:
 		fs.BoolVar(&o.json, "json", false, "print JSON")
 		durationVar(fs, &o.staleAfter, "stale-after", outbox.DefaultStaleAfter, "an event due for longer than this is stale")
 		durationVar(fs, &o.window, "window", outbox.DefaultHealthWindow, "count the outcomes of this last stretch of time (recent)")
-		layoutFlag(fs, &o.layout)
+		layoutFromStoreFlag(fs, &o.layout)
 		logCursorsFlag(fs, &o.logCursors)
 		return o
 	},
@@ -218,6 +218,7 @@ Examples:
 		if o.staleAfter <= 0 {
 			return usagef("--stale-after must be positive, got %s", o.staleAfter)
 		}
+		o.layout = logImplied(o.layout, len(o.logCursors) > 0)
 		if err := logPerUser(o.layout, o.user); err != nil {
 			return err
 		}
@@ -225,7 +226,7 @@ Examples:
 		if err != nil {
 			return err
 		}
-		return withStoreAndLog(ctx, c, o.layout, func(s outbox.Store, l *eventLog) error {
+		return withStoreAndLog(ctx, c, o.layout, o.user == "", func(s outbox.Store, l *eventLog) error {
 			now := env.Clock.Now()
 			st, err := s.Stats(ctx, outbox.StatsQuery{UserID: o.user, Now: now, StaleAfter: o.staleAfter, Window: o.window})
 			if err != nil {
