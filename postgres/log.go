@@ -435,8 +435,7 @@ func (l *Log) AppendTx(ctx context.Context, tx pgx.Tx, events ...*outbox.Event) 
 // to be sent with the transaction's next statement or its COMMIT (log_transact.go).
 func (l *Log) insert(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
 	if t, ok := l.held(tx); ok {
-		t.hold(sql, args)
-		return nil
+		return t.hold(sql, args)
 	}
 	if _, err := tx.Exec(ctx, sql, args...); err != nil {
 		return logAppendError(err)

@@ -48,6 +48,7 @@ func (l *Log) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error
 	}
 	tx := &logTx{Tx: inner, log: l}
 	defer func() {
+		tx.ended = true
 		if p := recover(); p != nil {
 			_ = inner.Rollback(context.WithoutCancel(ctx))
 			panic(p)
@@ -78,6 +79,8 @@ type logTx struct {
 	// failed is the error of sending pending where the caller could not be told
 	// (Conn, LargeObjects): the commit returns it instead of committing.
 	failed error
+	// ended: Transact has returned, so an append held now would never be sent.
+	ended bool
 }
 
 // logAppend is one INSERT of AppendTx.
@@ -93,8 +96,14 @@ func (l *Log) held(tx pgx.Tx) (*logTx, bool) {
 	return t, ok && t.log == l
 }
 
-func (t *logTx) hold(sql string, args []any) {
+// hold queues an append, or refuses it once Transact has returned, as pgx refuses a
+// statement on a finished transaction: held then, it would be lost without a word.
+func (t *logTx) hold(sql string, args []any) error {
+	if t.ended {
+		return fmt.Errorf("outbox/postgres: log append: %w", pgx.ErrTxClosed)
+	}
 	t.pending = append(t.pending, logAppend{sql: sql, args: args})
+	return nil
 }
 
 // send writes the waiting appends, in one round trip whatever their number.

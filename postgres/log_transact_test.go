@@ -221,7 +221,8 @@ func TestLogTransactAppendsAsIfSentAtOnce(t *testing.T) {
 
 // Nothing of a Transact is written when it fails, whether fn fails, the held append's
 // INSERT fails at the commit, or fn carried on past a failed statement; the connection
-// goes back to the pool usable.
+// goes back to the pool usable. An append on the transaction once Transact returned is
+// refused.
 func TestLogTransactWritesNothingWhenItFails(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, 1, "") // one connection: each case must leave it usable
@@ -297,13 +298,20 @@ func TestLogTransactWritesNothingWhenItFails(t *testing.T) {
 			t.Errorf("%s: %d notes written, want none", c.name, n)
 		}
 	}
+	var kept pgx.Tx
 	if err := env.log.Transact(ctx, func(tx pgx.Tx) error {
+		kept = tx
 		if err := note(tx, "ok"); err != nil {
 			return err
 		}
 		return env.appendIn(ctx, tx, "ok")
 	}); err != nil {
 		t.Fatalf("after the failures: %v", err)
+	}
+	// An append on the transaction after Transact returned would be held and never
+	// sent: it is refused, as pgx refuses a statement on a finished transaction.
+	if err := env.appendIn(ctx, kept, "too-late"); !errors.Is(err, pgx.ErrTxClosed) {
+		t.Errorf("an append after Transact returned: got %v, want pgx.ErrTxClosed", err)
 	}
 	if got := env.logged(t); !slices.Equal(got, []string{"ok"}) {
 		t.Errorf("log holds %q, want [ok]", got)
