@@ -171,7 +171,11 @@ func (t *logTx) commit(ctx context.Context) error {
 		}
 	}
 	t.pending = nil
-	return errors.Join(err, br.Close())
+	// Close returns again an error that a result above returned: it is news only when none did.
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("outbox/postgres: log transact: commit: %w", cerr)
+	}
+	return err
 }
 
 // The methods of pgx.Tx that send anything, or hand out what could: each sends the
