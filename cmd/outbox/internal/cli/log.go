@@ -64,6 +64,8 @@ func resolveLayout(ctx context.Context, layout string, d dsn, s *openedStore, ti
 	if !logFits || d.my != nil {
 		return layoutTable, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	has, err := hasLog(ctx, d, s)
 	if err != nil {
 		return "", timedOut(fmt.Errorf("look for the event log: %w", err), timeout)

@@ -36,7 +36,7 @@ func TestScopedLogRelayRefusals(t *testing.T) {
 		{[]string{"stats", "--dsn", dsn, "--layout=table", "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
 		{[]string{"health", "--dsn", dsn, "--layout=log", "--log-cursor", "a", "--log-cursor", "a"}, "--log-cursor a is given twice"},
 		{[]string{"serve", "--dsn", dsn, "--layout=table", "--log-cursor", "a"}, "--log-cursor is for --layout=log"},
-		{[]string{"migrate", "--dsn", dsn, "--drop-log-cursor", "relay"}, "--drop-log-cursor is the event log's: give it with --layout=log"},
+		{[]string{"migrate", "--dsn", dsn, "--layout=table", "--drop-log-cursor", "relay"}, "--drop-log-cursor is the event log's: give it with --layout=log"},
 	} {
 		if r := runEnv(t, Env{}, tc.args...); r.code != ExitUsage || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("%s: want exit 2 saying %q, got %v", strings.Join(tc.args, " "), tc.want, r)

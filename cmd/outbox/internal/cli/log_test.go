@@ -679,9 +679,10 @@ func TestLsListsWhatWaitsOnTheLog(t *testing.T) {
 	})
 }
 
-// Without --layout, relay, stats, health and serve take the layout from the store: the
-// table while it has no log, the log once it has one, so that a relay or a health
-// check started without the flag cannot leave the log's events unseen. --user, and a
+// Without --layout, relay, stats, health, serve and migrate take the layout from the
+// store: the table while it has no log, the log once it has one, so that a relay or a
+// health check started without the flag cannot leave the log's events unseen, and an
+// upgrade's migrate keeps the log at the version its relays need. --user, and a
 // relay's --type without a cursor of its own, keep the table as before; --log-cursor
 // asks for the log, and is refused, naming the migration, where there is none;
 // --layout=table keeps the events table alone.
@@ -707,8 +708,16 @@ func TestLayoutComesFromTheStore(t *testing.T) {
 			t.Errorf("stats --log-cursor, no log: want a failure naming the migration, got %v", r)
 		}
 
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != 0 || strings.Contains(r.stdout, "the log") {
+			t.Errorf("migrate, no log: want the events table alone, got %v", r)
+		}
 		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn, "--layout=log"); r.code != 0 {
 			t.Fatalf("migrate --layout=log: %v", r)
+		}
+		// migrate without --layout now migrates the log too, so that an upgrade's
+		// migrate keeps it at the version the relays need.
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != 0 || !strings.Contains(r.stdout, "the log") || strings.Count(r.stdout, "is up to date\n") != 2 {
+			t.Errorf("migrate, the store has a log: want the table and the log up to date, got %v", r)
 		}
 		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != 0 {
 			t.Fatalf("enqueue --layout=log: %v", r)

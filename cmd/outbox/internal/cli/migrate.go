@@ -53,7 +53,7 @@ Examples:
   outbox migrate --layout=log --drop-log-cursor relay         # a cursor no relay reads`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &migrateOpts{}
-		layoutFlag(fs, &o.layout)
+		fs.StringVar(&o.layout, "layout", layoutFromStore, layoutUsage+"; left out, the log too when the store has one, so that an upgrade migrates everything the store holds")
 		fs.IntVar(&o.shards, "shards", 0, "with --layout=log on PostgreSQL: the shards a new log is made with, 1 to 256 (default 1; an existing log keeps its own)")
 		fs.Var(&o.dropLogCursors, "drop-log-cursor", "with --layout=log: then drop this cursor of the log, which no relay reads any more (repeatable)")
 		return o
@@ -67,6 +67,7 @@ Examples:
 		if err != nil {
 			return err
 		}
+		o.layout = logImplied(o.layout, c.set["shards"] || len(o.dropLogCursors) > 0)
 		if err := checkLayout(o.layout, d); err != nil {
 			return err
 		}
@@ -89,6 +90,9 @@ Examples:
 			return err
 		}
 		defer s.close()
+		if o.layout, err = resolveLayout(ctx, o.layout, d, s, c.timeout, true); err != nil {
+			return err
+		}
 		var lm *logMigration
 		if o.layout == layoutLog {
 			// Checked before anything is applied: a refused --shards changes nothing.
