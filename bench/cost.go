@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -31,6 +32,9 @@ func measureCost(ctx context.Context, o options, out io.Writer) error {
 		if o.systems[n] {
 			names = append(names, n)
 		}
+	}
+	if len(names) == 0 {
+		return errors.New("-cost: -systems names no system to price")
 	}
 	systems, closeSystems, err := openSystems(ctx, o, names)
 	defer closeSystems()
