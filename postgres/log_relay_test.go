@@ -821,15 +821,7 @@ func TestLogRelayTakeover(t *testing.T) {
 				postgres.SilenceLogRelay(a)
 			}
 			b := env.relay(t, &logReceiver{}, postgres.LogRelayConfig{LeaseDuration: lease})
-			type result struct {
-				st  postgres.LogRelayStep
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				st, err := a.Step(ctx)
-				done <- result{st, err}
-			}()
+			done := inBackground(ctx, a.Step)
 			<-inside
 			if st, err := b.Step(ctx); err != nil || !st.Busy {
 				t.Fatalf("b while a delivers: %+v, %v; want Busy", st, err)
@@ -1038,4 +1030,21 @@ func deref(s *string) string {
 		return "<nil>"
 	}
 	return *s
+}
+
+// stepResult is what a relay's Step or Drain returned.
+type stepResult struct {
+	st  postgres.LogRelayStep
+	err error
+}
+
+// inBackground runs a relay's Step or Drain on a goroutine of its own, for a test that
+// acts while it is in flight, and hands its result over when it returns.
+func inBackground(ctx context.Context, step func(context.Context) (postgres.LogRelayStep, error)) <-chan stepResult {
+	done := make(chan stepResult, 1)
+	go func() {
+		st, err := step(ctx)
+		done <- stepResult{st, err}
+	}()
+	return done
 }

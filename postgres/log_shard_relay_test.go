@@ -258,15 +258,7 @@ func TestLogRelayShardTakeover(t *testing.T) {
 			}
 			recB := &logReceiver{}
 			b := env.relay(t, recB, postgres.LogRelayConfig{LeaseDuration: lease})
-			type result struct {
-				st  postgres.LogRelayStep
-				err error
-			}
-			done := make(chan result, 1)
-			go func() {
-				st, err := relayA.Step(ctx)
-				done <- result{st, err}
-			}()
+			done := inBackground(ctx, relayA.Step)
 			<-inside
 			held := int(blockedShard.Load())
 			// Step, not Drain: Drain would wait for a's shard.
@@ -368,15 +360,7 @@ func TestLogRelayDrainWaitsForAHeldShard(t *testing.T) {
 				r := env.otherProcess(t, int32(c.concurrency+1), app).relay(t, rec, postgres.LogRelayConfig{Concurrency: c.concurrency})
 				dctx, cancel := context.WithCancel(ctx)
 				defer cancel()
-				type result struct {
-					st  postgres.LogRelayStep
-					err error
-				}
-				done := make(chan result, 1)
-				go func() {
-					st, err := r.Drain(dctx)
-					done <- result{st, err}
-				}()
+				done := inBackground(dctx, r.Drain)
 				// Until the relay's session waits for the held shard's lock.
 				deadline := untilDeadline(t)
 				for {
