@@ -53,19 +53,18 @@ func (l *Log) Transact(ctx context.Context, fn func(tx pgx.Tx) error) (err error
 			_ = inner.Rollback(context.WithoutCancel(ctx))
 			panic(p)
 		}
-		if err != nil {
-			if rbErr := inner.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
-				err = errors.Join(err, fmt.Errorf("outbox/postgres: log transact: rollback: %w", rbErr))
+		if err == nil {
+			if err = tx.commit(ctx); err == nil {
+				l.Committed()
+				return
 			}
-			return
 		}
-		if err = tx.commit(ctx); err != nil {
-			if rbErr := inner.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
-				err = errors.Join(err, fmt.Errorf("outbox/postgres: log transact: rollback: %w", rbErr))
-			}
-			return
+		// fn failed, or the commit did: an INSERT sent with it failed and left the
+		// transaction aborted, or the COMMIT itself failed and ended it, when the
+		// ROLLBACK only warns.
+		if rbErr := inner.Rollback(context.WithoutCancel(ctx)); rbErr != nil && !errors.Is(rbErr, pgx.ErrTxClosed) {
+			err = errors.Join(err, fmt.Errorf("outbox/postgres: log transact: rollback: %w", rbErr))
 		}
-		l.Committed()
 	}()
 	return fn(tx)
 }
@@ -114,17 +113,18 @@ func (t *logTx) send(ctx context.Context) error {
 	if len(t.pending) == 0 {
 		return nil
 	}
-	pending := t.pending
+	b := t.queued()
 	t.pending = nil
-	if len(pending) == 1 {
-		_, err := t.Tx.Exec(ctx, pending[0].sql, pending[0].args...)
-		return appendSent(err)
-	}
+	return appendSent(t.Tx.SendBatch(ctx, b).Close())
+}
+
+// queued is a batch of the waiting appends, in order.
+func (t *logTx) queued() *pgx.Batch {
 	b := &pgx.Batch{}
-	for _, a := range pending {
+	for _, a := range t.pending {
 		b.Queue(a.sql, a.args...)
 	}
-	return appendSent(t.Tx.SendBatch(ctx, b).Close())
+	return b
 }
 
 // appendSent is the error of appends sent late, wrapped as AppendTx would have.
@@ -146,10 +146,7 @@ func (t *logTx) commit(ctx context.Context) error {
 		}
 		return nil
 	}
-	b := &pgx.Batch{}
-	for _, a := range t.pending {
-		b.Queue(a.sql, a.args...)
-	}
+	b := t.queued()
 	b.Queue("COMMIT")
 	br := t.Tx.Conn().SendBatch(ctx, b)
 	var err error
