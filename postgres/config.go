@@ -18,10 +18,10 @@ import (
 // naming the field.
 type Config struct {
 	// Schema holds the outbox table. Migrate creates it when it does not exist.
-	// Defaults to "public".
+	// Defaults to DefaultSchema.
 	Schema string
 	// Table names the outbox table; its indexes and its migrations bookkeeping table
-	// ("<Table>_schema_migrations") are named after it. Defaults to "outbox_events".
+	// ("<Table>_schema_migrations") are named after it. Defaults to DefaultTable.
 	Table string
 	// MaxPayloadBytes is the largest payload an enqueue accepts. Defaults to
 	// outbox.DefaultMaxPayloadBytes.
@@ -96,9 +96,13 @@ const (
 // unset.
 const watchPerDebounce = 4
 
+// The names Config takes when Schema and Table are left out.
 const (
-	defaultSchema = "public"
-	defaultTable  = "outbox_events"
+	DefaultSchema = "public"
+	DefaultTable  = "outbox_events"
+)
+
+const (
 	// maxIdentifier is PostgreSQL's NAMEDATALEN-1: longer names are silently truncated.
 	maxIdentifier = 63
 	// maxTable leaves room for the longest name derived from the table's.
@@ -108,8 +112,8 @@ const (
 var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 func (c Config) withDefaults() Config {
-	c.Schema = cmp.Or(c.Schema, defaultSchema)
-	c.Table = cmp.Or(c.Table, defaultTable)
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
+	c.Table = cmp.Or(c.Table, DefaultTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
 	c.Channel = cmp.Or(c.Channel, c.Schema+"."+c.Table)
 	c.NotifyDebounce = cmp.Or(c.NotifyDebounce, DefaultNotifyDebounce)

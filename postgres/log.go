@@ -53,7 +53,7 @@ var LogSchemaVersion = len(logMigrations)
 // their defaults.
 type LogConfig struct {
 	// Schema holds the log. MigrateLog creates it when it does not exist. Defaults to
-	// "public".
+	// DefaultSchema.
 	Schema string
 	// Table names the log table; its cursors table ("<Table>_cursors"), its primary
 	// key and its migrations bookkeeping table ("<Table>_schema_migrations") are named
@@ -91,7 +91,7 @@ type LogConfig struct {
 const defaultLogTable = "outbox_log"
 
 func (c LogConfig) withDefaults() LogConfig {
-	c.Schema = cmp.Or(c.Schema, defaultSchema)
+	c.Schema = cmp.Or(c.Schema, DefaultSchema)
 	c.Table = cmp.Or(c.Table, defaultLogTable)
 	c.MaxPayloadBytes = cmp.Or(c.MaxPayloadBytes, outbox.DefaultMaxPayloadBytes)
 	c.Partitions = cmp.Or(c.Partitions, DefaultLogPartitions)

@@ -234,9 +234,11 @@ func newSQLStore(t *testing.T, kind string) *sqlStore {
 	return s
 }
 
+// mustMigrate makes the outbox on the table layout, whose SQL contract these tests
+// check.
 func mustMigrate(t *testing.T, dsn string) {
 	t.Helper()
-	if r := runEnv(t, Env{}, "migrate", "--dsn", dsn); r.code != 0 {
+	if r := runEnv(t, Env{}, "migrate", "--dsn", dsn, "--layout=table"); r.code != 0 {
 		t.Fatalf("migrate: %v", r)
 	}
 }

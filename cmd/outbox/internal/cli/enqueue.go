@@ -53,18 +53,20 @@ so either every event is written or none is. A bad one is named, by its flag or 
 line and key, and the command exits 2 having written nothing.
 
 Prints the ID of each event written, one per line, in input order. Without --id (or
-"id") an event gets a new UUIDv7; give one to make a retried script idempotent: an ID
-already in the outbox is refused, and nothing is written.
+"id") an event gets a new UUIDv7. In the events table an ID is unique, so a retried
+script that gives IDs is idempotent there: an ID already in the table is refused, and
+nothing is written. The log does not look IDs up, so there an ID already used is not
+refused; receivers deduplicate on it.
 
---layout=log (PostgreSQL and SQLite; experimental) appends the events to the event log
-instead, all in one transaction, checked the same way; relays with --layout=log deliver
-them. The log does not look IDs up: an ID already used is not refused there.
+The events go where the store's relays look for them: on the event log when the store
+has one (a new outbox on PostgreSQL or SQLite; docs/log-layout.md), in the events table
+otherwise; --layout=table or --layout=log says which.
 
 Examples:
   outbox enqueue --type order.created --entity order-1 --user alice --payload '{"total":42}'
   outbox enqueue --type order.shipped --entity order-1 --ordering-key order-1 --metadata source=backfill --payload-file order.json
   jq -c '{type: "order.created", entity_id: .id, payload: .}' orders.json | outbox enqueue --jsonl
-  outbox enqueue --layout=log --type order.created --entity order-2 --ordering-key order-2`,
+  outbox enqueue --layout=table --type order.created --entity order-2 --ordering-key order-2`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &enqueueOpts{}
 		fs.StringVar(&o.typ, "type", "", "the event's type, e.g. order.created (required without --jsonl)")
@@ -79,7 +81,7 @@ Examples:
 		fs.StringVar(&o.payload, "payload", "", "the JSON payload")
 		fs.StringVar(&o.payloadFile, "payload-file", "", "read the JSON payload from this file ('-': stdin)")
 		fs.BoolVar(&o.jsonl, "jsonl", false, "read events from stdin, one JSON object per line")
-		layoutFlag(fs, &o.layout)
+		layoutFromStoreFlag(fs, &o.layout)
 		return o
 	},
 	run: runEnqueue,
@@ -128,6 +130,9 @@ func runEnqueue(ctx context.Context, env *Env, c *call) error {
 		return err
 	}
 	defer s.close()
+	if o.layout, err = resolveLayout(ctx, o.layout, d, s, c.timeout, true); err != nil {
+		return err
+	}
 	write := func(ctx context.Context, chunks [][]*outbox.Event) error {
 		return enqueueInOneTx(ctx, s.Store, env.Clock.Now(), chunks)
 	}

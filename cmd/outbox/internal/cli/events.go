@@ -36,8 +36,10 @@ key (see 'outbox discard'); --stuck those held under an expired lease (their rel
 gone). Page with --after SEQ (the last SEQ shown). The JSON of each event has a given_up
 field.
 
---layout=log (PostgreSQL and SQLite, after 'outbox migrate --layout=log') lists what
-waits on the event log instead of the events table: the committed events the log
+ls lists the events table, where every event has a status, attempts and errors: on the
+log layout (the default for a new outbox on PostgreSQL and SQLite) that is the events
+whose delivery failed, and the events of their keys that wait behind them.
+--layout=log lists what waits on the event log instead: the committed events the log
 relays of a cursor have not passed, in the order they read them, up to --limit, with
 the events table's columns and JSON (status pending). That is for the relays' default
 cursor (relay); --log-cursor NAME lists another's, of every type it has not passed (a

@@ -1,10 +1,10 @@
 package cli
 
-// The log layout (docs/log-layout.md, experimental): an append-only event log beside
-// the events table, on PostgreSQL and SQLite. migrate --layout=log creates it, enqueue
-// --layout=log appends to it, and relay --layout=log delivers it with a LogRelay while
-// a Processor goes on delivering the events table, where the log relay moves the
-// events whose delivery failed (and the later events of their keys).
+// The log layout (docs/log-layout.md), the default for a new outbox: an append-only
+// event log beside the events table, on PostgreSQL and SQLite. migrate creates it,
+// enqueue appends to it, and relay delivers it with a LogRelay while a Processor goes
+// on delivering the events table, where the log relay moves the events whose delivery
+// failed (and the later events of their keys).
 
 import (
 	"cmp"
@@ -36,7 +36,7 @@ const (
 )
 
 // layoutUsage describes --layout wherever it is listed.
-const layoutUsage = "table (the events table) or log (the event log, experimental: PostgreSQL and SQLite; see docs/log-layout.md)"
+const layoutUsage = "table (the events table) or log (the event log, with the events table for failures: PostgreSQL and SQLite; see docs/log-layout.md)"
 
 func layoutFlag(fs *flag.FlagSet, p *string) {
 	fs.StringVar(p, "layout", layoutTable, layoutUsage)
@@ -49,7 +49,7 @@ const layoutFromStore = ""
 // layoutFromStoreFlag is --layout for the commands that read or deliver what the
 // store holds (relay, stats, health, serve, enqueue): left out, the store decides.
 func layoutFromStoreFlag(fs *flag.FlagSet, p *string) {
-	fs.StringVar(p, "layout", layoutFromStore, layoutUsage+"; left out, the log when the store has one (outbox migrate --layout=log made it), the table otherwise")
+	fs.StringVar(p, "layout", layoutFromStore, layoutUsage+"; left out, the log when the store has one (outbox migrate made it), the table otherwise")
 }
 
 // resolveLayout is the layout a command runs on an opened store: the one --layout
@@ -79,13 +79,24 @@ func resolveLayout(ctx context.Context, layout string, d dsn, s *openedStore, ti
 // hasLog tells whether the store's log has been migrated, at any version: a log of an
 // older version is then refused by openLog, naming the migration.
 func hasLog(ctx context.Context, d dsn, s *openedStore) (bool, error) {
+	return hasMigrations(ctx, s, "outbox_log", d.pgCfg.Schema, d.logConfig(0).Table)
+}
+
+// hasOutbox tells whether the store's events table has been migrated, at any version:
+// a store without one is new, and migrate makes it on the log layout.
+func hasOutbox(ctx context.Context, d dsn, s *openedStore) (bool, error) {
+	return hasMigrations(ctx, s, "outbox", d.pgCfg.Schema, cmp.Or(d.pgCfg.Table, postgres.DefaultTable))
+}
+
+// hasMigrations tells whether a table's migrations bookkeeping exists: on SQLite
+// <liteTable>_schema_migrations, on PostgreSQL <schema>.<pgTable>_schema_migrations.
+func hasMigrations(ctx context.Context, s *openedStore, liteTable, schema, pgTable string) (bool, error) {
 	var has bool
 	if s.db != nil {
-		err := s.db.QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'outbox_log_schema_migrations'`).Scan(&has)
+		err := s.db.QueryRowContext(ctx, `SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?`, liteTable+"_schema_migrations").Scan(&has)
 		return has, err
 	}
-	cfg := d.logConfig(0)
-	migrations := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table + "_schema_migrations"}.Sanitize()
+	migrations := pgx.Identifier{cmp.Or(schema, postgres.DefaultSchema), pgTable + "_schema_migrations"}.Sanitize()
 	err := s.pool.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL`, migrations).Scan(&has)
 	return has, err
 }
@@ -132,7 +143,7 @@ func (d dsn) logConfig(shards int) postgres.LogConfig {
 // logName names a PostgreSQL store's log for messages: schema.table.
 func (d dsn) logName() string {
 	cfg := d.logConfig(0)
-	return cmp.Or(cfg.Schema, "public") + "." + cfg.Table
+	return cmp.Or(cfg.Schema, postgres.DefaultSchema) + "." + cfg.Table
 }
 
 func plural(n int, noun string) string {
@@ -146,7 +157,7 @@ func plural(n int, noun string) string {
 // there is no log made with shards (none at all, or one older than its shards
 // migration, which MigrateLog shards by the count it is given).
 func storedShards(ctx context.Context, pool *pgxpool.Pool, cfg postgres.LogConfig) (n int, ok bool, err error) {
-	fn := pgx.Identifier{cmp.Or(cfg.Schema, "public"), cfg.Table + "_shards"}.Sanitize()
+	fn := pgx.Identifier{cmp.Or(cfg.Schema, postgres.DefaultSchema), cfg.Table + "_shards"}.Sanitize()
 	var exists bool
 	if err := pool.QueryRow(ctx, `SELECT to_regproc($1) IS NOT NULL`, fn).Scan(&exists); err != nil {
 		return 0, false, fmt.Errorf("read the log's shards: %w", err)

@@ -719,10 +719,13 @@ func TestLayoutComesFromTheStore(t *testing.T) {
 		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != 0 || !strings.Contains(r.stdout, "the log") || strings.Count(r.stdout, "is up to date\n") != 2 {
 			t.Errorf("migrate, the store has a log: want the table and the log up to date, got %v", r)
 		}
-		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--layout=log", "--type", "order.created", "--entity", "o-1"); r.code != 0 {
-			t.Fatalf("enqueue --layout=log: %v", r)
+		// The store has a log: without --layout, the log, for enqueue too.
+		if r := runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--type", "order.created", "--entity", "o-1"); r.code != 0 {
+			t.Fatalf("enqueue: %v", r)
 		}
-		// The store has a log: without --layout, the log.
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+			t.Errorf("ls --json after enqueue on a store with a log: want the events table empty, got %v", r)
+		}
 		for _, cmd := range []string{"stats", "health"} {
 			if r := runEnv(t, Env{}, cmd, "--dsn", b.dsn, "--json"); r.code != 0 || !strings.Contains(r.stdout, `"log"`) {
 				t.Errorf("%s --json, the store has a log: want its log object, got %v", cmd, r)
@@ -741,6 +744,39 @@ func TestLayoutComesFromTheStore(t *testing.T) {
 		}
 		if r := runEnv(t, Env{}, "stats", "--dsn", b.dsn); r.code != 0 || !strings.Contains(r.stdout, "on the log (not counted above): 0 waiting") {
 			t.Errorf("stats after the relay: want nothing waiting on the log, got %v", r)
+		}
+	})
+}
+
+// A new outbox on PostgreSQL or SQLite is made on the log layout, and the commands
+// then take the log from the store: enqueue appends to it, ls --layout=log lists it,
+// and the relay delivers it. --layout=table makes the events table alone (the end to
+// end test), and MySQL keeps the table (TestMySQLMigrateStatsRetry).
+func TestANewOutboxIsMadeOnTheLogLayout(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, b backend) {
+		r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn)
+		if r.code != 0 || !strings.Contains(r.stdout, "a new outbox, made on the log layout") || !strings.Contains(r.stdout, "the log") {
+			t.Fatalf("migrate of a new outbox: want the log layout, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != 0 || strings.Contains(r.stdout, "a new outbox") || strings.Count(r.stdout, "is up to date\n") != 2 {
+			t.Errorf("second migrate: want the table and the log up to date, got %v", r)
+		}
+		r = runEnv(t, Env{}, "enqueue", "--dsn", b.dsn, "--type", "order.created", "--entity", "o-1")
+		if r.code != 0 || len(ids(r)) != 1 {
+			t.Fatalf("enqueue: %v", r)
+		}
+		id := ids(r)[0]
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
+			t.Errorf("ls --json: want the events table empty, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log"); r.code != 0 || !strings.Contains(r.stdout, id) {
+			t.Errorf("ls --layout=log: want the event on the log, got %v", r)
+		}
+		sink := newAcceptAll(t)
+		if r := runEnv(t, Env{}, "relay", "--dsn", b.dsn, "--sink", sink.srv.URL, "--once"); r.code != 0 ||
+			!strings.Contains(r.stdout, "read 1 events from the log: 1 delivered") || sink.count() != 1 {
+			t.Errorf("relay --once: want the log's event delivered, got %v and %d deliveries", r, sink.count())
 		}
 	})
 }

@@ -29,13 +29,21 @@ Safe to run on an up-to-date store: it applies only what is missing. Every other
 command refuses a store that is not migrated; migrate is also the only command that
 creates a SQLite file.
 
---layout=log (PostgreSQL and SQLite; experimental) also creates the event log beside
-the events table, or brings it up to date. On PostgreSQL the log is made with --shards
-shards (1 by default) and keeps them: a count that differs from an existing log's is
-refused, and without --shards an existing log keeps its own. The log's table is
-outbox_log in the DSN's schema, or <table>_log when the DSN names table=. Then run
-relays with --layout=log, and move writers to the log when ready; the relays keep
-delivering what the events table holds (docs/log-layout.md#moving-onto-the-log-layout).
+The layout: on PostgreSQL and SQLite, a new outbox (a store with no events table yet)
+is made on the log layout: the event log that applications append to and relays read
+by a cursor, and beside it the events table, which holds the events whose delivery
+failed (docs/log-layout.md). --layout=table makes the events table alone, as before the
+log. An existing outbox keeps its layout: without --layout, migrate brings up to date
+what the store has, the log too when it has one. --layout=log adds the log to an
+existing events table, or brings it up to date; then run the relays (they take the log
+from the store), and move writers to the log when ready; the relays keep delivering
+what the events table holds (docs/log-layout.md#moving-onto-the-log-layout). MySQL and
+MariaDB have the events table alone.
+
+On PostgreSQL the log is made with --shards shards (1 by default) and keeps them: a
+count that differs from an existing log's is refused, and without --shards an existing
+log keeps its own. The log's table is outbox_log in the DSN's schema, or <table>_log
+when the DSN names table=.
 
 --drop-log-cursor NAME (with --layout=log; repeatable) then drops a cursor of the log
 that no relay reads any more, such as the unscoped relays' cursor (relay) once
@@ -45,15 +53,16 @@ delivering from the cursor, and a relay of it started later makes it again, at t
 oldest event the log holds.
 
 Examples:
-  outbox migrate --dsn sqlite:./app.db
+  outbox migrate --dsn sqlite:./app.db                        # a new outbox: the event log and the events table
+  outbox migrate --dsn sqlite:./app.db --layout=table         # the events table alone
   OUTBOX_DSN='postgres://postgres@127.0.0.1:5432/app?sslmode=disable' outbox migrate
   outbox migrate --dsn 'postgres://…/app?schema=events&table=outbox'
   outbox migrate --dsn 'mysql://app@127.0.0.1:3306/app'       # or app@tcp(127.0.0.1:3306)/app
-  outbox migrate --layout=log --shards 4                      # the event log too (PostgreSQL)
+  outbox migrate --layout=log --shards 4                      # a log of 4 shards (PostgreSQL)
   outbox migrate --layout=log --drop-log-cursor relay         # a cursor no relay reads`,
 	flags: func(fs *flag.FlagSet) any {
 		o := &migrateOpts{}
-		fs.StringVar(&o.layout, "layout", layoutFromStore, layoutUsage+"; left out, the log too when the store has one, so that an upgrade migrates everything the store holds")
+		fs.StringVar(&o.layout, "layout", layoutFromStore, layoutUsage+"; left out, the log layout for a new outbox (PostgreSQL, SQLite), and for an existing one what it has, the log too when it has one")
 		fs.IntVar(&o.shards, "shards", 0, "with --layout=log on PostgreSQL: the shards a new log is made with, 1 to 256 (default 1; an existing log keeps its own)")
 		fs.Var(&o.dropLogCursors, "drop-log-cursor", "with --layout=log: then drop this cursor of the log, which no relay reads any more (repeatable)")
 		return o
@@ -90,6 +99,19 @@ Examples:
 			return err
 		}
 		defer s.close()
+		newOutbox := false
+		if o.layout == layoutFromStore && d.my == nil {
+			// A new outbox is made on the log layout; an existing one keeps its layout.
+			lookCtx, cancel := context.WithTimeout(ctx, c.timeout)
+			has, err := hasOutbox(lookCtx, d, s)
+			cancel()
+			if err != nil {
+				return timedOut(fmt.Errorf("look for the outbox: %w", err), c.timeout)
+			}
+			if newOutbox = !has; newOutbox {
+				o.layout = layoutLog
+			}
+		}
 		if o.layout, err = resolveLayout(ctx, o.layout, d, s, c.timeout, true); err != nil {
 			return err
 		}
@@ -115,6 +137,9 @@ Examples:
 		}
 		if lm == nil {
 			return nil
+		}
+		if newOutbox {
+			fmt.Fprintf(env.Stdout, "%s: a new outbox, made on the log layout (--layout=table makes the events table alone)\n", d.describe())
 		}
 		if err := lm.apply(ctx, env); err != nil || len(o.dropLogCursors) == 0 {
 			return err

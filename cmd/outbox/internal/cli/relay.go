@@ -126,10 +126,11 @@ Examples:
   outbox relay --sink http://127.0.0.1:8080/events --once     # deliver what is due, then exit
   OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 OTEL_SERVICE_NAME=relay outbox relay --sink …
   outbox relay --layout=log --sink http://127.0.0.1:8080/events   # the event log and the events table
-  outbox relay --layout=log --type order.created --log-cursor orders --log-cursor-from relay --sink …
+  outbox relay --type order.created --log-cursor orders --log-cursor-from relay --sink …
 
-The log layout (--layout=log; PostgreSQL and SQLite, after 'outbox migrate --layout=log';
-experimental): the relay delivers the event log with a log relay, and the events table
+The log layout (PostgreSQL and SQLite; what 'outbox migrate' makes for a new outbox,
+and what the relay runs on a store with a log unless told --layout=table; see
+docs/log-layout.md): the relay delivers the event log with a log relay, and the events table
 with the usual processor, through the same sink with the same retries and breaker. An
 event whose delivery from the log fails moves to the events table, with the later
 events of its key, and is retried, given up, retried by an operator or discarded there,
