@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 )
 
 // A LogCursor reads the log by transaction snapshots, as PgQ does. Its position is a
@@ -295,6 +296,10 @@ func (c *LogCursor) load(ctx context.Context) error {
 // every cursor of the same name, after a crash) reads the same events again, and
 // perhaps more. An empty batch means nothing has committed since the position;
 // acknowledging it is a no-op.
+//
+// A row that breaks the SQL contract (written by SQL from another language: an empty
+// type, metadata that is not an object of strings, …) is read all the same, with the
+// problem in its event's Unusable; a caller delivers it no more than the relays do.
 func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: log cursor read: limit must be positive, got %d", outbox.ErrInvalid, limit)
@@ -520,11 +525,19 @@ func scanLogRow(rows pgx.Rows, snapshot *string, xid *uint64, e *outbox.Event, m
 	e.ID, e.Seq = uuidString(id), *seq
 	e.Type, e.EntityID, e.UserID, e.OrderingKey = typ.String, entity.String, user.String, deref(key)
 	e.MaxAttempts, e.Priority, e.IsNewRecord = int(maxAttempts.Int32), int(priority.Int32), isNew.Bool
+	// What a writer in another language may put where the contract does not allow
+	// (the log has no CHECK): an empty type or entity ID, and metadata that is JSON but
+	// not an object of strings. It leaves the field empty and is named in the event's
+	// Unusable, for the relay to give the event up with: failing the read would stop
+	// the cursor at the row for good.
+	var problems column.Problems
+	column.CheckRequired(e.Type, e.EntityID, &problems)
 	if metadata != nil {
-		if err := json.Unmarshal([]byte(*metadata), &e.Metadata); err != nil {
-			return false, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
-		}
+		var problem string
+		e.Metadata, problem = column.DecodeMetadata([]byte(*metadata))
+		problems.Add(problem)
 	}
+	e.Unusable = problems.String()
 	if payload != nil {
 		e.Payload = json.RawMessage(*payload)
 	}

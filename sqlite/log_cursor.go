@@ -118,6 +118,10 @@ func (c *LogCursor) load(ctx context.Context) error {
 // every Read (and every cursor of the same name, after a crash) reads the same events
 // again, and perhaps more. An empty batch means nothing has committed since the
 // position; acknowledging it is a no-op.
+//
+// A row that breaks the SQL contract (written by SQL from another language: an empty
+// type, metadata that is not an object of strings, …) is read all the same, with the
+// problem in its event's Unusable; a caller delivers it no more than the relays do.
 func (c *LogCursor) Read(ctx context.Context, limit int) (*LogBatch, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: log cursor read: limit must be positive, got %d", outbox.ErrInvalid, limit)
@@ -184,33 +188,49 @@ func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
 	return nil
 }
 
-// scanLogEvents reads the rows of readLog and closes them.
+// scanLogEvents reads the rows of readLog and closes them. As scanEvents does for the
+// events table, it reads every row: a value that a writer in another language put
+// where the contract does not allow (docs/any-language.md) leaves its field zero and
+// is named in the event's Unusable, for the relay to give the event up with, rather
+// than failing the read, which would stop the cursor at the row for good.
 func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 	defer rows.Close()
 	var events []outbox.Event
 	for rows.Next() {
 		var (
-			e                      outbox.Event
-			key, metadata, payload sql.NullString
-			created                int64
+			e                            outbox.Event
+			key, metadata, payload       sql.NullString
+			maxAttempts, priority, isNew anyValue
+			created                      anyValue
+			problems                     column.Problems
 		)
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.EntityID, &e.UserID, &key, &e.MaxAttempts,
-			&e.Priority, &e.IsNewRecord, &metadata, &payload, &created); err != nil {
-			return nil, err
+		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.EntityID, &e.UserID, &key, &maxAttempts,
+			&priority, &isNew, &metadata, &payload, &created); err != nil {
+			return nil, fmt.Errorf("log row %d: %w", e.Seq, err)
 		}
-		if metadata.Valid {
-			if err := json.Unmarshal([]byte(metadata.String), &e.Metadata); err != nil {
-				return nil, fmt.Errorf("event %s: decode metadata: %w", e.ID, err)
+		if !isCanonicalID(e.ID) {
+			if c, err := outbox.CanonicalID(e.ID); err == nil {
+				e.ID = c
+			} else {
+				problems.Add("id is not a UUID: " + column.Quote(e.ID))
 			}
 		}
+		column.CheckRequired(e.Type, e.EntityID, &problems)
+		e.MaxAttempts = int(maxAttempts.integer("max_attempts", &problems))
+		e.Priority = int(priority.integer("priority", &problems))
+		e.IsNewRecord = isNew.integer("is_new_record", &problems) != 0
+		var problem string
+		e.Metadata, problem = column.DecodeMetadata(nullBytes(metadata))
+		problems.Add(problem)
 		if payload.Valid {
 			e.Payload = json.RawMessage(payload.String)
 		}
 		e.OrderingKey = key.String
 		// What AppendTx's caller held: a pending event, due when it was written.
 		e.Status = outbox.StatusPending
-		e.CreatedAt = column.FromMicros(created)
+		e.CreatedAt = created.time("created_at", &problems)
 		e.UpdatedAt, e.NextAttemptAt = e.CreatedAt, e.CreatedAt
+		e.Unusable = problems.String()
 		events = append(events, e)
 	}
 	return events, rows.Err()

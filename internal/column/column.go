@@ -169,3 +169,19 @@ func (p *Problems) Add(problem string) {
 
 // String joins the problems with "; ", or is empty when there are none.
 func (p Problems) String() string { return strings.Join(p, "; ") }
+
+// CheckRequired records the problems of a row whose type or entity ID is empty, which
+// the events table's CHECKs refuse and the log's table, without CHECKs, does not.
+func CheckRequired(typ, entityID string, problems *Problems) {
+	if typ == "" {
+		problems.Add("type is empty")
+	}
+	if entityID == "" {
+		problems.Add("entity_id is empty")
+	}
+}
+
+// EmptyPlaceholder stands for an empty type or entity ID in the events table, whose
+// CHECKs refuse one, when an unusable event of the log moves there given up: its
+// reason says what was written.
+const EmptyPlaceholder = "(empty)"

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/fitiq/outbox"
+	"github.com/fitiq/outbox/internal/column"
 	"github.com/fitiq/outbox/internal/suspicion"
 )
 
@@ -267,7 +268,7 @@ func (d *Deliverer) deliverEach(ctx context.Context, events []outbox.Event, grou
 				if stop.Load() || ctx.Err() != nil {
 					break
 				}
-				if r, held := d.heldType(&events[i]); held {
+				if r, skip := d.undeliverable(&events[i]); skip {
 					results[i] = r
 					break
 				}
@@ -302,7 +303,7 @@ func (d *Deliverer) deliverWaves(ctx context.Context, bh outbox.BatchHandler, ev
 		going := active[:0]
 		for _, g := range active {
 			i := groups[g][next[g]]
-			if r, held := d.heldType(&events[i]); held {
+			if r, skip := d.undeliverable(&events[i]); skip {
 				results[i] = r // its group stops here
 				continue
 			}
@@ -495,6 +496,35 @@ func (d *Deliverer) observe(e *outbox.Event, r Result, took time.Duration) {
 // destination, or its target, was at fault (err), as the Processor records it.
 func HeldText(err error) string {
 	return ErrorText(fmt.Errorf("held, attempt not counted: %w", err))
+}
+
+// undeliverable reports whether e is not to be handed to the handler, and if so its
+// result: given up when its row could not be read in full, or sent on to the events
+// table when its type is held at a faulty target.
+func (d *Deliverer) undeliverable(e *outbox.Event) (Result, bool) {
+	if e.Unusable != "" {
+		return d.unusable(e), true
+	}
+	return d.heldType(e)
+}
+
+// unusable gives up an event whose row the log could not read in full (a writer in
+// another language broke the contract; see outbox.Event.Unusable), as the Processor
+// does: no attempt can succeed until the row is mended, so it moves to the events
+// table given up, with the reason, where an operator mends and retries it. The
+// destination is not involved, so the breaker and the holds hear nothing.
+func (d *Deliverer) unusable(e *outbox.Event) Result {
+	// The events table's CHECKs refuse an empty type or entity ID, and a move that
+	// failed would stop the cursor at the row: it moves under a placeholder, its reason
+	// naming what was written.
+	e.Type, e.EntityID = cmp.Or(e.Type, column.EmptyPlaceholder), cmp.Or(e.EntityID, column.EmptyPlaceholder)
+	r := Result{Kind: Failed, Err: outbox.Permanent(errors.New("unusable row: " + e.Unusable)), At: d.cfg.Clock.Now()}
+	d.cfg.Logger.Error("event given up: its row breaks the SQL contract (docs/any-language.md); moved to the events table, mend it there, then retry it",
+		"event_id", e.ID, "seq", e.Seq, "type", e.Type, "err", r.Err)
+	if len(d.cfg.Observers) > 0 {
+		d.observe(e, r, 0)
+	}
+	return r
 }
 
 // heldType reports whether e's type is held at a faulty target and not yet due for a

@@ -615,3 +615,53 @@ func TestDeliverable(t *testing.T) {
 		})
 	}
 }
+
+// An event whose row could not be read in full is given up without a call, through
+// Handle and through HandleBatch alike: Failed with no next attempt, the reason in its
+// error, its key's later events not reached, and an empty type or entity ID replaced
+// by the placeholder the events table takes.
+func TestUnusableEventIsGivenUpWithoutACall(t *testing.T) {
+	t.Parallel()
+	for _, batch := range []bool{false, true} {
+		t.Run(fmt.Sprintf("batch=%v", batch), func(t *testing.T) {
+			t.Parallel()
+			var called []string
+			var mu sync.Mutex
+			record := func(e outbox.Event) {
+				mu.Lock()
+				defer mu.Unlock()
+				called = append(called, e.ID)
+			}
+			var h outbox.Handler = outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
+				record(e)
+				return nil
+			})
+			if batch {
+				h = batchFunc(func(ctx context.Context, es []outbox.Event) []error {
+					for _, e := range es {
+						record(e)
+					}
+					return make([]error, len(es))
+				})
+			}
+			es := events("a", "a", "b")
+			es[0].Type, es[0].Unusable = "", "type is empty"
+			d := New(h, testConfig())
+			groups, _ := Groups(es)
+			results := d.Deliver(context.Background(), es, groups)
+			if r := results[0]; r.Kind != Failed || !r.Next.IsZero() || !outbox.IsPermanent(r.Err) ||
+				!strings.Contains(r.Err.Error(), "unusable row: type is empty") {
+				t.Errorf("the unusable event: %+v, want it given up with its reason", r)
+			}
+			if results[1].Kind != NotAttempted || results[2].Kind != Delivered {
+				t.Errorf("results %+v: want its key's next event not reached, and the other key delivered", results)
+			}
+			if !slices.Equal(called, []string{"e2"}) {
+				t.Errorf("handler called for %v, want e2 alone", called)
+			}
+			if es[0].Type != "(empty)" {
+				t.Errorf("the unusable event's type %q, want the placeholder", es[0].Type)
+			}
+		})
+	}
+}
