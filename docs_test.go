@@ -546,7 +546,7 @@ func TestREADMEProgramRunsAsPasted(t *testing.T) {
 	if stdout.Len() == 0 {
 		t.Fatalf("the README's program printed nothing (stderr:\n%s)", stderr.String())
 	}
-	if want := "delivered order.created order-1\ncompleted 1 of 1\n"; stdout.String() != want {
+	if want := "delivered order.created order-1\nread 1 from the log: 1 delivered, 0 to retry\n"; stdout.String() != want {
 		t.Fatalf("the README's program printed:\n%s\nwant:\n%s", stdout.String(), want)
 	}
 }

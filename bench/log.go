@@ -12,7 +12,7 @@ import (
 	"github.com/fitiq/outbox/postgres"
 )
 
-// logSystem is the log layout (issue 24, experimental): postgres.Log.AppendTx in
+// logSystem is the log layout (issue 24; the default for a new outbox): postgres.Log.AppendTx in
 // Log.Transact or in the caller's own transaction, and a postgres.LogRelay delivering
 // from the log by its cursor.
 // The relay moves an event whose delivery fails to a Store's events table, which must

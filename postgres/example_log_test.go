@@ -14,7 +14,7 @@ import (
 	"github.com/fitiq/outbox/postgres"
 )
 
-// The event log (experimental; docs/log-layout.md): an order and its event in one
+// The event log (the default layout; docs/log-layout.md): an order and its event in one
 // transaction through Log.Transact, which sends the event's INSERT with the COMMIT, so
 // the event costs no round trip of its own.
 func ExampleLog_Transact() {

@@ -1,7 +1,7 @@
 package postgres
 
-// The log layout's delivery path (issue 24, experimental: not wired into the CLI or
-// the default relay). A LogRelay reads the log by its cursor and delivers; an event
+// The log layout's delivery path (the default layout for a new outbox; the outbox
+// command's relay runs it). A LogRelay reads the log by its cursor and delivers; an event
 // whose delivery fails leaves the log for the table layout's events table, where
 // today's Processor retries it. See docs/log-layout.md.
 

@@ -99,8 +99,8 @@ type LogConfig struct {
 
 // Log is an append-only event log on SQLite: AppendTx writes events in the caller's
 // transaction, LogCursors read them back in commit order, LogRelays deliver them, and
-// Trim deletes what every cursor has passed. It is experimental: no processor or
-// command uses it yet.
+// Trim deletes what every cursor has passed. It is the layout a new outbox gets
+// (docs/log-layout.md).
 type Log struct {
 	db  *sql.DB
 	cfg LogConfig

@@ -1,7 +1,7 @@
 package sqlite
 
-// The log layout's delivery path on SQLite (issue 24, experimental: not wired into the
-// CLI or the default relay). A LogRelay reads the log by its cursor and delivers; an
+// The log layout's delivery path on SQLite (the default layout for a new outbox; the
+// outbox command's relay runs it). A LogRelay reads the log by its cursor and delivers; an
 // event whose delivery fails leaves the log for the Store's events table, where
 // today's Processor retries it. The delivery itself (keys, concurrency, outcomes,
 // holds) is internal/logdelivery's, shared with postgres.LogRelay. See

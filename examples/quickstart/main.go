@@ -1,5 +1,6 @@
 // Command quickstart writes an order and the event that announces it in one SQLite
-// transaction, then delivers the event. It is the README's program, shown there whole.
+// transaction, on the event log, then delivers the event. It is the README's program,
+// shown there whole.
 package main
 
 import (
@@ -32,7 +33,12 @@ func run(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	if _, err := sqlite.Migrate(ctx, db); err != nil { // embedded, versioned; New refuses an unmigrated file
+	// The event log, where events are written, and the events table, where an event
+	// whose delivery failed is retried: embedded, versioned migrations.
+	if _, err := sqlite.Migrate(ctx, db); err != nil {
+		return err
+	}
+	if _, err := sqlite.MigrateLog(ctx, db); err != nil {
 		return err
 	}
 	// The application's own table, in the same database as the outbox.
@@ -43,37 +49,48 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	events, err := sqlite.NewLog(ctx, db, sqlite.LogConfig{})
+	if err != nil {
+		return err
+	}
 
 	// The order and its event: both committed, or neither.
-	err = store.Transact(ctx, func(tx *sql.Tx) error {
+	err = events.Transact(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO orders (id, total) VALUES ('order-1', 42.50)`); err != nil {
 			return err
 		}
 		e := outbox.NewEvent("order.created", "order-1", "user-1")
 		e.OrderingKey = "order-1" // events of one order are delivered in the order written
-		return store.EnqueueTx(ctx, tx, e)
+		return events.AppendTx(ctx, tx, e)
 	})
 	if err != nil {
 		return err
 	}
 
-	// The processor delivers due events through the handler of their type.
-	p, err := outbox.NewProcessor(store, outbox.Handlers{
+	// Each type's handler: nil is delivered; an error is retried with backoff.
+	deliver := outbox.Handlers{
 		"order.created": outbox.HandlerFunc(func(ctx context.Context, e outbox.Event) error {
-			fmt.Println("delivered", e.Type, e.EntityID) // nil: delivered; an error: retried with backoff
+			fmt.Println("delivered", e.Type, e.EntityID)
 			return nil
 		}),
-	}, outbox.Config{})
+	}
+	// The relay delivers the log in commit order. An event whose delivery fails moves to
+	// the events table, with the later events of its key, where the processor retries it.
+	relay, err := sqlite.NewLogRelay(ctx, events, store, deliver, sqlite.LogRelayConfig{})
 	if err != nil {
 		return err
 	}
-	if _, err := p.Drain(ctx); err != nil { // a relay calls p.Start(ctx) and p.Stop(ctx) instead
-		return err
-	}
-	stats, err := p.Stats(ctx)
+	p, err := outbox.NewProcessor(store, deliver, outbox.Config{})
 	if err != nil {
 		return err
 	}
-	fmt.Printf("completed %d of %d\n", stats.Completed, stats.Total)
+	step, err := relay.Drain(ctx) // a service calls relay.Run(ctx) and p.Start(ctx) instead
+	if err != nil {
+		return err
+	}
+	if _, err := p.Drain(ctx); err != nil {
+		return err
+	}
+	fmt.Printf("read %d from the log: %d delivered, %d to retry\n", step.Read, step.Delivered, step.Failed)
 	return nil
 }
