@@ -889,16 +889,22 @@ func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) 
 }
 
 // TestLogRetentionKeepsTheTableFlat runs ten cycles of appending N events (in
-// transactions of 100), reading them all through a cursor and calling Retain. The log's
+// transactions of 10), reading them all through a cursor and calling Retain. The log's
 // largest size, after each cycle's appends, stays within 1.2× of the first cycle's,
 // because Retain empties the partitions of the cycle before: without it, the log would
 // grow by a cycle's events each time. After Retain, only the partitions at the head are
 // left. N is 10,000 here (2,000 under the race detector);
 // OUTBOX_LOG_RETENTION_EVENTS=100000 runs the issue's size.
 //
-// The partitions are a 32nd of a cycle's transactions wide, in a ring of 64, so that a
+// The partitions are a 16th of a cycle's transactions wide, in a ring of 64, so that a
 // cycle fills many of them: Retain keeps the partition at the head and the one after
-// it, which is then at most a 16th of a cycle's events.
+// it, which is then at most an 8th of a cycle's events. Transaction IDs are the
+// server's, and the other tests running on it take them too, spreading a cycle's
+// transactions over more of the ring: the ring spans four cycles of the test's own
+// transactions, so that others may take three times as many meanwhile before a cycle
+// wraps around the ring onto partitions that still hold its own unread events (which
+// Retain must keep). In transactions of 100, with a ring of two cycles, a busy CI
+// server wrapped it.
 func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 	t.Parallel()
 	n := 10_000
@@ -912,8 +918,9 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 		}
 	}
 	pool := newPool(t, 4, "")
-	txns := (n + 99) / 100
-	l := newRingLog(t, pool, postgres.LogConfig{Partitions: 64, PartitionXIDs: int64(max(1, txns/32))})
+	const perTxn = 10
+	txns := (n + perTxn - 1) / perTxn
+	l := newRingLog(t, pool, postgres.LogConfig{Partitions: 64, PartitionXIDs: int64(max(1, txns/16))})
 	ctx := context.Background()
 	c := logCursor(t, l, "relay")
 	payload := []byte(`{"kind":"weight","quantity":72.5,"unit":"kg"}`)
@@ -922,8 +929,8 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 	t.Logf("| cycle | after appending (bytes) | after Retain (bytes) | partitions truncated | append | read | retain |")
 	for cycle := 1; cycle <= 10; cycle++ {
 		started := time.Now()
-		for start := 0; start < n; start += 100 {
-			batch := make([]*outbox.Event, min(100, n-start))
+		for start := 0; start < n; start += perTxn {
+			batch := make([]*outbox.Event, min(perTxn, n-start))
 			for i := range batch {
 				e := outbox.NewEvent("order.created", fmt.Sprintf("c%d-e%d", cycle, start+i), "user-1")
 				e.OrderingKey, e.Payload = e.EntityID, payload
