@@ -778,5 +778,22 @@ func TestANewOutboxIsMadeOnTheLogLayout(t *testing.T) {
 			!strings.Contains(r.stdout, "read 1 events from the log: 1 delivered") || sink.count() != 1 {
 			t.Errorf("relay --once: want the log's event delivered, got %v and %d deliveries", r, sink.count())
 		}
+		if b.name != "postgres" {
+			return
+		}
+		// An events table named so long that its log's name would be too long: refused
+		// before anything is made, naming both ways out.
+		long := b.dsn + "&table=" + strings.Repeat("t", 43)
+		r = runEnv(t, Env{}, "migrate", "--dsn", long)
+		if r.code != ExitUsage || !strings.Contains(r.stderr, "a new outbox is made on the log layout") ||
+			!strings.Contains(r.stderr, "shorten table=") || !strings.Contains(r.stderr, "--layout=table") {
+			t.Errorf("migrate of a new outbox whose log's name is too long: want exit 2 naming both ways out, got %v", r)
+		}
+		if r := runEnv(t, Env{}, "stats", "--dsn", long); r.code == 0 || !strings.Contains(r.stderr, "not migrated") {
+			t.Errorf("stats after the refused migrate: want the outbox not migrated (nothing made), got %v", r)
+		}
+		if r := runEnv(t, Env{}, "migrate", "--dsn", long, "--layout=table"); r.code != 0 || strings.Contains(r.stdout, "log") {
+			t.Errorf("migrate --layout=table: want the events table alone, got %v", r)
+		}
 	})
 }

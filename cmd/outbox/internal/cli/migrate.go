@@ -110,6 +110,11 @@ Examples:
 			}
 			if newOutbox = !has; newOutbox {
 				o.layout = layoutLog
+				// Checked before anything is applied: a log that cannot be made leaves
+				// no events table made without it.
+				if err := checkLayout(o.layout, d); err != nil {
+					return usagef("a new outbox is made on the log layout: %v, or give --layout=table for the events table alone", err)
+				}
 			}
 		}
 		if o.layout, err = resolveLayout(ctx, o.layout, d, s, c.timeout, true); err != nil {
