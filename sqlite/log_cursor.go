@@ -195,19 +195,23 @@ func (c *LogCursor) Ack(ctx context.Context, b *LogBatch) error {
 // than failing the read, which would stop the cursor at the row for good.
 func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 	defer rows.Close()
-	var events []outbox.Event
+	var (
+		events []outbox.Event
+		// One set of destinations for every row, so that a row costs no allocation of
+		// its own for them.
+		e                            outbox.Event
+		key, metadata, payload       sql.NullString
+		maxAttempts, priority, isNew anyValue
+		created                      anyValue
+		dest                         = []any{&e.Seq, &e.ID, &e.Type, &e.EntityID, &e.UserID, &key, &maxAttempts,
+			&priority, &isNew, &metadata, &payload, &created}
+	)
 	for rows.Next() {
-		var (
-			e                            outbox.Event
-			key, metadata, payload       sql.NullString
-			maxAttempts, priority, isNew anyValue
-			created                      anyValue
-			problems                     column.Problems
-		)
-		if err := rows.Scan(&e.Seq, &e.ID, &e.Type, &e.EntityID, &e.UserID, &key, &maxAttempts,
-			&priority, &isNew, &metadata, &payload, &created); err != nil {
+		e = outbox.Event{}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, fmt.Errorf("log row %d: %w", e.Seq, err)
 		}
+		var problems column.Problems
 		if !isCanonicalID(e.ID) {
 			if c, err := outbox.CanonicalID(e.ID); err == nil {
 				e.ID = c
