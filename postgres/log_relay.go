@@ -1304,5 +1304,6 @@ func (r *LogRelay) Run(ctx context.Context) error {
 // Stop asks Run to return once its pass in flight has finished, its steps delivered
 // and committed, and waits for it until ctx ends; then it cancels the steps, whose
 // batches the next relay delivers again, and returns ctx's error. Without a Run going
-// it returns nil at once.
+// it returns nil at once, and the next Run returns before its first step: a Stop on a
+// signal that came before the goroutine meant to Run had begun stops it all the same.
 func (r *LogRelay) Stop(ctx context.Context) error { return r.runs.Stop(ctx) }

@@ -859,7 +859,9 @@ func (r *LogRelay) Run(ctx context.Context) error {
 // Stop asks Run to return once its step in flight has finished, delivered and
 // committed, and waits for it until ctx ends; then it cancels the step, whose batch
 // the next relay delivers again, and returns ctx's error. Without a Run going it
-// returns nil at once. Run releases the cursor's lease as it returns.
+// returns nil at once, and the next Run returns before its first step: a Stop on a
+// signal that came before the goroutine meant to Run had begun stops it all the same.
+// Run releases the cursor's lease as it returns.
 func (r *LogRelay) Stop(ctx context.Context) error { return r.runs.Stop(ctx) }
 
 // Trim deletes every event that every cursor has passed, in chunks of

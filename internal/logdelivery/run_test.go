@@ -7,13 +7,10 @@ import (
 )
 
 // TestRunnerStopsBetweenSteps: Stop lets the step in flight finish and Run return; a
-// second Run is refused while one goes; Stop without a Run returns at once.
+// second Run is refused while one goes.
 func TestRunnerStopsBetweenSteps(t *testing.T) {
 	t.Parallel()
 	var r Runner
-	if err := r.Stop(context.Background()); err != nil {
-		t.Fatalf("Stop without a Run: %v", err)
-	}
 	runCtx, stopping, finish, err := r.Start(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -68,5 +65,36 @@ func TestRunnerStopCancelsTheStepWhenItsContextEnds(t *testing.T) {
 	}
 	if runCtx.Err() == nil {
 		t.Fatal("the step's context was not cancelled")
+	}
+}
+
+// TestRunnerStopBeforeRun: a Stop without a Run going returns at once, and the next
+// Run finds Stopping closed before its first step (a signal that came before the
+// goroutine meant to Run had begun); the Run after that one runs as usual.
+func TestRunnerStopBeforeRun(t *testing.T) {
+	t.Parallel()
+	var r Runner
+	if err := r.Stop(context.Background()); err != nil {
+		t.Fatalf("Stop without a Run: %v", err)
+	}
+	_, stopping, finish, err := r.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-stopping:
+	default:
+		t.Fatal("the Run after a Stop without one: Stopping is open, want it closed before the first step")
+	}
+	finish()
+	_, stopping, finish, err = r.Start(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer finish()
+	select {
+	case <-stopping:
+		t.Fatal("the Run after that: Stopping is closed, want it open until a Stop")
+	default:
 	}
 }

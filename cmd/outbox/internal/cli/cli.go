@@ -50,6 +50,9 @@ type Env struct {
 	onStart   func()                          // called once the relay's processor runs
 	buildInfo func() (*debug.BuildInfo, bool) // defaults to debug.ReadBuildInfo
 	onSummary func()                          // called after each of the relay's summary lines
+	// Called on the log relay's goroutine before its Run, and after the signal's stop of
+	// the log relay returned: to order the two as a signal right after the start can.
+	beforeLogRun, afterLogStop func()
 }
 
 // usageError is bad input: exit 2, one line.

@@ -770,6 +770,9 @@ func TestANewOutboxIsMadeOnTheLogLayout(t *testing.T) {
 		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--json"); r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
 			t.Errorf("ls --json: want the events table empty, got %v", r)
 		}
+		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn); r.code != 0 || !strings.Contains(r.stdout, "what waits on the log: outbox ls --layout=log") {
+			t.Errorf("ls, nothing in the events table: want it to say where the log's events are listed, got %v", r)
+		}
 		if r := runEnv(t, Env{}, "ls", "--dsn", b.dsn, "--layout=log"); r.code != 0 || !strings.Contains(r.stdout, id) {
 			t.Errorf("ls --layout=log: want the event on the log, got %v", r)
 		}
@@ -796,4 +799,25 @@ func TestANewOutboxIsMadeOnTheLogLayout(t *testing.T) {
 			t.Errorf("migrate --layout=table: want the events table alone, got %v", r)
 		}
 	})
+}
+
+// A signal that comes right after the relay's start, before the log relay's goroutine
+// has begun Run, stops the relay all the same. Before, the stop found no Run going and
+// returned, and the Run begun after it went on for good: the relay never exited
+// (TestBinaryExitsCleanlyOnSIGTERM, which signals as soon as the relay says it
+// started, hung so once the log became the default).
+func TestLogRelayStopsOnASignalBeforeItsRunBegins(t *testing.T) {
+	t.Parallel()
+	b := sqliteBackend(t)
+	if r := runEnv(t, Env{}, "migrate", "--dsn", b.dsn); r.code != 0 {
+		t.Fatalf("migrate: %v", r)
+	}
+	sink := newAcceptAll(t)
+	gate := make(chan struct{})
+	// The log relay's Run begins only once the signal's stop has returned.
+	env := Env{beforeLogRun: func() { <-gate }, afterLogStop: func() { close(gate) }}
+	d := startRelay(t, env, "--dsn", b.dsn, "--sink", sink.srv.URL)
+	if r := d.stop(t); r.code != 0 || !strings.Contains(r.stderr, "relay stopped") {
+		t.Errorf("relay after the signal: want it stopped, exit 0, got %v", r)
+	}
 }

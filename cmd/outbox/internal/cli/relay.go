@@ -612,10 +612,18 @@ func runRelay(ctx context.Context, env *Env, c *call) error {
 		logDone := make(chan struct{})
 		wg.Go(func() {
 			defer close(logDone)
+			if env.beforeLogRun != nil {
+				env.beforeLogRun()
+			}
 			_ = lr.run(runCtx)
 		})
 		stopLog = func(sctx context.Context) error {
+			// A signal right after the start can come before the goroutine above has
+			// begun Run: the stop then makes that Run return before its first step.
 			err := lr.stop(sctx)
+			if env.afterLogStop != nil {
+				env.afterLogStop()
+			}
 			<-logDone
 			return err
 		}
