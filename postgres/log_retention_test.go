@@ -175,6 +175,17 @@ func tableEntities(t testing.TB, l *postgres.Log, pool *pgxpool.Pool) []string {
 }
 
 // logTableSize is pg_total_relation_size summed over the log's partitions.
+// logRows counts the rows the log holds.
+func logRows(t testing.TB, l *postgres.Log, pool *pgxpool.Pool) int64 {
+	t.Helper()
+	var n int64
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM `+
+		pgx.Identifier{l.Config().Schema, l.Config().Table}.Sanitize()).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 func logTableSize(t testing.TB, l *postgres.Log, pool *pgxpool.Pool) int64 {
 	t.Helper()
 	var size int64
@@ -889,12 +900,13 @@ func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) 
 }
 
 // TestLogRetentionKeepsTheTableFlat runs ten cycles of appending N events (in
-// transactions of 10), reading them all through a cursor and calling Retain. The log's
-// largest size, after each cycle's appends, stays within 1.2× of the first cycle's,
+// transactions of 10), reading them all through a cursor and calling Retain. The rows
+// the log holds after each cycle's appends stay within 1.2× of the first cycle's,
 // because Retain empties the partitions of the cycle before: without it, the log would
 // grow by a cycle's events each time. After Retain, only the partitions at the head are
-// left. N is 10,000 here (2,000 under the race detector);
-// OUTBOX_LOG_RETENTION_EVENTS=100000 runs the issue's size.
+// left, under half a cycle. N is 10,000 here (2,000 under the race detector);
+// OUTBOX_LOG_RETENTION_EVENTS=100000 runs the issue's size, and then the table's size on
+// disk is held to the same 1.2×, as the issue states it.
 //
 // The partitions are a 16th of a cycle's transactions wide, in a ring of 64, so that a
 // cycle fills many of them: Retain keeps the partition at the head and the one after
@@ -904,7 +916,12 @@ func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) 
 // transactions, so that others may take three times as many meanwhile before a cycle
 // wraps around the ring onto partitions that still hold its own unread events (which
 // Retain must keep). In transactions of 100, with a ring of two cycles, a busy CI
-// server wrapped it.
+// server wrapped it. A cycle spread over more partitions also pays more times what a
+// partition costs on disk once it holds rows (its first pages, and its last ones half
+// full), a cost bounded by the ring rather than the growth retention prevents: at
+// 10,000 events it reached a third of a cycle when other tests spread one over 58
+// partitions, which is why the default size is held by its rows, and only the issue's
+// size by its bytes, where that cost is lost in the data.
 func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 	t.Parallel()
 	n := 10_000
@@ -925,8 +942,10 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 	c := logCursor(t, l, "relay")
 	payload := []byte(`{"kind":"weight","quantity":72.5,"unit":"kg"}`)
 	empty := logTableSize(t, l, pool) // the partitions' indexes and TOAST tables, empty
-	var firstPeak int64
-	t.Logf("| cycle | after appending (bytes) | after Retain (bytes) | partitions truncated | append | read | retain |")
+	issueSize := os.Getenv("OUTBOX_LOG_RETENTION_EVENTS") != ""
+	var firstPeak, firstPeakRows int64
+	t.Logf("the empty ring: %d bytes", empty)
+	t.Logf("| cycle | after appending: rows, bytes | after Retain: rows, bytes | partitions truncated | append | read | retain |")
 	for cycle := 1; cycle <= 10; cycle++ {
 		started := time.Now()
 		for start := 0; start < n; start += perTxn {
@@ -941,7 +960,7 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 			}
 		}
 		appended := time.Since(started)
-		peak := logTableSize(t, l, pool)
+		peak, peakRows := logTableSize(t, l, pool), logRows(t, l, pool)
 		// Read once every transaction older than the last append has ended, so that the
 		// cursor's position is past all of them (an idle cursor keeps the position of its
 		// last batch).
@@ -968,19 +987,23 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 		started = time.Now()
 		r := retainAll(t, l)
 		retainTime := time.Since(started)
-		left := logTableSize(t, l, pool)
+		left, leftRows := logTableSize(t, l, pool), logRows(t, l, pool)
 		if cycle == 1 {
-			firstPeak = peak
+			firstPeak, firstPeakRows = peak, peakRows
 		}
-		t.Logf("| %d | %d (%.2f×) | %d | %d | %s | %s | %s |", cycle, peak, float64(peak)/float64(firstPeak), left,
+		t.Logf("| %d | %d (%.2f×), %d (%.2f×) | %d, %d | %d | %s | %s | %s |", cycle,
+			peakRows, float64(peakRows)/float64(firstPeakRows), peak, float64(peak)/float64(firstPeak), leftRows, left,
 			len(r.Truncated), appended.Round(time.Millisecond), readTime.Round(time.Millisecond), retainTime.Round(time.Millisecond))
 		if len(r.Truncated) == 0 {
 			t.Errorf("cycle %d: Retain truncated nothing (horizon %d, held by %q)", cycle, r.Horizon, r.HeldBy)
 		}
-		if left-empty > (firstPeak-empty)/2 {
-			t.Errorf("cycle %d: %d bytes left after Retain (%d empty), over half the first cycle's %d", cycle, left, empty, firstPeak)
+		if leftRows > int64(n)/2 {
+			t.Errorf("cycle %d: %d rows left after Retain, over half a cycle's %d", cycle, leftRows, n)
 		}
-		if float64(peak) > 1.2*float64(firstPeak) {
+		if float64(peakRows) > 1.2*float64(firstPeakRows) {
+			t.Errorf("cycle %d: the log held %d rows, over 1.2× the first cycle's %d", cycle, peakRows, firstPeakRows)
+		}
+		if issueSize && float64(peak) > 1.2*float64(firstPeak) {
 			t.Errorf("cycle %d: the log reached %d bytes, over 1.2× the first cycle's %d", cycle, peak, firstPeak)
 		}
 	}
