@@ -113,12 +113,22 @@ Examples:
 		if err := checkLayout(o.layout, d); err != nil {
 			return err
 		}
-		return withStore(ctx, c, func(s outbox.Store) error {
+		// On a store with a log, the events table holds only what failed there: a listing
+		// for people that finds nothing says where the rest waits.
+		layout := layoutTable
+		if !c.set["layout"] && !o.json {
+			layout = layoutFromStore
+		}
+		return withStoreAndLog(ctx, c, layout, true, func(s outbox.Store, l *eventLog) error {
 			events, err := s.List(ctx, f)
 			if err != nil {
 				return err
 			}
-			return printEvents(env, events, o.json, "no events match")
+			empty := "no events match"
+			if l != nil {
+				empty += " in the events table, which holds the events that failed to be delivered from the event log (what waits on the log: outbox ls --layout=log)"
+			}
+			return printEvents(env, events, o.json, empty)
 		})
 	},
 }

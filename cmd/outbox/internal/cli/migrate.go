@@ -143,11 +143,14 @@ Examples:
 		if lm == nil {
 			return nil
 		}
+		if err := lm.apply(ctx, env); err != nil {
+			return err
+		}
 		if newOutbox {
 			fmt.Fprintf(env.Stdout, "%s: a new outbox, made on the log layout (--layout=table makes the events table alone)\n", d.describe())
 		}
-		if err := lm.apply(ctx, env); err != nil || len(o.dropLogCursors) == 0 {
-			return err
+		if len(o.dropLogCursors) == 0 {
+			return nil
 		}
 		l, err := openLog(ctx, d, s, c.timeout)
 		if err != nil {
