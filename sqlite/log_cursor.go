@@ -212,20 +212,8 @@ func scanLogEvents(rows *sql.Rows) ([]outbox.Event, error) {
 			return nil, fmt.Errorf("log row %d: %w", e.Seq, err)
 		}
 		var problems column.Problems
-		if !isCanonicalID(e.ID) {
-			if c, err := outbox.CanonicalID(e.ID); err == nil {
-				e.ID = c
-			} else {
-				problems.Add("id is not a UUID: " + column.Quote(e.ID))
-			}
-		}
 		column.CheckRequired(e.Type, e.EntityID, &problems)
-		e.MaxAttempts = int(maxAttempts.integer("max_attempts", &problems))
-		e.Priority = int(priority.integer("priority", &problems))
-		e.IsNewRecord = isNew.integer("is_new_record", &problems) != 0
-		var problem string
-		e.Metadata, problem = column.DecodeMetadata(nullBytes(metadata))
-		problems.Add(problem)
+		readShared(&e, maxAttempts, priority, isNew, metadata, &problems)
 		if payload.Valid {
 			e.Payload = json.RawMessage(payload.String)
 		}

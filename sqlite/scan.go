@@ -51,25 +51,15 @@ func scanStored(rows *sql.Rows) ([]outbox.Event, map[int]string, error) {
 			return nil, nil, fmt.Errorf("event %d: %w", e.Seq, err)
 		}
 		var problems column.Problems
-		if !isCanonicalID(e.ID) {
-			if c, err := outbox.CanonicalID(e.ID); err == nil {
-				if respelled == nil {
-					respelled = map[int]string{}
-				}
-				respelled[len(events)] = e.ID
-				e.ID = c
-			} else {
-				problems.Add("id is not a UUID: " + column.Quote(e.ID))
+		stored := e.ID
+		if readShared(&e, maxAttempts, priority, isNew, metadata, &problems) {
+			if respelled == nil {
+				respelled = map[int]string{}
 			}
+			respelled[len(events)] = stored
 		}
 		e.Status = outbox.Status(status)
 		e.Attempts = int(attempts.integer("attempts", &problems))
-		e.MaxAttempts = int(maxAttempts.integer("max_attempts", &problems))
-		e.Priority = int(priority.integer("priority", &problems))
-		e.IsNewRecord = isNew.integer("is_new_record", &problems) != 0
-		var problem string
-		e.Metadata, problem = column.DecodeMetadata(nullBytes(metadata))
-		problems.Add(problem)
 		if err := column.DecodeErrors(nullBytes(errs), func(n int, at time.Time, msg string) {
 			e.Errors = append(e.Errors, outbox.AttemptError{Attempt: n, At: at, Error: msg})
 		}); err != nil {
@@ -86,6 +76,27 @@ func scanStored(rows *sql.Rows) ([]outbox.Event, map[int]string, error) {
 		events = append(events, e)
 	}
 	return events, respelled, rows.Err()
+}
+
+// readShared reads what a row of the events table and a row of the log share and
+// SQLite may hold in another type or spelling (docs/any-language.md): the ID, to its
+// canonical spelling (respelled reports that the stored one was another), max_attempts,
+// priority, is_new_record and metadata. What cannot be read is named in problems.
+func readShared(e *outbox.Event, maxAttempts, priority, isNew anyValue, metadata sql.NullString, problems *column.Problems) (respelled bool) {
+	if !isCanonicalID(e.ID) {
+		if c, err := outbox.CanonicalID(e.ID); err == nil {
+			e.ID, respelled = c, true
+		} else {
+			problems.Add("id is not a UUID: " + column.Quote(e.ID))
+		}
+	}
+	e.MaxAttempts = int(maxAttempts.integer("max_attempts", problems))
+	e.Priority = int(priority.integer("priority", problems))
+	e.IsNewRecord = isNew.integer("is_new_record", problems) != 0
+	var problem string
+	e.Metadata, problem = column.DecodeMetadata(nullBytes(metadata))
+	problems.Add(problem)
+	return respelled
 }
 
 // nullBytes is the text of v, nil for NULL.
