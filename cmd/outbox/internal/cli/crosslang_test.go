@@ -352,6 +352,13 @@ func fullValues(entity string) map[string]any {
 	}
 }
 
+// fullValuesWith is fullValues with change made to them.
+func fullValuesWith(entity string, change func(v map[string]any)) map[string]any {
+	v := fullValues(entity)
+	change(v)
+	return v
+}
+
 // recorder is an HTTP sink that keeps every envelope, in arrival order; bodies over
 // limit (when positive) are refused with 413.
 type recorder struct {
@@ -866,11 +873,7 @@ func TestRowsTheRelayCannotUse(t *testing.T) {
 			t.Parallel()
 			s := newSQLStore(t, kind)
 			stmt := blocks[kind+" full"]
-			row := func(entity string, change func(v map[string]any)) map[string]any {
-				v := fullValues(entity)
-				change(v)
-				return v
-			}
+			row := fullValuesWith
 			long := strings.Repeat("t", 300)
 			var (
 				good1      = row("good-1", func(map[string]any) {})
@@ -973,10 +976,10 @@ func TestLogRowsTheRelayCannotUse(t *testing.T) {
 			t.Parallel()
 			s := newLogStore(t, kind)
 			row := func(entity string, change func(v map[string]any)) map[string]any {
-				v := fullValues(entity)
-				v["ordering_key"] = nil
-				change(v)
-				return v
+				return fullValuesWith(entity, func(v map[string]any) {
+					v["ordering_key"] = nil // no key but where a row names one
+					change(v)
+				})
 			}
 			write := func(v map[string]any) {
 				t.Helper()
