@@ -900,28 +900,29 @@ func waitForLockRequests(t testing.TB, pool *pgxpool.Pool, table string, n int) 
 }
 
 // TestLogRetentionKeepsTheTableFlat runs ten cycles of appending N events (in
-// transactions of 10), reading them all through a cursor and calling Retain. The rows
-// the log holds after each cycle's appends stay within 1.2× of the first cycle's,
-// because Retain empties the partitions of the cycle before: without it, the log would
-// grow by a cycle's events each time. After Retain, only the partitions at the head are
-// left, under half a cycle. N is 10,000 here (2,000 under the race detector);
-// OUTBOX_LOG_RETENTION_EVENTS=100000 runs the issue's size, and then the table's size on
-// disk is held to the same 1.2×, as the issue states it.
+// transactions of 10), reading them all through a cursor and calling Retain. After
+// every Retain the log holds under half a cycle of rows, so it never holds more than
+// one cycle and a half: Retain empties the partitions of the cycle before, and keeps
+// only those near the head. Without it, the second cycle would find the whole first
+// one still there. N is 10,000 here (2,000 under the race detector);
+// OUTBOX_LOG_RETENTION_EVENTS=100000 runs the issue's size, and then also holds the
+// table's size on disk after each cycle's appends within 1.2× of the first cycle's, as
+// the issue states it.
 //
 // The partitions are a 16th of a cycle's transactions wide, in a ring of 64, so that a
-// cycle fills many of them: Retain keeps the partition at the head and the one after
-// it, which is then at most an 8th of a cycle's events. Transaction IDs are the
-// server's, and the other tests running on it take them too, spreading a cycle's
-// transactions over more of the ring: the ring spans four cycles of the test's own
-// transactions, so that others may take three times as many meanwhile before a cycle
-// wraps around the ring onto partitions that still hold its own unread events (which
-// Retain must keep). In transactions of 100, with a ring of two cycles, a busy CI
-// server wrapped it. A cycle spread over more partitions also pays more times what a
-// partition costs on disk once it holds rows (its first pages, and its last ones half
-// full), a cost bounded by the ring rather than the growth retention prevents: at
-// 10,000 events it reached a third of a cycle when other tests spread one over 58
-// partitions, which is why the default size is held by its rows, and only the issue's
-// size by its bytes, where that cost is lost in the data.
+// cycle fills many of them. Transaction IDs are the server's, and the other tests
+// running on it take them too, spreading a cycle's transactions over more of the ring:
+// the ring spans four cycles of the test's own transactions, so that others may take
+// three times as many meanwhile before a cycle wraps around the ring onto partitions
+// that still hold its own unread events (which Retain must keep). In transactions of
+// 100, with a ring of two cycles, a busy CI server wrapped it. What the others' work
+// also moves is how much of a cycle sits in the partitions Retain must keep near the
+// head (up to a quarter of a cycle under the race detector on CI), and how many
+// partitions a cycle spreads over, each of which costs its first and last pages on
+// disk (a third of a 10,000-event cycle when others spread one over 58 partitions):
+// costs bounded by the ring, not the growth retention prevents, and lost in the data
+// at the issue's size. So the default size holds the rows left after Retain, and only
+// the issue's size the 1.2× of bytes.
 func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 	t.Parallel()
 	n := 10_000
@@ -999,9 +1000,6 @@ func TestLogRetentionKeepsTheTableFlat(t *testing.T) {
 		}
 		if leftRows > int64(n)/2 {
 			t.Errorf("cycle %d: %d rows left after Retain, over half a cycle's %d", cycle, leftRows, n)
-		}
-		if float64(peakRows) > 1.2*float64(firstPeakRows) {
-			t.Errorf("cycle %d: the log held %d rows, over 1.2× the first cycle's %d", cycle, peakRows, firstPeakRows)
 		}
 		if issueSize && float64(peak) > 1.2*float64(firstPeak) {
 			t.Errorf("cycle %d: the log reached %d bytes, over 1.2× the first cycle's %d", cycle, peak, firstPeak)
