@@ -166,13 +166,17 @@ func Groups(events []outbox.Event) (groups [][]int, keys []string) {
 // InScope returns the events of a batch whose type is one of types (all of them when
 // types is empty), in order: what a relay scoped to types delivers. The others are
 // passed by: the cursor moves past them, and a relay of another scope delivers them.
+// A row with no type (written by SQL, breaking the contract) is in no scope, so every
+// relay takes it, to give it up: were it passed by, no relay would, and retention
+// would drop it unseen. The first relay to move it to the events table wins; the
+// others' moves are left out as duplicates.
 func InScope(events []outbox.Event, types []string) []outbox.Event {
 	if len(types) == 0 {
 		return events
 	}
 	out := make([]outbox.Event, 0, len(events))
 	for _, e := range events {
-		if slices.Contains(types, e.Type) {
+		if e.Type == "" || slices.Contains(types, e.Type) {
 			out = append(out, e)
 		}
 	}

@@ -665,3 +665,24 @@ func TestUnusableEventIsGivenUpWithoutACall(t *testing.T) {
 		})
 	}
 }
+
+// A scoped relay takes the events of its types and passes the others by, but takes a
+// row with no type too, which is in no scope: passed by every scoped relay, it would
+// be given up by none.
+func TestInScopeTakesARowWithNoType(t *testing.T) {
+	t.Parallel()
+	es := []outbox.Event{{ID: "a", Type: "order.created"}, {ID: "b", Type: "invoice.sent"}, {ID: "c", Type: ""}}
+	ids := func(es []outbox.Event) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	if got := ids(InScope(es, []string{"order.created"})); !slices.Equal(got, []string{"a", "c"}) {
+		t.Errorf("scoped to order.created: %v, want a and the row with no type", got)
+	}
+	if got := ids(InScope(es, nil)); !slices.Equal(got, []string{"a", "b", "c"}) {
+		t.Errorf("unscoped: %v, want every event", got)
+	}
+}
