@@ -106,16 +106,10 @@ Examples:
 				return printEvents(env, events, o.json, "nothing waits on the log for cursor "+cursors[0])
 			})
 		}
-		d, err := parseDSN(c.dsn)
-		if err != nil {
-			return err
-		}
-		if err := checkLayout(o.layout, d); err != nil {
-			return err
-		}
 		// On a store with a log, the events table holds only what failed there: a listing
-		// for people that finds nothing says where the rest waits.
-		layout := layoutTable
+		// for people that finds nothing says where the rest waits. (withStoreAndLog
+		// checks the DSN and --layout.)
+		layout := o.layout
 		if !c.set["layout"] && !o.json {
 			layout = layoutFromStore
 		}
